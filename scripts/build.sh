@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Configures and builds kintsugi. Usage: scripts/build.sh [--sanitize] [--debug]
+# Build folders: build/ (release) and build-asan/ (ASan+UBSan).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build_dir=build
+args=(-DCMAKE_BUILD_TYPE=Release)
+for a in "$@"; do
+  case "$a" in
+    --sanitize) build_dir=build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DKINTSUGI_SANITIZE=ON -DKINTSUGI_CUDA=OFF) ;;
+    --debug) build_dir=build-debug; args=(-DCMAKE_BUILD_TYPE=Debug) ;;
+    *) echo "build.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
+  cmake -S . -B "$build_dir" "${generator[@]}" "${args[@]}" >&2
+fi
+cmake --build "$build_dir" -j "$(nproc)" >&2

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs dependencies, builds, runs ctest.
+#   scripts/test.sh              all tests on the release build
+#   scripts/test.sh --sanitize   unit tests on the ASan+UBSan build
+# Extra arguments after -- go to ctest (e.g. -- -L mpi).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+build_args=() ctest_args=() build_dir=build
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --sanitize) build_args+=(--sanitize); build_dir=build-asan; ctest_args+=(-L unit) ;;
+    --) shift; ctest_args+=("$@"); break ;;
+    *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+bash scripts/install-deps.sh
+bash scripts/build.sh "${build_args[@]}"
+ctest --test-dir "$build_dir" --output-on-failure --timeout 900 "${ctest_args[@]}"

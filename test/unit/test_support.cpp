@@ -1,0 +1,62 @@
+#include "test_support.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace kintsugi::test {
+
+TempDir::TempDir() {
+  static std::atomic<int> counter{0};
+  path_ = std::filesystem::temp_directory_path() /
+          ("kintsugi-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
+  std::filesystem::remove_all(path_);
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::filesystem::path source_dir() { return KINTSUGI_SOURCE_DIR; }
+
+std::filesystem::path fixtures_dir() {
+  std::filesystem::path p = KINTSUGI_FIXTURES_DIR;
+  return std::filesystem::exists(p) ? p : std::filesystem::path{};
+}
+
+static std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult run_kintsugi(const std::string& args) {
+  TempDir tmp;
+  const auto out = tmp / "stdout", err = tmp / "stderr";
+  const std::string cmd = std::string(KINTSUGI_BINARY) + " " + args + " >" + out.string() +
+                          " 2>" + err.string() + " </dev/null";
+  // Run through sh so that a signal shows as 128+N in the shell's status.
+  const int status = std::system(cmd.c_str());
+  CommandResult r{-1, 0, slurp(out), slurp(err)};
+  if (WIFEXITED(status)) {
+    const int code = WEXITSTATUS(status);
+    if (code > 128) {
+      r.signal = code - 128;
+    } else {
+      r.exit_code = code;
+    }
+  } else if (WIFSIGNALED(status)) {
+    r.signal = WTERMSIG(status);
+  }
+  return r;
+}
+
+}  // namespace kintsugi::test

@@ -1,0 +1,35 @@
+#pragma once
+// Helpers shared by the unit tests: temporary folders, paths to sources and
+// fixtures, running the CLI.
+#include <filesystem>
+#include <string>
+
+namespace kintsugi::test {
+
+// A fresh folder under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path source_dir();
+// ../shared/fixtures beside the checkout; empty when absent (tests then skip).
+std::filesystem::path fixtures_dir();
+
+struct CommandResult {
+  int exit_code;  // -1 when killed by a signal
+  int signal;     // the signal, or 0
+  std::string out, err;
+};
+// Runs the kintsugi binary with `args` (a shell-quoted string), capturing output.
+CommandResult run_kintsugi(const std::string& args);
+
+}  // namespace kintsugi::test
