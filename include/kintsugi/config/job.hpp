@@ -1,0 +1,102 @@
+#pragma once
+// The job file (JOB.yaml) that eval, baselines, optimize and report read.
+// Every key, its type and default is documented in docs/config.md. Paths in
+// the file are relative to the job file's folder and are made absolute here.
+// Unknown keys and wrong types are InputErrors naming file:line and the key.
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kintsugi {
+
+struct PoolConfig {
+  std::vector<std::filesystem::path> checkpoints;  // pool.checkpoints (at least 1)
+  std::optional<std::filesystem::path> base;       // pool.base (task-vector methods)
+};
+
+enum class TaskKind { Generate, Choice, Perplexity };
+
+struct TaskConfig {
+  std::string name;  // tasks[i].name, unique
+  // tasks[i].file: a path that may hold "{split}", replaced by the split name
+  // (e.g. tasks/addition.{split}.jsonl). Kept unexpanded and absolute here.
+  std::string file;
+  TaskKind kind = TaskKind::Generate;
+  // generate: exact_match; choice: acc | acc_norm; perplexity: bits_per_byte.
+  // Default: exact_match / acc / bits_per_byte.
+  std::string metric;
+  std::string split = "search";  // split the search optimizes on
+  size_t limit = 0;              // first `limit` examples; 0 = all
+  // generate only
+  size_t max_new_tokens = 32;
+  std::vector<std::string> stop = {"\n"};
+  std::string regex;         // optional: exact_match on the first capture group (or whole match)
+  bool ignore_case = false;  // normalization before exact_match (whitespace is always stripped)
+
+  std::filesystem::path file_for(const std::string& split_name) const;
+  bool higher_is_better() const { return metric != "bits_per_byte"; }
+};
+
+struct EvaluatorConfig {
+  std::string kind = "builtin";  // builtin | command
+  size_t batch_size = 16;        // sequences per forward pass (builtin)
+  // command evaluator: argv with {model_dir}, {output_json}; timeout.
+  std::vector<std::string> command;
+  double timeout_s = 3600;
+};
+
+struct SearchConfig {
+  std::string method = "cmaes";             // cmaes | random
+  std::string parameterization = "simplex";  // simplex | nonnegative | free
+  std::string granularity = "checkpoint";   // checkpoint | layer_group
+  size_t layer_groups = 1;                  // with granularity: layer_group
+  size_t budget = 300;                      // evaluations
+  size_t population = 0;                    // 0 = CMA-ES default 4 + floor(3 ln n)
+  double sigma0 = 0.3;
+  uint64_t seed = 0;
+  bool active = false;           // active CMA (negative weights)
+  size_t restarts = 0;           // IPOP restarts allowed
+  std::optional<double> lower;   // box bounds on each weight (smooth transform)
+  std::optional<double> upper;
+};
+
+struct ObjectiveConfig {
+  std::string kind = "mean";                  // mean | weighted | chebyshev | constrained
+  std::map<std::string, double> weights;      // weighted: task -> weight
+  std::map<std::string, double> preference;   // chebyshev: task -> preference
+  double chebyshev_rho = 1e-3;                // augmentation term
+  std::string maximize;                       // constrained: the task maximized
+  std::map<std::string, double> floors;       // constrained: task -> minimum score
+  double penalty = 10.0;                      // constrained: per unit below a floor
+};
+
+struct ParallelConfig {
+  size_t tensor_parallel = 1;  // T; must divide the number of MPI ranks
+};
+
+struct OutputConfig {
+  std::filesystem::path state = "kintsugi-state.h5";  // relative to the job file
+  std::filesystem::path dir = "kintsugi-out";
+};
+
+struct JobConfig {
+  std::filesystem::path file;  // the job file itself
+  std::string yaml_text;       // its text, stored in the state
+  PoolConfig pool;
+  std::vector<TaskConfig> tasks;
+  EvaluatorConfig evaluator;
+  SearchConfig search;
+  ObjectiveConfig objective;
+  ParallelConfig parallel;
+  OutputConfig output;
+};
+
+// Reads and validates a job file. Throws InputError "FILE:LINE: key: problem".
+JobConfig load_job(const std::filesystem::path& path);
+// Same, from text (`origin` names it in errors; relative paths resolve against `base_dir`).
+JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
+                    const std::filesystem::path& base_dir);
+
+}  // namespace kintsugi
