@@ -1,0 +1,25 @@
+#pragma once
+// `kintsugi bench <what>`: each benchmark registers itself here from its own
+// file (src/cli/bench_<what>.cpp); verb_bench.cpp adds them as subcommands.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kintsugi::cli {
+
+struct Bench {
+  std::string name;
+  std::string help;
+  // Adds options to `sub`, returns the action (its result is the exit code).
+  std::function<std::function<int()>(CLI::App& sub)> setup;
+};
+
+std::vector<Bench>& bench_registry();
+
+struct BenchRegistration {
+  explicit BenchRegistration(Bench b) { bench_registry().push_back(std::move(b)); }
+};
+
+}  // namespace kintsugi::cli
