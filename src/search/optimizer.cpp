@@ -96,7 +96,9 @@ void Optimizer::save_common(Record& r) const {
   put(r, "active", int64_t{o.active});
   put(r, "max_restarts", static_cast<int64_t>(o.max_restarts));
   put(r, "max_evaluations", static_cast<int64_t>(o.max_evaluations));
-  put(r, "target", o.target);
+  // No target is NaN in memory; stored as a flag so that records compare equal.
+  put(r, "has_target", int64_t{!std::isnan(o.target)});
+  put(r, "target", std::isnan(o.target) ? 0.0 : o.target);
   put(r, "tolx", o.tolx);
   put(r, "tolfun", o.tolfun);
   put(r, "tolfunhist", o.tolfunhist);
@@ -126,7 +128,8 @@ void Optimizer::load_common(const Record& r) {
   o.active = get_int(r, "active") != 0;
   o.max_restarts = static_cast<size_t>(get_int(r, "max_restarts"));
   o.max_evaluations = static_cast<size_t>(get_int(r, "max_evaluations"));
-  o.target = get_real(r, "target");
+  o.target = get_int(r, "has_target") != 0 ? get_real(r, "target")
+                                           : std::numeric_limits<double>::quiet_NaN();
   o.tolx = get_real(r, "tolx");
   o.tolfun = get_real(r, "tolfun");
   o.tolfunhist = get_real(r, "tolfunhist");
