@@ -269,7 +269,7 @@ TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search]
     double (*f)(const Eigen::VectorXd&);
   };
   const Case cases[] = {{"plain", false, 0, 1e-11, rosenbrock},
-                        {"active + restarts", true, 3, 1e-2, sphere}};
+                        {"active + restarts", true, 3, 0.1, sphere}};
   for (const auto& c : cases) {
     SECTION(c.name) {
       auto o = minimize_options(11, 0.5, 100000);
@@ -283,6 +283,7 @@ TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search]
 
       auto first = make_optimizer(o, x0);
       drive(*first, c.f, 37, &resumed);
+      const int64_t restarts_before = first->restart();
       (void)first->ask();  // saving between ask and tell is allowed
       const Record saved = first->save();
       first.reset();
@@ -294,7 +295,10 @@ TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search]
       REQUIRE(resumed.size() == full.size());
       for (size_t k = 0; k < full.size(); ++k) REQUIRE(bitwise_equal(full[k], resumed[k]));
       CHECK(second->save() == whole->save());
-      if (c.restarts > 0) CHECK(whole->restart() >= 2);
+      if (c.restarts > 0) {  // restarts both before and after the save
+        CHECK(restarts_before >= 1);
+        CHECK(whole->restart() > restarts_before);
+      }
       CHECK(whole->evaluations() == second->evaluations());
     }
   }
