@@ -38,7 +38,7 @@ CmaesParameters CmaesParameters::defaults(int64_t n, int64_t lambda, bool active
   const double nd = static_cast<double>(n);
   p.n = n;
   p.lambda = lambda > 0 ? lambda : 4 + static_cast<int64_t>(std::floor(3.0 * std::log(nd)));
-  if (p.lambda < 2) throw_input("cmaes: population {} must be at least 2", p.lambda);
+  if (p.lambda < 2) throw_input("search.population: {} must be at least 2 for cmaes", p.lambda);
   p.mu = p.lambda / 2;
   const auto lam = static_cast<size_t>(p.lambda);
   const auto mu = static_cast<size_t>(p.mu);
