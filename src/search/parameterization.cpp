@@ -2,7 +2,7 @@
 
 #include <cmath>
 #include <limits>
-#include <regex>
+#include <algorithm>
 
 #include "kintsugi/common/error.hpp"
 
@@ -156,6 +156,13 @@ std::vector<double> Parameterization::group_weights(const std::vector<double>& a
   return std::vector<double>(first, first + static_cast<std::ptrdiff_t>(n_));
 }
 
+std::vector<double> Parameterization::tensor_weights(const std::vector<double>& all_weights,
+                                                     const std::string& tensor_name,
+                                                     size_t n_layers) const {
+  if (g_ == 1) return group_weights(all_weights, 0);
+  return group_weights(all_weights, layer_group(layer_position(tensor_name, n_layers), n_layers, g_));
+}
+
 size_t layer_group(int64_t position, size_t n_layers, size_t groups) {
   KS_CHECK(groups >= 1, "at least one layer group");
   if (position < 0 || n_layers == 0) return 0;
@@ -164,12 +171,25 @@ size_t layer_group(int64_t position, size_t n_layers, size_t groups) {
 }
 
 int64_t layer_position(const std::string& tensor_name, size_t n_layers) {
-  static const std::regex layer_re(R"((?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$))");
-  std::smatch m;
-  if (std::regex_search(tensor_name, m, layer_re)) {
-    const std::string digits = m[1].str();
-    if (digits.size() > 9) return static_cast<int64_t>(n_layers);
-    return std::stoll(digits);
+  // Dot-separated parts: the first "layers" / "h" / "blocks" / "block" part
+  // followed by an all-digit part gives the layer. (A hand-written scan: GCC 12
+  // warns inside std::regex under the sanitizers.)
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = tensor_name.find('.', start);
+    parts.push_back(tensor_name.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    const std::string& key = parts[i];
+    const std::string& num = parts[i + 1];
+    if (key != "layers" && key != "h" && key != "blocks" && key != "block") continue;
+    if (num.empty() || num.size() > 9 ||
+        !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    return std::stoll(num);
   }
   if (tensor_name.find("embed") != std::string::npos || tensor_name.find("wte") != std::string::npos ||
       tensor_name.find("wpe") != std::string::npos)

@@ -72,6 +72,15 @@ TEST_CASE("layer-group granularity: N x G dimensions, a simplex per group", "[se
     const double e2 = std::exp(z[static_cast<Eigen::Index>(3 * g + 2)]);
     CHECK(wg[1] == Approx(e1 / (e0 + e1 + e2)).epsilon(1e-13));
   }
+  // Tensor names to group weights: 8 layers in 4 groups (two layers each).
+  CHECK(p.tensor_weights(w, "model.embed_tokens.weight", 8) == p.group_weights(w, 0));
+  CHECK(p.tensor_weights(w, "model.layers.1.self_attn.q_proj.weight", 8) == p.group_weights(w, 0));
+  CHECK(p.tensor_weights(w, "model.layers.2.mlp.down_proj.weight", 8) == p.group_weights(w, 1));
+  CHECK(p.tensor_weights(w, "model.layers.5.input_layernorm.weight", 8) == p.group_weights(w, 2));
+  CHECK(p.tensor_weights(w, "model.layers.7.mlp.up_proj.weight", 8) == p.group_weights(w, 3));
+  CHECK(p.tensor_weights(w, "lm_head.weight", 8) == p.group_weights(w, 3));
+  const std::vector<double> expected_slice(w.begin() + 6, w.begin() + 9);
+  CHECK(p.group_weights(w, 2) == expected_slice);
   CHECK(Parameterization::from_config([] {
           SearchConfig c;
           c.granularity = "layer_group";
@@ -94,6 +103,9 @@ TEST_CASE("layer index to group", "[search][param]") {
   CHECK(layer_position("transformer.wte.weight", 12) == -1);
   CHECK(layer_position("lm_head.weight", 32) == 32);
   CHECK(layer_position("model.norm.weight", 32) == 32);
+  CHECK(layer_position("layers.7", 32) == 7);
+  CHECK(layer_position("model.layers.x.weight", 32) == 32);
+  CHECK(layer_position("model.layers.12", 32) == 12);
 }
 
 TEST_CASE("nonnegative weights: softplus, positive, uniform start, inverse", "[search][param]") {

@@ -55,6 +55,10 @@ class Parameterization {
   Eigen::VectorXd point(const std::vector<double>& weights) const;
   // The N weights that apply to tensors of group `group`.
   std::vector<double> group_weights(const std::vector<double>& all_weights, size_t group) const;
+  // The N weights for a tensor: its layer from its name (layer_position), the
+  // layer's group (layer_group), that group's weights. With one group: all of them.
+  std::vector<double> tensor_weights(const std::vector<double>& all_weights,
+                                     const std::string& tensor_name, size_t n_layers) const;
 
  private:
   double to_weight(double z) const;    // element-wise map (not simplex)
