@@ -319,3 +319,32 @@ TEST_CASE("state: a SIGKILL during save never loses the last good state", "[stat
   INFO("kills that left a half-written .tmp: " << killed_mid_write << " of " << kRounds);
   CHECK(killed_mid_write > 0);
 }
+
+TEST_CASE("state: the h5py example in docs/state.md runs", "[state]") {
+  if (!test::have_h5py()) {
+    WARN("skipped: /usr/bin/python3 cannot import h5py");
+    return;
+  }
+  std::ifstream in(test::source_dir() / "docs" / "state.md");
+  REQUIRE(in);
+  std::string line, code;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (!inside && line == "```python") {
+      inside = true;
+    } else if (inside && line == "```") {
+      break;
+    } else if (inside) {
+      code += line + "\n";
+    }
+  }
+  REQUIRE_FALSE(code.empty());
+  test::TempDir tmp;
+  save_state(tmp / "kintsugi-state.h5", make_state(7));
+  std::ofstream(tmp / "example.py") << code;
+  const auto r = test::run_shell("cd " + tmp.path().string() + " && /usr/bin/python3 example.py");
+  INFO(r.output);
+  CHECK(r.status == 0);
+  // make_state(7): the best ok row is the last (x = 704, objective 704/3).
+  CHECK_THAT(r.output, Catch::Contains("best objective 234.66666666666"));
+}
