@@ -348,3 +348,18 @@ TEST_CASE("state: the h5py example in docs/state.md runs", "[state]") {
   // make_state(7): the best ok row is the last (x = 704, objective 704/3).
   CHECK_THAT(r.output, Catch::Contains("best objective 234.66666666666"));
 }
+
+TEST_CASE("state: a failed save leaves the previous state in place", "[state]") {
+  test::TempDir tmp;
+  const auto path = tmp / "s.h5";
+  save_state(path, make_state(2));
+  RunState broken = make_state(3);
+  broken.evals.seconds.pop_back();  // columns disagree: the writer refuses midway
+  CHECK_THROWS_AS(save_state(path, broken), RuntimeError);
+  CHECK_FALSE(fs::exists(tmp_path_of(path)));
+  CHECK(same_state(load_state(path), make_state(2)));
+  CHECK_FALSE(fs::exists(prev_path_of(path)));
+  // A folder that does not exist: a RuntimeError naming the file.
+  CHECK_THROWS_WITH(save_state(tmp / "no" / "s.h5", make_state(1)),
+                    Catch::Contains((tmp / "no" / "s.h5.tmp").string()));
+}
