@@ -45,8 +45,8 @@ inline void store(void* p, size_t j, float f) {
 
 void check_dtypes(DType in, DType out) {
   auto ok = [](DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; };
-  if (!ok(in)) throw_input("merge kernel: input dtype {} is not BF16, F16 or F32", dtype_name(in));
-  if (!ok(out)) throw_input("merge kernel: output dtype {} is not BF16, F16 or F32", dtype_name(out));
+  if (!ok(in)) throw_input("merge kernel: input dtype #{} is not BF16, F16 or F32", static_cast<int>(in));
+  if (!ok(out)) throw_input("merge kernel: output dtype #{} is not BF16, F16 or F32", static_cast<int>(out));
 }
 
 // Calls f.template operator()<IN, OUT>() for the runtime dtypes.
