@@ -3,6 +3,7 @@
 #include "kintsugi/merge/engine.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -210,10 +211,29 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   // Merge every tensor's share.
   uint64_t my_elems = 0;
   for (const auto& n : ref.tensor_names()) my_elems += flat_share(ref.info(n).numel(), rank, size).size();
-  Progress progress(fmt::format("merge ({})", method), my_elems, 10.0, opt.progress && rank == 0);
+  // A bar on a terminal; otherwise the per-group log lines below.
+  Progress progress(fmt::format("merge ({})", method), my_elems, 10.0, opt.progress && rank == 0 && ::isatty(2));
   uint64_t bytes_read = 0, bytes_written = 0;
+  // Without a terminal: one log line per tensor group (a layer, or the
+  // tensors outside the layers), from rank 0.
+  const bool group_log = opt.progress && rank == 0 && !::isatty(2);
+  std::string group;
+  size_t group_tensors = 0;
+  auto end_group = [&] {
+    if (group_log && group_tensors > 0) spdlog::info("merged {} ({} tensors)", group, group_tensors);
+    group_tensors = 0;
+  };
   for (size_t ti = 0; ti < specs.size(); ++ti) {
     const std::string& name = specs[ti].name;
+    {
+      const auto l = layer_index(name);
+      const std::string g = l ? fmt::format("layer {}", *l) : std::string("non-layer tensors");
+      if (g != group) {
+        end_group();
+        group = g;
+      }
+      ++group_tensors;
+    }
     const TensorInfo& info = ref.info(name);
     const size_t file = plan.shard_of.at(name);
     const ElementRange range = flat_share(info.numel(), rank, size);
@@ -250,6 +270,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     bytes_read += range.size() * dtype_size(info.dtype) * (src.models.size() + (base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
   }
+  end_group();
   progress.finish();
   for (auto& w : ranges) w->close();
   MPI_CHECK(MPI_Barrier(comm));
