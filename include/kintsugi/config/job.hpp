@@ -3,10 +3,12 @@
 // Every key, its type and default is documented in docs/config.md. Paths in
 // the file are relative to the job file's folder and are made absolute here.
 // Unknown keys and wrong types are InputErrors naming file:line and the key.
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kintsugi {
@@ -17,6 +19,7 @@ struct PoolConfig {
 };
 
 enum class TaskKind { Generate, Choice, Perplexity };
+std::string_view task_kind_name(TaskKind kind);  // "generate", "choice", "perplexity"
 
 struct TaskConfig {
   std::string name;  // tasks[i].name, unique
@@ -82,7 +85,7 @@ struct OutputConfig {
 };
 
 struct JobConfig {
-  std::filesystem::path file;  // the job file itself
+  std::filesystem::path file;  // the job file itself (absolute; empty from parse_job)
   std::string yaml_text;       // its text, stored in the state
   PoolConfig pool;
   std::vector<TaskConfig> tasks;

@@ -1,0 +1,133 @@
+#pragma once
+// The run state: everything `optimize --resume`, `report` and `export` need,
+// saved as one HDF5 file after every generation (layout in docs/state.md; plain
+// datasets that h5py reads with no kintsugi installed). Only rank 0 saves.
+//
+// Every save rewrites the whole file through atomic_replace (write <state>.tmp,
+// fsync, rename; the previous state kept as <state>.prev): "appending" a
+// generation means appending rows to RunState::evals and saving again. A state
+// is small (E x (D + W + K) numbers), so rewriting it costs nothing next to one
+// evaluation.
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kintsugi/common/record.hpp"
+
+namespace kintsugi {
+
+struct JobConfig;
+
+inline constexpr int64_t kStateFormatVersion = 1;
+
+// 64-bit FNV-1a of `text`, as 16 lowercase hex digits (the config_hash).
+std::string fnv1a64_hex(std::string_view text);
+
+struct StateMeta {
+  int64_t format_version = kStateFormatVersion;
+  std::string kintsugi_version;  // of the writer
+  std::string config;            // the job file's YAML text
+  std::string config_hash;       // fnv1a64_hex(config)
+  uint64_t seed = 0;             // search.seed
+  std::string created;           // when the run started, UTC "YYYY-MM-DDTHH:MM:SSZ"
+  std::vector<std::string> pool_names;         // N checkpoints, in pool order
+  std::vector<std::string> pool_fingerprints;  // N, from the pool module
+  std::vector<std::string> task_names;         // K tasks, in job order
+  // The settings a resumed run must share with the run that wrote the state
+  // (resume_settings()): key -> value text, e.g. {"search.sigma0", "0.3"}.
+  std::vector<std::pair<std::string, std::string>> settings;
+};
+
+enum class EvalStatus : int64_t { Ok = 0, Failed = 1 };
+
+// Every evaluation, one row each, in the order they were told to the optimizer.
+struct EvalTable {
+  size_t dims = 0;       // D: search-space dimensions (the candidate z)
+  size_t n_weights = 0;  // W = N x G merge weights (G layer groups)
+  size_t n_tasks = 0;    // K
+  std::vector<double> z;           // E x D, row-major
+  std::vector<double> weights;     // E x W, row-major
+  std::vector<double> scores;      // E x K, row-major (NaN where not scored)
+  std::vector<double> objective;   // E
+  std::vector<int64_t> status;     // E: EvalStatus
+  std::vector<std::string> error;  // E: "" when ok
+  std::vector<int64_t> generation; // E
+  std::vector<double> seconds;     // E: wall time of the evaluation
+
+  size_t size() const { return objective.size(); }
+  void append(std::span<const double> z_row, std::span<const double> w_row,
+              std::span<const double> score_row, double objective_value, EvalStatus st,
+              std::string error_text, int64_t generation_index, double secs);
+  void truncate(size_t e);  // keep the first e rows
+  void check() const;       // RuntimeError when the columns disagree in length
+};
+
+// Scores of the standard recipes (and of every checkpoint alone).
+struct Baselines {
+  size_t n_weights = 0;  // W
+  size_t n_tasks = 0;    // K
+  std::vector<std::string> names;    // B, e.g. "ckpt-03", "uniform_soup", "ties_l0.5_d0.2"
+  std::vector<std::string> recipes;  // B: how it was made, human-readable
+  std::vector<double> weights;       // B x W: the per-checkpoint weights used
+  std::vector<double> scores;        // B x K: search split
+  std::vector<double> test_scores;   // B x K: test split (NaN when not scored)
+  std::vector<double> objective;     // B: search split
+  std::vector<double> test_objective;// B: test split (NaN when not scored)
+
+  size_t size() const { return names.size(); }
+  void append(std::string name, std::string recipe, std::span<const double> w_row,
+              std::span<const double> score_row, std::span<const double> test_row,
+              double objective_value, double test_objective_value);
+  void check() const;
+};
+
+// Held-out (test split) scores of chosen evaluations (the best, the Pareto set).
+struct TestScores {
+  size_t n_tasks = 0;
+  std::vector<int64_t> eval_index;  // M indices into the evaluations
+  std::vector<double> scores;       // M x K
+  std::vector<double> objective;    // M
+  size_t size() const { return eval_index.size(); }
+  void check() const;
+};
+
+struct RunState {
+  StateMeta meta;
+  EvalTable evals;
+  Record optimizer;             // the optimizer's own state, saved and restored by it
+  Baselines baselines;
+  std::vector<int64_t> pareto;  // indices into evals of the current Pareto set
+  TestScores test;
+};
+
+// Writes `state` to `path` atomically (see atomic_file.hpp). RuntimeError on I/O
+// failure; the previous state stays in place.
+void save_state(const std::filesystem::path& path, const RunState& state);
+
+// Reads a state. InputError naming the file (and the object) when it is missing,
+// not HDF5, corrupt, of another format_version, or inconsistent.
+RunState load_state(const std::filesystem::path& path);
+
+// A new state's meta for `job` (config text and hash, seed, created = now,
+// settings = resume_settings(job)).
+StateMeta make_meta(const JobConfig& job, std::vector<std::string> pool_names,
+                    std::vector<std::string> pool_fingerprints);
+
+// The job settings that must not change across a resume: everything that
+// changes candidates or scores (search settings but the budget, objective,
+// tasks and their evaluation options, evaluator kind and batch size,
+// tensor_parallel). Values are written exactly (shortest round-trip numbers).
+std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig& job);
+
+// Refuses (InputError "STATE: cannot resume: ...") a state whose pool
+// fingerprints, tasks or settings differ from the job's. `state_path` names the
+// state in the message.
+void check_resume_compatible(const std::filesystem::path& state_path, const RunState& state,
+                             const JobConfig& job, const std::vector<std::string>& pool_names,
+                             const std::vector<std::string>& pool_fingerprints);
+
+}  // namespace kintsugi

@@ -1,0 +1,309 @@
+// Reading and validating the job file (docs/config.md). Each section is read by
+// one function; every value goes through YamlField so errors carry file:line.
+#include "kintsugi/config/job.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/config/yaml_reader.hpp"
+
+namespace kintsugi {
+
+namespace fs = std::filesystem;
+
+std::filesystem::path TaskConfig::file_for(const std::string& split_name) const {
+  static const std::string placeholder = "{split}";
+  std::string out;
+  size_t pos = 0;
+  while (true) {
+    const size_t hit = file.find(placeholder, pos);
+    if (hit == std::string::npos) break;
+    out.append(file, pos, hit - pos);
+    out += split_name;
+    pos = hit + placeholder.size();
+  }
+  out.append(file, pos, std::string::npos);
+  return out;
+}
+
+std::string_view task_kind_name(TaskKind k) {
+  switch (k) {
+    case TaskKind::Generate: return "generate";
+    case TaskKind::Choice: return "choice";
+    case TaskKind::Perplexity: return "perplexity";
+  }
+  return "?";
+}
+
+namespace {
+
+fs::path resolve(const fs::path& base_dir, const std::string& p) {
+  fs::path path(p);
+  if (path.is_relative()) path = base_dir / path;
+  return path.lexically_normal();
+}
+
+fs::path path_value(const YamlField& f, const fs::path& base_dir) {
+  const std::string s = f.as_string();
+  if (s.empty()) f.fail("must not be empty");
+  return resolve(base_dir, s);
+}
+
+PoolConfig read_pool(const YamlField& f, const fs::path& base_dir) {
+  const YamlMap m = f.as_map({"checkpoints", "base"});
+  PoolConfig pool;
+  const YamlField cps = m.require("checkpoints");
+  std::set<fs::path> seen;
+  for (const auto& item : cps.items()) {
+    fs::path p = path_value(item, base_dir);
+    if (!seen.insert(p).second) item.fail(fmt::format("{} is listed twice", p.string()));
+    pool.checkpoints.push_back(std::move(p));
+  }
+  if (pool.checkpoints.empty()) cps.fail("needs at least one checkpoint");
+  if (auto b = m.get("base")) {
+    pool.base = path_value(*b, base_dir);
+    if (seen.count(*pool.base)) b->fail("the base must not also be a pool checkpoint");
+  }
+  return pool;
+}
+
+TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
+  const YamlMap m = f.as_map({"name", "file", "kind", "metric", "split", "limit", "max_new_tokens",
+                              "stop", "regex", "ignore_case"});
+  TaskConfig t;
+  const YamlField name = m.require("name");
+  t.name = name.as_string();
+  if (t.name.empty()) name.fail("must not be empty");
+  const YamlField file = m.require("file");
+  t.file = path_value(file, base_dir).string();
+  if (auto k = m.get("kind")) {
+    const std::string kind = k->as_enum({"generate", "choice", "perplexity"});
+    t.kind = kind == "generate" ? TaskKind::Generate
+             : kind == "choice" ? TaskKind::Choice
+                                : TaskKind::Perplexity;
+  }
+  switch (t.kind) {
+    case TaskKind::Generate: t.metric = "exact_match"; break;
+    case TaskKind::Choice: t.metric = "acc"; break;
+    case TaskKind::Perplexity: t.metric = "bits_per_byte"; break;
+  }
+  if (auto mf = m.get("metric")) {
+    switch (t.kind) {
+      case TaskKind::Generate: t.metric = mf->as_enum({"exact_match"}); break;
+      case TaskKind::Choice: t.metric = mf->as_enum({"acc", "acc_norm"}); break;
+      case TaskKind::Perplexity: t.metric = mf->as_enum({"bits_per_byte"}); break;
+    }
+  }
+  if (auto s = m.get("split")) {
+    t.split = s->as_string();
+    if (t.split.empty()) s->fail("must not be empty");
+  }
+  if (auto l = m.get("limit")) t.limit = l->as_uint();
+  // The generation keys make no sense for the other kinds; say so rather than ignore them.
+  for (const char* key : {"max_new_tokens", "stop", "regex", "ignore_case"}) {
+    if (t.kind != TaskKind::Generate && m.has(key))
+      m.get(key)->fail(fmt::format("only applies to kind: generate (this task is {})",
+                                   task_kind_name(t.kind)));
+  }
+  if (auto v = m.get("max_new_tokens")) t.max_new_tokens = v->as_uint(1, 1u << 20);
+  if (auto v = m.get("stop")) {
+    t.stop = v->as_string_list();
+    for (size_t i = 0; i < t.stop.size(); ++i)
+      if (t.stop[i].empty()) v->items()[i].fail("a stop string must not be empty");
+  }
+  if (auto v = m.get("regex")) {
+    t.regex = v->as_string();
+    try {
+      std::regex re(t.regex, std::regex::ECMAScript);
+      if (re.mark_count() > 1) v->fail("may have at most one capture group");
+    } catch (const std::regex_error& e) {
+      v->fail(fmt::format("invalid regular expression: {}", e.what()));
+    }
+  }
+  if (auto v = m.get("ignore_case")) t.ignore_case = v->as_bool();
+  return t;
+}
+
+EvaluatorConfig read_evaluator(const YamlField& f) {
+  const YamlMap m = f.as_map({"kind", "batch_size", "command", "timeout_s"});
+  EvaluatorConfig e;
+  if (auto k = m.get("kind")) e.kind = k->as_enum({"builtin", "command"});
+  if (auto b = m.get("batch_size")) e.batch_size = b->as_uint(1);
+  if (auto c = m.get("command")) {
+    if (e.kind != "command") c->fail("only applies to kind: command");
+    e.command = c->as_string_list();
+    if (e.command.empty() || e.command[0].empty()) c->fail("needs a program to run");
+  } else if (e.kind == "command") {
+    m.require("command");
+  }
+  if (auto t = m.get("timeout_s")) {
+    e.timeout_s = t->as_finite_double();
+    if (!(e.timeout_s > 0)) t->fail("must be > 0");
+  }
+  return e;
+}
+
+SearchConfig read_search(const YamlField& f) {
+  const YamlMap m = f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget",
+                              "population", "sigma0", "seed", "active", "restarts", "lower",
+                              "upper"});
+  SearchConfig s;
+  if (auto v = m.get("method")) s.method = v->as_enum({"cmaes", "random"});
+  if (auto v = m.get("parameterization"))
+    s.parameterization = v->as_enum({"simplex", "nonnegative", "free"});
+  if (auto v = m.get("granularity")) s.granularity = v->as_enum({"checkpoint", "layer_group"});
+  if (auto v = m.get("layer_groups")) {
+    if (s.granularity != "layer_group") v->fail("only applies to granularity: layer_group");
+    s.layer_groups = v->as_uint(1);
+  } else if (s.granularity == "layer_group") {
+    m.require("layer_groups");
+  }
+  if (auto v = m.get("budget")) s.budget = v->as_uint(1);
+  if (auto v = m.get("population")) {
+    s.population = v->as_uint();
+    if (s.population == 1) v->fail("must be 0 (the CMA-ES default) or >= 2");
+  }
+  if (auto v = m.get("sigma0")) {
+    s.sigma0 = v->as_finite_double();
+    if (!(s.sigma0 > 0)) v->fail(fmt::format("must be > 0, got {}", s.sigma0));
+  }
+  if (auto v = m.get("seed")) s.seed = v->as_uint();
+  if (auto v = m.get("active")) {
+    s.active = v->as_bool();
+    if (s.active && s.method != "cmaes") v->fail("only applies to method: cmaes");
+  }
+  if (auto v = m.get("restarts")) {
+    s.restarts = v->as_uint();
+    if (s.restarts > 0 && s.method != "cmaes") v->fail("only applies to method: cmaes");
+  }
+  if (auto v = m.get("lower")) s.lower = v->as_finite_double();
+  if (auto v = m.get("upper")) s.upper = v->as_finite_double();
+  if (s.lower && s.upper && !(*s.lower < *s.upper))
+    m.get("upper")->fail(fmt::format("must be greater than search.lower ({} >= {})", *s.lower,
+                                     *s.upper));
+  return s;
+}
+
+// A map task -> number whose keys must be task names.
+std::map<std::string, double> task_map(const YamlField& f, const std::set<std::string>& tasks) {
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : f.entries()) {
+    if (!tasks.count(k)) v.fail("no task has this name");
+    out[k] = v.as_finite_double();
+  }
+  return out;
+}
+
+ObjectiveConfig read_objective(const YamlField& f, const std::set<std::string>& tasks) {
+  const YamlMap m = f.as_map({"kind", "weights", "preference", "chebyshev_rho", "maximize", "floors",
+                              "penalty"});
+  ObjectiveConfig o;
+  if (auto v = m.get("kind")) o.kind = v->as_enum({"mean", "weighted", "chebyshev", "constrained"});
+  auto only_for = [&](const char* key, const char* kind) -> std::optional<YamlField> {
+    auto v = m.get(key);
+    if (v && o.kind != kind) v->fail(fmt::format("only applies to kind: {}", kind));
+    return v;
+  };
+  if (auto v = only_for("weights", "weighted")) {
+    o.weights = task_map(*v, tasks);
+    double sum = 0;
+    for (const auto& [k, w] : o.weights) {
+      if (w < 0) v->fail(fmt::format("{}: weight must be >= 0, got {}", k, w));
+      sum += w;
+    }
+    if (!(sum > 0)) v->fail("weights must not all be zero");
+  } else if (o.kind == "weighted") {
+    m.require("weights");
+  }
+  if (auto v = only_for("preference", "chebyshev")) {
+    o.preference = task_map(*v, tasks);
+    for (const auto& [k, p] : o.preference)
+      if (!(p > 0)) v->fail(fmt::format("{}: preference must be > 0, got {}", k, p));
+  }
+  if (auto v = only_for("chebyshev_rho", "chebyshev")) {
+    o.chebyshev_rho = v->as_finite_double();
+    if (o.chebyshev_rho < 0) v->fail("must be >= 0");
+  }
+  if (auto v = only_for("maximize", "constrained")) {
+    o.maximize = v->as_string();
+    if (!tasks.count(o.maximize)) v->fail(fmt::format("no task is named \"{}\"", o.maximize));
+  } else if (o.kind == "constrained") {
+    m.require("maximize");
+  }
+  if (auto v = only_for("floors", "constrained")) o.floors = task_map(*v, tasks);
+  if (auto v = only_for("penalty", "constrained")) {
+    o.penalty = v->as_finite_double();
+    if (o.penalty < 0) v->fail("must be >= 0");
+  }
+  return o;
+}
+
+ParallelConfig read_parallel(const YamlField& f) {
+  const YamlMap m = f.as_map({"tensor_parallel"});
+  ParallelConfig p;
+  if (auto v = m.get("tensor_parallel")) p.tensor_parallel = v->as_uint(1, 1u << 16);
+  return p;
+}
+
+void read_output(const YamlField& f, const fs::path& base_dir, OutputConfig& o) {
+  const YamlMap m = f.as_map({"state", "dir"});
+  if (auto v = m.get("state")) o.state = path_value(*v, base_dir);
+  if (auto v = m.get("dir")) o.dir = path_value(*v, base_dir);
+}
+
+}  // namespace
+
+JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
+                    const std::filesystem::path& base_dir) {
+  const fs::path base = fs::absolute(base_dir).lexically_normal();
+  const YAML::Node root = parse_yaml(yaml_text, origin);
+  const YamlField top(origin, root, "", 1);
+  if (!root.IsMap()) top.fail("a job file must be a map with keys pool, tasks, ...");
+  const YamlMap m = top.as_map(
+      {"pool", "tasks", "evaluator", "search", "objective", "parallel", "output"});
+
+  JobConfig job;
+  job.yaml_text = yaml_text;
+  job.pool = read_pool(m.require("pool"), base);
+
+  const YamlField tasks = m.require("tasks");
+  std::set<std::string> names;
+  for (const auto& item : tasks.items()) {
+    TaskConfig t = read_task(item, base);
+    if (!names.insert(t.name).second)
+      item.fail(fmt::format("task name \"{}\" is used twice", t.name));
+    job.tasks.push_back(std::move(t));
+  }
+  if (job.tasks.empty()) tasks.fail("needs at least one task");
+
+  if (auto v = m.get("evaluator")) job.evaluator = read_evaluator(*v);
+  if (auto v = m.get("search")) job.search = read_search(*v);
+  if (auto v = m.get("objective")) job.objective = read_objective(*v, names);
+  if (auto v = m.get("parallel")) job.parallel = read_parallel(*v);
+  // Defaults resolve against the job folder too.
+  job.output.state = resolve(base, job.output.state.string());
+  job.output.dir = resolve(base, job.output.dir.string());
+  if (auto v = m.get("output")) read_output(*v, base, job.output);
+  return job;
+}
+
+JobConfig load_job(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw_input("{}: job file not found", path.string());
+  if (fs::is_directory(path, ec)) throw_input("{}: is a folder, not a job file", path.string());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_input("{}: cannot open the job file", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw_input("{}: cannot read the job file", path.string());
+  const fs::path abs = fs::absolute(path).lexically_normal();
+  JobConfig job = parse_job(ss.str(), path.string(), abs.parent_path());
+  job.file = abs;
+  return job;
+}
+
+}  // namespace kintsugi

@@ -1,0 +1,395 @@
+// The HDF5 C API is used directly (Debian's libhdf5-dev, serial): the C++ API
+// adds little, and the C API's hid_t handles wrap cleanly in one RAII type.
+#include "kintsugi/state/hdf5.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "kintsugi/common/error.hpp"
+
+namespace kintsugi::h5 {
+
+namespace fs = std::filesystem;
+
+void silence_errors() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+}
+
+void Id::reset() {
+  if (id_ >= 0 && closer_) closer_(id_);
+  id_ = -1;
+}
+
+void Id::close(const std::string& what) {
+  if (id_ < 0) return;
+  const herr_t rc = closer_(id_);
+  id_ = -1;
+  if (rc < 0) throw_runtime("{}: HDF5 failed to close", what);
+}
+
+std::string Loc::child(const std::string& name) const {
+  return path == "/" ? "/" + name : path + "/" + name;
+}
+
+namespace {
+
+[[noreturn]] void write_fail(const Loc& loc, const std::string& name, const char* what) {
+  throw_runtime("{}: {}: HDF5 failed to {}", loc.file, loc.child(name), what);
+}
+
+[[noreturn]] void read_fail(const Loc& loc, const std::string& name, const std::string& what) {
+  throw_input("{}: {}: {}", loc.file, loc.child(name), what);
+}
+
+Id vlen_string_type() {
+  Id t(H5Tcopy(H5T_C_S1), H5Tclose);
+  if (t.get() < 0 || H5Tset_size(t.get(), H5T_VARIABLE) < 0 ||
+      H5Tset_cset(t.get(), H5T_CSET_UTF8) < 0)
+    throw_runtime("HDF5: cannot make a string type");
+  return t;
+}
+
+Id simple_space(const std::vector<hsize_t>& dims) {
+  hid_t s = dims.empty() ? H5Screate(H5S_SCALAR)
+                         : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  if (s < 0) throw_runtime("HDF5: cannot make a dataspace");
+  return Id(s, H5Sclose);
+}
+
+size_t element_count(const std::vector<hsize_t>& dims) {
+  size_t n = 1;
+  for (hsize_t d : dims) n *= static_cast<size_t>(d);
+  return n;
+}
+
+Id open_dataset(const Loc& loc, const std::string& name) {
+  if (!exists(loc, name)) read_fail(loc, name, "missing");
+  Id d(H5Dopen2(loc.id, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (d.get() < 0) read_fail(loc, name, "is not a readable dataset");
+  return d;
+}
+
+Id open_attr(const Loc& loc, const std::string& name) {
+  const htri_t e = H5Aexists(loc.id, name.c_str());
+  if (e <= 0) throw_input("{}: {}: attribute {} is missing", loc.file, loc.path, name);
+  Id a(H5Aopen(loc.id, name.c_str(), H5P_DEFAULT), H5Aclose);
+  if (a.get() < 0) throw_input("{}: {}: attribute {} is unreadable", loc.file, loc.path, name);
+  return a;
+}
+
+std::vector<hsize_t> space_dims(hid_t space) {
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank < 0) return {};
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  return dims;
+}
+
+Kind kind_of(hid_t type) {
+  switch (H5Tget_class(type)) {
+    case H5T_FLOAT: return Kind::Float;
+    case H5T_INTEGER: return Kind::Integer;
+    case H5T_STRING: return Kind::String;
+    default: return Kind::Other;
+  }
+}
+
+// Reads `n` strings from a dataset (is_attr false) or an attribute of type `ftype`.
+// Returns false when the HDF5 read fails.
+bool read_string_elements(hid_t obj, bool is_attr, hid_t ftype, hid_t space, size_t n,
+                          std::vector<std::string>& out) {
+  out.clear();
+  if (n == 0) return true;
+  const htri_t var = H5Tis_variable_str(ftype);
+  if (var < 0) return false;
+  if (var > 0) {
+    Id mem = vlen_string_type();
+    std::vector<char*> ptrs(n, nullptr);
+    const herr_t rc = is_attr ? H5Aread(obj, mem.get(), ptrs.data())
+                              : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
+    if (rc < 0) return false;
+    for (char* p : ptrs) out.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
+    return true;
+  }
+  const size_t size = H5Tget_size(ftype);
+  if (size == 0) return false;
+  Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  const H5T_str_t pad = H5Tget_strpad(ftype);
+  if (mem.get() < 0 || H5Tset_size(mem.get(), size) < 0 || H5Tset_strpad(mem.get(), pad) < 0)
+    return false;
+  std::vector<char> buf(n * size);
+  const herr_t rc = is_attr ? H5Aread(obj, mem.get(), buf.data())
+                            : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
+  if (rc < 0) return false;
+  for (size_t i = 0; i < n; ++i) {
+    const char* p = buf.data() + i * size;
+    size_t len = size;
+    if (pad == H5T_STR_SPACEPAD) {
+      while (len > 0 && p[len - 1] == ' ') --len;
+    } else {
+      len = static_cast<size_t>(std::find(p, p + size, '\0') - p);
+    }
+    out.emplace_back(p, len);
+  }
+  return true;
+}
+
+template <typename T>
+void write_numeric(const Loc& loc, const std::string& name, const std::vector<T>& data,
+                   const std::vector<hsize_t>& dims, hid_t file_type, hid_t mem_type) {
+  KS_CHECK(element_count(dims) == data.size(),
+           fmt::format("{}: {} values for a shape of {} elements", loc.child(name), data.size(),
+                       element_count(dims)));
+  Id space = simple_space(dims);
+  Id d(H5Dcreate2(loc.id, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                  H5P_DEFAULT),
+       H5Dclose);
+  if (d.get() < 0) write_fail(loc, name, "create the dataset");
+  if (!data.empty() &&
+      H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+    write_fail(loc, name, "write the dataset");
+}
+
+template <typename T>
+std::vector<T> read_numeric(const Loc& loc, const std::string& name, int rank,
+                            std::vector<hsize_t>* dims_out, Kind want, hid_t mem_type,
+                            const char* what) {
+  Id d = open_dataset(loc, name);
+  Id type(H5Dget_type(d.get()), H5Tclose);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  if (type.get() < 0 || space.get() < 0) read_fail(loc, name, "unreadable");
+  if (kind_of(type.get()) != want) read_fail(loc, name, fmt::format("expected {}", what));
+  const std::vector<hsize_t> dims = space_dims(space.get());
+  if (rank >= 0 && static_cast<int>(dims.size()) != rank)
+    read_fail(loc, name, fmt::format("expected {} dimension(s), got {}", rank, dims.size()));
+  std::vector<T> data(element_count(dims));
+  if (!data.empty() &&
+      H5Dread(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+    read_fail(loc, name, "cannot read the data (corrupt file?)");
+  if (dims_out) *dims_out = dims;
+  return data;
+}
+
+void check_no_nul(const Loc& loc, const std::string& name, const std::string& s) {
+  if (s.find('\0') != std::string::npos)
+    throw_runtime("{}: {}: a string with a NUL byte cannot be stored", loc.file, loc.child(name));
+}
+
+void write_attr_raw(const Loc& loc, const std::string& name, hid_t file_type, hid_t mem_type,
+                    const void* value) {
+  Id space = simple_space({});
+  if (H5Aexists(loc.id, name.c_str()) > 0) H5Adelete(loc.id, name.c_str());
+  Id a(H5Acreate2(loc.id, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+       H5Aclose);
+  if (a.get() < 0 || H5Awrite(a.get(), mem_type, value) < 0)
+    throw_runtime("{}: {}: HDF5 failed to write attribute {}", loc.file, loc.path, name);
+}
+
+template <typename T>
+T read_attr_numeric(const Loc& loc, const std::string& name, Kind want, hid_t mem_type) {
+  Id a = open_attr(loc, name);
+  Id type(H5Aget_type(a.get()), H5Tclose);
+  Id space(H5Aget_space(a.get()), H5Sclose);
+  if (type.get() < 0 || space.get() < 0 || kind_of(type.get()) != want ||
+      H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw_input("{}: {}: attribute {} has the wrong type", loc.file, loc.path, name);
+  T v{};
+  if (H5Aread(a.get(), mem_type, &v) < 0)
+    throw_input("{}: {}: attribute {} is unreadable", loc.file, loc.path, name);
+  return v;
+}
+
+}  // namespace
+
+Id create_file(const fs::path& path) {
+  silence_errors();
+  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0)
+    throw_runtime("HDF5: cannot make file access properties");
+  Id f(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+  if (f.get() < 0) throw_runtime("{}: cannot create the HDF5 file", path.string());
+  return f;
+}
+
+Id open_file_read(const fs::path& path) {
+  silence_errors();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw_input("{}: no such file", path.string());
+  if (!fs::is_regular_file(path, ec)) throw_input("{}: not a regular file", path.string());
+  const htri_t is = H5Fis_hdf5(path.c_str());
+  if (is <= 0) throw_input("{}: not an HDF5 file (or unreadable)", path.string());
+  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0)
+    throw_runtime("HDF5: cannot make file access properties");
+  Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+  if (f.get() < 0) throw_input("{}: corrupt HDF5 file (cannot open it)", path.string());
+  return f;
+}
+
+Id create_group(const Loc& loc, const std::string& name) {
+  Id g(H5Gcreate2(loc.id, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  if (g.get() < 0) write_fail(loc, name, "create the group");
+  return g;
+}
+
+Id open_group(const Loc& loc, const std::string& name) {
+  if (!exists(loc, name)) read_fail(loc, name, "missing");
+  Id g(H5Gopen2(loc.id, name.c_str(), H5P_DEFAULT), H5Gclose);
+  if (g.get() < 0) read_fail(loc, name, "is not a readable group");
+  return g;
+}
+
+bool exists(const Loc& loc, const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos) return false;
+  return H5Lexists(loc.id, name.c_str(), H5P_DEFAULT) > 0 &&
+         H5Oexists_by_name(loc.id, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<std::string> member_names(const Loc& loc) {
+  H5G_info_t info;
+  if (H5Gget_info(loc.id, &info) < 0) throw_input("{}: {}: unreadable group", loc.file, loc.path);
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t len = H5Lget_name_by_idx(loc.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
+                                           H5P_DEFAULT);
+    if (len < 0) throw_input("{}: {}: unreadable group member", loc.file, loc.path);
+    std::string name(static_cast<size_t>(len) + 1, '\0');
+    H5Lget_name_by_idx(loc.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                       H5P_DEFAULT);
+    name.resize(static_cast<size_t>(len));
+    names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void write_attr(const Loc& loc, const std::string& name, const std::string& value) {
+  check_no_nul(loc, name, value);
+  Id t = vlen_string_type();
+  const char* p = value.c_str();
+  write_attr_raw(loc, name, t.get(), t.get(), &p);
+}
+
+void write_attr(const Loc& loc, const std::string& name, int64_t value) {
+  write_attr_raw(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void write_attr(const Loc& loc, const std::string& name, uint64_t value) {
+  write_attr_raw(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
+}
+
+void write_attr(const Loc& loc, const std::string& name, double value) {
+  write_attr_raw(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+std::string read_attr_string(const Loc& loc, const std::string& name) {
+  Id a = open_attr(loc, name);
+  Id type(H5Aget_type(a.get()), H5Tclose);
+  Id space(H5Aget_space(a.get()), H5Sclose);
+  std::vector<std::string> out;
+  if (type.get() < 0 || space.get() < 0 || kind_of(type.get()) != Kind::String ||
+      H5Sget_simple_extent_npoints(space.get()) != 1 ||
+      !read_string_elements(a.get(), true, type.get(), space.get(), 1, out))
+    throw_input("{}: {}: attribute {} is not a readable string", loc.file, loc.path, name);
+  return out[0];
+}
+
+int64_t read_attr_int(const Loc& loc, const std::string& name) {
+  return read_attr_numeric<int64_t>(loc, name, Kind::Integer, H5T_NATIVE_INT64);
+}
+
+uint64_t read_attr_uint(const Loc& loc, const std::string& name) {
+  return read_attr_numeric<uint64_t>(loc, name, Kind::Integer, H5T_NATIVE_UINT64);
+}
+
+double read_attr_double(const Loc& loc, const std::string& name) {
+  return read_attr_numeric<double>(loc, name, Kind::Float, H5T_NATIVE_DOUBLE);
+}
+
+void write_f64(const Loc& loc, const std::string& name, const std::vector<double>& data,
+               const std::vector<hsize_t>& dims) {
+  write_numeric(loc, name, data, dims, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE);
+}
+
+void write_i64(const Loc& loc, const std::string& name, const std::vector<int64_t>& data,
+               const std::vector<hsize_t>& dims) {
+  write_numeric(loc, name, data, dims, H5T_STD_I64LE, H5T_NATIVE_INT64);
+}
+
+void write_strings(const Loc& loc, const std::string& name, const std::vector<std::string>& data) {
+  std::vector<const char*> ptrs;
+  ptrs.reserve(data.size());
+  for (const auto& s : data) {
+    check_no_nul(loc, name, s);
+    ptrs.push_back(s.c_str());
+  }
+  Id t = vlen_string_type();
+  Id space = simple_space({data.size()});
+  Id d(H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                  H5P_DEFAULT),
+       H5Dclose);
+  if (d.get() < 0) write_fail(loc, name, "create the dataset");
+  if (!data.empty() && H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
+    write_fail(loc, name, "write the dataset");
+}
+
+void write_string(const Loc& loc, const std::string& name, const std::string& value) {
+  check_no_nul(loc, name, value);
+  Id t = vlen_string_type();
+  Id space = simple_space({});
+  Id d(H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                  H5P_DEFAULT),
+       H5Dclose);
+  if (d.get() < 0) write_fail(loc, name, "create the dataset");
+  const char* p = value.c_str();
+  if (H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+    write_fail(loc, name, "write the dataset");
+}
+
+Info dataset_info(const Loc& loc, const std::string& name) {
+  Id d = open_dataset(loc, name);
+  Id type(H5Dget_type(d.get()), H5Tclose);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  if (type.get() < 0 || space.get() < 0) read_fail(loc, name, "unreadable");
+  return {kind_of(type.get()), space_dims(space.get())};
+}
+
+std::vector<double> read_f64(const Loc& loc, const std::string& name, int rank,
+                             std::vector<hsize_t>* dims) {
+  return read_numeric<double>(loc, name, rank, dims, Kind::Float, H5T_NATIVE_DOUBLE,
+                              "floating-point numbers");
+}
+
+std::vector<int64_t> read_i64(const Loc& loc, const std::string& name, int rank,
+                              std::vector<hsize_t>* dims) {
+  return read_numeric<int64_t>(loc, name, rank, dims, Kind::Integer, H5T_NATIVE_INT64,
+                               "integers");
+}
+
+std::vector<std::string> read_strings(const Loc& loc, const std::string& name) {
+  Id d = open_dataset(loc, name);
+  Id type(H5Dget_type(d.get()), H5Tclose);
+  Id space(H5Dget_space(d.get()), H5Sclose);
+  if (type.get() < 0 || space.get() < 0) read_fail(loc, name, "unreadable");
+  if (kind_of(type.get()) != Kind::String) read_fail(loc, name, "expected strings");
+  const std::vector<hsize_t> dims = space_dims(space.get());
+  if (dims.size() > 1) read_fail(loc, name, "expected a 1-D list of strings");
+  std::vector<std::string> out;
+  if (!read_string_elements(d.get(), false, type.get(), space.get(), element_count(dims), out))
+    read_fail(loc, name, "cannot read the strings (corrupt file?)");
+  return out;
+}
+
+std::string read_string(const Loc& loc, const std::string& name) {
+  const Info info = dataset_info(loc, name);
+  if (info.kind != Kind::String || !info.dims.empty())
+    read_fail(loc, name, "expected one string");
+  return read_strings(loc, name)[0];
+}
+
+}  // namespace kintsugi::h5

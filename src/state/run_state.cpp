@@ -1,0 +1,300 @@
+// RunState <-> HDF5 (layout in docs/state.md).
+#include "kintsugi/state/run_state.hpp"
+
+#include <fmt/format.h>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/state/atomic_file.hpp"
+#include "kintsugi/state/hdf5.hpp"
+#include "kintsugi/state/record_io.hpp"
+
+namespace kintsugi {
+
+namespace fs = std::filesystem;
+
+// ---- tables -------------------------------------------------------------
+
+void EvalTable::append(std::span<const double> z_row, std::span<const double> w_row,
+                       std::span<const double> score_row, double objective_value, EvalStatus st,
+                       std::string error_text, int64_t generation_index, double secs) {
+  KS_CHECK(z_row.size() == dims, fmt::format("z has {} values, dims is {}", z_row.size(), dims));
+  KS_CHECK(w_row.size() == n_weights,
+           fmt::format("weights has {} values, n_weights is {}", w_row.size(), n_weights));
+  KS_CHECK(score_row.size() == n_tasks,
+           fmt::format("scores has {} values, n_tasks is {}", score_row.size(), n_tasks));
+  z.insert(z.end(), z_row.begin(), z_row.end());
+  weights.insert(weights.end(), w_row.begin(), w_row.end());
+  scores.insert(scores.end(), score_row.begin(), score_row.end());
+  objective.push_back(objective_value);
+  status.push_back(static_cast<int64_t>(st));
+  error.push_back(std::move(error_text));
+  generation.push_back(generation_index);
+  seconds.push_back(secs);
+}
+
+void EvalTable::truncate(size_t e) {
+  if (e >= size()) return;
+  z.resize(e * dims);
+  weights.resize(e * n_weights);
+  scores.resize(e * n_tasks);
+  objective.resize(e);
+  status.resize(e);
+  error.resize(e);
+  generation.resize(e);
+  seconds.resize(e);
+}
+
+void EvalTable::check() const {
+  const size_t e = size();
+  KS_CHECK(z.size() == e * dims && weights.size() == e * n_weights &&
+               scores.size() == e * n_tasks && status.size() == e && error.size() == e &&
+               generation.size() == e && seconds.size() == e,
+           fmt::format("evaluation columns disagree for {} rows", e));
+}
+
+void Baselines::append(std::string name, std::string recipe, std::span<const double> w_row,
+                       std::span<const double> score_row, std::span<const double> test_row,
+                       double objective_value, double test_objective_value) {
+  KS_CHECK(w_row.size() == n_weights, "baseline weights have the wrong length");
+  KS_CHECK(score_row.size() == n_tasks && test_row.size() == n_tasks,
+           "baseline scores have the wrong length");
+  names.push_back(std::move(name));
+  recipes.push_back(std::move(recipe));
+  weights.insert(weights.end(), w_row.begin(), w_row.end());
+  scores.insert(scores.end(), score_row.begin(), score_row.end());
+  test_scores.insert(test_scores.end(), test_row.begin(), test_row.end());
+  objective.push_back(objective_value);
+  test_objective.push_back(test_objective_value);
+}
+
+void Baselines::check() const {
+  const size_t b = size();
+  KS_CHECK(recipes.size() == b && weights.size() == b * n_weights &&
+               scores.size() == b * n_tasks && test_scores.size() == b * n_tasks &&
+               objective.size() == b && test_objective.size() == b,
+           fmt::format("baseline columns disagree for {} rows", b));
+}
+
+void TestScores::check() const {
+  const size_t m = size();
+  KS_CHECK(scores.size() == m * n_tasks && objective.size() == m,
+           fmt::format("test-score columns disagree for {} rows", m));
+}
+
+// ---- writing ------------------------------------------------------------
+
+namespace {
+
+void write_meta(const h5::Loc& root, const StateMeta& m) {
+  h5::Id g = h5::create_group(root, "meta");
+  const h5::Loc loc{g.get(), root.file, "/meta"};
+  h5::write_attr(loc, "format_version", m.format_version);
+  h5::write_attr(loc, "kintsugi_version", m.kintsugi_version);
+  h5::write_attr(loc, "config", m.config);
+  h5::write_attr(loc, "config_hash", m.config_hash);
+  h5::write_attr(loc, "seed", m.seed);
+  h5::write_attr(loc, "created", m.created);
+  h5::write_strings(loc, "pool_names", m.pool_names);
+  h5::write_strings(loc, "pool_fingerprints", m.pool_fingerprints);
+  h5::write_strings(loc, "task_names", m.task_names);
+  std::vector<std::string> keys, values;
+  for (const auto& [k, v] : m.settings) {
+    keys.push_back(k);
+    values.push_back(v);
+  }
+  h5::write_strings(loc, "settings_keys", keys);
+  h5::write_strings(loc, "settings_values", values);
+}
+
+void write_evals(const h5::Loc& root, const EvalTable& t) {
+  t.check();
+  h5::Id g = h5::create_group(root, "evals");
+  const h5::Loc loc{g.get(), root.file, "/evals"};
+  const hsize_t e = t.size();
+  h5::write_f64(loc, "z", t.z, {e, t.dims});
+  h5::write_f64(loc, "weights", t.weights, {e, t.n_weights});
+  h5::write_f64(loc, "scores", t.scores, {e, t.n_tasks});
+  h5::write_f64(loc, "objective", t.objective, {e});
+  h5::write_i64(loc, "status", t.status, {e});
+  h5::write_strings(loc, "error", t.error);
+  h5::write_i64(loc, "generation", t.generation, {e});
+  h5::write_f64(loc, "seconds", t.seconds, {e});
+}
+
+void write_baselines(const h5::Loc& root, const Baselines& b) {
+  b.check();
+  h5::Id g = h5::create_group(root, "baselines");
+  const h5::Loc loc{g.get(), root.file, "/baselines"};
+  const hsize_t n = b.size();
+  h5::write_strings(loc, "names", b.names);
+  h5::write_strings(loc, "recipes", b.recipes);
+  h5::write_f64(loc, "weights", b.weights, {n, b.n_weights});
+  h5::write_f64(loc, "scores", b.scores, {n, b.n_tasks});
+  h5::write_f64(loc, "test_scores", b.test_scores, {n, b.n_tasks});
+  h5::write_f64(loc, "objective", b.objective, {n});
+  h5::write_f64(loc, "test_objective", b.test_objective, {n});
+}
+
+void write_test(const h5::Loc& root, const TestScores& t) {
+  t.check();
+  h5::Id g = h5::create_group(root, "test");
+  const h5::Loc loc{g.get(), root.file, "/test"};
+  const hsize_t m = t.size();
+  h5::write_i64(loc, "eval_index", t.eval_index, {m});
+  h5::write_f64(loc, "scores", t.scores, {m, t.n_tasks});
+  h5::write_f64(loc, "objective", t.objective, {m});
+}
+
+void write_state_file(const fs::path& path, const std::string& name, const RunState& s) {
+  h5::Id f = h5::create_file(path);
+  const h5::Loc root{f.get(), name, "/"};
+  write_meta(root, s.meta);
+  write_evals(root, s.evals);
+  write_record(root, "optimizer", s.optimizer);
+  write_baselines(root, s.baselines);
+  {
+    h5::Id g = h5::create_group(root, "pareto");
+    h5::write_i64({g.get(), name, "/pareto"}, "indices", s.pareto, {s.pareto.size()});
+  }
+  write_test(root, s.test);
+  if (H5Fflush(f.get(), H5F_SCOPE_GLOBAL) < 0) throw_runtime("{}: HDF5 flush failed", name);
+  f.close(name);
+}
+
+// ---- reading ------------------------------------------------------------
+
+[[noreturn]] void bad(const h5::Loc& loc, const std::string& name, const std::string& what) {
+  throw_input("{}: {}: {}", loc.file, loc.child(name), what);
+}
+
+// A 2-D float dataset with `rows` rows (cols returned).
+std::vector<double> read_matrix(const h5::Loc& loc, const std::string& name, size_t rows,
+                                size_t* cols) {
+  std::vector<hsize_t> dims;
+  std::vector<double> v = h5::read_f64(loc, name, 2, &dims);
+  if (dims[0] != rows) bad(loc, name, fmt::format("has {} rows, expected {}", dims[0], rows));
+  *cols = static_cast<size_t>(dims[1]);
+  return v;
+}
+
+std::vector<double> read_vector(const h5::Loc& loc, const std::string& name, size_t n) {
+  std::vector<double> v = h5::read_f64(loc, name, 1);
+  if (v.size() != n) bad(loc, name, fmt::format("has {} values, expected {}", v.size(), n));
+  return v;
+}
+
+std::vector<int64_t> read_ivector(const h5::Loc& loc, const std::string& name, size_t n) {
+  std::vector<int64_t> v = h5::read_i64(loc, name, 1);
+  if (v.size() != n) bad(loc, name, fmt::format("has {} values, expected {}", v.size(), n));
+  return v;
+}
+
+StateMeta read_meta(const h5::Loc& root) {
+  h5::Id g = h5::open_group(root, "meta");
+  const h5::Loc loc{g.get(), root.file, "/meta"};
+  StateMeta m;
+  m.format_version = h5::read_attr_int(loc, "format_version");
+  if (m.format_version != kStateFormatVersion)
+    throw_input("{}: state format_version {} is not supported (this kintsugi reads version {})",
+                root.file, m.format_version, kStateFormatVersion);
+  m.kintsugi_version = h5::read_attr_string(loc, "kintsugi_version");
+  m.config = h5::read_attr_string(loc, "config");
+  m.config_hash = h5::read_attr_string(loc, "config_hash");
+  m.seed = h5::read_attr_uint(loc, "seed");
+  m.created = h5::read_attr_string(loc, "created");
+  m.pool_names = h5::read_strings(loc, "pool_names");
+  m.pool_fingerprints = h5::read_strings(loc, "pool_fingerprints");
+  if (m.pool_fingerprints.size() != m.pool_names.size())
+    bad(loc, "pool_fingerprints", "does not match pool_names in length");
+  m.task_names = h5::read_strings(loc, "task_names");
+  const auto keys = h5::read_strings(loc, "settings_keys");
+  const auto values = h5::read_strings(loc, "settings_values");
+  if (keys.size() != values.size()) bad(loc, "settings_values", "does not match settings_keys in length");
+  for (size_t i = 0; i < keys.size(); ++i) m.settings.emplace_back(keys[i], values[i]);
+  return m;
+}
+
+EvalTable read_evals(const h5::Loc& root, size_t n_tasks) {
+  h5::Id g = h5::open_group(root, "evals");
+  const h5::Loc loc{g.get(), root.file, "/evals"};
+  EvalTable t;
+  t.objective = h5::read_f64(loc, "objective", 1);
+  const size_t e = t.objective.size();
+  t.z = read_matrix(loc, "z", e, &t.dims);
+  t.weights = read_matrix(loc, "weights", e, &t.n_weights);
+  t.scores = read_matrix(loc, "scores", e, &t.n_tasks);
+  if (t.n_tasks != n_tasks)
+    bad(loc, "scores", fmt::format("has {} columns for {} tasks", t.n_tasks, n_tasks));
+  t.status = read_ivector(loc, "status", e);
+  for (int64_t s : t.status)
+    if (s != 0 && s != 1) bad(loc, "status", fmt::format("holds {}, expected 0 or 1", s));
+  t.error = h5::read_strings(loc, "error");
+  if (t.error.size() != e) bad(loc, "error", fmt::format("has {} values, expected {}", t.error.size(), e));
+  t.generation = read_ivector(loc, "generation", e);
+  t.seconds = read_vector(loc, "seconds", e);
+  return t;
+}
+
+Baselines read_baselines(const h5::Loc& root, size_t n_tasks) {
+  h5::Id g = h5::open_group(root, "baselines");
+  const h5::Loc loc{g.get(), root.file, "/baselines"};
+  Baselines b;
+  b.names = h5::read_strings(loc, "names");
+  const size_t n = b.names.size();
+  b.recipes = h5::read_strings(loc, "recipes");
+  if (b.recipes.size() != n) bad(loc, "recipes", "does not match names in length");
+  b.weights = read_matrix(loc, "weights", n, &b.n_weights);
+  b.scores = read_matrix(loc, "scores", n, &b.n_tasks);
+  size_t k2 = 0;
+  b.test_scores = read_matrix(loc, "test_scores", n, &k2);
+  if (b.n_tasks != n_tasks || k2 != n_tasks)
+    bad(loc, "scores", fmt::format("has {} columns for {} tasks", b.n_tasks, n_tasks));
+  b.objective = read_vector(loc, "objective", n);
+  b.test_objective = read_vector(loc, "test_objective", n);
+  return b;
+}
+
+TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals) {
+  h5::Id g = h5::open_group(root, "test");
+  const h5::Loc loc{g.get(), root.file, "/test"};
+  TestScores t;
+  t.eval_index = h5::read_i64(loc, "eval_index", 1);
+  for (int64_t i : t.eval_index)
+    if (i < 0 || static_cast<size_t>(i) >= n_evals)
+      bad(loc, "eval_index", fmt::format("index {} is outside the {} evaluations", i, n_evals));
+  t.scores = read_matrix(loc, "scores", t.eval_index.size(), &t.n_tasks);
+  if (t.n_tasks != n_tasks)
+    bad(loc, "scores", fmt::format("has {} columns for {} tasks", t.n_tasks, n_tasks));
+  t.objective = read_vector(loc, "objective", t.eval_index.size());
+  return t;
+}
+
+}  // namespace
+
+void save_state(const fs::path& path, const RunState& state) {
+  const std::string name = path.string();
+  atomic_replace(path, [&](const fs::path& tmp) { write_state_file(tmp, name, state); });
+}
+
+RunState load_state(const fs::path& path) {
+  h5::Id f = h5::open_file_read(path);
+  const h5::Loc root{f.get(), path.string(), "/"};
+  RunState s;
+  s.meta = read_meta(root);
+  const size_t k = s.meta.task_names.size();
+  s.evals = read_evals(root, k);
+  s.optimizer = read_record(root, "optimizer");
+  s.baselines = read_baselines(root, k);
+  {
+    h5::Id g = h5::open_group(root, "pareto");
+    const h5::Loc loc{g.get(), root.file, "/pareto"};
+    s.pareto = h5::read_i64(loc, "indices", 1);
+    for (int64_t i : s.pareto)
+      if (i < 0 || static_cast<size_t>(i) >= s.evals.size())
+        bad(loc, "indices", fmt::format("index {} is outside the {} evaluations", i, s.evals.size()));
+  }
+  s.test = read_test(root, k, s.evals.size());
+  return s;
+}
+
+}  // namespace kintsugi
