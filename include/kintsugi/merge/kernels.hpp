@@ -1,9 +1,16 @@
 #pragma once
 // The kernel API shared by the merge engine, the evaluator and the service.
 // CPU implementations live in src/merge/; CUDA versions in kernels/ (same
-// semantics; see the backend-agreement test).
+// semantics, bit for bit; see the backend-agreement test).
+//
+// Every kernel computes each output element from the same element of its
+// inputs only, with a fixed sequence of fp32 operations (no fused
+// multiply-add), so the result of an element never depends on how a tensor is
+// split among ranks, threads or chunks.
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "kintsugi/io/dtype.hpp"
 
@@ -15,5 +22,60 @@ namespace kintsugi {
 // out_dtype is BF16, F16 or F32.
 void fused_weighted_sum(std::span<const void* const> inputs, DType in_dtype,
                         std::span<const float> weights, void* out, DType out_dtype, size_t n);
+
+// How task vectors (delta_i = input_i - base, in fp32) are sparsified.
+enum class Sparsify : uint8_t {
+  None,
+  Magnitude,  // TIES: keep delta_i[j] when its magnitude ranks in the top-k (see below)
+  Random,     // DARE: keep delta_i[j] with probability density[i] (counter-based RNG)
+};
+
+// One fused pass of the task-vector family (task_arithmetic, ties, dare_linear,
+// dare_ties) over elements [0, n) of a chunk whose first element has global
+// index `first_index` within its tensor. Per element j, in fp32:
+//   b = base[j]; d_i = x_i[j] - b
+//   Magnitude: keep iff key(d_i) > thr_bits[i], or key(d_i) == thr_bits[i] and
+//              first_index + j < tie_cutoff[i]   (key = |d| as IEEE bits)
+//   Random:    keep iff dare_keep(seed_key, i, first_index + j, density[i]);
+//              survivors d_i / density[i] when rescale
+//   dropped entries become 0; wd_i = weights[i] * d_i
+//   sign_consensus: maj = (wd_0 + ... + wd_{N-1} >= 0) ? +1 : -1; sum wd_i and
+//              weights[i] over the i whose sign(wd_i) == maj (zeros never agree);
+//              divisor = that weight sum, or 1 when it is 0
+//   otherwise: sum wd_i over all i; divisor = `weight_sum` (or 1 if |.| < 1e-8)
+//   mixed = sum (/ divisor when normalize) (* lambda when lambda != 1)
+//   out[j] = round(b + mixed)
+struct TaskMergeArgs {
+  std::span<const void* const> inputs;  // N models (not the base)
+  const void* base = nullptr;
+  DType in_dtype = DType::BF16;
+  std::span<const float> weights;
+  float lambda = 1.0f;
+  bool normalize = false;
+  bool sign_consensus = false;
+  Sparsify sparsify = Sparsify::None;
+  // Random
+  std::span<const float> density;
+  bool rescale = true;
+  uint64_t seed_key = 0;  // dare_seed_key(seed, tensor name)
+  // Magnitude
+  std::span<const uint32_t> thr_bits;
+  std::span<const uint64_t> tie_cutoff;
+  uint64_t first_index = 0;
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+void fused_task_merge(const TaskMergeArgs& args);
+
+// The key of DARE's counter-based generator for one tensor: mixes the seed and
+// a 64-bit FNV-1a hash of the tensor name.
+uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);
+// Philox4x32-10 on counter (index / 4, input, key), word index % 4, as a
+// uniform u = (bits >> 8) * 2^-24 in [0, 1); the entry is kept iff u < density.
+bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density);
+
+// Largest supported N for the kernels (per-element state lives on the stack).
+inline constexpr size_t kMaxMergeInputs = 256;
 
 }  // namespace kintsugi

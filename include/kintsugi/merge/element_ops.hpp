@@ -1,0 +1,130 @@
+#pragma once
+// Per-element building blocks shared by the CPU kernels (src/merge/) and the
+// CUDA kernels (kernels/): dtype decode/encode with round-to-nearest-even and
+// explicitly rounded fp32 arithmetic, so both backends compute the same bits.
+// Written here rather than taken from a library because these loops are the
+// product's core: they must vectorize, and must never be contracted into FMAs.
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define KS_HD __host__ __device__ __forceinline__
+#else
+#define KS_HD inline
+#endif
+
+namespace kintsugi::ops {
+
+KS_HD float bits_f32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+KS_HD uint32_t f32_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+// fp32 arithmetic, each operation rounded on its own (no FMA contraction).
+KS_HD float add(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+KS_HD float mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+KS_HD float sub(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+KS_HD float div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+KS_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+
+KS_HD uint16_t f32_to_bf16(float f) {
+  const uint32_t u = f32_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+KS_HD float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  if (em >= 0x7c00u) return bits_f32(sign | 0x7f800000u | ((em & 0x3ffu) << 13));  // Inf/NaN
+  if (em >= 0x0400u) return bits_f32(sign | ((em << 13) + (112u << 23)));          // normal
+  // zero or subnormal: em * 2^-24 is exact in fp32
+  return bits_f32(sign | f32_bits(mul(static_cast<float>(em), 5.9604644775390625e-8f)));
+}
+
+KS_HD uint16_t f32_to_f16(float f) {
+  uint32_t a = f32_bits(f);
+  const uint32_t sign = (a >> 16) & 0x8000u;
+  a &= 0x7fffffffu;
+  if (a >= 0x7f800000u)  // Inf or NaN (quiet, payload kept where it fits)
+    return static_cast<uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to Inf
+  if (a < 0x38800000u) {
+    // subnormal or zero: adding 0.5 puts the f16 subnormal ulp (2^-24) at the
+    // fp32 ulp of 0.5, so the hardware's round-to-nearest-even does the work.
+    const float g = add(bits_f32(a), 0.5f);
+    return static_cast<uint16_t>(sign | (f32_bits(g) - 0x3f000000u));
+  }
+  const uint32_t odd = (a >> 13) & 1u;
+  a += 0xc8000fffu + odd;  // rebias exponent (15 - 127) << 23, round to nearest even
+  return static_cast<uint16_t>(sign | (a >> 13));
+}
+
+// Philox4x32-10 (Salmon et al. 2011), one block.
+struct U32x4 {
+  uint32_t v[4];
+};
+KS_HD void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+  const uint64_t p = static_cast<uint64_t>(a) * b;
+  hi = static_cast<uint32_t>(p >> 32);
+  lo = static_cast<uint32_t>(p);
+}
+KS_HD U32x4 philox4x32_10(U32x4 c, uint32_t k0, uint32_t k1) {
+  for (int r = 0; r < 10; ++r) {
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo(0xD2511F53u, c.v[0], hi0, lo0);
+    mulhilo(0xCD9E8D57u, c.v[2], hi1, lo1);
+    c = U32x4{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c;
+}
+KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
+  const uint64_t block = index >> 2;
+  const U32x4 r = philox4x32_10(
+      U32x4{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), input, 0u}},
+      static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  return static_cast<float>(r.v[index & 3u] >> 8) * 5.9604644775390625e-8f;  // * 2^-24
+}
+
+}  // namespace kintsugi::ops

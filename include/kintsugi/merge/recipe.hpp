@@ -1,0 +1,77 @@
+#pragma once
+// Merge recipes in mergekit's YAML format:
+//   models: [{model: PATH, parameters: {weight: .., density: ..}}, ...]
+//   base_model: PATH
+//   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
+//   parameters: {normalize: .., lambda: .., t: .., ...}
+//   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
+// A parameter value is a scalar, a list of numbers interpolated over the layer
+// index (mergekit's "gradient"), or a list of {filter: SUBSTRING, value: V}
+// where the first entry whose filter occurs in the tensor name wins.
+// Any unknown key, method or parameter, or a value of the wrong type, is an
+// InputError naming file:line.
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kintsugi/io/dtype.hpp"
+
+namespace kintsugi {
+
+enum class MergeMethod { Linear, TaskArithmetic, Ties, DareLinear, DareTies, ModelStock, Slerp };
+std::string_view merge_method_name(MergeMethod m);
+
+// One parameter's setting as written in the recipe.
+struct ParamValue {
+  struct Entry {
+    std::string filter;          // empty or "*": every tensor
+    std::vector<double> values;  // one value, or a gradient (>= 2 values)
+  };
+  std::vector<Entry> entries;  // a plain scalar/gradient is one entry with no filter
+  std::string where;           // "file:line" for messages
+
+  // The value for a tensor: the first entry whose filter matches, evaluated
+  // at t in [0, 1] (gradient: piecewise linear over its values). nullopt when
+  // no filter matches.
+  std::optional<double> at(std::string_view tensor, double t) const;
+};
+
+struct RecipeModel {
+  std::string spec;             // as written
+  std::filesystem::path path;   // resolved
+  std::map<std::string, ParamValue> params;
+  std::string where;
+};
+
+struct Recipe {
+  std::filesystem::path file;
+  std::string text;    // the file's bytes (copied beside the output)
+  std::string sha256;  // of text
+  MergeMethod method = MergeMethod::Linear;
+  std::vector<RecipeModel> models;
+  std::optional<std::filesystem::path> base_model;
+  std::string base_where;
+  std::map<std::string, ParamValue> params;  // global
+  std::optional<DType> dtype;
+  std::optional<DType> out_dtype;
+};
+
+// Parses `text` as the recipe at `file` (paths in it are resolved as given,
+// or relative to the recipe's folder when that does not exist).
+Recipe parse_recipe(const std::string& text, const std::filesystem::path& file);
+Recipe parse_recipe_file(const std::filesystem::path& file);
+
+// Per-tensor view of the parameters: a model's own setting wins over the
+// global one; `fallback` when neither gives a value.
+double recipe_param(const Recipe& r, const RecipeModel* model, const std::string& key,
+                    std::string_view tensor, double t, std::optional<double> fallback);
+
+// Layer position of a tensor for gradients: "model.layers.N." -> N / (L - 1);
+// other tensors: 0 for embeddings (name contains "embed"), 1 otherwise.
+std::optional<int64_t> layer_index(std::string_view tensor);
+double layer_t(std::string_view tensor, int64_t num_layers);
+
+}  // namespace kintsugi
