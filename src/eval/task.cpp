@@ -8,15 +8,6 @@
 
 namespace kintsugi {
 
-const char* task_kind_name(TaskKind kind) {
-  switch (kind) {
-    case TaskKind::Generate: return "generate";
-    case TaskKind::Choice: return "choice";
-    case TaskKind::Perplexity: return "perplexity";
-  }
-  return "?";
-}
-
 std::string primary_metric(const TaskConfig& config) {
   if (!config.metric.empty()) return config.metric;
   switch (config.kind) {
