@@ -98,11 +98,18 @@ struct SafetensorsLayout {
 };
 SafetensorsLayout plan_safetensors(const std::vector<TensorSpec>& specs, const Metadata& metadata);
 
-// Writes one file to "<path>.tmp", renames it to `path` on commit(); an
-// unfinished writer removes its temporary file. Two ways to fill it:
+// The temporary name a writer fills before renaming: "<path>.tmp". Every MPI
+// rank can compute it.
+std::filesystem::path safetensors_temp_path(const std::filesystem::path& path);
+
+// Writes one file to safetensors_temp_path(path), renames it to `path` on
+// commit(); an unfinished writer removes its temporary file. The constructor
+// creates the temporary file at its full size and writes the header, then:
 //  - streaming: write(name, bytes) for each tensor in layout order;
-//  - positional: the file is created at full size, then pwrite() at any
-//    offset, from any process that opens it with open_for_positional_write().
+//  - positional: pwrite() at any offset, here or from other processes that
+//    open the temporary file with a SafetensorsRangeWriter (after this
+//    constructor returned, e.g. behind a barrier); commit() after all of them
+//    closed.
 class SafetensorsWriter {
  public:
   SafetensorsWriter(std::filesystem::path path, SafetensorsLayout layout);
@@ -124,7 +131,26 @@ class SafetensorsWriter {
   SafetensorsLayout layout_;
   int fd_ = -1;
   size_t next_ = 0;
+  bool positional_ = false;
   bool committed_ = false;
+};
+
+// Another process's handle on the temporary file a SafetensorsWriter created:
+// writes byte ranges of tensors at their planned places; close() fsyncs.
+class SafetensorsRangeWriter {
+ public:
+  SafetensorsRangeWriter(const std::filesystem::path& path, SafetensorsLayout layout);
+  ~SafetensorsRangeWriter();
+  SafetensorsRangeWriter(const SafetensorsRangeWriter&) = delete;
+  SafetensorsRangeWriter& operator=(const SafetensorsRangeWriter&) = delete;
+  // Bytes at `offset` within tensor `name`'s data.
+  void pwrite(std::string_view name, uint64_t offset, std::span<const std::byte> data);
+  void close();  // fsync and close (also done, errors ignored, by the destructor)
+
+ private:
+  std::filesystem::path tmp_;
+  SafetensorsLayout layout_;
+  int fd_ = -1;
 };
 
 // Writes a whole file from in-memory tensors (tests, small outputs).

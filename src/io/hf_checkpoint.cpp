@@ -1,0 +1,216 @@
+// Hugging Face model folders (or bare .safetensors files) as checkpoints.
+#include "kintsugi/io/hf_checkpoint.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "kintsugi/common/error.hpp"
+
+namespace kintsugi {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw_input("{}: cannot read", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+nlohmann::json read_json_object(const fs::path& p) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text(p));
+  } catch (const nlohmann::json::exception& e) {
+    throw_input("{}: not valid JSON: {}", p.string(), e.what());
+  }
+  if (!j.is_object()) throw_input("{}: not a JSON object", p.string());
+  return j;
+}
+
+bool is_passthrough(const std::string& n) {
+  static const std::set<std::string> exact = {
+      "special_tokens_map.json", "added_tokens.json", "generation_config.json",
+      "vocab.json",              "vocab.txt",         "merges.txt",
+      "chat_template.json",      "chat_template.jinja", "preprocessor_config.json"};
+  return exact.count(n) > 0 || n.rfind("tokenizer", 0) == 0;
+}
+
+}  // namespace
+
+HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
+  HfCheckpoint c;
+  fs::path path = path_in.lexically_normal();
+  if (!path.has_filename() && path.has_parent_path()) path = path.parent_path();  // "dir/"
+  c.path_ = path;
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw_input("{}: no such file or folder", path.string());
+
+  if (fs::is_regular_file(st)) {
+    c.name_ = path.stem().string();
+    c.files_.push_back(SafetensorsFile::open(path));
+  } else if (fs::is_directory(st)) {
+    c.name_ = path.filename().string();
+    const fs::path index = path / "model.safetensors.index.json";
+    const fs::path single = path / "model.safetensors";
+    if (fs::exists(index)) {
+      const nlohmann::json j = read_json_object(index);
+      if (!j.contains("weight_map") || !j["weight_map"].is_object())
+        throw_input("{}: no \"weight_map\" object", index.string());
+      std::map<std::string, size_t> shard_index;
+      std::vector<std::pair<std::string, size_t>> entries;
+      for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+        if (!it.value().is_string())
+          throw_input("{}: weight_map: tensor {}: shard name is not a string", index.string(), it.key());
+        const std::string shard = it.value().get<std::string>();
+        if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+          throw_input("{}: weight_map: tensor {}: shard {:?} is not a file name in the folder",
+                      index.string(), it.key(), shard);
+        auto [sit, inserted] = shard_index.emplace(shard, 0);
+        if (inserted) {
+          const fs::path sp = path / shard;
+          if (!fs::exists(sp))
+            throw_input("{}: shard {} named by model.safetensors.index.json (tensor {}) is missing",
+                        path.string(), shard, it.key());
+          sit->second = c.files_.size();
+          c.files_.push_back(SafetensorsFile::open(sp));
+        }
+        entries.emplace_back(it.key(), sit->second);
+      }
+      for (const auto& [name, fi] : entries) {
+        if (!c.files_[fi]->find(name))
+          throw_input("{}: tensor {}: model.safetensors.index.json places it in {}, which does not hold it",
+                      path.string(), name, c.files_[fi]->path().filename().string());
+      }
+      std::sort(entries.begin(), entries.end());
+      for (const auto& [name, fi] : entries) {
+        c.names_.push_back(name);
+        c.file_index_.push_back(fi);
+      }
+      std::set<std::string> listed(c.names_.begin(), c.names_.end());
+      for (const auto& f : c.files_)
+        for (const auto& t : f->tensors())
+          if (!listed.count(t.name))
+            spdlog::warn("{}: tensor {} is not in model.safetensors.index.json; ignored",
+                         f->path().string(), t.name);
+      if (j.contains("metadata") && j["metadata"].is_object() && j["metadata"].contains("total_size")) {
+        const auto& ts = j["metadata"]["total_size"];
+        uint64_t sum = 0;
+        for (size_t i = 0; i < c.names_.size(); ++i)
+          sum += c.files_[c.file_index_[i]]->find(c.names_[i])->nbytes();
+        if (ts.is_number_unsigned() && ts.get<uint64_t>() != sum)
+          spdlog::warn("{}: metadata.total_size is {} but the tensors hold {} bytes", index.string(),
+                       ts.get<uint64_t>(), sum);
+      }
+    } else if (fs::exists(single)) {
+      c.files_.push_back(SafetensorsFile::open(single));
+    } else {
+      throw_input("{}: neither model.safetensors nor model.safetensors.index.json is in the folder",
+                  path.string());
+    }
+    const fs::path cfg = path / "config.json";
+    if (fs::exists(cfg)) c.config_ = read_json_object(cfg);
+    for (const auto& e : fs::directory_iterator(path)) {
+      const std::string n = e.path().filename().string();
+      if (e.is_regular_file() && is_passthrough(n)) c.passthrough_.push_back(e.path());
+    }
+    std::sort(c.passthrough_.begin(), c.passthrough_.end());
+  } else {
+    throw_input("{}: neither a file nor a folder", path.string());
+  }
+
+  if (c.names_.empty() && !c.files_.empty() && c.file_index_.empty()) {
+    // A single file: every tensor it holds.
+    for (const auto& t : c.files_[0]->tensors()) c.names_.push_back(t.name);
+    std::sort(c.names_.begin(), c.names_.end());
+    c.file_index_.assign(c.names_.size(), 0);
+  }
+  return c;
+}
+
+bool HfCheckpoint::has(const std::string& name) const {
+  return std::binary_search(names_.begin(), names_.end(), name);
+}
+
+const SafetensorsFile& HfCheckpoint::file_of(const std::string& name) const {
+  const auto it = std::lower_bound(names_.begin(), names_.end(), name);
+  if (it == names_.end() || *it != name)
+    throw_input("{}: no tensor {}", path_.string(), name);
+  return *files_[file_index_[static_cast<size_t>(it - names_.begin())]];
+}
+
+const TensorInfo& HfCheckpoint::info(const std::string& name) const {
+  return *file_of(name).find(name);
+}
+
+const Metadata& HfCheckpoint::metadata() const {
+  static const Metadata empty;
+  return files_.empty() ? empty : files_[0]->metadata();
+}
+
+uint64_t HfCheckpoint::total_bytes() const {
+  uint64_t sum = 0;
+  for (const auto& n : names_) sum += info(n).nbytes();
+  return sum;
+}
+
+HfFolderWriter::HfFolderWriter(fs::path dir, bool overwrite) : overwrite_(overwrite) {
+  dir = dir.lexically_normal();
+  if (!dir.has_filename() && dir.has_parent_path()) dir = dir.parent_path();
+  dir_ = dir;
+  tmp_ = fs::path(dir_.string() + ".partial");
+  if (fs::exists(dir_) && !overwrite_)
+    throw_input("{}: output folder already exists (pass --overwrite to replace it)", dir_.string());
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);  // a leftover of an interrupted run
+  fs::create_directories(tmp_, ec);
+  if (ec) throw_runtime("{}: cannot create: {}", tmp_.string(), ec.message());
+}
+
+HfFolderWriter::~HfFolderWriter() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+}
+
+void HfFolderWriter::write_text(const std::string& file_name, const std::string& text) {
+  const fs::path p = tmp_ / file_name;
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) throw_runtime("{}: cannot write", p.string());
+}
+
+void HfFolderWriter::copy_file(const fs::path& src) {
+  std::error_code ec;
+  fs::copy_file(src, tmp_ / src.filename(), fs::copy_options::overwrite_existing, ec);
+  if (ec) throw_runtime("{}: cannot copy into {}: {}", src.string(), tmp_.string(), ec.message());
+}
+
+void HfFolderWriter::commit() {
+  KS_CHECK(!committed_, "commit twice");
+  std::error_code ec;
+  fs::path old;
+  if (fs::exists(dir_)) {
+    KS_CHECK(overwrite_, "output appeared while writing");
+    old = fs::path(dir_.string() + ".old");
+    fs::remove_all(old, ec);
+    fs::rename(dir_, old, ec);
+    if (ec) throw_runtime("{}: cannot move the old folder aside: {}", dir_.string(), ec.message());
+  }
+  fs::rename(tmp_, dir_, ec);
+  if (ec) throw_runtime("{}: cannot rename to {}: {}", tmp_.string(), dir_.string(), ec.message());
+  committed_ = true;
+  if (!old.empty()) fs::remove_all(old, ec);
+}
+
+}  // namespace kintsugi
