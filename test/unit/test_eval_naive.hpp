@@ -4,6 +4,7 @@
 // Llama/Qwen2 modeling code, with random weights for tiny configs.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -202,6 +203,40 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
     out.push_back(lg);
   }
   return out;
+}
+
+// GPT-2's bytes_to_unicode, transcribed from the Python original.
+inline nlohmann::json byte_level_tokenizer_json() {
+  std::vector<int> bs;
+  for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
+  for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
+  for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
+  std::vector<int> cs = bs;
+  int n = 0;
+  for (int b = 0; b < 256; ++b)
+    if (std::find(bs.begin(), bs.end(), b) == bs.end()) {
+      bs.push_back(b);
+      cs.push_back(256 + n++);
+    }
+  nlohmann::json vocab = nlohmann::json::object();
+  for (size_t i = 0; i < bs.size(); ++i) {
+    std::string ch;
+    const int c = cs[i];
+    if (c < 0x80) ch += static_cast<char>(c);
+    else {
+      ch += static_cast<char>(0xC0 | (c >> 6));
+      ch += static_cast<char>(0x80 | (c & 0x3F));
+    }
+    vocab[ch] = bs[i];
+  }
+  return {{"version", "1.0"},
+          {"added_tokens",
+           {{{"id", 256}, {"content", "<bos>"}, {"special", true}},
+            {{"id", 257}, {"content", "<eos>"}, {"special", true}}}},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+          {"decoder", {{"type", "ByteLevel"}}},
+          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
 }
 
 }  // namespace kintsugi::test

@@ -8,45 +8,12 @@
 #include "kintsugi/eval/metrics.hpp"
 #include "kintsugi/eval/task.hpp"
 #include "kintsugi/tokenizer/byte_tokenizer.hpp"
+#include "test_eval_naive.hpp"
 #include "test_support.hpp"
 
 using namespace kintsugi;
 
 namespace {
-
-// GPT-2's bytes_to_unicode, transcribed from the Python original.
-nlohmann::json byte_level_tokenizer_json() {
-  std::vector<int> bs;
-  for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
-  for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
-  for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
-  std::vector<int> cs = bs;
-  int n = 0;
-  for (int b = 0; b < 256; ++b)
-    if (std::find(bs.begin(), bs.end(), b) == bs.end()) {
-      bs.push_back(b);
-      cs.push_back(256 + n++);
-    }
-  nlohmann::json vocab = nlohmann::json::object();
-  for (size_t i = 0; i < bs.size(); ++i) {
-    std::string ch;
-    const int c = cs[i];
-    if (c < 0x80) ch += static_cast<char>(c);
-    else {
-      ch += static_cast<char>(0xC0 | (c >> 6));
-      ch += static_cast<char>(0x80 | (c & 0x3F));
-    }
-    vocab[ch] = bs[i];
-  }
-  return {{"version", "1.0"},
-          {"added_tokens",
-           {{{"id", 256}, {"content", "<bos>"}, {"special", true}},
-            {{"id", 257}, {"content", "<eos>"}, {"special", true}}}},
-          {"normalizer", nullptr},
-          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
-          {"decoder", {{"type", "ByteLevel"}}},
-          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-}
 
 void write(const std::filesystem::path& p, const std::string& text) {
   std::ofstream(p, std::ios::binary) << text;
@@ -57,7 +24,7 @@ void write(const std::filesystem::path& p, const std::string& text) {
 TEST_CASE("byte-level tokenizer from tokenizer.json", "[eval][tokenizer]") {
   test::TempDir tmp;
   const auto path = tmp / "tokenizer.json";
-  write(path, byte_level_tokenizer_json().dump());
+  write(path, test::byte_level_tokenizer_json().dump());
   const ByteTokenizer t = ByteTokenizer::load(path);
   CHECK(t.vocab_size() == 258);
   CHECK(t.special_id("<bos>") == 256);
@@ -75,22 +42,22 @@ TEST_CASE("byte-level tokenizer from tokenizer.json", "[eval][tokenizer]") {
     REQUIRE_THROWS_WITH(ByteTokenizer::load(path),
                         Catch::Contains(path.string()) && Catch::Contains(what));
   };
-  auto j = byte_level_tokenizer_json();
+  auto j = test::byte_level_tokenizer_json();
   j["model"]["merges"] = {"a b"};
   rejects(j, "merges");
-  j = byte_level_tokenizer_json();
+  j = test::byte_level_tokenizer_json();
   j["model"]["type"] = "Unigram";
   rejects(j, "Unigram");
-  j = byte_level_tokenizer_json();
+  j = test::byte_level_tokenizer_json();
   j["model"]["vocab"]["A"] = 66;
   rejects(j, "byte 65");
-  j = byte_level_tokenizer_json();
+  j = test::byte_level_tokenizer_json();
   j["model"]["vocab"].erase("A");
   rejects(j, "255 of the 256");
-  j = byte_level_tokenizer_json();
+  j = test::byte_level_tokenizer_json();
   j["pre_tokenizer"]["add_prefix_space"] = true;
   rejects(j, "add_prefix_space");
-  j = byte_level_tokenizer_json();
+  j = test::byte_level_tokenizer_json();
   j["normalizer"] = {{"type", "NFC"}};
   rejects(j, "NFC");
   write(path, "{not json");
