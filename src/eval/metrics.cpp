@@ -44,7 +44,7 @@ std::string extract_answer(const std::string& output, const std::optional<std::r
     if (std::regex_search(a, m, *re)) {
       a = strip(m.size() > 1 ? m[1].str() : m[0].str());
     } else {
-      a = "[invalid]";
+      a.clear();
     }
   }
   return ignore_case ? lower(a) : a;

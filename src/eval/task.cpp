@@ -37,17 +37,22 @@ std::vector<Example> load_examples(const std::filesystem::path& file, TaskKind k
   while (std::getline(in, line)) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
     const std::string where = file.string() + ":" + std::to_string(lineno);
+    if (line.find_first_not_of(" \t") == std::string::npos) throw_input("{}: blank line", where);
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded()) throw_input("{}: not valid JSON", where);
     if (!j.is_object()) throw_input("{}: a line must be a JSON object", where);
     Example e;
     e.line = lineno;
     if (j.contains("id")) {
-      if (j["id"].is_string()) e.id = j["id"].get<std::string>();
-      else if (j["id"].is_number_integer()) e.id = std::to_string(j["id"].get<int64_t>());
-      else throw_input("{}: key 'id' must be a string or an integer", where);
+      if (!j["id"].is_string()) throw_input("{}: key 'id' must be a string", where);
+      e.id = j["id"].get<std::string>();
+    }
+    for (const auto& [key, value] : j.items()) {
+      const bool known = key == "id" || ((kind == TaskKind::Generate) && (key == "context" || key == "target")) ||
+                         ((kind == TaskKind::Choice) && (key == "context" || key == "choices" || key == "label")) ||
+                         ((kind == TaskKind::Perplexity) && key == "text");
+      if (!known) throw_input("{}: unknown key '{}' for a {} task", where, key, task_kind_name(kind));
     }
     switch (kind) {
       case TaskKind::Generate:

@@ -68,14 +68,13 @@ TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][t
   test::TempDir tmp;
   const auto f = tmp / "t.jsonl";
   write(f,
-        "{\"context\": \"1+1=\", \"target\": \"2\", \"id\": 7}\n"
-        "\n"
-        "{\"context\": \"2+2=\", \"target\": \"4\", \"extra\": true}\n"
+        "{\"context\": \"1+1=\", \"target\": \"2\", \"id\": \"7\"}\n"
+        "{\"context\": \"2+2=\", \"target\": \"4\"}\n"
         "{\"context\": \"3+3=\", \"target\": \"6\"}\n");
   auto ex = load_examples(f, TaskKind::Generate, 0);
   REQUIRE(ex.size() == 3);
   CHECK(ex[0].id == "7");
-  CHECK(ex[1].line == 3);
+  CHECK(ex[1].line == 2);
   CHECK(ex[2].target == "6");
   CHECK(load_examples(f, TaskKind::Generate, 2).size() == 2);
 
@@ -100,7 +99,10 @@ TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][t
       ":1: label 2 is not an index");
   bad("{\"context\": \"c\", \"choices\": [\"a\"], \"label\": 0}\n", TaskKind::Choice, "at least 2");
   bad("{\"context\": \"c\", \"choices\": [\"a\", \"\"], \"label\": 0}\n", TaskKind::Choice, "non-empty");
-  bad("\n\n", TaskKind::Perplexity, "no examples");
+  bad("", TaskKind::Perplexity, "no examples");
+  bad(ok + "\n" + ok, TaskKind::Perplexity, ":2: blank line");
+  bad("{\"text\": \"x\", \"extra\": 1}\n", TaskKind::Perplexity, ":1: unknown key 'extra' for a perplexity task");
+  bad("{\"text\": \"x\", \"id\": 1}\n", TaskKind::Perplexity, ":1: key 'id' must be a string");
   REQUIRE_THROWS_WITH(load_examples(tmp / "missing.jsonl", TaskKind::Choice, 0),
                       Catch::Contains("missing.jsonl: cannot open"));
 }
@@ -116,7 +118,7 @@ TEST_CASE("generate: stop strings, stripping, regex extraction, case", "[eval][m
   CHECK_FALSE(exact_match("42.", "42", std::nullopt, false));
   const auto re = compile_task_regex("answer is (-?[0-9]+)", "t");
   CHECK(exact_match("so the answer is -7 apples", "-7", re, false));
-  CHECK(extract_answer("no number", re, false) == "[invalid]");
+  CHECK(extract_answer("no number", re, false).empty());
   const auto whole = compile_task_regex("[0-9]+", "t");
   CHECK(extract_answer("x 12 y 3", whole, false) == "12");
   CHECK(exact_match("Paris", " paris", std::nullopt, true));

@@ -19,7 +19,7 @@ bool has_stop(const std::string& text, const std::vector<std::string>& stops);
 
 // generate: the answer from a model output (already cut at the stop string):
 // stripped; with a regex, its first match (capture group 1 if the pattern has
-// one), or "[invalid]" when it does not match; lower-cased if ignore_case.
+// one), or "" when it does not match; lower-cased if ignore_case.
 std::string extract_answer(const std::string& output, const std::optional<std::regex>& re,
                            bool ignore_case);
 // exact_match: the extracted answer equals the stripped (lower-cased) target.

@@ -3,8 +3,8 @@
 //   generate   {"context": str, "target": str}
 //   choice     {"context": str, "choices": [str, ...], "label": int}
 //   perplexity {"text": str}
-// with an optional "id" (string or integer); other keys are ignored. Blank
-// lines are skipped. A bad line is an InputError "FILE:LINE: problem".
+// with an optional "id" (a string); other keys and blank lines are errors
+// (docs/tasks.md). A bad line is an InputError "FILE:LINE: problem".
 #include <cstddef>
 #include <filesystem>
 #include <string>
