@@ -150,7 +150,8 @@ int run_eval(const EvalArgs& a) {
     std::string line;
     while (std::getline(ss, line)) {
       auto j = nlohmann::json::parse(line);
-      models[j["index"].get<size_t>()] = std::move(j);
+      const size_t index = j["index"].get<size_t>();
+      models[index] = std::move(j);
     }
   }
   if (!a.samples.empty()) {
