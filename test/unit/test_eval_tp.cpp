@@ -5,9 +5,12 @@
 
 #include <numeric>
 
+#include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/builtin_evaluator.hpp"
+#include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
+#include "test_eval_demo.hpp"
 #include "test_eval_naive.hpp"
 
 using namespace kintsugi;
@@ -155,4 +158,52 @@ TEST_CASE("task scores do not depend on T", "[mpi][eval]") {
       }
     }
   }
+}
+
+TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 1e-4", "[mpi][eval][demo]") {
+  const auto dir = test::eval_demo_dir();
+  if (!std::filesystem::exists(dir / "job.yaml")) {
+    WARN("skipped: " << dir / "job.yaml" << " is not there (the demo pool has not been generated)");
+    return;
+  }
+  const JobConfig job = load_job(dir / "job.yaml");
+  std::vector<EvalTask> tasks;
+  for (const auto& t : job.tasks) tasks.push_back(load_task(t, "search"));
+  std::vector<HfCheckpoint> pool;
+  std::vector<const HfCheckpoint*> ptrs;
+  for (const auto& p : job.pool.checkpoints) pool.push_back(HfCheckpoint::open(p));
+  for (const auto& ck : pool) ptrs.push_back(&ck);
+  const ByteTokenizer tok = ByteTokenizer::load(pool[0].path() / "tokenizer.json");
+  const std::vector<float> uniform(pool.size(), 1.0f / static_cast<float>(pool.size()));
+  // [T][model: first checkpoint, uniform merge][task]
+  std::vector<std::vector<std::vector<TaskResult>>> all;
+  for (int T : tp_sizes()) {
+    Group g(T);
+    EvalOptions opt;
+    opt.batch_size = job.evaluator.batch_size;
+    opt.keep_samples = true;
+    std::vector<std::vector<TaskResult>> per_model;
+    const ModelShard first = load_model_shard(pool[0], g.rank, T);
+    per_model.push_back(evaluate_model(g.comm, first, tok, tasks, opt));
+    const PoolShards ps = PoolShards::load(ptrs, g.rank, T);
+    ModelShard merged(ps.config(), g.rank, T);
+    merge_into(merged, ps, MergeWeights::per_checkpoint(uniform, static_cast<size_t>(ps.config().num_layers)));
+    per_model.push_back(evaluate_model(g.comm, merged, tok, tasks, opt));
+    all.push_back(std::move(per_model));
+  }
+  for (size_t k = 1; k < all.size(); ++k)
+    for (size_t m = 0; m < 2; ++m)
+      for (size_t t = 0; t < tasks.size(); ++t) {
+        const auto& a = all[k][m][t];
+        const auto& b = all[0][m][t];
+        INFO("T index " << k << ", model " << m << ", task " << b.task);
+        CHECK(a.metrics == b.metrics);
+        for (size_t i = 0; i < b.samples.size(); ++i) {
+          if (b.samples[i].contains("output")) CHECK(a.samples[i]["output"] == b.samples[i]["output"]);
+          if (b.samples[i].contains("loglikelihoods"))
+            for (size_t ci = 0; ci < b.samples[i]["loglikelihoods"].size(); ++ci)
+              CHECK(std::abs(a.samples[i]["loglikelihoods"][ci].get<double>() -
+                             b.samples[i]["loglikelihoods"][ci].get<double>()) < 1e-4);
+        }
+      }
 }
