@@ -12,7 +12,13 @@
 #include <string>
 #include <vector>
 
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "kintsugi/io/safetensors.hpp"
 #include "kintsugi/model/model_config.hpp"
+#include "kintsugi/shard/tp_plan.hpp"
 
 namespace kintsugi::test {
 
@@ -237,6 +243,34 @@ inline nlohmann::json byte_level_tokenizer_json() {
           {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
           {"decoder", {{"type", "ByteLevel"}}},
           {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+}
+
+// x rounded to bf16.
+inline float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+// Writes `w` (rounded to bf16) as an HF folder; returns the rounded weights.
+inline Weights write_checkpoint(const std::filesystem::path& dir, const nlohmann::json& config,
+                               Weights w, const std::string& skip = "") {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << config.dump();
+  std::vector<TensorData> tensors;
+  const ModelConfig c = ModelConfig::from_json(config, "cfg");
+  const TpPlan plan(c, 1);
+  for (const auto& t : plan.tensors()) {
+    auto& v = w.at(t.name);
+    for (auto& x : v) x = round_bf16(x);
+    if (t.name == skip) continue;
+    TensorData td;
+    td.spec = {t.name, DType::BF16, t.shape};
+    td.bytes.resize(v.size() * 2);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint16_t b = f32_to_bf16(v[i]);
+      std::memcpy(td.bytes.data() + 2 * i, &b, 2);
+    }
+    tensors.push_back(std::move(td));
+  }
+  write_safetensors(dir / "model.safetensors", tensors);
+  return w;
 }
 
 }  // namespace kintsugi::test

@@ -12,44 +12,11 @@
 
 using namespace kintsugi;
 
-namespace {
-
-// bf16 values as the bf16 bits' upper half of an fp32 (truncation of values
-// that are already representable: the test rounds first).
-float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
-
-// Writes `w` (rounded to bf16) as an HF folder; returns the rounded weights.
-test::Weights write_checkpoint(const std::filesystem::path& dir, const nlohmann::json& config,
-                               test::Weights w, const std::string& skip = "") {
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir / "config.json") << config.dump();
-  std::vector<TensorData> tensors;
-  const ModelConfig c = ModelConfig::from_json(config, "cfg");
-  const TpPlan plan(c, 1);
-  for (const auto& t : plan.tensors()) {
-    auto& v = w.at(t.name);
-    for (auto& x : v) x = round_bf16(x);
-    if (t.name == skip) continue;
-    TensorData td;
-    td.spec = {t.name, DType::BF16, t.shape};
-    td.bytes.resize(v.size() * 2);
-    for (size_t i = 0; i < v.size(); ++i) {
-      const uint16_t b = f32_to_bf16(v[i]);
-      std::memcpy(td.bytes.data() + 2 * i, &b, 2);
-    }
-    tensors.push_back(std::move(td));
-  }
-  write_safetensors(dir / "model.safetensors", tensors);
-  return w;
-}
-
-}  // namespace
-
 TEST_CASE("load_model_shard reads this rank's rows and columns", "[eval][model]") {
   test::TempDir tmp;
   const auto cj = test::tiny_config_json();
   const ModelConfig c = ModelConfig::from_json(cj, "cfg");
-  const auto w = write_checkpoint(tmp / "a", cj, test::random_weights(c, 3));
+  const auto w = test::write_checkpoint(tmp / "a", cj, test::random_weights(c, 3));
   const HfCheckpoint ck = HfCheckpoint::open(tmp / "a");
   for (int size : {1, 2, 4})
     for (int rank = 0; rank < size; ++rank) {
@@ -78,10 +45,10 @@ TEST_CASE("load_model_shard names the checkpoint and tensor on bad input", "[eva
   test::TempDir tmp;
   auto cj = test::tiny_config_json();
   const ModelConfig c = ModelConfig::from_json(cj, "cfg");
-  write_checkpoint(tmp / "a", cj, test::random_weights(c, 3), "model.layers.1.mlp.up_proj.weight");
+  test::write_checkpoint(tmp / "a", cj, test::random_weights(c, 3), "model.layers.1.mlp.up_proj.weight");
   REQUIRE_THROWS_WITH(load_model_shard(HfCheckpoint::open(tmp / "a"), 0, 1),
                       Catch::Contains("a: tensor model.layers.1.mlp.up_proj.weight is missing"));
-  write_checkpoint(tmp / "b", cj, test::random_weights(c, 3));
+  test::write_checkpoint(tmp / "b", cj, test::random_weights(c, 3));
   cj["intermediate_size"] = 20;
   std::ofstream(tmp / "b" / "config.json") << cj.dump();
   REQUIRE_THROWS_WITH(load_model_shard(HfCheckpoint::open(tmp / "b"), 0, 1),
@@ -92,8 +59,8 @@ TEST_CASE("pool shards merged in memory equal the weighted sum of the checkpoint
   test::TempDir tmp;
   const auto cj = test::tiny_config_json();
   const ModelConfig c = ModelConfig::from_json(cj, "cfg");
-  const auto wa = write_checkpoint(tmp / "a", cj, test::random_weights(c, 3));
-  const auto wb = write_checkpoint(tmp / "b", cj, test::random_weights(c, 4));
+  const auto wa = test::write_checkpoint(tmp / "a", cj, test::random_weights(c, 3));
+  const auto wb = test::write_checkpoint(tmp / "b", cj, test::random_weights(c, 4));
   const HfCheckpoint a = HfCheckpoint::open(tmp / "a"), b = HfCheckpoint::open(tmp / "b");
   for (int size : {1, 2}) {
     for (int rank = 0; rank < size; ++rank) {
