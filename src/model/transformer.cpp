@@ -117,17 +117,25 @@ void Transformer::rms_norm(const float* x, const float* w, float* out, size_t ro
   }
 }
 
-void Transformer::rope(float* x, size_t heads, int64_t pos) const {
+void Transformer::rope(float* x, size_t heads, int64_t pos) {
   const size_t half = z(hd_ / 2);
-  for (size_t i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * inv_freq_[i];
-    const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
-    const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
-    for (size_t h = 0; h < heads; ++h) {
-      float* xh = x + h * z(hd_);
+  // cos/sin of every position seen so far, computed once (HF: fp32 angle).
+  while (rope_cos_.size() < (z(pos) + 1) * half) {
+    const size_t p = rope_cos_.size() / half;
+    for (size_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(p) * inv_freq_[i];
+      rope_cos_.push_back(static_cast<float>(std::cos(static_cast<double>(angle))));
+      rope_sin_.push_back(static_cast<float>(std::sin(static_cast<double>(angle))));
+    }
+  }
+  const float* cs = rope_cos_.data() + z(pos) * half;
+  const float* sn = rope_sin_.data() + z(pos) * half;
+  for (size_t h = 0; h < heads; ++h) {
+    float* xh = x + h * z(hd_);
+    for (size_t i = 0; i < half; ++i) {
       const float a = xh[i], b = xh[i + half];
-      xh[i] = a * c - b * s;
-      xh[i + half] = b * c + a * s;
+      xh[i] = a * cs[i] - b * sn[i];
+      xh[i + half] = b * cs[i] + a * sn[i];
     }
   }
 }

@@ -65,7 +65,7 @@ class Transformer {
   };
   void allreduce_sum(float* data, size_t n) const;
   void rms_norm(const float* x, const float* w, float* out, size_t rows) const;
-  void rope(float* x, size_t heads, int64_t pos) const;
+  void rope(float* x, size_t heads, int64_t pos);
   void attention(size_t l, std::span<ForwardRequest> requests,
                  const std::vector<size_t>& offsets);
 
@@ -75,7 +75,7 @@ class Transformer {
   Range heads_, kv_heads_, ffn_, vocab_;
   std::vector<Layer> layers_;
   const float *embed_, *final_norm_, *lm_head_;
-  std::vector<float> inv_freq_;
+  std::vector<float> inv_freq_, rope_cos_, rope_sin_;
   // work buffers
   std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, scores_;
 };
