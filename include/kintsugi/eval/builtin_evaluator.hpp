@@ -1,0 +1,40 @@
+#pragma once
+// The builtin evaluator: scores one model (this rank's ModelShard of it) on a
+// list of tasks with the tensor-parallel forward pass over `group`. Every rank
+// of the group calls it with the same tasks; the results are identical on all
+// of them. Requests are batched (`batch_size` sequences per forward pass):
+// choice contexts are prefilled once and their KV cache is shared by the
+// choices; generation decodes a batch of examples together.
+#include <mpi.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kintsugi/eval/task.hpp"
+#include "kintsugi/model/model_shard.hpp"
+#include "kintsugi/tokenizer/byte_tokenizer.hpp"
+
+namespace kintsugi {
+
+struct EvalOptions {
+  size_t batch_size = 16;
+  bool keep_samples = false;  // fill TaskResult::samples
+};
+
+struct TaskResult {
+  std::string task;
+  std::string metric;  // the task's primary metric
+  double score = 0;    // its value
+  std::map<std::string, double> metrics;  // every metric the kind computes
+  // One object per example (task, index, id, loglikelihoods | output | nll, correct).
+  std::vector<nlohmann::json> samples;
+};
+
+std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
+                                       const ByteTokenizer& tokenizer,
+                                       std::span<const EvalTask> tasks, const EvalOptions& options);
+
+}  // namespace kintsugi

@@ -1,0 +1,83 @@
+#pragma once
+// The tensor-parallel forward pass of a Llama-family decoder over a group
+// communicator, in fp32 on the CPU: batched prefill of ragged sequences, a KV
+// cache per sequence (which may share a read-only prefix, e.g. a context that
+// several choices continue), and vocab-parallel log-probabilities and argmax.
+// Per layer there is one all-reduce after attention and one after the MLP (plus
+// one for the embedding lookup). Every rank of the group must make the same
+// calls with the same tokens; all results are identical on every rank.
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kintsugi/model/model_shard.hpp"
+
+namespace kintsugi {
+
+// Keys and values of one sequence on this rank (its KV heads), per layer.
+struct SeqCache {
+  // Positions [0, prefix_len) come from `prefix` (which has no prefix of its own).
+  std::shared_ptr<const SeqCache> prefix;
+  size_t prefix_len = 0;
+  size_t own_len = 0;
+  std::vector<std::vector<float>> k, v;  // per layer: [own_len][kv_local * head_dim]
+  size_t length() const { return prefix_len + own_len; }
+};
+
+struct ForwardRequest {
+  SeqCache* cache = nullptr;
+  std::span<const int32_t> tokens;  // appended at positions cache->length(), ...
+  std::vector<int32_t> logits_at;   // indices into `tokens` whose logits are wanted
+};
+
+class Transformer {
+ public:
+  // `shard` must outlive the Transformer; `group` has shard.tp_size() ranks and
+  // this rank is shard.tp_rank() in it.
+  Transformer(const ModelShard& shard, MPI_Comm group);
+
+  const ModelConfig& config() const { return shard_.config(); }
+  Range vocab_range() const { return vocab_; }
+
+  // An empty cache, or one continuing the first `prefix_len` positions of `prefix`.
+  SeqCache new_cache() const;
+  SeqCache continue_from(std::shared_ptr<const SeqCache> prefix, size_t prefix_len) const;
+
+  // Runs every request's tokens, appends their keys/values to the caches and
+  // fills `logits` with the local vocabulary slice [rows, vocab_range().size()]
+  // for the wanted positions, request by request.
+  void forward(std::span<ForwardRequest> requests, std::vector<float>& logits);
+
+  // out[i] = log p(targets[i] | logit row row_of[i]) from `rows` local logit
+  // rows (collective over the group). An empty row_of means row_of[i] = i.
+  void log_probs(const float* logits, size_t rows, std::span<const int32_t> row_of,
+                 std::span<const int32_t> targets, std::span<double> out) const;
+  // Greedy next token per row (lowest id on ties; collective over the group).
+  void argmax(const float* logits, size_t rows, std::span<int32_t> out) const;
+
+ private:
+  struct Layer {
+    const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *bo;
+    const float *mlp_norm, *wgate, *wup, *wdown;
+  };
+  void allreduce_sum(float* data, size_t n) const;
+  void rms_norm(const float* x, const float* w, float* out, size_t rows) const;
+  void rope(float* x, size_t heads, int64_t pos);
+  void attention(size_t l, std::span<ForwardRequest> requests,
+                 const std::vector<size_t>& offsets);
+
+  const ModelShard& shard_;
+  MPI_Comm group_;
+  int64_t D_, hd_, qL_, kvL_, fL_;  // hidden, head_dim, local q/kv/ffn widths
+  Range heads_, kv_heads_, ffn_, vocab_;
+  std::vector<Layer> layers_;
+  const float *embed_, *final_norm_, *lm_head_;
+  std::vector<float> inv_freq_, rope_cos_, rope_sin_;
+  // work buffers
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, scores_;
+};
+
+}  // namespace kintsugi

@@ -1,0 +1,340 @@
+#include "kintsugi/model/transformer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include <fmt/format.h>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/model/blas.hpp"
+
+namespace kintsugi {
+
+namespace {
+
+// HF's inverse frequencies (rotate-half RoPE) with linear or llama3 scaling.
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> f(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const double e = static_cast<double>(2 * i) / static_cast<double>(c.head_dim);
+    double freq = 1.0 / std::pow(c.rope_theta, e);
+    const RopeScaling& s = c.rope_scaling;
+    if (s.kind == RopeScaling::Kind::Linear) {
+      freq /= s.factor;
+    } else if (s.kind == RopeScaling::Kind::Llama3) {
+      const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+      const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / freq;
+      if (wavelen > low_wavelen) {
+        freq /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                              (s.high_freq_factor - s.low_freq_factor);
+        freq = (1.0 - smooth) * freq / s.factor + smooth * freq;
+      }
+    }
+    f[static_cast<size_t>(i)] = static_cast<float>(freq);
+  }
+  return f;
+}
+
+size_t z(int64_t x) { return static_cast<size_t>(x); }
+
+}  // namespace
+
+Transformer::Transformer(const ModelShard& shard, MPI_Comm group) : shard_(shard), group_(group) {
+  int size = 0, rank = 0;
+  MPI_CHECK(MPI_Comm_size(group, &size));
+  MPI_CHECK(MPI_Comm_rank(group, &rank));
+  if (size != shard.tp_size() || rank != shard.tp_rank())
+    throw_runtime("model shard is for rank {} of {} but the group has this rank as {} of {}",
+                  shard.tp_rank(), shard.tp_size(), rank, size);
+  const ModelConfig& c = shard.config();
+  const TpPlan& plan = shard.plan();
+  heads_ = plan.heads(rank);
+  kv_heads_ = plan.kv_heads(rank);
+  ffn_ = plan.ffn(rank);
+  vocab_ = plan.vocab(rank);
+  D_ = c.hidden_size;
+  hd_ = c.head_dim;
+  qL_ = heads_.size() * hd_;
+  kvL_ = kv_heads_.size() * hd_;
+  fL_ = ffn_.size();
+  auto ptr = [&](const std::string& name) { return shard.tensor(name).data(); };
+  auto opt = [&](const std::string& name) -> const float* {
+    return shard.has(name) ? shard.tensor(name).data() : nullptr;
+  };
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    layers_.push_back({ptr(p + "input_layernorm.weight"), ptr(p + "self_attn.q_proj.weight"),
+                       ptr(p + "self_attn.k_proj.weight"), ptr(p + "self_attn.v_proj.weight"),
+                       opt(p + "self_attn.q_proj.bias"), opt(p + "self_attn.k_proj.bias"),
+                       opt(p + "self_attn.v_proj.bias"), ptr(p + "self_attn.o_proj.weight"),
+                       opt(p + "self_attn.o_proj.bias"), ptr(p + "post_attention_layernorm.weight"),
+                       ptr(p + "mlp.gate_proj.weight"), ptr(p + "mlp.up_proj.weight"),
+                       ptr(p + "mlp.down_proj.weight")});
+  }
+  embed_ = ptr("model.embed_tokens.weight");
+  final_norm_ = ptr("model.norm.weight");
+  lm_head_ = c.tie_word_embeddings ? embed_ : ptr("lm_head.weight");
+  inv_freq_ = rope_inv_freq(c);
+}
+
+SeqCache Transformer::new_cache() const {
+  SeqCache s;
+  s.k.resize(layers_.size());
+  s.v.resize(layers_.size());
+  return s;
+}
+
+SeqCache Transformer::continue_from(std::shared_ptr<const SeqCache> prefix, size_t prefix_len) const {
+  KS_CHECK(prefix && !prefix->prefix && prefix_len <= prefix->own_len,
+           "a prefix cache must be a root cache at least prefix_len long");
+  SeqCache s = new_cache();
+  s.prefix = std::move(prefix);
+  s.prefix_len = prefix_len;
+  return s;
+}
+
+void Transformer::allreduce_sum(float* data, size_t n) const {
+  if (shard_.tp_size() == 1) return;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, group_));
+}
+
+void Transformer::rms_norm(const float* x, const float* w, float* out, size_t rows) const {
+  const size_t D = z(D_);
+  const float eps = static_cast<float>(shard_.config().rms_norm_eps);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D;
+    float ss = 0.0f;
+    for (size_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
+    float* o = out + r * D;
+    for (size_t i = 0; i < D; ++i) o[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void Transformer::rope(float* x, size_t heads, int64_t pos) {
+  const size_t half = z(hd_ / 2);
+  // cos/sin of every position seen so far, computed once (HF: fp32 angle).
+  while (rope_cos_.size() < (z(pos) + 1) * half) {
+    const size_t p = rope_cos_.size() / half;
+    for (size_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(p) * inv_freq_[i];
+      rope_cos_.push_back(static_cast<float>(std::cos(static_cast<double>(angle))));
+      rope_sin_.push_back(static_cast<float>(std::sin(static_cast<double>(angle))));
+    }
+  }
+  const float* cs = rope_cos_.data() + z(pos) * half;
+  const float* sn = rope_sin_.data() + z(pos) * half;
+  for (size_t h = 0; h < heads; ++h) {
+    float* xh = x + h * z(hd_);
+    for (size_t i = 0; i < half; ++i) {
+      const float a = xh[i], b = xh[i + half];
+      xh[i] = a * cs[i] - b * sn[i];
+      xh[i + half] = b * cs[i] + a * sn[i];
+    }
+  }
+}
+
+void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
+                            const std::vector<size_t>& offsets) {
+  const ModelConfig& c = shard_.config();
+  const size_t hd = z(hd_), qL = z(qL_), kvL = z(kvL_);
+  const int64_t group = c.num_heads / c.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t window = c.sliding_window;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    SeqCache& sc = *requests[r].cache;
+    const size_t n = requests[r].tokens.size();
+    const size_t pre = sc.prefix_len;
+    const size_t own = sc.k[l].size() / kvL;  // this layer's keys, the new ones included
+    const size_t total = pre + own;
+    const size_t past = total - n;
+    const float* kpre = pre ? sc.prefix->k[l].data() : nullptr;
+    const float* vpre = pre ? sc.prefix->v[l].data() : nullptr;
+    const float* kown = sc.k[l].data();
+    const float* vown = sc.v[l].data();
+    scores_.resize(n * total);
+    for (int64_t h = 0; h < heads_.size(); ++h) {
+      const int64_t kvh = (heads_.begin + h) / group - kv_heads_.begin;
+      const float* qh = q_.data() + offsets[r] * qL + z(h) * hd;
+      float* s = scores_.data();
+      if (pre) matmul_nt(n, pre, hd, qh, qL, kpre + z(kvh) * hd, kvL, s, total);
+      matmul_nt(n, own, hd, qh, qL, kown + z(kvh) * hd, kvL, s + pre, total);
+      for (size_t i = 0; i < n; ++i) {
+        float* si = s + i * total;
+        const size_t p = past + i;  // this query's position: keys 0..p are visible
+        size_t lo = 0;
+        if (window > 0 && p + 1 > z(window)) lo = p + 1 - z(window);
+        float mx = -INFINITY;
+        for (size_t j = lo; j <= p; ++j) mx = std::max(mx, si[j] * scale);
+        float sum = 0.0f;
+        for (size_t j = 0; j < total; ++j) {
+          const float e = (j >= lo && j <= p) ? std::exp(si[j] * scale - mx) : 0.0f;
+          si[j] = e;
+          sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (size_t j = lo; j <= p; ++j) si[j] *= inv;
+      }
+      float* oh = attn_.data() + offsets[r] * qL + z(h) * hd;
+      if (pre) matmul_nn(n, hd, pre, s, total, vpre + z(kvh) * hd, kvL, oh, qL);
+      matmul_nn(n, hd, own, s + pre, total, vown + z(kvh) * hd, kvL, oh, qL, pre ? 1.0f : 0.0f);
+    }
+  }
+}
+
+void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>& logits) {
+  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), fL = z(fL_);
+  std::vector<size_t> offsets(requests.size() + 1, 0);
+  size_t out_rows = 0;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    offsets[r + 1] = offsets[r] + requests[r].tokens.size();
+    out_rows += requests[r].logits_at.size();
+    KS_CHECK(requests[r].cache && requests[r].cache->k.size() == layers_.size(),
+             "request without a cache from this model");
+  }
+  const size_t N = offsets.back();
+  const int64_t V = shard_.config().vocab_size;
+  // Embedding lookup: the rank holding a token's row writes it, then all-reduce.
+  x_.assign(N * D, 0.0f);
+  for (size_t r = 0; r < requests.size(); ++r)
+    for (size_t i = 0; i < requests[r].tokens.size(); ++i) {
+      const int32_t t = requests[r].tokens[i];
+      KS_CHECK(t >= 0 && t < V, "token id outside the vocabulary");
+      if (t >= vocab_.begin && t < vocab_.end)
+        std::copy_n(embed_ + z(t - vocab_.begin) * D, D, x_.data() + (offsets[r] + i) * D);
+    }
+  allreduce_sum(x_.data(), x_.size());
+
+  xn_.resize(N * D);
+  q_.resize(N * qL);
+  k_.resize(N * kvL);
+  v_.resize(N * kvL);
+  attn_.resize(N * qL);
+  proj_.resize(N * D);
+  gate_.resize(N * fL);
+  up_.resize(N * fL);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    rms_norm(x_.data(), L.attn_norm, xn_.data(), N);
+    matmul_nt(N, qL, D, xn_.data(), D, L.wq, D, q_.data(), qL);
+    matmul_nt(N, kvL, D, xn_.data(), D, L.wk, D, k_.data(), kvL);
+    matmul_nt(N, kvL, D, xn_.data(), D, L.wv, D, v_.data(), kvL);
+    if (L.bq)
+      for (size_t i = 0; i < N; ++i) {
+        for (size_t j = 0; j < qL; ++j) q_[i * qL + j] += L.bq[j];
+        for (size_t j = 0; j < kvL; ++j) k_[i * kvL + j] += L.bk[j];
+        for (size_t j = 0; j < kvL; ++j) v_[i * kvL + j] += L.bv[j];
+      }
+    for (size_t r = 0; r < requests.size(); ++r) {
+      SeqCache& sc = *requests[r].cache;
+      const size_t n = requests[r].tokens.size();
+      const size_t start = sc.length();  // own_len grows after the last layer
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t pos = static_cast<int64_t>(start + i);
+        rope(q_.data() + (offsets[r] + i) * qL, z(heads_.size()), pos);
+        rope(k_.data() + (offsets[r] + i) * kvL, z(kv_heads_.size()), pos);
+      }
+      auto& kc = sc.k[l];
+      auto& vc = sc.v[l];
+      kc.insert(kc.end(), k_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
+                k_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
+      vc.insert(vc.end(), v_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
+                v_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
+    }
+    attention(l, requests, offsets);
+
+    matmul_nt(N, D, qL, attn_.data(), qL, L.wo, qL, proj_.data(), D);
+    allreduce_sum(proj_.data(), proj_.size());
+    for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
+
+    rms_norm(x_.data(), L.mlp_norm, xn_.data(), N);
+    matmul_nt(N, fL, D, xn_.data(), D, L.wgate, D, gate_.data(), fL);
+    matmul_nt(N, fL, D, xn_.data(), D, L.wup, D, up_.data(), fL);
+    for (size_t i = 0; i < N * fL; ++i) {
+      const float g = gate_[i];
+      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+    }
+    matmul_nt(N, D, fL, gate_.data(), fL, L.wdown, fL, proj_.data(), D);
+    allreduce_sum(proj_.data(), proj_.size());
+    for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
+  }
+  for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
+
+  // Final norm and the local vocabulary slice of the logits, wanted rows only.
+  std::vector<float> rows(out_rows * D);
+  size_t o = 0;
+  for (size_t r = 0; r < requests.size(); ++r)
+    for (int32_t i : requests[r].logits_at) {
+      KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
+      rms_norm(x_.data() + (offsets[r] + z(i)) * D, final_norm_, rows.data() + o * D, 1);
+      ++o;
+    }
+  const size_t vL = z(vocab_.size());
+  logits.resize(out_rows * vL);
+  matmul_nt(out_rows, vL, D, rows.data(), D, lm_head_, D, logits.data(), vL);
+}
+
+void Transformer::log_probs(const float* logits, size_t rows, std::span<const int32_t> row_of,
+                            std::span<const int32_t> targets, std::span<double> out) const {
+  const size_t nt = targets.size();
+  KS_CHECK(out.size() == nt && (row_of.empty() ? nt == rows : row_of.size() == nt),
+           "one output and row per target");
+  const size_t vL = z(vocab_.size());
+  std::vector<float> mx(rows, -INFINITY);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < vL; ++j) mx[r] = std::max(mx[r], logits[r * vL + j]);
+  if (shard_.tp_size() > 1)
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, mx.data(), static_cast<int>(rows), MPI_FLOAT, MPI_MAX,
+                            group_));
+  // [sum of exp(logit - max) per row, then (target logit - max) per target]
+  std::vector<double> acc(rows + nt, 0.0);
+  for (size_t r = 0; r < rows; ++r) {
+    double s = 0.0;
+    for (size_t j = 0; j < vL; ++j)
+      s += std::exp(static_cast<double>(logits[r * vL + j]) - static_cast<double>(mx[r]));
+    acc[r] = s;
+  }
+  for (size_t i = 0; i < nt; ++i) {
+    const size_t r = row_of.empty() ? i : z(row_of[i]);
+    KS_CHECK(r < rows, "target row outside the logits");
+    const int32_t t = targets[i];
+    if (t >= vocab_.begin && t < vocab_.end)
+      acc[rows + i] = static_cast<double>(logits[r * vL + z(t - vocab_.begin)]) -
+                      static_cast<double>(mx[r]);
+  }
+  if (shard_.tp_size() > 1)
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, acc.data(), static_cast<int>(acc.size()), MPI_DOUBLE,
+                            MPI_SUM, group_));
+  for (size_t i = 0; i < nt; ++i) {
+    const size_t r = row_of.empty() ? i : z(row_of[i]);
+    out[i] = acc[rows + i] - std::log(acc[r]);
+  }
+}
+
+void Transformer::argmax(const float* logits, size_t rows, std::span<int32_t> out) const {
+  KS_CHECK(out.size() == rows, "one output per logit row");
+  struct FloatInt {
+    float value;
+    int index;
+  };
+  std::vector<FloatInt> best(rows);
+  const size_t vL = z(vocab_.size());
+  for (size_t r = 0; r < rows; ++r) {
+    size_t bj = 0;
+    for (size_t j = 1; j < vL; ++j)
+      if (logits[r * vL + j] > logits[r * vL + bj]) bj = j;
+    best[r] = {logits[r * vL + bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
+  }
+  if (shard_.tp_size() > 1)
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, best.data(), static_cast<int>(rows), MPI_FLOAT_INT,
+                            MPI_MAXLOC, group_));
+  for (size_t r = 0; r < rows; ++r) out[r] = best[r].index;
+}
+
+}  // namespace kintsugi

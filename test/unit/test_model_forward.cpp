@@ -1,0 +1,210 @@
+// The evaluator's forward pass against the naive double-precision reference in
+// test_eval_naive.hpp, on tiny random configs (one rank; the tensor-parallel
+// versions are in test_eval_tp.cpp).
+#include <catch2/catch.hpp>
+
+#include <numeric>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/model/transformer.hpp"
+#include "test_eval_naive.hpp"
+
+using namespace kintsugi;
+using kintsugi::test::naive_log_probs;
+using kintsugi::test::random_weights;
+using kintsugi::test::tiny_config_json;
+
+namespace {
+
+ModelShard full_shard(const ModelConfig& c, const test::Weights& w, int rank = 0, int size = 1) {
+  return shard_from_full(c, rank, size, [&](const std::string& n) -> std::span<const float> {
+    return w.at(n);
+  });
+}
+
+// Every log-probability of the rows of `logits` (all vocabulary entries).
+std::vector<std::vector<double>> all_log_probs(const Transformer& m, const std::vector<float>& logits,
+                                               size_t rows) {
+  const int32_t V = static_cast<int32_t>(m.config().vocab_size);
+  std::vector<int32_t> row_of, targets;
+  for (size_t r = 0; r < rows; ++r)
+    for (int32_t t = 0; t < V; ++t) {
+      row_of.push_back(static_cast<int32_t>(r));
+      targets.push_back(t);
+    }
+  std::vector<double> lp(targets.size());
+  m.log_probs(logits.data(), rows, row_of, targets, lp);
+  std::vector<std::vector<double>> out(rows);
+  for (size_t r = 0; r < rows; ++r)
+    out[r].assign(lp.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(V)),
+                  lp.begin() + static_cast<std::ptrdiff_t>((r + 1) * static_cast<size_t>(V)));
+  return out;
+}
+
+void require_close(const std::vector<double>& a, const std::vector<double>& b, double tol) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+  CHECK(worst < tol);
+}
+
+std::vector<int32_t> some_tokens(size_t n, int32_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+void check_against_naive(const ModelConfig& c, uint32_t seed) {
+  const auto w = random_weights(c, seed);
+  ModelShard shard = full_shard(c, w);
+  Transformer m(shard, MPI_COMM_SELF);
+  const auto toks = some_tokens(13, static_cast<int32_t>(c.vocab_size), seed + 1);
+  const auto ref = naive_log_probs(c, w, toks);
+
+  SECTION("one prefill of the whole sequence") {
+    SeqCache cache = m.new_cache();
+    std::vector<ForwardRequest> req{{&cache, toks, {}}};
+    req[0].logits_at.resize(toks.size());
+    std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
+    std::vector<float> logits;
+    m.forward(req, logits);
+    const auto lp = all_log_probs(m, logits, toks.size());
+    for (size_t t = 0; t < toks.size(); ++t) require_close(lp[t], ref[t], 1e-4);
+    CHECK(cache.length() == toks.size());
+  }
+  SECTION("prefill then one token at a time through the KV cache") {
+    SeqCache cache = m.new_cache();
+    std::vector<float> logits;
+    std::vector<ForwardRequest> req{{&cache, std::span<const int32_t>(toks).first(5), {4}}};
+    m.forward(req, logits);
+    require_close(all_log_probs(m, logits, 1)[0], ref[4], 1e-4);
+    for (size_t t = 5; t < toks.size(); ++t) {
+      req = {{&cache, std::span<const int32_t>(toks).subspan(t, 1), {0}}};
+      m.forward(req, logits);
+      require_close(all_log_probs(m, logits, 1)[0], ref[t], 1e-4);
+    }
+  }
+  SECTION("ragged batch with a shared prefix") {
+    // Sequence A: toks; sequence B: a different prefix; then two continuations of
+    // A's first 6 positions sharing its cache.
+    const auto other = some_tokens(7, static_cast<int32_t>(c.vocab_size), seed + 2);
+    const auto ref_b = naive_log_probs(c, w, other);
+    auto root = std::make_shared<SeqCache>(m.new_cache());
+    SeqCache b = m.new_cache();
+    std::vector<float> logits;
+    std::vector<ForwardRequest> req{{root.get(), std::span<const int32_t>(toks).first(6), {5, 2}},
+                                    {&b, other, {0, 6}}};
+    m.forward(req, logits);
+    const auto lp = all_log_probs(m, logits, 4);
+    require_close(lp[0], ref[5], 1e-4);
+    require_close(lp[1], ref[2], 1e-4);
+    require_close(lp[2], ref_b[0], 1e-4);
+    require_close(lp[3], ref_b[6], 1e-4);
+    // Continuation 1 = toks[6..]; continuation 2 = other tokens after toks[0..4).
+    std::vector<int32_t> alt(toks.begin(), toks.begin() + 4);
+    const auto tail = some_tokens(3, static_cast<int32_t>(c.vocab_size), seed + 3);
+    alt.insert(alt.end(), tail.begin(), tail.end());
+    const auto ref_alt = naive_log_probs(c, w, alt);
+    SeqCache c1 = m.continue_from(root, 6), c2 = m.continue_from(root, 4);
+    req = {{&c1, std::span<const int32_t>(toks).subspan(6), {0, 6}}, {&c2, tail, {0, 1, 2}}};
+    m.forward(req, logits);
+    const auto lp2 = all_log_probs(m, logits, 5);
+    require_close(lp2[0], ref[6], 1e-4);
+    require_close(lp2[1], ref[12], 1e-4);
+    require_close(lp2[2], ref_alt[4], 1e-4);
+    require_close(lp2[3], ref_alt[5], 1e-4);
+    require_close(lp2[4], ref_alt[6], 1e-4);
+  }
+  SECTION("greedy argmax is the reference's most likely token") {
+    SeqCache cache = m.new_cache();
+    std::vector<float> logits;
+    std::vector<ForwardRequest> req{{&cache, toks, {3, 12}}};
+    m.forward(req, logits);
+    std::vector<int32_t> best(2);
+    m.argmax(logits.data(), 2, best);
+    CHECK(best[0] == static_cast<int32_t>(std::max_element(ref[3].begin(), ref[3].end()) - ref[3].begin()));
+    CHECK(best[1] == static_cast<int32_t>(std::max_element(ref[12].begin(), ref[12].end()) - ref[12].begin()));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("forward pass matches a naive reference: Qwen2, GQA, biases, tied embeddings", "[eval][model]") {
+  const ModelConfig c = ModelConfig::from_json(tiny_config_json(), "tiny");
+  REQUIRE(c.qkv_bias);
+  REQUIRE(c.tie_word_embeddings);
+  REQUIRE(c.num_kv_heads < c.num_heads);
+  check_against_naive(c, 7);
+}
+
+TEST_CASE("forward pass matches a naive reference: Llama, llama3 RoPE scaling, untied, attention bias", "[eval][model]") {
+  auto j = tiny_config_json();
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["tie_word_embeddings"] = false;
+  j["attention_bias"] = true;
+  j["num_key_value_heads"] = 4;
+  j["rope_theta"] = 500.0;
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  const ModelConfig c = ModelConfig::from_json(j, "tiny");
+  REQUIRE(c.o_bias);
+  check_against_naive(c, 11);
+}
+
+TEST_CASE("forward pass matches a naive reference: Mistral sliding window, linear RoPE scaling", "[eval][model]") {
+  auto j = tiny_config_json();
+  j["architectures"] = {"MistralForCausalLM"};
+  j["sliding_window"] = 4;
+  j["num_key_value_heads"] = 1;
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  const ModelConfig c = ModelConfig::from_json(j, "tiny");
+  REQUIRE_FALSE(c.qkv_bias);
+  check_against_naive(c, 13);
+}
+
+TEST_CASE("unsupported model options are clear input errors", "[eval][model]") {
+  auto bad = [](const std::string& key, const nlohmann::json& value, const std::string& what) {
+    auto j = tiny_config_json();
+    if (value.is_null()) j.erase(key);
+    else j[key] = value;
+    REQUIRE_THROWS_WITH(ModelConfig::from_json(j, "x/config.json"),
+                        Catch::Contains("x/config.json") && Catch::Contains(what));
+  };
+  bad("architectures", {"GPT2LMHeadModel"}, "GPT2LMHeadModel");
+  bad("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}, "yarn");
+  bad("hidden_act", "gelu", "gelu");
+  bad("mlp_bias", true, "mlp_bias");
+  bad("num_key_value_heads", 3, "num_key_value_heads");
+  bad("hidden_size", nullptr, "hidden_size");
+  bad("use_sliding_window", true, "use_sliding_window");
+  const ModelConfig c = ModelConfig::from_json(tiny_config_json(), "tiny");
+  REQUIRE_THROWS_AS(TpPlan(c, 3), InputError);  // 4 heads
+  REQUIRE_THROWS_WITH(TpPlan(c, 8), Catch::Contains("num_attention_heads"));
+}
+
+TEST_CASE("tensor-parallel plan slices", "[eval][model]") {
+  const ModelConfig c = ModelConfig::from_json(tiny_config_json(), "tiny");
+  // 4 query heads of 4, 2 KV heads, 24 ffn features, vocabulary 37.
+  const TpPlan p2(c, 2), p4(c, 4);
+  const TpTensor q{"model.layers.0.self_attn.q_proj.weight", {16, 16}, 0};
+  const TpTensor k{"model.layers.0.self_attn.k_proj.weight", {8, 16}, 0};
+  const TpTensor o{"model.layers.0.self_attn.o_proj.weight", {16, 16}, 0};
+  const TpTensor dn{"model.layers.0.mlp.down_proj.weight", {16, 24}, 0};
+  const TpTensor e{"model.embed_tokens.weight", {37, 16}, std::nullopt};
+  const TpTensor nrm{"model.norm.weight", {16}, std::nullopt};
+  auto is = [](TpSlice s, TpSplit k2, int64_t b, int64_t e2) {
+    return s.split == k2 && s.begin == b && s.end == e2;
+  };
+  CHECK(is(p2.slice(q, 1), TpSplit::Rows, 8, 16));
+  CHECK(is(p2.slice(k, 1), TpSplit::Rows, 4, 8));
+  CHECK(is(p2.slice(o, 0), TpSplit::Cols, 0, 8));
+  CHECK(is(p2.slice(dn, 1), TpSplit::Cols, 12, 24));
+  CHECK(is(p2.slice(e, 0), TpSplit::Rows, 0, 18));
+  CHECK(is(p2.slice(e, 1), TpSplit::Rows, 18, 37));
+  CHECK(is(p2.slice(nrm, 1), TpSplit::Replicated, 0, 16));
+  // T = 4 > 2 KV heads: ranks 0,1 hold KV head 0, ranks 2,3 KV head 1.
+  CHECK(is(p4.slice(k, 1), TpSplit::Rows, 0, 4));
+  CHECK(is(p4.slice(k, 2), TpSplit::Rows, 4, 8));
+  CHECK(is(p4.slice(q, 3), TpSplit::Rows, 12, 16));
+}
