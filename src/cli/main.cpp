@@ -81,8 +81,10 @@ int main(int argc, char** argv) {
   try {
     MpiSession mpi(&argc, &argv);
     int rc = kExitRuntime;
+    bool failed = true;
     try {
       rc = run(argc, argv);
+      failed = false;
     } catch (const InputError& e) {
       report(e.what());
       rc = kExitInput;
@@ -91,7 +93,7 @@ int main(int argc, char** argv) {
       rc = kExitRuntime;
     }
     // One failing rank must not leave the others waiting in a collective.
-    if (rc != kExitOk && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, rc);
+    if (failed && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, rc);
     return rc;
   } catch (const std::exception& e) {
     report(e.what());

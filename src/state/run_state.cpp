@@ -94,6 +94,7 @@ void write_meta(const h5::Loc& root, const StateMeta& m) {
   h5::write_attr(loc, "config_hash", m.config_hash);
   h5::write_attr(loc, "seed", m.seed);
   h5::write_attr(loc, "created", m.created);
+  h5::write_attr(loc, "job_file", m.job_file);
   h5::write_strings(loc, "pool_names", m.pool_names);
   h5::write_strings(loc, "pool_fingerprints", m.pool_fingerprints);
   h5::write_strings(loc, "task_names", m.task_names);
@@ -202,6 +203,7 @@ StateMeta read_meta(const h5::Loc& root) {
   m.config_hash = h5::read_attr_string(loc, "config_hash");
   m.seed = h5::read_attr_uint(loc, "seed");
   m.created = h5::read_attr_string(loc, "created");
+  m.job_file = h5::read_attr_string(loc, "job_file");
   m.pool_names = h5::read_strings(loc, "pool_names");
   m.pool_fingerprints = h5::read_strings(loc, "pool_fingerprints");
   if (m.pool_fingerprints.size() != m.pool_names.size())

@@ -34,6 +34,7 @@ struct StateMeta {
   std::string config_hash;       // fnv1a64_hex(config)
   uint64_t seed = 0;             // search.seed
   std::string created;           // when the run started, UTC "YYYY-MM-DDTHH:MM:SSZ"
+  std::string job_file;          // the job file's absolute path (export finds the pool through it)
   std::vector<std::string> pool_names;         // N checkpoints, in pool order
   std::vector<std::string> pool_fingerprints;  // N, from the pool module
   std::vector<std::string> task_names;         // K tasks, in job order

@@ -1,0 +1,35 @@
+#pragma once
+// `kintsugi export STATE --out DIR`: writes the merged checkpoint of a chosen
+// evaluation (default: the best) as an HF folder, through the merge engine
+// (a linear recipe with the evaluation's weights; per layer group when the
+// search used layer groups), across all MPI ranks.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "kintsugi/state/run_state.hpp"
+
+namespace kintsugi {
+
+struct ExportOptions {
+  std::string state;
+  std::string out;
+  std::optional<int64_t> eval;  // --eval INDEX; default: the best
+  std::string job;              // --job: where the pool is, if the job file moved
+  std::string dtype;            // --dtype: bfloat16 | float16 | float32 (default: the pool's)
+  std::string max_shard_size = "5GB";
+  bool overwrite = false;
+};
+
+// The evaluation with the highest objective among those that succeeded; -1 if none.
+int64_t best_evaluation(const RunState& state);
+
+// The mergekit-style linear recipe reproducing evaluation weights `w` (N × G,
+// group-major) over `checkpoints`, with `num_layers` layers.
+std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
+                               const std::vector<double>& w, size_t num_layers,
+                               const std::string& out_dtype, const std::string& comment);
+
+int run_export(const ExportOptions& options);
+
+}  // namespace kintsugi

@@ -1,0 +1,54 @@
+#pragma once
+// The pieces optimize and baselines share on rank 0: opening or creating the
+// run state, the pool's own scores (every checkpoint alone, stored as the
+// first baselines), and the objective built from them.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include "kintsugi/search/objective.hpp"
+#include "kintsugi/service/runtime.hpp"
+#include "kintsugi/service/work.hpp"
+#include "kintsugi/state/run_state.hpp"
+
+namespace kintsugi {
+
+// The state file: --state, else the job's output.state.
+std::filesystem::path state_path_for(const JobConfig& job, const std::string& flag);
+
+// How an existing state file is treated.
+enum class StateUse {
+  Resume,     // must exist and hold this job's search
+  NewSearch,  // may exist with baselines only; a state holding evaluations is refused
+  Baselines,  // may exist with anything; baselines are (re)computed
+};
+
+// Rank 0. Loads the state at `path` (refusing one made for another pool, other
+// tasks or other search settings) or makes a new one.
+RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateUse use);
+
+// Scores every checkpoint alone on both splits unless the state already has
+// them (baselines named after the checkpoints, recipe "checkpoint"), then saves.
+void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
+                                 const std::filesystem::path& path);
+
+// N × K oriented (higher is better) scores of the checkpoints on the search split.
+Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt);
+
+search::Objective build_objective(const RunState& state, const Runtime& rt);
+
+// The objective of a scored model; `penalty` when it failed.
+double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty);
+
+// The value a failed evaluation gets: the worst checkpoint's objective minus 1
+// (finite, below every real model of the pool, and the same on every resume).
+double failure_penalty(const RunState& state);
+
+// Weights that select checkpoint i alone (in every layer group).
+std::vector<double> one_hot_weights(const Runtime& rt, size_t i);
+
+inline constexpr const char* kCheckpointRecipe = "checkpoint";
+
+}  // namespace kintsugi

@@ -1,0 +1,197 @@
+#include "kintsugi/service/baselines.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/service/session.hpp"
+#include "kintsugi/service/stop_signal.hpp"
+
+namespace kintsugi {
+
+std::vector<RecipeBaseline> recipe_baseline_grid() {
+  // Task vectors are summed with weight 1 each and scaled by lambda, as in
+  // Ilharco et al. (task arithmetic) and Yadav et al. (TIES); DARE-TIES as in
+  // Yu et al. Small on purpose: every point is one merge and two scorings.
+  return {
+      {"task_arithmetic_l0.1", "task_arithmetic", 0.1, 1.0},
+      {"task_arithmetic_l0.2", "task_arithmetic", 0.2, 1.0},
+      {"task_arithmetic_l0.3", "task_arithmetic", 0.3, 1.0},
+      {"task_arithmetic_l0.5", "task_arithmetic", 0.5, 1.0},
+      {"task_arithmetic_l1", "task_arithmetic", 1.0, 1.0},
+      {"ties_d0.2_l0.5", "ties", 0.5, 0.2},
+      {"ties_d0.2_l1", "ties", 1.0, 0.2},
+      {"ties_d0.5_l0.5", "ties", 0.5, 0.5},
+      {"ties_d0.5_l1", "ties", 1.0, 0.5},
+      {"dare_ties_d0.3_l0.5", "dare_ties", 0.5, 0.3},
+      {"dare_ties_d0.3_l1", "dare_ties", 1.0, 0.3},
+      {"dare_ties_d0.5_l0.5", "dare_ties", 0.5, 0.5},
+      {"dare_ties_d0.5_l1", "dare_ties", 1.0, 0.5},
+  };
+}
+
+namespace {
+
+std::string yaml_quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string recipe_text(const RecipeBaseline& b, const Runtime& rt) {
+  std::string t = fmt::format("# kintsugi baseline {}\nmerge_method: {}\nbase_model: {}\n", b.name,
+                              b.method, yaml_quote(rt.job().pool.base->string()));
+  t += "dtype: float32\nout_dtype: float32\nparameters:\n";
+  t += fmt::format("  lambda: {}\n", b.lambda);
+  if (b.method != "task_arithmetic") t += fmt::format("  density: {}\n", b.density);
+  t += "models:\n";
+  for (const auto& c : rt.checkpoints())
+    t += fmt::format("  - model: {}\n    parameters:\n      weight: 1.0\n", yaml_quote(c.path().string()));
+  return t;
+}
+
+std::vector<double> uniform_over(const Runtime& rt, const std::vector<size_t>& members) {
+  const size_t n = rt.num_checkpoints();
+  std::vector<double> w(rt.num_weights(), 0.0);
+  for (size_t g = 0; g < w.size() / n; ++g)
+    for (size_t i : members) w[g * n + i] = 1.0 / static_cast<double>(members.size());
+  return w;
+}
+
+class BaselineTable {
+ public:
+  BaselineTable(RunState& state, Runtime& rt, const search::Objective& obj, double penalty)
+      : state_(state), rt_(rt), obj_(obj), penalty_(penalty) {}
+
+  void add(const std::string& name, const std::string& recipe, const std::vector<double>& weights,
+           const Scored& search, const Scored& test) {
+    if (!search.ok) spdlog::warn("baseline {} failed on the search split: {}", name, search.error);
+    state_.baselines.append(name, recipe, weights, search.scores, test.scores,
+                            objective_of(obj_, rt_, search, penalty_),
+                            test.ok ? objective_of(obj_, rt_, test, penalty_) : std::nan(""));
+    spdlog::info("baseline {}: objective {:.4f} (test {:.4f})", name, state_.baselines.objective.back(),
+                 state_.baselines.test_objective.back());
+  }
+
+ private:
+  RunState& state_;
+  Runtime& rt_;
+  const search::Objective& obj_;
+  double penalty_;
+};
+
+int coordinate(Runtime& rt, const BaselinesOptions& o) {
+  const auto path = state_path_for(rt.job(), o.state);
+  RunState state = open_state(path, rt, StateUse::Baselines);
+  Coordinator co(rt, nullptr);
+  ensure_checkpoint_baselines(co, rt, state, path);
+  const auto obj = build_objective(state, rt);
+  const double penalty = failure_penalty(state);
+
+  // Recompute everything but the checkpoints' own rows.
+  Baselines kept;
+  kept.n_weights = state.baselines.n_weights;
+  kept.n_tasks = state.baselines.n_tasks;
+  const size_t k = state.baselines.n_tasks, w = state.baselines.n_weights;
+  auto slice = [](const std::vector<double>& v, size_t row, size_t width) {
+    return std::vector<double>(v.begin() + static_cast<long>(row * width),
+                               v.begin() + static_cast<long>((row + 1) * width));
+  };
+  std::vector<double> ckpt_objective;
+  for (size_t b = 0; b < state.baselines.size(); ++b) {
+    if (state.baselines.recipes[b] != kCheckpointRecipe) continue;
+    kept.append(state.baselines.names[b], state.baselines.recipes[b], slice(state.baselines.weights, b, w),
+                slice(state.baselines.scores, b, k), slice(state.baselines.test_scores, b, k),
+                state.baselines.objective[b], state.baselines.test_objective[b]);
+    ckpt_objective.push_back(state.baselines.objective[b]);
+  }
+  state.baselines = kept;
+  BaselineTable table(state, rt, obj, penalty);
+  const size_t n = rt.num_checkpoints();
+
+  // Uniform soup.
+  {
+    std::vector<size_t> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    const auto wts = uniform_over(rt, all);
+    const auto s = co.score({{wts, {}}}, "search", false).value();
+    const auto t = co.score({{wts, {}}}, "test", false).value();
+    table.add("uniform_soup", "linear: every checkpoint, weight 1/N", wts, s[0], t[0]);
+  }
+
+  // Greedy soup: checkpoints by decreasing objective; each joins the soup
+  // (uniform average) when that improves the objective on the search split.
+  {
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return ckpt_objective[a] > ckpt_objective[b]; });
+    std::vector<size_t> soup{order[0]};
+    double best = ckpt_objective[order[0]];
+    Scored best_scores;
+    best_scores.scores = slice(state.baselines.scores, order[0], k);
+    for (size_t j = 1; j < n; ++j) {
+      auto trial = soup;
+      trial.push_back(order[j]);
+      const auto s = co.score({{uniform_over(rt, trial), {}}}, "search", false).value()[0];
+      const double v = objective_of(obj, rt, s, penalty);
+      if (s.ok && v > best) {
+        soup = trial;
+        best = v;
+        best_scores = s;
+      }
+    }
+    std::string members;
+    for (size_t i : soup) members += (members.empty() ? "" : ", ") + rt.checkpoint_names()[i];
+    const auto wts = uniform_over(rt, soup);
+    const auto t = co.score({{wts, {}}}, "test", false).value()[0];
+    table.add("greedy_soup", "linear: uniform average of " + members, wts, best_scores, t);
+  }
+
+  // Task-vector recipes, merged to disk by the merge engine and scored from there.
+  if (!rt.job().pool.base) {
+    spdlog::warn("pool.base is not set: skipping task arithmetic, TIES and DARE-TIES");
+  } else {
+    const auto tmp = std::filesystem::path(path.string() + ".baselines.partial");
+    std::filesystem::remove_all(tmp);
+    std::filesystem::create_directories(tmp);
+    const auto grid = recipe_baseline_grid();
+    std::vector<ModelRequest> folders;
+    std::vector<std::string> texts;
+    for (const auto& b : grid) {
+      texts.push_back(recipe_text(b, rt));
+      const auto recipe_path = tmp / (b.name + ".yaml");
+      co.merge(texts.back(), recipe_path, tmp / b.name, rt.job().search.seed);
+      folders.push_back({{}, tmp / b.name});
+    }
+    const auto s = co.score(folders, "search", false).value();
+    const auto t = co.score(folders, "test", false).value();
+    const std::vector<double> ones(w, 1.0);
+    for (size_t i = 0; i < grid.size(); ++i) table.add(grid[i].name, texts[i], ones, s[i], t[i]);
+    std::filesystem::remove_all(tmp);
+  }
+  save_state(path, state);
+  co.finish();
+  spdlog::info("{} baselines saved to {}", state.baselines.size(), path.string());
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_baselines(const BaselinesOptions& o) {
+  Runtime rt(load_job(o.job));
+  if (world_rank() != 0) {
+    serve(rt);
+    return kExitOk;
+  }
+  return coordinate(rt, o);
+}
+
+}  // namespace kintsugi

@@ -1,0 +1,222 @@
+#include "kintsugi/service/optimize.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/search/optimizer.hpp"
+#include "kintsugi/search/parameterization.hpp"
+#include "kintsugi/search/pareto.hpp"
+#include "kintsugi/service/session.hpp"
+#include "kintsugi/service/stop_signal.hpp"
+
+namespace kintsugi {
+
+namespace {
+
+std::map<std::string, double> parse_preference(const std::string& text) {
+  std::map<std::string, double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw_input("--preference: '{}' is not task=value", item);
+    const std::string task = item.substr(0, eq);
+    try {
+      size_t used = 0;
+      const std::string v = item.substr(eq + 1);
+      out[task] = std::stod(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+    } catch (const std::exception&) {
+      throw_input("--preference: '{}' is not a number", item.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+JobConfig job_with_overrides(const OptimizeOptions& o) {
+  JobConfig job = load_job(o.job);
+  if (o.seed) job.search.seed = *o.seed;
+  if (o.budget) {
+    if (*o.budget == 0) throw_input("--budget must be at least 1");
+    job.search.budget = *o.budget;
+  }
+  if (!o.preference.empty()) {
+    if (job.objective.kind != "chebyshev")
+      throw_input("--preference needs objective.kind chebyshev (the job has '{}')", job.objective.kind);
+    const auto pref = parse_preference(o.preference);
+    for (const auto& [task, v] : pref) {
+      const bool known = std::any_of(job.tasks.begin(), job.tasks.end(),
+                                     [&](const TaskConfig& t) { return t.name == task; });
+      if (!known) throw_input("--preference: no task named '{}'", task);
+      if (!(v >= 0) || !std::isfinite(v)) throw_input("--preference: {} for {} must be >= 0", v, task);
+    }
+    job.objective.preference = pref;
+  }
+  return job;
+}
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  if (s < 90) return fmt::format("{:.0f}s", s);
+  if (s < 5400) return fmt::format("{:.1f}min", s / 60);
+  return fmt::format("{:.1f}h", s / 3600);
+}
+
+// Rank 0: the search itself.
+int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& stop) {
+  const JobConfig& job = rt.job();
+  const auto path = state_path_for(job, o.state);
+  RunState state = open_state(path, rt, o.resume ? StateUse::Resume : StateUse::NewSearch);
+  Coordinator co(rt, &stop);
+  ensure_checkpoint_baselines(co, rt, state, path);
+  const auto objective = build_objective(state, rt);
+  const double penalty = failure_penalty(state);
+
+  const auto param = search::Parameterization::from_config(job.search, rt.num_checkpoints());
+  std::unique_ptr<search::Optimizer> opt;
+  if (o.resume) {
+    Record r = state.optimizer;
+    // --budget may extend a finished search.
+    const int64_t done = r.ints.count("evaluations") ? r.ints.at("evaluations").at(0) : 0;
+    r.ints["max_evaluations"] = {static_cast<int64_t>(job.search.budget)};
+    if (r.strings["stop_reason"] == "maxevals" && static_cast<int64_t>(job.search.budget) > done) {
+      r.ints["finished"] = {0};
+      r.strings["stop_reason"] = "";
+    }
+    opt = search::load_optimizer(r);
+    spdlog::info("resuming {} at generation {} ({} evaluations done)", path.string(),
+                 opt->generation(), opt->evaluations());
+  } else {
+    opt = search::make_optimizer(search::OptimizerOptions::from_config(job.search), param.initial_point());
+    state.evals.dims = param.dimension();
+  }
+  KS_CHECK(static_cast<size_t>(opt->dimension()) == param.dimension(), "optimizer dimension");
+
+  search::ParetoArchive archive(job.tasks.size());
+  const auto hib = rt.higher_is_better();
+  const size_t k = job.tasks.size();
+  for (size_t e = 0; e < state.evals.size(); ++e) {
+    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
+    std::vector<double> row(state.evals.scores.begin() + static_cast<long>(e * k),
+                            state.evals.scores.begin() + static_cast<long>((e + 1) * k));
+    archive.add(static_cast<int64_t>(e), search::orient_scores(row, hib));
+  }
+
+  const auto t_start = std::chrono::steady_clock::now();
+  size_t evaluated_here = 0;
+  double best = -std::numeric_limits<double>::infinity();
+  for (double v : state.evals.objective) best = std::max(best, v);
+  while (!opt->done()) {
+    if (stop.load()) break;
+    const auto zs = opt->ask();
+    std::vector<ModelRequest> models;
+    std::vector<std::vector<double>> weights;
+    for (const auto& z : zs) {
+      weights.push_back(param.weights(z));
+      models.push_back({weights.back(), {}});
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto scored = co.score(models, "search", true);
+    if (!scored) break;  // a stop signal: the generation in flight is abandoned
+    std::vector<double> values;
+    const int64_t gen = opt->generation();
+    for (size_t c = 0; c < zs.size(); ++c) {
+      const Scored& s = (*scored)[c];
+      const double v = objective_of(objective, rt, s, penalty);
+      values.push_back(v);
+      const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
+      state.evals.append(zrow, weights[c], s.scores, v, s.ok ? EvalStatus::Ok : EvalStatus::Failed,
+                         s.error, gen, s.seconds);
+      if (s.ok) {
+        archive.add(static_cast<int64_t>(state.evals.size() - 1), search::orient_scores(s.scores, hib));
+        best = std::max(best, v);
+      } else {
+        spdlog::warn("generation {} candidate {} failed: {}", gen, c, s.error);
+      }
+    }
+    opt->tell(values);
+    state.optimizer = opt->save();
+    state.pareto = archive.indices();
+    save_state(path, state);
+
+    evaluated_here += zs.size();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double per = elapsed / static_cast<double>(evaluated_here);
+    const double left = static_cast<double>(job.search.budget) - static_cast<double>(opt->evaluations());
+    spdlog::info("generation {}: {}/{} evaluations, best objective {:.4f}, {:.2f} s/candidate "
+                 "({:.1f} s this generation), ~{} left",
+                 gen, opt->evaluations(), job.search.budget, best, per,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 fmt_duration(std::max(0.0, left) * per));
+  }
+  if (!opt->done()) {
+    spdlog::warn("stopped by signal {}: state saved at {} ({} evaluations); resume with --resume",
+                 stop_signal_number(), path.string(), state.evals.size());
+    return kExitStopped;
+  }
+  spdlog::info("search finished ({}): {} evaluations, best objective {:.4f}", opt->stop_reason(),
+               state.evals.size(), best);
+
+  // Held-out scores for the best evaluation and the best Pareto members.
+  std::vector<int64_t> chosen;
+  long best_e = -1;
+  for (size_t e = 0; e < state.evals.size(); ++e)
+    if (state.evals.status[e] == 0 && (best_e < 0 || state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best_e)]))
+      best_e = static_cast<long>(e);
+  if (best_e >= 0) chosen.push_back(best_e);
+  auto front = state.pareto;
+  std::sort(front.begin(), front.end(), [&](int64_t a, int64_t b) {
+    return state.evals.objective[static_cast<size_t>(a)] > state.evals.objective[static_cast<size_t>(b)];
+  });
+  for (int64_t e : front)
+    if (chosen.size() < o.test_top && std::find(chosen.begin(), chosen.end(), e) == chosen.end())
+      chosen.push_back(e);
+  std::vector<int64_t> todo;
+  for (int64_t e : chosen)
+    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) == state.test.eval_index.end())
+      todo.push_back(e);
+  if (!todo.empty()) {
+    spdlog::info("scoring {} evaluations on the test split", todo.size());
+    std::vector<ModelRequest> models;
+    const size_t w = state.evals.n_weights;
+    for (int64_t e : todo)
+      models.push_back({std::vector<double>(state.evals.weights.begin() + e * static_cast<long>(w),
+                                            state.evals.weights.begin() + (e + 1) * static_cast<long>(w)),
+                        {}});
+    const auto test = co.score(models, "test", true);
+    if (!test) {
+      spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
+      return kExitStopped;
+    }
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const Scored& s = (*test)[i];
+      state.test.eval_index.push_back(todo[i]);
+      state.test.scores.insert(state.test.scores.end(), s.scores.begin(), s.scores.end());
+      state.test.objective.push_back(s.ok ? objective_of(objective, rt, s, penalty) : std::nan(""));
+    }
+    save_state(path, state);
+  }
+  co.finish();
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_optimize(const OptimizeOptions& o) {
+  const auto& stop = install_stop_handlers();
+  Runtime rt(job_with_overrides(o));
+  if (world_rank() != 0) {
+    serve(rt);
+    return kExitOk;
+  }
+  return coordinate(rt, o, stop);
+}
+
+}  // namespace kintsugi

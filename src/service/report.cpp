@@ -1,0 +1,201 @@
+#include "kintsugi/service/report.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+
+#include "kintsugi/search/pareto.hpp"
+#include "kintsugi/service/export.hpp"
+#include "kintsugi/service/session.hpp"
+
+namespace kintsugi {
+
+namespace {
+
+using nlohmann::json;
+
+json number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
+std::vector<double> row(const std::vector<double>& v, size_t r, size_t width) {
+  if (v.size() < (r + 1) * width) return std::vector<double>(width, std::nan(""));
+  return std::vector<double>(v.begin() + static_cast<long>(r * width),
+                             v.begin() + static_cast<long>((r + 1) * width));
+}
+
+// Lower-is-better tasks are the ones scored in bits per byte; the state keeps
+// their metric in the stored settings.
+std::vector<bool> higher_is_better(const RunState& s) {
+  std::vector<bool> h;
+  for (const auto& t : s.meta.task_names) {
+    bool hib = true;
+    for (const auto& [k, v] : s.meta.settings)
+      if (k == fmt::format("tasks.{}.metric", t) && v == "bits_per_byte") hib = false;
+    h.push_back(hib);
+  }
+  return h;
+}
+
+json entry(const RunState& s, const std::string& name, const std::vector<double>& weights,
+           const std::vector<double>& search, const std::vector<double>& test, double obj,
+           double test_obj) {
+  json scores = json::object();
+  for (size_t k = 0; k < s.meta.task_names.size(); ++k)
+    scores[s.meta.task_names[k]] = {{"search", number(search[k])}, {"test", number(test[k])}};
+  json w = json::array();
+  for (double v : weights) w.push_back(number(v));
+  return {{"name", name},
+          {"weights", w},
+          {"scores", scores},
+          {"objective", {{"search", number(obj)}, {"test", number(test_obj)}}}};
+}
+
+// Test-split scores of evaluation e, if it was scored there.
+std::pair<std::vector<double>, double> test_of(const RunState& s, int64_t e) {
+  for (size_t i = 0; i < s.test.size(); ++i)
+    if (s.test.eval_index[i] == e) return {row(s.test.scores, i, s.test.n_tasks), s.test.objective[i]};
+  return {std::vector<double>(s.meta.task_names.size(), std::nan("")), std::nan("")};
+}
+
+}  // namespace
+
+json report_json(const RunState& s) {
+  const size_t k = s.meta.task_names.size(), w = s.baselines.n_weights;
+  json out;
+  out["checkpoints"] = json::array();
+  out["baselines"] = json::array();
+  for (size_t b = 0; b < s.baselines.size(); ++b) {
+    json e = entry(s, s.baselines.names[b], row(s.baselines.weights, b, w), row(s.baselines.scores, b, k),
+                   row(s.baselines.test_scores, b, k), s.baselines.objective[b], s.baselines.test_objective[b]);
+    const bool ckpt = s.baselines.recipes[b] == kCheckpointRecipe;
+    if (!ckpt) e["recipe"] = s.baselines.recipes[b];
+    out[ckpt ? "checkpoints" : "baselines"].push_back(e);
+  }
+  const int64_t best = best_evaluation(s);
+  const size_t ew = s.evals.n_weights;
+  out["best"] = nullptr;
+  if (best >= 0) {
+    const auto [test, test_obj] = test_of(s, best);
+    const auto b = static_cast<size_t>(best);
+    json e = entry(s, fmt::format("optimized (evaluation {})", best), row(s.evals.weights, b, ew),
+                   row(s.evals.scores, b, k), test, s.evals.objective[b], test_obj);
+    e["evaluation"] = best;
+    e["generation"] = s.evals.generation[b];
+    size_t nonzero = 0;
+    for (double v : row(s.evals.weights, b, ew)) nonzero += std::fabs(v) > 1e-3 ? 1 : 0;
+    e["nonzero_weights"] = nonzero;
+    out["best"] = e;
+  }
+  // Pareto front over the search split, and its hypervolume against the
+  // worst checkpoint score of each task (oriented: higher is better).
+  const auto hib = higher_is_better(s);
+  std::vector<double> ref(k, std::numeric_limits<double>::infinity());
+  for (size_t b = 0; b < s.baselines.size(); ++b)
+    if (s.baselines.recipes[b] == kCheckpointRecipe) {
+      const auto o = search::orient_scores(row(s.baselines.scores, b, k), hib);
+      for (size_t j = 0; j < k; ++j) ref[j] = std::min(ref[j], o[j]);
+    }
+  std::vector<std::vector<double>> points;
+  out["pareto"] = json::array();
+  for (int64_t e : s.pareto) {
+    const auto sc = row(s.evals.scores, static_cast<size_t>(e), k);
+    points.push_back(search::orient_scores(sc, hib));
+    const auto [test, test_obj] = test_of(s, e);
+    json p = entry(s, fmt::format("evaluation {}", e), row(s.evals.weights, static_cast<size_t>(e), ew), sc,
+                   test, s.evals.objective[static_cast<size_t>(e)], test_obj);
+    p["evaluation"] = e;
+    out["pareto"].push_back(p);
+  }
+  const bool ref_ok = std::all_of(ref.begin(), ref.end(), [](double v) { return std::isfinite(v); });
+  out["hypervolume"] = ref_ok && !points.empty() ? number(search::hypervolume(points, ref)) : json(nullptr);
+  json r = json::array();
+  for (double v : ref) r.push_back(number(v));
+  out["hypervolume_reference"] = r;
+  size_t failed = 0;
+  for (auto st : s.evals.status) failed += st != 0 ? 1 : 0;
+  auto it = s.optimizer.strings.find("stop_reason");
+  out["search"] = {{"evaluations", s.evals.size()},
+                   {"failed", failed},
+                   {"generations", s.evals.generation.empty() ? 0 : s.evals.generation.back() + 1},
+                   {"stop_reason", it == s.optimizer.strings.end() ? "" : it->second},
+                   {"tasks", s.meta.task_names},
+                   {"checkpoint_names", s.meta.pool_names}};
+  return out;
+}
+
+namespace {
+
+std::string cell(const json& v) { return v.is_null() ? "-" : fmt::format("{:.4f}", v.get<double>()); }
+
+}  // namespace
+
+std::string report_text(const RunState& s) {
+  const json r = report_json(s);
+  const auto& tasks = s.meta.task_names;
+  std::string out;
+  const auto& se = r["search"];
+  out += fmt::format("search: {} evaluations ({} failed), {} generations{}\n\n", se["evaluations"].get<size_t>(),
+                     se["failed"].get<size_t>(), se["generations"].get<int64_t>(),
+                     se["stop_reason"].get<std::string>().empty()
+                         ? ""
+                         : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()));
+  std::string head = fmt::format("{:<34} {:>17}", "model", "objective");
+  std::string sub = fmt::format("{:<34} {:>8} {:>8}", "", "search", "test");
+  for (const auto& t : tasks) {
+    head += fmt::format(" {:>17}", t.substr(0, 17));
+    sub += fmt::format(" {:>8} {:>8}", "search", "test");
+  }
+  out += fmt::format("{}\n{}\n", head, sub);
+  auto line = [&](const json& e) {
+    std::string l = fmt::format("{:<34} {:>8} {:>8}", e["name"].get<std::string>().substr(0, 34),
+                                cell(e["objective"]["search"]), cell(e["objective"]["test"]));
+    for (const auto& t : tasks)
+      l += fmt::format(" {:>8} {:>8}", cell(e["scores"][t]["search"]), cell(e["scores"][t]["test"]));
+    l += '\n';
+    return l;
+  };
+  out += "-- checkpoints\n";
+  for (const auto& e : r["checkpoints"]) out += line(e);
+  out += "-- baselines\n";
+  for (const auto& e : r["baselines"]) out += line(e);
+  if (!r["best"].is_null()) {
+    out += "-- optimized\n";
+    out += line(r["best"]);
+    out += fmt::format("\noptimized weights ({} of {} above 1e-3):\n", r["best"]["nonzero_weights"].get<size_t>(),
+                       r["best"]["weights"].size());
+    const auto& names = s.meta.pool_names;
+    const auto& w = r["best"]["weights"];
+    for (size_t i = 0; i < w.size(); ++i) {
+      const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
+      const std::string grp = w.size() > names.size() ? fmt::format(" (group {})", i / names.size()) : "";
+      out += fmt::format("  {:<40} {:>8}\n", fmt::format("{}{}", nm, grp), cell(w[i]));
+    }
+  }
+  out += fmt::format("\nPareto front (search split): {} evaluations, hypervolume {} (reference: the worst "
+                     "checkpoint score of each task)\n",
+                     r["pareto"].size(), cell(r["hypervolume"]));
+  return out;
+}
+
+std::string report_csv(const RunState& s) {
+  const json r = report_json(s);
+  std::string out = "kind,name,split,objective";
+  for (const auto& t : s.meta.task_names) out += fmt::format(",{}", t);
+  out += "\n";
+  auto csv_num = [](const json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
+  auto rows = [&](const std::string& kind, const json& e) {
+    for (const char* split : {"search", "test"}) {
+      std::string name = e["name"].get<std::string>();
+      out += fmt::format("{},\"{}\",{},{}", kind, name, split, csv_num(e["objective"][split]));
+      for (const auto& t : s.meta.task_names) out += fmt::format(",{}", csv_num(e["scores"][t][split]));
+      out += "\n";
+    }
+  };
+  for (const auto& e : r["checkpoints"]) rows("checkpoint", e);
+  for (const auto& e : r["baselines"]) rows("baseline", e);
+  if (!r["best"].is_null()) rows("best", r["best"]);
+  for (const auto& e : r["pareto"]) rows("pareto", e);
+  return out;
+}
+
+}  // namespace kintsugi

@@ -1,0 +1,90 @@
+#include "kintsugi/service/runtime.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/model/blas.hpp"
+#include "kintsugi/pool/pool.hpp"
+
+namespace kintsugi {
+
+Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
+  if (job_.evaluator.kind != "builtin")
+    throw_input("{}: evaluator.kind '{}': only the builtin evaluator runs searches",
+                job_.file.string(), job_.evaluator.kind);
+  // One BLAS thread per rank: the ranks already occupy the cores, and a fixed
+  // thread count keeps every score reproducible.
+  set_blas_threads(1);
+  groups_ = std::make_unique<EvalGroups>(static_cast<int>(job_.parallel.tensor_parallel));
+
+  Pool pool = Pool::open(job_.pool.checkpoints);
+  pool.check_compatible();
+  checkpoints_ = pool.members();
+  std::vector<const HfCheckpoint*> ptrs;
+  for (const auto& c : checkpoints_) ptrs.push_back(&c);
+  pool_ = std::make_unique<PoolShards>(
+      PoolShards::load(ptrs, groups_->tp_rank, groups_->tp_size));
+  scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
+
+  const auto tok = checkpoints_.front().path() / "tokenizer.json";
+  if (!std::filesystem::exists(tok))
+    throw_input("{}: no tokenizer.json", checkpoints_.front().path().string());
+  tokenizer_ = std::make_unique<ByteTokenizer>(ByteTokenizer::load(tok));
+  if (job_.search.granularity == "layer_group" &&
+      job_.search.layer_groups > static_cast<size_t>(pool_->config().num_layers))
+    throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
+                job_.search.layer_groups, pool_->config().num_layers);
+  spdlog::info("pool: {} checkpoints, {} MB of shards on this rank (T = {}, {} groups)",
+               checkpoints_.size(), pool_->total_bytes() / 1000000, groups_->tp_size,
+               groups_->num_groups);
+}
+
+Runtime::~Runtime() = default;
+
+std::vector<std::string> Runtime::checkpoint_names() const {
+  std::vector<std::string> names;
+  for (const auto& c : checkpoints_) names.push_back(c.name());
+  return names;
+}
+
+size_t Runtime::num_layers() const { return static_cast<size_t>(pool_->config().num_layers); }
+
+size_t Runtime::num_weights() const {
+  const size_t g = job_.search.granularity == "layer_group" ? job_.search.layer_groups : 1;
+  return checkpoints_.size() * g;
+}
+
+std::vector<std::string> Runtime::task_names() const {
+  std::vector<std::string> names;
+  for (const auto& t : job_.tasks) names.push_back(t.name);
+  return names;
+}
+
+std::vector<bool> Runtime::higher_is_better() const {
+  std::vector<bool> h;
+  for (const auto& t : job_.tasks) h.push_back(primary_metric(t) != "bits_per_byte");
+  return h;
+}
+
+const std::vector<EvalTask>& Runtime::tasks(const std::string& split) {
+  auto it = tasks_.find(split);
+  if (it == tasks_.end()) {
+    std::vector<EvalTask> loaded;
+    // "search" means each task's own configured search split.
+    for (const auto& t : job_.tasks) loaded.push_back(load_task(t, split == "search" ? t.split : split));
+    it = tasks_.emplace(split, std::move(loaded)).first;
+  }
+  return it->second;
+}
+
+MergeWeights Runtime::merge_weights(const std::vector<double>& weights) const {
+  const size_t n = checkpoints_.size();
+  if (weights.size() != num_weights())
+    throw_input("{} merge weights given, the job needs {}", weights.size(), num_weights());
+  std::vector<float> w(weights.begin(), weights.end());
+  if (weights.size() == n) return MergeWeights::per_checkpoint(w, num_layers());
+  return MergeWeights::per_layer_group(w, weights.size() / n, n, num_layers());
+}
+
+}  // namespace kintsugi

@@ -1,0 +1,138 @@
+#include "kintsugi/service/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/pool/pool.hpp"
+
+namespace kintsugi {
+
+std::filesystem::path state_path_for(const JobConfig& job, const std::string& flag) {
+  return flag.empty() ? job.output.state : std::filesystem::absolute(flag);
+}
+
+RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateUse use) {
+  std::vector<std::string> fingerprints;
+  for (const auto& c : rt.checkpoints()) fingerprints.push_back(fingerprint(c));
+  const auto names = rt.checkpoint_names();
+  const bool exists = std::filesystem::exists(path);
+  if (use == StateUse::Resume && !exists)
+    throw_input("{}: no state to resume (run without --resume to start a search)", path.string());
+  if (!exists) {
+    RunState s;
+    s.meta = make_meta(rt.job(), names, fingerprints);
+    s.evals.dims = 0;
+    s.evals.n_weights = rt.num_weights();
+    s.evals.n_tasks = rt.job().tasks.size();
+    s.baselines.n_weights = rt.num_weights();
+    s.baselines.n_tasks = rt.job().tasks.size();
+    s.test.n_tasks = rt.job().tasks.size();
+    return s;
+  }
+  RunState s = load_state(path);
+  check_resume_compatible(path, s, rt.job(), names, fingerprints);
+  if (use == StateUse::NewSearch && (s.evals.size() > 0 || !s.optimizer.strings.empty()))
+    throw_input(
+        "{}: already holds a search ({} evaluations): pass --resume to continue it, or choose "
+        "another --state",
+        path.string(), s.evals.size());
+  if (use == StateUse::Resume && s.optimizer.strings.empty())
+    throw_input("{}: holds no search to resume (only baselines): run without --resume", path.string());
+  return s;
+}
+
+std::vector<double> one_hot_weights(const Runtime& rt, size_t i) {
+  const size_t n = rt.num_checkpoints();
+  std::vector<double> w(rt.num_weights(), 0.0);
+  for (size_t g = 0; g < w.size() / n; ++g) w[g * n + i] = 1.0;
+  return w;
+}
+
+namespace {
+
+// Row of baseline `name` with the checkpoint recipe, or -1.
+long checkpoint_row(const RunState& s, const std::string& name) {
+  for (size_t b = 0; b < s.baselines.size(); ++b)
+    if (s.baselines.names[b] == name && s.baselines.recipes[b] == kCheckpointRecipe)
+      return static_cast<long>(b);
+  return -1;
+}
+
+}  // namespace
+
+Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt) {
+  const auto names = rt.checkpoint_names();
+  const size_t k = rt.job().tasks.size();
+  const auto hib = rt.higher_is_better();
+  Eigen::MatrixXd m(static_cast<Eigen::Index>(names.size()), static_cast<Eigen::Index>(k));
+  for (size_t i = 0; i < names.size(); ++i) {
+    const long b = checkpoint_row(state, names[i]);
+    KS_CHECK(b >= 0, "checkpoint " + names[i] + " has no baseline row");
+    std::vector<double> row(state.baselines.scores.begin() + static_cast<long>(b * k),
+                            state.baselines.scores.begin() + static_cast<long>((b + 1) * k));
+    const auto oriented = search::orient_scores(row, hib);
+    for (size_t j = 0; j < k; ++j)
+      m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = oriented[j];
+  }
+  return m;
+}
+
+search::Objective build_objective(const RunState& state, const Runtime& rt) {
+  return search::Objective::build(rt.job().objective, rt.task_names(), checkpoint_scores(state, rt));
+}
+
+double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty) {
+  if (!s.ok) return penalty;
+  return obj(search::orient_scores(s.scores, rt.higher_is_better()));
+}
+
+double failure_penalty(const RunState& state) {
+  double worst = std::numeric_limits<double>::infinity();
+  for (size_t b = 0; b < state.baselines.size(); ++b)
+    if (state.baselines.recipes[b] == kCheckpointRecipe && std::isfinite(state.baselines.objective[b]))
+      worst = std::min(worst, state.baselines.objective[b]);
+  return std::isfinite(worst) ? worst - 1.0 : -1.0;
+}
+
+void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
+                                 const std::filesystem::path& path) {
+  const auto names = rt.checkpoint_names();
+  bool all = true;
+  for (const auto& n : names) all = all && checkpoint_row(state, n) >= 0;
+  if (all) return;
+  spdlog::info("scoring the {} checkpoints alone (search and test splits)", names.size());
+  std::vector<ModelRequest> models;
+  for (size_t i = 0; i < names.size(); ++i) models.push_back({one_hot_weights(rt, i), {}});
+  const auto search = co.score(models, "search", false).value();
+  const auto test = co.score(models, "test", false).value();
+  for (size_t i = 0; i < names.size(); ++i)
+    if (!search[i].ok || !test[i].ok)
+      throw_runtime("checkpoint {} could not be scored: {}", names[i],
+                    search[i].ok ? test[i].error : search[i].error);
+  // The objective needs the pool's own scores first (chebyshev's ideal and nadir).
+  RunState with_rows = state;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (checkpoint_row(with_rows, names[i]) >= 0) continue;
+    with_rows.baselines.append(names[i], kCheckpointRecipe, one_hot_weights(rt, i), search[i].scores,
+                               test[i].scores, 0.0, 0.0);
+  }
+  const auto obj = build_objective(with_rows, rt);
+  for (size_t b = 0; b < with_rows.baselines.size(); ++b) {
+    if (with_rows.baselines.recipes[b] != kCheckpointRecipe) continue;
+    const size_t k = rt.job().tasks.size();
+    auto row = [&](const std::vector<double>& v) {
+      return std::vector<double>(v.begin() + static_cast<long>(b * k),
+                                 v.begin() + static_cast<long>((b + 1) * k));
+    };
+    const auto hib = rt.higher_is_better();
+    with_rows.baselines.objective[b] = obj(search::orient_scores(row(with_rows.baselines.scores), hib));
+    with_rows.baselines.test_objective[b] =
+        obj(search::orient_scores(row(with_rows.baselines.test_scores), hib));
+  }
+  state = std::move(with_rows);
+  save_state(path, state);
+}
+
+}  // namespace kintsugi

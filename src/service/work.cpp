@@ -1,0 +1,193 @@
+#include "kintsugi/service/work.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/eval/builtin_evaluator.hpp"
+#include "kintsugi/merge/engine.hpp"
+#include "kintsugi/merge/recipe.hpp"
+
+namespace kintsugi {
+
+namespace {
+
+using nlohmann::json;
+
+std::string broadcast_text(const std::string& text) {
+  uint64_t size = text.size();
+  MPI_CHECK(MPI_Bcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+  std::string out = text;
+  out.resize(size);
+  if (size > 0) MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD));
+  return out;
+}
+
+bool broadcast_flag(bool flag) {
+  int v = flag ? 1 : 0;
+  MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  return v != 0;
+}
+
+// Scores one model on this rank's group. Every rank of the group gets the same
+// result; a failure (an exception, a score that is not finite) is recorded.
+Scored score_one(Runtime& rt, const json& model, const std::string& split) {
+  Scored s;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    std::unique_ptr<ModelShard> loaded;
+    const ModelShard* shard = nullptr;
+    if (model.contains("folder")) {
+      const HfCheckpoint ck = HfCheckpoint::open(model["folder"].get<std::string>());
+      loaded = std::make_unique<ModelShard>(
+          load_model_shard(ck, rt.groups().tp_rank, rt.groups().tp_size));
+      shard = loaded.get();
+    } else {
+      const auto w = model["weights"].get<std::vector<double>>();
+      merge_into(rt.scratch(), rt.pool(), rt.merge_weights(w));
+      shard = &rt.scratch();
+    }
+    EvalOptions opt;
+    opt.batch_size = rt.job().evaluator.batch_size;
+    const auto results = evaluate_model(rt.groups().comm, *shard, rt.tokenizer(), rt.tasks(split), opt);
+    for (const auto& r : results) {
+      if (!std::isfinite(r.score)) throw_runtime("task {}: {} is {}", r.task, r.metric, r.score);
+      s.scores.push_back(r.score);
+    }
+  } catch (const std::exception& e) {
+    s.ok = false;
+    s.error = e.what();
+    s.scores.assign(rt.job().tasks.size(), std::nan(""));
+  }
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+json to_json(const Scored& s) {
+  json scores = json::array();
+  for (double v : s.scores) scores.push_back(std::isfinite(v) ? json(v) : json(nullptr));
+  return json{{"scores", scores}, {"ok", s.ok}, {"error", s.error}, {"seconds", s.seconds}};
+}
+
+Scored from_json(const json& j) {
+  Scored s;
+  for (const auto& v : j["scores"]) s.scores.push_back(v.is_null() ? std::nan("") : v.get<double>());
+  s.ok = j["ok"].get<bool>();
+  s.error = j["error"].get<std::string>();
+  s.seconds = j["seconds"].get<double>();
+  return s;
+}
+
+// The score command on every rank. Returns results on rank 0 (empty elsewhere),
+// nullopt everywhere when rank 0 abandoned it.
+std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
+                                             const std::atomic<bool>* stop) {
+  const auto& models = cmd["models"];
+  const std::string split = cmd["split"].get<std::string>();
+  const bool abandonable = cmd["abandonable"].get<bool>();
+  const size_t n = models.size();
+  const size_t groups = static_cast<size_t>(rt.groups().num_groups);
+  std::vector<Scored> results(world_rank() == 0 ? n : 0);
+  for (size_t first = 0; first < n; first += groups) {
+    // A round: group g scores model first + g.
+    const size_t mine = first + static_cast<size_t>(rt.groups().group);
+    std::string text;
+    if (mine < n) {
+      const Scored s = score_one(rt, models[mine], split);
+      if (rt.groups().tp_rank == 0) text = json{{"index", mine}, {"result", to_json(s)}}.dump();
+    }
+    const auto gathered = gather_strings(text, MPI_COMM_WORLD);
+    if (world_rank() == 0)
+      for (const auto& g : gathered) {
+        if (g.empty()) continue;
+        const json j = json::parse(g);
+        results[j["index"].get<size_t>()] = from_json(j["result"]);
+      }
+    const bool more = first + groups < n;
+    if (abandonable && more) {
+      const bool requested = world_rank() == 0 && stop && stop->load();
+      if (broadcast_flag(requested)) return std::nullopt;
+    }
+  }
+  return results;
+}
+
+void run_merge_command(const json& cmd) {
+  const Recipe recipe = parse_recipe(cmd["recipe"].get<std::string>(), cmd["recipe_path"].get<std::string>());
+  MergeOptions opt;
+  opt.out_dir = cmd["out"].get<std::string>();
+  opt.seed = cmd["seed"].get<uint64_t>();
+  opt.overwrite = true;
+  opt.progress = false;
+  run_merge(recipe, opt, MPI_COMM_WORLD);
+}
+
+}  // namespace
+
+Coordinator::Coordinator(Runtime& runtime, const std::atomic<bool>* stop)
+    : runtime_(runtime), stop_(stop) {
+  KS_CHECK(world_rank() == 0, "the coordinator runs on rank 0");
+}
+
+Coordinator::~Coordinator() {
+  // Workers must never wait forever for a coordinator that left early (an
+  // exception on rank 0 aborts the job in main(); this covers normal exits).
+  if (!finished_) {
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+}
+
+std::optional<std::vector<Scored>> Coordinator::score(const std::vector<ModelRequest>& models,
+                                                      const std::string& split, bool abandonable) {
+  json list = json::array();
+  for (const auto& m : models) {
+    if (!m.folder.empty())
+      list.push_back({{"folder", m.folder.string()}});
+    else
+      list.push_back({{"weights", m.weights}});
+  }
+  const json cmd{{"op", "score"}, {"split", split}, {"abandonable", abandonable}, {"models", list}};
+  broadcast_text(cmd.dump());
+  return run_score(runtime_, cmd, stop_);
+}
+
+void Coordinator::merge(const std::string& recipe_text, const std::filesystem::path& recipe_path,
+                        const std::filesystem::path& out_dir, uint64_t seed) {
+  const json cmd{{"op", "merge"},
+                 {"recipe", recipe_text},
+                 {"recipe_path", recipe_path.string()},
+                 {"out", out_dir.string()},
+                 {"seed", seed}};
+  broadcast_text(cmd.dump());
+  run_merge_command(cmd);
+}
+
+void Coordinator::finish() {
+  finished_ = true;
+  broadcast_text(json{{"op", "finish"}}.dump());
+}
+
+void serve(Runtime& runtime) {
+  KS_CHECK(world_rank() != 0, "rank 0 coordinates; it does not serve");
+  while (true) {
+    const json cmd = json::parse(broadcast_text(""));
+    const std::string op = cmd["op"].get<std::string>();
+    if (op == "finish") return;
+    if (op == "score")
+      run_score(runtime, cmd, nullptr);
+    else if (op == "merge")
+      run_merge_command(cmd);
+    else
+      throw_runtime("unknown coordinator command '{}'", op);
+  }
+}
+
+}  // namespace kintsugi
