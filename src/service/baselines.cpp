@@ -122,7 +122,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     std::iota(all.begin(), all.end(), 0);
     const auto wts = uniform_over(rt, all);
     const auto s = co.score({{wts, {}}}, "search", false).value();
-    const auto t = co.score({{wts, {}}}, "test", false).value();
+    const auto t = score_test(co, rt, {{wts, {}}}, false).value();
     table.add("uniform_soup", "linear: every checkpoint, weight 1/N", wts, s[0], t[0]);
   }
 
@@ -151,7 +151,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     std::string members;
     for (size_t i : soup) members += (members.empty() ? "" : ", ") + rt.checkpoint_names()[i];
     const auto wts = uniform_over(rt, soup);
-    const auto t = co.score({{wts, {}}}, "test", false).value()[0];
+    const auto t = score_test(co, rt, {{wts, {}}}, false).value()[0];
     table.add("greedy_soup", "linear: uniform average of " + members, wts, best_scores, t);
   }
 
@@ -172,7 +172,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
       folders.push_back({{}, tmp / b.name});
     }
     const auto s = co.score(folders, "search", false).value();
-    const auto t = co.score(folders, "test", false).value();
+    const auto t = score_test(co, rt, folders, false).value();
     const std::vector<double> ones(w, 1.0);
     for (size_t i = 0; i < grid.size(); ++i) table.add(grid[i].name, texts[i], ones, s[i], t[i]);
     std::filesystem::remove_all(tmp);

@@ -81,7 +81,9 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
 
   const auto param = search::Parameterization::from_config(job.search, rt.num_checkpoints());
   std::unique_ptr<search::Optimizer> opt;
-  if (o.resume) {
+  // A state stopped before its first generation was saved holds no optimizer
+  // yet: resuming it starts the search.
+  if (o.resume && !state.optimizer.strings.empty()) {
     Record r = state.optimizer;
     // --budget may extend a finished search.
     const int64_t done = r.ints.count("evaluations") ? r.ints.at("evaluations").at(0) : 0;
@@ -182,7 +184,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   for (int64_t e : chosen)
     if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) == state.test.eval_index.end())
       todo.push_back(e);
-  if (!todo.empty()) {
+  if (!todo.empty() && rt.has_test_split()) {
     spdlog::info("scoring {} evaluations on the test split", todo.size());
     std::vector<ModelRequest> models;
     const size_t w = state.evals.n_weights;
@@ -190,7 +192,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
       models.push_back({std::vector<double>(state.evals.weights.begin() + e * static_cast<long>(w),
                                             state.evals.weights.begin() + (e + 1) * static_cast<long>(w)),
                         {}});
-    const auto test = co.score(models, "test", true);
+    const auto test = score_test(co, rt, models, true);
     if (!test) {
       spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
       return kExitStopped;

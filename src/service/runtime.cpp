@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
@@ -35,6 +37,16 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
       job_.search.layer_groups > static_cast<size_t>(pool_->config().num_layers))
     throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
                 job_.search.layer_groups, pool_->config().num_layers);
+  // Task files are read now, so that a bad file is an input error before any
+  // scoring starts. The test split is optional (reports then show no test scores).
+  tasks("search");
+  has_test_ = std::all_of(job_.tasks.begin(), job_.tasks.end(), [](const TaskConfig& t) {
+    return std::filesystem::exists(t.file_for("test"));
+  });
+  if (has_test_)
+    tasks("test");
+  else
+    spdlog::warn("the tasks have no test split: held-out scores will be missing");
   spdlog::info("pool: {} checkpoints, {} MB of shards on this rank (T = {}, {} groups)",
                checkpoints_.size(), pool_->total_bytes() / 1000000, groups_->tp_size,
                groups_->num_groups);

@@ -38,9 +38,15 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
         "{}: already holds a search ({} evaluations): pass --resume to continue it, or choose "
         "another --state",
         path.string(), s.evals.size());
-  if (use == StateUse::Resume && s.optimizer.strings.empty())
-    throw_input("{}: holds no search to resume (only baselines): run without --resume", path.string());
   return s;
+}
+
+std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
+                                              const std::vector<ModelRequest>& models, bool abandonable) {
+  if (rt.has_test_split()) return co.score(models, "test", abandonable);
+  Scored missing;
+  missing.scores.assign(rt.job().tasks.size(), std::nan(""));
+  return std::vector<Scored>(models.size(), missing);
 }
 
 std::vector<double> one_hot_weights(const Runtime& rt, size_t i) {
@@ -85,6 +91,9 @@ search::Objective build_objective(const RunState& state, const Runtime& rt) {
 
 double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty) {
   if (!s.ok) return penalty;
+  // Missing scores (no test split) give no objective.
+  for (double v : s.scores)
+    if (!std::isfinite(v)) return std::nan("");
   return obj(search::orient_scores(s.scores, rt.higher_is_better()));
 }
 
@@ -106,7 +115,7 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
   std::vector<ModelRequest> models;
   for (size_t i = 0; i < names.size(); ++i) models.push_back({one_hot_weights(rt, i), {}});
   const auto search = co.score(models, "search", false).value();
-  const auto test = co.score(models, "test", false).value();
+  const auto test = score_test(co, rt, models, false).value();
   for (size_t i = 0; i < names.size(); ++i)
     if (!search[i].ok || !test[i].ok)
       throw_runtime("checkpoint {} could not be scored: {}", names[i],
@@ -126,10 +135,13 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
       return std::vector<double>(v.begin() + static_cast<long>(b * k),
                                  v.begin() + static_cast<long>((b + 1) * k));
     };
-    const auto hib = rt.higher_is_better();
-    with_rows.baselines.objective[b] = obj(search::orient_scores(row(with_rows.baselines.scores), hib));
-    with_rows.baselines.test_objective[b] =
-        obj(search::orient_scores(row(with_rows.baselines.test_scores), hib));
+    auto objective = [&](const std::vector<double>& scores) {
+      Scored sc;
+      sc.scores = scores;
+      return objective_of(obj, rt, sc, 0.0);
+    };
+    with_rows.baselines.objective[b] = objective(row(with_rows.baselines.scores));
+    with_rows.baselines.test_objective[b] = objective(row(with_rows.baselines.test_scores));
   }
   state = std::move(with_rows);
   save_state(path, state);

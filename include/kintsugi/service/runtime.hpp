@@ -46,6 +46,8 @@ class Runtime {
   // The tasks of one split, loaded on first use; "search" is each task's own
   // `split` setting (default search), anything else (e.g. "test") is used as is.
   const std::vector<EvalTask>& tasks(const std::string& split);
+  // Whether every task has a test split file.
+  bool has_test_split() const { return has_test_; }
   // This rank's merged-model buffer, reused for every candidate.
   ModelShard& scratch() { return *scratch_; }
   // The job's merge weights for a candidate (N × G values, group-major).
@@ -59,6 +61,7 @@ class Runtime {
   std::unique_ptr<ByteTokenizer> tokenizer_;
   std::unique_ptr<ModelShard> scratch_;
   std::map<std::string, std::vector<EvalTask>> tasks_;
+  bool has_test_ = false;
 };
 
 }  // namespace kintsugi

@@ -3,6 +3,7 @@
 // run state, the pool's own scores (every checkpoint alone, stored as the
 // first baselines), and the objective built from them.
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,7 @@ std::filesystem::path state_path_for(const JobConfig& job, const std::string& fl
 
 // How an existing state file is treated.
 enum class StateUse {
-  Resume,     // must exist and hold this job's search
+  Resume,     // must exist (a state with baselines only starts the search)
   NewSearch,  // may exist with baselines only; a state holding evaluations is refused
   Baselines,  // may exist with anything; baselines are (re)computed
 };
@@ -39,12 +40,17 @@ Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt);
 
 search::Objective build_objective(const RunState& state, const Runtime& rt);
 
-// The objective of a scored model; `penalty` when it failed.
+// The objective of a scored model; `penalty` when it failed, NaN when a score
+// is missing (a split the tasks do not have).
 double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty);
 
 // The value a failed evaluation gets: the worst checkpoint's objective minus 1
 // (finite, below every real model of the pool, and the same on every resume).
 double failure_penalty(const RunState& state);
+
+// Scores on the test split, or results of NaN scores when the tasks have none.
+std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
+                                              const std::vector<ModelRequest>& models, bool abandonable);
 
 // Weights that select checkpoint i alone (in every layer group).
 std::vector<double> one_hot_weights(const Runtime& rt, size_t i);

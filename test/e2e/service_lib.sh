@@ -1,0 +1,60 @@
+# Shared by the service's end-to-end tests (sourced). Needs KINTSUGI,
+# KINTSUGI_SOURCE_DIR and MPIEXEC from ctest (test/CMakeLists.txt).
+set -euo pipefail
+: "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
+MPIEXEC=${MPIEXEC:-mpirun}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work=$(mktemp -d /tmp/kintsugi-e2e.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mpi() { local np=$1; shift; "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np "$np" "$@"; }
+
+# make_job OUT.yaml [KEY=VALUE ...]: a small job on the demo pool: its first
+# four checkpoints, three task families with 12 examples each, budget 20.
+# KEY=VALUE pairs override search settings (e.g. seed=9).
+make_job() {
+  local out=$1; shift
+  /usr/bin/python3 - "$KINTSUGI_SOURCE_DIR/examples/demo/job.yaml" "$out" "$@" <<'PY'
+import json, os, sys, yaml
+src, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+demo = yaml.safe_load(open(src))
+root = os.path.dirname(os.path.abspath(src))
+absp = lambda p: os.path.join(root, p)
+tasks = []
+for t in demo["tasks"]:
+    if t["name"] not in ("add", "rev", "bal"):
+        continue
+    t = dict(t, file=absp(t["file"]), limit=12)
+    tasks.append(t)
+search = {"method": "cmaes", "parameterization": "simplex", "budget": 20, "population": 6,
+          "sigma0": 0.5, "seed": 7}
+for kv in overrides:
+    k, v = kv.split("=", 1)
+    search[k] = yaml.safe_load(v)
+job = {"pool": {"base": absp(demo["pool"]["base"]),
+                "checkpoints": [absp(c) for c in demo["pool"]["checkpoints"][:4]]},
+       "tasks": tasks, "search": search, "objective": {"kind": "mean"},
+       "parallel": {"tensor_parallel": 1}, "output": {"state": "state.h5"}}
+json.dump(job, open(out, "w"), indent=1)  # JSON is YAML, and keeps "\n" exact
+PY
+}
+
+# same_evals A.h5 B.h5: the evaluation arrays of two states are identical
+# (every column but the wall-clock seconds), bit for bit.
+same_evals() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p, "r") for p in sys.argv[1:3])
+for k in ("z", "weights", "scores", "objective", "status", "generation"):
+    x, y = a["evals"][k][()], b["evals"][k][()]
+    if x.shape != y.shape or x.tobytes() != y.tobytes():
+        sys.exit(f"/evals/{k} differs: {x.shape} vs {y.shape}")
+print(f"{a['evals']['objective'].shape[0]} evaluations identical")
+PY
+}
+
+# evals_count STATE: rows in /evals (0 when the state has none).
+evals_count() {
+  /usr/bin/python3 -c 'import sys,h5py; f=h5py.File(sys.argv[1],"r"); print(f["evals"]["objective"].shape[0] if "evals" in f else 0)' "$1"
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Resume is exact: a search killed (SIGKILL) at random moments and resumed
+# each time, and one stopped by SIGUSR1 (exit 3) and resumed, end with the
+# same evaluations as an uninterrupted run.
+source "$(dirname "$0")/service_lib.sh"
+make_job "$work/job.yaml" budget=30
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" 2>"$work/whole.log" ||
+  { cat "$work/whole.log" >&2; fail "uninterrupted run"; }
+
+# Runs the search in its own process group; kills the group after $1 seconds.
+run_killed() {
+  local delay=$1 resume=()
+  [[ -f "$work/killed.h5" ]] && resume=(--resume)
+  setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
+    "$KINTSUGI" optimize "$work/job.yaml" --state "$work/killed.h5" "${resume[@]}" \
+    2>>"$work/killed.log" &
+  local pid=$!
+  sleep "$delay"
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+RANDOM=42
+for i in 1 2 3 4; do
+  delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.8 + (r % 300) / 100 }')
+  run_killed "$delay"
+  echo "kill $i after ${delay}s: $( [[ -f $work/killed.h5 ]] && evals_count "$work/killed.h5" || echo 0) evaluations saved"
+done
+resume=()
+[[ -f "$work/killed.h5" ]] && resume=(--resume)
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/killed.h5" "${resume[@]}" 2>>"$work/killed.log" ||
+  { cat "$work/killed.log" >&2; fail "final resume"; }
+same_evals "$work/whole.h5" "$work/killed.h5"
+
+# SIGUSR1 (what Slurm sends before the time limit): save, exit 3, resume.
+setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
+  "$KINTSUGI" optimize "$work/job.yaml" --state "$work/usr1.h5" 2>"$work/usr1.log" &
+pid=$!
+for _ in $(seq 200); do
+  [[ -f "$work/usr1.h5" ]] && (( $(evals_count "$work/usr1.h5") >= 6 )) && break
+  sleep 0.1
+done
+kill -USR1 "$pid"
+rc=0
+wait "$pid" || rc=$?
+[[ $rc == 3 ]] || { cat "$work/usr1.log" >&2; fail "SIGUSR1 should exit 3, got $rc"; }
+grep -q "resume with --resume" "$work/usr1.log" || fail "no message on SIGUSR1"
+n=$(evals_count "$work/usr1.h5")
+(( n < 30 )) || fail "the search finished before the signal ($n evaluations)"
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/usr1.h5" --resume 2>>"$work/usr1.log" ||
+  { cat "$work/usr1.log" >&2; fail "resume after SIGUSR1"; }
+same_evals "$work/whole.h5" "$work/usr1.h5"
+
+# --budget extends a finished search exactly like a longer run.
+make_job "$work/job40.yaml" budget=40
+mpi 2 "$KINTSUGI" optimize "$work/job40.yaml" --state "$work/long.h5" 2>/dev/null
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" --resume --budget 40 2>/dev/null
+same_evals "$work/long.h5" "$work/whole.h5"
