@@ -2,6 +2,7 @@
 // Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 
@@ -18,6 +19,22 @@ std::vector<Verb>& verb_registry() {
 }  // namespace kintsugi::cli
 
 namespace {
+
+// Under `srun` a missing or mismatched PMI starts N separate one-rank jobs that
+// would all write the same files: refuse to run unless MPI's world matches the
+// step. (Under mpirun, Open MPI sets OMPI_COMM_WORLD_SIZE and owns the layout.)
+void check_slurm_world() {
+  const char* step = std::getenv("SLURM_STEP_ID");
+  const char* ntasks = std::getenv("SLURM_NTASKS");
+  if (!step || !ntasks || std::getenv("OMPI_COMM_WORLD_SIZE")) return;
+  const int expected = std::atoi(ntasks);
+  const int size = kintsugi::world_size();
+  if (expected > 0 && expected != size)
+    kintsugi::throw_input(
+        "MPI world size is {} but SLURM_NTASKS is {}: launch with `srun --mpi=pmix` "
+        "(or the PMI plugin your MPI was built with)",
+        size, expected);
+}
 
 void report(const char* what) {
   // One line, whatever the message holds.
@@ -51,6 +68,7 @@ int run(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitInput;
   }
+  check_slurm_world();
   init_logging(world_rank(), world_size(),
                verbose ? spdlog::level::debug : quiet ? spdlog::level::warn : spdlog::level::info);
   return action ? action() : kExitInput;

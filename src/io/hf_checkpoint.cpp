@@ -65,8 +65,9 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
       const nlohmann::json j = read_json_object(index);
       if (!j.contains("weight_map") || !j["weight_map"].is_object())
         throw_input("{}: no \"weight_map\" object", index.string());
-      std::map<std::string, size_t> shard_index;
-      std::vector<std::pair<std::string, size_t>> entries;
+      // Shards are opened in file-name order (files()[0] is the first shard).
+      std::map<std::string, std::string> shard_of;     // tensor -> shard file
+      std::map<std::string, size_t> shard_index;       // shard file -> index into files_
       for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
         if (!it.value().is_string())
           throw_input("{}: weight_map: tensor {}: shard name is not a string", index.string(), it.key());
@@ -74,17 +75,22 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
         if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
           throw_input("{}: weight_map: tensor {}: shard {:?} is not a file name in the folder",
                       index.string(), it.key(), shard);
-        auto [sit, inserted] = shard_index.emplace(shard, 0);
-        if (inserted) {
-          const fs::path sp = path / shard;
-          if (!fs::exists(sp))
-            throw_input("{}: shard {} named by model.safetensors.index.json (tensor {}) is missing",
-                        path.string(), shard, it.key());
-          sit->second = c.files_.size();
-          c.files_.push_back(SafetensorsFile::open(sp));
-        }
-        entries.emplace_back(it.key(), sit->second);
+        shard_of.emplace(it.key(), shard);
+        shard_index.emplace(shard, 0);
       }
+      for (auto& [shard, fi] : shard_index) {
+        const fs::path sp = path / shard;
+        if (!fs::exists(sp)) {
+          const auto user = std::find_if(shard_of.begin(), shard_of.end(),
+                                         [&](const auto& e) { return e.second == shard; });
+          throw_input("{}: shard {} named by model.safetensors.index.json (tensor {}) is missing",
+                      path.string(), shard, user->first);
+        }
+        fi = c.files_.size();
+        c.files_.push_back(SafetensorsFile::open(sp));
+      }
+      std::vector<std::pair<std::string, size_t>> entries;
+      for (const auto& [name, shard] : shard_of) entries.emplace_back(name, shard_index.at(shard));
       for (const auto& [name, fi] : entries) {
         if (!c.files_[fi]->find(name))
           throw_input("{}: tensor {}: model.safetensors.index.json places it in {}, which does not hold it",

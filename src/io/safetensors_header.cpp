@@ -90,6 +90,14 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
   if (const auto bad = first_invalid_utf8(text))
     throw_input("{}: header is not valid UTF-8 (bad byte at header offset {})", origin, *bad);
 
+  // Like the reference, the header must start with '{' (no BOM, no leading
+  // whitespace). nlohmann::json would also skip a BOM and stop at a NUL byte
+  // as if the input ended there; raw NULs are never valid JSON, so refuse them.
+  if (!text.empty() && text[0] != '{')
+    throw_input("{}: header is not a JSON object (it must start with '{{')", origin);
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos)
+    throw_input("{}: header is not valid JSON: NUL byte at header offset {}", origin, nul);
+
   DuplicateWatch watch;
   json doc;
   try {

@@ -2,6 +2,7 @@
 // offsets, shard assignment and the sharded index.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <set>
@@ -112,7 +113,8 @@ uint64_t parse_byte_size(std::string_view text) {
   else if (unit == "MIB") mult = 1024.0 * 1024;
   else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
   else if (unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
-  if (num.empty() || mult == 0 || std::count(num.begin(), num.end(), '.') > 1)
+  if (num.find_first_of("0123456789") == std::string::npos || mult == 0 ||
+      std::count(num.begin(), num.end(), '.') > 1)
     throw_input("size {:?}: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
                 std::string(text));
   const double v = std::stod(num) * mult;

@@ -21,6 +21,9 @@ __extension__ typedef __int128 i128;
 
 constexpr size_t kBuckets = 65536;
 
+// Element size of the kernels' dtypes (BF16, F16, F32; others never get here).
+size_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
+
 // Elements [first, first + n) of a tensor at p, decoded to fp32.
 void decode(DType d, const void* p, uint64_t first, uint64_t n, float* out) {
   const auto* bytes = static_cast<const char*>(p);
@@ -102,10 +105,10 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
 
 void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype, const std::vector<float>& w,
                          ElementRange range, DType out_dtype, uint64_t chunk_elems, const ChunkSink& sink) {
-  const size_t osz = dtype_size(out_dtype);
+  const size_t osz = elem_size(out_dtype);
   std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
   std::vector<const void*> ptrs(inputs.size());
-  const size_t isz = dtype_size(dtype);
+  const size_t isz = elem_size(dtype);
   for (const auto& c : chunks_of(range, chunk_elems)) {
     for (size_t i = 0; i < inputs.size(); ++i) ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
     fused_weighted_sum(ptrs, dtype, w, out.data(), out_dtype, c.size());
@@ -322,7 +325,7 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     a.density = dens_f;
     a.seed_key = dare_seed_key(m.seed, s.name);
   }
-  const size_t isz = dtype_size(s.dtype), osz = dtype_size(out_dtype);
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
   std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
   std::vector<const void*> ptrs(N);
   for (const auto& c : chunks_of(range, chunk_elems)) {

@@ -361,3 +361,45 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
     }
   }
 }
+
+TEST_CASE("job: the examples in docs/config.md parse", "[config]") {
+  std::ifstream in(test::source_dir() / "docs" / "config.md");
+  REQUIRE(in);
+  std::vector<std::string> blocks;
+  std::string line, block;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (!inside && line == "```yaml") {
+      inside = true;
+      block.clear();
+    } else if (inside && line == "```") {
+      inside = false;
+      blocks.push_back(block);
+    } else if (inside) {
+      block += line + "\n";
+    }
+  }
+  REQUIRE(blocks.size() >= 2);
+  for (const auto& b : blocks) {
+    INFO(b);
+    CHECK_NOTHROW(parse(b));
+  }
+  const JobConfig full = parse(blocks[0]);
+  CHECK(full.pool.base == fs::path("/jobs/demo/pool/base"));
+  CHECK(full.tasks.size() == 3);
+}
+
+TEST_CASE("job: hostile input gives an InputError, never a crash", "[config]") {
+  // Deep nesting (yaml-cpp limits recursion depth and throws).
+  CHECK_THROWS_AS(parse(std::string(100000, '[') + std::string(100000, ']')), InputError);
+  CHECK_THROWS_AS(parse("pool: " + std::string(5000, '{') + std::string(5000, '}')), InputError);
+  // Binary garbage, NUL bytes, a lone document marker, tabs.
+  CHECK_THROWS_AS(parse(std::string("\x00\xff\xfe pool: [", 10)), InputError);
+  CHECK_THROWS_AS(parse("---\n...\n"), InputError);
+  CHECK_THROWS_AS(parse("pool:\n\t checkpoints: [a]\n"), InputError);
+  // Aliases: a shared list used as a string.
+  CHECK_THROWS_WITH(parse("x: &l [a, b]\npool: {checkpoints: [*l]}\ntasks: []\n"),
+                    Catch::Contains("job.yaml:1: x: unknown key"));
+  CHECK_THROWS_WITH(parse("pool: {checkpoints: &l [a, b]}\ntasks: [{name: *l, file: f}]\n"),
+                    Catch::Contains("tasks[0].name: expected a string, got a list"));
+}

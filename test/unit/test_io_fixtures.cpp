@@ -2,6 +2,8 @@
 // (../shared/fixtures/safetensors, see its README): read, listed, values checked.
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <map>
 
@@ -147,6 +149,8 @@ TEST_CASE("fixture: sharded folder read whole", "[io][fixtures]") {
   const auto c = HfCheckpoint::open(dir / "fluxml-safetensors-jl/sharded");
   CHECK(c.name() == "sharded");
   CHECK(c.files().size() == 6);
+  for (size_t k = 0; k < 6; ++k)
+    CHECK(c.files()[k]->path().filename() == fmt::format("model-{:05d}-of-00006.safetensors", k + 1));
   const auto want = torch_names();
   REQUIRE(c.tensor_names().size() == want.size());
   size_t i = 0;

@@ -215,5 +215,7 @@ TEST_CASE("byte sizes", "[io]") {
   CHECK_THROWS_AS(parse_byte_size("5 parsecs"), InputError);
   CHECK_THROWS_AS(parse_byte_size(""), InputError);
   CHECK_THROWS_AS(parse_byte_size("GB"), InputError);
+  CHECK_THROWS_AS(parse_byte_size("."), InputError);
+  CHECK_THROWS_AS(parse_byte_size(".MB"), InputError);
   CHECK_THROWS_AS(parse_byte_size("1.2.3MB"), InputError);
 }

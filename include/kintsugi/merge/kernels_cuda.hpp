@@ -1,0 +1,32 @@
+#pragma once
+// The CUDA backend of the kernel API (kernels/merge_kernels.cu): the same
+// operations and the same per-element fp32 sequence as the CPU kernels in
+// kernels.hpp, on device pointers. Declared only when the build has CUDA
+// (KINTSUGI_HAVE_CUDA); callers check cuda_device_count() > 0 first.
+#include <cstddef>
+#include <span>
+
+#include "kintsugi/io/dtype.hpp"
+#include "kintsugi/merge/kernels.hpp"
+
+namespace kintsugi::cuda {
+
+// Number of usable GPUs (0 when the driver or a device is missing).
+int device_count();
+
+// Plain device memory helpers, so callers need no CUDA headers. They throw
+// RuntimeError naming the CUDA call and its error on failure.
+void* alloc(size_t bytes);
+void free(void* p);
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+
+// fused_weighted_sum on device pointers (inputs and out on the current device).
+void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype, std::span<const float> weights,
+                        void* d_out, DType out_dtype, size_t n);
+
+// fused_task_merge: args.inputs, args.base and args.out are device pointers;
+// the spans of weights, densities, thresholds and cutoffs are host memory.
+void fused_task_merge(const TaskMergeArgs& args);
+
+}  // namespace kintsugi::cuda

@@ -1,0 +1,211 @@
+// CUDA versions of the merge kernels (see include/kintsugi/merge/kernels.hpp):
+// one thread per element in a grid-stride loop, the per-element arithmetic
+// written with explicitly rounded intrinsics (element_ops.hpp), so results
+// equal the CPU kernels bit for bit.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "kintsugi/merge/element_ops.hpp"
+#include "kintsugi/merge/kernels_cuda.hpp"
+
+// fmt (and so common/error.hpp) does not compile under nvcc's host pass, so
+// failures here are std::runtime_error (exit 1 in main, like RuntimeError).
+#define CUDA_CHECK(call)                                                                        \
+  do {                                                                                          \
+    const cudaError_t cuda_check_rc_ = (call);                                                  \
+    if (cuda_check_rc_ != cudaSuccess)                                                          \
+      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + \
+                                     #call + " failed: " + cudaGetErrorString(cuda_check_rc_)); \
+  } while (0)
+#define CU_REQUIRE(cond, msg) \
+  do {                        \
+    if (!(cond)) throw std::runtime_error(std::string("cuda merge kernel: ") + (msg)); \
+  } while (0)
+
+namespace kintsugi::cuda {
+namespace {
+
+constexpr int kMax = static_cast<int>(kMaxMergeInputs);
+
+// Kernel parameters (CUDA 12.1+ allows up to 32 KiB of them).
+struct Params {
+  const void* in[kMax];
+  float w[kMax];
+  float density[kMax];
+  unsigned thr[kMax];
+  unsigned long long cutoff[kMax];
+  const void* base;
+  void* out;
+  unsigned long long n;
+  unsigned long long first_index;
+  unsigned long long seed_key;
+  float lambda;
+  float plain_divisor;
+  int count;
+  int in_dtype;   // 0 bf16, 1 f16, 2 f32
+  int out_dtype;
+  int sparsify;   // 0 none, 1 magnitude, 2 random
+  int normalize;
+  int sign_consensus;
+  int rescale;
+};
+
+int code(DType d) {
+  if (d == DType::BF16) return 0;
+  if (d == DType::F16) return 1;
+  if (d == DType::F32) return 2;
+  throw std::invalid_argument("cuda merge kernel: dtype #" + std::to_string(static_cast<int>(d)) + " is not BF16, F16 or F32");
+}
+
+__device__ __forceinline__ float load(const void* p, unsigned long long j, int dt) {
+  if (dt == 2) return static_cast<const float*>(p)[j];
+  const unsigned short h = static_cast<const unsigned short*>(p)[j];
+  return dt == 0 ? ops::bf16_to_f32(h) : ops::f16_to_f32(h);
+}
+
+__device__ __forceinline__ void store(void* p, unsigned long long j, int dt, float f) {
+  if (dt == 2)
+    static_cast<float*>(p)[j] = f;
+  else
+    static_cast<unsigned short*>(p)[j] = dt == 0 ? ops::f32_to_bf16(f) : ops::f32_to_f16(f);
+}
+
+__global__ void weighted_sum_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j = static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x; j < p.n;
+       j += stride) {
+    float acc = 0.0f;
+    for (int i = 0; i < p.count; ++i) acc = ops::add(acc, ops::mul(p.w[i], load(p.in[i], j, p.in_dtype)));
+    store(p.out, j, p.out_dtype, acc);
+  }
+}
+
+// The weighted, sparsified delta of input i at element j (as on the CPU).
+__device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned long long j, float b) {
+  float d = ops::sub(load(p.in[i], j, p.in_dtype), b);
+  if (p.sparsify == 1) {
+    const unsigned key = ops::f32_bits(d) & 0x7fffffffu;
+    const bool keep = key > p.thr[i] || (key == p.thr[i] && p.first_index + j < p.cutoff[i]);
+    d = keep ? d : 0.0f;
+  } else if (p.sparsify == 2) {
+    const bool keep = ops::dare_uniform(p.seed_key, static_cast<uint32_t>(i), p.first_index + j) < p.density[i];
+    const float v = p.rescale ? ops::div(d, p.density[i]) : d;
+    d = keep ? v : 0.0f;
+  }
+  return ops::mul(p.w[i], d);
+}
+
+__global__ void task_merge_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j = static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x; j < p.n;
+       j += stride) {
+    const float b = load(p.base, j, p.in_dtype);
+    float mixed = 0.0f, divisor = p.plain_divisor;
+    if (p.sign_consensus) {
+      float s = 0.0f;
+      for (int i = 0; i < p.count; ++i) s = ops::add(s, weighted_delta(p, i, j, b));
+      divisor = 0.0f;
+      for (int i = 0; i < p.count; ++i) {
+        const float wd = weighted_delta(p, i, j, b);
+        const bool agree = s >= 0.0f ? wd > 0.0f : wd < 0.0f;
+        mixed = ops::add(mixed, agree ? wd : 0.0f);
+        divisor = ops::add(divisor, agree ? p.w[i] : 0.0f);
+      }
+      divisor = divisor == 0.0f ? 1.0f : divisor;
+    } else {
+      for (int i = 0; i < p.count; ++i) mixed = ops::add(mixed, weighted_delta(p, i, j, b));
+    }
+    if (p.normalize) mixed = ops::div(mixed, divisor);
+    if (p.lambda != 1.0f) mixed = ops::mul(mixed, p.lambda);
+    store(p.out, j, p.out_dtype, ops::add(b, mixed));
+  }
+}
+
+unsigned grid_for(size_t n) {
+  const size_t blocks = (n + 255) / 256;
+  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+void* alloc(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, bytes));
+  return p;
+}
+void free(void* p) { CUDA_CHECK(cudaFree(p)); }
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype, std::span<const float> weights,
+                        void* d_out, DType out_dtype, size_t n) {
+  CU_REQUIRE(d_inputs.size() == weights.size(), "one weight per input");
+  CU_REQUIRE(!d_inputs.empty() && d_inputs.size() <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  if (n == 0) return;
+  Params p{};
+  p.count = static_cast<int>(d_inputs.size());
+  for (size_t i = 0; i < d_inputs.size(); ++i) {
+    p.in[i] = d_inputs[i];
+    p.w[i] = weights[i];
+  }
+  p.out = d_out;
+  p.n = n;
+  p.in_dtype = code(in_dtype);
+  p.out_dtype = code(out_dtype);
+  weighted_sum_kernel<<<grid_for(n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_task_merge(const TaskMergeArgs& a) {
+  const size_t N = a.inputs.size();
+  CU_REQUIRE(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  CU_REQUIRE(a.weights.size() == N, "one weight per input");
+  if (a.n == 0) return;
+  Params p{};
+  p.count = static_cast<int>(N);
+  float weight_sum = 0.0f;
+  for (size_t i = 0; i < N; ++i) {
+    p.in[i] = a.inputs[i];
+    p.w[i] = a.weights[i];
+    weight_sum = ops::add(weight_sum, a.weights[i]);
+    if (a.sparsify == Sparsify::Random) p.density[i] = a.density[i];
+    if (a.sparsify == Sparsify::Magnitude) {
+      p.thr[i] = a.thr_bits[i];
+      p.cutoff[i] = a.tie_cutoff[i];
+    }
+  }
+  p.plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
+  p.base = a.base;
+  p.out = a.out;
+  p.n = a.n;
+  p.first_index = a.first_index;
+  p.seed_key = a.seed_key;
+  p.lambda = a.lambda;
+  p.in_dtype = code(a.in_dtype);
+  p.out_dtype = code(a.out_dtype);
+  p.sparsify = a.sparsify == Sparsify::Magnitude ? 1 : a.sparsify == Sparsify::Random ? 2 : 0;
+  p.normalize = a.normalize;
+  p.sign_consensus = a.sign_consensus;
+  p.rescale = a.rescale;
+  task_merge_kernel<<<grid_for(a.n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace kintsugi::cuda

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# kintsugi merge: bad recipes and pools exit 2 with one line naming file:line
+# or the tensor; nothing is left behind.
+set -euo pipefail
+: "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 "$KINTSUGI_SOURCE_DIR/test/e2e/merge_pool.py" make "$work/pool"
+cd "$work"
+
+expect() {  # expected-substring, recipe text
+  printf '%s\n' "$2" > bad.yaml
+  set +e
+  err=$("$KINTSUGI" merge bad.yaml --out out 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  [[ $rc -eq 2 ]] || { echo "FAIL: exit $rc (want 2) for: $2"; echo "$err"; exit 1; }
+  [[ $(printf '%s\n' "$err" | wc -l) -eq 1 ]] || { echo "FAIL: not one line: $err"; exit 1; }
+  [[ $err == *"$1"* ]] || { echo "FAIL: '$err' lacks '$1'"; exit 1; }
+  [[ ! -e out && ! -e out.partial ]] || { echo "FAIL: output left behind"; exit 1; }
+  echo "ok: $err"
+}
+expect "bad.yaml:4: unknown key 'modelz'" $'merge_method: linear\nmodels:\n  - model: pool/m1\nmodelz: []'
+expect "bad.yaml:2: unknown key 'modelz'" $'merge_method: linear\nmodelz: 1\nmodels:\n  - model: pool/m1'
+expect "bad.yaml:1: merge_method: unknown method 'frankenmerge'" $'merge_method: frankenmerge\nmodels:\n  - model: pool/m1'
+expect "bad.yaml:4: weight: expected a number, got 'heavy'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: heavy}'
+expect "bad.yaml:5: parameters: unknown parameter 'density' for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters:\n      density: 0.5\n      weight: 1'
+expect "bad.yaml:3: normalize: expected true or false" $'merge_method: linear\nparameters:\n  normalize: 3\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "needs base_model" $'merge_method: ties\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "bad.yaml:4: invalid YAML" $'merge_method: linear\nmodels: [ {model: pool/m1\n'
+expect "pool/odd: tensor model.layers.1.mlp.up_proj.weight: shape [32,48]" $'merge_method: task_arithmetic\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/odd\n    parameters: {weight: 1}'
+expect "pool/nothere" $'merge_method: linear\nmodels:\n  - model: pool/nothere\n    parameters: {weight: 1}'
+expect "slerp merges the base with exactly one other model" $'merge_method: slerp\nbase_model: pool/base\nparameters: {t: 0.5}\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+expect "no value of parameter 'weight'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+# An existing output folder is refused, and kept.
+mkdir out && touch out/keep
+set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e
+[[ $rc -eq 2 && -f out/keep && ! -e out.partial ]] || { echo "FAIL: existing folder (rc $rc)"; exit 1; }
+echo "all merge error checks passed"

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Small HF-style checkpoints for the merge end-to-end tests (stdlib only).
+
+make DIR: base + m1..m3 folders (config.json, tokenizer.json, model.safetensors),
+          plus 'odd' (m1 with one tensor's shape changed) for the error tests.
+linear-check OUT W1,W2,W3 MODELS...: checks OUT against a double-precision
+          linear merge of the MODELS (within one bf16 ulp).
+meta OUT: prints the __metadata__ of every .safetensors file in OUT as JSON.
+"""
+import json, math, os, random, struct, sys
+
+def bf16(x):
+    u = struct.unpack('<I', struct.pack('<f', x))[0]
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+def unbf16(h):
+    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
+
+def write_st(path, tensors, meta=None):
+    header, blobs, off = {}, [], 0
+    if meta: header['__metadata__'] = meta
+    for name, shape, vals in tensors:
+        data = struct.pack('<%dH' % len(vals), *vals)
+        header[name] = {'dtype': 'BF16', 'shape': shape, 'data_offsets': [off, off + len(data)]}
+        blobs.append(data); off += len(data)
+    h = json.dumps(header).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h))); f.write(h)
+        for b in blobs: f.write(b)
+
+def read_st(path):
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n)); data = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == '__metadata__': continue
+        b, e = v['data_offsets']
+        cnt = (e - b) // 2
+        out[k] = list(struct.unpack('<%dH' % cnt, data[b:e]))
+    return header.get('__metadata__', {}), out
+
+def read_folder(d):
+    res = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith('.safetensors'): res.update(read_st(os.path.join(d, f))[1])
+    return res
+
+SHAPES = [('model.embed_tokens.weight', [64, 32]),
+          ('model.layers.0.self_attn.q_proj.weight', [32, 32]),
+          ('model.layers.0.mlp.up_proj.weight', [300, 1001]),
+          ('model.layers.0.input_layernorm.weight', [32]),
+          ('model.layers.1.self_attn.q_proj.weight', [32, 32]),
+          ('model.layers.1.mlp.up_proj.weight', [48, 32]),
+          ('model.layers.1.input_layernorm.weight', [32]),
+          ('model.norm.weight', [32]),
+          ('lm_head.weight', [64, 32])]
+
+def make(d):
+    base = {}
+    rng = random.Random(0)
+    for name, shape in SHAPES:
+        n = math.prod(shape)
+        base[name] = [rng.gauss(0, 0.05) for _ in range(n)]
+    for k, model in enumerate(['base', 'm1', 'm2', 'm3', 'odd']):
+        r = random.Random(100 + k)
+        folder = os.path.join(d, model); os.makedirs(folder, exist_ok=True)
+        ts = []
+        for name, shape in SHAPES:
+            if model == 'base':
+                vals = base[name]
+            else:
+                shared = random.Random(7)  # a component shared by all models
+                vals = [b + 0.01 * shared.gauss(0, 1) + 0.01 * r.gauss(0, 1) for b in base[name]]
+            if model == 'odd' and name == 'model.layers.1.mlp.up_proj.weight':
+                shape = [32, 48]
+            ts.append((name, shape, [bf16(v) for v in vals]))
+        write_st(os.path.join(folder, 'model.safetensors'), ts, {'format': 'pt'})
+        with open(os.path.join(folder, 'config.json'), 'w') as f:
+            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
+                       'hidden_size': 32, 'torch_dtype': 'bfloat16'}, f)
+        with open(os.path.join(folder, 'tokenizer.json'), 'w') as f:
+            f.write('{"model": {"type": "BPE"}, "from": "%s"}' % model)
+
+def linear_check(out, weights, models):
+    w = [float(x) for x in weights.split(',')]
+    ins = [read_folder(m) for m in models]
+    got = read_folder(out)
+    assert sorted(got) == sorted(ins[0]), 'tensor names differ'
+    worst = 0.0
+    for name in got:
+        for j, h in enumerate(got[name]):
+            ref = sum(wi * unbf16(x[name][j]) for wi, x in zip(w, ins)) / sum(w)
+            mag = sum(abs(wi * unbf16(x[name][j])) for wi, x in zip(w, ins)) / abs(sum(w))
+            ulp = 2.0 ** (math.frexp(ref)[1] - 8) if ref != 0 else 2.0 ** -133
+            # one bf16 ulp, plus fp32 accumulation error where terms cancel
+            err = max(0.0, abs(unbf16(h) - ref) - 2 * len(w) * mag * 2.0 ** -24)
+            if err > ulp:
+                sys.exit('%s[%d]: %r vs reference %r (more than 1 bf16 ulp)' % (name, j, unbf16(h), ref))
+            worst = max(worst, err / ulp)
+    print('linear check ok: worst error %.3f bf16 ulp' % worst)
+
+if __name__ == '__main__':
+    cmd = sys.argv[1]
+    if cmd == 'make': make(sys.argv[2])
+    elif cmd == 'linear-check': linear_check(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif cmd == 'meta':
+        out = {}
+        for f in sorted(os.listdir(sys.argv[2])):
+            if f.endswith('.safetensors'): out[f] = read_st(os.path.join(sys.argv[2], f))[0]
+        print(json.dumps(out))
+    else: sys.exit('unknown command ' + cmd)

@@ -1,0 +1,7 @@
+# Merge engine: sharding invariance in-process (Catch2 under mpirun) and
+# end-to-end through the CLI (byte-identical outputs for mpirun -np 1..4).
+kintsugi_mpi_test(NAME merge_np2 NP 2 TAGS "[mpi][merge]")
+kintsugi_mpi_test(NAME merge_np3 NP 3 TAGS "[mpi][merge]")
+kintsugi_mpi_test(NAME merge_np4 NP 4 TAGS "[mpi][merge]")
+kintsugi_cli_test(NAME merge_e2e SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_invariance.sh LABELS merge)
+kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_errors.sh LABELS merge)

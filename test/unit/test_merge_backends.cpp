@@ -1,0 +1,100 @@
+// Backend agreement (after llama.cpp's test-backend-ops): every kernel
+// operation on the CUDA backend must produce the CPU backend's bytes exactly.
+// Skips, saying so, where the build has no CUDA or the machine no GPU.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/merge/tensor_merge.hpp"
+#if KINTSUGI_HAVE_CUDA
+#include "kintsugi/merge/kernels_cuda.hpp"
+#endif
+
+using namespace kintsugi;
+
+TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]") {
+#if !KINTSUGI_HAVE_CUDA
+  WARN("skipped: this build has no CUDA kernels (nvcc not found at configure time)");
+#else
+  if (cuda::device_count() == 0) {
+    WARN("skipped: no GPU on this machine (the CUDA kernels are built but cannot run)");
+    return;
+  }
+  const size_t n = (size_t{1} << 20) + 12345, N = 4;
+  const DType dts[] = {DType::BF16, DType::F16, DType::F32};
+  auto esize = [](DType d) { return d == DType::F32 ? size_t{4} : size_t{2}; };
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> base_f(n);
+  std::vector<std::vector<float>> in_f(N, std::vector<float>(n));
+  for (auto& x : base_f) x = nd(rng);
+  for (auto& v : in_f)
+    for (size_t j = 0; j < n; ++j) v[j] = base_f[j] + 0.1f * nd(rng);
+  const std::vector<float> w = {0.4f, -0.2f, 0.5f, 0.3f};
+  for (DType in : dts) {
+    // Host inputs in `in`, and their device copies.
+    std::vector<std::vector<std::byte>> h(N + 1, std::vector<std::byte>(n * esize(in)));
+    convert_from_f32(in, base_f.data(), h[N].data(), n);
+    for (size_t i = 0; i < N; ++i) convert_from_f32(in, in_f[i].data(), h[i].data(), n);
+    std::vector<void*> d(N + 1);
+    for (size_t i = 0; i <= N; ++i) {
+      d[i] = cuda::alloc(h[i].size());
+      cuda::copy_to_device(d[i], h[i].data(), h[i].size());
+    }
+    std::vector<const void*> hp(h.size()), dp(d.begin(), d.end());
+    for (size_t i = 0; i <= N; ++i) hp[i] = h[i].data();
+    for (DType out : dts) {
+      INFO("in " << static_cast<int>(in) << " out " << static_cast<int>(out));
+      const size_t ob = n * esize(out);
+      std::vector<std::byte> cpu(ob), gpu(ob);
+      void* dout = cuda::alloc(ob);
+      fused_weighted_sum(std::span(hp.data(), N), in, w, cpu.data(), out, n);
+      cuda::fused_weighted_sum(std::span(dp.data(), N), in, w, dout, out, n);
+      cuda::copy_to_host(gpu.data(), dout, ob);
+      CHECK(cpu == gpu);
+      // Task-vector family: every sparsification and consensus combination.
+      TensorSources src;
+      src.name = "t";
+      src.numel = n;
+      src.dtype = in;
+      src.base = hp[N];
+      src.models.assign(hp.begin(), hp.begin() + N);
+      const std::vector<double> dens = {0.2, 0.5, 0.8, 1.0};
+      const auto sel = ties_select(src, dens, {0, n}, 1 << 16, MPI_COMM_SELF);
+      const std::vector<float> densf = {0.2f, 0.5f, 0.8f, 1.0f};
+      for (int kind = 0; kind < 4; ++kind) {
+        TaskMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.weights = w;
+        a.lambda = 0.75f;
+        a.normalize = kind != 0;
+        a.sign_consensus = kind == 1 || kind == 3;
+        a.sparsify = kind == 1 ? Sparsify::Magnitude : kind >= 2 ? Sparsify::Random : Sparsify::None;
+        a.thr_bits = sel.thr_bits;
+        a.tie_cutoff = sel.tie_cutoff;
+        a.density = densf;
+        a.seed_key = dare_seed_key(99, "t");
+        a.first_index = 1000;
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = hp[N];
+        a.out = cpu.data();
+        fused_task_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = dp[N];
+        a.out = dout;
+        cuda::fused_task_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("task kind " << kind);
+        CHECK(cpu == gpu);
+      }
+      cuda::free(dout);
+    }
+    for (void* p : d) cuda::free(p);
+  }
+#endif
+}

@@ -1,0 +1,353 @@
+// The fused kernels and per-tensor methods against naive references written
+// here (double-precision loops, sort-based selection, hand-worked values).
+#include <catch2/catch.hpp>
+
+// References here compute in double from float data on purpose.
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/merge/tensor_merge.hpp"
+
+using namespace kintsugi;
+
+namespace {
+
+// Reference conversions, written independently of src/merge.
+float ref_bf16_to_f32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// Round to nearest even by brute force: the two bf16 neighbours, pick closer.
+uint16_t ref_f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const auto lo = static_cast<uint16_t>(u >> 16);
+  const auto hi = static_cast<uint16_t>(lo + 1);
+  const double dl = std::fabs(static_cast<double>(ref_bf16_to_f32(lo)) - f);
+  const double dh = std::fabs(static_cast<double>(ref_bf16_to_f32(hi)) - f);
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return (lo & 1) ? hi : lo;
+}
+double ref_f16_to_double(uint16_t h) {
+  const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  const double s = (h & 0x8000) ? -1.0 : 1.0;
+  if (e == 0) return s * std::ldexp(m, -24);
+  return s * std::ldexp(1024 + m, e - 25);
+}
+double bf16_ulp(double x) {
+  int e = 0;
+  std::frexp(x, &e);
+  return std::ldexp(1.0, e - 8);
+}
+
+std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = ref_f32_to_bf16(dist(rng));
+  return v;
+}
+
+std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models, const std::vector<uint16_t>& base,
+                               const TensorMethod& m, MPI_Comm comm = MPI_COMM_SELF) {
+  TensorSources s;
+  s.name = "model.layers.0.mlp.up_proj.weight";
+  s.numel = base.size();
+  s.dtype = DType::BF16;
+  s.base = base.data();
+  for (const auto& x : models) s.models.push_back(x.data());
+  std::vector<uint16_t> out(base.size());
+  merge_tensor(s, m, {0, base.size()}, DType::BF16, 1000, comm, [&](ElementRange c, std::span<const std::byte> b) {
+    std::memcpy(out.data() + c.begin, b.data(), b.size());
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double reference within 1 ulp", "[merge][kernels]") {
+  std::mt19937 rng(7);
+  const size_t n = 70001, N = 5;  // over the threading threshold, odd tail
+  std::vector<std::vector<uint16_t>> in;
+  for (size_t i = 0; i < N; ++i) in.push_back(random_bf16(n, rng));
+  const std::vector<float> w = {0.3f, -0.25f, 0.5f, 0.125f, 0.4f};
+  std::vector<const void*> ptrs;
+  for (auto& v : in) ptrs.push_back(v.data());
+  std::vector<uint16_t> out(n);
+  fused_weighted_sum(ptrs, DType::BF16, w, out.data(), DType::BF16, n);
+  size_t exact = 0;
+  for (size_t j = 0; j < n; ++j) {
+    float acc = 0.0f;
+    double ref = 0.0, mag = 0.0;
+    for (size_t i = 0; i < N; ++i) {
+      acc += w[i] * ref_bf16_to_f32(in[i][j]);
+      ref += static_cast<double>(w[i]) * ref_bf16_to_f32(in[i][j]);
+      mag += std::fabs(static_cast<double>(w[i]) * ref_bf16_to_f32(in[i][j]));
+    }
+    exact += out[j] == ref_f32_to_bf16(acc);
+    // 1 bf16 ulp, plus the fp32 accumulation error bound where terms cancel.
+    REQUIRE(std::fabs(ref_bf16_to_f32(out[j]) - ref) <= bf16_ulp(ref) + 2 * N * std::ldexp(mag, -24));
+  }
+  CHECK(exact == n);
+}
+
+TEST_CASE("fused_weighted_sum f16 and f32 inputs and outputs", "[merge][kernels]") {
+  std::mt19937 rng(11);
+  const size_t n = 4099;
+  std::uniform_int_distribution<int> bits(0, 0x7bff);  // finite f16, incl. subnormals
+  std::vector<uint16_t> a(n), b(n);
+  for (size_t j = 0; j < n; ++j) {
+    a[j] = static_cast<uint16_t>(bits(rng) | (j % 3 == 0 ? 0x8000 : 0));
+    b[j] = static_cast<uint16_t>(bits(rng) % 0x5000);
+  }
+  const std::vector<const void*> ptrs = {a.data(), b.data()};
+  const std::vector<float> w = {0.5f, 0.25f};
+  std::vector<float> out32(n);
+  fused_weighted_sum(ptrs, DType::F16, w, out32.data(), DType::F32, n);
+  std::vector<uint16_t> out16(n);
+  fused_weighted_sum(ptrs, DType::F16, w, out16.data(), DType::F16, n);
+  for (size_t j = 0; j < n; ++j) {
+    // Both products are exact (power-of-two weights), so fp32 holds the sum up to one rounding.
+    const double ref = 0.5 * ref_f16_to_double(a[j]) + 0.25 * ref_f16_to_double(b[j]);
+    REQUIRE(out32[j] == static_cast<float>(ref));
+    // f16 output: the nearest f16 of the fp32 sum (a neighbour search).
+    const double got = ref_f16_to_double(out16[j]);
+    const double v = static_cast<double>(out32[j]);
+    const double prev = ref_f16_to_double(static_cast<uint16_t>(out16[j] - 1));
+    const double next = ref_f16_to_double(static_cast<uint16_t>(out16[j] + 1));
+    if ((out16[j] & 0x7fff) != 0) REQUIRE(std::fabs(got - v) <= std::fabs(prev - v));
+    if ((out16[j] & 0x7fff) < 0x7bff) REQUIRE(std::fabs(got - v) <= std::fabs(next - v));
+  }
+  std::vector<float> fa(n), fb(n), fo(n);
+  for (size_t j = 0; j < n; ++j) {
+    fa[j] = static_cast<float>(ref_f16_to_double(a[j]));
+    fb[j] = static_cast<float>(j) * 0.001f;
+  }
+  const std::vector<const void*> fp = {fa.data(), fb.data()};
+  fused_weighted_sum(fp, DType::F32, w, fo.data(), DType::F32, n);
+  for (size_t j = 0; j < n; ++j) REQUIRE(fo[j] == 0.0f + 0.5f * fa[j] + 0.25f * fb[j]);
+}
+
+TEST_CASE("task_arithmetic within 1 bf16 ulp of a double reference", "[merge][kernels]") {
+  std::mt19937 rng(3);
+  const size_t n = 5000;
+  auto base = random_bf16(n, rng, 0.05f);
+  std::vector<std::vector<uint16_t>> models;
+  for (int i = 0; i < 3; ++i) {
+    auto d = random_bf16(n, rng, 0.01f);
+    for (size_t j = 0; j < n; ++j) d[j] = ref_f32_to_bf16(ref_bf16_to_f32(base[j]) + ref_bf16_to_f32(d[j]));
+    models.push_back(d);
+  }
+  TensorMethod m;
+  m.method = MergeMethod::TaskArithmetic;
+  m.weights = {0.5f, 0.3f, 0.7f};
+  m.lambda = 0.8;
+  for (bool normalize : {false, true}) {
+    m.normalize = normalize;
+    auto out = run_task(models, base, m);
+    const double wsum = 1.5;
+    for (size_t j = 0; j < n; ++j) {
+      const double b = ref_bf16_to_f32(base[j]);
+      double mix = 0;
+      for (size_t i = 0; i < 3; ++i) mix += m.weights[i] * (ref_bf16_to_f32(models[i][j]) - b);
+      if (normalize) mix /= wsum;
+      const double ref = b + m.lambda * mix;
+      REQUIRE(std::fabs(ref_bf16_to_f32(out[j]) - ref) <= bf16_ulp(ref));
+    }
+  }
+}
+
+TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
+  // base = 0, so deltas are the values. density 0.5 of 4 elements: keep 2 each.
+  // model A deltas: [ 4, -1,  2, -3]  -> keeps 4 and -3
+  // model B deltas: [-2,  5, -1,  1]  -> keeps -2 and 5
+  // model C deltas: [ 1, -1,  1, -6]  -> |1|,|-1|,|1| tie at 1: keeps -6 and the
+  //                                      lowest-index tie (element 0: 1)
+  // weights 1, 1, 2. Weighted kept: A [4,0,0,-3] B [-2,5,0,0] C [2,0,0,-12]
+  // signs: e0 4-2+2=4>=0 -> +: 4+2 (w 1+2) -> 6/3 = 2
+  //        e1 5 -> +: 5 (w 1) -> 5;  e2 all zero -> 0 (divisor 1)
+  //        e3 -3-12 -> -: -15 (w 1+2) -> -5
+  auto bf = [](std::vector<float> v) {
+    std::vector<uint16_t> o;
+    for (float f : v) o.push_back(ref_f32_to_bf16(f));
+    return o;
+  };
+  const auto base = bf({0, 0, 0, 0});
+  const std::vector<std::vector<uint16_t>> models = {bf({4, -1, 2, -3}), bf({-2, 5, -1, 1}), bf({1, -1, 1, -6})};
+  TensorMethod m;
+  m.method = MergeMethod::Ties;
+  m.weights = {1, 1, 2};
+  m.density = {0.5, 0.5, 0.5};
+  m.normalize = true;
+  auto out = run_task(models, base, m);
+  std::vector<float> got;
+  for (auto h : out) got.push_back(ref_bf16_to_f32(h));
+  CHECK(got == std::vector<float>{2, 5, 0, -5});
+  // Without normalization: the sums themselves, times lambda 0.5.
+  m.normalize = false;
+  m.lambda = 0.5;
+  out = run_task(models, base, m);
+  got.clear();
+  for (auto h : out) got.push_back(ref_bf16_to_f32(h));
+  CHECK(got == std::vector<float>{3, 2.5f, 0, -7.5f});
+}
+
+TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[merge][kernels]") {
+  std::mt19937 rng(5);
+  const size_t n = 3001;
+  std::uniform_int_distribution<int> small(-6, 6);  // many equal magnitudes
+  std::vector<float> base(n), x0(n), x1(n);
+  for (size_t j = 0; j < n; ++j) {
+    base[j] = 0.25f * static_cast<float>(small(rng));
+    x0[j] = base[j] + 0.5f * static_cast<float>(small(rng));
+    x1[j] = base[j] + 0.125f * static_cast<float>(small(rng));
+  }
+  TensorSources s;
+  s.name = "t";
+  s.numel = n;
+  s.dtype = DType::F32;
+  s.base = base.data();
+  s.models = {x0.data(), x1.data()};
+  const std::vector<double> density = {0.3, 0.77};
+  const auto sel = ties_select(s, density, {0, n}, 500, MPI_COMM_SELF);
+  const std::vector<const std::vector<float>*> xs = {&x0, &x1};
+  for (size_t i = 0; i < 2; ++i) {
+    std::vector<size_t> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    auto mag = [&](size_t j) { return std::fabs((*xs[i])[j] - base[j]); };
+    std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mag(a) > mag(b); });
+    const auto k = static_cast<size_t>(density[i] * n);
+    std::vector<char> want(n, 0);
+    for (size_t r = 0; r < k; ++r) want[idx[r]] = 1;
+    size_t kept = 0;
+    for (size_t j = 0; j < n; ++j) {
+      uint32_t key;
+      const float d = std::fabs((*xs[i])[j] - base[j]);
+      std::memcpy(&key, &d, 4);
+      const bool keep = key > sel.thr_bits[i] || (key == sel.thr_bits[i] && j < sel.tie_cutoff[i]);
+      REQUIRE(keep == static_cast<bool>(want[j]));
+      kept += keep;
+    }
+    CHECK(kept == k);
+  }
+}
+
+TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
+  const size_t n = 200000;
+  std::vector<uint16_t> base(n, ref_f32_to_bf16(0.0f)), x(n, ref_f32_to_bf16(1.0f));
+  TensorMethod m;
+  m.method = MergeMethod::DareLinear;
+  m.weights = {1.0f};
+  m.density = {0.3};
+  m.seed = 42;
+  auto out = run_task({x}, base, m);
+  const uint16_t survivor = ref_f32_to_bf16(1.0f / 0.3f);
+  size_t kept = 0;
+  for (auto h : out) {
+    REQUIRE((h == survivor || h == 0));
+    kept += h == survivor;
+  }
+  const double p = 0.3, sd = std::sqrt(n * p * (1 - p));
+  CHECK(std::fabs(static_cast<double>(kept) - n * p) < 5 * sd);
+  // The mean is preserved by the rescale.
+  CHECK(std::fabs(kept * (1.0 / 0.3) / n - 1.0) < 5 * sd / (n * p));
+  // Same seed, same mask; another seed, another mask (about half differ).
+  CHECK(run_task({x}, base, m) == out);
+  m.seed = 43;
+  auto other = run_task({x}, base, m);
+  size_t differ = 0;
+  for (size_t j = 0; j < n; ++j) differ += other[j] != out[j];
+  CHECK(std::fabs(static_cast<double>(differ) - n * 2 * p * (1 - p)) < 5 * std::sqrt(n * 0.42 * 0.58));
+  // No rescale: survivors keep their value.
+  m.rescale = false;
+  for (auto h : run_task({x}, base, m)) REQUIRE((h == ref_f32_to_bf16(1.0f) || h == 0));
+  // Independent masks per model: two identical models with density 0.5 agree
+  // on about half the entries, not all.
+  TensorSources s;
+  m.density = {0.5, 0.5};
+  m.weights = {1.0f, 2.0f};
+  m.rescale = true;
+  auto two = run_task({x, x}, base, m);
+  size_t both = 0;
+  for (auto h : two) both += h == ref_f32_to_bf16(6.0f);  // 2 + 4
+  CHECK(std::fabs(static_cast<double>(both) - n * 0.25) < 5 * std::sqrt(n * 0.25 * 0.75));
+}
+
+TEST_CASE("model_stock and slerp against their formulas", "[merge][kernels]") {
+  std::mt19937 rng(9);
+  const size_t n = 2048;
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> base(n), a(n), b(n), c(n);
+  for (size_t j = 0; j < n; ++j) {
+    base[j] = dist(rng);
+    const float shared = dist(rng);
+    a[j] = base[j] + 0.1f * (shared + dist(rng));
+    b[j] = base[j] + 0.1f * (shared + dist(rng));
+    c[j] = base[j] + 0.1f * (shared + 0.5f * dist(rng));
+  }
+  auto run = [&](const TensorMethod& m, std::vector<const void*> models, MergeTensorStats* st) {
+    TensorSources s;
+    s.name = "w";
+    s.numel = n;
+    s.dtype = DType::F32;
+    s.base = base.data();
+    s.models = std::move(models);
+    std::vector<float> out(n);
+    *st = merge_tensor(s, m, {0, n}, DType::F32, 300, MPI_COMM_SELF, [&](ElementRange r, std::span<const std::byte> by) {
+      std::memcpy(out.data() + r.begin, by.data(), by.size());
+    });
+    return out;
+  };
+  auto dot = [&](const std::vector<float>& x, const std::vector<float>& y, bool delta) {
+    double s = 0;
+    for (size_t j = 0; j < n; ++j)
+      s += (delta ? double(x[j]) - base[j] : double(x[j])) * (delta ? double(y[j]) - base[j] : double(y[j]));
+    return s;
+  };
+  SECTION("model_stock") {
+    TensorMethod m;
+    m.method = MergeMethod::ModelStock;
+    MergeTensorStats st;
+    auto out = run(m, {a.data(), b.data(), c.data()}, &st);
+    const std::vector<const std::vector<float>*> v = {&a, &b, &c};
+    double cs = 0;
+    for (int i = 0; i < 3; ++i)
+      for (int j = i + 1; j < 3; ++j)
+        cs += dot(*v[i], *v[j], true) / std::sqrt(dot(*v[i], *v[i], true) * dot(*v[j], *v[j], true));
+    cs /= 3;
+    const double t = 3 * cs / (1 + 2 * cs);
+    CHECK(st.model_stock_t == Approx(t).epsilon(1e-9));
+    for (size_t j = 0; j < n; ++j) {
+      const double ref = t * (double(a[j]) + b[j] + c[j]) / 3 + (1 - t) * base[j];
+      REQUIRE(out[j] == Approx(ref).margin(1e-5));
+    }
+  }
+  SECTION("slerp") {
+    TensorMethod m;
+    m.method = MergeMethod::Slerp;
+    m.t = 0.3;
+    MergeTensorStats st;
+    auto out = run(m, {a.data()}, &st);
+    const double cosv = dot(base, a, false) / std::sqrt(dot(base, base, false) * dot(a, a, false));
+    CHECK(st.slerp_dot == Approx(cosv).epsilon(1e-9));
+    REQUIRE(std::fabs(cosv) < 0.9995);
+    const double th = std::acos(cosv);
+    const double s0 = std::sin((1 - 0.3) * th) / std::sin(th), s1 = std::sin(0.3 * th) / std::sin(th);
+    for (size_t j = 0; j < n; ++j) REQUIRE(out[j] == Approx(s0 * base[j] + s1 * a[j]).margin(1e-5));
+    // Colinear vectors fall back to lerp.
+    std::vector<float> twice(n);
+    for (size_t j = 0; j < n; ++j) twice[j] = 2 * base[j];
+    out = run(m, {twice.data()}, &st);
+    CHECK(st.slerp_dot == Approx(1.0));
+    for (size_t j = 0; j < n; ++j) REQUIRE(out[j] == Approx(0.7 * base[j] + 0.3 * twice[j]).margin(1e-5));
+  }
+}

@@ -1,0 +1,124 @@
+// Sharding invariance in one process group: each method's output over the
+// flat plan on P ranks (gathered) is byte-identical to the one-rank result.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/merge/tensor_merge.hpp"
+#include "kintsugi/shard/flat_plan.hpp"
+
+using namespace kintsugi;
+
+namespace {
+
+std::vector<uint16_t> make_bf16(size_t n, unsigned seed, float scale, int levels) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> q(-levels, levels);  // coarse values: many ties
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) {
+    const float f = scale * static_cast<float>(q(rng));
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    x = static_cast<uint16_t>(u >> 16);  // exact: few significant bits
+  }
+  return v;
+}
+
+std::vector<uint16_t> run(const TensorSources& s, const TensorMethod& m, ElementRange range, uint64_t chunk,
+                          MPI_Comm comm) {
+  std::vector<uint16_t> out(s.numel, 0);
+  merge_tensor(s, m, range, DType::BF16, chunk, comm, [&](ElementRange c, std::span<const std::byte> b) {
+    std::memcpy(out.data() + c.begin, b.data(), b.size());
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge]") {
+  const int rank = world_rank(), size = world_size();
+  const size_t n = 100003;
+  const auto base = make_bf16(n, 1, 0.5f, 8);
+  std::vector<std::vector<uint16_t>> models;
+  for (unsigned i = 0; i < 3; ++i) {
+    auto d = make_bf16(n, 10 + i, 0.125f, 5);
+    for (size_t j = 0; j < n; ++j) {
+      uint32_t a = static_cast<uint32_t>(base[j]) << 16, b = static_cast<uint32_t>(d[j]) << 16;
+      float fa, fb;
+      std::memcpy(&fa, &a, 4);
+      std::memcpy(&fb, &b, 4);
+      const float f = fa + fb;
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      d[j] = static_cast<uint16_t>(u >> 16);
+    }
+    models.push_back(std::move(d));
+  }
+  TensorSources s;
+  s.name = "model.layers.3.self_attn.q_proj.weight";
+  s.numel = n;
+  s.dtype = DType::BF16;
+  s.base = base.data();
+  for (auto& m : models) s.models.push_back(m.data());
+
+  std::vector<TensorMethod> methods(6);
+  methods[0].method = MergeMethod::Linear;
+  methods[0].weights = {0.2f, 0.3f, 0.5f};
+  methods[1].method = MergeMethod::TaskArithmetic;
+  methods[1].weights = {1.0f, 0.5f, 0.7f};
+  methods[1].lambda = 0.9;
+  methods[2].method = MergeMethod::Ties;
+  methods[2].weights = {1.0f, 0.5f, 0.7f};
+  methods[2].density = {0.3, 0.55, 0.71};
+  methods[2].normalize = true;
+  methods[3].method = MergeMethod::DareTies;
+  methods[3].weights = {1.0f, 0.5f, 0.7f};
+  methods[3].density = {0.3, 0.5, 0.9};
+  methods[3].seed = 1234;
+  methods[4].method = MergeMethod::ModelStock;
+  methods[5].method = MergeMethod::Slerp;
+  methods[5].t = 0.35;
+  for (const auto& m : methods) {
+    INFO("method " << static_cast<int>(m.method) << " on " << size << " ranks");
+    TensorSources src = s;
+    if (m.method == MergeMethod::Slerp) src.models.resize(1);
+    // The reference: this rank alone, whole tensor, one odd chunk size.
+    const auto whole = run(src, m, {0, n}, 7777, MPI_COMM_SELF);
+    // Distributed: each rank its share, another chunk size; gather the shares.
+    const ElementRange mine = flat_share(n, rank, size);
+    auto part = run(src, m, mine, 4096, MPI_COMM_WORLD);
+    std::vector<uint16_t> all(n);
+    std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+    for (int r = 0; r < size; ++r) {
+      const auto rr = flat_share(n, r, size);
+      counts[static_cast<size_t>(r)] = static_cast<int>(rr.size());
+      displs[static_cast<size_t>(r)] = static_cast<int>(rr.begin);
+    }
+    MPI_Allgatherv(part.data() + mine.begin, static_cast<int>(mine.size()), MPI_UINT16_T, all.data(), counts.data(),
+                   displs.data(), MPI_UINT16_T, MPI_COMM_WORLD);
+    REQUIRE(all == whole);
+  }
+}
+
+TEST_CASE("flat_share covers a tensor in order on granule boundaries", "[merge]") {
+  for (uint64_t n : {0ull, 1ull, 63ull, 64ull, 1000ull, 100003ull}) {
+    for (int p = 1; p <= 5; ++p) {
+      uint64_t next = 0;
+      for (int r = 0; r < p; ++r) {
+        const auto s = flat_share(n, r, p);
+        REQUIRE(s.begin == next);
+        REQUIRE(s.end >= s.begin);
+        if (s.end != n) REQUIRE(s.end % 64 == 0);
+        next = s.end;
+      }
+      REQUIRE(next == n);
+    }
+  }
+  const auto c = chunks_of({10, 35}, 10);
+  REQUIRE(c.size() == 3);
+  CHECK(c[0].begin == 10);
+  CHECK(c[2].end == 35);
+}

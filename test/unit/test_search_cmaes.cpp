@@ -1,0 +1,324 @@
+// CMA-ES: default parameters against the tutorial's formulas (recomputed here
+// independently), convergence, stop rules, IPOP restarts, exact resume.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/search/benchmark.hpp"
+#include "kintsugi/search/cmaes.hpp"
+
+using namespace kintsugi;
+using namespace kintsugi::search;
+
+namespace {
+
+// Runs the ask/tell loop for at most `generations` generations on f, appending
+// every asked candidate to `log`.
+void drive(Optimizer& opt, double (*f)(const Eigen::VectorXd&), int generations,
+           std::vector<Eigen::VectorXd>* log = nullptr) {
+  for (int g = 0; g < generations && !opt.done(); ++g) {
+    const auto xs = opt.ask();
+    std::vector<double> v(xs.size());
+    for (size_t k = 0; k < xs.size(); ++k) {
+      v[k] = f(xs[k]);
+      if (log) log->push_back(xs[k]);
+    }
+    opt.tell(v);
+  }
+}
+
+bool bitwise_equal(const Eigen::VectorXd& a, const Eigen::VectorXd& b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), sizeof(double) * static_cast<size_t>(a.size())) == 0;
+}
+
+OptimizerOptions minimize_options(uint64_t seed, double sigma0, size_t budget) {
+  OptimizerOptions o;
+  o.goal = Goal::Minimize;
+  o.seed = seed;
+  o.sigma0 = sigma0;
+  o.max_evaluations = budget;
+  return o;
+}
+
+double flat(const Eigen::VectorXd&) { return 3.0; }
+
+// Values that do not depend on x in any learnable way: a hash of its bits.
+double noise(const Eigen::VectorXd& x) {
+  uint64_t h = 1469598103934665603ull;
+  for (Eigen::Index i = 0; i < x.size(); ++i) {
+    uint64_t b;
+    std::memcpy(&b, &x[i], sizeof b);
+    h = (h ^ b) * 1099511628211ull;
+  }
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+}  // namespace
+
+TEST_CASE("CMA-ES default parameters follow the tutorial's Table 1", "[search][cmaes]") {
+  for (int64_t n : {1, 2, 3, 5, 10, 20, 40, 100}) {
+    for (bool active : {false, true}) {
+      const CmaesParameters p = CmaesParameters::defaults(n, 0, active);
+      const double N = static_cast<double>(n);
+      // lambda = 4 + floor(3 ln n), mu = floor(lambda / 2).
+      const int64_t lambda = 4 + static_cast<int64_t>(3.0 * std::log(N));
+      REQUIRE(p.lambda == lambda);
+      REQUIRE(p.mu == lambda / 2);
+      // Positive weights normalized first, then mu_eff = 1 / sum w_i^2 (an
+      // equivalent form of (sum w')^2 / sum w'^2).
+      std::vector<double> w(static_cast<size_t>(lambda));
+      double pos = 0, neg = 0;
+      for (int64_t i = 1; i <= lambda; ++i) {
+        w[static_cast<size_t>(i - 1)] = std::log((lambda + 1) / 2.0) - std::log(static_cast<double>(i));
+        (i <= p.mu ? pos : neg) += w[static_cast<size_t>(i - 1)];
+      }
+      double inv_mueff = 0, inv_mueff_minus = 0;
+      for (int64_t i = 0; i < lambda; ++i) {
+        const double wi = w[static_cast<size_t>(i)];
+        if (i < p.mu) inv_mueff += (wi / pos) * (wi / pos);
+        else inv_mueff_minus += (wi / neg) * (wi / neg);
+      }
+      const double mueff = 1.0 / inv_mueff;
+      CHECK(p.mueff == Approx(mueff).epsilon(1e-13));
+      if (lambda > p.mu) CHECK(p.mueff_minus == Approx(1.0 / inv_mueff_minus).epsilon(1e-13));
+      const double cs = (mueff + 2) / (N + mueff + 5);
+      const double ds = 1 + 2 * std::max(0.0, std::sqrt((mueff - 1) / (N + 1)) - 1) + cs;
+      const double cc = (4 + mueff / N) / (N + 4 + 2 * mueff / N);
+      const double c1 = 2 / ((N + 1.3) * (N + 1.3) + mueff);
+      const double cmu = std::min(1 - c1, 2 * (mueff - 2 + 1 / mueff) / ((N + 2) * (N + 2) + mueff));
+      const double chin = std::sqrt(N) * (1 - 1 / (4 * N) + 1 / (21 * N * N));
+      CHECK(p.cs == Approx(cs).epsilon(1e-13));
+      CHECK(p.ds == Approx(ds).epsilon(1e-13));
+      CHECK(p.cc == Approx(cc).epsilon(1e-13));
+      CHECK(p.c1 == Approx(c1).epsilon(1e-13));
+      CHECK(p.cmu == Approx(cmu).epsilon(1e-13));
+      CHECK(p.chin == Approx(chin).epsilon(1e-13));
+      for (int64_t i = 0; i < p.mu; ++i)
+        CHECK(p.weights[i] == Approx(w[static_cast<size_t>(i)] / pos).epsilon(1e-13));
+      double sum_neg = 0;
+      for (int64_t i = p.mu; i < lambda; ++i) {
+        if (!active) {
+          CHECK(p.weights[i] == 0.0);
+          continue;
+        }
+        // Negative where the raw weight is (for odd lambda the middle one is 0).
+        CHECK((w[static_cast<size_t>(i)] < 0 ? p.weights[i] < 0.0 : p.weights[i] == 0.0));
+        sum_neg += p.weights[i];
+        // Negative weights keep the raw weights' proportions.
+        if (w[static_cast<size_t>(i)] < 0)
+          CHECK(p.weights[i] / p.weights[lambda - 1] ==
+              Approx(w[static_cast<size_t>(i)] / w[static_cast<size_t>(lambda - 1)]).epsilon(1e-12));
+      }
+      if (active && lambda > p.mu) {
+        const double mueff_minus = 1.0 / inv_mueff_minus;
+        const double bound = std::min({1 + c1 / cmu, 1 + 2 * mueff_minus / (mueff + 2),
+                                       (1 - c1 - cmu) / (N * cmu)});
+        CHECK(-sum_neg == Approx(bound).epsilon(1e-12));
+      }
+    }
+  }
+  // Hand values for n = 10 (lambda 10, mu 5): w' = ln 5.5 - ln i sums to 3.736249
+  // with squares summing to 4.407400, so mu_eff = 3.16730; c1 = 2 / (11.3^2 + mu_eff).
+  const auto p10 = CmaesParameters::defaults(10, 0, false);
+  CHECK(p10.lambda == 10);
+  CHECK(p10.mueff == Approx(3.16730).epsilon(1e-5));
+  CHECK(p10.c1 == Approx(0.0152837).epsilon(1e-5));
+  // A chosen population replaces the default.
+  CHECK(CmaesParameters::defaults(10, 24, false).mu == 12);
+}
+
+TEST_CASE("CMA-ES minimizes the sphere and maximizes its negative", "[search][cmaes]") {
+  auto o = minimize_options(3, 0.5, 4000);
+  o.target = 1e-12;
+  auto opt = make_optimizer(o, Eigen::VectorXd::Constant(6, 2.0));
+  drive(*opt, sphere, 100000);
+  CHECK(opt->stop_reason() == "target");
+  CHECK(opt->best_value() <= 1e-12);
+  CHECK(sphere(opt->best_point()) == opt->best_value());
+  CHECK(opt->evaluations() < 2500);
+
+  o.goal = Goal::Maximize;
+  o.target = -1e-12;
+  auto maxer = make_optimizer(o, Eigen::VectorXd::Constant(6, 2.0));
+  while (!maxer->done()) {
+    const auto xs = maxer->ask();
+    std::vector<double> v;
+    for (const auto& x : xs) v.push_back(-sphere(x));
+    maxer->tell(v);
+  }
+  CHECK(maxer->stop_reason() == "target");
+  CHECK(maxer->best_value() >= -1e-12);
+  CHECK(maxer->best_value() == -sphere(maxer->best_point()));
+}
+
+TEST_CASE("tell rejects NaN, infinities and a wrong count", "[search][cmaes]") {
+  auto opt = make_optimizer(minimize_options(1, 0.3, 100), Eigen::VectorXd::Zero(3));
+  const auto xs = opt->ask();
+  std::vector<double> v(xs.size(), 1.0);
+  v[2] = std::nan("");
+  CHECK_THROWS_AS(opt->tell(v), InputError);
+  v[2] = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(opt->tell(v), InputError);
+  v[2] = -std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(opt->tell(v), InputError);
+  CHECK_THROWS_AS(opt->tell(std::vector<double>(xs.size() + 1, 1.0)), InputError);
+  CHECK(opt->evaluations() == 0);  // nothing was taken in
+  v[2] = 1e30;                     // a failed evaluation: a finite penalty
+  opt->tell(v);
+  CHECK(opt->evaluations() == static_cast<int64_t>(xs.size()));
+}
+
+TEST_CASE("the budget cuts the last generation short and ends the search", "[search][cmaes]") {
+  auto o = minimize_options(1, 0.3, 25);
+  o.population = 10;
+  auto opt = make_optimizer(o, Eigen::VectorXd::Zero(4));
+  std::vector<size_t> sizes;
+  while (!opt->done()) {
+    const auto xs = opt->ask();
+    sizes.push_back(xs.size());
+    std::vector<double> v;
+    for (const auto& x : xs) v.push_back(sphere(x));
+    opt->tell(v);
+  }
+  CHECK(sizes == std::vector<size_t>{10, 10, 5});
+  CHECK(opt->evaluations() == 25);
+  CHECK(opt->stop_reason() == "maxevals");
+  CHECK_THROWS_AS(opt->ask(), RuntimeError);
+}
+
+TEST_CASE("ask is pure: same state, same candidates; seeds differ", "[search][cmaes]") {
+  auto a = make_optimizer(minimize_options(7, 0.3, 1000), Eigen::VectorXd::Zero(5));
+  auto b = make_optimizer(minimize_options(7, 0.3, 1000), Eigen::VectorXd::Zero(5));
+  auto c = make_optimizer(minimize_options(8, 0.3, 1000), Eigen::VectorXd::Zero(5));
+  const auto xa = a->ask();
+  const auto xa2 = a->ask();
+  const auto xb = b->ask();
+  const auto xc = c->ask();
+  for (size_t k = 0; k < xa.size(); ++k) {
+    CHECK(bitwise_equal(xa[k], xa2[k]));
+    CHECK(bitwise_equal(xa[k], xb[k]));
+    CHECK(!bitwise_equal(xa[k], xc[k]));
+  }
+}
+
+TEST_CASE("stop rules: tolfun, tolx, condition, stagnation", "[search][cmaes]") {
+  {
+    auto opt = make_optimizer(minimize_options(1, 0.3, 100000), Eigen::VectorXd::Zero(4));
+    drive(*opt, flat, 1000);
+    CHECK(opt->stop_reason() == "tolfun");
+    CHECK(opt->generation() == 1);
+  }
+  {
+    auto o = minimize_options(2, 1.0, 100000);
+    o.tolx = 1e-3;
+    o.tolfun = 0;
+    o.tolfunhist = 0;
+    auto opt = make_optimizer(o, Eigen::VectorXd::Constant(4, 1.0));
+    drive(*opt, sphere, 100000);
+    REQUIRE(opt->stop_reason() == "tolx");
+    const auto& s = dynamic_cast<const Cmaes&>(*opt).state();
+    for (Eigen::Index i = 0; i < 4; ++i) CHECK(s.sigma * std::sqrt(s.C(i, i)) < 1e-3);
+  }
+  {
+    auto o = minimize_options(3, 1.0, 100000);
+    o.max_condition = 1e4;  // the ellipsoid's Hessian has condition 1e6
+    auto opt = make_optimizer(o, Eigen::VectorXd::Constant(6, 1.0));
+    drive(*opt, ellipsoid, 100000);
+    REQUIRE(opt->stop_reason() == "condition");
+    const auto& s = dynamic_cast<const Cmaes&>(*opt).state();
+    CHECK(std::pow(s.D.maxCoeff() / s.D.minCoeff(), 2) > 1e4);
+  }
+  {
+    auto o = minimize_options(4, 0.3, 200000);
+    auto opt = make_optimizer(o, Eigen::VectorXd::Zero(3));
+    drive(*opt, noise, 100000);
+    CHECK(opt->stop_reason() == "stagnation");
+    // Not before the window of 120 + 30 n / lambda generations.
+    CHECK(opt->generation() >= 120 + 30 * 3 / 7);
+  }
+}
+
+TEST_CASE("IPOP restarts double the population and keep the best", "[search][cmaes]") {
+  auto o = minimize_options(5, 0.3, 100000);
+  o.max_restarts = 2;
+  auto opt = make_optimizer(o, Eigen::VectorXd::Zero(5));  // default lambda 8
+  std::vector<size_t> sizes;
+  while (!opt->done()) {
+    const auto xs = opt->ask();
+    sizes.push_back(xs.size());
+    opt->tell(std::vector<double>(xs.size(), 3.0));  // flat: tolfun after one generation
+  }
+  CHECK(sizes == std::vector<size_t>{8, 16, 32});
+  CHECK(opt->restart() == 2);
+  CHECK(opt->stop_reason() == "tolfun");
+  CHECK(opt->evaluations() == 56);
+  const auto& log = dynamic_cast<const Cmaes&>(*opt).state().restart_log;
+  CHECK(log == "restart 1 at evaluation 8 after tolfun\nrestart 2 at evaluation 24 after tolfun\n");
+}
+
+TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search][cmaes][resume]") {
+  struct Case {
+    const char* name;
+    bool active;
+    size_t restarts;
+    double tolx;
+    double (*f)(const Eigen::VectorXd&);
+  };
+  const Case cases[] = {{"plain", false, 0, 1e-11, rosenbrock},
+                        {"active + restarts", true, 3, 0.1, sphere}};
+  for (const auto& c : cases) {
+    SECTION(c.name) {
+      auto o = minimize_options(11, 0.5, 100000);
+      o.active = c.active;
+      o.max_restarts = c.restarts;
+      o.tolx = c.tolx;  // large in the second case, so restarts happen early
+      const Eigen::VectorXd x0 = Eigen::VectorXd::Constant(6, 0.5);
+      std::vector<Eigen::VectorXd> full, resumed;
+      auto whole = make_optimizer(o, x0);
+      drive(*whole, c.f, 120, &full);
+
+      auto first = make_optimizer(o, x0);
+      drive(*first, c.f, 37, &resumed);
+      const int64_t restarts_before = first->restart();
+      (void)first->ask();  // saving between ask and tell is allowed
+      const Record saved = first->save();
+      first.reset();
+      Record copy = saved;  // what the state file gives back
+      auto second = load_optimizer(copy);
+      CHECK(second->kind() == "cmaes");
+      drive(*second, c.f, 120 - 37, &resumed);
+
+      REQUIRE(resumed.size() == full.size());
+      for (size_t k = 0; k < full.size(); ++k) REQUIRE(bitwise_equal(full[k], resumed[k]));
+      CHECK(second->save() == whole->save());
+      if (c.restarts > 0) {  // restarts both before and after the save
+        CHECK(restarts_before >= 1);
+        CHECK(whole->restart() > restarts_before);
+      }
+      CHECK(whole->evaluations() == second->evaluations());
+    }
+  }
+}
+
+TEST_CASE("a malformed state is an input error", "[search][cmaes][resume]") {
+  auto opt = make_optimizer(minimize_options(1, 0.3, 100), Eigen::VectorXd::Zero(3));
+  drive(*opt, sphere, 2);
+  Record r = opt->save();
+  Record missing = r;
+  missing.reals.erase("C");
+  CHECK_THROWS_AS(load_optimizer(missing), InputError);
+  Record wrong = r;
+  wrong.reals["mean"].push_back(0.0);
+  CHECK_THROWS_AS(load_optimizer(wrong), InputError);
+  Record kind = r;
+  kind.strings["kind"] = "nelder-mead";
+  CHECK_THROWS_AS(load_optimizer(kind), InputError);
+  Cmaes fresh;
+  Record random_kind = r;
+  random_kind.strings["kind"] = "random";
+  CHECK_THROWS_AS(fresh.load(random_kind), InputError);
+}

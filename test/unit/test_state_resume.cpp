@@ -1,0 +1,116 @@
+// Resume compatibility: a state made for one job refuses another job whose
+// pool, tasks or search settings differ, and accepts harmless changes.
+#include <catch2/catch.hpp>
+
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/config/job.hpp"
+#include "kintsugi/state/run_state.hpp"
+#include "test_support.hpp"
+
+using namespace kintsugi;
+
+namespace {
+
+const std::string kJob = R"(pool:
+  checkpoints: [a, b, c]
+tasks:
+  - {name: add, file: "add.{split}.jsonl", max_new_tokens: 8}
+  - {name: caps, file: "caps.{split}.jsonl", kind: choice}
+search:
+  budget: 100
+  sigma0: 0.3
+  seed: 5
+)";
+
+JobConfig job_from(const std::string& text) { return parse_job(text, "job.yaml", "/jobs"); }
+
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
+const std::vector<std::string> kNames = {"a", "b", "c"};
+const std::vector<std::string> kPrints = {"fp-a", "fp-b", "fp-c"};
+
+std::string refusal(const RunState& st, const JobConfig& job,
+                    const std::vector<std::string>& prints = kPrints,
+                    const std::vector<std::string>& names = kNames) {
+  try {
+    check_resume_compatible("run.h5", st, job, names, prints);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("resume: make_meta records the job", "[state]") {
+  const JobConfig job = job_from(kJob);
+  const StateMeta m = make_meta(job, kNames, kPrints);
+  CHECK(m.config == kJob);
+  CHECK(m.config_hash == fnv1a64_hex(kJob));
+  CHECK(m.seed == 5);
+  CHECK(m.task_names == std::vector<std::string>{"add", "caps"});
+  CHECK(m.pool_fingerprints == kPrints);
+  CHECK(m.created.size() == 20);
+  CHECK(m.created.back() == 'Z');
+  // Settings hold exact values; the budget is not among them.
+  const auto has = [&](const std::string& k, const std::string& v) {
+    for (const auto& [key, val] : m.settings)
+      if (key == k) return val == v;
+    return false;
+  };
+  CHECK(has("search.sigma0", "0.3"));
+  CHECK(has("search.seed", "5"));
+  CHECK(has("tasks.add.max_new_tokens", "8"));
+  CHECK(has("tasks.add.stop", "[\"\\n\"]"));
+  CHECK(has("tasks.caps.metric", "acc"));
+  CHECK(has("parallel.tensor_parallel", "1"));
+  for (const auto& [k, v] : m.settings) CHECK(k != "search.budget");
+}
+
+TEST_CASE("resume: the same job, or harmless changes, are accepted", "[state]") {
+  RunState st;
+  st.meta = make_meta(job_from(kJob), kNames, kPrints);
+  CHECK(refusal(st, job_from(kJob)) == "");
+  // A larger budget, other output paths, comments and a moved pool folder are fine.
+  std::string moved = replace(kJob, "budget: 100", "budget: 500");
+  moved = replace(moved, "checkpoints: [a, b, c]", "checkpoints: [/new/a, /new/b, /new/c]");
+  moved += "output: {state: elsewhere.h5}\n# a comment\n";
+  CHECK(refusal(st, job_from(moved), kPrints, {"/new/a", "/new/b", "/new/c"}) == "");
+}
+
+TEST_CASE("resume: changed pool, tasks or settings are refused clearly", "[state]") {
+  RunState st;
+  st.meta = make_meta(job_from(kJob), kNames, kPrints);
+  const JobConfig same = job_from(kJob);
+
+  CHECK(refusal(st, same, {"fp-a", "fp-X", "fp-c"}) ==
+        "run.h5: cannot resume: pool checkpoint 1 (b) is not the one the state was made with (b): "
+        "fingerprint fp-X vs fp-b");
+  CHECK(refusal(st, same, {"fp-a", "fp-b"}, {"a", "b"}) ==
+        "run.h5: cannot resume: the state was made with a pool of 3 checkpoints, the job's pool has 2");
+  CHECK(refusal(st, job_from(replace(kJob, "name: caps", "name: capitals"))) ==
+        "run.h5: cannot resume: the job's tasks [\"add\", \"capitals\"] differ from the state's "
+        "[\"add\", \"caps\"]");
+  CHECK(refusal(st, job_from(replace(kJob, "sigma0: 0.3", "sigma0: 0.5"))) ==
+        "run.h5: cannot resume: search.sigma0 is 0.5 in the job but 0.3 in the state");
+  CHECK(refusal(st, job_from(replace(kJob, "seed: 5", "seed: 6"))) ==
+        "run.h5: cannot resume: search.seed is 6 in the job but 5 in the state");
+  CHECK(refusal(st, job_from(kJob + "parallel: {tensor_parallel: 2}\n")) ==
+        "run.h5: cannot resume: parallel.tensor_parallel is 2 in the job but 1 in the state");
+  CHECK(refusal(st, job_from(replace(kJob, "max_new_tokens: 8", "max_new_tokens: 9"))) ==
+        "run.h5: cannot resume: tasks.add.max_new_tokens is 9 in the job but 8 in the state");
+  CHECK(refusal(st, job_from(kJob + "objective: {kind: weighted, weights: {add: 2}}\n")) ==
+        "run.h5: cannot resume: objective.kind is weighted in the job but mean in the state");
+  // A setting only the state has (here: written by a newer job) is refused too.
+  RunState extra = st;
+  extra.meta.settings.emplace_back("search.future_knob", "1");
+  CHECK(refusal(extra, same) ==
+        "run.h5: cannot resume: search.future_knob is 1 in the state but not set in the job");
+  // A near-equal float is still a different setting (values are exact).
+  CHECK(refusal(st, job_from(replace(kJob, "sigma0: 0.3", "sigma0: 0.30000000000000004"))) ==
+        "run.h5: cannot resume: search.sigma0 is 0.30000000000000004 in the job but 0.3 in the state");
+}
