@@ -19,10 +19,13 @@ make_job() {
 make_job 1
 make_job 2
 mpi=("$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none)
-"$KINTSUGI" eval "$tmp/job_t1.yaml" --json > "$tmp/one.txt"
-"${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t1.yaml" --json > "$tmp/np2_t1.txt"
-"${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t2.yaml" --json > "$tmp/np2_t2.txt"
-"${mpi[@]}" -np 4 "$KINTSUGI" eval "$tmp/job_t2.yaml" --json --samples "$tmp/s.jsonl" > "$tmp/np4_t2.txt"
+# Three models (the first three folders of the pool), dealt round-robin to groups.
+models=()
+for d in $(ls -d "$demo"/pool/*/ | head -n 3); do models+=(--checkpoint "${d%/}"); done
+"$KINTSUGI" eval "$tmp/job_t1.yaml" "${models[@]}" --json > "$tmp/one.txt"
+"${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t1.yaml" "${models[@]}" --json > "$tmp/np2_t1.txt"
+"${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t2.yaml" "${models[@]}" --json > "$tmp/np2_t2.txt"
+"${mpi[@]}" -np 4 "$KINTSUGI" eval "$tmp/job_t2.yaml" "${models[@]}" --json --samples "$tmp/s.jsonl" > "$tmp/np4_t2.txt"
 for f in np2_t1 np2_t2 np4_t2; do
   if ! diff <(tail -n 1 "$tmp/one.txt") <(tail -n 1 "$tmp/$f.txt"); then
     echo "FAIL: $f differs from the one-process scores" >&2
