@@ -144,8 +144,12 @@ void Cmaes::tell_minimize(const std::vector<double>& f) {
   std::vector<Eigen::VectorXd> zs(count), ys(count), xs(count);
   for (size_t k = 0; k < count; ++k) sample(static_cast<int64_t>(k), zs[k], ys[k], xs[k]);
   note_values(xs, f);
-  // A generation cut short by the budget only counts; the budget has ended the search.
-  if (common_.finished || static_cast<int64_t>(count) < s_.p.lambda) return;
+  // A generation cut short by the budget only counts. A full generation
+  // updates the distribution even when it spent the budget (or hit the
+  // target), so that a search extended with a larger budget continues exactly
+  // like one that had the larger budget from the start.
+  const bool ended_by_budget_or_target = common_.finished;
+  if (static_cast<int64_t>(count) < s_.p.lambda) return;
 
   const auto& p = s_.p;
   const auto lam = static_cast<size_t>(p.lambda);
@@ -223,6 +227,7 @@ void Cmaes::tell_minimize(const std::vector<double>& f) {
       static_cast<double>(p.lambda) / (p.c1 + p.cmu) / nd / 10.0)
     decompose();
 
+  if (ended_by_budget_or_target) return;
   std::string rule = check_stop();
   if (rule.empty()) return;
   if (common_.restart < static_cast<int64_t>(common_.options.max_restarts)) {

@@ -56,5 +56,7 @@ PY
 
 # evals_count STATE: rows in /evals (0 when the state has none).
 evals_count() {
-  /usr/bin/python3 -c 'import sys,h5py; f=h5py.File(sys.argv[1],"r"); print(f["evals"]["objective"].shape[0] if "evals" in f else 0)' "$1"
+  local line
+  line=$(h5ls "$1/evals/objective" 2>/dev/null || true)
+  [[ $line =~ \{([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0
 }

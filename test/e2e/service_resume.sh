@@ -7,24 +7,36 @@ make_job "$work/job.yaml" budget=30
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" 2>"$work/whole.log" ||
   { cat "$work/whole.log" >&2; fail "uninterrupted run"; }
 
-# Runs the search in its own process group; kills the group after $1 seconds.
+# Runs the search in its own process group and SIGKILLs the whole group once
+# the state holds at least $1 evaluations (0: after $2 seconds, whatever the state).
 run_killed() {
-  local delay=$1 resume=()
+  local target=$1 delay=$2 resume=()
   [[ -f "$work/killed.h5" ]] && resume=(--resume)
   setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
     "$KINTSUGI" optimize "$work/job.yaml" --state "$work/killed.h5" "${resume[@]}" \
     2>>"$work/killed.log" &
   local pid=$!
-  sleep "$delay"
+  if (( target == 0 )); then
+    sleep "$delay"
+  else
+    for _ in $(seq 600); do
+      (( $(evals_count "$work/killed.h5") >= target )) && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.02
+    done
+    sleep "$delay"  # land somewhere inside the next generation (or its save)
+  fi
   kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  echo "killed at $(evals_count "$work/killed.h5") saved evaluations (target $target, +${delay}s)"
 }
 RANDOM=42
-for i in 1 2 3 4; do
-  delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.8 + (r % 300) / 100 }')
-  run_killed "$delay"
-  echo "kill $i after ${delay}s: $( [[ -f $work/killed.h5 ]] && evals_count "$work/killed.h5" || echo 0) evaluations saved"
+run_killed 0 0.5  # during start-up, before any state exists
+for target in 6 13 20; do
+  run_killed "$target" "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", (r % 40) / 100 }')"
 done
+n=$(evals_count "$work/killed.h5")
+(( n > 0 && n < 30 )) || fail "the kills did not interrupt the search ($n of 30 evaluations saved)"
 resume=()
 [[ -f "$work/killed.h5" ]] && resume=(--resume)
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/killed.h5" "${resume[@]}" 2>>"$work/killed.log" ||
