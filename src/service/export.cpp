@@ -77,6 +77,8 @@ int run_export(const ExportOptions& o) {
   if (state.evals.status[static_cast<size_t>(e)] != static_cast<int64_t>(EvalStatus::Ok))
     throw_input("--eval {}: that evaluation failed ({})", e, state.evals.error[static_cast<size_t>(e)]);
 
+  if (o.job.empty() && state.meta.job_file.empty())
+    throw_input("{}: the state records no job file: pass --job JOB.yaml", o.state);
   const std::filesystem::path job_file = o.job.empty() ? std::filesystem::path(state.meta.job_file) : std::filesystem::path(o.job);
   const JobConfig job = o.job.empty() ? parse_job(state.meta.config, job_file.string(), job_file.parent_path())
                                       : load_job(job_file);

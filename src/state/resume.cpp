@@ -121,7 +121,7 @@ StateMeta make_meta(const JobConfig& job, std::vector<std::string> pool_names,
   m.config_hash = fnv1a64_hex(job.yaml_text);
   m.seed = job.search.seed;
   m.created = now_utc();
-  m.job_file = std::filesystem::absolute(job.file).string();
+  m.job_file = job.file.empty() ? std::string() : std::filesystem::absolute(job.file).string();
   m.pool_names = std::move(pool_names);
   m.pool_fingerprints = std::move(pool_fingerprints);
   for (const auto& t : job.tasks) m.task_names.push_back(t.name);
