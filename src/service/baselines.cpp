@@ -8,6 +8,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
 
@@ -35,15 +36,6 @@ std::vector<RecipeBaseline> recipe_baseline_grid() {
 }
 
 namespace {
-
-std::string yaml_quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
 
 std::string recipe_text(const RecipeBaseline& b, const Runtime& rt) {
   std::string t = fmt::format("# kintsugi baseline {}\nmerge_method: {}\nbase_model: {}\n", b.name,

@@ -24,9 +24,7 @@ int64_t best_evaluation(const RunState& state) {
   return best;
 }
 
-namespace {
-
-std::string quote(const std::string& s) {
+std::string yaml_quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     if (c == '"' || c == '\\') out += '\\';
@@ -34,6 +32,8 @@ std::string quote(const std::string& s) {
   }
   return out + "\"";
 }
+
+namespace {
 
 // Shortest text that parses back to the same double.
 std::string num(double v) { return fmt::format("{}", v); }
@@ -50,7 +50,7 @@ std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                               out_dtype);
   t += "parameters:\n  normalize: false\nmodels:\n";
   for (size_t i = 0; i < n; ++i) {
-    t += fmt::format("  - model: {}\n    parameters:\n", quote(checkpoints[i]));
+    t += fmt::format("  - model: {}\n    parameters:\n", yaml_quote(checkpoints[i]));
     if (groups == 1) {
       t += fmt::format("      weight: {}\n", num(w[i]));
       continue;

@@ -24,6 +24,9 @@ struct ExportOptions {
 // The evaluation with the highest objective among those that succeeded; -1 if none.
 int64_t best_evaluation(const RunState& state);
 
+// `s` as a double-quoted YAML scalar (paths in generated recipes).
+std::string yaml_quote(const std::string& s);
+
 // The mergekit-style linear recipe reproducing evaluation weights `w` (N × G,
 // group-major) over `checkpoints`, with `num_layers` layers.
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
