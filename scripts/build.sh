@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Configures and builds kintsugi. Usage: scripts/build.sh [--sanitize] [--debug]
+# Configures and builds kintsugi. Usage: scripts/build.sh [--sanitize] [--debug] [--cli]
+# --cli builds only the kintsugi executable (what the demo needs), not the tests.
 # Build folders: build/ (release) and build-asan/ (ASan+UBSan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_dir=build
 args=(-DCMAKE_BUILD_TYPE=Release)
+target=()
 for a in "$@"; do
   case "$a" in
     --sanitize) build_dir=build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DKINTSUGI_SANITIZE=ON -DKINTSUGI_CUDA=OFF) ;;
     --debug) build_dir=build-debug; args=(-DCMAKE_BUILD_TYPE=Debug) ;;
+    --cli) target=(--target kintsugi) ;;
     *) echo "build.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -18,4 +21,4 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
   cmake -S . -B "$build_dir" "${generator[@]}" "${args[@]}" >&2
 fi
-cmake --build "$build_dir" -j "$(nproc)" >&2
+cmake --build "$build_dir" -j "$(nproc)" "${target[@]}" >&2

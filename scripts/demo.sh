@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 bash scripts/install-deps.sh
-bash scripts/build.sh
+bash scripts/build.sh --cli
 
 out=${DEMO_OUT:-demo-out}
 ranks=${DEMO_RANKS:-2}
