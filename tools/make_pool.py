@@ -929,9 +929,9 @@ def write_readme(out, cfg, args, names, specs, table, merge_rows, ckpts, n_pairs
         if sp.get("weight_decay"):
             obj += f", weight decay {sp['weight_decay']}"
         L.append(f"| {n} | {sp.get('stopped_at', sp['steps'])} of {sp['steps']} | {sp.get('batch', 64)} | {sp['lr']:g} | {mix} | {obj} |")
-    L += ["", "Command (Debian's PyTorch 1.13, 2 threads):", "", "```sh",
+    L += ["", f"Command (Debian's PyTorch 1.13, {args.threads} torch thread(s)):", "", "```sh",
           "/usr/bin/python3 tools/make_pool.py" + (" --tiny" if args.tiny else ""), "```", "",
-          f"It took {t_total / 60:.1f} minutes on this machine's 2 cores ({t_train / 60:.1f} minutes of training; "
+          f"It took {t_total / 60:.1f} minutes on a 2-core machine shared with C++ builds ({t_train / 60:.1f} minutes of training; "
           "the rest is evaluation, merges and writing).", "",
           "## Scores", "",
           "Measured by the generator's own torch model on the bf16 weights (upcast to float32), in percent: "
