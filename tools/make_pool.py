@@ -629,6 +629,8 @@ def ties(base, flats, lam, density=0.2):
 # The pool definition
 # ----------------------------------------------------------------------------
 ALL = {f: 1.0 for f in FAMILIES}
+RAND_WEIGHTINGS, LOCAL_STEPS = 30, 20
+TA_LAMBDAS = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def emph(*fams, w=0.8):
@@ -643,22 +645,26 @@ def full_plan():
     # pretraining mixture leans on the two hardest families
     base = {"steps": 1000, "lr": 3e-3, "batch": 64, "answer_only": False, "weight_decay": 0.01,
             "mixture": {"add": 0.25, "rev": 0.3, "sort": 0.15, "bal": 0.15, "max": 0.15}}
-    S, LR, B = 200, 1e-3, 48
+    # Small moves from the base (lr 3e-4, every mixture keeps all families), as
+    # model soups need. `add` gains only with a full-size move, so four runs
+    # pair it with another family. Measured: a weighted merge still loses to
+    # the best single checkpoint (sft-add-lr3e-4-step300); see the README.
+    S, LR, B = 300, 3e-4, 48
     runs = [
         # name, run spec, snapshot steps (early stages saved as their own checkpoints)
-        (f"sft-add-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add")}),
-        (f"sft-rev-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev")}),
-        (f"sft-sort-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("sort")}),
-        (f"sft-bal-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("bal")}),
-        (f"sft-max-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("max")}),
-        (f"sft-add-sort-lr1e-3-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "sort")}),
-        (f"sft-rev-bal-lr3e-4-step{S}", {"steps": S, "lr": 3e-4, "batch": B, "mixture": emph("rev", "bal")}),
-        (f"sft-mix-lr3e-4-step{S}", {"steps": S, "lr": 3e-4, "batch": B, "mixture": ALL}),
-        (f"sft-add-lr3e-3-step{S}", {"steps": S, "lr": 3e-3, "batch": B, "mixture": emph("add", w=0.7)}),
-        (f"sft-max-add-labelsmooth0.2-lr1e-3-step{S}",
-         {"steps": S, "lr": LR, "batch": B, "mixture": emph("max", "add"), "label_smoothing": 0.2}),
+        (f"sft-add-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", w=0.7)}),
+        (f"sft-rev-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", w=0.7)}),
+        (f"sft-sort-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("sort", w=0.7)}),
+        (f"sft-bal-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("bal", w=0.7)}),
+        (f"sft-max-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("max", w=0.7)}),
+        (f"sft-add-rev-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "rev")}),
+        (f"sft-add-sort-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "sort")}),
+        (f"sft-add-bal-lr1e-4-step{S}", {"steps": S, "lr": 1e-4, "batch": B, "mixture": emph("add", "bal")}),
+        (f"sft-add-max-labelsmooth0.1-lr3e-4-step{S}",
+         {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "max"), "label_smoothing": 0.1}),
+        ("sft-add-lr1e-3-step200", {"steps": 200, "lr": 1e-3, "batch": B, "mixture": emph("add", w=0.7)}),
         # one run, two stages
-        ("sft-rev-sort-lr1e-3-step{step}", {"steps": 400, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
+        ("sft-rev-sort-lr3e-4-step{step}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
     ]
     return cfg, base, runs, 150, 150
 
@@ -847,30 +853,52 @@ def main():
 
     # What merges of the pool can do (the optimizer's job is to beat these).
     cf = [flats[n] for n in ckpts]
-    merges = {}
-    merges["uniform soup (all checkpoints)"] = [1.0 / len(ckpts)] * len(ckpts)
-    best_on = {f: max(ckpts, key=lambda n: table[n][0][f]) for f in FAMILIES}
-    specialists = sorted(set(best_on.values()))
-    merges["uniform over each family's best (" + ", ".join(specialists) + ")"] = \
-        [1.0 / len(specialists) if n in specialists else 0.0 for n in ckpts]
-    rng = np.random.default_rng(args.seed)
-    best_rand, best_w = None, None
-    n_rand = 4 if args.tiny else 12
-    for _ in range(n_rand):
-        w = rng.dirichlet(np.full(len(ckpts), 0.5)).tolist()
-        s = score(linear(cf, w), "search")
-        if best_rand is None or s["mean"] > best_rand["mean"]:
-            best_rand, best_w = s, w
-    merges[f"best of {n_rand} random simplex weightings (Dirichlet 0.5, picked on search)"] = best_w
+    cache = {}
+
+    def score_w(w):
+        key = tuple(round(x, 6) for x in w)
+        if key not in cache:
+            cache[key] = score(linear(cf, list(w)), "search")
+        return cache[key]
+
     merge_rows = []
-    for label, w in merges.items():
-        fl = linear(cf, w)
+
+    def add_row(label, w, fl=None):
+        fl = linear(cf, w) if fl is None else fl
         merge_rows.append((label, w, score(fl, "search"), score(fl, "test")))
-    for lam in (0.3, 0.5):
-        fl = task_arithmetic(base, cf, lam)
-        merge_rows.append((f"task arithmetic, lambda {lam}", None, score(fl, "search"), score(fl, "test")))
-    fl = ties(base, cf, 1.0)
-    merge_rows.append(("TIES (density 0.2, lambda 1.0)", None, score(fl, "search"), score(fl, "test")))
+
+    add_row("uniform soup (all checkpoints)", [1.0 / len(ckpts)] * len(ckpts))
+    # Greedy soup (Wortsman et al. 2022): checkpoints by search mean, best first;
+    # each joins the uniform soup if the search mean does not drop.
+    order = sorted(ckpts, key=lambda n: -table[n][0]["mean"])
+    soup = [order[0]]
+    cur = table[order[0]][0]["mean"]
+    for n in order[1:]:
+        trial = soup + [n]
+        s = score_w([1.0 / len(trial) if c in trial else 0.0 for c in ckpts])
+        if s["mean"] >= cur:
+            soup, cur = trial, s["mean"]
+    add_row("greedy soup (" + ", ".join(soup) + ")", [1.0 / len(soup) if c in soup else 0.0 for c in ckpts])
+    # A small weight search over the simplex (what the optimizer does, far
+    # cheaper): random Dirichlet weightings, then a local search on softmax logits.
+    rng = np.random.default_rng(args.seed)
+    n_rand, n_local = (3, 3) if args.tiny else (RAND_WEIGHTINGS, LOCAL_STEPS)
+    best_w = [1.0 / len(ckpts)] * len(ckpts)
+    for _ in range(n_rand):
+        w = rng.dirichlet(np.ones(len(ckpts))).tolist()
+        if score_w(w)["mean"] > score_w(best_w)["mean"]:
+            best_w = w
+    z = np.log(np.maximum(np.array(best_w), 1e-4))
+    for _ in range(n_local):
+        cand = z + rng.normal(0.0, 0.7, len(z))
+        w = (np.exp(cand - cand.max()) / np.exp(cand - cand.max()).sum()).tolist()
+        if score_w(w)["mean"] > score_w(best_w)["mean"]:
+            best_w, z = w, cand
+    add_row(f"best weighted merge found ({n_rand} Dirichlet weightings + {n_local} local steps, picked on search)", best_w)
+    for lam in TA_LAMBDAS:
+        add_row(f"task arithmetic, lambda {lam}", None, task_arithmetic(base, cf, lam))
+    for lam in (0.5, 1.0):
+        add_row(f"TIES (density 0.2, lambda {lam})", None, ties(base, cf, lam))
     for label, w, s, _ in merge_rows:
         print(fmt_row(label, s), file=sys.stderr)
     t_total = time.time() - t_start
@@ -919,6 +947,11 @@ def write_readme(out, cfg, args, names, specs, table, merge_rows, ckpts, n_pairs
          "gradient clipping 1.0. The runs differ in data mixture (most on the named families, the rest spread over "
          "the others), learning rate, steps and objective (one with label smoothing); two checkpoints are early "
          "and late stages of one run. Training examples never share a context with the task files.", "",
+         "The runs are small moves from the base (mostly peak lr 3e-4; every mixture keeps 20-30% of its data "
+         "on the other families, so no run forgets them), as in model soups (Wortsman et al. 2022): the "
+         "checkpoints stay close to the base, and interpolating towards a run keeps much of its gain on `rev`, "
+         "`sort`, `bal` and `max`. `add` improves only with a full-size move, so four runs pair it with another "
+         "family. Even so, no weighted merge found beats the best single checkpoint (see the merges below).", "",
          "| checkpoint | steps | batch | peak lr | mixture | objective |", "|---|---:|---:|---:|---|---|"]
     for n in names:
         sp = specs[n]
@@ -956,9 +989,19 @@ def write_readme(out, cfg, args, names, specs, table, merge_rows, ckpts, n_pairs
     for label, w, s, t in merge_rows:
         L.append(f"| {label} | " + " | ".join(f"{s[f]:.1f}" for f in fams) + f" | {s['mean']:.1f} | {t['mean']:.1f} |")
     for label, w, s, t in merge_rows:
-        if w is not None and "random" in label:
-            L += ["", "Weights of the best random weighting: " +
+        if w is not None and "weighted" in label:
+            L += ["", "Weights of the best weighted merge found: " +
                   ", ".join(f"{n} {wi:.3f}" for n, wi in zip(ckpts, w)) + "."]
+    best_single = max(ckpts, key=lambda n: table[n][0]["mean"])
+    wrow = [r for r in merge_rows if r[1] is not None and "weighted" in r[0]]
+    if wrow:
+        others = [r for r in merge_rows if r is not wrow[0]]
+        top = max(others, key=lambda r: r[2]["mean"])
+        L += ["", f"The best weighted merge found scores {wrow[0][2]['mean']:.1f} on the search split: "
+              f"{wrow[0][2]['mean'] - table[best_single][0]['mean']:+.1f} points against the best single checkpoint "
+              f"({best_single}, {table[best_single][0]['mean']:.1f}) and {wrow[0][2]['mean'] - top[2]['mean']:+.1f} "
+              f"against the best recipe above ({top[0]}, {top[2]['mean']:.1f}); on the held-out test split "
+              f"{wrow[0][3]['mean']:.1f} against {table[best_single][1]['mean']:.1f} and {top[3]['mean']:.1f}."]
     L += ["", f"`../reference_logprobs.json` holds float32 log-probabilities of {n_pairs} (context, continuation) "
           "pairs for base and three checkpoints, computed from the saved bf16 weights.", ""]
     with open(os.path.join(out, "pool", "README.md"), "w") as f:
