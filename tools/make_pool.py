@@ -715,7 +715,7 @@ def write_job(out, names):
                   "    split: search"]
         if kind == "generate":
             lines += [f"    max_new_tokens: {max_new}", '    stop: ["\\n"]']
-    lines += ["search:", "  method: cmaes", "  parameterization: simplex", "  budget: 300", "  sigma0: 0.3",
+    lines += ["evaluator:", "  batch_size: 64", "search:", "  method: cmaes", "  parameterization: simplex", "  budget: 300", "  sigma0: 0.3",
               "  seed: 1", "objective:", "  kind: mean", "parallel:", "  tensor_parallel: 1", "output:",
               "  state: demo-state.h5", "  dir: demo-out", ""]
     with open(os.path.join(out, "job.yaml"), "w") as f:
