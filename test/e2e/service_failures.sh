@@ -41,5 +41,5 @@ penalty = ck.min() - 1.0
 obj = f["evals"]["objective"][()]
 assert np.all(obj[failed] == penalty), (obj[failed], penalty)
 assert np.all(np.isnan(f["evals"]["scores"][()][failed]))
-print(f"{len(failed)} of 12 candidates failed and got the penalty {penalty:.4f}")
+print(f"{len(failed)} of {len(st)} candidates failed and got the penalty {penalty:.4f}")
 PY
