@@ -3,7 +3,7 @@
 # each time, and one stopped by SIGUSR1 (exit 3) and resumed, end with the
 # same evaluations as an uninterrupted run.
 source "$(dirname "$0")/service_lib.sh"
-make_job "$work/job.yaml" budget=30
+make_job "$work/job.yaml" budget=60
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" 2>"$work/whole.log" ||
   { cat "$work/whole.log" >&2; fail "uninterrupted run"; }
 
@@ -32,11 +32,11 @@ run_killed() {
 }
 RANDOM=42
 run_killed 0 0.5  # during start-up, before any state exists
-for target in 6 13 20; do
-  run_killed "$target" "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", (r % 40) / 100 }')"
+for target in 6 18 30; do
+  run_killed "$target" "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", (r % 15) / 100 }')"
 done
 n=$(evals_count "$work/killed.h5")
-(( n > 0 && n < 30 )) || fail "the kills did not interrupt the search ($n of 30 evaluations saved)"
+(( n > 0 && n < 60 )) || fail "the kills did not interrupt the search ($n of 60 evaluations saved)"
 resume=()
 [[ -f "$work/killed.h5" ]] && resume=(--resume)
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/killed.h5" "${resume[@]}" 2>>"$work/killed.log" ||
@@ -57,13 +57,13 @@ wait "$pid" || rc=$?
 [[ $rc == 3 ]] || { cat "$work/usr1.log" >&2; fail "SIGUSR1 should exit 3, got $rc"; }
 grep -q "resume with --resume" "$work/usr1.log" || fail "no message on SIGUSR1"
 n=$(evals_count "$work/usr1.h5")
-(( n < 30 )) || fail "the search finished before the signal ($n evaluations)"
+(( n < 60 )) || fail "the search finished before the signal ($n evaluations)"
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/usr1.h5" --resume 2>>"$work/usr1.log" ||
   { cat "$work/usr1.log" >&2; fail "resume after SIGUSR1"; }
 same_evals "$work/whole.h5" "$work/usr1.h5"
 
 # --budget extends a finished search exactly like a longer run.
-make_job "$work/job40.yaml" budget=40
-mpi 2 "$KINTSUGI" optimize "$work/job40.yaml" --state "$work/long.h5" 2>/dev/null
-mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" --resume --budget 40 2>/dev/null
+make_job "$work/job80.yaml" budget=80
+mpi 2 "$KINTSUGI" optimize "$work/job80.yaml" --state "$work/long.h5" 2>/dev/null
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" --resume --budget 80 2>/dev/null
 same_evals "$work/long.h5" "$work/whole.h5"
