@@ -92,15 +92,11 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
   kept.n_weights = state.baselines.n_weights;
   kept.n_tasks = state.baselines.n_tasks;
   const size_t k = state.baselines.n_tasks, w = state.baselines.n_weights;
-  auto slice = [](const std::vector<double>& v, size_t row, size_t width) {
-    return std::vector<double>(v.begin() + static_cast<long>(row * width),
-                               v.begin() + static_cast<long>((row + 1) * width));
-  };
   std::vector<double> ckpt_objective;
   for (size_t b = 0; b < state.baselines.size(); ++b) {
     if (state.baselines.recipes[b] != kCheckpointRecipe) continue;
-    kept.append(state.baselines.names[b], state.baselines.recipes[b], slice(state.baselines.weights, b, w),
-                slice(state.baselines.scores, b, k), slice(state.baselines.test_scores, b, k),
+    kept.append(state.baselines.names[b], state.baselines.recipes[b], table_row(state.baselines.weights, b, w),
+                table_row(state.baselines.scores, b, k), table_row(state.baselines.test_scores, b, k),
                 state.baselines.objective[b], state.baselines.test_objective[b]);
     ckpt_objective.push_back(state.baselines.objective[b]);
   }
@@ -128,7 +124,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     std::vector<size_t> soup{order[0]};
     double best = ckpt_objective[order[0]];
     Scored best_scores;
-    best_scores.scores = slice(state.baselines.scores, order[0], k);
+    best_scores.scores = table_row(state.baselines.scores, order[0], k);
     for (size_t j = 1; j < n; ++j) {
       auto trial = soup;
       trial.push_back(order[j]);

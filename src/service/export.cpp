@@ -12,6 +12,7 @@
 #include "kintsugi/merge/recipe.hpp"
 #include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/search/parameterization.hpp"
+#include "kintsugi/service/session.hpp"
 
 namespace kintsugi {
 
@@ -95,8 +96,7 @@ int run_export(const ExportOptions& o) {
     dtype = d == DType::BF16 ? "bfloat16" : d == DType::F16 ? "float16" : "float32";
   }
   const size_t w = state.evals.n_weights;
-  const std::vector<double> weights(state.evals.weights.begin() + e * static_cast<long>(w),
-                                    state.evals.weights.begin() + (e + 1) * static_cast<long>(w));
+  const std::vector<double> weights = table_row(state.evals.weights, static_cast<size_t>(e), w);
   const std::string text =
       linear_recipe_text(paths, weights, num_layers, dtype,
                          fmt::format("kintsugi export of evaluation {} from {}", e, o.state));

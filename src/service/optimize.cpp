@@ -106,9 +106,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   const size_t k = job.tasks.size();
   for (size_t e = 0; e < state.evals.size(); ++e) {
     if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
-    std::vector<double> row(state.evals.scores.begin() + static_cast<long>(e * k),
-                            state.evals.scores.begin() + static_cast<long>((e + 1) * k));
-    archive.add(static_cast<int64_t>(e), search::orient_scores(row, hib));
+    archive.add(static_cast<int64_t>(e), search::orient_scores(table_row(state.evals.scores, e, k), hib));
   }
 
   const auto t_start = std::chrono::steady_clock::now();
@@ -189,9 +187,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
     std::vector<ModelRequest> models;
     const size_t w = state.evals.n_weights;
     for (int64_t e : todo)
-      models.push_back({std::vector<double>(state.evals.weights.begin() + e * static_cast<long>(w),
-                                            state.evals.weights.begin() + (e + 1) * static_cast<long>(w)),
-                        {}});
+      models.push_back({table_row(state.evals.weights, static_cast<size_t>(e), w), {}});
     const auto test = score_test(co, rt, models, true);
     if (!test) {
       spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");

@@ -49,6 +49,12 @@ std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
   return std::vector<Scored>(models.size(), missing);
 }
 
+std::vector<double> table_row(const std::vector<double>& table, size_t r, size_t width) {
+  KS_CHECK(table.size() >= (r + 1) * width, "table row out of range");
+  return std::vector<double>(table.begin() + static_cast<long>(r * width),
+                             table.begin() + static_cast<long>((r + 1) * width));
+}
+
 std::vector<double> one_hot_weights(const Runtime& rt, size_t i) {
   const size_t n = rt.num_checkpoints();
   std::vector<double> w(rt.num_weights(), 0.0);
@@ -76,9 +82,7 @@ Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt) {
   for (size_t i = 0; i < names.size(); ++i) {
     const long b = checkpoint_row(state, names[i]);
     KS_CHECK(b >= 0, "checkpoint " + names[i] + " has no baseline row");
-    std::vector<double> row(state.baselines.scores.begin() + static_cast<long>(b * k),
-                            state.baselines.scores.begin() + static_cast<long>((b + 1) * k));
-    const auto oriented = search::orient_scores(row, hib);
+    const auto oriented = search::orient_scores(table_row(state.baselines.scores, static_cast<size_t>(b), k), hib);
     for (size_t j = 0; j < k; ++j)
       m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = oriented[j];
   }
@@ -131,10 +135,7 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
   for (size_t b = 0; b < with_rows.baselines.size(); ++b) {
     if (with_rows.baselines.recipes[b] != kCheckpointRecipe) continue;
     const size_t k = rt.job().tasks.size();
-    auto row = [&](const std::vector<double>& v) {
-      return std::vector<double>(v.begin() + static_cast<long>(b * k),
-                                 v.begin() + static_cast<long>((b + 1) * k));
-    };
+    auto row = [&](const std::vector<double>& v) { return table_row(v, b, k); };
     auto objective = [&](const std::vector<double>& scores) {
       Scored sc;
       sc.scores = scores;

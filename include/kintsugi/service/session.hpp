@@ -52,6 +52,10 @@ double failure_penalty(const RunState& state);
 std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
                                               const std::vector<ModelRequest>& models, bool abandonable);
 
+// Row r of a row-major table of `width` columns (state arrays such as
+// /evals/scores), as its own vector.
+std::vector<double> table_row(const std::vector<double>& table, size_t r, size_t width);
+
 // Weights that select checkpoint i alone (in every layer group).
 std::vector<double> one_hot_weights(const Runtime& rt, size_t i);
 
