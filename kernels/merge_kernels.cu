@@ -66,6 +66,7 @@ __device__ __forceinline__ float load(const void* p, unsigned long long j, int d
 }
 
 __device__ __forceinline__ void store(void* p, unsigned long long j, int dt, float f) {
+  f = ops::canonical_nan(f);
   if (dt == 2)
     static_cast<float*>(p)[j] = f;
   else

@@ -3,8 +3,13 @@
 // blocks among threads. Per-element arithmetic is the same sequence of fp32
 // operations whatever the block, thread or chunk, which is what makes merges
 // byte-identical for any number of ranks.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "kintsugi/common/error.hpp"
@@ -15,7 +20,35 @@ namespace kintsugi {
 namespace {
 
 constexpr size_t kBlock = 256;
+constexpr size_t kPrefetchAhead = 4;              // blocks
+constexpr size_t kTaskBlocks = 16;                // blocks per OpenMP task
 constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
+
+// The kernels are compiled twice: for the build's baseline ISA and for AVX2,
+// picked at run time. Both do the same IEEE fp32 operation per element (AVX2
+// does not bring FMA, nothing is contracted), so they give the same bits; the
+// AVX2 copy only vectorizes twice as wide. KINTSUGI_CPU_KERNELS=generic forces
+// the baseline copy.
+std::atomic<int> g_isa{-1};  // -1 unknown, 0 generic, 1 avx2
+
+int detect_isa() {
+  const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
+  if (env != nullptr && std::string_view(env) == "generic") return 0;
+  return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+bool use_avx2() {
+  int isa = g_isa.load(std::memory_order_relaxed);
+  if (isa < 0) {
+    isa = detect_isa();
+    g_isa.store(isa, std::memory_order_relaxed);
+  }
+  return isa == 1;
+}
+
+template <DType D>
+constexpr size_t dtype_bytes() {
+  return D == DType::F32 ? 4 : 2;
+}
 
 template <DType D>
 inline float load(const void* p, size_t j) {
@@ -35,6 +68,7 @@ inline float load(const void* p, size_t j) {
 
 template <DType D>
 inline void store(void* p, size_t j, float f) {
+  f = ops::canonical_nan(f);
   if constexpr (D == DType::F32) {
     std::memcpy(static_cast<char*>(p) + 4 * j, &f, 4);
   } else {
@@ -45,8 +79,10 @@ inline void store(void* p, size_t j, float f) {
 
 void check_dtypes(DType in, DType out) {
   auto ok = [](DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; };
-  if (!ok(in)) throw_input("merge kernel: input dtype #{} is not BF16, F16 or F32", static_cast<int>(in));
-  if (!ok(out)) throw_input("merge kernel: output dtype #{} is not BF16, F16 or F32", static_cast<int>(out));
+  if (!ok(in))
+    throw_input("merge kernel: input dtype #{} is not BF16, F16 or F32", static_cast<int>(in));
+  if (!ok(out))
+    throw_input("merge kernel: output dtype #{} is not BF16, F16 or F32", static_cast<int>(out));
 }
 
 // Calls f.template operator()<IN, OUT>() for the runtime dtypes.
@@ -54,26 +90,53 @@ template <typename F>
 void dispatch(DType in, DType out, F&& f) {
   auto with_out = [&]<DType I>() {
     switch (out) {
-      case DType::BF16: f.template operator()<I, DType::BF16>(); break;
-      case DType::F16: f.template operator()<I, DType::F16>(); break;
-      default: f.template operator()<I, DType::F32>(); break;
+      case DType::BF16:
+        f.template operator()<I, DType::BF16>();
+        break;
+      case DType::F16:
+        f.template operator()<I, DType::F16>();
+        break;
+      default:
+        f.template operator()<I, DType::F32>();
+        break;
     }
   };
   switch (in) {
-    case DType::BF16: with_out.template operator()<DType::BF16>(); break;
-    case DType::F16: with_out.template operator()<DType::F16>(); break;
-    default: with_out.template operator()<DType::F32>(); break;
+    case DType::BF16:
+      with_out.template operator()<DType::BF16>();
+      break;
+    case DType::F16:
+      with_out.template operator()<DType::F16>();
+      break;
+    default:
+      with_out.template operator()<DType::F32>();
+      break;
   }
 }
 
+// Nine or more sequential streams are more than the hardware prefetcher keeps
+// ahead of; ask for the inputs of the block kPrefetchAhead blocks later.
+template <DType IN>
+[[gnu::always_inline]] inline void prefetch_inputs(const void* const* in, size_t N, size_t n,
+                                                   size_t j0) {
+  const size_t ahead = j0 + kPrefetchAhead * kBlock;
+  if (ahead >= n) return;
+  const size_t bytes = std::min(kBlock, n - ahead) * dtype_bytes<IN>();
+  for (size_t i = 0; i < N; ++i) {
+    const char* p = static_cast<const char*>(in[i]) + ahead * dtype_bytes<IN>();
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+  }
+}
+
+// Blocks [b0, b1) of out = sum_i w_i in_i.
 template <DType IN, DType OUT>
-void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
-  const size_t nblocks = (n + kBlock - 1) / kBlock;
-  const auto nb = static_cast<long long>(nblocks);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (long long blk = 0; blk < nb; ++blk) {
-    const size_t j0 = static_cast<size_t>(blk) * kBlock;
+[[gnu::always_inline]] inline void weighted_sum_blocks(const void* const* in, const float* w,
+                                                       size_t N, void* out, size_t n, size_t b0,
+                                                       size_t b1) {
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
     const size_t len = std::min(kBlock, n - j0);
+    prefetch_inputs<IN>(in, N, n, j0);
     alignas(64) float acc[kBlock];
     for (size_t k = 0; k < len; ++k) acc[k] = 0.0f;
     // Inputs in groups of up to four per sweep over the block: fewer trips
@@ -99,82 +162,198 @@ void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* ou
 }
 
 template <DType IN, DType OUT>
-void task_merge_impl(const TaskMergeArgs& a) {
-  const size_t N = a.inputs.size();
-  const size_t n = a.n;
-  float weight_sum = 0.0f;
-  for (size_t i = 0; i < N; ++i) weight_sum = ops::add(weight_sum, a.weights[i]);
-  const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
-  const size_t nblocks = (n + kBlock - 1) / kBlock;
-  const auto nb = static_cast<long long>(nblocks);
-#pragma omp parallel if (n >= kParallelMin)
-  {
-    std::vector<float> wd(N * kBlock);
-#pragma omp for schedule(static)
-    for (long long blk = 0; blk < nb; ++blk) {
-      const size_t j0 = static_cast<size_t>(blk) * kBlock;
+void weighted_sum_generic(const void* const* in, const float* w, size_t N, void* out, size_t n,
+                          size_t b0, size_t b1) {
+  weighted_sum_blocks<IN, OUT>(in, w, N, out, n, b0, b1);
+}
+
+// Eight inputs widened to fp32: bf16 is the top half of an fp32, so a zero
+// extension and a shift are the exact conversion.
+template <DType IN>
+[[gnu::target("avx2")]] inline __m256 load8(const void* p, size_t j) {
+  if constexpr (IN == DType::BF16) {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + j));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm256_loadu_ps(static_cast<const float*>(p) + j);
+  }
+}
+
+// Round to nearest even into the low 16 bits of each lane: u + 0x7fff +
+// ((u >> 16) & 1), then the top half. A canonical quiet NaN's top half is
+// already 0x7fc0, and adding less than 0x8000 keeps it.
+[[gnu::target("avx2")]] inline __m256i round_bf16_bits(__m256 a) {
+  const __m256i u = _mm256_castps_si256(a);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd),
+                           16);
+}
+
+// Sixteen sums stored with round-to-nearest-even and canonical NaNs, as
+// store<OUT> does one at a time.
+template <DType OUT>
+[[gnu::target("avx2")]] inline void store16(void* out, size_t j, __m256 a0, __m256 a1) {
+  const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+  a0 = _mm256_blendv_ps(a0, qnan, _mm256_cmp_ps(a0, a0, _CMP_UNORD_Q));
+  a1 = _mm256_blendv_ps(a1, qnan, _mm256_cmp_ps(a1, a1, _CMP_UNORD_Q));
+  if constexpr (OUT == DType::F32) {
+    _mm256_storeu_ps(static_cast<float*>(out) + j, a0);
+    _mm256_storeu_ps(static_cast<float*>(out) + j + 8, a1);
+  } else if constexpr (OUT == DType::BF16) {
+    const __m256i packed = _mm256_permute4x64_epi64(
+        _mm256_packus_epi32(round_bf16_bits(a0), round_bf16_bits(a1)), 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + j), packed);
+  } else {
+    alignas(32) float sum[16];
+    _mm256_store_ps(sum, a0);
+    _mm256_store_ps(sum + 8, a1);
+    for (size_t l = 0; l < 16; ++l) store<OUT>(out, j + l, sum[l]);
+  }
+}
+
+// The AVX2 copy keeps sixteen outputs' sums in two registers across all N
+// inputs (the baseline copy goes through acc[] in L1 once per four inputs):
+// half the instructions per byte, which matters once the kernel must keep up
+// with memory on few cores. Same operations, same order, same bits.
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void weighted_sum_avx2(const void* const* in, const float* w, size_t N,
+                                               void* out, size_t n, size_t b0, size_t b1) {
+  if constexpr (IN == DType::F16) {
+    weighted_sum_blocks<IN, OUT>(in, w, N, out, n, b0, b1);
+  } else {
+    for (size_t blk = b0; blk < b1; ++blk) {
+      const size_t j0 = blk * kBlock;
       const size_t len = std::min(kBlock, n - j0);
-      alignas(64) float b[kBlock], mixed[kBlock], divisor[kBlock];
-      for (size_t k = 0; k < len; ++k) b[k] = load<IN>(a.base, j0 + k);
-      // Weighted, sparsified task vectors.
-      for (size_t i = 0; i < N; ++i) {
-        float* row = wd.data() + i * kBlock;
-        const void* x = a.inputs[i];
-        const float wi = a.weights[i];
-        for (size_t k = 0; k < len; ++k) row[k] = ops::sub(load<IN>(x, j0 + k), b[k]);
-        if (a.sparsify == Sparsify::Magnitude) {
-          const uint32_t thr = a.thr_bits[i];
-          const uint64_t cut = a.tie_cutoff[i];
-          for (size_t k = 0; k < len; ++k) {
-            const uint32_t key = ops::f32_bits(row[k]) & 0x7fffffffu;
-            const bool keep = key > thr || (key == thr && a.first_index + j0 + k < cut);
-            row[k] = keep ? row[k] : 0.0f;
-          }
-        } else if (a.sparsify == Sparsify::Random) {
-          const float dens = a.density[i];
-          for (size_t k = 0; k < len; ++k) {
-            const bool keep =
-                ops::dare_uniform(a.seed_key, static_cast<uint32_t>(i), a.first_index + j0 + k) < dens;
-            const float v = a.rescale ? ops::div(row[k], dens) : row[k];
-            row[k] = keep ? v : 0.0f;
-          }
+      prefetch_inputs<IN>(in, N, n, j0);
+      size_t k = 0;
+      for (; k + 16 <= len; k += 16) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (size_t i = 0; i < N; ++i) {
+          const __m256 wi = _mm256_set1_ps(w[i]);
+          a0 = _mm256_add_ps(a0, _mm256_mul_ps(wi, load8<IN>(in[i], j0 + k)));
+          a1 = _mm256_add_ps(a1, _mm256_mul_ps(wi, load8<IN>(in[i], j0 + k + 8)));
         }
-        for (size_t k = 0; k < len; ++k) row[k] = ops::mul(wi, row[k]);
+        store16<OUT>(out, j0 + k, a0, a1);
       }
-      if (a.sign_consensus) {
-        alignas(64) float s[kBlock];
-        for (size_t k = 0; k < len; ++k) s[k] = 0.0f;
-        for (size_t i = 0; i < N; ++i) {
-          const float* row = wd.data() + i * kBlock;
-          for (size_t k = 0; k < len; ++k) s[k] = ops::add(s[k], row[k]);
-        }
-        for (size_t k = 0; k < len; ++k) mixed[k] = divisor[k] = 0.0f;
-        for (size_t i = 0; i < N; ++i) {
-          const float* row = wd.data() + i * kBlock;
-          const float wi = a.weights[i];
-          for (size_t k = 0; k < len; ++k) {
-            const bool agree = s[k] >= 0.0f ? row[k] > 0.0f : row[k] < 0.0f;
-            mixed[k] = ops::add(mixed[k], agree ? row[k] : 0.0f);
-            divisor[k] = ops::add(divisor[k], agree ? wi : 0.0f);
-          }
-        }
-        for (size_t k = 0; k < len; ++k) divisor[k] = divisor[k] == 0.0f ? 1.0f : divisor[k];
-      } else {
-        for (size_t k = 0; k < len; ++k) mixed[k] = 0.0f;
-        for (size_t i = 0; i < N; ++i) {
-          const float* row = wd.data() + i * kBlock;
-          for (size_t k = 0; k < len; ++k) mixed[k] = ops::add(mixed[k], row[k]);
-        }
-        for (size_t k = 0; k < len; ++k) divisor[k] = plain_divisor;
-      }
-      for (size_t k = 0; k < len; ++k) {
-        float m = mixed[k];
-        if (a.normalize) m = ops::div(m, divisor[k]);
-        if (a.lambda != 1.0f) m = ops::mul(m, a.lambda);
-        store<OUT>(a.out, j0 + k, ops::add(b[k], m));
+      for (; k < len; ++k) {
+        float a = 0.0f;
+        for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j0 + k)));
+        store<OUT>(out, j0 + k, a);
       }
     }
   }
+}
+
+// Splits the blocks into tasks of kTaskBlocks and runs `range` on each, on
+// all threads when the tensor is large enough.
+template <typename Range>
+void for_block_ranges(size_t n, Range&& range) {
+  const size_t nblocks = (n + kBlock - 1) / kBlock;
+  const size_t ntasks = (nblocks + kTaskBlocks - 1) / kTaskBlocks;
+  const auto nt = static_cast<long long>(ntasks);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (long long t = 0; t < nt; ++t) {
+    const size_t b0 = static_cast<size_t>(t) * kTaskBlocks;
+    range(b0, std::min(nblocks, b0 + kTaskBlocks));
+  }
+}
+
+template <DType IN, DType OUT>
+void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
+  const auto range = use_avx2() ? &weighted_sum_avx2<IN, OUT> : &weighted_sum_generic<IN, OUT>;
+  for_block_ranges(n, [&](size_t b0, size_t b1) { range(in, w, N, out, n, b0, b1); });
+}
+
+// Blocks [b0, b1) of the task-vector merge.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void task_merge_blocks(const TaskMergeArgs& a, float plain_divisor,
+                                                     size_t b0, size_t b1) {
+  const size_t N = a.inputs.size();
+  const size_t n = a.n;
+  std::vector<float> wd(N * kBlock);
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    alignas(64) float b[kBlock], mixed[kBlock], divisor[kBlock];
+    for (size_t k = 0; k < len; ++k) b[k] = load<IN>(a.base, j0 + k);
+    // Weighted, sparsified task vectors.
+    for (size_t i = 0; i < N; ++i) {
+      float* row = wd.data() + i * kBlock;
+      const void* x = a.inputs[i];
+      const float wi = a.weights[i];
+      for (size_t k = 0; k < len; ++k) row[k] = ops::sub(load<IN>(x, j0 + k), b[k]);
+      if (a.sparsify == Sparsify::Magnitude) {
+        const uint32_t thr = a.thr_bits[i];
+        const uint64_t cut = a.tie_cutoff[i];
+        for (size_t k = 0; k < len; ++k) {
+          const uint32_t key = ops::f32_bits(row[k]) & 0x7fffffffu;
+          const bool keep = key > thr || (key == thr && a.first_index + j0 + k < cut);
+          row[k] = keep ? row[k] : 0.0f;
+        }
+      } else if (a.sparsify == Sparsify::Random) {
+        const float dens = a.density[i];
+        for (size_t k = 0; k < len; ++k) {
+          const bool keep = ops::dare_uniform(a.seed_key, static_cast<uint32_t>(i),
+                                              a.first_index + j0 + k) < dens;
+          const float v = a.rescale ? ops::div(row[k], dens) : row[k];
+          row[k] = keep ? v : 0.0f;
+        }
+      }
+      for (size_t k = 0; k < len; ++k) row[k] = ops::mul(wi, row[k]);
+    }
+    if (a.sign_consensus) {
+      alignas(64) float s[kBlock];
+      for (size_t k = 0; k < len; ++k) s[k] = 0.0f;
+      for (size_t i = 0; i < N; ++i) {
+        const float* row = wd.data() + i * kBlock;
+        for (size_t k = 0; k < len; ++k) s[k] = ops::add(s[k], row[k]);
+      }
+      for (size_t k = 0; k < len; ++k) mixed[k] = divisor[k] = 0.0f;
+      for (size_t i = 0; i < N; ++i) {
+        const float* row = wd.data() + i * kBlock;
+        const float wi = a.weights[i];
+        for (size_t k = 0; k < len; ++k) {
+          const bool agree = s[k] >= 0.0f ? row[k] > 0.0f : row[k] < 0.0f;
+          mixed[k] = ops::add(mixed[k], agree ? row[k] : 0.0f);
+          divisor[k] = ops::add(divisor[k], agree ? wi : 0.0f);
+        }
+      }
+      for (size_t k = 0; k < len; ++k) divisor[k] = divisor[k] == 0.0f ? 1.0f : divisor[k];
+    } else {
+      for (size_t k = 0; k < len; ++k) mixed[k] = 0.0f;
+      for (size_t i = 0; i < N; ++i) {
+        const float* row = wd.data() + i * kBlock;
+        for (size_t k = 0; k < len; ++k) mixed[k] = ops::add(mixed[k], row[k]);
+      }
+      for (size_t k = 0; k < len; ++k) divisor[k] = plain_divisor;
+    }
+    for (size_t k = 0; k < len; ++k) {
+      float m = mixed[k];
+      if (a.normalize) m = ops::div(m, divisor[k]);
+      if (a.lambda != 1.0f) m = ops::mul(m, a.lambda);
+      store<OUT>(a.out, j0 + k, ops::add(b[k], m));
+    }
+  }
+}
+
+template <DType IN, DType OUT>
+void task_merge_generic(const TaskMergeArgs& a, float plain_divisor, size_t b0, size_t b1) {
+  task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
+}
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void task_merge_avx2(const TaskMergeArgs& a, float plain_divisor, size_t b0,
+                                             size_t b1) {
+  task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
+}
+
+template <DType IN, DType OUT>
+void task_merge_impl(const TaskMergeArgs& a) {
+  float weight_sum = 0.0f;
+  for (size_t i = 0; i < a.inputs.size(); ++i) weight_sum = ops::add(weight_sum, a.weights[i]);
+  const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
+  const auto range = use_avx2() ? &task_merge_avx2<IN, OUT> : &task_merge_generic<IN, OUT>;
+  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
 }
 
 }  // namespace
@@ -196,10 +375,27 @@ void fused_task_merge(const TaskMergeArgs& a) {
   KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
   KS_CHECK(a.weights.size() == N, "one weight per input");
   KS_CHECK(a.sparsify != Sparsify::Random || a.density.size() == N, "one density per input");
-  KS_CHECK(a.sparsify != Sparsify::Magnitude || (a.thr_bits.size() == N && a.tie_cutoff.size() == N),
-           "one threshold per input");
+  KS_CHECK(
+      a.sparsify != Sparsify::Magnitude || (a.thr_bits.size() == N && a.tie_cutoff.size() == N),
+      "one threshold per input");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { task_merge_impl<I, O>(a); });
+}
+
+std::string_view cpu_kernel_isa() {
+  return use_avx2() ? "avx2" : "generic";
+}
+
+bool set_cpu_kernel_isa(std::string_view isa) {
+  if (isa == "generic") {
+    g_isa.store(0);
+    return true;
+  }
+  if (isa == "avx2" && __builtin_cpu_supports("avx2")) {
+    g_isa.store(1);
+    return true;
+  }
+  return false;
 }
 
 uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name) {

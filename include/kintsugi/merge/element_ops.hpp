@@ -64,6 +64,11 @@ KS_HD float div(float a, float b) {
 #endif
 }
 
+// A NaN's sign and payload depend on operand order, which vector widths and
+// devices choose differently; kernels store every NaN as this one quiet NaN so
+// that all backends write the same bits.
+KS_HD float canonical_nan(float f) { return f != f ? bits_f32(0x7fc00000u) : f; }
+
 KS_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
 
 KS_HD uint16_t f32_to_bf16(float f) {

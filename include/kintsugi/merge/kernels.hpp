@@ -19,7 +19,8 @@ namespace kintsugi {
 // out[j] = sum_{i=0..N-1} weights[i] * inputs[i][j] for j < n, accumulated in
 // fp32 in the order i = 0..N-1 (so results are bitwise reproducible), rounded
 // to nearest even into out_dtype. Inputs share in_dtype (BF16, F16 or F32);
-// out_dtype is BF16, F16 or F32.
+// out_dtype is BF16, F16 or F32. Every kernel stores a NaN result as the
+// canonical quiet NaN (0x7fc00000 in fp32, 0x7fc0 in bf16, 0x7e00 in fp16).
 void fused_weighted_sum(std::span<const void* const> inputs, DType in_dtype,
                         std::span<const float> weights, void* out, DType out_dtype, size_t n);
 
@@ -74,6 +75,12 @@ uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);
 // Philox4x32-10 on counter (index / 4, input, key), word index % 4, as a
 // uniform u = (bits >> 8) * 2^-24 in [0, 1); the entry is kept iff u < density.
 bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density);
+
+// Which copy of the CPU kernels runs: "avx2" where the CPU has it, else
+// "generic" (also when KINTSUGI_CPU_KERNELS=generic). Both give the same bits.
+std::string_view cpu_kernel_isa();
+// Selects a copy ("generic" or "avx2"); false when this CPU cannot run it.
+bool set_cpu_kernel_isa(std::string_view isa);
 
 // Largest supported N for the kernels (per-element state lives on the stack).
 inline constexpr size_t kMaxMergeInputs = 256;

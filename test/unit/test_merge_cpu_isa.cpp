@@ -1,0 +1,137 @@
+// The two copies of the CPU kernels (baseline ISA and AVX2) must give the same
+// bytes for every dtype pair and every task-merge variant, special values
+// included: the merge engine's determinism across machines rests on it.
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kintsugi/merge/kernels.hpp"
+
+using namespace kintsugi;
+
+namespace {
+
+struct IsaGuard {
+  std::string saved{cpu_kernel_isa()};
+  ~IsaGuard() { set_cpu_kernel_isa(saved); }
+};
+
+// Random bit patterns of the dtype: normals, subnormals, zeros, Inf and NaN.
+std::vector<std::byte> random_bits(DType d, size_t n, std::mt19937& rng) {
+  const size_t es = d == DType::F32 ? 4 : 2;
+  std::vector<std::byte> v(n * es);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  for (size_t j = 0; j < n; ++j) {
+    uint32_t u = rng();
+    if (j % 7 != 0) {  // mostly ordinary values, so sums are meaningful
+      const float f = g(rng);
+      std::memcpy(&u, &f, 4);
+      if (es == 2) u >>= 16;
+    }
+    if (d == DType::F16 && j % 7 != 0) u = (u & 0x8000u) | ((u >> 3) & 0x3fffu);  // |x| < 2
+    std::memcpy(v.data() + j * es, &u, es);
+  }
+  return v;
+}
+
+template <typename F>
+std::vector<std::byte> run_with(const char* isa, F&& f) {
+  REQUIRE(set_cpu_kernel_isa(isa));
+  return f();
+}
+
+}  // namespace
+
+TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[merge][kernels]") {
+  IsaGuard guard;
+  if (!set_cpu_kernel_isa("avx2")) {
+    WARN("this CPU has no AVX2: only one copy of the kernels can run here");
+    return;
+  }
+  std::mt19937 rng(2024);
+  const size_t n = 70001, N = 7;  // over the threading threshold, odd tail, a group of 4 plus 3
+  for (DType in : {DType::BF16, DType::F16, DType::F32}) {
+    std::vector<std::vector<std::byte>> x;
+    std::vector<const void*> ptrs;
+    for (size_t i = 0; i < N; ++i) x.push_back(random_bits(in, n, rng));
+    for (auto& v : x) ptrs.push_back(v.data());
+    const auto base = random_bits(in, n, rng);
+    const std::vector<float> w = {0.3f, -0.25f, 0.5f, 0.125f, 0.4f, 1e-3f, 0.7f};
+    for (DType out : {DType::BF16, DType::F16, DType::F32}) {
+      const size_t os = out == DType::F32 ? 4 : 2;
+      INFO("in " << dtype_name(in) << " out " << dtype_name(out));
+      auto weighted = [&] {
+        std::vector<std::byte> o(n * os);
+        fused_weighted_sum(ptrs, in, w, o.data(), out, n);
+        return o;
+      };
+      CHECK(run_with("generic", weighted) == run_with("avx2", weighted));
+
+      for (int variant = 0; variant < 4; ++variant) {
+        INFO("task merge variant " << variant);
+        const std::vector<float> dens(N, 0.6f);
+        const std::vector<uint32_t> thr(N, 0x3c800000u);  // |d| above 1/64
+        const std::vector<uint64_t> cut(N, n / 2);
+        auto task = [&] {
+          std::vector<std::byte> o(n * os);
+          TaskMergeArgs a;
+          a.inputs = ptrs;
+          a.base = base.data();
+          a.in_dtype = in;
+          a.weights = w;
+          a.lambda = variant == 0 ? 1.0f : 0.8f;
+          a.normalize = variant >= 2;
+          a.sign_consensus = variant >= 2;
+          a.sparsify = variant == 1 || variant == 3 ? Sparsify::Random
+                       : variant == 2               ? Sparsify::Magnitude
+                                                    : Sparsify::None;
+          a.density = dens;
+          a.seed_key = dare_seed_key(5, "t");
+          a.thr_bits = thr;
+          a.tie_cutoff = cut;
+          a.first_index = 12345;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_task_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", task) == run_with("avx2", task));
+      }
+    }
+  }
+}
+
+TEST_CASE("CPU kernels: the ISA can be chosen and reported", "[merge][kernels]") {
+  IsaGuard guard;
+  REQUIRE(set_cpu_kernel_isa("generic"));
+  CHECK(cpu_kernel_isa() == "generic");
+  CHECK_FALSE(set_cpu_kernel_isa("avx512-bf16-please"));
+  CHECK(cpu_kernel_isa() == "generic");
+}
+
+TEST_CASE("CPU kernels: a NaN result is stored as the canonical quiet NaN", "[merge][kernels]") {
+  IsaGuard guard;
+  for (const char* isa : {"generic", "avx2"}) {
+    if (!set_cpu_kernel_isa(isa)) continue;
+    INFO(isa);
+    // A negative signalling-looking NaN with a payload, and a positive one.
+    const uint32_t nan_a = 0xff812345u, nan_b = 0x7f800001u;
+    std::vector<uint32_t> a(300, nan_a), b(300, 0x3f800000u);
+    b[5] = nan_b;
+    const std::vector<const void*> ptrs = {a.data(), b.data()};
+    const std::vector<float> w = {0.5f, 0.5f};
+    std::vector<uint32_t> o32(300);
+    std::vector<uint16_t> obf(300), of16(300);
+    fused_weighted_sum(ptrs, DType::F32, w, o32.data(), DType::F32, 300);
+    fused_weighted_sum(ptrs, DType::F32, w, obf.data(), DType::BF16, 300);
+    fused_weighted_sum(ptrs, DType::F32, w, of16.data(), DType::F16, 300);
+    for (size_t j = 0; j < 300; ++j) {
+      REQUIRE(o32[j] == 0x7fc00000u);
+      REQUIRE(obf[j] == 0x7fc0u);
+      REQUIRE(of16[j] == 0x7e00u);
+    }
+  }
+}
