@@ -173,7 +173,10 @@ std::string report_text(const RunState& s) {
   }
   out += fmt::format("\nPareto front (search split): {} evaluations, hypervolume {} (reference: the worst "
                      "checkpoint score of each task)\n",
-                     r["pareto"].size(), cell(r["hypervolume"]));
+                     r["pareto"].size(),
+                     // a volume in five dimensions is often far below 1e-4
+                     r["hypervolume"].is_null() ? std::string("-")
+                                                : fmt::format("{:.3g}", r["hypervolume"].get<double>()));
   return out;
 }
 
