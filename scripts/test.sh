@@ -19,4 +19,5 @@ done
 
 bash scripts/install-deps.sh
 bash scripts/build.sh "${build_args[@]}"
-ctest --test-dir "$build_dir" --output-on-failure --timeout 900 "${ctest_args[@]}"
+# Tests run two (or nproc) at a time; MPI tests reserve one slot per rank.
+ctest --test-dir "$build_dir" --output-on-failure --timeout 900 -j "$(nproc)" "${ctest_args[@]}"
