@@ -10,7 +10,9 @@ args=(-DCMAKE_BUILD_TYPE=Release)
 target=()
 for a in "$@"; do
   case "$a" in
-    --sanitize) build_dir=build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DKINTSUGI_SANITIZE=ON -DKINTSUGI_CUDA=OFF) ;;
+    # -O1 -g1: half the compile time of -O2 -g under the sanitizers (CI's
+    # budget), still line numbers in every report.
+    --sanitize) build_dir=build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DKINTSUGI_SANITIZE=ON -DKINTSUGI_CUDA=OFF) ;;
     --debug) build_dir=build-debug; args=(-DCMAKE_BUILD_TYPE=Debug) ;;
     --cli) target=(--target kintsugi) ;;
     *) echo "build.sh: unknown option $a" >&2; exit 2 ;;
