@@ -3,7 +3,12 @@
 // blocks among threads. Per-element arithmetic is the same sequence of fp32
 // operations whatever the block, thread or chunk, which is what makes merges
 // byte-identical for any number of ranks.
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define KINTSUGI_AVX2_COPY 1  // the AVX2 copy exists only on x86
+#else
+#define KINTSUGI_AVX2_COPY 0
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -31,10 +36,18 @@ constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 // the baseline copy.
 std::atomic<int> g_isa{-1};  // -1 unknown, 0 generic, 1 avx2
 
+bool avx2_supported() {
+#if KINTSUGI_AVX2_COPY
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
 int detect_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
   if (env != nullptr && std::string_view(env) == "generic") return 0;
-  return __builtin_cpu_supports("avx2") ? 1 : 0;
+  return avx2_supported() ? 1 : 0;
 }
 bool use_avx2() {
   int isa = g_isa.load(std::memory_order_relaxed);
@@ -167,6 +180,7 @@ void weighted_sum_generic(const void* const* in, const float* w, size_t N, void*
   weighted_sum_blocks<IN, OUT>(in, w, N, out, n, b0, b1);
 }
 
+#if KINTSUGI_AVX2_COPY
 // Eight inputs widened to fp32: bf16 is the top half of an fp32, so a zero
 // extension and a shift are the exact conversion.
 template <DType IN>
@@ -245,6 +259,8 @@ template <DType IN, DType OUT>
   }
 }
 
+#endif
+
 // Splits the blocks into tasks of kTaskBlocks and runs `range` on each, on
 // all threads when the tensor is large enough.
 template <typename Range>
@@ -261,7 +277,11 @@ void for_block_ranges(size_t n, Range&& range) {
 
 template <DType IN, DType OUT>
 void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
+#if KINTSUGI_AVX2_COPY
   const auto range = use_avx2() ? &weighted_sum_avx2<IN, OUT> : &weighted_sum_generic<IN, OUT>;
+#else
+  const auto range = &weighted_sum_generic<IN, OUT>;
+#endif
   for_block_ranges(n, [&](size_t b0, size_t b1) { range(in, w, N, out, n, b0, b1); });
 }
 
@@ -341,18 +361,24 @@ template <DType IN, DType OUT>
 void task_merge_generic(const TaskMergeArgs& a, float plain_divisor, size_t b0, size_t b1) {
   task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
 }
+#if KINTSUGI_AVX2_COPY
 template <DType IN, DType OUT>
 [[gnu::target("avx2")]] void task_merge_avx2(const TaskMergeArgs& a, float plain_divisor, size_t b0,
                                              size_t b1) {
   task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
 }
+#endif
 
 template <DType IN, DType OUT>
 void task_merge_impl(const TaskMergeArgs& a) {
   float weight_sum = 0.0f;
   for (size_t i = 0; i < a.inputs.size(); ++i) weight_sum = ops::add(weight_sum, a.weights[i]);
   const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
+#if KINTSUGI_AVX2_COPY
   const auto range = use_avx2() ? &task_merge_avx2<IN, OUT> : &task_merge_generic<IN, OUT>;
+#else
+  const auto range = &task_merge_generic<IN, OUT>;
+#endif
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
 }
 
@@ -391,7 +417,7 @@ bool set_cpu_kernel_isa(std::string_view isa) {
     g_isa.store(0);
     return true;
   }
-  if (isa == "avx2" && __builtin_cpu_supports("avx2")) {
+  if (isa == "avx2" && avx2_supported()) {
     g_isa.store(1);
     return true;
   }
