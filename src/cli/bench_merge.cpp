@@ -156,6 +156,8 @@ int run_bench(const BenchArgs& a) {
   if (a.checkpoints < 1 || a.checkpoints > kMaxMergeInputs)
     throw_input("bench merge: --checkpoints out of range");
   if (a.mib < 1) throw_input("bench merge: --mib must be at least 1");
+  if (!a.dir.empty() && fs::exists(a.dir) && !fs::is_directory(a.dir))
+    throw_input("bench merge: --dir {}: exists and is not a folder", a.dir);
   const int rank = world_rank();
   const size_t N = a.checkpoints;
   const size_t es = dtype_size(dt);

@@ -32,8 +32,8 @@ constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 // The kernels are compiled twice: for the build's baseline ISA and for AVX2,
 // picked at run time. Both do the same IEEE fp32 operation per element (AVX2
 // does not bring FMA, nothing is contracted), so they give the same bits; the
-// AVX2 copy only vectorizes twice as wide. KINTSUGI_CPU_KERNELS=generic forces
-// the baseline copy.
+// AVX2 copy only vectorizes twice as wide. KINTSUGI_CPU_KERNELS=generic (or
+// avx2) forces a copy; any other value is an error, not silently ignored.
 std::atomic<int> g_isa{-1};  // -1 unknown, 0 generic, 1 avx2
 
 bool avx2_supported() {
@@ -46,8 +46,12 @@ bool avx2_supported() {
 
 int detect_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
-  if (env != nullptr && std::string_view(env) == "generic") return 0;
-  return avx2_supported() ? 1 : 0;
+  if (env == nullptr || *env == '\0') return avx2_supported() ? 1 : 0;
+  const std::string_view v(env);
+  if (v == "generic") return 0;
+  if (v == "avx2" && avx2_supported()) return 1;
+  if (v == "avx2") throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
+  throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
 }
 bool use_avx2() {
   int isa = g_isa.load(std::memory_order_relaxed);

@@ -27,9 +27,18 @@ PY
 }
 
 for isa in generic avx2; do
+  set +e
   KINTSUGI_CPU_KERNELS=$isa "$KINTSUGI" bench merge --checkpoints 5 --mib 2 --dtype bf16 --repeat 1 \
-    --dir "$work/b1" --json >"$work/out1.txt"
+    --dir "$work/b1" --json >"$work/out1.txt" 2>"$work/err1.txt"
+  rc=$?
+  set -e
+  if [[ $isa == avx2 && $rc -eq 2 ]] && grep -q "has no AVX2" "$work/err1.txt"; then
+    echo "no AVX2 here: only the generic copy runs"
+    continue
+  fi
+  [[ $rc -eq 0 ]] || { cat "$work/err1.txt" >&2; echo "bench merge ($isa): exit $rc" >&2; exit 1; }
   check_json "$work/out1.txt" 1
+  grep -q "\"cpu_kernels\":\"$isa\"" "$work/out1.txt" || { echo "asked for $isa, ran another copy" >&2; exit 1; }
 done
 "$MPIEXEC" --bind-to none -np 2 -x OMP_NUM_THREADS=1 "$KINTSUGI" bench merge --checkpoints 3 --mib 1 \
   --dtype fp16 --repeat 1 --dir "$work/b2" --json >"$work/out2.txt"
@@ -43,4 +52,21 @@ set -e
 [[ $rc -eq 2 ]] || { echo "bad --dtype: exit $rc, expected 2" >&2; exit 1; }
 grep -q "int8" "$work/err.txt" || { echo "bad --dtype: message does not name it" >&2; exit 1; }
 [[ ! -e "$work/b3" ]] || { echo "bad --dtype: wrote $work/b3" >&2; exit 1; }
+# A misspelt kernel choice is an error, not silently the default.
+set +e
+KINTSUGI_CPU_KERNELS=Generic "$KINTSUGI" bench merge --checkpoints 2 --mib 1 --repeat 1 \
+  --dir "$work/b4" 2>"$work/err4.txt" >/dev/null
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || { echo "KINTSUGI_CPU_KERNELS=Generic: exit $rc, expected 2" >&2; exit 1; }
+grep -q "KINTSUGI_CPU_KERNELS=Generic" "$work/err4.txt" || { echo "message does not name the variable" >&2; exit 1; }
+
+# --dir naming a file: exit 2 before any work.
+touch "$work/a-file"
+set +e
+"$KINTSUGI" bench merge --checkpoints 2 --mib 1 --repeat 1 --dir "$work/a-file" 2>"$work/err5.txt" >/dev/null
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || { echo "--dir a file: exit $rc, expected 2" >&2; exit 1; }
+grep -q "not a folder" "$work/err5.txt" || { echo "--dir a file: unclear message" >&2; cat "$work/err5.txt" >&2; exit 1; }
 echo "bench_merge: ok"

@@ -77,7 +77,8 @@ uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);
 bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density);
 
 // Which copy of the CPU kernels runs: "avx2" where the CPU has it, else
-// "generic" (also when KINTSUGI_CPU_KERNELS=generic). Both give the same bits.
+// "generic". KINTSUGI_CPU_KERNELS=generic|avx2 forces one (any other value
+// throws InputError on first use). Both give the same bits.
 std::string_view cpu_kernel_isa();
 // Selects a copy ("generic" or "avx2"); false when this CPU cannot run it.
 bool set_cpu_kernel_isa(std::string_view isa);
