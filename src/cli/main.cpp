@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
@@ -88,6 +89,10 @@ int main(int argc, char** argv) {
     } catch (const InputError& e) {
       report(e.what());
       rc = kExitInput;
+    } catch (const std::bad_alloc&) {
+      report("out of memory: an allocation failed (a limit from ulimit, a cgroup or the scheduler's "
+             "--mem, or the node's RAM, was reached)");
+      rc = kExitRuntime;
     } catch (const std::exception& e) {
       report(e.what());
       rc = kExitRuntime;

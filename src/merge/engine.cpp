@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
@@ -266,7 +267,14 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     if (base) src.base = data_of(*base);
     for (const auto& c : ckpts) src.models.push_back(data_of(c));
     const TensorMethod m = resolve_method(r, models, name, layer_t(name, num_layers), opt.seed);
-    merge_tensor(src, m, range, specs[ti].dtype, opt.chunk_elems, comm, write);
+    try {
+      merge_tensor(src, m, range, specs[ti].dtype, opt.chunk_elems, comm, write);
+    } catch (const std::bad_alloc&) {
+      // What a rank holds is a few chunk buffers per input: say which knob sets it.
+      throw_runtime("{}: out of memory merging tensor {} in chunks of {} elements per input ({} MiB "
+                    "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
+                    opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
+    }
     bytes_read += range.size() * dtype_size(info.dtype) * (src.models.size() + (base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
   }
