@@ -12,15 +12,15 @@
 
 // fmt (and so common/error.hpp) does not compile under nvcc's host pass, so
 // failures here are std::runtime_error (exit 1 in main, like RuntimeError).
-#define CUDA_CHECK(call)                                                                        \
-  do {                                                                                          \
-    const cudaError_t cuda_check_rc_ = (call);                                                  \
-    if (cuda_check_rc_ != cudaSuccess)                                                          \
+#define CUDA_CHECK(call)                                                                       \
+  do {                                                                                         \
+    const cudaError_t cuda_check_rc_ = (call);                                                 \
+    if (cuda_check_rc_ != cudaSuccess)                                                         \
       throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + \
-                                     #call + " failed: " + cudaGetErrorString(cuda_check_rc_)); \
+                               #call + " failed: " + cudaGetErrorString(cuda_check_rc_));      \
   } while (0)
-#define CU_REQUIRE(cond, msg) \
-  do {                        \
+#define CU_REQUIRE(cond, msg)                                                          \
+  do {                                                                                 \
     if (!(cond)) throw std::runtime_error(std::string("cuda merge kernel: ") + (msg)); \
   } while (0)
 
@@ -44,9 +44,9 @@ struct Params {
   float lambda;
   float plain_divisor;
   int count;
-  int in_dtype;   // 0 bf16, 1 f16, 2 f32
+  int in_dtype;  // 0 bf16, 1 f16, 2 f32
   int out_dtype;
-  int sparsify;   // 0 none, 1 magnitude, 2 random
+  int sparsify;  // 0 none, 1 magnitude, 2 random
   int normalize;
   int sign_consensus;
   int rescale;
@@ -56,7 +56,8 @@ int code(DType d) {
   if (d == DType::BF16) return 0;
   if (d == DType::F16) return 1;
   if (d == DType::F32) return 2;
-  throw std::invalid_argument("cuda merge kernel: dtype #" + std::to_string(static_cast<int>(d)) + " is not BF16, F16 or F32");
+  throw std::invalid_argument("cuda merge kernel: dtype #" + std::to_string(static_cast<int>(d)) +
+                              " is not BF16, F16 or F32");
 }
 
 __device__ __forceinline__ float load(const void* p, unsigned long long j, int dt) {
@@ -75,23 +76,27 @@ __device__ __forceinline__ void store(void* p, unsigned long long j, int dt, flo
 
 __global__ void weighted_sum_kernel(const Params p) {
   const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
-  for (unsigned long long j = static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x; j < p.n;
-       j += stride) {
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
     float acc = 0.0f;
-    for (int i = 0; i < p.count; ++i) acc = ops::add(acc, ops::mul(p.w[i], load(p.in[i], j, p.in_dtype)));
+    for (int i = 0; i < p.count; ++i)
+      acc = ops::add(acc, ops::mul(p.w[i], load(p.in[i], j, p.in_dtype)));
     store(p.out, j, p.out_dtype, acc);
   }
 }
 
 // The weighted, sparsified delta of input i at element j (as on the CPU).
-__device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned long long j, float b) {
+__device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned long long j,
+                                                float b) {
   float d = ops::sub(load(p.in[i], j, p.in_dtype), b);
   if (p.sparsify == 1) {
     const unsigned key = ops::f32_bits(d) & 0x7fffffffu;
     const bool keep = key > p.thr[i] || (key == p.thr[i] && p.first_index + j < p.cutoff[i]);
     d = keep ? d : 0.0f;
   } else if (p.sparsify == 2) {
-    const bool keep = ops::dare_uniform(p.seed_key, static_cast<uint32_t>(i), p.first_index + j) < p.density[i];
+    const bool keep =
+        ops::dare_uniform(p.seed_key, static_cast<uint32_t>(i), p.first_index + j) < p.density[i];
     const float v = p.rescale ? ops::div(d, p.density[i]) : d;
     d = keep ? v : 0.0f;
   }
@@ -100,8 +105,9 @@ __device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned
 
 __global__ void task_merge_kernel(const Params p) {
   const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
-  for (unsigned long long j = static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x; j < p.n;
-       j += stride) {
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
     const float b = load(p.base, j, p.in_dtype);
     float mixed = 0.0f, divisor = p.plain_divisor;
     if (p.sign_consensus) {
@@ -145,7 +151,9 @@ void* alloc(size_t bytes) {
   CUDA_CHECK(cudaMalloc(&p, bytes));
   return p;
 }
-void free(void* p) { CUDA_CHECK(cudaFree(p)); }
+void free(void* p) {
+  CUDA_CHECK(cudaFree(p));
+}
 void copy_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
@@ -153,8 +161,8 @@ void copy_to_host(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
-void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype, std::span<const float> weights,
-                        void* d_out, DType out_dtype, size_t n) {
+void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype,
+                        std::span<const float> weights, void* d_out, DType out_dtype, size_t n) {
   CU_REQUIRE(d_inputs.size() == weights.size(), "one weight per input");
   CU_REQUIRE(!d_inputs.empty() && d_inputs.size() <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
   if (n == 0) return;

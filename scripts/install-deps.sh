@@ -9,7 +9,7 @@ packages=(
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev
   libeigen3-dev libbenchmark-dev libopenblas-dev libopenblas0-openmp
-  clang libclang-rt-14-dev
+  clang clang-format libclang-rt-14-dev
   python3 python3-numpy python3-h5py python3-yaml python3-torch
 )
 # The Slurm test needs a local cluster; opt out with KINTSUGI_NO_SLURM=1.

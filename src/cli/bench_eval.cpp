@@ -2,16 +2,14 @@
 // prefill and decode tokens/s for T = 1 and 2 (as many ranks as the world
 // has), the share of wall time in matrix products, and the time to score the
 // checkpoint on a job's tasks (all search splits).
-#include <nlohmann/json.hpp>
-
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/common/error.hpp"
@@ -82,7 +80,8 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     m.argmax(logits.data(), a.batch, next);
     const double t1 = now_s();
     for (size_t s = 0; s < a.decode; ++s) {
-      for (size_t b = 0; b < a.batch; ++b) reqs[b] = {&caches[b], std::span<const int32_t>(&next[b], 1), {0}};
+      for (size_t b = 0; b < a.batch; ++b)
+        reqs[b] = {&caches[b], std::span<const int32_t>(&next[b], 1), {0}};
       m.forward(reqs, logits);
       m.argmax(logits.data(), a.batch, next);
     }
@@ -92,8 +91,12 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     mm += matmul_seconds();
     wall += t2 - t0;
   }
-  Row row{T, static_cast<double>(a.batch * a.prompt * a.repeats) / prefill_s,
-          static_cast<double>(a.batch * a.decode * a.repeats) / decode_s, mm / wall, -1, -1};
+  Row row{T,
+          static_cast<double>(a.batch * a.prompt * a.repeats) / prefill_s,
+          static_cast<double>(a.batch * a.decode * a.repeats) / decode_s,
+          mm / wall,
+          -1,
+          -1};
   if (!tasks.empty()) {
     const ByteTokenizer tok = ByteTokenizer::load(ck.path() / "tokenizer.json");
     EvalOptions opt;
@@ -118,8 +121,7 @@ int run_bench_eval(const BenchEvalArgs& a) {
   for (int T : a.tp) {
     if (T < 1) throw_input("--tp: {} is not a group size", T);
     if (T > world_size()) {
-      if (world_rank() == 0)
-        spdlog::warn("T = {} skipped: run under mpirun -np {} or more", T, T);
+      if (world_rank() == 0) spdlog::warn("T = {} skipped: run under mpirun -np {} or more", T, T);
       continue;
     }
     MPI_Comm comm;
@@ -142,34 +144,40 @@ int run_bench_eval(const BenchEvalArgs& a) {
                r.decode_tps, 100 * r.matmul_share,
                r.score_s < 0 ? std::string("-") : fmt::format("{:.3f}", r.score_s),
                r.score_s < 0 ? std::string("-") : fmt::format("{:.3f}", r.score_cpu_s));
-    j.push_back({{"tensor_parallel", r.T}, {"prefill_tokens_per_s", r.prefill_tps},
-                 {"decode_tokens_per_s", r.decode_tps}, {"matmul_share", r.matmul_share},
-                 {"score_search_s", r.score_s}, {"score_search_cpu_s", r.score_cpu_s}});
+    j.push_back({{"tensor_parallel", r.T},
+                 {"prefill_tokens_per_s", r.prefill_tps},
+                 {"decode_tokens_per_s", r.decode_tps},
+                 {"matmul_share", r.matmul_share},
+                 {"score_search_s", r.score_s},
+                 {"score_search_cpu_s", r.score_cpu_s}});
   }
   if (a.json) fmt::print("{}\n", nlohmann::json{{"bench", "eval"}, {"results", j}}.dump());
   return kExitOk;
 }
 
-BenchRegistration reg{{"eval", "Evaluator speed: prefill/decode tokens/s for T = 1, 2; matmul share",
-                       [](CLI::App& sub) {
-                         auto a = std::make_shared<BenchEvalArgs>();
-                         sub.add_option("--checkpoint", a->checkpoint, "Checkpoint folder")
-                             ->capture_default_str();
-                         sub.add_option("--job", a->job,
-                                        "Job whose search splits are scored (skipped if absent)")
-                             ->capture_default_str();
-                         sub.add_option("--batch", a->batch, "Sequences per forward pass")
-                             ->capture_default_str()->check(CLI::Range(1, 4096));
-                         sub.add_option("--prompt", a->prompt, "Prompt length in tokens")
-                             ->capture_default_str()->check(CLI::Range(2, 1 << 20));
-                         sub.add_option("--decode", a->decode, "Decode steps")
-                             ->capture_default_str()->check(CLI::Range(1, 1 << 20));
-                         sub.add_option("--repeats", a->repeats, "Repetitions")
-                             ->capture_default_str()->check(CLI::Range(1, 1000));
-                         sub.add_option("--tp", a->tp, "Group sizes to measure")->capture_default_str();
-                         sub.add_flag("--json", a->json, "Print a JSON line at the end");
-                         return std::function<int()>([a] { return run_bench_eval(*a); });
-                       }}};
+BenchRegistration reg{
+    {"eval", "Evaluator speed: prefill/decode tokens/s for T = 1, 2; matmul share",
+     [](CLI::App& sub) {
+       auto a = std::make_shared<BenchEvalArgs>();
+       sub.add_option("--checkpoint", a->checkpoint, "Checkpoint folder")->capture_default_str();
+       sub.add_option("--job", a->job, "Job whose search splits are scored (skipped if absent)")
+           ->capture_default_str();
+       sub.add_option("--batch", a->batch, "Sequences per forward pass")
+           ->capture_default_str()
+           ->check(CLI::Range(1, 4096));
+       sub.add_option("--prompt", a->prompt, "Prompt length in tokens")
+           ->capture_default_str()
+           ->check(CLI::Range(2, 1 << 20));
+       sub.add_option("--decode", a->decode, "Decode steps")
+           ->capture_default_str()
+           ->check(CLI::Range(1, 1 << 20));
+       sub.add_option("--repeats", a->repeats, "Repetitions")
+           ->capture_default_str()
+           ->check(CLI::Range(1, 1000));
+       sub.add_option("--tp", a->tp, "Group sizes to measure")->capture_default_str();
+       sub.add_flag("--json", a->json, "Print a JSON line at the end");
+       return std::function<int()>([a] { return run_bench_eval(*a); });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

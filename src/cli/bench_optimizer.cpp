@@ -1,12 +1,12 @@
 // `kintsugi bench optimizer`: evaluations-to-target of the optimizers on
 // standard test functions, the check of the CMA-ES against published figures.
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "kintsugi/cli/bench.hpp"
@@ -59,8 +59,10 @@ int run_optimizer_bench(const Args& a) {
     nlohmann::json j;
     j["function"] = fn.name;
     j["dim"] = a.dim;
-    if (std::isnan(s.median_evals)) j["median_evals"] = nullptr;
-    else j["median_evals"] = s.median_evals;
+    if (std::isnan(s.median_evals))
+      j["median_evals"] = nullptr;
+    else
+      j["median_evals"] = s.median_evals;
     j["successes"] = s.successes;
     j["runs"] = a.runs;
     std::printf("%s\n", j.dump().c_str());
@@ -69,27 +71,25 @@ int run_optimizer_bench(const Args& a) {
   return 0;
 }
 
-BenchRegistration reg{{"optimizer", "Median evaluations to a target on sphere, ellipsoid, Rosenbrock",
-                       [](CLI::App& sub) {
-                         auto a = std::make_shared<Args>();
-                         sub.add_option("--function", a->function, "sphere | ellipsoid | rosenbrock")
-                             ->required();
-                         sub.add_option("--dim", a->dim, "Dimension (default 10)");
-                         sub.add_option("--runs", a->runs, "Independent runs, seeds --seed.. (default 31)");
-                         sub.add_option("--target", a->target, "Success: f <= target (default 1e-10)");
-                         sub.add_option("--x0", a->x0,
-                                        "Start value of every coordinate (default 1; Rosenbrock 0)");
-                         sub.add_option("--sigma0", a->sigma0, "Initial step size (default 1; Rosenbrock 0.5)");
-                         sub.add_option("--seed", a->seed, "Seed of the first run (default 1)");
-                         sub.add_option("--method", a->method, "cmaes | random (default cmaes)");
-                         sub.add_flag("--active", a->active, "Active CMA (negative weights)");
-                         sub.add_option("--restarts", a->restarts, "IPOP restarts allowed (default 0)");
-                         sub.add_option("--population", a->population,
-                                        "Population (default 4 + floor(3 ln n))");
-                         sub.add_option("--max-evals", a->max_evals, "Budget per run (default 100000)");
-                         sub.add_flag("--json", a->json, "End with one JSON line");
-                         return std::function<int()>([a] { return run_optimizer_bench(*a); });
-                       }}};
+BenchRegistration reg{
+    {"optimizer", "Median evaluations to a target on sphere, ellipsoid, Rosenbrock",
+     [](CLI::App& sub) {
+       auto a = std::make_shared<Args>();
+       sub.add_option("--function", a->function, "sphere | ellipsoid | rosenbrock")->required();
+       sub.add_option("--dim", a->dim, "Dimension (default 10)");
+       sub.add_option("--runs", a->runs, "Independent runs, seeds --seed.. (default 31)");
+       sub.add_option("--target", a->target, "Success: f <= target (default 1e-10)");
+       sub.add_option("--x0", a->x0, "Start value of every coordinate (default 1; Rosenbrock 0)");
+       sub.add_option("--sigma0", a->sigma0, "Initial step size (default 1; Rosenbrock 0.5)");
+       sub.add_option("--seed", a->seed, "Seed of the first run (default 1)");
+       sub.add_option("--method", a->method, "cmaes | random (default cmaes)");
+       sub.add_flag("--active", a->active, "Active CMA (negative weights)");
+       sub.add_option("--restarts", a->restarts, "IPOP restarts allowed (default 0)");
+       sub.add_option("--population", a->population, "Population (default 4 + floor(3 ln n))");
+       sub.add_option("--max-evals", a->max_evals, "Budget per run (default 100000)");
+       sub.add_flag("--json", a->json, "End with one JSON line");
+       return std::function<int()>([a] { return run_optimizer_bench(*a); });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

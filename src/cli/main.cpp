@@ -2,8 +2,8 @@
 // Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
 #include <algorithm>
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 
@@ -71,7 +71,9 @@ int run(int argc, char** argv) {
   }
   check_slurm_world();
   init_logging(world_rank(), world_size(),
-               verbose ? spdlog::level::debug : quiet ? spdlog::level::warn : spdlog::level::info);
+               verbose ? spdlog::level::debug
+               : quiet ? spdlog::level::warn
+                       : spdlog::level::info);
   return action ? action() : kExitInput;
 }
 
@@ -90,8 +92,9 @@ int main(int argc, char** argv) {
       report(e.what());
       rc = kExitInput;
     } catch (const std::bad_alloc&) {
-      report("out of memory: an allocation failed (a limit from ulimit, a cgroup or the scheduler's "
-             "--mem, or the node's RAM, was reached)");
+      report(
+          "out of memory: an allocation failed (a limit from ulimit, a cgroup or the scheduler's "
+          "--mem, or the node's RAM, was reached)");
       rc = kExitRuntime;
     } catch (const std::exception& e) {
       report(e.what());

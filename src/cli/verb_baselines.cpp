@@ -7,14 +7,14 @@
 namespace kintsugi::cli {
 namespace {
 
-VerbRegistration reg{{"baselines",
-                      "Score every checkpoint and the standard merge recipes; store them in the state",
-                      40, [](CLI::App& sub) {
-                        auto a = std::make_shared<BaselinesOptions>();
-                        sub.add_option("job", a->job, "Job file (YAML)")->required();
-                        sub.add_option("--state", a->state, "State file (default: the job's output.state)");
-                        return std::function<int()>([a] { return run_baselines(*a); });
-                      }}};
+VerbRegistration reg{
+    {"baselines", "Score every checkpoint and the standard merge recipes; store them in the state",
+     40, [](CLI::App& sub) {
+       auto a = std::make_shared<BaselinesOptions>();
+       sub.add_option("job", a->job, "Job file (YAML)")->required();
+       sub.add_option("--state", a->state, "State file (default: the job's output.state)");
+       return std::function<int()>([a] { return run_baselines(*a); });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -15,8 +15,8 @@ std::vector<Bench>& bench_registry() {
 
 namespace {
 
-VerbRegistration reg{{"bench", "Measure merge throughput, evaluation speed, optimizer efficiency", 80,
-                      [](CLI::App& sub) {
+VerbRegistration reg{{"bench", "Measure merge throughput, evaluation speed, optimizer efficiency",
+                      80, [](CLI::App& sub) {
                         sub.require_subcommand(1);
                         auto chosen = std::make_shared<std::function<int()>>();
                         auto& benches = bench_registry();

@@ -1,18 +1,17 @@
 // `kintsugi eval JOB.yaml`: scores checkpoints (default: the job's pool) or one
 // in-memory linear merge of the pool (--weights) on the job's tasks with the
 // builtin evaluator. Under mpirun, P / T groups score different models.
-#include <nlohmann/json.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <spdlog/spdlog.h>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
@@ -184,22 +183,21 @@ int run_eval(const EvalArgs& a) {
   return kExitOk;
 }
 
-VerbRegistration reg{{"eval", "Score checkpoints, or a merge of the pool, on the job's tasks", 30,
-                      [](CLI::App& sub) {
-                        auto a = std::make_shared<EvalArgs>();
-                        sub.add_option("job", a->job, "Job file (YAML)")->required();
-                        sub.add_option("--checkpoint", a->checkpoints,
-                                       "Checkpoint folder to score (repeatable; default: the pool)");
-                        sub.add_option("--weights", a->weights,
-                                       "Score the linear merge of the pool with these weights "
-                                       "(w1,w2,...; or layer_groups x N values)");
-                        sub.add_option("--split", a->split, "Task split: search or test")
-                            ->capture_default_str();
-                        sub.add_flag("--json", a->json, "Print a JSON summary as the last line");
-                        sub.add_option("--samples", a->samples,
-                                       "Write one JSON line per example to this file");
-                        return std::function<int()>([a] { return run_eval(*a); });
-                      }}};
+VerbRegistration reg{
+    {"eval", "Score checkpoints, or a merge of the pool, on the job's tasks", 30,
+     [](CLI::App& sub) {
+       auto a = std::make_shared<EvalArgs>();
+       sub.add_option("job", a->job, "Job file (YAML)")->required();
+       sub.add_option("--checkpoint", a->checkpoints,
+                      "Checkpoint folder to score (repeatable; default: the pool)");
+       sub.add_option("--weights", a->weights,
+                      "Score the linear merge of the pool with these weights "
+                      "(w1,w2,...; or layer_groups x N values)");
+       sub.add_option("--split", a->split, "Task split: search or test")->capture_default_str();
+       sub.add_flag("--json", a->json, "Print a JSON summary as the last line");
+       sub.add_option("--samples", a->samples, "Write one JSON line per example to this file");
+       return std::function<int()>([a] { return run_eval(*a); });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -1,11 +1,11 @@
 // `kintsugi inspect PATH...`: one checkpoint's tensors, bytes, dtypes and
 // metadata; several paths: a pool compatibility check listing every difference.
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
@@ -45,7 +45,9 @@ std::string fp(const HfCheckpoint& c, const Options& o) {
   return fingerprint(c, o.full_hash ? FingerprintMode::Full : FingerprintMode::Sampled);
 }
 
-void out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+void out(const std::string& s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+}
 
 int inspect_one(const Options& o) {
   const HfCheckpoint c = HfCheckpoint::open(o.paths[0]);
@@ -75,8 +77,8 @@ int inspect_one(const Options& o) {
     e.second += t.nbytes();
   }
   std::string s = fmt::format("{}: {} tensors, {} ({} bytes) in {} file{}\n", c.path().string(),
-                              c.tensor_names().size(), human_bytes(c.total_bytes()), c.total_bytes(),
-                              c.files().size(), c.files().size() == 1 ? "" : "s");
+                              c.tensor_names().size(), human_bytes(c.total_bytes()),
+                              c.total_bytes(), c.files().size(), c.files().size() == 1 ? "" : "s");
   s += "dtypes:\n";
   for (const auto& [d, e] : per_dtype)
     s += fmt::format("  {:<8} {:>8} tensors  {:>12} bytes\n", d, e.first, e.second);
@@ -101,7 +103,8 @@ int inspect_one(const Options& o) {
     s += "tensors:\n";
     for (const auto& n : c.tensor_names()) {
       const auto& t = c.info(n);
-      s += fmt::format("  {}  {}  {}  {}\n", n, dtype_name(t.dtype), shape_text(t.shape), t.nbytes());
+      s += fmt::format("  {}  {}  {}  {}\n", n, dtype_name(t.dtype), shape_text(t.shape),
+                       t.nbytes());
     }
   }
   out(s);
@@ -140,7 +143,8 @@ int inspect_pool(const Options& o) {
       s += fmt::format("compatible: {} checkpoints, {} tensors each\n", pool.size(),
                        pool.tensor_names().size());
     } else {
-      s += fmt::format("incompatible: {} difference{}\n", diffs.size(), diffs.size() == 1 ? "" : "s");
+      s += fmt::format("incompatible: {} difference{}\n", diffs.size(),
+                       diffs.size() == 1 ? "" : "s");
       for (const auto& d : diffs) s += "  " + d.text() + "\n";
     }
     out(s);
@@ -156,13 +160,16 @@ VerbRegistration reg{
     {"inspect", "Show a checkpoint's tensors, dtypes, bytes and metadata; check a pool", 10,
      [](CLI::App& sub) {
        auto o = std::make_shared<Options>();
-       sub.add_option("paths", o->paths, "A .safetensors file or an HF model folder; several: a pool")
+       sub.add_option("paths", o->paths,
+                      "A .safetensors file or an HF model folder; several: a pool")
            ->required();
        sub.add_flag("--json", o->json, "One JSON object on stdout");
        sub.add_flag("-t,--tensors", o->tensors, "List every tensor (text output)");
-       sub.add_flag("--fingerprint", o->fingerprint, "Add each checkpoint's fingerprint (sampled content hash)");
+       sub.add_flag("--fingerprint", o->fingerprint,
+                    "Add each checkpoint's fingerprint (sampled content hash)");
        sub.add_flag("--full-hash", o->full_hash, "Fingerprint every byte instead of samples");
-       return std::function<int()>([o] { return o->paths.size() == 1 ? inspect_one(*o) : inspect_pool(*o); });
+       return std::function<int()>(
+           [o] { return o->paths.size() == 1 ? inspect_one(*o) : inspect_pool(*o); });
      }}};
 
 }  // namespace

@@ -20,15 +20,18 @@ struct Args {
 };
 
 VerbRegistration reg{
-    {"optimize", "Search merge weights with CMA-ES over MPI groups (resumable)", 50, [](CLI::App& sub) {
+    {"optimize", "Search merge weights with CMA-ES over MPI groups (resumable)", 50,
+     [](CLI::App& sub) {
        auto a = std::make_shared<Args>();
        sub.add_option("job", a->o.job, "Job file (YAML)")->required();
        sub.add_option("--state", a->o.state, "State file (default: the job's output.state)");
        sub.add_flag("--resume", a->o.resume, "Continue the search saved in the state file");
-       auto* budget = sub.add_option("--budget", a->budget, "Evaluation budget (overrides search.budget)");
+       auto* budget =
+           sub.add_option("--budget", a->budget, "Evaluation budget (overrides search.budget)");
        auto* seed = sub.add_option("--seed", a->seed, "Search seed (overrides search.seed)");
-       sub.add_option("--preference", a->o.preference,
-                      "Chebyshev preference vector, task=w,task=w (overrides objective.preference)");
+       sub.add_option(
+           "--preference", a->o.preference,
+           "Chebyshev preference vector, task=w,task=w (overrides objective.preference)");
        sub.add_option("--test-top", a->o.test_top,
                       "How many of the best Pareto members are also scored on the test split")
            ->capture_default_str();

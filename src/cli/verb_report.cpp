@@ -17,7 +17,8 @@ struct Args {
   bool json = false, csv = false;
 };
 
-VerbRegistration reg{{"report", "Tables of what the search found: checkpoints, baselines, best, Pareto front",
+VerbRegistration reg{{"report",
+                      "Tables of what the search found: checkpoints, baselines, best, Pareto front",
                       70, [](CLI::App& sub) {
                         auto a = std::make_shared<Args>();
                         sub.add_option("state", a->state, "State file (HDF5)")->required();

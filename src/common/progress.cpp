@@ -49,10 +49,9 @@ void Progress::draw(bool final_line) {
     const int filled = static_cast<int>(frac * width);
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%s [%s] %3.0f%% %llu/%llu %.1fs elapsed, %.1fs left  ",
-                 label_.c_str(), bar.c_str(), frac * 100.0,
-                 static_cast<unsigned long long>(done_), static_cast<unsigned long long>(total_),
-                 elapsed, eta);
+    std::fprintf(stderr, "\r%s [%s] %3.0f%% %llu/%llu %.1fs elapsed, %.1fs left  ", label_.c_str(),
+                 bar.c_str(), frac * 100.0, static_cast<unsigned long long>(done_),
+                 static_cast<unsigned long long>(total_), elapsed, eta);
     if (final_line) std::fputc('\n', stderr);
     std::fflush(stderr);
   } else {

@@ -32,9 +32,12 @@ std::filesystem::path TaskConfig::file_for(const std::string& split_name) const 
 
 std::string_view task_kind_name(TaskKind k) {
   switch (k) {
-    case TaskKind::Generate: return "generate";
-    case TaskKind::Choice: return "choice";
-    case TaskKind::Perplexity: return "perplexity";
+    case TaskKind::Generate:
+      return "generate";
+    case TaskKind::Choice:
+      return "choice";
+    case TaskKind::Perplexity:
+      return "perplexity";
   }
   return "?";
 }
@@ -87,15 +90,27 @@ TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
                                 : TaskKind::Perplexity;
   }
   switch (t.kind) {
-    case TaskKind::Generate: t.metric = "exact_match"; break;
-    case TaskKind::Choice: t.metric = "acc"; break;
-    case TaskKind::Perplexity: t.metric = "bits_per_byte"; break;
+    case TaskKind::Generate:
+      t.metric = "exact_match";
+      break;
+    case TaskKind::Choice:
+      t.metric = "acc";
+      break;
+    case TaskKind::Perplexity:
+      t.metric = "bits_per_byte";
+      break;
   }
   if (auto mf = m.get("metric")) {
     switch (t.kind) {
-      case TaskKind::Generate: t.metric = mf->as_enum({"exact_match"}); break;
-      case TaskKind::Choice: t.metric = mf->as_enum({"acc", "acc_norm"}); break;
-      case TaskKind::Perplexity: t.metric = mf->as_enum({"bits_per_byte"}); break;
+      case TaskKind::Generate:
+        t.metric = mf->as_enum({"exact_match"});
+        break;
+      case TaskKind::Choice:
+        t.metric = mf->as_enum({"acc", "acc_norm"});
+        break;
+      case TaskKind::Perplexity:
+        t.metric = mf->as_enum({"bits_per_byte"});
+        break;
     }
   }
   if (auto s = m.get("split")) {
@@ -106,8 +121,8 @@ TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
   // The generation keys make no sense for the other kinds; say so rather than ignore them.
   for (const char* key : {"max_new_tokens", "stop", "regex", "ignore_case"}) {
     if (t.kind != TaskKind::Generate && m.has(key))
-      m.get(key)->fail(fmt::format("only applies to kind: generate (this task is {})",
-                                   task_kind_name(t.kind)));
+      m.get(key)->fail(
+          fmt::format("only applies to kind: generate (this task is {})", task_kind_name(t.kind)));
   }
   if (auto v = m.get("max_new_tokens")) t.max_new_tokens = v->as_uint(1, 1u << 20);
   if (auto v = m.get("stop")) {
@@ -148,9 +163,9 @@ EvaluatorConfig read_evaluator(const YamlField& f) {
 }
 
 SearchConfig read_search(const YamlField& f) {
-  const YamlMap m = f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget",
-                              "population", "sigma0", "seed", "active", "restarts", "lower",
-                              "upper"});
+  const YamlMap m =
+      f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget", "population",
+                "sigma0", "seed", "active", "restarts", "lower", "upper"});
   SearchConfig s;
   if (auto v = m.get("method")) s.method = v->as_enum({"cmaes", "random"});
   if (auto v = m.get("parameterization"))
@@ -183,8 +198,8 @@ SearchConfig read_search(const YamlField& f) {
   if (auto v = m.get("lower")) s.lower = v->as_finite_double();
   if (auto v = m.get("upper")) s.upper = v->as_finite_double();
   if (s.lower && s.upper && !(*s.lower < *s.upper))
-    m.get("upper")->fail(fmt::format("must be greater than search.lower ({} >= {})", *s.lower,
-                                     *s.upper));
+    m.get("upper")->fail(
+        fmt::format("must be greater than search.lower ({} >= {})", *s.lower, *s.upper));
   return s;
 }
 
@@ -199,8 +214,8 @@ std::map<std::string, double> task_map(const YamlField& f, const std::set<std::s
 }
 
 ObjectiveConfig read_objective(const YamlField& f, const std::set<std::string>& tasks) {
-  const YamlMap m = f.as_map({"kind", "weights", "preference", "chebyshev_rho", "maximize", "floors",
-                              "penalty"});
+  const YamlMap m =
+      f.as_map({"kind", "weights", "preference", "chebyshev_rho", "maximize", "floors", "penalty"});
   ObjectiveConfig o;
   if (auto v = m.get("kind")) o.kind = v->as_enum({"mean", "weighted", "chebyshev", "constrained"});
   auto only_for = [&](const char* key, const char* kind) -> std::optional<YamlField> {
@@ -263,8 +278,8 @@ JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
   const YAML::Node root = parse_yaml(yaml_text, origin);
   const YamlField top(origin, root, "", 1);
   if (!root.IsMap()) top.fail("a job file must be a map with keys pool, tasks, ...");
-  const YamlMap m = top.as_map(
-      {"pool", "tasks", "evaluator", "search", "objective", "parallel", "output"});
+  const YamlMap m =
+      top.as_map({"pool", "tasks", "evaluator", "search", "objective", "parallel", "output"});
 
   JobConfig job;
   job.yaml_text = yaml_text;

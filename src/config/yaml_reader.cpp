@@ -31,11 +31,16 @@ std::string join(std::initializer_list<std::string_view> words) {
 
 const char* kind_name(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Undefined: return "nothing";
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      return "nothing";
   }
   return "?";
 }
@@ -141,8 +146,10 @@ double YamlField::as_finite_double() const {
 
 bool YamlField::as_bool() const {
   const std::string s = plain_scalar("true or false");
-  static const std::set<std::string> yes = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-  static const std::set<std::string> no = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+  static const std::set<std::string> yes = {"true", "True", "TRUE", "yes", "Yes",
+                                            "YES",  "on",   "On",   "ON"};
+  static const std::set<std::string> no = {"false", "False", "FALSE", "no", "No",
+                                           "NO",    "off",   "Off",   "OFF"};
   if (yes.count(s)) return true;
   if (no.count(s)) return false;
   fail(fmt::format("expected true or false, got \"{}\"", s));
@@ -169,7 +176,8 @@ std::vector<std::pair<std::string, YamlField>> YamlField::entries() const {
   std::set<std::string> seen;
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     const YamlField key(origin_, it->first, path_, line_);
-    if (!it->first.IsScalar()) key.fail(fmt::format("map keys must be strings, got {}", kind_name(it->first)));
+    if (!it->first.IsScalar())
+      key.fail(fmt::format("map keys must be strings, got {}", kind_name(it->first)));
     const std::string k = it->first.Scalar();
     const YamlField keyed(origin_, it->first, child_path(path_, k), line_);
     if (!seen.insert(k).second) keyed.fail("duplicate key");

@@ -138,7 +138,8 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       std::vector<int32_t> at(tk.size() - 1);
       std::iota(at.begin(), at.end(), 0);
       // The last byte predicts nothing we score: feed all but it.
-      reqs.push_back({&caches.back(), std::span<const int32_t>(tk).first(tk.size() - 1), std::move(at)});
+      reqs.push_back(
+          {&caches.back(), std::span<const int32_t>(tk).first(tk.size() - 1), std::move(at)});
       targets.insert(targets.end(), tk.begin() + 1, tk.end());
     }
     c.model.forward(reqs, logits);
@@ -196,13 +197,15 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
         const int32_t tk = next[k];
         if (tk == c.eos || cfg.max_new_tokens == 0) continue;
         out[e].push_back(tk);
-        if (out[e].size() >= cfg.max_new_tokens || has_stop(c.tok.decode(out[e]), cfg.stop)) continue;
+        if (out[e].size() >= cfg.max_new_tokens || has_stop(c.tok.decode(out[e]), cfg.stop))
+          continue;
         still.push_back(e);
       }
       if (still.empty()) break;
       active = still;
       reqs.clear();
-      for (size_t e : active) reqs.push_back({&caches[e], std::span<const int32_t>(&out[e].back(), 1), {0}});
+      for (size_t e : active)
+        reqs.push_back({&caches[e], std::span<const int32_t>(&out[e].back(), 1), {0}});
       c.model.forward(reqs, logits);
       next.resize(active.size());
       c.model.argmax(logits.data(), active.size(), next);
@@ -228,7 +231,8 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
 
 std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
                                        const ByteTokenizer& tokenizer,
-                                       std::span<const EvalTask> tasks, const EvalOptions& options) {
+                                       std::span<const EvalTask> tasks,
+                                       const EvalOptions& options) {
   const ModelConfig& mc = shard.config();
   if (tokenizer.vocab_size() > mc.vocab_size)
     throw_input("the tokenizer has {} ids but the model's vocab_size is {}", tokenizer.vocab_size(),
@@ -246,9 +250,15 @@ std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
     r.task = t.config.name;
     r.metric = primary_metric(t.config);
     switch (t.config.kind) {
-      case TaskKind::Generate: run_generate(c, t, r, options.keep_samples); break;
-      case TaskKind::Choice: run_choice(c, t, r, options.keep_samples); break;
-      case TaskKind::Perplexity: run_perplexity(c, t, r, options.keep_samples); break;
+      case TaskKind::Generate:
+        run_generate(c, t, r, options.keep_samples);
+        break;
+      case TaskKind::Choice:
+        run_choice(c, t, r, options.keep_samples);
+        break;
+      case TaskKind::Perplexity:
+        run_perplexity(c, t, r, options.keep_samples);
+        break;
     }
     auto it = r.metrics.find(r.metric);
     if (it == r.metrics.end())

@@ -1,8 +1,7 @@
 #include "kintsugi/eval/task.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "kintsugi/common/error.hpp"
 
@@ -11,9 +10,12 @@ namespace kintsugi {
 std::string primary_metric(const TaskConfig& config) {
   if (!config.metric.empty()) return config.metric;
   switch (config.kind) {
-    case TaskKind::Generate: return "exact_match";
-    case TaskKind::Choice: return "acc";
-    case TaskKind::Perplexity: return "bits_per_byte";
+    case TaskKind::Generate:
+      return "exact_match";
+    case TaskKind::Choice:
+      return "acc";
+    case TaskKind::Perplexity:
+      return "bits_per_byte";
   }
   return "";
 }
@@ -49,10 +51,13 @@ std::vector<Example> load_examples(const std::filesystem::path& file, TaskKind k
       e.id = j["id"].get<std::string>();
     }
     for (const auto& [key, value] : j.items()) {
-      const bool known = key == "id" || ((kind == TaskKind::Generate) && (key == "context" || key == "target")) ||
-                         ((kind == TaskKind::Choice) && (key == "context" || key == "choices" || key == "label")) ||
+      const bool known = key == "id" ||
+                         ((kind == TaskKind::Generate) && (key == "context" || key == "target")) ||
+                         ((kind == TaskKind::Choice) &&
+                          (key == "context" || key == "choices" || key == "label")) ||
                          ((kind == TaskKind::Perplexity) && key == "text");
-      if (!known) throw_input("{}: unknown key '{}' for a {} task", where, key, task_kind_name(kind));
+      if (!known)
+        throw_input("{}: unknown key '{}' for a {} task", where, key, task_kind_name(kind));
     }
     switch (kind) {
       case TaskKind::Generate:
@@ -71,7 +76,8 @@ std::vector<Example> load_examples(const std::filesystem::path& file, TaskKind k
           e.choices.push_back(x.get<std::string>());
         }
         if (!j.contains("label")) throw_input("{}: missing key 'label'", where);
-        if (!j["label"].is_number_integer()) throw_input("{}: key 'label' must be an integer", where);
+        if (!j["label"].is_number_integer())
+          throw_input("{}: key 'label' must be an integer", where);
         const int64_t label = j["label"].get<int64_t>();
         if (label < 0 || static_cast<size_t>(label) >= e.choices.size())
           throw_input("{}: label {} is not an index into the {} choices", where, label,

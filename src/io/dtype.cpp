@@ -73,11 +73,19 @@ std::optional<DType> dtype_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-std::string_view dtype_name(DType d) { return row(d).name; }
-size_t dtype_size(DType d) { return row(d).size; }
-bool dtype_is_float(DType d) { return row(d).is_float; }
+std::string_view dtype_name(DType d) {
+  return row(d).name;
+}
+size_t dtype_size(DType d) {
+  return row(d).size;
+}
+bool dtype_is_float(DType d) {
+  return row(d).is_float;
+}
 
-float bf16_to_f32(uint16_t bits) { return bits_f32(static_cast<uint32_t>(bits) << 16); }
+float bf16_to_f32(uint16_t bits) {
+  return bits_f32(static_cast<uint32_t>(bits) << 16);
+}
 
 uint16_t f32_to_bf16(float x) {
   const uint32_t u = f32_bits(x);
@@ -205,8 +213,7 @@ void convert_from_f32(DType d, const float* src, void* dst, size_t n) {
       }
       return;
     default:
-      throw_input("cannot write dtype {} from F32 (supported: BF16, F16, F32, F64)",
-                  dtype_name(d));
+      throw_input("cannot write dtype {} from F32 (supported: BF16, F16, F32, F64)", dtype_name(d));
   }
 }
 

@@ -36,10 +36,15 @@ nlohmann::json read_json_object(const fs::path& p) {
 }
 
 bool is_passthrough(const std::string& n) {
-  static const std::set<std::string> exact = {
-      "special_tokens_map.json", "added_tokens.json", "generation_config.json",
-      "vocab.json",              "vocab.txt",         "merges.txt",
-      "chat_template.json",      "chat_template.jinja", "preprocessor_config.json"};
+  static const std::set<std::string> exact = {"special_tokens_map.json",
+                                              "added_tokens.json",
+                                              "generation_config.json",
+                                              "vocab.json",
+                                              "vocab.txt",
+                                              "merges.txt",
+                                              "chat_template.json",
+                                              "chat_template.jinja",
+                                              "preprocessor_config.json"};
   return exact.count(n) > 0 || n.rfind("tokenizer", 0) == 0;
 }
 
@@ -66,11 +71,12 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
       if (!j.contains("weight_map") || !j["weight_map"].is_object())
         throw_input("{}: no \"weight_map\" object", index.string());
       // Shards are opened in file-name order (files()[0] is the first shard).
-      std::map<std::string, std::string> shard_of;     // tensor -> shard file
-      std::map<std::string, size_t> shard_index;       // shard file -> index into files_
+      std::map<std::string, std::string> shard_of;  // tensor -> shard file
+      std::map<std::string, size_t> shard_index;    // shard file -> index into files_
       for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
         if (!it.value().is_string())
-          throw_input("{}: weight_map: tensor {}: shard name is not a string", index.string(), it.key());
+          throw_input("{}: weight_map: tensor {}: shard name is not a string", index.string(),
+                      it.key());
         const std::string shard = it.value().get<std::string>();
         if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
           throw_input("{}: weight_map: tensor {}: shard {:?} is not a file name in the folder",
@@ -93,8 +99,9 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
       for (const auto& [name, shard] : shard_of) entries.emplace_back(name, shard_index.at(shard));
       for (const auto& [name, fi] : entries) {
         if (!c.files_[fi]->find(name))
-          throw_input("{}: tensor {}: model.safetensors.index.json places it in {}, which does not hold it",
-                      path.string(), name, c.files_[fi]->path().filename().string());
+          throw_input(
+              "{}: tensor {}: model.safetensors.index.json places it in {}, which does not hold it",
+              path.string(), name, c.files_[fi]->path().filename().string());
       }
       std::sort(entries.begin(), entries.end());
       for (const auto& [name, fi] : entries) {
@@ -107,14 +114,15 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
           if (!listed.count(t.name))
             spdlog::warn("{}: tensor {} is not in model.safetensors.index.json; ignored",
                          f->path().string(), t.name);
-      if (j.contains("metadata") && j["metadata"].is_object() && j["metadata"].contains("total_size")) {
+      if (j.contains("metadata") && j["metadata"].is_object() &&
+          j["metadata"].contains("total_size")) {
         const auto& ts = j["metadata"]["total_size"];
         uint64_t sum = 0;
         for (size_t i = 0; i < c.names_.size(); ++i)
           sum += c.files_[c.file_index_[i]]->find(c.names_[i])->nbytes();
         if (ts.is_number_unsigned() && ts.get<uint64_t>() != sum)
-          spdlog::warn("{}: metadata.total_size is {} but the tensors hold {} bytes", index.string(),
-                       ts.get<uint64_t>(), sum);
+          spdlog::warn("{}: metadata.total_size is {} but the tensors hold {} bytes",
+                       index.string(), ts.get<uint64_t>(), sum);
       }
     } else if (fs::exists(single)) {
       c.files_.push_back(SafetensorsFile::open(single));
@@ -148,8 +156,7 @@ bool HfCheckpoint::has(const std::string& name) const {
 
 const SafetensorsFile& HfCheckpoint::file_of(const std::string& name) const {
   const auto it = std::lower_bound(names_.begin(), names_.end(), name);
-  if (it == names_.end() || *it != name)
-    throw_input("{}: no tensor {}", path_.string(), name);
+  if (it == names_.end() || *it != name) throw_input("{}: no tensor {}", path_.string(), name);
   return *files_[file_index_[static_cast<size_t>(it - names_.begin())]];
 }
 

@@ -2,9 +2,8 @@
 // implementation (huggingface/safetensors) and a little more: duplicate keys
 // are refused (nlohmann::json would silently keep the last one, so a parser
 // callback watches every object's keys).
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <unordered_set>
 
 #include "kintsugi/common/error.hpp"
@@ -109,7 +108,8 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
   if (!doc.is_object()) throw_input("{}: header is not a JSON object", origin);
   if (watch.found) {
     if (watch.depth == 1) {
-      if (watch.key == "__metadata__") throw_input("{}: header has two __metadata__ entries", origin);
+      if (watch.key == "__metadata__")
+        throw_input("{}: header has two __metadata__ entries", origin);
       throw_input("{}: tensor {}: duplicate tensor name in header", origin, q(watch.key));
     }
     if (watch.parent == "__metadata__")
@@ -135,7 +135,8 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
     }
     if (!v.is_object()) throw_input("{}: tensor {}: entry is not an object", origin, q(name));
     for (const char* field : {"dtype", "shape", "data_offsets"})
-      if (!v.contains(field)) throw_input("{}: tensor {}: entry has no \"{}\"", origin, q(name), field);
+      if (!v.contains(field))
+        throw_input("{}: tensor {}: entry has no \"{}\"", origin, q(name), field);
 
     TensorInfo t;
     t.name = name;
@@ -179,8 +180,9 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
       throw_input("{}: tensor {}: data_offsets [{}, {}] end before they begin", origin, q(name),
                   t.begin, t.end);
     if (t.end > data_size)
-      throw_input("{}: tensor {}: data_offsets [{}, {}] run past the end of the data buffer ({} bytes)",
-                  origin, q(name), t.begin, t.end, data_size);
+      throw_input(
+          "{}: tensor {}: data_offsets [{}, {}] run past the end of the data buffer ({} bytes)",
+          origin, q(name), t.begin, t.end, data_size);
     if (t.end - t.begin != need)
       throw_input("{}: tensor {}: data_offsets [{}, {}] hold {} bytes but {} {} needs {}", origin,
                   q(name), t.begin, t.end, t.end - t.begin, dtype_name(t.dtype),
@@ -198,10 +200,11 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
   for (const auto& t : out.tensors) {
     if (t.begin > pos) {
       if (!prev)
-        throw_input("{}: tensor {}: data begins at {}, leaving a gap of {} bytes at the buffer's start",
-                    origin, q(t.name), t.begin, t.begin);
-      throw_input("{}: tensor {}: data begins at {}, leaving a gap of {} bytes after tensor {}", origin,
-                  q(t.name), t.begin, t.begin - pos, q(prev->name));
+        throw_input(
+            "{}: tensor {}: data begins at {}, leaving a gap of {} bytes at the buffer's start",
+            origin, q(t.name), t.begin, t.begin);
+      throw_input("{}: tensor {}: data begins at {}, leaving a gap of {} bytes after tensor {}",
+                  origin, q(t.name), t.begin, t.begin - pos, q(prev->name));
     }
     if (t.begin < pos)
       throw_input("{}: tensor {}: data [{}, {}] overlaps tensor {} (which ends at {})", origin,
@@ -210,8 +213,10 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
     prev = &t;
   }
   if (pos != data_size)
-    throw_input("{}: {} trailing bytes after the last tensor (the data buffer is {} bytes, tensors end at {})",
-                origin, data_size - pos, data_size, pos);
+    throw_input(
+        "{}: {} trailing bytes after the last tensor (the data buffer is {} bytes, tensors end at "
+        "{})",
+        origin, data_size - pos, data_size, pos);
   return out;
 }
 

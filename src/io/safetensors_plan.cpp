@@ -1,10 +1,9 @@
 // Laying out safetensors files before any byte is written: header text,
 // offsets, shard assignment and the sharded index.
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "kintsugi/common/error.hpp"
@@ -74,7 +73,8 @@ ShardedPlan plan_sharded(const std::vector<TensorSpec>& specs, const Metadata& m
   ShardedPlan plan;
   for (const auto& s : specs) {
     uint64_t n = dtype_size(s.dtype);
-    for (auto d : s.shape) n *= static_cast<uint64_t>(d < 0 ? 0 : d);  // validated by the plan below
+    for (auto d : s.shape)
+      n *= static_cast<uint64_t>(d < 0 ? 0 : d);  // validated by the plan below
     if (groups.empty() || (in_group > 0 && in_group + n > max_shard_bytes)) {
       groups.emplace_back();
       in_group = 0;
@@ -98,25 +98,37 @@ ShardedPlan plan_sharded(const std::vector<TensorSpec>& specs, const Metadata& m
 
 uint64_t parse_byte_size(std::string_view text) {
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   const std::string num(text.substr(0, i));
   std::string unit(text.substr(i));
   while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   double mult = 0;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "KB") mult = 1e3;
-  else if (unit == "MB") mult = 1e6;
-  else if (unit == "GB") mult = 1e9;
-  else if (unit == "TB") mult = 1e12;
-  else if (unit == "KIB") mult = 1024.0;
-  else if (unit == "MIB") mult = 1024.0 * 1024;
-  else if (unit == "GIB") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "TIB") mult = 1024.0 * 1024 * 1024 * 1024;
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "KB")
+    mult = 1e3;
+  else if (unit == "MB")
+    mult = 1e6;
+  else if (unit == "GB")
+    mult = 1e9;
+  else if (unit == "TB")
+    mult = 1e12;
+  else if (unit == "KIB")
+    mult = 1024.0;
+  else if (unit == "MIB")
+    mult = 1024.0 * 1024;
+  else if (unit == "GIB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "TIB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
   if (num.find_first_of("0123456789") == std::string::npos || mult == 0 ||
       std::count(num.begin(), num.end(), '.') > 1)
-    throw_input("size {:?}: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
-                std::string(text));
+    throw_input(
+        "size {:?}: expected a number with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, "
+        "TiB)",
+        std::string(text));
   const double v = std::stod(num) * mult;
   if (!(v < 1.8e19)) throw_input("size {:?}: too large", std::string(text));
   return static_cast<uint64_t>(std::llround(v));

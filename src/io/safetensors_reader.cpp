@@ -45,8 +45,8 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesyst
   if (n > kMaxHeaderBytes)
     throw_input("{}: header length {} exceeds the limit of {} bytes", p, n, kMaxHeaderBytes);
   if (n > size - 8)
-    throw_input("{}: header length {} runs past the end of the file ({} bytes, so at most {})", p, n,
-                size, size - 8);
+    throw_input("{}: header length {} runs past the end of the file ({} bytes, so at most {})", p,
+                n, size, size - 8);
 
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
@@ -61,7 +61,8 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesyst
   ParsedHeader h = parse_safetensors_header(header, size - 8 - n, p);
   file->tensors_ = std::move(h.tensors);
   file->metadata_ = std::move(h.metadata);
-  for (size_t i = 0; i < file->tensors_.size(); ++i) file->index_.emplace(file->tensors_[i].name, i);
+  for (size_t i = 0; i < file->tensors_.size(); ++i)
+    file->index_.emplace(file->tensors_[i].name, i);
   return file;
 }
 
@@ -78,14 +79,16 @@ std::span<const std::byte> SafetensorsFile::bytes(const TensorInfo& t) const {
   return bytes(t, 0, t.nbytes());
 }
 
-std::span<const std::byte> SafetensorsFile::bytes(const TensorInfo& t, uint64_t b, uint64_t n) const {
+std::span<const std::byte> SafetensorsFile::bytes(const TensorInfo& t, uint64_t b,
+                                                  uint64_t n) const {
   KS_CHECK(b <= t.nbytes() && n <= t.nbytes() - b, "byte range outside the tensor");
   KS_CHECK(data_offset_ + t.end <= map_size_, "tensor outside the mapped file");
   if (n == 0) return {};
   return {map_ + data_offset_ + t.begin + b, n};
 }
 
-void SafetensorsFile::read_f32(const TensorInfo& t, uint64_t first, uint64_t count, float* out) const {
+void SafetensorsFile::read_f32(const TensorInfo& t, uint64_t first, uint64_t count,
+                               float* out) const {
   if (!dtype_is_float(t.dtype))
     throw_input("{}: tensor {}: dtype {} is not a floating type; it cannot be read as F32",
                 path_.string(), t.name, dtype_name(t.dtype));

@@ -15,7 +15,8 @@ namespace kintsugi {
 
 namespace {
 
-void pwrite_all(int fd, const void* data, uint64_t n, uint64_t offset, const std::filesystem::path& p) {
+void pwrite_all(int fd, const void* data, uint64_t n, uint64_t offset,
+                const std::filesystem::path& p) {
   const auto* c = static_cast<const char*>(data);
   while (n > 0) {
     const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
@@ -64,7 +65,8 @@ SafetensorsWriter::SafetensorsWriter(std::filesystem::path path, SafetensorsLayo
     ::close(fd_);
     fd_ = -1;
     ::unlink(tmp_.c_str());
-    throw_runtime("{}: cannot size to {} bytes: {}", tmp_.string(), layout_.file_size, std::strerror(e));
+    throw_runtime("{}: cannot size to {} bytes: {}", tmp_.string(), layout_.file_size,
+                  std::strerror(e));
   }
   unsigned char len[8];
   uint64_t n = layout_.header.size();
@@ -83,16 +85,19 @@ SafetensorsWriter::~SafetensorsWriter() {
 
 void SafetensorsWriter::write(std::string_view name, std::span<const std::byte> data) {
   KS_CHECK(!positional_, "streaming write after positional writes");
-  KS_CHECK(next_ < layout_.tensors.size(), fmt::format("{}: more tensors than planned", path_.string()));
+  KS_CHECK(next_ < layout_.tensors.size(),
+           fmt::format("{}: more tensors than planned", path_.string()));
   const TensorInfo& t = layout_.tensors[next_];
-  KS_CHECK(t.name == name, fmt::format("{}: expected tensor {} next, got {}", path_.string(), t.name, name));
+  KS_CHECK(t.name == name,
+           fmt::format("{}: expected tensor {} next, got {}", path_.string(), t.name, name));
   KS_CHECK(data.size() == t.nbytes(),
            fmt::format("tensor {}: {} bytes given, {} planned", t.name, data.size(), t.nbytes()));
   pwrite_all(fd_, data.data(), data.size(), layout_.data_offset + t.begin, tmp_);
   ++next_;
 }
 
-void SafetensorsWriter::pwrite(std::string_view name, uint64_t offset, std::span<const std::byte> data) {
+void SafetensorsWriter::pwrite(std::string_view name, uint64_t offset,
+                               std::span<const std::byte> data) {
   KS_CHECK(next_ == 0, "positional write after streaming writes");
   positional_ = true;
   pwrite_all(fd_, data.data(), data.size(), place(layout_, name, offset, data.size(), tmp_), tmp_);
@@ -100,28 +105,32 @@ void SafetensorsWriter::pwrite(std::string_view name, uint64_t offset, std::span
 
 void SafetensorsWriter::commit() {
   KS_CHECK(!committed_ && fd_ >= 0, "commit twice");
-  KS_CHECK(positional_ || next_ == layout_.tensors.size(),
-           fmt::format("{}: {} of {} tensors written", path_.string(), next_, layout_.tensors.size()));
+  KS_CHECK(
+      positional_ || next_ == layout_.tensors.size(),
+      fmt::format("{}: {} of {} tensors written", path_.string(), next_, layout_.tensors.size()));
   if (::fsync(fd_) != 0) throw_runtime("{}: fsync failed: {}", tmp_.string(), std::strerror(errno));
   const int rc = ::close(fd_);
   fd_ = -1;
   if (rc != 0) throw_runtime("{}: close failed: {}", tmp_.string(), std::strerror(errno));
   if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-    throw_runtime("{}: cannot rename to {}: {}", tmp_.string(), path_.string(), std::strerror(errno));
+    throw_runtime("{}: cannot rename to {}: {}", tmp_.string(), path_.string(),
+                  std::strerror(errno));
   committed_ = true;
   fsync_dir(path_.parent_path());
 }
 
-SafetensorsRangeWriter::SafetensorsRangeWriter(const std::filesystem::path& path, SafetensorsLayout layout)
+SafetensorsRangeWriter::SafetensorsRangeWriter(const std::filesystem::path& path,
+                                               SafetensorsLayout layout)
     : tmp_(safetensors_temp_path(path)), layout_(std::move(layout)) {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd_ < 0) throw_runtime("{}: cannot open for writing: {}", tmp_.string(), std::strerror(errno));
+  if (fd_ < 0)
+    throw_runtime("{}: cannot open for writing: {}", tmp_.string(), std::strerror(errno));
   struct stat st {};
   if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != layout_.file_size) {
     ::close(fd_);
     fd_ = -1;
-    throw_runtime("{}: not the pre-sized file of {} bytes a SafetensorsWriter creates", tmp_.string(),
-                  layout_.file_size);
+    throw_runtime("{}: not the pre-sized file of {} bytes a SafetensorsWriter creates",
+                  tmp_.string(), layout_.file_size);
   }
 }
 
@@ -129,7 +138,8 @@ SafetensorsRangeWriter::~SafetensorsRangeWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void SafetensorsRangeWriter::pwrite(std::string_view name, uint64_t offset, std::span<const std::byte> data) {
+void SafetensorsRangeWriter::pwrite(std::string_view name, uint64_t offset,
+                                    std::span<const std::byte> data) {
   KS_CHECK(fd_ >= 0, "write after close");
   pwrite_all(fd_, data.data(), data.size(), place(layout_, name, offset, data.size(), tmp_), tmp_);
 }
@@ -139,7 +149,8 @@ void SafetensorsRangeWriter::close() {
   const int s = ::fsync(fd_);
   const int c = ::close(fd_);
   fd_ = -1;
-  if (s != 0 || c != 0) throw_runtime("{}: fsync/close failed: {}", tmp_.string(), std::strerror(errno));
+  if (s != 0 || c != 0)
+    throw_runtime("{}: fsync/close failed: {}", tmp_.string(), std::strerror(errno));
 }
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorData>& tensors,

@@ -2,13 +2,13 @@
 // tensor's share on every rank, write, commit.
 #include "kintsugi/merge/engine.hpp"
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fmt/ranges.h>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -27,13 +27,18 @@ namespace kintsugi {
 namespace fs = std::filesystem;
 namespace {
 
-bool mergeable(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; }
+bool mergeable(DType d) {
+  return d == DType::BF16 || d == DType::F16 || d == DType::F32;
+}
 
 std::string torch_dtype(DType d) {
   switch (d) {
-    case DType::BF16: return "bfloat16";
-    case DType::F16: return "float16";
-    default: return "float32";
+    case DType::BF16:
+      return "bfloat16";
+    case DType::F16:
+      return "float16";
+    default:
+      return "float32";
   }
 }
 
@@ -71,8 +76,8 @@ void on_root(MPI_Comm comm, int rank, F&& f) {
 }
 
 // Per-tensor method settings from the recipe.
-TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel*>& models, const std::string& name,
-                            double t, uint64_t seed) {
+TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel*>& models,
+                            const std::string& name, double t, uint64_t seed) {
   TensorMethod m;
   m.method = r.method;
   m.seed = seed;
@@ -86,7 +91,8 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
       double sum = 0;
       for (double x : w) sum += x;
       if (normalize && std::fabs(sum) < 1e-12)
-        throw_input("{}: linear: the weights of tensor {} sum to zero (set normalize: false)", r.file.string(), name);
+        throw_input("{}: linear: the weights of tensor {} sum to zero (set normalize: false)",
+                    r.file.string(), name);
       for (double x : w) m.weights.push_back(static_cast<float>(normalize ? x / sum : x));
       return m;
     }
@@ -99,7 +105,8 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
     if (r.method != MergeMethod::TaskArithmetic)
       for (const auto* rm : models) {
         const double d = recipe_param(r, rm, "density", name, t, 1.0);
-        if (d < 0.0 || d > 1.0) throw_input("{}: density {} for tensor {} is outside [0, 1]", rm->where, d, name);
+        if (d < 0.0 || d > 1.0)
+          throw_input("{}: density {} for tensor {} is outside [0, 1]", rm->where, d, name);
         m.density.push_back(d);
       }
     return m;
@@ -128,12 +135,16 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   }
   const std::string method = std::string(merge_method_name(r.method));
   if (r.method == MergeMethod::Slerp && ckpts.size() != 1)
-    throw_input("{}: slerp merges the base with exactly one other model, got {}", r.file.string(), ckpts.size());
+    throw_input("{}: slerp merges the base with exactly one other model, got {}", r.file.string(),
+                ckpts.size());
   if (r.method == MergeMethod::ModelStock && ckpts.size() < 2)
-    throw_input("{}: model_stock needs at least two models besides the base, got {}", r.file.string(), ckpts.size());
-  if (ckpts.empty()) throw_input("{}: {} needs at least one model besides the base", r.file.string(), method);
+    throw_input("{}: model_stock needs at least two models besides the base, got {}",
+                r.file.string(), ckpts.size());
+  if (ckpts.empty())
+    throw_input("{}: {} needs at least one model besides the base", r.file.string(), method);
   if (ckpts.size() > kMaxMergeInputs)
-    throw_input("{}: {} models, at most {} supported", r.file.string(), ckpts.size(), kMaxMergeInputs);
+    throw_input("{}: {} models, at most {} supported", r.file.string(), ckpts.size(),
+                kMaxMergeInputs);
 
   // Compatibility: every checkpoint has the reference's tensors, shapes, dtypes.
   const HfCheckpoint& ref = base ? *base : ckpts[0];
@@ -147,20 +158,22 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     auto mm = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
     if (mm.first != a.end() || mm.second != b.end()) {
       if (mm.first == a.end() || (mm.second != b.end() && *mm.second < *mm.first))
-        throw_input("{}: tensor {} is not in {} (incompatible pool)", c->path().string(), *mm.second,
-                    ref.path().string());
-      throw_input("{}: tensor {} is missing (incompatible pool: {} has it)", c->path().string(), *mm.first,
-                  ref.path().string());
+        throw_input("{}: tensor {} is not in {} (incompatible pool)", c->path().string(),
+                    *mm.second, ref.path().string());
+      throw_input("{}: tensor {} is missing (incompatible pool: {} has it)", c->path().string(),
+                  *mm.first, ref.path().string());
     }
     for (const auto& n : a) {
       const auto& ia = ref.info(n);
       const auto& ib = c->info(n);
       if (ia.shape != ib.shape)
-        throw_input("{}: tensor {}: shape [{}] differs from [{}] in {} (incompatible pool)", c->path().string(), n,
-                    fmt::join(ib.shape, ","), fmt::join(ia.shape, ","), ref.path().string());
+        throw_input("{}: tensor {}: shape [{}] differs from [{}] in {} (incompatible pool)",
+                    c->path().string(), n, fmt::join(ib.shape, ","), fmt::join(ia.shape, ","),
+                    ref.path().string());
       if (ia.dtype != ib.dtype)
-        throw_input("{}: tensor {}: dtype {} differs from {} in {} (incompatible pool)", c->path().string(), n,
-                    dtype_name(ib.dtype), dtype_name(ia.dtype), ref.path().string());
+        throw_input("{}: tensor {}: dtype {} differs from {} in {} (incompatible pool)",
+                    c->path().string(), n, dtype_name(ib.dtype), dtype_name(ia.dtype),
+                    ref.path().string());
     }
   }
 
@@ -193,7 +206,8 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   on_root(comm, rank, [&] {
     folder = std::make_unique<HfFolderWriter>(opt.out_dir, opt.overwrite);
     for (size_t f = 0; f < plan.file_names.size(); ++f)
-      writers.push_back(std::make_unique<SafetensorsWriter>(folder->temp_dir() / plan.file_names[f], plan.layouts[f]));
+      writers.push_back(std::make_unique<SafetensorsWriter>(folder->temp_dir() / plan.file_names[f],
+                                                            plan.layouts[f]));
   });
   {
     // Every rank must agree on the temporary folder's name.
@@ -207,13 +221,16 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   std::vector<std::unique_ptr<SafetensorsRangeWriter>> ranges;
   if (rank != 0)
     for (size_t f = 0; f < plan.file_names.size(); ++f)
-      ranges.push_back(std::make_unique<SafetensorsRangeWriter>(tmp_dir / plan.file_names[f], plan.layouts[f]));
+      ranges.push_back(
+          std::make_unique<SafetensorsRangeWriter>(tmp_dir / plan.file_names[f], plan.layouts[f]));
 
   // Merge every tensor's share.
   uint64_t my_elems = 0;
-  for (const auto& n : ref.tensor_names()) my_elems += flat_share(ref.info(n).numel(), rank, size).size();
+  for (const auto& n : ref.tensor_names())
+    my_elems += flat_share(ref.info(n).numel(), rank, size).size();
   // A bar on a terminal; otherwise the per-group log lines below.
-  Progress progress(fmt::format("merge ({})", method), my_elems, 10.0, opt.progress && rank == 0 && ::isatty(2));
+  Progress progress(fmt::format("merge ({})", method), my_elems, 10.0,
+                    opt.progress && rank == 0 && ::isatty(2));
   uint64_t bytes_read = 0, bytes_written = 0;
   // Without a terminal: one log line per tensor group (a layer, or the
   // tensors outside the layers), from rank 0.
@@ -221,7 +238,8 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   std::string group;
   size_t group_tensors = 0;
   auto end_group = [&] {
-    if (group_log && group_tensors > 0) spdlog::info("merged {} ({} tensors)", group, group_tensors);
+    if (group_log && group_tensors > 0)
+      spdlog::info("merged {} ({} tensors)", group, group_tensors);
     group_tensors = 0;
   };
   for (size_t ti = 0; ti < specs.size(); ++ti) {
@@ -271,9 +289,10 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
       merge_tensor(src, m, range, specs[ti].dtype, opt.chunk_elems, comm, write);
     } catch (const std::bad_alloc&) {
       // What a rank holds is a few chunk buffers per input: say which knob sets it.
-      throw_runtime("{}: out of memory merging tensor {} in chunks of {} elements per input ({} MiB "
-                    "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
-                    opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
+      throw_runtime(
+          "{}: out of memory merging tensor {} in chunks of {} elements per input ({} MiB "
+          "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
+          opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
     }
     bytes_read += range.size() * dtype_size(info.dtype) * (src.models.size() + (base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
@@ -285,7 +304,8 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
 
   on_root(comm, rank, [&] {
     for (auto& w : writers) w->commit();
-    if (plan.file_names.size() > 1) folder->write_text("model.safetensors.index.json", plan.index_json());
+    if (plan.file_names.size() > 1)
+      folder->write_text("model.safetensors.index.json", plan.index_json());
     nlohmann::json config = ref.config().is_object() ? ref.config() : nlohmann::json::object();
     if (ref.config().is_object() || out_float) {
       DType shown = out_float ? *out_float : DType::F32;

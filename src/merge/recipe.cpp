@@ -27,7 +27,9 @@ using M = MergeMethod;
 const std::vector<ParamSpec>& param_specs() {
   static const std::vector<ParamSpec> specs = {
       {"weight", Kind::Number, {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
-      {"normalize", Kind::Bool, {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
+      {"normalize",
+       Kind::Bool,
+       {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
       {"lambda", Kind::Number, {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
       {"density", Kind::Number, {M::Ties, M::DareLinear, M::DareTies}},
       {"rescale", Kind::Bool, {M::Ties, M::DareLinear, M::DareTies}},
@@ -47,8 +49,9 @@ struct Ctx {
 
 std::optional<MergeMethod> method_from(const std::string& s) {
   static const std::map<std::string, MergeMethod> m = {
-      {"linear", M::Linear},         {"task_arithmetic", M::TaskArithmetic}, {"ties", M::Ties},
-      {"dare_linear", M::DareLinear}, {"dare_ties", M::DareTies},            {"model_stock", M::ModelStock},
+      {"linear", M::Linear},      {"task_arithmetic", M::TaskArithmetic},
+      {"ties", M::Ties},          {"dare_linear", M::DareLinear},
+      {"dare_ties", M::DareTies}, {"model_stock", M::ModelStock},
       {"slerp", M::Slerp}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
@@ -120,14 +123,15 @@ ParamValue parse_param(const Ctx& c, const YAML::Node& n, const ParamSpec& spec)
   return pv;
 }
 
-std::map<std::string, ParamValue> parse_params(const Ctx& c, const YAML::Node& n, MergeMethod method,
-                                               const std::string& what) {
+std::map<std::string, ParamValue> parse_params(const Ctx& c, const YAML::Node& n,
+                                               MergeMethod method, const std::string& what) {
   if (!n.IsMap()) throw_input("{}: {}: expected a mapping", c.at(n), what);
   std::map<std::string, ParamValue> out;
   for (const auto& kv : n) {
     const std::string k = scalar(c, kv.first, what);
     const auto& specs = param_specs();
-    auto it = std::find_if(specs.begin(), specs.end(), [&](const ParamSpec& s) { return k == s.name; });
+    auto it =
+        std::find_if(specs.begin(), specs.end(), [&](const ParamSpec& s) { return k == s.name; });
     if (it == specs.end() || !it->methods.count(method))
       throw_input("{}: {}: unknown parameter '{}' for merge_method {}", c.at(kv.first), what, k,
                   merge_method_name(method));
@@ -141,7 +145,8 @@ DType parse_dtype(const Ctx& c, const YAML::Node& n, const std::string& key) {
   if (s == "bfloat16" || s == "bf16") return DType::BF16;
   if (s == "float16" || s == "fp16" || s == "half") return DType::F16;
   if (s == "float32" || s == "fp32" || s == "float") return DType::F32;
-  throw_input("{}: {}: unknown dtype '{}' (expected bfloat16, float16 or float32)", c.at(n), key, s);
+  throw_input("{}: {}: unknown dtype '{}' (expected bfloat16, float16 or float32)", c.at(n), key,
+              s);
 }
 
 std::filesystem::path resolve(const std::filesystem::path& recipe, const std::string& spec) {
@@ -156,13 +161,20 @@ std::filesystem::path resolve(const std::filesystem::path& recipe, const std::st
 
 std::string_view merge_method_name(MergeMethod m) {
   switch (m) {
-    case M::Linear: return "linear";
-    case M::TaskArithmetic: return "task_arithmetic";
-    case M::Ties: return "ties";
-    case M::DareLinear: return "dare_linear";
-    case M::DareTies: return "dare_ties";
-    case M::ModelStock: return "model_stock";
-    case M::Slerp: return "slerp";
+    case M::Linear:
+      return "linear";
+    case M::TaskArithmetic:
+      return "task_arithmetic";
+    case M::Ties:
+      return "ties";
+    case M::DareLinear:
+      return "dare_linear";
+    case M::DareTies:
+      return "dare_ties";
+    case M::ModelStock:
+      return "model_stock";
+    case M::Slerp:
+      return "slerp";
   }
   return "?";
 }
@@ -200,20 +212,23 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   const std::string mname = scalar(c, method_node, "merge_method");
   auto m = method_from(mname);
   if (!m)
-    throw_input("{}: merge_method: unknown method '{}' (expected linear, task_arithmetic, ties, "
-                "dare_linear, dare_ties, model_stock, slerp)",
-                c.at(method_node), mname);
+    throw_input(
+        "{}: merge_method: unknown method '{}' (expected linear, task_arithmetic, ties, "
+        "dare_linear, dare_ties, model_stock, slerp)",
+        c.at(method_node), mname);
   r.method = *m;
   for (const auto& kv : root) {
     const std::string k = scalar(c, kv.first, "key");
     const YAML::Node& v = kv.second;
     if (k == "merge_method") continue;
     if (k == "models") {
-      if (!v.IsSequence() || v.size() == 0) throw_input("{}: models: expected a non-empty list", c.at(v));
+      if (!v.IsSequence() || v.size() == 0)
+        throw_input("{}: models: expected a non-empty list", c.at(v));
       for (const auto& e : v) {
         RecipeModel rm;
         rm.where = c.at(e);
-        if (!e.IsMap()) throw_input("{}: models: expected {{model: PATH, parameters: ...}}", c.at(e));
+        if (!e.IsMap())
+          throw_input("{}: models: expected {{model: PATH, parameters: ...}}", c.at(e));
         for (const auto& mk : e) {
           const std::string key = scalar(c, mk.first, "models");
           if (key == "model") {
@@ -222,7 +237,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
           } else if (key == "parameters") {
             rm.params = parse_params(c, mk.second, r.method, "parameters");
           } else {
-            throw_input("{}: models: unknown key '{}' (expected model, parameters)", c.at(mk.first), key);
+            throw_input("{}: models: unknown key '{}' (expected model, parameters)", c.at(mk.first),
+                        key);
           }
         }
         if (rm.spec.empty()) throw_input("{}: models: entry without 'model'", c.at(e));
@@ -238,9 +254,10 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
     } else if (k == "out_dtype") {
       r.out_dtype = parse_dtype(c, v, k);
     } else {
-      throw_input("{}: unknown key '{}' (expected models, base_model, merge_method, parameters, dtype, "
-                  "out_dtype)",
-                  c.at(kv.first), k);
+      throw_input(
+          "{}: unknown key '{}' (expected models, base_model, merge_method, parameters, dtype, "
+          "out_dtype)",
+          c.at(kv.first), k);
     }
   }
   if (r.models.empty()) throw_input("{}: missing key models", c.file);
@@ -256,14 +273,18 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   };
   for (const auto& rm : r.models)
     for (const auto& [k, pv] : rm.params)
-      if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" || k == "filter_wise")
-        throw_input("{}: parameter {} applies to the whole merge: put it under the top-level parameters",
-                    pv.where, k);
+      if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
+          k == "filter_wise")
+        throw_input(
+            "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
+            pv.where, k);
   if (r.method == M::Ties && flag("rescale").value_or(false))
-    throw_input("{}: ties: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
-                r.params.at("rescale").where);
+    throw_input(
+        "{}: ties: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
+        r.params.at("rescale").where);
   if (r.method == M::ModelStock && flag("filter_wise").value_or(false))
-    throw_input("{}: model_stock: filter_wise: true is not supported", r.params.at("filter_wise").where);
+    throw_input("{}: model_stock: filter_wise: true is not supported",
+                r.params.at("filter_wise").where);
   if (r.method == M::Slerp && !r.params.count("t"))
     throw_input("{}: slerp needs parameters: t", c.at(method_node));
   return r;
@@ -288,7 +309,8 @@ double recipe_param(const Recipe& r, const RecipeModel* model, const std::string
   if (it != r.params.end())
     if (auto v = it->second.at(tensor, t)) return *v;
   if (fallback) return *fallback;
-  throw_input("{}: {}: no value of parameter '{}' for tensor {}", model ? model->where : r.file.string(),
+  throw_input("{}: {}: no value of parameter '{}' for tensor {}",
+              model ? model->where : r.file.string(),
               model ? model->spec : std::string("parameters"), key, tensor);
 }
 
@@ -304,7 +326,8 @@ std::optional<int64_t> layer_index(std::string_view tensor) {
       ++i;
       ++digits;
     }
-    if (digits > 0 && (i == tensor.size() || tensor[i] == '.') && (pos == 0 || tensor[pos - 1] == '.'))
+    if (digits > 0 && (i == tensor.size() || tensor[i] == '.') &&
+        (pos == 0 || tensor[pos - 1] == '.'))
       return v;
     pos += kKey.size();
   }

@@ -22,7 +22,9 @@ __extension__ typedef __int128 i128;
 constexpr size_t kBuckets = 65536;
 
 // Element size of the kernels' dtypes (BF16, F16, F32; others never get here).
-size_t elem_size(DType d) { return d == DType::F32 ? 4 : 2; }
+size_t elem_size(DType d) {
+  return d == DType::F32 ? 4 : 2;
+}
 
 // Elements [first, first + n) of a tensor at p, decoded to fp32.
 void decode(DType d, const void* p, uint64_t first, uint64_t n, float* out) {
@@ -44,7 +46,9 @@ void decode_delta(const TensorSources& s, size_t i, ElementRange c, const float*
   for (uint64_t k = 0; k < c.size(); ++k) out[k] = ops::sub(out[k], base[k]);
 }
 
-inline uint32_t key_of(float d) { return ops::f32_bits(d) & 0x7fffffffu; }
+inline uint32_t key_of(float d) {
+  return ops::f32_bits(d) & 0x7fffffffu;
+}
 
 // Exact Gram matrix of the vectors produced by `fill(v, chunk, out)` for
 // v < nv over the whole tensor: max-magnitude pass, then products summed as
@@ -52,7 +56,8 @@ inline uint32_t key_of(float d) { return ops::f32_bits(d) & 0x7fffffffu; }
 template <typename Fill>
 std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_elems, MPI_Comm comm,
                                const std::string& name, Fill fill) {
-  std::vector<std::vector<float>> v(nv, std::vector<float>(std::min<uint64_t>(chunk_elems, range.size())));
+  std::vector<std::vector<float>> v(
+      nv, std::vector<float>(std::min<uint64_t>(chunk_elems, range.size())));
   float local_max = 0.0f;
   int local_bad = 0;
   for (const auto& c : chunks_of(range, chunk_elems)) {
@@ -74,7 +79,7 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
   if (gmax == 0.0f) return gram;
   int e = 0;
   std::frexp(static_cast<double>(gmax), &e);  // gmax < 2^e
-  const int E = 62 - 2 * e;                    // |x_a x_b| 2^E < 2^62
+  const int E = 62 - 2 * e;                   // |x_a x_b| 2^E < 2^62
   const double scale = std::ldexp(1.0, E);
   std::vector<i128> acc(nv * nv, 0);
   for (const auto& c : chunks_of(range, chunk_elems)) {
@@ -92,8 +97,8 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
   int size = 1;
   MPI_CHECK(MPI_Comm_size(comm, &size));
   std::vector<i128> all(acc.size() * static_cast<size_t>(size));
-  MPI_CHECK(MPI_Allgather(acc.data(), static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE, all.data(),
-                          static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE, comm));
+  MPI_CHECK(MPI_Allgather(acc.data(), static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE,
+                          all.data(), static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE, comm));
   for (size_t a = 0; a < nv; ++a)
     for (size_t b = a; b < nv; ++b) {
       i128 s = 0;
@@ -103,14 +108,16 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
   return gram;
 }
 
-void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype, const std::vector<float>& w,
-                         ElementRange range, DType out_dtype, uint64_t chunk_elems, const ChunkSink& sink) {
+void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
+                         const std::vector<float>& w, ElementRange range, DType out_dtype,
+                         uint64_t chunk_elems, const ChunkSink& sink) {
   const size_t osz = elem_size(out_dtype);
   std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
   std::vector<const void*> ptrs(inputs.size());
   const size_t isz = elem_size(dtype);
   for (const auto& c : chunks_of(range, chunk_elems)) {
-    for (size_t i = 0; i < inputs.size(); ++i) ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
     fused_weighted_sum(ptrs, dtype, w, out.data(), out_dtype, c.size());
     sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
   }
@@ -118,8 +125,8 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype, co
 
 }  // namespace
 
-TopKSelection ties_select(const TensorSources& s, std::span<const double> density, ElementRange range,
-                          uint64_t chunk_elems, MPI_Comm comm) {
+TopKSelection ties_select(const TensorSources& s, std::span<const double> density,
+                          ElementRange range, uint64_t chunk_elems, MPI_Comm comm) {
   const size_t N = s.models.size();
   TopKSelection sel;
   sel.thr_bits.assign(N, 0);
@@ -149,8 +156,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
       for (uint64_t j = 0; j < c.size(); ++j) ++h[key_of(d[j]) >> 16];
     }
   }
-  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T, MPI_SUM,
-                          comm));
+  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
+                          MPI_SUM, comm));
   std::vector<uint32_t> hb(N, 0);
   std::vector<uint64_t> above(N, 0);
   for (size_t i = 0; i < N; ++i) {
@@ -180,8 +187,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
       }
     }
   }
-  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T, MPI_SUM,
-                          comm));
+  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
+                          MPI_SUM, comm));
   std::vector<uint64_t> ties_to_keep(N, 0), local_eq(N, 0), eq_before(N, 0);
   for (size_t i = 0; i < N; ++i) {
     if (!active[i]) continue;
@@ -199,7 +206,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
   }
   // Ties (key == threshold) are kept in global index order: ranks own
   // ascending ranges, so an exclusive scan tells each rank how many precede it.
-  MPI_CHECK(MPI_Exscan(local_eq.data(), eq_before.data(), static_cast<int>(N), MPI_UINT64_T, MPI_SUM, comm));
+  MPI_CHECK(MPI_Exscan(local_eq.data(), eq_before.data(), static_cast<int>(N), MPI_UINT64_T,
+                       MPI_SUM, comm));
   int rank = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   if (rank == 0) std::fill(eq_before.begin(), eq_before.end(), 0);
@@ -207,7 +215,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
   bool scan = false;
   for (size_t i = 0; i < N; ++i) {
     if (!active[i]) continue;
-    quota[i] = ties_to_keep[i] > eq_before[i] ? std::min(ties_to_keep[i] - eq_before[i], local_eq[i]) : 0;
+    quota[i] =
+        ties_to_keep[i] > eq_before[i] ? std::min(ties_to_keep[i] - eq_before[i], local_eq[i]) : 0;
     if (quota[i] == 0) {
       sel.tie_cutoff[i] = range.begin;
     } else if (quota[i] == local_eq[i]) {
@@ -225,7 +234,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
         if (!active[i] || quota[i] == 0 || quota[i] == local_eq[i] || seen[i] == quota[i]) continue;
         decode_delta(s, i, c, b.data(), d.data());
         for (uint64_t j = 0; j < c.size() && seen[i] < quota[i]; ++j)
-          if (key_of(d[j]) == sel.thr_bits[i] && ++seen[i] == quota[i]) sel.tie_cutoff[i] = c.begin + j + 1;
+          if (key_of(d[j]) == sel.thr_bits[i] && ++seen[i] == quota[i])
+            sel.tie_cutoff[i] = c.begin + j + 1;
       }
     }
   }
@@ -233,7 +243,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
 }
 
 MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, ElementRange range,
-                              DType out_dtype, uint64_t chunk_elems, MPI_Comm comm, const ChunkSink& sink) {
+                              DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
+                              const ChunkSink& sink) {
   MergeTensorStats stats;
   const size_t N = s.models.size();
   KS_CHECK(N >= 1, "at least one model");
@@ -246,15 +257,15 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       const bool stock = m.method == MergeMethod::ModelStock;
       const size_t nv = stock ? N : 2;
       std::vector<float> base_buf(std::min<uint64_t>(chunk_elems, range.size()));
-      const auto gram = exact_gram(nv, range, chunk_elems, comm, s.name,
-                                   [&](size_t a, ElementRange c, float* out) {
-                                     if (!stock) {
-                                       decode(s.dtype, a == 0 ? s.base : s.models[0], c.begin, c.size(), out);
-                                       return;
-                                     }
-                                     decode(s.dtype, s.base, c.begin, c.size(), base_buf.data());
-                                     decode_delta(s, a, c, base_buf.data(), out);
-                                   });
+      const auto gram = exact_gram(
+          nv, range, chunk_elems, comm, s.name, [&](size_t a, ElementRange c, float* out) {
+            if (!stock) {
+              decode(s.dtype, a == 0 ? s.base : s.models[0], c.begin, c.size(), out);
+              return;
+            }
+            decode(s.dtype, s.base, c.begin, c.size(), base_buf.data());
+            decode_delta(s, a, c, base_buf.data(), out);
+          });
       std::vector<const void*> inputs{s.base};
       std::vector<float> w;
       if (stock) {
@@ -321,7 +332,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     stats.ties_threshold_bits = sel.thr_bits;
   } else if (m.method == MergeMethod::DareLinear || m.method == MergeMethod::DareTies) {
     a.sparsify = Sparsify::Random;
-    for (double d : m.density) dens_f.push_back(static_cast<float>(std::min(1.0, std::max(0.0, d))));
+    for (double d : m.density)
+      dens_f.push_back(static_cast<float>(std::min(1.0, std::max(0.0, d))));
     a.density = dens_f;
     a.seed_key = dare_seed_key(m.seed, s.name);
   }

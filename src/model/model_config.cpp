@@ -53,9 +53,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   const bool mistral = c.architecture == "MistralForCausalLM";
   const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
   if (!llama && !mistral && !qwen2)
-    throw_input("{}: architecture '{}' is not supported by the built-in evaluator "
-                "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
-                origin, c.architecture);
+    throw_input(
+        "{}: architecture '{}' is not supported by the built-in evaluator "
+        "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+        origin, c.architecture);
 
   c.vocab_size = get_int(j, origin, "vocab_size");
   c.hidden_size = get_int(j, origin, "hidden_size");
@@ -63,7 +64,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   c.num_layers = get_int(j, origin, "num_hidden_layers");
   c.num_heads = get_int(j, origin, "num_attention_heads");
   c.num_kv_heads = get_int(j, origin, "num_key_value_heads", c.num_heads);
-  for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+  for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size},
+                        {"hidden_size", c.hidden_size},
                         {"intermediate_size", c.intermediate_size},
                         {"num_hidden_layers", c.num_layers},
                         {"num_attention_heads", c.num_heads},
@@ -86,8 +88,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   c.tie_word_embeddings = get_bool(j, origin, "tie_word_embeddings", false);
 
   const std::string act = j.value("hidden_act", std::string("silu"));
-  if (act != "silu")
-    throw_input("{}: hidden_act '{}' is not supported (only silu)", origin, act);
+  if (act != "silu") throw_input("{}: hidden_act '{}' is not supported (only silu)", origin, act);
   if (get_bool(j, origin, "mlp_bias", false))
     throw_input("{}: mlp_bias: true is not supported", origin);
   if (qwen2) {
@@ -125,9 +126,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
             get_real(rs, origin, "original_max_position_embeddings", 8192.0);
         if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0) ||
             !(s.original_max_position_embeddings > 0))
-          throw_input("{}: rope_scaling llama3: need 0 < low_freq_factor < high_freq_factor "
-                      "and original_max_position_embeddings > 0",
-                      origin);
+          throw_input(
+              "{}: rope_scaling llama3: need 0 < low_freq_factor < high_freq_factor "
+              "and original_max_position_embeddings > 0",
+              origin);
       }
     } else {
       throw_input("{}: rope_scaling type '{}' is not supported (linear, llama3)", origin, type);

@@ -1,9 +1,9 @@
 #include "kintsugi/model/shard_loader.hpp"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include <fmt/ranges.h>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/merge/kernels.hpp"
@@ -86,9 +86,11 @@ PoolShards PoolShards::load(const std::vector<const HfCheckpoint*>& checkpoints,
     p.names_.push_back(ck->name());
     std::vector<std::vector<std::byte>> tensors;
     for (size_t t = 0; t < ts.size(); ++t) {
-      if (!ck->has(ts[t].name)) throw_input("{}: tensor {} is missing", ck->path().string(), ts[t].name);
+      if (!ck->has(ts[t].name))
+        throw_input("{}: tensor {} is missing", ck->path().string(), ts[t].name);
       const DType d = ck->info(ts[t].name).dtype;
-      if (p.dtypes_.size() <= t) p.dtypes_.push_back(d);
+      if (p.dtypes_.size() <= t)
+        p.dtypes_.push_back(d);
       else if (p.dtypes_[t] != d)
         throw_input("{}: tensor {}: dtype {} differs from {} in {}", ck->path().string(),
                     ts[t].name, dtype_name(d), dtype_name(p.dtypes_[t]),
@@ -141,8 +143,9 @@ void merge_into(ModelShard& out, const PoolShards& pool, const MergeWeights& wei
   const size_t groups = weights.values.size() / std::max<size_t>(N, 1);
   if (weights.values.size() != groups * N ||
       weights.layer_group.size() != static_cast<size_t>(pool.config().num_layers))
-    throw_input("merge weights: {} values and {} layer groups do not fit {} checkpoints x {} layers",
-                weights.values.size(), weights.layer_group.size(), N, pool.config().num_layers);
+    throw_input(
+        "merge weights: {} values and {} layer groups do not fit {} checkpoints x {} layers",
+        weights.values.size(), weights.layer_group.size(), N, pool.config().num_layers);
   const auto& ts = out.plan().tensors();
   std::vector<const void*> inputs(N);
   for (size_t t = 0; t < ts.size(); ++t) {

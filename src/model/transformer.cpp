@@ -1,10 +1,10 @@
 #include "kintsugi/model/transformer.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <numbers>
-
-#include <fmt/format.h>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
@@ -41,7 +41,9 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   return f;
 }
 
-size_t z(int64_t x) { return static_cast<size_t>(x); }
+size_t z(int64_t x) {
+  return static_cast<size_t>(x);
+}
 
 }  // namespace
 
@@ -90,7 +92,8 @@ SeqCache Transformer::new_cache() const {
   return s;
 }
 
-SeqCache Transformer::continue_from(std::shared_ptr<const SeqCache> prefix, size_t prefix_len) const {
+SeqCache Transformer::continue_from(std::shared_ptr<const SeqCache> prefix,
+                                    size_t prefix_len) const {
   KS_CHECK(prefix && !prefix->prefix && prefix_len <= prefix->own_len,
            "a prefix cache must be a root cache at least prefix_len long");
   SeqCache s = new_cache();
@@ -290,8 +293,8 @@ void Transformer::log_probs(const float* logits, size_t rows, std::span<const in
   for (size_t r = 0; r < rows; ++r)
     for (size_t j = 0; j < vL; ++j) mx[r] = std::max(mx[r], logits[r * vL + j]);
   if (shard_.tp_size() > 1)
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, mx.data(), static_cast<int>(rows), MPI_FLOAT, MPI_MAX,
-                            group_));
+    MPI_CHECK(
+        MPI_Allreduce(MPI_IN_PLACE, mx.data(), static_cast<int>(rows), MPI_FLOAT, MPI_MAX, group_));
   // [sum of exp(logit - max) per row, then (target logit - max) per target]
   std::vector<double> acc(rows + nt, 0.0);
   for (size_t r = 0; r < rows; ++r) {
@@ -305,8 +308,8 @@ void Transformer::log_probs(const float* logits, size_t rows, std::span<const in
     KS_CHECK(r < rows, "target row outside the logits");
     const int32_t t = targets[i];
     if (t >= vocab_.begin && t < vocab_.end)
-      acc[rows + i] = static_cast<double>(logits[r * vL + z(t - vocab_.begin)]) -
-                      static_cast<double>(mx[r]);
+      acc[rows + i] =
+          static_cast<double>(logits[r * vL + z(t - vocab_.begin)]) - static_cast<double>(mx[r]);
   }
   if (shard_.tp_size() > 1)
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, acc.data(), static_cast<int>(acc.size()), MPI_DOUBLE,

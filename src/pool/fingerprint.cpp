@@ -46,7 +46,8 @@ std::string fingerprint(const HfCheckpoint& c, FingerprintMode mode) {
       content.update(b.data(), b.size());
     } else {
       for (uint64_t w = 0; w < kWindows; ++w) {
-        const uint64_t off = (n - kWindow) / (kWindows - 1) * w + (w == kWindows - 1 ? (n - kWindow) % (kWindows - 1) : 0);
+        const uint64_t off = (n - kWindow) / (kWindows - 1) * w +
+                             (w == kWindows - 1 ? (n - kWindow) % (kWindows - 1) : 0);
         put_u64(content, off);
         const auto b = f.bytes(t, off, kWindow);
         content.update(b.data(), b.size());

@@ -38,11 +38,13 @@ std::vector<PoolDifference> checkpoint_differences(const HfCheckpoint& reference
       const TensorInfo& x = reference.info(a[i]);
       const TensorInfo& y = other.info(b[j]);
       if (x.dtype != y.dtype)
-        out.push_back({oth, a[i], fmt::format("dtype {} here, {} in {}", dtype_name(y.dtype),
-                                              dtype_name(x.dtype), ref)});
+        out.push_back({oth, a[i],
+                       fmt::format("dtype {} here, {} in {}", dtype_name(y.dtype),
+                                   dtype_name(x.dtype), ref)});
       if (x.shape != y.shape)
-        out.push_back({oth, a[i], fmt::format("shape {} here, {} in {}", shape_text(y.shape),
-                                              shape_text(x.shape), ref)});
+        out.push_back({oth, a[i],
+                       fmt::format("shape {} here, {} in {}", shape_text(y.shape),
+                                   shape_text(x.shape), ref)});
       ++i;
       ++j;
     }
@@ -61,7 +63,9 @@ Pool::Pool(std::vector<HfCheckpoint> members) : members_(std::move(members)) {
   if (members_.empty()) throw_input("a pool needs at least one checkpoint");
 }
 
-const std::vector<std::string>& Pool::tensor_names() const { return members_[0].tensor_names(); }
+const std::vector<std::string>& Pool::tensor_names() const {
+  return members_[0].tensor_names();
+}
 
 std::vector<PoolDifference> Pool::differences() const {
   std::vector<PoolDifference> out;

@@ -3,11 +3,11 @@
 // does not depend on Eigen's choice of kernels or thread count.
 #include "kintsugi/search/cmaes.hpp"
 
-#include <Eigen/Eigenvalues>
+#include <fmt/format.h>
 
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <numeric>
 
 #include "kintsugi/common/error.hpp"
@@ -46,7 +46,8 @@ CmaesParameters CmaesParameters::defaults(int64_t n, int64_t lambda, bool active
   // Raw weights w'_i = ln((lambda+1)/2) - ln i (tutorial eq. 49).
   std::vector<double> raw(lam);
   for (size_t i = 0; i < lam; ++i)
-    raw[i] = std::log((static_cast<double>(p.lambda) + 1.0) / 2.0) - std::log(static_cast<double>(i + 1));
+    raw[i] = std::log((static_cast<double>(p.lambda) + 1.0) / 2.0) -
+             std::log(static_cast<double>(i + 1));
   double sum_pos = 0, sum_pos_sq = 0, sum_neg = 0, sum_neg_sq = 0;
   for (size_t i = 0; i < lam; ++i) {
     if (i < mu) {
@@ -72,7 +73,8 @@ CmaesParameters CmaesParameters::defaults(int64_t n, int64_t lambda, bool active
   p.weights = Eigen::VectorXd::Zero(p.lambda);
   for (size_t i = 0; i < mu; ++i) p.weights[static_cast<Eigen::Index>(i)] = raw[i] / sum_pos;
   if (active && lam > mu) {
-    // Negative weights (eq. 53): scaled so that sum |w-| = min(alpha_mu-, alpha_mueff-, alpha_posdef-).
+    // Negative weights (eq. 53): scaled so that sum |w-| = min(alpha_mu-, alpha_mueff-,
+    // alpha_posdef-).
     const double alpha_mu = 1.0 + p.c1 / p.cmu;
     const double alpha_mueff = 1.0 + 2.0 * p.mueff_minus / (p.mueff + 2.0);
     const double alpha_posdef = (1.0 - p.c1 - p.cmu) / (nd * p.cmu);
@@ -130,7 +132,8 @@ void Cmaes::sample(int64_t k, Eigen::VectorXd& z, Eigen::VectorXd& y, Eigen::Vec
 }
 
 std::vector<Eigen::VectorXd> Cmaes::ask() const {
-  if (common_.finished) throw_runtime("cmaes: ask() after the search finished ({})", common_.stop_reason);
+  if (common_.finished)
+    throw_runtime("cmaes: ask() after the search finished ({})", common_.stop_reason);
   const size_t count = asked_count();
   std::vector<Eigen::VectorXd> xs(count);
   Eigen::VectorXd z, y;
@@ -275,7 +278,8 @@ std::string Cmaes::check_stop() const {
   const auto& hb = s_.best_history;
   if (!hb.empty()) {
     const size_t from = hb.size() > window ? hb.size() - window : 0;
-    const auto [lo, hi] = std::minmax_element(hb.begin() + static_cast<std::ptrdiff_t>(from), hb.end());
+    const auto [lo, hi] =
+        std::minmax_element(hb.begin() + static_cast<std::ptrdiff_t>(from), hb.end());
     if (hb.size() >= window && *hi - *lo < o.tolfunhist) return "tolfunhist";
     // tolfun: the spread of the recent best values and of the last generation's values.
     if (std::max(*hi, s_.last_worst) - *lo < o.tolfun) return "tolfun";

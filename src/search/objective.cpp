@@ -20,7 +20,8 @@ std::vector<double> per_task(const std::map<std::string, double>& m,
                              const std::vector<std::string>& names, const char* key) {
   std::vector<double> v(names.size(), 0.0);
   for (const auto& [name, value] : m) {
-    if (!std::isfinite(value)) throw_input("objective.{}.{}: {} is not a finite number", key, name, value);
+    if (!std::isfinite(value))
+      throw_input("objective.{}.{}: {} is not a finite number", key, name, value);
     v[task_index(names, name, key)] = value;
   }
   return v;
@@ -65,7 +66,8 @@ Objective Objective::build(const ObjectiveConfig& cfg, const std::vector<std::st
       p.assign(o.k_, 1.0);
       s = static_cast<double>(o.k_);
     }
-    if (!(s > 0)) throw_input("objective.preference: need a positive preference on at least one task");
+    if (!(s > 0))
+      throw_input("objective.preference: need a positive preference on at least one task");
     for (auto& x : p) x /= s;
     o.coef_ = std::move(p);
     o.rho_ = cfg.chebyshev_rho;
@@ -76,18 +78,21 @@ Objective Objective::build(const ObjectiveConfig& cfg, const std::vector<std::st
       o.nadir_[k] = pool_scores.col(static_cast<Eigen::Index>(k)).minCoeff();
     }
   } else if (cfg.kind == "constrained") {
-    if (cfg.maximize.empty()) throw_input("objective.maximize: constrained needs the task to maximize");
+    if (cfg.maximize.empty())
+      throw_input("objective.maximize: constrained needs the task to maximize");
     o.maximize_ = task_index(task_names, cfg.maximize, "maximize");
     o.floors_.assign(o.k_, -std::numeric_limits<double>::infinity());
     for (const auto& [name, value] : cfg.floors) {
-      if (!std::isfinite(value)) throw_input("objective.floors.{}: {} is not a finite number", name, value);
+      if (!std::isfinite(value))
+        throw_input("objective.floors.{}: {} is not a finite number", name, value);
       o.floors_[task_index(task_names, name, "floors")] = value;
     }
     if (!(cfg.penalty >= 0) || !std::isfinite(cfg.penalty))
       throw_input("objective.penalty: {} must be a non-negative number", cfg.penalty);
     o.penalty_ = cfg.penalty;
   } else {
-    throw_input("objective.kind: '{}' is not one of mean, weighted, chebyshev, constrained", cfg.kind);
+    throw_input("objective.kind: '{}' is not one of mean, weighted, chebyshev, constrained",
+                cfg.kind);
   }
   return o;
 }

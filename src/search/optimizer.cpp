@@ -28,10 +28,13 @@ OptimizerOptions OptimizerOptions::from_config(const SearchConfig& cfg, Goal goa
   return o;
 }
 
-size_t Optimizer::dimension() const { return static_cast<size_t>(common_.x0.size()); }
+size_t Optimizer::dimension() const {
+  return static_cast<size_t>(common_.x0.size());
+}
 
 void Optimizer::tell(const std::vector<double>& values) {
-  if (common_.finished) throw_runtime("optimizer: tell() after the search finished ({})", common_.stop_reason);
+  if (common_.finished)
+    throw_runtime("optimizer: tell() after the search finished ({})", common_.stop_reason);
   const size_t expected = asked_count();
   if (values.size() != expected)
     throw_input("optimizer: tell() got {} values for a generation of {} candidates", values.size(),
@@ -48,12 +51,24 @@ void Optimizer::tell(const std::vector<double>& values) {
   tell_minimize(f);
 }
 
-bool Optimizer::done() const { return common_.finished; }
-std::string Optimizer::stop_reason() const { return common_.stop_reason; }
-int64_t Optimizer::evaluations() const { return common_.evaluations; }
-int64_t Optimizer::generation() const { return common_.generations; }
-int64_t Optimizer::restart() const { return common_.restart; }
-Eigen::VectorXd Optimizer::best_point() const { return common_.best_x; }
+bool Optimizer::done() const {
+  return common_.finished;
+}
+std::string Optimizer::stop_reason() const {
+  return common_.stop_reason;
+}
+int64_t Optimizer::evaluations() const {
+  return common_.evaluations;
+}
+int64_t Optimizer::generation() const {
+  return common_.generations;
+}
+int64_t Optimizer::restart() const {
+  return common_.restart;
+}
+Eigen::VectorXd Optimizer::best_point() const {
+  return common_.best_x;
+}
 
 double Optimizer::best_value() const {
   if (common_.evaluations == 0) return std::numeric_limits<double>::quiet_NaN();
@@ -117,7 +132,8 @@ void Optimizer::save_common(Record& r) const {
 void Optimizer::load_common(const Record& r) {
   using namespace record_io;
   const std::string k = get_string(r, "kind");
-  if (k != kind()) throw_input("optimizer state: kind '{}' cannot be loaded into a '{}' optimizer", k, kind());
+  if (k != kind())
+    throw_input("optimizer state: kind '{}' cannot be loaded into a '{}' optimizer", k, kind());
   Common c;
   auto& o = c.options;
   o.method = k;
@@ -148,35 +164,45 @@ void Optimizer::load_common(const Record& r) {
   common_ = std::move(c);
 }
 
-std::unique_ptr<Optimizer> make_optimizer(const OptimizerOptions& options, const Eigen::VectorXd& x0) {
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerOptions& options,
+                                          const Eigen::VectorXd& x0) {
   if (x0.size() < 1) throw_input("optimizer: the search space needs at least one dimension");
   if (!x0.allFinite()) throw_input("optimizer: the initial point has a non-finite coordinate");
   if (!(options.sigma0 > 0) || !std::isfinite(options.sigma0))
     throw_input("optimizer: sigma0 {} must be a positive number", options.sigma0);
-  if (options.max_evaluations == 0) throw_input("optimizer: the evaluation budget must be at least 1");
+  if (options.max_evaluations == 0)
+    throw_input("optimizer: the evaluation budget must be at least 1");
   if (options.method == "cmaes") return std::make_unique<Cmaes>(options, x0);
   if (options.method == "random") return std::make_unique<RandomSearch>(options, x0);
   throw_input("search.method: '{}' is not one of cmaes, random", options.method);
 }
 
-std::unique_ptr<Optimizer> make_optimizer(const SearchConfig& cfg, const Eigen::VectorXd& x0, Goal goal) {
+std::unique_ptr<Optimizer> make_optimizer(const SearchConfig& cfg, const Eigen::VectorXd& x0,
+                                          Goal goal) {
   return make_optimizer(OptimizerOptions::from_config(cfg, goal), x0);
 }
 
 std::unique_ptr<Optimizer> load_optimizer(const Record& record) {
   const std::string k = record_io::get_string(record, "kind");
   std::unique_ptr<Optimizer> opt;
-  if (k == "cmaes") opt = std::make_unique<Cmaes>();
-  else if (k == "random") opt = std::make_unique<RandomSearch>();
-  else throw_input("optimizer state: kind '{}' is not one of cmaes, random", k);
+  if (k == "cmaes")
+    opt = std::make_unique<Cmaes>();
+  else if (k == "random")
+    opt = std::make_unique<RandomSearch>();
+  else
+    throw_input("optimizer state: kind '{}' is not one of cmaes, random", k);
   opt->load(record);
   return opt;
 }
 
 namespace record_io {
 
-void put(Record& r, const std::string& key, double v) { r.reals[key] = {v}; }
-void put(Record& r, const std::string& key, int64_t v) { r.ints[key] = {v}; }
+void put(Record& r, const std::string& key, double v) {
+  r.reals[key] = {v};
+}
+void put(Record& r, const std::string& key, int64_t v) {
+  r.ints[key] = {v};
+}
 void put(Record& r, const std::string& key, const Eigen::VectorXd& v) {
   r.reals[key].assign(v.data(), v.data() + v.size());
 }
@@ -225,7 +251,8 @@ Eigen::MatrixXd get_matrix(const Record& r, const std::string& key, int64_t rows
   auto it = r.reals.find(key);
   if (it == r.reals.end()) throw_input("optimizer state: missing real array '{}'", key);
   if (static_cast<int64_t>(it->second.size()) != rows * cols)
-    throw_input("optimizer state: '{}' holds {} values, expected {}x{}", key, it->second.size(), rows, cols);
+    throw_input("optimizer state: '{}' holds {} values, expected {}x{}", key, it->second.size(),
+                rows, cols);
   Eigen::MatrixXd m(rows, cols);
   size_t k = 0;
   for (int64_t i = 0; i < rows; ++i)

@@ -1,8 +1,8 @@
 #include "kintsugi/search/parameterization.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
-#include <algorithm>
 
 #include "kintsugi/common/error.hpp"
 
@@ -10,7 +10,9 @@ namespace kintsugi::search {
 
 namespace {
 
-double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
+double softplus(double z) {
+  return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z));
+}
 
 double softplus_inverse(double w) {  // w > 0
   return w > 30 ? w + std::log1p(-std::exp(-w)) : std::log(std::expm1(w));
@@ -27,9 +29,12 @@ WeightKind weight_kind(const std::string& name) {
 
 std::string to_string(WeightKind kind) {
   switch (kind) {
-    case WeightKind::Simplex: return "simplex";
-    case WeightKind::Nonnegative: return "nonnegative";
-    case WeightKind::Free: return "free";
+    case WeightKind::Simplex:
+      return "simplex";
+    case WeightKind::Nonnegative:
+      return "nonnegative";
+    case WeightKind::Free:
+      return "free";
   }
   return "?";
 }
@@ -42,9 +47,11 @@ Parameterization::Parameterization(WeightKind kind, size_t checkpoints, size_t g
   if ((lo_ && !std::isfinite(*lo_)) || (hi_ && !std::isfinite(*hi_)))
     throw_input("search.lower/upper: bounds must be finite numbers");
   if (kind_ == WeightKind::Simplex && (lo_ || hi_))
-    throw_input("search.lower/upper: box bounds apply to nonnegative and free weights, not simplex");
+    throw_input(
+        "search.lower/upper: box bounds apply to nonnegative and free weights, not simplex");
   if (kind_ == WeightKind::Nonnegative) {
-    if (hi_ && *hi_ <= 0) throw_input("search.upper: {} must be positive with nonnegative weights", *hi_);
+    if (hi_ && *hi_ <= 0)
+      throw_input("search.upper: {} must be positive with nonnegative weights", *hi_);
     lo_ = std::max(lo_.value_or(0.0), 0.0);
   }
   if (lo_ && hi_ && !(*lo_ < *hi_))
@@ -53,10 +60,12 @@ Parameterization::Parameterization(WeightKind kind, size_t checkpoints, size_t g
 
 Parameterization Parameterization::from_config(const SearchConfig& cfg, size_t checkpoints) {
   size_t groups = 1;
-  if (cfg.granularity == "layer_group") groups = cfg.layer_groups;
+  if (cfg.granularity == "layer_group")
+    groups = cfg.layer_groups;
   else if (cfg.granularity != "checkpoint")
     throw_input("search.granularity: '{}' is not one of checkpoint, layer_group", cfg.granularity);
-  return Parameterization(weight_kind(cfg.parameterization), checkpoints, groups, cfg.lower, cfg.upper);
+  return Parameterization(weight_kind(cfg.parameterization), checkpoints, groups, cfg.lower,
+                          cfg.upper);
 }
 
 double Parameterization::to_weight(double z) const {
@@ -69,7 +78,8 @@ double Parameterization::to_weight(double z) const {
 double Parameterization::from_weight(double w) const {
   if (lo_ && hi_) {
     const double t = (w - *lo_) / (*hi_ - *lo_);
-    if (!(t > 0 && t < 1)) throw_input("weights: {} is outside the open box ({}, {})", w, *lo_, *hi_);
+    if (!(t > 0 && t < 1))
+      throw_input("weights: {} is outside the open box ({}, {})", w, *lo_, *hi_);
     return std::log(t / (1.0 - t));
   }
   if (lo_) {
@@ -124,10 +134,12 @@ std::vector<double> Parameterization::weights(const Eigen::VectorXd& z) const {
 
 Eigen::VectorXd Parameterization::point(const std::vector<double>& weights) const {
   if (weights.size() != dimension())
-    throw_input("weights: {} values for a search space of dimension {}", weights.size(), dimension());
+    throw_input("weights: {} values for a search space of dimension {}", weights.size(),
+                dimension());
   Eigen::VectorXd z(static_cast<Eigen::Index>(dimension()));
   if (kind_ != WeightKind::Simplex) {
-    for (size_t i = 0; i < weights.size(); ++i) z[static_cast<Eigen::Index>(i)] = from_weight(weights[i]);
+    for (size_t i = 0; i < weights.size(); ++i)
+      z[static_cast<Eigen::Index>(i)] = from_weight(weights[i]);
     return z;
   }
   for (size_t g = 0; g < g_; ++g) {
@@ -160,7 +172,8 @@ std::vector<double> Parameterization::tensor_weights(const std::vector<double>& 
                                                      const std::string& tensor_name,
                                                      size_t n_layers) const {
   if (g_ == 1) return group_weights(all_weights, 0);
-  return group_weights(all_weights, layer_group(layer_position(tensor_name, n_layers), n_layers, g_));
+  return group_weights(all_weights,
+                       layer_group(layer_position(tensor_name, n_layers), n_layers, g_));
 }
 
 size_t layer_group(int64_t position, size_t n_layers, size_t groups) {
@@ -178,7 +191,8 @@ int64_t layer_position(const std::string& tensor_name, size_t n_layers) {
   size_t start = 0;
   while (true) {
     const size_t dot = tensor_name.find('.', start);
-    parts.push_back(tensor_name.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    parts.push_back(
+        tensor_name.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
@@ -191,8 +205,8 @@ int64_t layer_position(const std::string& tensor_name, size_t n_layers) {
       continue;
     return std::stoll(num);
   }
-  if (tensor_name.find("embed") != std::string::npos || tensor_name.find("wte") != std::string::npos ||
-      tensor_name.find("wpe") != std::string::npos)
+  if (tensor_name.find("embed") != std::string::npos ||
+      tensor_name.find("wte") != std::string::npos || tensor_name.find("wpe") != std::string::npos)
     return -1;
   return static_cast<int64_t>(n_layers);
 }

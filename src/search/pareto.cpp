@@ -46,8 +46,12 @@ bool ParetoArchive::add(int64_t index, const std::vector<double>& scores) {
   return true;
 }
 
-std::vector<int64_t> ParetoArchive::indices() const { return indices_; }
-std::vector<std::vector<double>> ParetoArchive::scores() const { return scores_; }
+std::vector<int64_t> ParetoArchive::indices() const {
+  return indices_;
+}
+std::vector<std::vector<double>> ParetoArchive::scores() const {
+  return scores_;
+}
 
 std::vector<size_t> non_dominated(const std::vector<std::vector<double>>& points) {
   std::vector<size_t> keep;
@@ -92,8 +96,10 @@ std::vector<Point> nondominated_prefix(std::vector<Point> ps, size_t d) {
       if (j == i) continue;
       bool geq = true, gt = false;
       for (size_t k = 0; k < d && geq; ++k) {
-        if (ps[j][k] < ps[i][k]) geq = false;
-        else if (ps[j][k] > ps[i][k]) gt = true;
+        if (ps[j][k] < ps[i][k])
+          geq = false;
+        else if (ps[j][k] > ps[i][k])
+          gt = true;
       }
       drop = geq && (gt || j < i);  // dominated, or a duplicate of an earlier point
     }
@@ -115,7 +121,8 @@ double hv_rec(std::vector<Point> ps, const Point& ref, size_t d) {
   // boxes of the later points (which reach at least as high in d-1) is its
   // (d-1)-dimensional exclusive volume times its height (WFG's exclhv).
   const size_t last = d - 1;
-  std::sort(ps.begin(), ps.end(), [last](const Point& a, const Point& b) { return a[last] < b[last]; });
+  std::sort(ps.begin(), ps.end(),
+            [last](const Point& a, const Point& b) { return a[last] < b[last]; });
   double volume = 0;
   for (size_t i = 0; i < ps.size(); ++i) {
     double incl = 1;
@@ -135,15 +142,18 @@ double hv_rec(std::vector<Point> ps, const Point& ref, size_t d) {
 
 }  // namespace
 
-double hypervolume(const std::vector<std::vector<double>>& points, const std::vector<double>& reference) {
+double hypervolume(const std::vector<std::vector<double>>& points,
+                   const std::vector<double>& reference) {
   const size_t d = reference.size();
   if (d < 1) throw_input("hypervolume: the reference point needs at least one objective");
   std::vector<Point> ps;
   for (const auto& p : points) {
-    if (p.size() != d) throw_input("hypervolume: a point has {} objectives, the reference {}", p.size(), d);
+    if (p.size() != d)
+      throw_input("hypervolume: a point has {} objectives, the reference {}", p.size(), d);
     bool above = true;
     for (size_t k = 0; k < d; ++k) {
-      if (!std::isfinite(p[k])) throw_input("hypervolume: a point has a non-finite objective {}", p[k]);
+      if (!std::isfinite(p[k]))
+        throw_input("hypervolume: a point has a non-finite objective {}", p[k]);
       above = above && p[k] > reference[k];
     }
     if (above) ps.push_back(p);

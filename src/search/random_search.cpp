@@ -34,7 +34,8 @@ Eigen::VectorXd RandomSearch::candidate(int64_t k) const {
 }
 
 std::vector<Eigen::VectorXd> RandomSearch::ask() const {
-  if (common_.finished) throw_runtime("random: ask() after the search finished ({})", common_.stop_reason);
+  if (common_.finished)
+    throw_runtime("random: ask() after the search finished ({})", common_.stop_reason);
   std::vector<Eigen::VectorXd> xs(asked_count());
   for (size_t k = 0; k < xs.size(); ++k) xs[k] = candidate(static_cast<int64_t>(k));
   return xs;

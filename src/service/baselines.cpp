@@ -45,7 +45,8 @@ std::string recipe_text(const RecipeBaseline& b, const Runtime& rt) {
   if (b.method != "task_arithmetic") t += fmt::format("  density: {}\n", b.density);
   t += "models:\n";
   for (const auto& c : rt.checkpoints())
-    t += fmt::format("  - model: {}\n    parameters:\n      weight: 1.0\n", yaml_quote(c.path().string()));
+    t += fmt::format("  - model: {}\n    parameters:\n      weight: 1.0\n",
+                     yaml_quote(c.path().string()));
   return t;
 }
 
@@ -68,8 +69,8 @@ class BaselineTable {
     state_.baselines.append(name, recipe, weights, search.scores, test.scores,
                             objective_of(obj_, rt_, search, penalty_),
                             test.ok ? objective_of(obj_, rt_, test, penalty_) : std::nan(""));
-    spdlog::info("baseline {}: objective {:.4f} (test {:.4f})", name, state_.baselines.objective.back(),
-                 state_.baselines.test_objective.back());
+    spdlog::info("baseline {}: objective {:.4f} (test {:.4f})", name,
+                 state_.baselines.objective.back(), state_.baselines.test_objective.back());
   }
 
  private:
@@ -95,9 +96,10 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
   std::vector<double> ckpt_objective;
   for (size_t b = 0; b < state.baselines.size(); ++b) {
     if (state.baselines.recipes[b] != kCheckpointRecipe) continue;
-    kept.append(state.baselines.names[b], state.baselines.recipes[b], table_row(state.baselines.weights, b, w),
-                table_row(state.baselines.scores, b, k), table_row(state.baselines.test_scores, b, k),
-                state.baselines.objective[b], state.baselines.test_objective[b]);
+    kept.append(state.baselines.names[b], state.baselines.recipes[b],
+                table_row(state.baselines.weights, b, w), table_row(state.baselines.scores, b, k),
+                table_row(state.baselines.test_scores, b, k), state.baselines.objective[b],
+                state.baselines.test_objective[b]);
     ckpt_objective.push_back(state.baselines.objective[b]);
   }
   state.baselines = kept;

@@ -37,7 +37,9 @@ std::string yaml_quote(const std::string& s) {
 namespace {
 
 // Shortest text that parses back to the same double.
-std::string num(double v) { return fmt::format("{}", v); }
+std::string num(double v) {
+  return fmt::format("{}", v);
+}
 
 }  // namespace
 
@@ -47,8 +49,8 @@ std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
   const size_t n = checkpoints.size();
   KS_CHECK(n > 0 && w.size() % n == 0, "weights are N x G");
   const size_t groups = w.size() / n;
-  std::string t = fmt::format("# {}\nmerge_method: linear\ndtype: float32\nout_dtype: {}\n", comment,
-                              out_dtype);
+  std::string t = fmt::format("# {}\nmerge_method: linear\ndtype: float32\nout_dtype: {}\n",
+                              comment, out_dtype);
   t += "parameters:\n  normalize: false\nmodels:\n";
   for (size_t i = 0; i < n; ++i) {
     t += fmt::format("  - model: {}\n    parameters:\n", yaml_quote(checkpoints[i]));
@@ -76,13 +78,16 @@ int run_export(const ExportOptions& o) {
   if (static_cast<size_t>(e) >= state.evals.size())
     throw_input("--eval {}: {} holds {} evaluations", e, o.state, state.evals.size());
   if (state.evals.status[static_cast<size_t>(e)] != static_cast<int64_t>(EvalStatus::Ok))
-    throw_input("--eval {}: that evaluation failed ({})", e, state.evals.error[static_cast<size_t>(e)]);
+    throw_input("--eval {}: that evaluation failed ({})", e,
+                state.evals.error[static_cast<size_t>(e)]);
 
   if (o.job.empty() && state.meta.job_file.empty())
     throw_input("{}: the state records no job file: pass --job JOB.yaml", o.state);
-  const std::filesystem::path job_file = o.job.empty() ? std::filesystem::path(state.meta.job_file) : std::filesystem::path(o.job);
-  const JobConfig job = o.job.empty() ? parse_job(state.meta.config, job_file.string(), job_file.parent_path())
-                                      : load_job(job_file);
+  const std::filesystem::path job_file =
+      o.job.empty() ? std::filesystem::path(state.meta.job_file) : std::filesystem::path(o.job);
+  const JobConfig job =
+      o.job.empty() ? parse_job(state.meta.config, job_file.string(), job_file.parent_path())
+                    : load_job(job_file);
   std::vector<std::string> paths;
   for (const auto& p : job.pool.checkpoints) paths.push_back(p.string());
   if (paths.size() != state.meta.pool_names.size())
@@ -100,7 +105,8 @@ int run_export(const ExportOptions& o) {
   const std::string text =
       linear_recipe_text(paths, weights, num_layers, dtype,
                          fmt::format("kintsugi export of evaluation {} from {}", e, o.state));
-  const Recipe recipe = parse_recipe(text, std::filesystem::absolute(o.out).parent_path() / "export.yaml");
+  const Recipe recipe =
+      parse_recipe(text, std::filesystem::absolute(o.out).parent_path() / "export.yaml");
   MergeOptions mo;
   mo.out_dir = o.out;
   mo.overwrite = o.overwrite;

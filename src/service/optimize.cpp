@@ -49,13 +49,15 @@ JobConfig job_with_overrides(const OptimizeOptions& o) {
   }
   if (!o.preference.empty()) {
     if (job.objective.kind != "chebyshev")
-      throw_input("--preference needs objective.kind chebyshev (the job has '{}')", job.objective.kind);
+      throw_input("--preference needs objective.kind chebyshev (the job has '{}')",
+                  job.objective.kind);
     const auto pref = parse_preference(o.preference);
     for (const auto& [task, v] : pref) {
       const bool known = std::any_of(job.tasks.begin(), job.tasks.end(),
                                      [&](const TaskConfig& t) { return t.name == task; });
       if (!known) throw_input("--preference: no task named '{}'", task);
-      if (!(v >= 0) || !std::isfinite(v)) throw_input("--preference: {} for {} must be >= 0", v, task);
+      if (!(v >= 0) || !std::isfinite(v))
+        throw_input("--preference: {} for {} must be >= 0", v, task);
     }
     job.objective.preference = pref;
   }
@@ -96,7 +98,8 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
     spdlog::info("resuming {} at generation {} ({} evaluations done)", path.string(),
                  opt->generation(), opt->evaluations());
   } else {
-    opt = search::make_optimizer(search::OptimizerOptions::from_config(job.search), param.initial_point());
+    opt = search::make_optimizer(search::OptimizerOptions::from_config(job.search),
+                                 param.initial_point());
     state.evals.dims = param.dimension();
   }
   KS_CHECK(static_cast<size_t>(opt->dimension()) == param.dimension(), "optimizer dimension");
@@ -106,7 +109,8 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   const size_t k = job.tasks.size();
   for (size_t e = 0; e < state.evals.size(); ++e) {
     if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
-    archive.add(static_cast<int64_t>(e), search::orient_scores(table_row(state.evals.scores, e, k), hib));
+    archive.add(static_cast<int64_t>(e),
+                search::orient_scores(table_row(state.evals.scores, e, k), hib));
   }
 
   const auto t_start = std::chrono::steady_clock::now();
@@ -135,7 +139,8 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
       state.evals.append(zrow, weights[c], s.scores, v, s.ok ? EvalStatus::Ok : EvalStatus::Failed,
                          s.error, gen, s.seconds);
       if (s.ok) {
-        archive.add(static_cast<int64_t>(state.evals.size() - 1), search::orient_scores(s.scores, hib));
+        archive.add(static_cast<int64_t>(state.evals.size() - 1),
+                    search::orient_scores(s.scores, hib));
         best = std::max(best, v);
       } else {
         spdlog::warn("generation {} candidate {} failed: {}", gen, c, s.error);
@@ -147,14 +152,17 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
     save_state(path, state);
 
     evaluated_here += zs.size();
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double per = elapsed / static_cast<double>(evaluated_here);
-    const double left = static_cast<double>(job.search.budget) - static_cast<double>(opt->evaluations());
-    spdlog::info("generation {}: {}/{} evaluations, best objective {:.4f}, {:.2f} s/candidate "
-                 "({:.1f} s this generation), ~{} left",
-                 gen, opt->evaluations(), job.search.budget, best, per,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-                 fmt_duration(std::max(0.0, left) * per));
+    const double left =
+        static_cast<double>(job.search.budget) - static_cast<double>(opt->evaluations());
+    spdlog::info(
+        "generation {}: {}/{} evaluations, best objective {:.4f}, {:.2f} s/candidate "
+        "({:.1f} s this generation), ~{} left",
+        gen, opt->evaluations(), job.search.budget, best, per,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+        fmt_duration(std::max(0.0, left) * per));
   }
   if (!opt->done()) {
     spdlog::warn("stopped by signal {}: state saved at {} ({} evaluations); resume with --resume",
@@ -168,19 +176,23 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   std::vector<int64_t> chosen;
   long best_e = -1;
   for (size_t e = 0; e < state.evals.size(); ++e)
-    if (state.evals.status[e] == 0 && (best_e < 0 || state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best_e)]))
+    if (state.evals.status[e] == 0 &&
+        (best_e < 0 ||
+         state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best_e)]))
       best_e = static_cast<long>(e);
   if (best_e >= 0) chosen.push_back(best_e);
   auto front = state.pareto;
   std::sort(front.begin(), front.end(), [&](int64_t a, int64_t b) {
-    return state.evals.objective[static_cast<size_t>(a)] > state.evals.objective[static_cast<size_t>(b)];
+    return state.evals.objective[static_cast<size_t>(a)] >
+           state.evals.objective[static_cast<size_t>(b)];
   });
   for (int64_t e : front)
     if (chosen.size() < o.test_top && std::find(chosen.begin(), chosen.end(), e) == chosen.end())
       chosen.push_back(e);
   std::vector<int64_t> todo;
   for (int64_t e : chosen)
-    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) == state.test.eval_index.end())
+    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) ==
+        state.test.eval_index.end())
       todo.push_back(e);
   if (!todo.empty() && rt.has_test_split()) {
     spdlog::info("scoring {} evaluations on the test split", todo.size());

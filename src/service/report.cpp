@@ -15,7 +15,9 @@ namespace {
 
 using nlohmann::json;
 
-json number(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+json number(double v) {
+  return std::isfinite(v) ? json(v) : json(nullptr);
+}
 
 std::vector<double> row(const std::vector<double>& v, size_t r, size_t width) {
   if (v.size() < (r + 1) * width) return std::vector<double>(width, std::nan(""));
@@ -53,7 +55,8 @@ json entry(const RunState& s, const std::string& name, const std::vector<double>
 // Test-split scores of evaluation e, if it was scored there.
 std::pair<std::vector<double>, double> test_of(const RunState& s, int64_t e) {
   for (size_t i = 0; i < s.test.size(); ++i)
-    if (s.test.eval_index[i] == e) return {row(s.test.scores, i, s.test.n_tasks), s.test.objective[i]};
+    if (s.test.eval_index[i] == e)
+      return {row(s.test.scores, i, s.test.n_tasks), s.test.objective[i]};
   return {std::vector<double>(s.meta.task_names.size(), std::nan("")), std::nan("")};
 }
 
@@ -65,8 +68,9 @@ json report_json(const RunState& s) {
   out["checkpoints"] = json::array();
   out["baselines"] = json::array();
   for (size_t b = 0; b < s.baselines.size(); ++b) {
-    json e = entry(s, s.baselines.names[b], row(s.baselines.weights, b, w), row(s.baselines.scores, b, k),
-                   row(s.baselines.test_scores, b, k), s.baselines.objective[b], s.baselines.test_objective[b]);
+    json e = entry(s, s.baselines.names[b], row(s.baselines.weights, b, w),
+                   row(s.baselines.scores, b, k), row(s.baselines.test_scores, b, k),
+                   s.baselines.objective[b], s.baselines.test_objective[b]);
     const bool ckpt = s.baselines.recipes[b] == kCheckpointRecipe;
     if (!ckpt) e["recipe"] = s.baselines.recipes[b];
     out[ckpt ? "checkpoints" : "baselines"].push_back(e);
@@ -101,13 +105,16 @@ json report_json(const RunState& s) {
     const auto sc = row(s.evals.scores, static_cast<size_t>(e), k);
     points.push_back(search::orient_scores(sc, hib));
     const auto [test, test_obj] = test_of(s, e);
-    json p = entry(s, fmt::format("evaluation {}", e), row(s.evals.weights, static_cast<size_t>(e), ew), sc,
-                   test, s.evals.objective[static_cast<size_t>(e)], test_obj);
+    json p =
+        entry(s, fmt::format("evaluation {}", e), row(s.evals.weights, static_cast<size_t>(e), ew),
+              sc, test, s.evals.objective[static_cast<size_t>(e)], test_obj);
     p["evaluation"] = e;
     out["pareto"].push_back(p);
   }
-  const bool ref_ok = std::all_of(ref.begin(), ref.end(), [](double v) { return std::isfinite(v); });
-  out["hypervolume"] = ref_ok && !points.empty() ? number(search::hypervolume(points, ref)) : json(nullptr);
+  const bool ref_ok =
+      std::all_of(ref.begin(), ref.end(), [](double v) { return std::isfinite(v); });
+  out["hypervolume"] =
+      ref_ok && !points.empty() ? number(search::hypervolume(points, ref)) : json(nullptr);
   json r = json::array();
   for (double v : ref) r.push_back(number(v));
   out["hypervolume_reference"] = r;
@@ -125,7 +132,9 @@ json report_json(const RunState& s) {
 
 namespace {
 
-std::string cell(const json& v) { return v.is_null() ? "-" : fmt::format("{:.4f}", v.get<double>()); }
+std::string cell(const json& v) {
+  return v.is_null() ? "-" : fmt::format("{:.4f}", v.get<double>());
+}
 
 }  // namespace
 
@@ -134,8 +143,9 @@ std::string report_text(const RunState& s) {
   const auto& tasks = s.meta.task_names;
   std::string out;
   const auto& se = r["search"];
-  out += fmt::format("search: {} evaluations ({} failed), {} generations{}\n\n", se["evaluations"].get<size_t>(),
-                     se["failed"].get<size_t>(), se["generations"].get<int64_t>(),
+  out += fmt::format("search: {} evaluations ({} failed), {} generations{}\n\n",
+                     se["evaluations"].get<size_t>(), se["failed"].get<size_t>(),
+                     se["generations"].get<int64_t>(),
                      se["stop_reason"].get<std::string>().empty()
                          ? ""
                          : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()));
@@ -150,7 +160,8 @@ std::string report_text(const RunState& s) {
     std::string l = fmt::format("{:<34} {:>8} {:>8}", e["name"].get<std::string>().substr(0, 34),
                                 cell(e["objective"]["search"]), cell(e["objective"]["test"]));
     for (const auto& t : tasks)
-      l += fmt::format(" {:>8} {:>8}", cell(e["scores"][t]["search"]), cell(e["scores"][t]["test"]));
+      l +=
+          fmt::format(" {:>8} {:>8}", cell(e["scores"][t]["search"]), cell(e["scores"][t]["test"]));
     l += '\n';
     return l;
   };
@@ -161,22 +172,24 @@ std::string report_text(const RunState& s) {
   if (!r["best"].is_null()) {
     out += "-- optimized\n";
     out += line(r["best"]);
-    out += fmt::format("\noptimized weights ({} of {} above 1e-3):\n", r["best"]["nonzero_weights"].get<size_t>(),
-                       r["best"]["weights"].size());
+    out += fmt::format("\noptimized weights ({} of {} above 1e-3):\n",
+                       r["best"]["nonzero_weights"].get<size_t>(), r["best"]["weights"].size());
     const auto& names = s.meta.pool_names;
     const auto& w = r["best"]["weights"];
     for (size_t i = 0; i < w.size(); ++i) {
       const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
-      const std::string grp = w.size() > names.size() ? fmt::format(" (group {})", i / names.size()) : "";
+      const std::string grp =
+          w.size() > names.size() ? fmt::format(" (group {})", i / names.size()) : "";
       out += fmt::format("  {:<40} {:>8}\n", fmt::format("{}{}", nm, grp), cell(w[i]));
     }
   }
-  out += fmt::format("\nPareto front (search split): {} evaluations, hypervolume {} (reference: the worst "
-                     "checkpoint score of each task)\n",
-                     r["pareto"].size(),
-                     // a volume in five dimensions is often far below 1e-4
-                     r["hypervolume"].is_null() ? std::string("-")
-                                                : fmt::format("{:.3g}", r["hypervolume"].get<double>()));
+  out += fmt::format(
+      "\nPareto front (search split): {} evaluations, hypervolume {} (reference: the worst "
+      "checkpoint score of each task)\n",
+      r["pareto"].size(),
+      // a volume in five dimensions is often far below 1e-4
+      r["hypervolume"].is_null() ? std::string("-")
+                                 : fmt::format("{:.3g}", r["hypervolume"].get<double>()));
   return out;
 }
 
@@ -185,12 +198,15 @@ std::string report_csv(const RunState& s) {
   std::string out = "kind,name,split,objective";
   for (const auto& t : s.meta.task_names) out += fmt::format(",{}", t);
   out += "\n";
-  auto csv_num = [](const json& v) { return v.is_null() ? std::string() : fmt::format("{}", v.get<double>()); };
+  auto csv_num = [](const json& v) {
+    return v.is_null() ? std::string() : fmt::format("{}", v.get<double>());
+  };
   auto rows = [&](const std::string& kind, const json& e) {
     for (const char* split : {"search", "test"}) {
       std::string name = e["name"].get<std::string>();
       out += fmt::format("{},\"{}\",{},{}", kind, name, split, csv_num(e["objective"][split]));
-      for (const auto& t : s.meta.task_names) out += fmt::format(",{}", csv_num(e["scores"][t][split]));
+      for (const auto& t : s.meta.task_names)
+        out += fmt::format(",{}", csv_num(e["scores"][t][split]));
       out += "\n";
     }
   };

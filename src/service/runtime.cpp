@@ -25,8 +25,7 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
   checkpoints_ = pool.members();
   std::vector<const HfCheckpoint*> ptrs;
   for (const auto& c : checkpoints_) ptrs.push_back(&c);
-  pool_ = std::make_unique<PoolShards>(
-      PoolShards::load(ptrs, groups_->tp_rank, groups_->tp_size));
+  pool_ = std::make_unique<PoolShards>(PoolShards::load(ptrs, groups_->tp_rank, groups_->tp_size));
   scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
 
   const auto tok = checkpoints_.front().path() / "tokenizer.json";
@@ -60,7 +59,9 @@ std::vector<std::string> Runtime::checkpoint_names() const {
   return names;
 }
 
-size_t Runtime::num_layers() const { return static_cast<size_t>(pool_->config().num_layers); }
+size_t Runtime::num_layers() const {
+  return static_cast<size_t>(pool_->config().num_layers);
+}
 
 size_t Runtime::num_weights() const {
   const size_t g = job_.search.granularity == "layer_group" ? job_.search.layer_groups : 1;
@@ -84,7 +85,8 @@ const std::vector<EvalTask>& Runtime::tasks(const std::string& split) {
   if (it == tasks_.end()) {
     std::vector<EvalTask> loaded;
     // "search" means each task's own configured search split.
-    for (const auto& t : job_.tasks) loaded.push_back(load_task(t, split == "search" ? t.split : split));
+    for (const auto& t : job_.tasks)
+      loaded.push_back(load_task(t, split == "search" ? t.split : split));
     it = tasks_.emplace(split, std::move(loaded)).first;
   }
   return it->second;

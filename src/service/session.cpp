@@ -42,7 +42,8 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
 }
 
 std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
-                                              const std::vector<ModelRequest>& models, bool abandonable) {
+                                              const std::vector<ModelRequest>& models,
+                                              bool abandonable) {
   if (rt.has_test_split()) return co.score(models, "test", abandonable);
   Scored missing;
   missing.scores.assign(rt.job().tasks.size(), std::nan(""));
@@ -82,7 +83,8 @@ Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt) {
   for (size_t i = 0; i < names.size(); ++i) {
     const long b = checkpoint_row(state, names[i]);
     KS_CHECK(b >= 0, "checkpoint " + names[i] + " has no baseline row");
-    const auto oriented = search::orient_scores(table_row(state.baselines.scores, static_cast<size_t>(b), k), hib);
+    const auto oriented =
+        search::orient_scores(table_row(state.baselines.scores, static_cast<size_t>(b), k), hib);
     for (size_t j = 0; j < k; ++j)
       m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = oriented[j];
   }
@@ -90,10 +92,12 @@ Eigen::MatrixXd checkpoint_scores(const RunState& state, const Runtime& rt) {
 }
 
 search::Objective build_objective(const RunState& state, const Runtime& rt) {
-  return search::Objective::build(rt.job().objective, rt.task_names(), checkpoint_scores(state, rt));
+  return search::Objective::build(rt.job().objective, rt.task_names(),
+                                  checkpoint_scores(state, rt));
 }
 
-double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty) {
+double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s,
+                    double penalty) {
   if (!s.ok) return penalty;
   // Missing scores (no test split) give no objective.
   for (double v : s.scores)
@@ -104,7 +108,8 @@ double objective_of(const search::Objective& obj, const Runtime& rt, const Score
 double failure_penalty(const RunState& state) {
   double worst = std::numeric_limits<double>::infinity();
   for (size_t b = 0; b < state.baselines.size(); ++b)
-    if (state.baselines.recipes[b] == kCheckpointRecipe && std::isfinite(state.baselines.objective[b]))
+    if (state.baselines.recipes[b] == kCheckpointRecipe &&
+        std::isfinite(state.baselines.objective[b]))
       worst = std::min(worst, state.baselines.objective[b]);
   return std::isfinite(worst) ? worst - 1.0 : -1.0;
 }
@@ -128,8 +133,8 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
   RunState with_rows = state;
   for (size_t i = 0; i < names.size(); ++i) {
     if (checkpoint_row(with_rows, names[i]) >= 0) continue;
-    with_rows.baselines.append(names[i], kCheckpointRecipe, one_hot_weights(rt, i), search[i].scores,
-                               test[i].scores, 0.0, 0.0);
+    with_rows.baselines.append(names[i], kCheckpointRecipe, one_hot_weights(rt, i),
+                               search[i].scores, test[i].scores, 0.0, 0.0);
   }
   const auto obj = build_objective(with_rows, rt);
   for (size_t b = 0; b < with_rows.baselines.size(); ++b) {

@@ -25,6 +25,8 @@ const std::atomic<bool>& install_stop_handlers() {
   return g_stop;
 }
 
-int stop_signal_number() { return static_cast<int>(g_signal); }
+int stop_signal_number() {
+  return static_cast<int>(g_signal);
+}
 
 }  // namespace kintsugi

@@ -1,10 +1,10 @@
 #include "kintsugi/service/work.hpp"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
@@ -24,7 +24,8 @@ std::string broadcast_text(const std::string& text) {
   MPI_CHECK(MPI_Bcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
   std::string out = text;
   out.resize(size);
-  if (size > 0) MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD));
+  if (size > 0)
+    MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD));
   return out;
 }
 
@@ -54,7 +55,8 @@ Scored score_one(Runtime& rt, const json& model, const std::string& split) {
     }
     EvalOptions opt;
     opt.batch_size = rt.job().evaluator.batch_size;
-    const auto results = evaluate_model(rt.groups().comm, *shard, rt.tokenizer(), rt.tasks(split), opt);
+    const auto results =
+        evaluate_model(rt.groups().comm, *shard, rt.tokenizer(), rt.tasks(split), opt);
     for (const auto& r : results) {
       if (!std::isfinite(r.score)) throw_runtime("task {}: {} is {}", r.task, r.metric, r.score);
       s.scores.push_back(r.score);
@@ -76,7 +78,8 @@ json to_json(const Scored& s) {
 
 Scored from_json(const json& j) {
   Scored s;
-  for (const auto& v : j["scores"]) s.scores.push_back(v.is_null() ? std::nan("") : v.get<double>());
+  for (const auto& v : j["scores"])
+    s.scores.push_back(v.is_null() ? std::nan("") : v.get<double>());
   s.ok = j["ok"].get<bool>();
   s.error = j["error"].get<std::string>();
   s.seconds = j["seconds"].get<double>();
@@ -118,7 +121,8 @@ std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
 }
 
 void run_merge_command(const json& cmd) {
-  const Recipe recipe = parse_recipe(cmd["recipe"].get<std::string>(), cmd["recipe_path"].get<std::string>());
+  const Recipe recipe =
+      parse_recipe(cmd["recipe"].get<std::string>(), cmd["recipe_path"].get<std::string>());
   MergeOptions opt;
   opt.out_dir = cmd["out"].get<std::string>();
   opt.seed = cmd["seed"].get<uint64_t>();

@@ -16,8 +16,8 @@ TpPlan::TpPlan(const ModelConfig& config, int tp_size) : config_(config), tp_siz
   if (config.num_heads % T != 0)
     throw_input("tensor_parallel {} does not divide num_attention_heads {}", T, config.num_heads);
   if (config.num_kv_heads % T != 0 && T % config.num_kv_heads != 0)
-    throw_input("tensor_parallel {} neither divides nor is a multiple of num_key_value_heads {}",
-                T, config.num_kv_heads);
+    throw_input("tensor_parallel {} neither divides nor is a multiple of num_key_value_heads {}", T,
+                config.num_kv_heads);
   if (config.intermediate_size < T || config.vocab_size < T)
     throw_input("tensor_parallel {} exceeds intermediate_size {} or vocab_size {}", T,
                 config.intermediate_size, config.vocab_size);
@@ -46,7 +46,9 @@ TpPlan::TpPlan(const ModelConfig& config, int tp_size) : config_(config), tp_siz
     tensors_.push_back({"lm_head.weight", {config.vocab_size, D}, std::nullopt});
 }
 
-Range TpPlan::heads(int rank) const { return even_part(config_.num_heads, tp_size_, rank); }
+Range TpPlan::heads(int rank) const {
+  return even_part(config_.num_heads, tp_size_, rank);
+}
 
 Range TpPlan::kv_heads(int rank) const {
   if (config_.num_kv_heads % tp_size_ == 0) return even_part(config_.num_kv_heads, tp_size_, rank);
@@ -56,12 +58,17 @@ Range TpPlan::kv_heads(int rank) const {
   return {kv, kv + 1};
 }
 
-Range TpPlan::ffn(int rank) const { return even_part(config_.intermediate_size, tp_size_, rank); }
-Range TpPlan::vocab(int rank) const { return even_part(config_.vocab_size, tp_size_, rank); }
+Range TpPlan::ffn(int rank) const {
+  return even_part(config_.intermediate_size, tp_size_, rank);
+}
+Range TpPlan::vocab(int rank) const {
+  return even_part(config_.vocab_size, tp_size_, rank);
+}
 
 namespace {
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 }  // namespace
 
@@ -69,7 +76,9 @@ TpSlice TpPlan::slice(const TpTensor& t, int rank) const {
   KS_CHECK(rank >= 0 && rank < tp_size_, "rank outside the tensor-parallel group");
   const std::string& n = t.name;
   const int64_t hd = config_.head_dim;
-  auto rows = [](Range r, int64_t scale) { return TpSlice{TpSplit::Rows, r.begin * scale, r.end * scale}; };
+  auto rows = [](Range r, int64_t scale) {
+    return TpSlice{TpSplit::Rows, r.begin * scale, r.end * scale};
+  };
   if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return rows(vocab(rank), 1);
   if (ends_with(n, "q_proj.weight") || ends_with(n, "q_proj.bias")) return rows(heads(rank), hd);
   if (ends_with(n, "k_proj.weight") || ends_with(n, "k_proj.bias") ||

@@ -12,8 +12,12 @@ namespace kintsugi {
 
 namespace fs = std::filesystem;
 
-fs::path tmp_path_of(const fs::path& target) { return fs::path(target.string() + ".tmp"); }
-fs::path prev_path_of(const fs::path& target) { return fs::path(target.string() + ".prev"); }
+fs::path tmp_path_of(const fs::path& target) {
+  return fs::path(target.string() + ".tmp");
+}
+fs::path prev_path_of(const fs::path& target) {
+  return fs::path(target.string() + ".prev");
+}
 
 namespace {
 
@@ -43,7 +47,8 @@ void keep_previous(const fs::path& target) {
     // No hard links here (some network filesystems): copy, then fsync.
     std::error_code ec;
     fs::copy_file(target, prev_tmp, fs::copy_options::overwrite_existing, ec);
-    if (ec) throw_runtime("cannot copy {} to {}: {}", target.string(), prev_tmp.string(), ec.message());
+    if (ec)
+      throw_runtime("cannot copy {} to {}: {}", target.string(), prev_tmp.string(), ec.message());
     fsync_path(prev_tmp, false);
   }
   rename_over(prev_tmp, prev);

@@ -91,10 +91,14 @@ std::vector<hsize_t> space_dims(hid_t space) {
 
 Kind kind_of(hid_t type) {
   switch (H5Tget_class(type)) {
-    case H5T_FLOAT: return Kind::Float;
-    case H5T_INTEGER: return Kind::Integer;
-    case H5T_STRING: return Kind::String;
-    default: return Kind::Other;
+    case H5T_FLOAT:
+      return Kind::Float;
+    case H5T_INTEGER:
+      return Kind::Integer;
+    case H5T_STRING:
+      return Kind::String;
+    default:
+      return Kind::Other;
   }
 }
 
@@ -150,8 +154,7 @@ void write_numeric(const Loc& loc, const std::string& name, const std::vector<T>
                   H5P_DEFAULT),
        H5Dclose);
   if (d.get() < 0) write_fail(loc, name, "create the dataset");
-  if (!data.empty() &&
-      H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+  if (!data.empty() && H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
     write_fail(loc, name, "write the dataset");
 }
 
@@ -168,8 +171,7 @@ std::vector<T> read_numeric(const Loc& loc, const std::string& name, int rank,
   if (rank >= 0 && static_cast<int>(dims.size()) != rank)
     read_fail(loc, name, fmt::format("expected {} dimension(s), got {}", rank, dims.size()));
   std::vector<T> data(element_count(dims));
-  if (!data.empty() &&
-      H5Dread(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
+  if (!data.empty() && H5Dread(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
     read_fail(loc, name, "cannot read the data (corrupt file?)");
   if (dims_out) *dims_out = dims;
   return data;
@@ -255,8 +257,8 @@ std::vector<std::string> member_names(const Loc& loc) {
   if (H5Gget_info(loc.id, &info) < 0) throw_input("{}: {}: unreadable group", loc.file, loc.path);
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t len = H5Lget_name_by_idx(loc.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                           H5P_DEFAULT);
+    const ssize_t len =
+        H5Lget_name_by_idx(loc.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     if (len < 0) throw_input("{}: {}: unreadable group member", loc.file, loc.path);
     std::string name(static_cast<size_t>(len) + 1, '\0');
     H5Lget_name_by_idx(loc.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
@@ -330,9 +332,9 @@ void write_strings(const Loc& loc, const std::string& name, const std::vector<st
   }
   Id t = vlen_string_type();
   Id space = simple_space({data.size()});
-  Id d(H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                  H5P_DEFAULT),
-       H5Dclose);
+  Id d(
+      H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      H5Dclose);
   if (d.get() < 0) write_fail(loc, name, "create the dataset");
   if (!data.empty() && H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
     write_fail(loc, name, "write the dataset");
@@ -342,9 +344,9 @@ void write_string(const Loc& loc, const std::string& name, const std::string& va
   check_no_nul(loc, name, value);
   Id t = vlen_string_type();
   Id space = simple_space({});
-  Id d(H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                  H5P_DEFAULT),
-       H5Dclose);
+  Id d(
+      H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      H5Dclose);
   if (d.get() < 0) write_fail(loc, name, "create the dataset");
   const char* p = value.c_str();
   if (H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
@@ -367,8 +369,7 @@ std::vector<double> read_f64(const Loc& loc, const std::string& name, int rank,
 
 std::vector<int64_t> read_i64(const Loc& loc, const std::string& name, int rank,
                               std::vector<hsize_t>* dims) {
-  return read_numeric<int64_t>(loc, name, rank, dims, Kind::Integer, H5T_NATIVE_INT64,
-                               "integers");
+  return read_numeric<int64_t>(loc, name, rank, dims, Kind::Integer, H5T_NATIVE_INT64, "integers");
 }
 
 std::vector<std::string> read_strings(const Loc& loc, const std::string& name) {
@@ -387,8 +388,7 @@ std::vector<std::string> read_strings(const Loc& loc, const std::string& name) {
 
 std::string read_string(const Loc& loc, const std::string& name) {
   const Info info = dataset_info(loc, name);
-  if (info.kind != Kind::String || !info.dims.empty())
-    read_fail(loc, name, "expected one string");
+  if (info.kind != Kind::String || !info.dims.empty()) read_fail(loc, name, "expected one string");
   return read_strings(loc, name)[0];
 }
 

@@ -46,8 +46,12 @@ Record read_record(const h5::Loc& parent, const std::string& name) {
       throw_input("{}: {}: a record entry must have at most one dimension", loc.file,
                   loc.child(key));
     switch (info.kind) {
-      case h5::Kind::Float: r.reals[key] = h5::read_f64(loc, key, -1); break;
-      case h5::Kind::Integer: r.ints[key] = h5::read_i64(loc, key, -1); break;
+      case h5::Kind::Float:
+        r.reals[key] = h5::read_f64(loc, key, -1);
+        break;
+      case h5::Kind::Integer:
+        r.ints[key] = h5::read_i64(loc, key, -1);
+        break;
       case h5::Kind::String: {
         std::vector<std::string> s = h5::read_strings(loc, key);
         if (s.size() != 1)

@@ -52,7 +52,9 @@ std::string map_text(const std::map<std::string, double>& m) {
   return out + "}";
 }
 
-std::string opt_text(const std::optional<double>& v) { return v ? fmt::format("{}", *v) : "none"; }
+std::string opt_text(const std::optional<double>& v) {
+  return v ? fmt::format("{}", *v) : "none";
+}
 
 std::string now_utc() {
   const std::time_t t = std::time(nullptr);
@@ -136,15 +138,16 @@ void check_resume_compatible(const std::filesystem::path& state_path, const RunS
   const StateMeta& m = state.meta;
   KS_CHECK(pool_names.size() == pool_fingerprints.size(), "one fingerprint per checkpoint");
   if (m.pool_fingerprints.size() != pool_fingerprints.size())
-    throw_input("{}: cannot resume: the state was made with a pool of {} checkpoints, the job's "
-                "pool has {}",
-                sp, m.pool_fingerprints.size(), pool_fingerprints.size());
+    throw_input(
+        "{}: cannot resume: the state was made with a pool of {} checkpoints, the job's "
+        "pool has {}",
+        sp, m.pool_fingerprints.size(), pool_fingerprints.size());
   for (size_t i = 0; i < pool_fingerprints.size(); ++i) {
     if (m.pool_fingerprints[i] != pool_fingerprints[i])
-      throw_input("{}: cannot resume: pool checkpoint {} ({}) is not the one the state was made "
-                  "with ({}): fingerprint {} vs {}",
-                  sp, i, pool_names[i], m.pool_names[i], pool_fingerprints[i],
-                  m.pool_fingerprints[i]);
+      throw_input(
+          "{}: cannot resume: pool checkpoint {} ({}) is not the one the state was made "
+          "with ({}): fingerprint {} vs {}",
+          sp, i, pool_names[i], m.pool_names[i], pool_fingerprints[i], m.pool_fingerprints[i]);
   }
   std::vector<std::string> tasks;
   for (const auto& t : job.tasks) tasks.push_back(t.name);

@@ -69,9 +69,9 @@ void Baselines::append(std::string name, std::string recipe, std::span<const dou
 
 void Baselines::check() const {
   const size_t b = size();
-  KS_CHECK(recipes.size() == b && weights.size() == b * n_weights &&
-               scores.size() == b * n_tasks && test_scores.size() == b * n_tasks &&
-               objective.size() == b && test_objective.size() == b,
+  KS_CHECK(recipes.size() == b && weights.size() == b * n_weights && scores.size() == b * n_tasks &&
+               test_scores.size() == b * n_tasks && objective.size() == b &&
+               test_objective.size() == b,
            fmt::format("baseline columns disagree for {} rows", b));
 }
 
@@ -211,7 +211,8 @@ StateMeta read_meta(const h5::Loc& root) {
   m.task_names = h5::read_strings(loc, "task_names");
   const auto keys = h5::read_strings(loc, "settings_keys");
   const auto values = h5::read_strings(loc, "settings_values");
-  if (keys.size() != values.size()) bad(loc, "settings_values", "does not match settings_keys in length");
+  if (keys.size() != values.size())
+    bad(loc, "settings_values", "does not match settings_keys in length");
   for (size_t i = 0; i < keys.size(); ++i) m.settings.emplace_back(keys[i], values[i]);
   return m;
 }
@@ -231,7 +232,8 @@ EvalTable read_evals(const h5::Loc& root, size_t n_tasks) {
   for (int64_t s : t.status)
     if (s != 0 && s != 1) bad(loc, "status", fmt::format("holds {}, expected 0 or 1", s));
   t.error = h5::read_strings(loc, "error");
-  if (t.error.size() != e) bad(loc, "error", fmt::format("has {} values, expected {}", t.error.size(), e));
+  if (t.error.size() != e)
+    bad(loc, "error", fmt::format("has {} values, expected {}", t.error.size(), e));
   t.generation = read_ivector(loc, "generation", e);
   t.seconds = read_vector(loc, "seconds", e);
   return t;
@@ -293,7 +295,8 @@ RunState load_state(const fs::path& path) {
     s.pareto = h5::read_i64(loc, "indices", 1);
     for (int64_t i : s.pareto)
       if (i < 0 || static_cast<size_t>(i) >= s.evals.size())
-        bad(loc, "indices", fmt::format("index {} is outside the {} evaluations", i, s.evals.size()));
+        bad(loc, "indices",
+            fmt::format("index {} is outside the {} evaluations", i, s.evals.size()));
   }
   s.test = read_test(root, k, s.evals.size());
   return s;

@@ -27,7 +27,8 @@ std::string utf8(uint32_t cp) {
 std::string type_of(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || j[key].is_null()) return "";
   const auto& v = j[key];
-  if (v.is_object() && v.contains("type") && v["type"].is_string()) return v["type"].get<std::string>();
+  if (v.is_object() && v.contains("type") && v["type"].is_string())
+    return v["type"].get<std::string>();
   return "?";
 }
 
@@ -101,7 +102,8 @@ ByteTokenizer ByteTokenizer::from_json(const nlohmann::json& j, const std::strin
   for (uint32_t b = 0; b < 256; ++b) want[table[b]] = b;
   size_t bytes_seen = 0;
   for (const auto& [tok, idv] : m["vocab"].items()) {
-    if (!idv.is_number_integer()) throw_input("{}: vocab entry '{}' has no integer id", origin, tok);
+    if (!idv.is_number_integer())
+      throw_input("{}: vocab entry '{}' has no integer id", origin, tok);
     const int64_t id = idv.get<int64_t>();
     auto it = want.find(tok);
     if (it != want.end()) {
@@ -113,10 +115,10 @@ ByteTokenizer ByteTokenizer::from_json(const nlohmann::json& j, const std::strin
     }
     auto sp = t.specials_.find(static_cast<int32_t>(id));
     if (id >= 256 && sp != t.specials_.end() && sp->second == tok) continue;
-    throw_input("{}: vocab entry '{}' (id {}) is neither a byte nor an added token", origin, tok, id);
+    throw_input("{}: vocab entry '{}' (id {}) is neither a byte nor an added token", origin, tok,
+                id);
   }
-  if (bytes_seen != 256)
-    throw_input("{}: vocab covers {} of the 256 bytes", origin, bytes_seen);
+  if (bytes_seen != 256) throw_input("{}: vocab covers {} of the 256 bytes", origin, bytes_seen);
   t.vocab_size_ = 256;
   for (const auto& [id, content] : t.specials_) t.vocab_size_ = std::max(t.vocab_size_, id + 1);
   return t;

@@ -1,7 +1,6 @@
 // The job file parser: values, defaults, paths, and one error per kind of mistake
 // with the exact file:line and key path (lines counted by hand in the snippets).
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <fstream>
 
@@ -14,7 +13,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-JobConfig parse(const std::string& text) { return parse_job(text, "job.yaml", "/jobs/demo"); }
+JobConfig parse(const std::string& text) {
+  return parse_job(text, "job.yaml", "/jobs/demo");
+}
 
 // The InputError message for `text`, or "" when it parses.
 std::string error_of(const std::string& text) {
@@ -135,7 +136,8 @@ output:
   CHECK(j.search.lower == -1.5);
   CHECK(j.search.upper == 2.0);
   CHECK(j.objective.kind == "weighted");
-  CHECK(j.objective.weights == std::map<std::string, double>{{"addition", 2}, {"capitals", 1.5}, {"prose", 0}});
+  CHECK(j.objective.weights ==
+        std::map<std::string, double>{{"addition", 2}, {"capitals", 1.5}, {"prose", 0}});
   CHECK(j.parallel.tensor_parallel == 2);
   CHECK(j.output.state == fs::path("/jobs/demo/out/state.h5"));
   CHECK(j.output.dir == fs::path("/scratch/out"));
@@ -240,9 +242,11 @@ TEST_CASE("job: load_job resolves paths against the job file's folder", "[config
     load_job(tmp / "jobs" / "bad.yaml");
     FAIL("no error");
   } catch (const InputError& e) {
-    CHECK(std::string(e.what()) == (tmp / "jobs" / "bad.yaml").string() + ":2: tasks: needs at least one task");
+    CHECK(std::string(e.what()) ==
+          (tmp / "jobs" / "bad.yaml").string() + ":2: tasks: needs at least one task");
   }
-  CHECK_THROWS_WITH(load_job(tmp / "missing.yaml"), Catch::Contains("missing.yaml: job file not found"));
+  CHECK_THROWS_WITH(load_job(tmp / "missing.yaml"),
+                    Catch::Contains("missing.yaml: job file not found"));
   CHECK_THROWS_AS(load_job(tmp.path()), InputError);
 }
 
@@ -256,20 +260,25 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
   const std::string pool = "pool: {checkpoints: [a]}\n";
   const std::vector<Case> cases = {
       {"syntax", "pool: [a\n", "job.yaml:2:1: YAML syntax error: end of sequence flow not found"},
-      {"not a map", "- a\n- b\n", "job.yaml:1: a job file must be a map with keys pool, tasks, ..."},
+      {"not a map", "- a\n- b\n",
+       "job.yaml:1: a job file must be a map with keys pool, tasks, ..."},
       {"empty file", "", "job.yaml:1: a job file must be a map with keys pool, tasks, ..."},
       {"unknown top key", pool + tasks + "serch: {budget: 3}\n",
-       "job.yaml:3: serch: unknown key (known keys: pool, tasks, evaluator, search, objective, parallel, output)"},
+       "job.yaml:3: serch: unknown key (known keys: pool, tasks, evaluator, search, objective, "
+       "parallel, output)"},
       {"unknown nested key", pool + tasks + "search:\n  budget: 3\n  sigma: 0.1\n",
        "job.yaml:5: search.sigma: unknown key (known keys: method, parameterization, granularity, "
        "layer_groups, budget, population, sigma0, seed, active, restarts, lower, upper)"},
       {"unknown task key", pool + "tasks:\n  - name: t\n    file: t.jsonl\n    shots: 5\n",
-       "job.yaml:5: tasks[0].shots: unknown key (known keys: name, file, kind, metric, split, limit, "
+       "job.yaml:5: tasks[0].shots: unknown key (known keys: name, file, kind, metric, split, "
+       "limit, "
        "max_new_tokens, stop, regex, ignore_case)"},
       {"missing pool", tasks, "job.yaml:1: pool: missing required key"},
       {"missing tasks", pool, "job.yaml:1: tasks: missing required key"},
-      {"missing checkpoints", "pool:\n  base: b\n" + tasks, "job.yaml:2: pool.checkpoints: missing required key"},
-      {"empty checkpoints", "pool: {checkpoints: []}\n" + tasks, "job.yaml:1: pool.checkpoints: needs at least one checkpoint"},
+      {"missing checkpoints", "pool:\n  base: b\n" + tasks,
+       "job.yaml:2: pool.checkpoints: missing required key"},
+      {"empty checkpoints", "pool: {checkpoints: []}\n" + tasks,
+       "job.yaml:1: pool.checkpoints: needs at least one checkpoint"},
       {"checkpoints not a list", "pool:\n  checkpoints: a\n" + tasks,
        "job.yaml:2: pool.checkpoints: expected a list, got a scalar"},
       {"checkpoint twice", "pool:\n  checkpoints:\n    - a\n    - ./a\n" + tasks,
@@ -280,15 +289,19 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "job.yaml:4: output.dir: expected a string, got null"},
       {"null list", pool + tasks + "search:\n  budget:\n",
        "job.yaml:4: search.budget: expected a non-negative integer, got null"},
-      {"task missing name", pool + "tasks:\n  - file: t.jsonl\n", "job.yaml:3: tasks[0].name: missing required key"},
-      {"task missing file", pool + "tasks:\n  - name: t\n", "job.yaml:3: tasks[0].file: missing required key"},
+      {"task missing name", pool + "tasks:\n  - file: t.jsonl\n",
+       "job.yaml:3: tasks[0].name: missing required key"},
+      {"task missing file", pool + "tasks:\n  - name: t\n",
+       "job.yaml:3: tasks[0].file: missing required key"},
       {"duplicate task", pool + "tasks:\n  - {name: t, file: a}\n  - {name: t, file: b}\n",
        "job.yaml:4: tasks[1]: task name \"t\" is used twice"},
       {"bad kind", pool + "tasks:\n  - name: t\n    file: t\n    kind: mcq\n",
        "job.yaml:5: tasks[0].kind: \"mcq\" is not one of: generate, choice, perplexity"},
-      {"metric does not fit kind", pool + "tasks:\n  - name: t\n    file: t\n    kind: choice\n    metric: exact_match\n",
+      {"metric does not fit kind",
+       pool + "tasks:\n  - name: t\n    file: t\n    kind: choice\n    metric: exact_match\n",
        "job.yaml:6: tasks[0].metric: \"exact_match\" is not one of: acc, acc_norm"},
-      {"generate key on choice", pool + "tasks:\n  - name: t\n    file: t\n    kind: choice\n    max_new_tokens: 4\n",
+      {"generate key on choice",
+       pool + "tasks:\n  - name: t\n    file: t\n    kind: choice\n    max_new_tokens: 4\n",
        "job.yaml:6: tasks[0].max_new_tokens: only applies to kind: generate (this task is choice)"},
       {"negative integer", pool + "tasks:\n  - {name: t, file: t, limit: -3}\n",
        "job.yaml:3: tasks[0].limit: must be >= 0, got -3"},
@@ -296,7 +309,8 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "job.yaml:3: tasks[0].max_new_tokens: must be >= 1, got 0"},
       {"stop not a list", pool + "tasks:\n  - {name: t, file: t, stop: {a: b}}\n",
        "job.yaml:3: tasks[0].stop: expected a list, got a map"},
-      {"empty stop", pool + "tasks:\n  - name: t\n    file: t\n    stop:\n      - x\n      - \"\"\n",
+      {"empty stop",
+       pool + "tasks:\n  - name: t\n    file: t\n    stop:\n      - x\n      - \"\"\n",
        "job.yaml:7: tasks[0].stop[1]: a stop string must not be empty"},
       {"bad regex", pool + "tasks:\n  - {name: t, file: t, regex: \"(ab\"}\n",
        "job.yaml:3: tasks[0].regex: invalid regular expression: "},
@@ -308,17 +322,25 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "job.yaml:4: search.budget: expected a non-negative integer, got the quoted string \"300\""},
       {"float for integer", pool + tasks + "search:\n  budget: 2.5\n",
        "job.yaml:4: search.budget: expected a non-negative integer, got \"2.5\""},
-      {"budget zero", pool + tasks + "search:\n  budget: 0\n", "job.yaml:4: search.budget: must be >= 1, got 0"},
+      {"budget zero", pool + tasks + "search:\n  budget: 0\n",
+       "job.yaml:4: search.budget: must be >= 1, got 0"},
       {"integer overflow", pool + tasks + "search:\n  seed: 18446744073709551616\n",
        "job.yaml:4: search.seed: 18446744073709551616 is too large"},
-      {"list for number", pool + tasks + "search:\n  sigma0: [1]\n", "job.yaml:4: search.sigma0: expected a number, got a list"},
-      {"sigma0 zero", pool + tasks + "search:\n  sigma0: 0\n", "job.yaml:4: search.sigma0: must be > 0, got 0"},
-      {"sigma0 negative", pool + tasks + "search:\n  sigma0: -0.5\n", "job.yaml:4: search.sigma0: must be > 0, got -0.5"},
-      {"sigma0 inf", pool + tasks + "search:\n  sigma0: .inf\n", "job.yaml:4: search.sigma0: must be a finite number, got .inf"},
-      {"sigma0 text", pool + tasks + "search:\n  sigma0: big\n", "job.yaml:4: search.sigma0: expected a number, got \"big\""},
-      {"bad method", pool + tasks + "search:\n  method: pso\n", "job.yaml:4: search.method: \"pso\" is not one of: cmaes, random"},
+      {"list for number", pool + tasks + "search:\n  sigma0: [1]\n",
+       "job.yaml:4: search.sigma0: expected a number, got a list"},
+      {"sigma0 zero", pool + tasks + "search:\n  sigma0: 0\n",
+       "job.yaml:4: search.sigma0: must be > 0, got 0"},
+      {"sigma0 negative", pool + tasks + "search:\n  sigma0: -0.5\n",
+       "job.yaml:4: search.sigma0: must be > 0, got -0.5"},
+      {"sigma0 inf", pool + tasks + "search:\n  sigma0: .inf\n",
+       "job.yaml:4: search.sigma0: must be a finite number, got .inf"},
+      {"sigma0 text", pool + tasks + "search:\n  sigma0: big\n",
+       "job.yaml:4: search.sigma0: expected a number, got \"big\""},
+      {"bad method", pool + tasks + "search:\n  method: pso\n",
+       "job.yaml:4: search.method: \"pso\" is not one of: cmaes, random"},
       {"bad parameterization", pool + tasks + "search: {parameterization: softmax}\n",
-       "job.yaml:3: search.parameterization: \"softmax\" is not one of: simplex, nonnegative, free"},
+       "job.yaml:3: search.parameterization: \"softmax\" is not one of: simplex, nonnegative, "
+       "free"},
       {"population one", pool + tasks + "search:\n  population: 1\n",
        "job.yaml:4: search.population: must be 0 (the CMA-ES default) or >= 2"},
       {"lower >= upper", pool + tasks + "search:\n  lower: 1\n  upper: 1\n",
@@ -331,25 +353,31 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "job.yaml:5: search.active: only applies to method: cmaes"},
       {"tensor_parallel zero", pool + tasks + "parallel:\n  tensor_parallel: 0\n",
        "job.yaml:4: parallel.tensor_parallel: must be >= 1, got 0"},
-      {"objective unknown task", pool + tasks + "objective:\n  kind: weighted\n  weights:\n    t: 1\n    u: 2\n",
+      {"objective unknown task",
+       pool + tasks + "objective:\n  kind: weighted\n  weights:\n    t: 1\n    u: 2\n",
        "job.yaml:7: objective.weights.u: no task has this name"},
       {"objective weights missing", pool + tasks + "objective:\n  kind: weighted\n",
        "job.yaml:4: objective.weights: missing required key"},
-      {"objective weights all zero", pool + tasks + "objective:\n  kind: weighted\n  weights: {t: 0}\n",
+      {"objective weights all zero",
+       pool + tasks + "objective:\n  kind: weighted\n  weights: {t: 0}\n",
        "job.yaml:5: objective.weights: weights must not all be zero"},
       {"objective key for other kind", pool + tasks + "objective:\n  weights: {t: 1}\n",
        "job.yaml:4: objective.weights: only applies to kind: weighted"},
-      {"objective maximize unknown", pool + tasks + "objective:\n  kind: constrained\n  maximize: zz\n",
+      {"objective maximize unknown",
+       pool + tasks + "objective:\n  kind: constrained\n  maximize: zz\n",
        "job.yaml:5: objective.maximize: no task is named \"zz\""},
       {"objective bad kind", pool + tasks + "objective: {kind: max}\n",
        "job.yaml:3: objective.kind: \"max\" is not one of: mean, weighted, chebyshev, constrained"},
-      {"duplicate key", pool + tasks + "search:\n  budget: 3\n  budget: 4\n", "job.yaml:5: search.budget: duplicate key"},
+      {"duplicate key", pool + tasks + "search:\n  budget: 3\n  budget: 4\n",
+       "job.yaml:5: search.budget: duplicate key"},
       {"evaluator command missing", pool + tasks + "evaluator:\n  kind: command\n",
        "job.yaml:4: evaluator.command: missing required key"},
       {"evaluator command for builtin", pool + tasks + "evaluator:\n  command: [x]\n",
        "job.yaml:4: evaluator.command: only applies to kind: command"},
-      {"section not a map", pool + tasks + "output: out\n", "job.yaml:3: output: expected a map, got a scalar"},
-      {"empty path", pool + tasks + "output:\n  dir: \"\"\n", "job.yaml:4: output.dir: must not be empty"},
+      {"section not a map", pool + tasks + "output: out\n",
+       "job.yaml:3: output: expected a map, got a scalar"},
+      {"empty path", pool + tasks + "output:\n  dir: \"\"\n",
+       "job.yaml:4: output.dir: must not be empty"},
   };
   for (const auto& c : cases) {
     INFO(c.what);

@@ -1,6 +1,5 @@
 // `kintsugi eval` end to end on a generated two-checkpoint pool.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <sstream>
 
@@ -27,11 +26,13 @@ struct Fixture {
     wa = test::write_checkpoint(tmp / "pool" / "a", byte_config(), test::random_weights(config, 1));
     wb = test::write_checkpoint(tmp / "pool" / "b", byte_config(), test::random_weights(config, 2));
     for (const char* m : {"a", "b"})
-      std::ofstream(tmp / "pool" / m / "tokenizer.json") << test::byte_level_tokenizer_json().dump();
+      std::ofstream(tmp / "pool" / m / "tokenizer.json")
+          << test::byte_level_tokenizer_json().dump();
     std::filesystem::create_directories(tmp / "tasks");
     std::ofstream(tmp / "tasks" / "mc.search.jsonl")
         << "{\"context\": \"x=\", \"choices\": [\"ab\", \"c\"], \"label\": 0}\n"
-        << "{\"context\": \"y=\", \"choices\": [\"q\", \"rs\", \"t\"], \"label\": 2, \"id\": \"two\"}\n";
+        << "{\"context\": \"y=\", \"choices\": [\"q\", \"rs\", \"t\"], \"label\": 2, \"id\": "
+           "\"two\"}\n";
     std::ofstream(tmp / "tasks" / "mc.test.jsonl")
         << "{\"context\": \"z=\", \"choices\": [\"a\", \"b\"], \"label\": 1}\n";
     std::ofstream(tmp / "tasks" / "gen.search.jsonl")
@@ -40,12 +41,13 @@ struct Fixture {
     write_job("");
   }
   void write_job(const std::string& extra) {
-    std::ofstream(tmp / "job.yaml") << "pool:\n  checkpoints: [pool/a, pool/b]\n"
-                                       "tasks:\n"
-                                       "  - {name: mc, file: \"tasks/mc.{split}.jsonl\", kind: choice, metric: acc_norm}\n"
-                                       "  - {name: gen, file: \"tasks/gen.{split}.jsonl\", kind: generate, max_new_tokens: 4}\n"
-                                       "  - {name: txt, file: \"tasks/txt.{split}.jsonl\", kind: perplexity}\n"
-                                    << extra;
+    std::ofstream(tmp / "job.yaml")
+        << "pool:\n  checkpoints: [pool/a, pool/b]\n"
+           "tasks:\n"
+           "  - {name: mc, file: \"tasks/mc.{split}.jsonl\", kind: choice, metric: acc_norm}\n"
+           "  - {name: gen, file: \"tasks/gen.{split}.jsonl\", kind: generate, max_new_tokens: 4}\n"
+           "  - {name: txt, file: \"tasks/txt.{split}.jsonl\", kind: perplexity}\n"
+        << extra;
   }
   std::string job() const { return (tmp / "job.yaml").string(); }
 };
@@ -102,15 +104,17 @@ TEST_CASE("kintsugi eval scores the pool: table, --json, --samples", "[eval][cli
   const auto& s0 = lines[0];
   CHECK(s0["model"] == "a");
   CHECK(s0["task"] == "mc");
-  CHECK(s0["loglikelihoods"][0].get<double>() == Approx(naive_loglik(f.config, f.wa, "x=", "ab")).margin(1e-4));
-  CHECK(s0["loglikelihoods"][1].get<double>() == Approx(naive_loglik(f.config, f.wa, "x=", "c")).margin(1e-4));
+  CHECK(s0["loglikelihoods"][0].get<double>() ==
+        Approx(naive_loglik(f.config, f.wa, "x=", "ab")).margin(1e-4));
+  CHECK(s0["loglikelihoods"][1].get<double>() ==
+        Approx(naive_loglik(f.config, f.wa, "x=", "c")).margin(1e-4));
   CHECK(lines[1]["id"] == "two");
   // acc_norm from the per-byte log-likelihoods, by hand.
   double acc_norm = 0;
   for (int i = 0; i < 2; ++i) {
     const auto& ll = lines[static_cast<size_t>(i)]["loglikelihoods"];
-    const std::vector<std::string> ch = i == 0 ? std::vector<std::string>{"ab", "c"}
-                                               : std::vector<std::string>{"q", "rs", "t"};
+    const std::vector<std::string> ch =
+        i == 0 ? std::vector<std::string>{"ab", "c"} : std::vector<std::string>{"q", "rs", "t"};
     size_t best = 0;
     for (size_t k = 1; k < ch.size(); ++k)
       if (ll[k].get<double>() / static_cast<double>(ch[k].size()) >
@@ -136,7 +140,8 @@ TEST_CASE("kintsugi eval --weights merges the pool in memory", "[eval][cli]") {
   const auto merged = last_line_json(r.out)["results"];
   REQUIRE(merged.size() == 1);
   CHECK(merged[0]["model"] == "merge[0,1]");
-  r = test::run_kintsugi("eval " + f.job() + " --checkpoint " + (f.tmp / "pool" / "b").string() + " --json");
+  r = test::run_kintsugi("eval " + f.job() + " --checkpoint " + (f.tmp / "pool" / "b").string() +
+                         " --json");
   REQUIRE(r.exit_code == 0);
   const auto b = last_line_json(r.out)["results"];
   CHECK(b[0]["model"] == "b");
@@ -156,7 +161,8 @@ TEST_CASE("kintsugi eval --weights merges the pool in memory", "[eval][cli]") {
   CHECK(last_line_json(r.out)["results"][0]["tasks"]["txt"]["bits_per_byte"].get<double>() ==
         Approx(nll / std::log(2.0) / 11).epsilon(1e-5));
   // --split test reads the other files.
-  r = test::run_kintsugi("eval " + f.job() + " --split test --checkpoint " + (f.tmp / "pool" / "a").string());
+  r = test::run_kintsugi("eval " + f.job() + " --split test --checkpoint " +
+                         (f.tmp / "pool" / "a").string());
   CHECK(r.exit_code == 2);  // gen.test.jsonl does not exist
   CHECK(r.err.find("gen.test.jsonl: cannot open") != std::string::npos);
 }

@@ -2,19 +2,17 @@
 // An independent, deliberately plain reference for the evaluator's forward pass:
 // full (no cache) causal attention in double precision, written from the HF
 // Llama/Qwen2 modeling code, with random weights for tiny configs.
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <random>
-#include <string>
-#include <vector>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
 
 #include "kintsugi/io/safetensors.hpp"
 #include "kintsugi/model/model_config.hpp"
@@ -142,7 +140,8 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
   const auto& E = W("model.embed_tokens.weight");
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < D; ++i)
-      x[static_cast<size_t>(t)].push_back(E[static_cast<size_t>(tokens[static_cast<size_t>(t)] * D + i)]);
+      x[static_cast<size_t>(t)].push_back(
+          E[static_cast<size_t>(tokens[static_cast<size_t>(t)] * D + i)]);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::vector<float>* bq = c.qkv_bias ? &W(p + "self_attn.q_proj.bias") : nullptr;
@@ -179,11 +178,13 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
         for (int64_t j = 0; j <= t; ++j)
           for (int64_t i = 0; i < hd; ++i)
             att[static_cast<size_t>(h * hd + i)] +=
-                sc[static_cast<size_t>(j)] / sum * v[static_cast<size_t>(j)][static_cast<size_t>(g * hd + i)];
+                sc[static_cast<size_t>(j)] / sum *
+                v[static_cast<size_t>(j)][static_cast<size_t>(g * hd + i)];
       }
       const std::vector<float>* bo = c.o_bias ? &W(p + "self_attn.o_proj.bias") : nullptr;
       auto o = linear(W(p + "self_attn.o_proj.weight"), att, D, bo);
-      for (int64_t i = 0; i < D; ++i) x[static_cast<size_t>(t)][static_cast<size_t>(i)] += o[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < D; ++i)
+        x[static_cast<size_t>(t)][static_cast<size_t>(i)] += o[static_cast<size_t>(i)];
     }
     for (int64_t t = 0; t < T; ++t) {
       auto h = rmsnorm(x[static_cast<size_t>(t)], W(p + "post_attention_layernorm.weight"));
@@ -194,7 +195,8 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
         gt[static_cast<size_t>(i)] = gg / (1 + std::exp(-gg)) * up[static_cast<size_t>(i)];
       }
       auto d = linear(W(p + "mlp.down_proj.weight"), gt, D, nullptr);
-      for (int64_t i = 0; i < D; ++i) x[static_cast<size_t>(t)][static_cast<size_t>(i)] += d[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < D; ++i)
+        x[static_cast<size_t>(t)][static_cast<size_t>(i)] += d[static_cast<size_t>(i)];
     }
   }
   const auto& head = c.tie_word_embeddings ? E : W("lm_head.weight");
@@ -228,7 +230,8 @@ inline nlohmann::json byte_level_tokenizer_json() {
   for (size_t i = 0; i < bs.size(); ++i) {
     std::string ch;
     const int c = cs[i];
-    if (c < 0x80) ch += static_cast<char>(c);
+    if (c < 0x80)
+      ch += static_cast<char>(c);
     else {
       ch += static_cast<char>(0xC0 | (c >> 6));
       ch += static_cast<char>(0x80 | (c & 0x3F));
@@ -246,11 +249,13 @@ inline nlohmann::json byte_level_tokenizer_json() {
 }
 
 // x rounded to bf16.
-inline float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+inline float round_bf16(float x) {
+  return bf16_to_f32(f32_to_bf16(x));
+}
 
 // Writes `w` (rounded to bf16) as an HF folder; returns the rounded weights.
 inline Weights write_checkpoint(const std::filesystem::path& dir, const nlohmann::json& config,
-                               Weights w, const std::string& skip = "") {
+                                Weights w, const std::string& skip = "") {
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << config.dump();
   std::vector<TensorData> tensors;

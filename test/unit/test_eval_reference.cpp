@@ -1,7 +1,6 @@
 // The evaluator's log-probabilities against examples/demo/reference_logprobs.json,
 // computed by PyTorch (tools/make_pool.py) from the same bf16 weights.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <map>
 #include <memory>
@@ -22,7 +21,8 @@ double continuation_logprob(Transformer& m, int32_t bos, const std::string& cont
   const size_t first = ids.size();
   for (unsigned char ch : continuation) ids.push_back(ch);
   SeqCache cache = m.new_cache();
-  std::vector<ForwardRequest> req{{&cache, std::span<const int32_t>(ids).first(ids.size() - 1), {}}};
+  std::vector<ForwardRequest> req{
+      {&cache, std::span<const int32_t>(ids).first(ids.size() - 1), {}}};
   std::vector<int32_t> targets;
   for (size_t i = first; i < ids.size(); ++i) {
     req[0].logits_at.push_back(static_cast<int32_t>(i - 1));
@@ -67,5 +67,6 @@ TEST_CASE("log-probabilities match the PyTorch reference within 1e-3", "[eval][d
     CHECK(std::abs(got - want) < 1e-3);
     worst = std::max(worst, std::abs(got - want));
   }
-  WARN("reference log-probs: " << ref["entries"].size() << " entries, largest difference " << worst);
+  WARN("reference log-probs: " << ref["entries"].size() << " entries, largest difference "
+                               << worst);
 }

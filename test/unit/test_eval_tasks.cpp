@@ -1,6 +1,5 @@
 // Tokenizer, task files and metrics on hand-made examples.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <fstream>
 
@@ -98,10 +97,12 @@ TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][t
   bad("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"label\": 2}\n", TaskKind::Choice,
       ":1: label 2 is not an index");
   bad("{\"context\": \"c\", \"choices\": [\"a\"], \"label\": 0}\n", TaskKind::Choice, "at least 2");
-  bad("{\"context\": \"c\", \"choices\": [\"a\", \"\"], \"label\": 0}\n", TaskKind::Choice, "non-empty");
+  bad("{\"context\": \"c\", \"choices\": [\"a\", \"\"], \"label\": 0}\n", TaskKind::Choice,
+      "non-empty");
   bad("", TaskKind::Perplexity, "no examples");
   bad(ok + "\n" + ok, TaskKind::Perplexity, ":2: blank line");
-  bad("{\"text\": \"x\", \"extra\": 1}\n", TaskKind::Perplexity, ":1: unknown key 'extra' for a perplexity task");
+  bad("{\"text\": \"x\", \"extra\": 1}\n", TaskKind::Perplexity,
+      ":1: unknown key 'extra' for a perplexity task");
   bad("{\"text\": \"x\", \"id\": 1}\n", TaskKind::Perplexity, ":1: key 'id' must be a string");
   REQUIRE_THROWS_WITH(load_examples(tmp / "missing.jsonl", TaskKind::Choice, 0),
                       Catch::Contains("missing.jsonl: cannot open"));

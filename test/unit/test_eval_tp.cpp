@@ -2,7 +2,6 @@
 // naive reference's log-probabilities and the same task scores. Run under
 // mpirun (test/eval.cmake).
 #include <catch2/catch.hpp>
-
 #include <numeric>
 
 #include "kintsugi/config/job.hpp"
@@ -56,14 +55,14 @@ TEST_CASE("tensor-parallel forward matches the naive reference for T = 1, 2, 4",
   const auto ref = test::naive_log_probs(c, w, toks);
   for (int T : tp_sizes()) {
     Group g(T);
-    const ModelShard shard = shard_from_full(c, g.rank, T, [&](const std::string& n) {
-      return std::span<const float>(w.at(n));
-    });
+    const ModelShard shard = shard_from_full(
+        c, g.rank, T, [&](const std::string& n) { return std::span<const float>(w.at(n)); });
     Transformer m(shard, g.comm);
     // Prefill 6 tokens, then continue 5 more from a shared prefix.
     auto root = std::make_shared<SeqCache>(m.new_cache());
     std::vector<float> logits;
-    std::vector<ForwardRequest> req{{root.get(), std::span<const int32_t>(toks).first(6), {0, 1, 2, 3, 4, 5}}};
+    std::vector<ForwardRequest> req{
+        {root.get(), std::span<const int32_t>(toks).first(6), {0, 1, 2, 3, 4, 5}}};
     m.forward(req, logits);
     std::vector<int32_t> targets(toks.begin() + 1, toks.begin() + 7);
     std::vector<double> lp(6);
@@ -118,9 +117,8 @@ TEST_CASE("task scores do not depend on T", "[mpi][eval]") {
   std::vector<std::vector<TaskResult>> all;
   for (int T : tp_sizes()) {
     Group g(T);
-    const ModelShard shard = shard_from_full(c, g.rank, T, [&](const std::string& n) {
-      return std::span<const float>(w.at(n));
-    });
+    const ModelShard shard = shard_from_full(
+        c, g.rank, T, [&](const std::string& n) { return std::span<const float>(w.at(n)); });
     EvalOptions opt;
     opt.batch_size = 3;  // several batches, one ragged
     opt.keep_samples = true;
@@ -144,7 +142,8 @@ TEST_CASE("task scores do not depend on T", "[mpi][eval]") {
   for (size_t k = 1; k < all.size(); ++k) {
     INFO("T index " << k);
     for (size_t t = 0; t < 3; ++t) {
-      CHECK(all[k][t].metrics.at(base[t].metric) == Approx(base[t].score).margin(t == 2 ? 1e-5 : 0));
+      CHECK(all[k][t].metrics.at(base[t].metric) ==
+            Approx(base[t].score).margin(t == 2 ? 1e-5 : 0));
       REQUIRE(all[k][t].samples.size() == base[t].samples.size());
       for (size_t i = 0; i < base[t].samples.size(); ++i) {
         const auto& a = all[k][t].samples[i];
@@ -160,10 +159,12 @@ TEST_CASE("task scores do not depend on T", "[mpi][eval]") {
   }
 }
 
-TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 1e-4", "[mpi][eval][demo]") {
+TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 1e-4",
+          "[mpi][eval][demo]") {
   const auto dir = test::eval_demo_dir();
   if (!std::filesystem::exists(dir / "job.yaml")) {
-    WARN("skipped: " << dir / "job.yaml" << " is not there (the demo pool has not been generated)");
+    WARN("skipped: " << dir / "job.yaml"
+                     << " is not there (the demo pool has not been generated)");
     return;
   }
   const JobConfig job = load_job(dir / "job.yaml");
@@ -189,7 +190,8 @@ TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 
     per_model.push_back(evaluate_model(g.comm, first, tok, tasks, opt));
     const PoolShards ps = PoolShards::load(ptrs, g.rank, T);
     ModelShard merged(ps.config(), g.rank, T);
-    merge_into(merged, ps, MergeWeights::per_checkpoint(uniform, static_cast<size_t>(ps.config().num_layers)));
+    merge_into(merged, ps,
+               MergeWeights::per_checkpoint(uniform, static_cast<size_t>(ps.config().num_layers)));
     per_model.push_back(evaluate_model(g.comm, merged, tok, tasks, opt));
     all.push_back(std::move(per_model));
   }
@@ -201,7 +203,8 @@ TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 
         INFO("T index " << k << ", model " << m << ", task " << b.task);
         CHECK(a.metrics == b.metrics);
         for (size_t i = 0; i < b.samples.size(); ++i) {
-          if (b.samples[i].contains("output")) CHECK(a.samples[i]["output"] == b.samples[i]["output"]);
+          if (b.samples[i].contains("output"))
+            CHECK(a.samples[i]["output"] == b.samples[i]["output"]);
           if (b.samples[i].contains("loglikelihoods"))
             for (size_t ci = 0; ci < b.samples[i]["loglikelihoods"].size(); ++ci)
               CHECK(std::abs(a.samples[i]["loglikelihoods"][ci].get<double>() -

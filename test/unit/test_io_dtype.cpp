@@ -2,7 +2,6 @@
 // decoded with ldexp, and fp32 -> 16-bit rounding against a double-precision
 // round-half-even computed with nearbyint.
 #include <catch2/catch.hpp>
-
 #include <cfenv>
 #include <cmath>
 #include <cstring>
@@ -65,18 +64,18 @@ bool same(float got, double want) {
   return bits(got) == bits(static_cast<float>(want));
 }
 
-#define CHECK_SAME(got, want, input_bits)                                                 \
-  do {                                                                                    \
-    const float g_ = (got);                                                               \
-    const double w_ = (want);                                                             \
-    if (!same(g_, w_)) {                                                                  \
+#define CHECK_SAME(got, want, input_bits)                                                   \
+  do {                                                                                      \
+    const float g_ = (got);                                                                 \
+    const double w_ = (want);                                                               \
+    if (!same(g_, w_)) {                                                                    \
       INFO("input bits 0x" << std::hex << (input_bits) << " got " << g_ << " want " << w_); \
-      REQUIRE(same(g_, w_));                                                              \
-    }                                                                                     \
+      REQUIRE(same(g_, w_));                                                                \
+    }                                                                                       \
   } while (0)
 
-#define FAST_REQUIRE(cond) \
-  do {                     \
+#define FAST_REQUIRE(cond)      \
+  do {                          \
     if (!(cond)) REQUIRE(cond); \
   } while (0)
 
@@ -85,9 +84,9 @@ bool same(float got, double want) {
 TEST_CASE("dtype names and sizes", "[io][dtype]") {
   REQUIRE(std::fegetround() == FE_TONEAREST);
   const std::vector<std::pair<std::string, size_t>> all = {
-      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"I16", 2}, {"U16", 2}, {"I32", 4},     {"U32", 4},
-      {"I64", 8},  {"U64", 8}, {"F16", 2}, {"BF16", 2}, {"F32", 4}, {"F64", 8}, {"F8_E4M3", 1},
-      {"F8_E5M2", 1}};
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"I16", 2},     {"U16", 2},
+      {"I32", 4},  {"U32", 4}, {"I64", 8}, {"U64", 8},     {"F16", 2},
+      {"BF16", 2}, {"F32", 4}, {"F64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   for (const auto& [n, s] : all) {
     const auto d = dtype_from_name(n);
     REQUIRE(d);
@@ -111,7 +110,8 @@ TEST_CASE("bf16 and fp16 decode: all 65536 patterns", "[io][dtype]") {
   }
 }
 
-TEST_CASE("bf16 and fp16 encode: exact values, midpoints and neighbours of all patterns", "[io][dtype]") {
+TEST_CASE("bf16 and fp16 encode: exact values, midpoints and neighbours of all patterns",
+          "[io][dtype]") {
   struct Fmt {
     int ebits, mbits;
     uint16_t (*enc)(float);
@@ -120,7 +120,8 @@ TEST_CASE("bf16 and fp16 encode: exact values, midpoints and neighbours of all p
   for (const auto& f : fmts) {
     const int p = f.mbits + 1;
     const int emin = 2 - (1 << (f.ebits - 1));
-    const double maxf = decode_ref(((1u << f.ebits) - 2) << f.mbits | ((1u << f.mbits) - 1), f.ebits, f.mbits);
+    const double maxf =
+        decode_ref(((1u << f.ebits) - 2) << f.mbits | ((1u << f.mbits) - 1), f.ebits, f.mbits);
     for (uint32_t b = 0; b < 65536; ++b) {
       const double v = decode_ref(b, f.ebits, f.mbits);
       const uint16_t enc = f.enc(static_cast<float>(v));
@@ -134,8 +135,10 @@ TEST_CASE("bf16 and fp16 encode: exact values, midpoints and neighbours of all p
       if (std::isinf(v) || (b & 0x7fffu) == ((1u << f.ebits) - 1) << f.mbits) continue;
       // Midpoint to the next pattern away from zero, and its fp32 neighbours.
       const double next = decode_ref(b + 1, f.ebits, f.mbits);
-      const double mid = std::isinf(next) ? std::copysign(maxf + (maxf - std::fabs(decode_ref(b - 1, f.ebits, f.mbits))) / 2, v)
-                                          : (v + next) / 2;
+      const double mid =
+          std::isinf(next)
+              ? std::copysign(maxf + (maxf - std::fabs(decode_ref(b - 1, f.ebits, f.mbits))) / 2, v)
+              : (v + next) / 2;
       const float m = static_cast<float>(mid);
       FAST_REQUIRE(static_cast<double>(m) == mid);
       for (float x : {m, std::nextafter(m, 0.0f), std::nextafter(m, 2 * m)}) {

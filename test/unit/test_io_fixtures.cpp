@@ -1,9 +1,8 @@
 // Real safetensors files written by other implementations
 // (../shared/fixtures/safetensors, see its README): read, listed, values checked.
-#include <catch2/catch.hpp>
-
 #include <fmt/format.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <map>
 
@@ -22,11 +21,11 @@ fs::path st_fixtures() {
   return f.empty() ? f : f / "safetensors";
 }
 
-#define REQUIRE_FIXTURES(dir)                                                   \
-  const fs::path dir = st_fixtures();                                           \
-  if (dir.empty() || !fs::exists(dir)) {                                        \
+#define REQUIRE_FIXTURES(dir)                                                      \
+  const fs::path dir = st_fixtures();                                              \
+  if (dir.empty() || !fs::exists(dir)) {                                           \
     WARN("skipped: ../shared/fixtures/safetensors is absent beside the checkout"); \
-    return;                                                                     \
+    return;                                                                        \
   }
 
 // The 27 names of the numpy file: <dtype>_<shape>.
@@ -63,13 +62,20 @@ T load(const std::byte* p) {
 double element(const SafetensorsFile& f, const TensorInfo& t, uint64_t i) {
   const auto b = f.bytes(t).data() + i * dtype_size(t.dtype);
   switch (t.dtype) {
-    case DType::BOOL: return load<uint8_t>(b);
-    case DType::U8: return load<uint8_t>(b);
-    case DType::I8: return load<int8_t>(b);
-    case DType::I16: return load<int16_t>(b);
-    case DType::I32: return load<int32_t>(b);
-    case DType::I64: return static_cast<double>(load<int64_t>(b));
-    case DType::F64: return load<double>(b);
+    case DType::BOOL:
+      return load<uint8_t>(b);
+    case DType::U8:
+      return load<uint8_t>(b);
+    case DType::I8:
+      return load<int8_t>(b);
+    case DType::I16:
+      return load<int16_t>(b);
+    case DType::I32:
+      return load<int32_t>(b);
+    case DType::I64:
+      return static_cast<double>(load<int64_t>(b));
+    case DType::F64:
+      return load<double>(b);
     default: {
       float x;
       f.read_f32(t, i, 1, &x);
@@ -78,8 +84,9 @@ double element(const SafetensorsFile& f, const TensorInfo& t, uint64_t i) {
   }
 }
 
-void check_listing(const SafetensorsFile& f,
-                   const std::map<std::string, std::pair<std::string, std::vector<int64_t>>>& want) {
+void check_listing(
+    const SafetensorsFile& f,
+    const std::map<std::string, std::pair<std::string, std::vector<int64_t>>>& want) {
   REQUIRE(f.tensors().size() == want.size());
   for (const auto& [name, ds] : want) {
     INFO(name);
@@ -94,7 +101,8 @@ void check_listing(const SafetensorsFile& f,
 
 TEST_CASE("fixture: numpy writer, values 0,1,2,...", "[io][fixtures]") {
   REQUIRE_FIXTURES(dir);
-  const auto f = SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.numpy.safetensors");
+  const auto f =
+      SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.numpy.safetensors");
   check_listing(*f, numpy_names());
   CHECK(f->metadata().empty());
   for (const auto& t : f->tensors()) {
@@ -111,7 +119,8 @@ TEST_CASE("fixture: numpy writer, values 0,1,2,...", "[io][fixtures]") {
 TEST_CASE("fixture: torch writer, all dtypes incl. BF16 and F8", "[io][fixtures]") {
   REQUIRE_FIXTURES(dir);
   const auto f = SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.safetensors");
-  const auto g = SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.with_metadata.safetensors");
+  const auto g = SafetensorsFile::open(
+      dir / "fluxml-safetensors-jl/non_sharded/model.with_metadata.safetensors");
   check_listing(*f, torch_names());
   check_listing(*g, torch_names());
   CHECK(f->metadata().empty());
@@ -150,7 +159,8 @@ TEST_CASE("fixture: sharded folder read whole", "[io][fixtures]") {
   CHECK(c.name() == "sharded");
   CHECK(c.files().size() == 6);
   for (size_t k = 0; k < 6; ++k)
-    CHECK(c.files()[k]->path().filename() == fmt::format("model-{:05d}-of-00006.safetensors", k + 1));
+    CHECK(c.files()[k]->path().filename() ==
+          fmt::format("model-{:05d}-of-00006.safetensors", k + 1));
   const auto want = torch_names();
   REQUIRE(c.tensor_names().size() == want.size());
   size_t i = 0;
@@ -173,7 +183,8 @@ TEST_CASE("fixture: sharded folder read whole", "[io][fixtures]") {
   CHECK_THROWS_AS(c.info("nope"), InputError);
 }
 
-TEST_CASE("fixture: unaligned data and F64 files from other readers' test suites", "[io][fixtures]") {
+TEST_CASE("fixture: unaligned data and F64 files from other readers' test suites",
+          "[io][fixtures]") {
   REQUIRE_FIXTURES(dir);
   const auto s = SafetensorsFile::open(dir / "swift-safetensors/data.safetensors");
   REQUIRE(s->tensors().size() == 1);
@@ -198,8 +209,9 @@ TEST_CASE("fixture: unaligned data and F64 files from other readers' test suites
 TEST_CASE("fixture: the abuse file is refused", "[io][fixtures]") {
   REQUIRE_FIXTURES(dir);
   const fs::path p = dir / "safetensors-cpp/abuse_attempt_1.safetensors";
-  CHECK_THROWS_WITH(SafetensorsFile::open(p),
-                    Catch::Contains("abuse_attempt_1.safetensors: header length 1000 runs past the end"));
+  CHECK_THROWS_WITH(
+      SafetensorsFile::open(p),
+      Catch::Contains("abuse_attempt_1.safetensors: header length 1000 runs past the end"));
   const auto r = test::run_kintsugi("inspect " + p.string());
   CHECK(r.exit_code == 2);
   CHECK(r.signal == 0);

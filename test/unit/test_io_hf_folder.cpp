@@ -1,6 +1,5 @@
 // HF model folders: the errors a broken folder must give.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 
 #include "kintsugi/common/error.hpp"
@@ -20,7 +19,9 @@ TensorData tensor(const std::string& name, std::vector<int64_t> shape) {
   return t;
 }
 
-void text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+void text(const fs::path& p, const std::string& s) {
+  std::ofstream(p, std::ios::binary) << s;
+}
 
 // A two-shard folder: a, b in shard 1; c in shard 2.
 fs::path make_folder(const fs::path& dir) {
@@ -60,7 +61,8 @@ TEST_CASE("HF folder: a good sharded folder", "[io][hf]") {
   CHECK(c.config()["num_hidden_layers"] == 1);
   std::vector<std::string> pass;
   for (const auto& p : c.passthrough_files()) pass.push_back(p.filename().string());
-  CHECK(pass == std::vector<std::string>{"special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"});
+  CHECK(pass == std::vector<std::string>{"special_tokens_map.json", "tokenizer.json",
+                                         "tokenizer_config.json"});
   // A folder with model.safetensors only.
   fs::create_directories(tmp / "single");
   write_safetensors(tmp / "single/model.safetensors", {tensor("x", {1})});
@@ -74,12 +76,16 @@ TEST_CASE("HF folder: errors", "[io][hf]") {
   {
     const auto d = make_folder(tmp / "missing_shard");
     fs::remove(d / "model-00002-of-00002.safetensors");
-    expect_error(d, "shard model-00002-of-00002.safetensors named by model.safetensors.index.json (tensor c) is missing");
+    expect_error(d,
+                 "shard model-00002-of-00002.safetensors named by model.safetensors.index.json "
+                 "(tensor c) is missing");
   }
   {
     const auto d = make_folder(tmp / "missing_tensor");
     write_safetensors(d / "model-00002-of-00002.safetensors", {tensor("d", {4})});
-    expect_error(d, "tensor c: model.safetensors.index.json places it in model-00002-of-00002.safetensors, which does not hold it");
+    expect_error(d,
+                 "tensor c: model.safetensors.index.json places it in "
+                 "model-00002-of-00002.safetensors, which does not hold it");
   }
   {
     const auto d = make_folder(tmp / "bad_index");
@@ -93,7 +99,8 @@ TEST_CASE("HF folder: errors", "[io][hf]") {
   }
   {
     const auto d = make_folder(tmp / "escape");
-    text(d / "model.safetensors.index.json", R"({"weight_map":{"a":"../escape/model-00001-of-00002.safetensors"}})");
+    text(d / "model.safetensors.index.json",
+         R"({"weight_map":{"a":"../escape/model-00001-of-00002.safetensors"}})");
     expect_error(d, "is not a file name in the folder");
   }
   {
@@ -108,7 +115,8 @@ TEST_CASE("HF folder: errors", "[io][hf]") {
   }
   {
     fs::create_directories(tmp / "empty");
-    expect_error(tmp / "empty", "neither model.safetensors nor model.safetensors.index.json is in the folder");
+    expect_error(tmp / "empty",
+                 "neither model.safetensors nor model.safetensors.index.json is in the folder");
   }
   expect_error(tmp / "does_not_exist", "does_not_exist: no such file or folder");
 }

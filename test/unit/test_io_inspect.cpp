@@ -1,8 +1,7 @@
 // `kintsugi inspect` output, checked against what the test wrote.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "kintsugi/io/safetensors.hpp"
 #include "test_support.hpp"
@@ -27,16 +26,20 @@ TEST_CASE("inspect: text and --json for one checkpoint", "[io][inspect]") {
   CHECK(r.err.empty());
   const auto j = nlohmann::json::parse(r.out);
   REQUIRE(j["tensors"].size() == 3);
-  CHECK(j["tensors"][0] == nlohmann::json({{"name", "a.bias"}, {"dtype", "F32"}, {"shape", {3}}, {"bytes", 12}}));
+  CHECK(j["tensors"][0] ==
+        nlohmann::json({{"name", "a.bias"}, {"dtype", "F32"}, {"shape", {3}}, {"bytes", 12}}));
   CHECK(j["tensors"][1]["name"] == "m.ids");
-  CHECK(j["tensors"][2] == nlohmann::json({{"name", "z.weight"}, {"dtype", "BF16"}, {"shape", {2, 3}}, {"bytes", 12}}));
+  CHECK(
+      j["tensors"][2] ==
+      nlohmann::json({{"name", "z.weight"}, {"dtype", "BF16"}, {"shape", {2, 3}}, {"bytes", 12}}));
   CHECK(j["metadata"] == nlohmann::json({{"format", "pt"}}));
   CHECK(j["total_bytes"] == 32);
   CHECK(j["config"]["model_type"] == "llama");
   CHECK_FALSE(j.contains("fingerprint"));
   CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);  // one object, one line
 
-  const auto t = test::run_kintsugi("inspect " + (dir / "model.safetensors").string() + " --tensors");
+  const auto t =
+      test::run_kintsugi("inspect " + (dir / "model.safetensors").string() + " --tensors");
   REQUIRE(t.exit_code == 0);
   CHECK_THAT(t.out, Catch::Contains("3 tensors, 32 B (32 bytes) in 1 file"));
   CHECK_THAT(t.out, Catch::Contains("BF16            1 tensors            12 bytes"));

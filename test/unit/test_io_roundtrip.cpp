@@ -1,10 +1,9 @@
 // Write -> read round trips, single and sharded, checked byte by byte against
 // the data given to the writer; the file layout checked against the format.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -79,7 +78,8 @@ TEST_CASE("round trip: single file, bytes and names identical", "[io][roundtrip]
   // The layout, read straight from the bytes: header length, padding, order.
   const std::string raw = slurp(p);
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(raw[static_cast<size_t>(i)]);
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(raw[static_cast<size_t>(i)]);
   CHECK(n % 8 == 0);
   const std::string header = raw.substr(8, n);
   CHECK(header.find_last_not_of(' ') + 1 > header.size() - 8);
@@ -101,7 +101,8 @@ TEST_CASE("round trip: sharded output with index", "[io][roundtrip]") {
   std::vector<TensorSpec> specs;
   for (const auto& t : tensors) specs.push_back(t.spec);
   const ShardedPlan plan = plan_sharded(specs, {{"format", "pt"}}, 300);
-  // embed (272) | q_proj (256) | norm 16 + lm_head 120 + mask 7 + ids 24 + empty 0 + scalar 4 + f8 9
+  // embed (272) | q_proj (256) | norm 16 + lm_head 120 + mask 7 + ids 24 + empty 0 + scalar 4 + f8
+  // 9
   REQUIRE(plan.file_names.size() == 3);
   CHECK(plan.file_names[0] == "model-00001-of-00003.safetensors");
   CHECK(plan.file_names[2] == "model-00003-of-00003.safetensors");
@@ -161,7 +162,8 @@ TEST_CASE("positional writes from several writers fill one file", "[io][roundtri
     }
     other.close();
   }
-  for (const auto& t : tensors) w.pwrite(t.spec.name, 0, std::span(t.bytes).first(t.bytes.size() / 2));
+  for (const auto& t : tensors)
+    w.pwrite(t.spec.name, 0, std::span(t.bytes).first(t.bytes.size() / 2));
   CHECK_FALSE(fs::exists(p));
   w.commit();
   check_same_tensors(HfCheckpoint::open(p), tensors);
@@ -177,7 +179,7 @@ TEST_CASE("unfinished writers leave nothing behind", "[io][roundtrip]") {
     w.write(tensors[0].spec.name, tensors[0].bytes);
     CHECK(fs::exists(tmp / "a.safetensors.tmp"));
     CHECK_THROWS_AS(w.write(tensors[2].spec.name, tensors[2].bytes), RuntimeError);  // out of order
-    CHECK_THROWS_AS(w.commit(), RuntimeError);  // incomplete
+    CHECK_THROWS_AS(w.commit(), RuntimeError);                                       // incomplete
   }
   CHECK_FALSE(fs::exists(tmp / "a.safetensors.tmp"));
   CHECK_FALSE(fs::exists(tmp / "a.safetensors"));
@@ -201,7 +203,8 @@ TEST_CASE("unfinished writers leave nothing behind", "[io][roundtrip]") {
   CHECK_FALSE(fs::exists(tmp / "dir/old.txt"));
   CHECK_FALSE(fs::exists(tmp / "dir.old"));
   // Writer-side refusals.
-  CHECK_THROWS_AS(plan_safetensors({{"x", DType::F32, {2}}, {"x", DType::F32, {2}}}, {}), InputError);
+  CHECK_THROWS_AS(plan_safetensors({{"x", DType::F32, {2}}, {"x", DType::F32, {2}}}, {}),
+                  InputError);
   CHECK_THROWS_AS(plan_safetensors({{"__metadata__", DType::F32, {2}}}, {}), InputError);
   CHECK_THROWS_AS(plan_safetensors({{"x", DType::F32, {-1}}}, {}), InputError);
 }

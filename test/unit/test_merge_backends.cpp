@@ -2,7 +2,6 @@
 // operation on the CUDA backend must produce the CPU backend's bytes exactly.
 // Skips, saying so, where the build has no CUDA or the machine no GPU.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <random>
 #include <vector>
@@ -29,14 +28,14 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
   std::mt19937 rng(17);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   std::vector<float> base_f(n);
-  std::vector<std::vector<float>> in_f(N, std::vector<float>(n));
+  std::vector<std::vector<float> > in_f(N, std::vector<float>(n));
   for (auto& x : base_f) x = nd(rng);
   for (auto& v : in_f)
     for (size_t j = 0; j < n; ++j) v[j] = base_f[j] + 0.1f * nd(rng);
   const std::vector<float> w = {0.4f, -0.2f, 0.5f, 0.3f};
   for (DType in : dts) {
     // Host inputs in `in`, and their device copies.
-    std::vector<std::vector<std::byte>> h(N + 1, std::vector<std::byte>(n * esize(in)));
+    std::vector<std::vector<std::byte> > h(N + 1, std::vector<std::byte>(n * esize(in)));
     convert_from_f32(in, base_f.data(), h[N].data(), n);
     for (size_t i = 0; i < N; ++i) convert_from_f32(in, in_f[i].data(), h[i].data(), n);
     std::vector<void*> d(N + 1);
@@ -73,7 +72,9 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         a.lambda = 0.75f;
         a.normalize = kind != 0;
         a.sign_consensus = kind == 1 || kind == 3;
-        a.sparsify = kind == 1 ? Sparsify::Magnitude : kind >= 2 ? Sparsify::Random : Sparsify::None;
+        a.sparsify = kind == 1   ? Sparsify::Magnitude
+                     : kind >= 2 ? Sparsify::Random
+                                 : Sparsify::None;
         a.thr_bits = sel.thr_bits;
         a.tie_cutoff = sel.tie_cutoff;
         a.density = densf;

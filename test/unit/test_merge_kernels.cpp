@@ -57,8 +57,9 @@ std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng, float scale = 1.0
   return v;
 }
 
-std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models, const std::vector<uint16_t>& base,
-                               const TensorMethod& m, MPI_Comm comm = MPI_COMM_SELF) {
+std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models,
+                               const std::vector<uint16_t>& base, const TensorMethod& m,
+                               MPI_Comm comm = MPI_COMM_SELF) {
   TensorSources s;
   s.name = "model.layers.0.mlp.up_proj.weight";
   s.numel = base.size();
@@ -66,15 +67,17 @@ std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models,
   s.base = base.data();
   for (const auto& x : models) s.models.push_back(x.data());
   std::vector<uint16_t> out(base.size());
-  merge_tensor(s, m, {0, base.size()}, DType::BF16, 1000, comm, [&](ElementRange c, std::span<const std::byte> b) {
-    std::memcpy(out.data() + c.begin, b.data(), b.size());
-  });
+  merge_tensor(s, m, {0, base.size()}, DType::BF16, 1000, comm,
+               [&](ElementRange c, std::span<const std::byte> b) {
+                 std::memcpy(out.data() + c.begin, b.data(), b.size());
+               });
   return out;
 }
 
 }  // namespace
 
-TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double reference within 1 ulp", "[merge][kernels]") {
+TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double reference within 1 ulp",
+          "[merge][kernels]") {
   std::mt19937 rng(7);
   const size_t n = 70001, N = 5;  // over the threading threshold, odd tail
   std::vector<std::vector<uint16_t>> in;
@@ -95,7 +98,8 @@ TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double referen
     }
     exact += out[j] == ref_f32_to_bf16(acc);
     // 1 bf16 ulp, plus the fp32 accumulation error bound where terms cancel.
-    REQUIRE(std::fabs(ref_bf16_to_f32(out[j]) - ref) <= bf16_ulp(ref) + 2 * N * std::ldexp(mag, -24));
+    REQUIRE(std::fabs(ref_bf16_to_f32(out[j]) - ref) <=
+            bf16_ulp(ref) + 2 * N * std::ldexp(mag, -24));
   }
   CHECK(exact == n);
 }
@@ -144,7 +148,8 @@ TEST_CASE("task_arithmetic within 1 bf16 ulp of a double reference", "[merge][ke
   std::vector<std::vector<uint16_t>> models;
   for (int i = 0; i < 3; ++i) {
     auto d = random_bf16(n, rng, 0.01f);
-    for (size_t j = 0; j < n; ++j) d[j] = ref_f32_to_bf16(ref_bf16_to_f32(base[j]) + ref_bf16_to_f32(d[j]));
+    for (size_t j = 0; j < n; ++j)
+      d[j] = ref_f32_to_bf16(ref_bf16_to_f32(base[j]) + ref_bf16_to_f32(d[j]));
     models.push_back(d);
   }
   TensorMethod m;
@@ -182,7 +187,8 @@ TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
     return o;
   };
   const auto base = bf({0, 0, 0, 0});
-  const std::vector<std::vector<uint16_t>> models = {bf({4, -1, 2, -3}), bf({-2, 5, -1, 1}), bf({1, -1, 1, -6})};
+  const std::vector<std::vector<uint16_t>> models = {bf({4, -1, 2, -3}), bf({-2, 5, -1, 1}),
+                                                     bf({1, -1, 1, -6})};
   TensorMethod m;
   m.method = MergeMethod::Ties;
   m.weights = {1, 1, 2};
@@ -266,7 +272,8 @@ TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
   auto other = run_task({x}, base, m);
   size_t differ = 0;
   for (size_t j = 0; j < n; ++j) differ += other[j] != out[j];
-  CHECK(std::fabs(static_cast<double>(differ) - n * 2 * p * (1 - p)) < 5 * std::sqrt(n * 0.42 * 0.58));
+  CHECK(std::fabs(static_cast<double>(differ) - n * 2 * p * (1 - p)) <
+        5 * std::sqrt(n * 0.42 * 0.58));
   // No rescale: survivors keep their value.
   m.rescale = false;
   for (auto h : run_task({x}, base, m)) REQUIRE((h == ref_f32_to_bf16(1.0f) || h == 0));
@@ -302,15 +309,17 @@ TEST_CASE("model_stock and slerp against their formulas", "[merge][kernels]") {
     s.base = base.data();
     s.models = std::move(models);
     std::vector<float> out(n);
-    *st = merge_tensor(s, m, {0, n}, DType::F32, 300, MPI_COMM_SELF, [&](ElementRange r, std::span<const std::byte> by) {
-      std::memcpy(out.data() + r.begin, by.data(), by.size());
-    });
+    *st = merge_tensor(s, m, {0, n}, DType::F32, 300, MPI_COMM_SELF,
+                       [&](ElementRange r, std::span<const std::byte> by) {
+                         std::memcpy(out.data() + r.begin, by.data(), by.size());
+                       });
     return out;
   };
   auto dot = [&](const std::vector<float>& x, const std::vector<float>& y, bool delta) {
     double s = 0;
     for (size_t j = 0; j < n; ++j)
-      s += (delta ? double(x[j]) - base[j] : double(x[j])) * (delta ? double(y[j]) - base[j] : double(y[j]));
+      s += (delta ? double(x[j]) - base[j] : double(x[j])) *
+           (delta ? double(y[j]) - base[j] : double(y[j]));
     return s;
   };
   SECTION("model_stock") {
@@ -322,7 +331,8 @@ TEST_CASE("model_stock and slerp against their formulas", "[merge][kernels]") {
     double cs = 0;
     for (int i = 0; i < 3; ++i)
       for (int j = i + 1; j < 3; ++j)
-        cs += dot(*v[i], *v[j], true) / std::sqrt(dot(*v[i], *v[i], true) * dot(*v[j], *v[j], true));
+        cs +=
+            dot(*v[i], *v[j], true) / std::sqrt(dot(*v[i], *v[i], true) * dot(*v[j], *v[j], true));
     cs /= 3;
     const double t = 3 * cs / (1 + 2 * cs);
     CHECK(st.model_stock_t == Approx(t).epsilon(1e-9));
@@ -341,13 +351,15 @@ TEST_CASE("model_stock and slerp against their formulas", "[merge][kernels]") {
     CHECK(st.slerp_dot == Approx(cosv).epsilon(1e-9));
     REQUIRE(std::fabs(cosv) < 0.9995);
     const double th = std::acos(cosv);
-    const double s0 = std::sin((1 - 0.3) * th) / std::sin(th), s1 = std::sin(0.3 * th) / std::sin(th);
+    const double s0 = std::sin((1 - 0.3) * th) / std::sin(th),
+                 s1 = std::sin(0.3 * th) / std::sin(th);
     for (size_t j = 0; j < n; ++j) REQUIRE(out[j] == Approx(s0 * base[j] + s1 * a[j]).margin(1e-5));
     // Colinear vectors fall back to lerp.
     std::vector<float> twice(n);
     for (size_t j = 0; j < n; ++j) twice[j] = 2 * base[j];
     out = run(m, {twice.data()}, &st);
     CHECK(st.slerp_dot == Approx(1.0));
-    for (size_t j = 0; j < n; ++j) REQUIRE(out[j] == Approx(0.7 * base[j] + 0.3 * twice[j]).margin(1e-5));
+    for (size_t j = 0; j < n; ++j)
+      REQUIRE(out[j] == Approx(0.7 * base[j] + 0.3 * twice[j]).margin(1e-5));
   }
 }

@@ -1,7 +1,6 @@
 // Sharding invariance in one process group: each method's output over the
 // flat plan on P ranks (gathered) is byte-identical to the one-rank result.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <random>
 #include <vector>
@@ -27,12 +26,13 @@ std::vector<uint16_t> make_bf16(size_t n, unsigned seed, float scale, int levels
   return v;
 }
 
-std::vector<uint16_t> run(const TensorSources& s, const TensorMethod& m, ElementRange range, uint64_t chunk,
-                          MPI_Comm comm) {
+std::vector<uint16_t> run(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                          uint64_t chunk, MPI_Comm comm) {
   std::vector<uint16_t> out(s.numel, 0);
-  merge_tensor(s, m, range, DType::BF16, chunk, comm, [&](ElementRange c, std::span<const std::byte> b) {
-    std::memcpy(out.data() + c.begin, b.data(), b.size());
-  });
+  merge_tensor(s, m, range, DType::BF16, chunk, comm,
+               [&](ElementRange c, std::span<const std::byte> b) {
+                 std::memcpy(out.data() + c.begin, b.data(), b.size());
+               });
   return out;
 }
 
@@ -97,8 +97,8 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
       counts[static_cast<size_t>(r)] = static_cast<int>(rr.size());
       displs[static_cast<size_t>(r)] = static_cast<int>(rr.begin);
     }
-    MPI_Allgatherv(part.data() + mine.begin, static_cast<int>(mine.size()), MPI_UINT16_T, all.data(), counts.data(),
-                   displs.data(), MPI_UINT16_T, MPI_COMM_WORLD);
+    MPI_Allgatherv(part.data() + mine.begin, static_cast<int>(mine.size()), MPI_UINT16_T,
+                   all.data(), counts.data(), displs.data(), MPI_UINT16_T, MPI_COMM_WORLD);
     REQUIRE(all == whole);
   }
 }

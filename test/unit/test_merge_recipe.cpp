@@ -42,7 +42,8 @@ TEST_CASE("recipe: scalars, gradients and filters per tensor", "[merge][recipe]"
   CHECK(recipe_param(r, b, "weight", "x", 0.3, std::nullopt) == 2.0);
   // Filters: first match wins.
   CHECK(recipe_param(r, a, "density", "model.layers.1.mlp.up_proj.weight", 0.0, 1.0) == 0.25);
-  CHECK(recipe_param(r, a, "density", "model.layers.1.self_attn.q_proj.weight", 0.5, 1.0) == Approx(0.6));
+  CHECK(recipe_param(r, a, "density", "model.layers.1.self_attn.q_proj.weight", 0.5, 1.0) ==
+        Approx(0.6));
   CHECK(recipe_param(r, b, "density", "anything", 0.5, 1.0) == 1.0);  // default
   CHECK(recipe_param(r, nullptr, "normalize", "x", 0, 1.0) == 0.0);
   CHECK(recipe_param(r, nullptr, "lambda", "x", 0, 1.0) == 0.5);
@@ -73,13 +74,16 @@ TEST_CASE("recipe: errors name file and line", "[merge][recipe]") {
              Catch::Contains("r.yaml:4: models: unknown key 'weight'"));
   CHECK_THAT(err("merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n"),
              Catch::Contains("slerp needs parameters: t"));
-  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [1]\n"),
-             Catch::Contains("r.yaml:5: weight: a gradient needs at least two values"));
-  CHECK_THAT(err("merge_method: ties\nbase_model: b\nparameters:\n  rescale: true\nmodels:\n  - model: a\n"),
+  CHECK_THAT(
+      err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [1]\n"),
+      Catch::Contains("r.yaml:5: weight: a gradient needs at least two values"));
+  CHECK_THAT(err("merge_method: ties\nbase_model: b\nparameters:\n  rescale: true\nmodels:\n  - "
+                 "model: a\n"),
              Catch::Contains("r.yaml:4: ties: rescale: true"));
   CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\ndtype: float8\n"),
              Catch::Contains("r.yaml:4: dtype: unknown dtype 'float8'"));
-  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight:\n        - filter: x\n"),
+  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight:\n    "
+                 "    - filter: x\n"),
              Catch::Contains("r.yaml:6: weight: entry without a value"));
   CHECK_THAT(err("- 1\n- 2\n"), Catch::Contains("r.yaml: expected a mapping"));
   CHECK_THAT(err("models: []\n"), Catch::Contains("missing key merge_method"));

@@ -2,7 +2,6 @@
 // test_eval_naive.hpp, on tiny random configs (one rank; the tensor-parallel
 // versions are in test_eval_tp.cpp).
 #include <catch2/catch.hpp>
-
 #include <numeric>
 
 #include "kintsugi/common/error.hpp"
@@ -17,14 +16,13 @@ using kintsugi::test::tiny_config_json;
 namespace {
 
 ModelShard full_shard(const ModelConfig& c, const test::Weights& w, int rank = 0, int size = 1) {
-  return shard_from_full(c, rank, size, [&](const std::string& n) -> std::span<const float> {
-    return w.at(n);
-  });
+  return shard_from_full(c, rank, size,
+                         [&](const std::string& n) -> std::span<const float> { return w.at(n); });
 }
 
 // Every log-probability of the rows of `logits` (all vocabulary entries).
-std::vector<std::vector<double>> all_log_probs(const Transformer& m, const std::vector<float>& logits,
-                                               size_t rows) {
+std::vector<std::vector<double>> all_log_probs(const Transformer& m,
+                                               const std::vector<float>& logits, size_t rows) {
   const int32_t V = static_cast<int32_t>(m.config().vocab_size);
   std::vector<int32_t> row_of, targets;
   for (size_t r = 0; r < rows; ++r)
@@ -123,14 +121,17 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     m.forward(req, logits);
     std::vector<int32_t> best(2);
     m.argmax(logits.data(), 2, best);
-    CHECK(best[0] == static_cast<int32_t>(std::max_element(ref[3].begin(), ref[3].end()) - ref[3].begin()));
-    CHECK(best[1] == static_cast<int32_t>(std::max_element(ref[12].begin(), ref[12].end()) - ref[12].begin()));
+    CHECK(best[0] ==
+          static_cast<int32_t>(std::max_element(ref[3].begin(), ref[3].end()) - ref[3].begin()));
+    CHECK(best[1] ==
+          static_cast<int32_t>(std::max_element(ref[12].begin(), ref[12].end()) - ref[12].begin()));
   }
 }
 
 }  // namespace
 
-TEST_CASE("forward pass matches a naive reference: Qwen2, GQA, biases, tied embeddings", "[eval][model]") {
+TEST_CASE("forward pass matches a naive reference: Qwen2, GQA, biases, tied embeddings",
+          "[eval][model]") {
   const ModelConfig c = ModelConfig::from_json(tiny_config_json(), "tiny");
   REQUIRE(c.qkv_bias);
   REQUIRE(c.tie_word_embeddings);
@@ -138,21 +139,27 @@ TEST_CASE("forward pass matches a naive reference: Qwen2, GQA, biases, tied embe
   check_against_naive(c, 7);
 }
 
-TEST_CASE("forward pass matches a naive reference: Llama, llama3 RoPE scaling, untied, attention bias", "[eval][model]") {
+TEST_CASE(
+    "forward pass matches a naive reference: Llama, llama3 RoPE scaling, untied, attention bias",
+    "[eval][model]") {
   auto j = tiny_config_json();
   j["architectures"] = {"LlamaForCausalLM"};
   j["tie_word_embeddings"] = false;
   j["attention_bias"] = true;
   j["num_key_value_heads"] = 4;
   j["rope_theta"] = 500.0;
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 64}};
   const ModelConfig c = ModelConfig::from_json(j, "tiny");
   REQUIRE(c.o_bias);
   check_against_naive(c, 11);
 }
 
-TEST_CASE("forward pass matches a naive reference: Mistral sliding window, linear RoPE scaling", "[eval][model]") {
+TEST_CASE("forward pass matches a naive reference: Mistral sliding window, linear RoPE scaling",
+          "[eval][model]") {
   auto j = tiny_config_json();
   j["architectures"] = {"MistralForCausalLM"};
   j["sliding_window"] = 4;
@@ -166,8 +173,10 @@ TEST_CASE("forward pass matches a naive reference: Mistral sliding window, linea
 TEST_CASE("unsupported model options are clear input errors", "[eval][model]") {
   auto bad = [](const std::string& key, const nlohmann::json& value, const std::string& what) {
     auto j = tiny_config_json();
-    if (value.is_null()) j.erase(key);
-    else j[key] = value;
+    if (value.is_null())
+      j.erase(key);
+    else
+      j[key] = value;
     REQUIRE_THROWS_WITH(ModelConfig::from_json(j, "x/config.json"),
                         Catch::Contains("x/config.json") && Catch::Contains(what));
   };

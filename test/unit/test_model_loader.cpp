@@ -1,6 +1,5 @@
 // Loading a rank's shard from an HF folder, and merging pool shards in memory.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <fstream>
 
@@ -21,9 +20,8 @@ TEST_CASE("load_model_shard reads this rank's rows and columns", "[eval][model]"
   for (int size : {1, 2, 4})
     for (int rank = 0; rank < size; ++rank) {
       const ModelShard got = load_model_shard(ck, rank, size);
-      const ModelShard want = shard_from_full(c, rank, size, [&](const std::string& n) {
-        return std::span<const float>(w.at(n));
-      });
+      const ModelShard want = shard_from_full(
+          c, rank, size, [&](const std::string& n) { return std::span<const float>(w.at(n)); });
       REQUIRE(got.num_tensors() == want.num_tensors());
       for (size_t t = 0; t < got.num_tensors(); ++t) {
         const auto a = got.tensor(t), b = want.tensor(t);
@@ -45,17 +43,20 @@ TEST_CASE("load_model_shard names the checkpoint and tensor on bad input", "[eva
   test::TempDir tmp;
   auto cj = test::tiny_config_json();
   const ModelConfig c = ModelConfig::from_json(cj, "cfg");
-  test::write_checkpoint(tmp / "a", cj, test::random_weights(c, 3), "model.layers.1.mlp.up_proj.weight");
+  test::write_checkpoint(tmp / "a", cj, test::random_weights(c, 3),
+                         "model.layers.1.mlp.up_proj.weight");
   REQUIRE_THROWS_WITH(load_model_shard(HfCheckpoint::open(tmp / "a"), 0, 1),
                       Catch::Contains("a: tensor model.layers.1.mlp.up_proj.weight is missing"));
   test::write_checkpoint(tmp / "b", cj, test::random_weights(c, 3));
   cj["intermediate_size"] = 20;
   std::ofstream(tmp / "b" / "config.json") << cj.dump();
-  REQUIRE_THROWS_WITH(load_model_shard(HfCheckpoint::open(tmp / "b"), 0, 1),
-                      Catch::Contains("mlp.gate_proj.weight: shape [24, 16] but config.json implies [20, 16]"));
+  REQUIRE_THROWS_WITH(
+      load_model_shard(HfCheckpoint::open(tmp / "b"), 0, 1),
+      Catch::Contains("mlp.gate_proj.weight: shape [24, 16] but config.json implies [20, 16]"));
 }
 
-TEST_CASE("pool shards merged in memory equal the weighted sum of the checkpoints", "[eval][model]") {
+TEST_CASE("pool shards merged in memory equal the weighted sum of the checkpoints",
+          "[eval][model]") {
   test::TempDir tmp;
   const auto cj = test::tiny_config_json();
   const ModelConfig c = ModelConfig::from_json(cj, "cfg");
@@ -77,9 +78,8 @@ TEST_CASE("pool shards merged in memory equal the weighted sum of the checkpoint
         for (size_t i = 0; i < v.size(); ++i) v[i] = 0.25f * va[i] + 0.75f * wb.at(name)[i];
         mixed[name] = v;
       }
-      const ModelShard want = shard_from_full(c, rank, size, [&](const std::string& n) {
-        return std::span<const float>(mixed.at(n));
-      });
+      const ModelShard want = shard_from_full(
+          c, rank, size, [&](const std::string& n) { return std::span<const float>(mixed.at(n)); });
       for (size_t t = 0; t < m.num_tensors(); ++t)
         for (size_t i = 0; i < m.tensor(t).size(); ++i)
           REQUIRE(m.tensor(t)[i] == Approx(want.tensor(t)[i]).margin(1e-6));
@@ -90,7 +90,8 @@ TEST_CASE("pool shards merged in memory equal the weighted sum of the checkpoint
       const ModelShard sa = load_model_shard(a, rank, size), sb = load_model_shard(b, rank, size);
       const auto& ts = m.plan().tensors();
       for (size_t t = 0; t < ts.size(); ++t) {
-        const bool from_a = ts[t].layer ? *ts[t].layer == 0 : ts[t].name == "model.embed_tokens.weight";
+        const bool from_a =
+            ts[t].layer ? *ts[t].layer == 0 : ts[t].name == "model.embed_tokens.weight";
         const std::span<const float> x = m.tensor(t), y = (from_a ? sa : sb).tensor(t);
         CHECK(std::equal(x.begin(), x.end(), y.begin()));
       }

@@ -1,6 +1,5 @@
 // Pools: compatibility (every difference listed), fingerprints, XXH64.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <fstream>
 
@@ -24,8 +23,8 @@ TensorData tensor(const std::string& name, DType d, std::vector<int64_t> shape, 
 }
 
 std::vector<TensorData> base(uint8_t fill) {
-  return {tensor("embed", DType::BF16, {16, 4}, fill), tensor("layer.0.w", DType::F32, {4, 4}, fill),
-          tensor("norm", DType::F32, {4}, fill)};
+  return {tensor("embed", DType::BF16, {16, 4}, fill),
+          tensor("layer.0.w", DType::F32, {4, 4}, fill), tensor("norm", DType::F32, {4}, fill)};
 }
 
 }  // namespace
@@ -53,8 +52,8 @@ TEST_CASE("pool: compatible members, every difference listed", "[pool]") {
   write_safetensors(tmp / "b.safetensors", base(2));
   auto c = base(3);
   c[1] = tensor("layer.0.w", DType::BF16, {4, 4}, 3);  // dtype differs
-  c[2] = tensor("norm", DType::F32, {5}, 3);            // shape differs
-  c.push_back(tensor("extra", DType::F32, {1}, 3));     // not in a
+  c[2] = tensor("norm", DType::F32, {5}, 3);           // shape differs
+  c.push_back(tensor("extra", DType::F32, {1}, 3));    // not in a
   write_safetensors(tmp / "c.safetensors", c);
   auto d = base(4);
   d.erase(d.begin());  // embed missing
@@ -65,8 +64,8 @@ TEST_CASE("pool: compatible members, every difference listed", "[pool]") {
   CHECK_NOTHROW(ok.check_compatible());
   CHECK(ok.tensor_names() == std::vector<std::string>{"embed", "layer.0.w", "norm"});
 
-  const Pool bad = Pool::open({tmp / "a.safetensors", tmp / "b.safetensors", tmp / "c.safetensors",
-                               tmp / "d.safetensors"});
+  const Pool bad = Pool::open(
+      {tmp / "a.safetensors", tmp / "b.safetensors", tmp / "c.safetensors", tmp / "d.safetensors"});
   const auto diffs = bad.differences();
   std::vector<std::string> texts;
   for (const auto& x : diffs) texts.push_back(x.text());
@@ -78,11 +77,12 @@ TEST_CASE("pool: compatible members, every difference listed", "[pool]") {
                      C + ": tensor norm: shape [5] here, [4] in " + A,
                      D + ": tensor embed: missing (present in " + A + ")",
                  });
-  CHECK_THROWS_WITH(bad.check_compatible(),
-                    "incompatible pool: " + C + ": tensor extra: not in " + A + " (and 3 more differences)");
+  CHECK_THROWS_WITH(bad.check_compatible(), "incompatible pool: " + C + ": tensor extra: not in " +
+                                                A + " (and 3 more differences)");
 
   // Through the CLI: every difference on stdout, exit 2, one line on stderr.
-  const auto r = test::run_kintsugi("inspect " + A + " " + (tmp / "b.safetensors").string() + " " + C + " " + D);
+  const auto r = test::run_kintsugi("inspect " + A + " " + (tmp / "b.safetensors").string() + " " +
+                                    C + " " + D);
   CHECK(r.exit_code == 2);
   CHECK(r.signal == 0);
   for (const auto& t : texts) CHECK_THAT(r.out, Catch::Contains(t));
@@ -109,7 +109,8 @@ TEST_CASE("fingerprints: layout and content halves, independent of sharding", "[
   CHECK(f1.size() == 32);
   CHECK(f1.find_first_not_of("0123456789abcdef") == std::string::npos);
   CHECK(f1 == f2);
-  CHECK(fingerprint(HfCheckpoint::open(tmp / "one.safetensors"), FingerprintMode::Full) == f1);  // all small
+  CHECK(fingerprint(HfCheckpoint::open(tmp / "one.safetensors"), FingerprintMode::Full) ==
+        f1);  // all small
 
   // One byte changed: same layout half, other content half.
   auto t2 = t;
@@ -122,7 +123,8 @@ TEST_CASE("fingerprints: layout and content halves, independent of sharding", "[
   auto t3 = t;
   t3[0].spec.dtype = DType::F16;
   write_safetensors(tmp / "dtype.safetensors", t3);
-  CHECK(fingerprint(HfCheckpoint::open(tmp / "dtype.safetensors")).substr(0, 16) != f1.substr(0, 16));
+  CHECK(fingerprint(HfCheckpoint::open(tmp / "dtype.safetensors")).substr(0, 16) !=
+        f1.substr(0, 16));
 
   // A large tensor: sampled mode sees a change in a sampled window, misses one
   // between windows; full mode sees both.
@@ -133,8 +135,13 @@ TEST_CASE("fingerprints: layout and content halves, independent of sharding", "[
   between.bytes[4096 + 10] ^= std::byte{1};  // after the first 4 KiB window, before the second
   write_safetensors(tmp / "big_w.safetensors", {in_window});
   write_safetensors(tmp / "big_b.safetensors", {between});
-  const auto fp = [&](const char* n, FingerprintMode m) { return fingerprint(HfCheckpoint::open(tmp / n), m); };
-  CHECK(fp("big_w.safetensors", FingerprintMode::Sampled) != fp("big.safetensors", FingerprintMode::Sampled));
-  CHECK(fp("big_b.safetensors", FingerprintMode::Sampled) == fp("big.safetensors", FingerprintMode::Sampled));
-  CHECK(fp("big_b.safetensors", FingerprintMode::Full) != fp("big.safetensors", FingerprintMode::Full));
+  const auto fp = [&](const char* n, FingerprintMode m) {
+    return fingerprint(HfCheckpoint::open(tmp / n), m);
+  };
+  CHECK(fp("big_w.safetensors", FingerprintMode::Sampled) !=
+        fp("big.safetensors", FingerprintMode::Sampled));
+  CHECK(fp("big_b.safetensors", FingerprintMode::Sampled) ==
+        fp("big.safetensors", FingerprintMode::Sampled));
+  CHECK(fp("big_b.safetensors", FingerprintMode::Full) !=
+        fp("big.safetensors", FingerprintMode::Full));
 }

@@ -1,7 +1,6 @@
 // CMA-ES: default parameters against the tutorial's formulas (recomputed here
 // independently), convergence, stop rules, IPOP restarts, exact resume.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -44,7 +43,9 @@ OptimizerOptions minimize_options(uint64_t seed, double sigma0, size_t budget) {
   return o;
 }
 
-double flat(const Eigen::VectorXd&) { return 3.0; }
+double flat(const Eigen::VectorXd&) {
+  return 3.0;
+}
 
 // Values that do not depend on x in any learnable way: a hash of its bits.
 double noise(const Eigen::VectorXd& x) {
@@ -73,14 +74,17 @@ TEST_CASE("CMA-ES default parameters follow the tutorial's Table 1", "[search][c
       std::vector<double> w(static_cast<size_t>(lambda));
       double pos = 0, neg = 0;
       for (int64_t i = 1; i <= lambda; ++i) {
-        w[static_cast<size_t>(i - 1)] = std::log((lambda + 1) / 2.0) - std::log(static_cast<double>(i));
+        w[static_cast<size_t>(i - 1)] =
+            std::log((lambda + 1) / 2.0) - std::log(static_cast<double>(i));
         (i <= p.mu ? pos : neg) += w[static_cast<size_t>(i - 1)];
       }
       double inv_mueff = 0, inv_mueff_minus = 0;
       for (int64_t i = 0; i < lambda; ++i) {
         const double wi = w[static_cast<size_t>(i)];
-        if (i < p.mu) inv_mueff += (wi / pos) * (wi / pos);
-        else inv_mueff_minus += (wi / neg) * (wi / neg);
+        if (i < p.mu)
+          inv_mueff += (wi / pos) * (wi / pos);
+        else
+          inv_mueff_minus += (wi / neg) * (wi / neg);
       }
       const double mueff = 1.0 / inv_mueff;
       CHECK(p.mueff == Approx(mueff).epsilon(1e-13));
@@ -89,7 +93,8 @@ TEST_CASE("CMA-ES default parameters follow the tutorial's Table 1", "[search][c
       const double ds = 1 + 2 * std::max(0.0, std::sqrt((mueff - 1) / (N + 1)) - 1) + cs;
       const double cc = (4 + mueff / N) / (N + 4 + 2 * mueff / N);
       const double c1 = 2 / ((N + 1.3) * (N + 1.3) + mueff);
-      const double cmu = std::min(1 - c1, 2 * (mueff - 2 + 1 / mueff) / ((N + 2) * (N + 2) + mueff));
+      const double cmu =
+          std::min(1 - c1, 2 * (mueff - 2 + 1 / mueff) / ((N + 2) * (N + 2) + mueff));
       const double chin = std::sqrt(N) * (1 - 1 / (4 * N) + 1 / (21 * N * N));
       CHECK(p.cs == Approx(cs).epsilon(1e-13));
       CHECK(p.ds == Approx(ds).epsilon(1e-13));
@@ -111,12 +116,13 @@ TEST_CASE("CMA-ES default parameters follow the tutorial's Table 1", "[search][c
         // Negative weights keep the raw weights' proportions.
         if (w[static_cast<size_t>(i)] < 0)
           CHECK(p.weights[i] / p.weights[lambda - 1] ==
-              Approx(w[static_cast<size_t>(i)] / w[static_cast<size_t>(lambda - 1)]).epsilon(1e-12));
+                Approx(w[static_cast<size_t>(i)] / w[static_cast<size_t>(lambda - 1)])
+                    .epsilon(1e-12));
       }
       if (active && lambda > p.mu) {
         const double mueff_minus = 1.0 / inv_mueff_minus;
-        const double bound = std::min({1 + c1 / cmu, 1 + 2 * mueff_minus / (mueff + 2),
-                                       (1 - c1 - cmu) / (N * cmu)});
+        const double bound =
+            std::min({1 + c1 / cmu, 1 + 2 * mueff_minus / (mueff + 2), (1 - c1 - cmu) / (N * cmu)});
         CHECK(-sum_neg == Approx(bound).epsilon(1e-12));
       }
     }

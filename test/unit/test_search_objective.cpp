@@ -1,6 +1,5 @@
 // Objectives against hand-computed values.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 
 #include "kintsugi/common/error.hpp"

@@ -1,6 +1,5 @@
 // Weight parameterizations: ranges, sums, initial points, inverses, layer groups.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <numeric>
 
@@ -15,7 +14,8 @@ namespace {
 Eigen::VectorXd random_point(size_t dim, double scale, uint32_t sample) {
   Eigen::VectorXd z(static_cast<Eigen::Index>(dim));
   for (size_t i = 0; i < dim; ++i)
-    z[static_cast<Eigen::Index>(i)] = scale * standard_normal(9, 0, 0, sample, static_cast<uint32_t>(i));
+    z[static_cast<Eigen::Index>(i)] =
+        scale * standard_normal(9, 0, 0, sample, static_cast<uint32_t>(i));
   return z;
 }
 }  // namespace
@@ -81,20 +81,23 @@ TEST_CASE("layer-group granularity: N x G dimensions, a simplex per group", "[se
   CHECK(p.tensor_weights(w, "lm_head.weight", 8) == p.group_weights(w, 3));
   const std::vector<double> expected_slice(w.begin() + 6, w.begin() + 9);
   CHECK(p.group_weights(w, 2) == expected_slice);
-  CHECK(Parameterization::from_config([] {
-          SearchConfig c;
-          c.granularity = "layer_group";
-          c.layer_groups = 5;
-          return c;
-        }(), 4).dimension() == 20);
+  CHECK(Parameterization::from_config(
+            [] {
+              SearchConfig c;
+              c.granularity = "layer_group";
+              c.layer_groups = 5;
+              return c;
+            }(),
+            4)
+            .dimension() == 20);
 }
 
 TEST_CASE("layer index to group", "[search][param]") {
   // L = 10 layers, G = 4 groups: group floor(l * 4 / 10).
   const size_t expected[10] = {0, 0, 0, 1, 1, 2, 2, 2, 3, 3};
   for (int64_t l = 0; l < 10; ++l) CHECK(layer_group(l, 10, 4) == expected[l]);
-  CHECK(layer_group(-1, 10, 4) == 0);   // embeddings
-  CHECK(layer_group(10, 10, 4) == 3);   // final norm, lm_head
+  CHECK(layer_group(-1, 10, 4) == 0);  // embeddings
+  CHECK(layer_group(10, 10, 4) == 3);  // final norm, lm_head
   CHECK(layer_group(5, 10, 1) == 0);
   CHECK(layer_position("model.layers.12.mlp.up_proj.weight", 32) == 12);
   CHECK(layer_position("transformer.h.3.attn.c_attn.weight", 12) == 3);

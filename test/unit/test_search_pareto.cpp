@@ -1,7 +1,6 @@
 // Pareto archive and hypervolume against hand-computed fronts and independent
 // references (grid counting, inclusion–exclusion over all subsets).
 #include <catch2/catch.hpp>
-
 #include <chrono>
 #include <cmath>
 
@@ -87,7 +86,8 @@ TEST_CASE("3-D hypervolume of hand-computed fronts", "[search][pareto]") {
   CHECK(hypervolume({{3, 3, 3}}, {1, 1, 1}) == 8.0);
 }
 
-TEST_CASE("hypervolume agrees with grid counting on integer fronts (3-D to 5-D)", "[search][pareto]") {
+TEST_CASE("hypervolume agrees with grid counting on integer fronts (3-D to 5-D)",
+          "[search][pareto]") {
   for (size_t d : {3, 4, 5}) {
     for (uint32_t trial = 0; trial < 15; ++trial) {
       Points ps;
@@ -95,8 +95,9 @@ TEST_CASE("hypervolume agrees with grid counting on integer fronts (3-D to 5-D)"
       for (size_t i = 0; i < m; ++i) {
         std::vector<double> p(d);
         for (size_t k = 0; k < d; ++k)
-          p[k] = 1 + std::floor(5.0 * uniform(static_cast<uint32_t>(d), trial * 100 + static_cast<uint32_t>(i),
-                                               static_cast<uint32_t>(k)));
+          p[k] = 1 + std::floor(5.0 * uniform(static_cast<uint32_t>(d),
+                                              trial * 100 + static_cast<uint32_t>(i),
+                                              static_cast<uint32_t>(k)));
         ps.push_back(p);
       }
       CHECK(hypervolume(ps, std::vector<double>(d, 0.0)) == grid_volume(ps, d, 6));
@@ -129,7 +130,8 @@ TEST_CASE("hypervolume of a few hundred points is fast", "[search][pareto]") {
       std::vector<double> p(d);
       double norm = 0;
       for (size_t k = 0; k < d; ++k) {
-        p[k] = std::abs(standard_normal(3, 0, static_cast<uint32_t>(d), i, static_cast<uint32_t>(k)));
+        p[k] =
+            std::abs(standard_normal(3, 0, static_cast<uint32_t>(d), i, static_cast<uint32_t>(k)));
         norm += p[k] * p[k];
       }
       for (auto& x : p) x /= std::sqrt(norm);
@@ -137,7 +139,8 @@ TEST_CASE("hypervolume of a few hundred points is fast", "[search][pareto]") {
     }
     const auto start = std::chrono::steady_clock::now();
     const double hv = hypervolume(ps, std::vector<double>(d, 0.0));
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // Below the volume of the positive unit-ball orthant (pi/6 in 3-D, pi^2/32 in 4-D).
     const double orthant = d == 3 ? M_PI / 6 : M_PI * M_PI / 32;
     CHECK(hv < orthant);
@@ -150,7 +153,7 @@ TEST_CASE("the Pareto archive keeps the non-dominated evaluations", "[search][pa
   ParetoArchive a(2);
   CHECK(a.add(0, {1, 5}));
   CHECK(a.add(1, {2, 2}));
-  CHECK(a.add(2, {2, 4}));   // dominates evaluation 1
+  CHECK(a.add(2, {2, 4}));  // dominates evaluation 1
   CHECK(a.add(3, {3, 3}));
   CHECK(!a.add(4, {1, 1}));  // dominated
   CHECK(a.add(5, {3, 3}));   // equal to 3: both stay

@@ -1,7 +1,6 @@
 // Philox4x32-10 against Random123's published known-answer vectors, and the
 // normal numbers built on it.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstdint>
 
@@ -12,9 +11,11 @@ using namespace kintsugi::search;
 TEST_CASE("philox4x32_10 matches Random123's known-answer vectors", "[search][philox]") {
   CHECK(philox4x32_10({0, 0, 0, 0}, {0, 0}) ==
         PhiloxCounter{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u});
-  CHECK(philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu}) ==
+  CHECK(philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+                      {0xffffffffu, 0xffffffffu}) ==
         PhiloxCounter{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu});
-  CHECK(philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u}) ==
+  CHECK(philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+                      {0xa4093822u, 0x299f31d0u}) ==
         PhiloxCounter{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u});
 }
 
@@ -38,10 +39,10 @@ TEST_CASE("standard normals have mean 0, variance 1 and are pure functions of th
       beyond_2 += std::abs(z) > 2.0;
     }
   const double n = count;
-  CHECK(std::abs(sum / n) < 0.01);                   // sd of the mean: 0.0022
-  CHECK(std::abs(sum_sq / n - 1.0) < 0.015);         // sd: 0.0032
-  CHECK(std::abs(sum_4 / n - 3.0) < 0.1);            // kurtosis of N(0,1)
-  CHECK(std::abs(beyond_2 / n - 0.0455) < 0.003);    // P(|Z| > 2) = 0.0455
+  CHECK(std::abs(sum / n) < 0.01);                 // sd of the mean: 0.0022
+  CHECK(std::abs(sum_sq / n - 1.0) < 0.015);       // sd: 0.0032
+  CHECK(std::abs(sum_4 / n - 3.0) < 0.1);          // kurtosis of N(0,1)
+  CHECK(std::abs(beyond_2 / n - 0.0455) < 0.003);  // P(|Z| > 2) = 0.0455
   // Pure: same key, same number; any part of the key changes it.
   const double z = standard_normal(5, 2, 3, 4, 6);
   CHECK(standard_normal(5, 2, 3, 4, 6) == z);

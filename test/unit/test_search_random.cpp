@@ -1,6 +1,5 @@
 // Random search: determinism, its sampling distribution, best tracking, resume.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstring>
 

@@ -1,7 +1,6 @@
 // A Record through HDF5: exact round trip, and files written by h5py (an
 // independent writer) read back; what we write checked bit for bit by h5py.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -20,22 +19,23 @@ namespace {
 Record awkward_record() {
   using L = std::numeric_limits<double>;
   Record r;
-  r.reals["special"] = {0.0,
-                        -0.0,
-                        L::infinity(),
-                        -L::infinity(),
-                        L::quiet_NaN(),
-                        std::bit_cast<double>(uint64_t{0x7ff8000000000123}),  // NaN with payload
-                        std::bit_cast<double>(uint64_t{0xfff0000000000001}),  // negative signalling NaN
-                        L::denorm_min(),
-                        -L::denorm_min(),
-                        std::bit_cast<double>(uint64_t{0x000fffffffffffff}),  // largest denormal
-                        L::min(),
-                        L::max(),
-                        L::lowest(),
-                        L::epsilon(),
-                        0.1,
-                        1.0 / 3.0};
+  r.reals["special"] = {
+      0.0,
+      -0.0,
+      L::infinity(),
+      -L::infinity(),
+      L::quiet_NaN(),
+      std::bit_cast<double>(uint64_t{0x7ff8000000000123}),  // NaN with payload
+      std::bit_cast<double>(uint64_t{0xfff0000000000001}),  // negative signalling NaN
+      L::denorm_min(),
+      -L::denorm_min(),
+      std::bit_cast<double>(uint64_t{0x000fffffffffffff}),  // largest denormal
+      L::min(),
+      L::max(),
+      L::lowest(),
+      L::epsilon(),
+      0.1,
+      1.0 / 3.0};
   r.reals["empty"] = {};
   r.reals["one"] = {42.5};
   std::vector<double> big(10000);
@@ -131,7 +131,8 @@ assert sorted(g.keys()) == sorted(["special", "empty", "one", "big", "extremes",
 print("OK")
 )PY";
   std::ofstream(tmp / "check.py") << script;
-  const auto r = test::run_shell("/usr/bin/python3 " + (tmp / "check.py").string() + " " + file.string());
+  const auto r =
+      test::run_shell("/usr/bin/python3 " + (tmp / "check.py").string() + " " + file.string());
   INFO(r.output);
   CHECK(r.status == 0);
   CHECK(r.output == "OK\n");
@@ -160,14 +161,16 @@ with h5py.File(sys.argv[1], "w") as f:
     f.create_group("bad2")["list"] = ["a", "b"]
 )PY";
   std::ofstream(tmp / "write.py") << script;
-  const auto w = test::run_shell("/usr/bin/python3 " + (tmp / "write.py").string() + " " + file.string());
+  const auto w =
+      test::run_shell("/usr/bin/python3 " + (tmp / "write.py").string() + " " + file.string());
   INFO(w.output);
   REQUIRE(w.status == 0);
 
   h5::Id f = h5::open_file_read(file);
   const h5::Loc root{f.get(), file.string(), "/"};
   const Record r = read_record(root, "rec");
-  CHECK(r.reals.at("mean") == std::vector<double>{1.5, -2.25, std::numeric_limits<double>::infinity()});
+  CHECK(r.reals.at("mean") ==
+        std::vector<double>{1.5, -2.25, std::numeric_limits<double>::infinity()});
   CHECK(r.reals.at("f32") == std::vector<double>{0.5, 3.0});
   CHECK(r.reals.at("scalar") == std::vector<double>{2.0});
   CHECK(r.reals.at("empty").empty());
@@ -181,7 +184,8 @@ with h5py.File(sys.argv[1], "w") as f:
   CHECK(r.strings.size() == 2);
   CHECK_THROWS_WITH(read_record(root, "bad"),
                     Catch::Contains("/bad/matrix: a record entry must have at most one dimension"));
-  CHECK_THROWS_WITH(read_record(root, "bad2"),
-                    Catch::Contains("/bad2/list: a record string entry must hold one string, not 2"));
+  CHECK_THROWS_WITH(
+      read_record(root, "bad2"),
+      Catch::Contains("/bad2/list: a record string entry must hold one string, not 2"));
   CHECK_THROWS_WITH(read_record(root, "missing"), Catch::Contains("/missing: missing"));
 }

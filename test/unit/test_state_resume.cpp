@@ -22,7 +22,9 @@ search:
   seed: 5
 )";
 
-JobConfig job_from(const std::string& text) { return parse_job(text, "job.yaml", "/jobs"); }
+JobConfig job_from(const std::string& text) {
+  return parse_job(text, "job.yaml", "/jobs");
+}
 
 std::string replace(std::string s, const std::string& from, const std::string& to) {
   const size_t at = s.find(from);
@@ -91,7 +93,8 @@ TEST_CASE("resume: changed pool, tasks or settings are refused clearly", "[state
         "run.h5: cannot resume: pool checkpoint 1 (b) is not the one the state was made with (b): "
         "fingerprint fp-X vs fp-b");
   CHECK(refusal(st, same, {"fp-a", "fp-b"}, {"a", "b"}) ==
-        "run.h5: cannot resume: the state was made with a pool of 3 checkpoints, the job's pool has 2");
+        "run.h5: cannot resume: the state was made with a pool of 3 checkpoints, the job's pool "
+        "has 2");
   CHECK(refusal(st, job_from(replace(kJob, "name: caps", "name: capitals"))) ==
         "run.h5: cannot resume: the job's tasks [\"add\", \"capitals\"] differ from the state's "
         "[\"add\", \"caps\"]");
@@ -112,5 +115,6 @@ TEST_CASE("resume: changed pool, tasks or settings are refused clearly", "[state
         "run.h5: cannot resume: search.future_knob is 1 in the state but not set in the job");
   // A near-equal float is still a different setting (values are exact).
   CHECK(refusal(st, job_from(replace(kJob, "sigma0: 0.3", "sigma0: 0.30000000000000004"))) ==
-        "run.h5: cannot resume: search.sigma0 is 0.30000000000000004 in the job but 0.3 in the state");
+        "run.h5: cannot resume: search.sigma0 is 0.30000000000000004 in the job but 0.3 in the "
+        "state");
 }

@@ -1,11 +1,10 @@
 // The run state: exact round trip, the documented layout as h5py sees it,
 // clear errors on bad files, and atomic saves under SIGKILL.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -52,14 +51,15 @@ RunState make_state(int64_t k, size_t extra_reals = 0) {
       w[j] = 1.0 / (x + static_cast<double>(j) + 1.0);
     }
     const bool failed = i == 1;
-    const std::vector<double> sc = failed ? std::vector<double>{NAN, NAN}
-                                          : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
+    const std::vector<double> sc =
+        failed ? std::vector<double>{NAN, NAN} : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
     e.append(z, w, sc, failed ? -1e30 : x / 3.0, failed ? EvalStatus::Failed : EvalStatus::Ok,
              failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x);
   }
   s.optimizer.reals["mean"] = {static_cast<double>(k), 0.5, -0.5};
   s.optimizer.reals["sigma"] = {0.3 / static_cast<double>(k + 1)};
-  if (extra_reals) s.optimizer.reals["C"] = std::vector<double>(extra_reals, static_cast<double>(k));
+  if (extra_reals)
+    s.optimizer.reals["C"] = std::vector<double>(extra_reals, static_cast<double>(k));
   s.optimizer.ints["counter"] = {k, std::numeric_limits<int64_t>::max()};
   s.optimizer.strings["kind"] = "cmaes";
   Baselines& b = s.baselines;
@@ -96,12 +96,11 @@ bool same_state(const RunState& a, const RunState& b) {
                      same_bits(ea.seconds, eb.seconds);
   const auto& ba = a.baselines;
   const auto& bb = b.baselines;
-  const bool base = ba.n_weights == bb.n_weights && ba.n_tasks == bb.n_tasks &&
-                    ba.names == bb.names && ba.recipes == bb.recipes &&
-                    same_bits(ba.weights, bb.weights) && same_bits(ba.scores, bb.scores) &&
-                    same_bits(ba.test_scores, bb.test_scores) &&
-                    same_bits(ba.objective, bb.objective) &&
-                    same_bits(ba.test_objective, bb.test_objective);
+  const bool base =
+      ba.n_weights == bb.n_weights && ba.n_tasks == bb.n_tasks && ba.names == bb.names &&
+      ba.recipes == bb.recipes && same_bits(ba.weights, bb.weights) &&
+      same_bits(ba.scores, bb.scores) && same_bits(ba.test_scores, bb.test_scores) &&
+      same_bits(ba.objective, bb.objective) && same_bits(ba.test_objective, bb.test_objective);
   const bool test = a.test.n_tasks == b.test.n_tasks && a.test.eval_index == b.test.eval_index &&
                     same_bits(a.test.scores, b.test.scores) &&
                     same_bits(a.test.objective, b.test.objective);
@@ -259,7 +258,8 @@ assert t["objective"][()].tolist() == [0.0625]
 print("OK")
 )PY";
   std::ofstream(tmp / "check.py") << script;
-  const auto r = test::run_shell("/usr/bin/python3 " + (tmp / "check.py").string() + " " + path.string());
+  const auto r =
+      test::run_shell("/usr/bin/python3 " + (tmp / "check.py").string() + " " + path.string());
   INFO(r.output);
   CHECK(r.status == 0);
   CHECK(r.output == "OK\n");

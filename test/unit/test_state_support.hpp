@@ -28,7 +28,7 @@ inline bool same_bits(const Record& a, const Record& b) {
 }
 
 struct ShellResult {
-  int status;  // exit code, or -1
+  int status;          // exit code, or -1
   std::string output;  // stdout and stderr together
 };
 
@@ -45,6 +45,8 @@ inline ShellResult run_shell(const std::string& cmd) {
 }
 
 // True when /usr/bin/python3 can import h5py (the tests that need it skip otherwise).
-inline bool have_h5py() { return run_shell("/usr/bin/python3 -c 'import h5py, numpy'").status == 0; }
+inline bool have_h5py() {
+  return run_shell("/usr/bin/python3 -c 'import h5py, numpy'").status == 0;
+}
 
 }  // namespace kintsugi::test

@@ -24,7 +24,9 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-std::filesystem::path source_dir() { return KINTSUGI_SOURCE_DIR; }
+std::filesystem::path source_dir() {
+  return KINTSUGI_SOURCE_DIR;
+}
 
 std::filesystem::path fixtures_dir() {
   std::filesystem::path p = KINTSUGI_FIXTURES_DIR;
@@ -41,8 +43,8 @@ static std::string slurp(const std::filesystem::path& p) {
 CommandResult run_kintsugi(const std::string& args) {
   TempDir tmp;
   const auto out = tmp / "stdout", err = tmp / "stderr";
-  const std::string cmd = std::string(KINTSUGI_BINARY) + " " + args + " >" + out.string() +
-                          " 2>" + err.string() + " </dev/null";
+  const std::string cmd = std::string(KINTSUGI_BINARY) + " " + args + " >" + out.string() + " 2>" +
+                          err.string() + " </dev/null";
   // Run through sh so that a signal shows as 128+N in the shell's status.
   const int status = std::system(cmd.c_str());
   CommandResult r{-1, 0, slurp(out), slurp(err)};

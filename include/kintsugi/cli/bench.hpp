@@ -2,7 +2,6 @@
 // `kintsugi bench <what>`: each benchmark registers itself here from its own
 // file (src/cli/bench_<what>.cpp); verb_bench.cpp adds them as subcommands.
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 #include <vector>

@@ -3,7 +3,6 @@
 // src/cli/ and registers itself with a static VerbRegistration, so adding a
 // verb never touches main.cpp.
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
 #include <vector>

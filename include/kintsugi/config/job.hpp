@@ -51,28 +51,28 @@ struct EvaluatorConfig {
 };
 
 struct SearchConfig {
-  std::string method = "cmaes";             // cmaes | random
+  std::string method = "cmaes";              // cmaes | random
   std::string parameterization = "simplex";  // simplex | nonnegative | free
-  std::string granularity = "checkpoint";   // checkpoint | layer_group
-  size_t layer_groups = 1;                  // with granularity: layer_group
-  size_t budget = 300;                      // evaluations
-  size_t population = 0;                    // 0 = CMA-ES default 4 + floor(3 ln n)
+  std::string granularity = "checkpoint";    // checkpoint | layer_group
+  size_t layer_groups = 1;                   // with granularity: layer_group
+  size_t budget = 300;                       // evaluations
+  size_t population = 0;                     // 0 = CMA-ES default 4 + floor(3 ln n)
   double sigma0 = 0.3;
   uint64_t seed = 0;
-  bool active = false;           // active CMA (negative weights)
-  size_t restarts = 0;           // IPOP restarts allowed
-  std::optional<double> lower;   // box bounds on each weight (smooth transform)
+  bool active = false;          // active CMA (negative weights)
+  size_t restarts = 0;          // IPOP restarts allowed
+  std::optional<double> lower;  // box bounds on each weight (smooth transform)
   std::optional<double> upper;
 };
 
 struct ObjectiveConfig {
-  std::string kind = "mean";                  // mean | weighted | chebyshev | constrained
-  std::map<std::string, double> weights;      // weighted: task -> weight
-  std::map<std::string, double> preference;   // chebyshev: task -> preference
-  double chebyshev_rho = 1e-3;                // augmentation term
-  std::string maximize;                       // constrained: the task maximized
-  std::map<std::string, double> floors;       // constrained: task -> minimum score
-  double penalty = 10.0;                      // constrained: per unit below a floor
+  std::string kind = "mean";                 // mean | weighted | chebyshev | constrained
+  std::map<std::string, double> weights;     // weighted: task -> weight
+  std::map<std::string, double> preference;  // chebyshev: task -> preference
+  double chebyshev_rho = 1e-3;               // augmentation term
+  std::string maximize;                      // constrained: the task maximized
+  std::map<std::string, double> floors;      // constrained: task -> minimum score
+  double penalty = 10.0;                     // constrained: per unit below a floor
 };
 
 struct ParallelConfig {

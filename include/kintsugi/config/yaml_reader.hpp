@@ -43,9 +43,9 @@ class YamlField {
   std::string as_enum(std::initializer_list<std::string_view> allowed) const;
   uint64_t as_uint(uint64_t min = 0, uint64_t max = std::numeric_limits<uint64_t>::max()) const;
   int64_t as_int() const;
-  double as_double() const;         // any double, .inf and .nan included
-  double as_finite_double() const;  // rejects inf and nan
-  bool as_bool() const;             // true/false (also yes/no/on/off)
+  double as_double() const;                         // any double, .inf and .nan included
+  double as_finite_double() const;                  // rejects inf and nan
+  bool as_bool() const;                             // true/false (also yes/no/on/off)
   std::vector<std::string> as_string_list() const;  // a sequence of strings
   std::vector<YamlField> items() const;             // a sequence; items are "path[i]"
   // A map whose keys are all in `known` (no duplicates).

@@ -29,20 +29,38 @@ int world_size();
 // MPI datatype for a C++ type used in collectives.
 template <typename T>
 MPI_Datatype mpi_type();
-template <> inline MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
-template <> inline MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
-template <> inline MPI_Datatype mpi_type<int>() { return MPI_INT; }
-template <> inline MPI_Datatype mpi_type<int64_t>() { return MPI_INT64_T; }
-template <> inline MPI_Datatype mpi_type<uint64_t>() { return MPI_UINT64_T; }
-template <> inline MPI_Datatype mpi_type<uint8_t>() { return MPI_UINT8_T; }
+template <>
+inline MPI_Datatype mpi_type<float>() {
+  return MPI_FLOAT;
+}
+template <>
+inline MPI_Datatype mpi_type<double>() {
+  return MPI_DOUBLE;
+}
+template <>
+inline MPI_Datatype mpi_type<int>() {
+  return MPI_INT;
+}
+template <>
+inline MPI_Datatype mpi_type<int64_t>() {
+  return MPI_INT64_T;
+}
+template <>
+inline MPI_Datatype mpi_type<uint64_t>() {
+  return MPI_UINT64_T;
+}
+template <>
+inline MPI_Datatype mpi_type<uint8_t>() {
+  return MPI_UINT8_T;
+}
 
 }  // namespace kintsugi
 
-#define MPI_CHECK(call)                                                                  \
-  do {                                                                                   \
-    const int mpi_check_rc_ = (call);                                                    \
-    if (mpi_check_rc_ != MPI_SUCCESS)                                                    \
-      throw ::kintsugi::RuntimeError(::fmt::format("{}:{}: {} failed: {}", __FILE__,     \
-                                                   __LINE__, #call,                      \
+#define MPI_CHECK(call)                                                                           \
+  do {                                                                                            \
+    const int mpi_check_rc_ = (call);                                                             \
+    if (mpi_check_rc_ != MPI_SUCCESS)                                                             \
+      throw ::kintsugi::RuntimeError(::fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__,    \
+                                                   #call,                                         \
                                                    ::kintsugi::mpi_error_string(mpi_check_rc_))); \
   } while (0)

@@ -26,8 +26,8 @@ struct EvalOptions {
 
 struct TaskResult {
   std::string task;
-  std::string metric;  // the task's primary metric
-  double score = 0;    // its value
+  std::string metric;                     // the task's primary metric
+  double score = 0;                       // its value
   std::map<std::string, double> metrics;  // every metric the kind computes
   // One object per example (task, index, id, loglikelihoods | output | nll, correct).
   std::vector<nlohmann::json> samples;

@@ -9,8 +9,21 @@
 namespace kintsugi {
 
 enum class DType : uint8_t {
-  BOOL, U8, I8, I16, U16, I32, U32, I64, U64,
-  F16, BF16, F32, F64, F8_E4M3, F8_E5M2,
+  BOOL,
+  U8,
+  I8,
+  I16,
+  U16,
+  I32,
+  U32,
+  I64,
+  U64,
+  F16,
+  BF16,
+  F32,
+  F64,
+  F8_E4M3,
+  F8_E5M2,
 };
 
 // "BF16" -> DType::BF16; nullopt for a name the format does not define.

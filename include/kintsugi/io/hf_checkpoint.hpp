@@ -2,10 +2,9 @@
 // A checkpoint as users bring it: a Hugging Face model folder (config.json,
 // model.safetensors or model.safetensors.index.json with its shards, tokenizer
 // files) or a single .safetensors file.
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -25,7 +24,7 @@ class HfCheckpoint {
   // All tensors, sorted by name.
   const std::vector<std::string>& tensor_names() const { return names_; }
   bool has(const std::string& name) const;
-  const TensorInfo& info(const std::string& name) const;        // throws InputError if absent
+  const TensorInfo& info(const std::string& name) const;          // throws InputError if absent
   const SafetensorsFile& file_of(const std::string& name) const;  // the shard holding it
   const std::vector<std::shared_ptr<const SafetensorsFile>>& files() const { return files_; }
   // config.json (null when the checkpoint is a bare file or has none).

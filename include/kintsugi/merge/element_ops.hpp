@@ -67,13 +67,18 @@ KS_HD float div(float a, float b) {
 // A NaN's sign and payload depend on operand order, which vector widths and
 // devices choose differently; kernels store every NaN as this one quiet NaN so
 // that all backends write the same bits.
-KS_HD float canonical_nan(float f) { return f != f ? bits_f32(0x7fc00000u) : f; }
+KS_HD float canonical_nan(float f) {
+  return f != f ? bits_f32(0x7fc00000u) : f;
+}
 
-KS_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+KS_HD float bf16_to_f32(uint16_t h) {
+  return bits_f32(static_cast<uint32_t>(h) << 16);
+}
 
 KS_HD uint16_t f32_to_bf16(float f) {
   const uint32_t u = f32_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
@@ -91,7 +96,8 @@ KS_HD uint16_t f32_to_f16(float f) {
   const uint32_t sign = (a >> 16) & 0x8000u;
   a &= 0x7fffffffu;
   if (a >= 0x7f800000u)  // Inf or NaN (quiet, payload kept where it fits)
-    return static_cast<uint16_t>(sign | 0x7c00u | (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
+    return static_cast<uint16_t>(sign | 0x7c00u |
+                                 (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
   if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to Inf
   if (a < 0x38800000u) {
     // subnormal or zero: adding 0.5 puts the f16 subnormal ulp (2^-24) at the

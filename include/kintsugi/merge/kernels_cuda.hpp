@@ -22,8 +22,8 @@ void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 
 // fused_weighted_sum on device pointers (inputs and out on the current device).
-void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype, std::span<const float> weights,
-                        void* d_out, DType out_dtype, size_t n);
+void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype,
+                        std::span<const float> weights, void* d_out, DType out_dtype, size_t n);
 
 // fused_task_merge: args.inputs, args.base and args.out are device pointers;
 // the spans of weights, densities, thresholds and cutoffs are host memory.

@@ -40,8 +40,8 @@ struct ParamValue {
 };
 
 struct RecipeModel {
-  std::string spec;             // as written
-  std::filesystem::path path;   // resolved
+  std::string spec;            // as written
+  std::filesystem::path path;  // resolved
   std::map<std::string, ParamValue> params;
   std::string where;
 };

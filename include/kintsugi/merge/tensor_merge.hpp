@@ -23,20 +23,20 @@ struct TensorSources {
   std::string name;
   uint64_t numel = 0;
   DType dtype = DType::BF16;
-  const void* base = nullptr;        // methods with a base model
-  std::vector<const void*> models;   // the other inputs, in recipe order
+  const void* base = nullptr;       // methods with a base model
+  std::vector<const void*> models;  // the other inputs, in recipe order
 };
 
 // The method and its parameter values resolved for one tensor.
 struct TensorMethod {
   MergeMethod method = MergeMethod::Linear;
-  std::vector<float> weights;    // per model (linear: already normalized)
-  std::vector<double> density;   // per model (ties, dare_*)
+  std::vector<float> weights;   // per model (linear: already normalized)
+  std::vector<double> density;  // per model (ties, dare_*)
   double lambda = 1.0;
   bool normalize = false;
   bool rescale = true;
-  double t = 0.5;                // slerp
-  uint64_t seed = 0;             // dare_*
+  double t = 0.5;     // slerp
+  uint64_t seed = 0;  // dare_*
 };
 
 // Called for each finished chunk with the output bytes of elements
@@ -44,8 +44,8 @@ struct TensorMethod {
 using ChunkSink = std::function<void(ElementRange chunk, std::span<const std::byte> bytes)>;
 
 struct MergeTensorStats {
-  double slerp_dot = 0;          // slerp: cosine between base and model
-  double model_stock_t = 0;      // model_stock: interpolation ratio
+  double slerp_dot = 0;                       // slerp: cosine between base and model
+  double model_stock_t = 0;                   // model_stock: interpolation ratio
   std::vector<uint32_t> ties_threshold_bits;  // ties: |delta| threshold per model
 };
 
@@ -61,7 +61,7 @@ struct TopKSelection {
   std::vector<uint32_t> thr_bits;
   std::vector<uint64_t> tie_cutoff;
 };
-TopKSelection ties_select(const TensorSources& src, std::span<const double> density, ElementRange range,
-                          uint64_t chunk_elems, MPI_Comm comm);
+TopKSelection ties_select(const TensorSources& src, std::span<const double> density,
+                          ElementRange range, uint64_t chunk_elems, MPI_Comm comm);
 
 }  // namespace kintsugi

@@ -7,11 +7,11 @@
 namespace kintsugi {
 
 // C[M,N] = A[M,K] * B[N,K]^T + beta * C   (y = x W^T for a weight W[N,K])
-void matmul_nt(size_t M, size_t N, size_t K, const float* A, size_t lda, const float* B,
-               size_t ldb, float* C, size_t ldc, float beta = 0.0f);
+void matmul_nt(size_t M, size_t N, size_t K, const float* A, size_t lda, const float* B, size_t ldb,
+               float* C, size_t ldc, float beta = 0.0f);
 // C[M,N] = A[M,K] * B[K,N] + beta * C
-void matmul_nn(size_t M, size_t N, size_t K, const float* A, size_t lda, const float* B,
-               size_t ldb, float* C, size_t ldc, float beta = 0.0f);
+void matmul_nn(size_t M, size_t N, size_t K, const float* A, size_t lda, const float* B, size_t ldb,
+               float* C, size_t ldc, float beta = 0.0f);
 
 // Seconds spent in the two functions above by this process since the last reset.
 double matmul_seconds();

@@ -4,9 +4,8 @@
 // built-in evaluator cannot run exactly (another architecture, an activation
 // other than SiLU, an unknown rope_scaling type, MLP biases, ...) is an
 // InputError naming the file and the option.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace kintsugi {
@@ -35,8 +34,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // Qwen2, or Llama's attention_bias
-  bool o_bias = false;    // Llama's attention_bias
+  bool qkv_bias = false;       // Qwen2, or Llama's attention_bias
+  bool o_bias = false;         // Llama's attention_bias
   int64_t sliding_window = 0;  // Mistral; 0 = full attention
   int64_t bos_token_id = -1;
   int64_t eos_token_id = -1;

@@ -66,8 +66,7 @@ class Transformer {
   void allreduce_sum(float* data, size_t n) const;
   void rms_norm(const float* x, const float* w, float* out, size_t rows) const;
   void rope(float* x, size_t heads, int64_t pos);
-  void attention(size_t l, std::span<ForwardRequest> requests,
-                 const std::vector<size_t>& offsets);
+  void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
 
   const ModelShard& shard_;
   MPI_Comm group_;

@@ -2,7 +2,6 @@
 // Standard test functions and the evaluations-to-target harness behind
 // `kintsugi bench optimizer` (minimization; optimum 0).
 #include <Eigen/Dense>
-
 #include <string>
 #include <vector>
 
@@ -20,14 +19,15 @@ struct BenchFunction {
   double x0;      // every coordinate of the start point
   double sigma0;  // initial step size
 };
-// sphere, ellipsoid (x0 = 1, sigma0 = 1) or rosenbrock (x0 = 0, sigma0 = 0.5); InputError otherwise.
+// sphere, ellipsoid (x0 = 1, sigma0 = 1) or rosenbrock (x0 = 0, sigma0 = 0.5); InputError
+// otherwise.
 BenchFunction bench_function(const std::string& name);
 
 struct BenchRun {
   uint64_t seed = 0;
-  bool success = false;      // reached f <= target
-  int64_t evaluations = 0;   // evaluations used (to the target when success)
-  double best = 0;           // best value found
+  bool success = false;     // reached f <= target
+  int64_t evaluations = 0;  // evaluations used (to the target when success)
+  double best = 0;          // best value found
   int64_t restarts = 0;
   std::string stop_reason;
 };

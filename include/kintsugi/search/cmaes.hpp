@@ -8,7 +8,6 @@
 // serializable struct and the randomness a pure function of counters
 // (search/philox.hpp), which no packaged implementation offers.
 #include <Eigen/Dense>
-
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -17,7 +17,6 @@
 //   constrained  s_m - penalty * sum_k max(0, f_k - s_k): maximize task m
 //                (objective.maximize) with floors f_k (objective.floors)
 #include <Eigen/Dense>
-
 #include <string>
 #include <vector>
 

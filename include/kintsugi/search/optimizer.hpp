@@ -20,7 +20,6 @@
 // (search/philox.hpp). ask() is const: asking twice gives the same
 // generation, and saving between ask() and tell() is allowed.
 #include <Eigen/Dense>
-
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -42,9 +41,9 @@ struct OptimizerOptions {
   Goal goal = Goal::Maximize;
   uint64_t seed = 0;
   double sigma0 = 0.3;
-  size_t population = 0;        // 0: 4 + floor(3 ln n)
-  bool active = false;          // active CMA (negative recombination weights)
-  size_t max_restarts = 0;      // IPOP restarts, population doubling each time
+  size_t population = 0;         // 0: 4 + floor(3 ln n)
+  bool active = false;           // active CMA (negative recombination weights)
+  size_t max_restarts = 0;       // IPOP restarts, population doubling each time
   size_t max_evaluations = 300;  // budget over all restarts
   // Stop when a value at least this good (caller's sense) was seen; NaN: none.
   double target = std::numeric_limits<double>::quiet_NaN();

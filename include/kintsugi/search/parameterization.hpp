@@ -19,7 +19,6 @@
 // laid out group-major: z[g*N + i] is checkpoint i in group g, and the simplex
 // holds within each group.
 #include <Eigen/Dense>
-
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -37,7 +37,8 @@ class ParetoArchive {
 // more objectives: WFG (While, Bradstreet & Barone 2012) with slicing on the
 // last objective down to the 2-D sweep, fast enough for fronts of a few
 // hundred points in 3 to 6 objectives.
-double hypervolume(const std::vector<std::vector<double>>& points, const std::vector<double>& reference);
+double hypervolume(const std::vector<std::vector<double>>& points,
+                   const std::vector<double>& reference);
 
 // Indices (into points) of the non-dominated points, ascending.
 std::vector<size_t> non_dominated(const std::vector<std::vector<double>>& points);

@@ -11,12 +11,12 @@ namespace kintsugi {
 
 struct OptimizeOptions {
   std::string job;
-  std::string state;                  // --state (default: the job's output.state)
-  bool resume = false;                // --resume
-  std::optional<size_t> budget;       // --budget
-  std::optional<uint64_t> seed;       // --seed (sweeps)
-  std::string preference;             // --preference "task=w,..." (chebyshev sweeps)
-  size_t test_top = 10;               // Pareto members also scored on the test split
+  std::string state;             // --state (default: the job's output.state)
+  bool resume = false;           // --resume
+  std::optional<size_t> budget;  // --budget
+  std::optional<uint64_t> seed;  // --seed (sweeps)
+  std::string preference;        // --preference "task=w,..." (chebyshev sweeps)
+  size_t test_top = 10;          // Pareto members also scored on the test split
 };
 
 // Returns the exit code: 0 done, kExitStopped (3) when a signal stopped it

@@ -4,7 +4,6 @@
 // merge on the search and test splits, the optimized weights, the Pareto front
 // and its hypervolume.
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "kintsugi/state/run_state.hpp"

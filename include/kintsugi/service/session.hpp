@@ -2,12 +2,11 @@
 // The pieces optimize and baselines share on rank 0: opening or creating the
 // run state, the pool's own scores (every checkpoint alone, stored as the
 // first baselines), and the objective built from them.
+#include <Eigen/Dense>
 #include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <Eigen/Dense>
 
 #include "kintsugi/search/objective.hpp"
 #include "kintsugi/service/runtime.hpp"
@@ -42,7 +41,8 @@ search::Objective build_objective(const RunState& state, const Runtime& rt);
 
 // The objective of a scored model; `penalty` when it failed, NaN when a score
 // is missing (a split the tasks do not have).
-double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s, double penalty);
+double objective_of(const search::Objective& obj, const Runtime& rt, const Scored& s,
+                    double penalty);
 
 // The value a failed evaluation gets: the worst checkpoint's objective minus 1
 // (finite, below every real model of the pool, and the same on every resume).
@@ -50,7 +50,8 @@ double failure_penalty(const RunState& state);
 
 // Scores on the test split, or results of NaN scores when the tasks have none.
 std::optional<std::vector<Scored>> score_test(Coordinator& co, Runtime& rt,
-                                              const std::vector<ModelRequest>& models, bool abandonable);
+                                              const std::vector<ModelRequest>& models,
+                                              bool abandonable);
 
 // Row r of a row-major table of `width` columns (state arrays such as
 // /evals/scores), as its own vector.

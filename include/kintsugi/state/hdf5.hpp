@@ -55,8 +55,9 @@ struct Loc {
 };
 
 // Files.
-Id create_file(const std::filesystem::path& path);    // truncates; RuntimeError on failure
-Id open_file_read(const std::filesystem::path& path);  // InputError when absent, not HDF5 or corrupt
+Id create_file(const std::filesystem::path& path);  // truncates; RuntimeError on failure
+Id open_file_read(
+    const std::filesystem::path& path);  // InputError when absent, not HDF5 or corrupt
 
 // Groups.
 Id create_group(const Loc& loc, const std::string& name);

@@ -47,17 +47,17 @@ enum class EvalStatus : int64_t { Ok = 0, Failed = 1 };
 
 // Every evaluation, one row each, in the order they were told to the optimizer.
 struct EvalTable {
-  size_t dims = 0;       // D: search-space dimensions (the candidate z)
-  size_t n_weights = 0;  // W = N x G merge weights (G layer groups)
-  size_t n_tasks = 0;    // K
-  std::vector<double> z;           // E x D, row-major
-  std::vector<double> weights;     // E x W, row-major
-  std::vector<double> scores;      // E x K, row-major (NaN where not scored)
-  std::vector<double> objective;   // E
-  std::vector<int64_t> status;     // E: EvalStatus
-  std::vector<std::string> error;  // E: "" when ok
-  std::vector<int64_t> generation; // E
-  std::vector<double> seconds;     // E: wall time of the evaluation
+  size_t dims = 0;                  // D: search-space dimensions (the candidate z)
+  size_t n_weights = 0;             // W = N x G merge weights (G layer groups)
+  size_t n_tasks = 0;               // K
+  std::vector<double> z;            // E x D, row-major
+  std::vector<double> weights;      // E x W, row-major
+  std::vector<double> scores;       // E x K, row-major (NaN where not scored)
+  std::vector<double> objective;    // E
+  std::vector<int64_t> status;      // E: EvalStatus
+  std::vector<std::string> error;   // E: "" when ok
+  std::vector<int64_t> generation;  // E
+  std::vector<double> seconds;      // E: wall time of the evaluation
 
   size_t size() const { return objective.size(); }
   void append(std::span<const double> z_row, std::span<const double> w_row,
@@ -69,15 +69,15 @@ struct EvalTable {
 
 // Scores of the standard recipes (and of every checkpoint alone).
 struct Baselines {
-  size_t n_weights = 0;  // W
-  size_t n_tasks = 0;    // K
-  std::vector<std::string> names;    // B, e.g. "ckpt-03", "uniform_soup", "ties_l0.5_d0.2"
-  std::vector<std::string> recipes;  // B: how it was made, human-readable
-  std::vector<double> weights;       // B x W: the per-checkpoint weights used
-  std::vector<double> scores;        // B x K: search split
-  std::vector<double> test_scores;   // B x K: test split (NaN when not scored)
-  std::vector<double> objective;     // B: search split
-  std::vector<double> test_objective;// B: test split (NaN when not scored)
+  size_t n_weights = 0;                // W
+  size_t n_tasks = 0;                  // K
+  std::vector<std::string> names;      // B, e.g. "ckpt-03", "uniform_soup", "ties_l0.5_d0.2"
+  std::vector<std::string> recipes;    // B: how it was made, human-readable
+  std::vector<double> weights;         // B x W: the per-checkpoint weights used
+  std::vector<double> scores;          // B x K: search split
+  std::vector<double> test_scores;     // B x K: test split (NaN when not scored)
+  std::vector<double> objective;       // B: search split
+  std::vector<double> test_objective;  // B: test split (NaN when not scored)
 
   size_t size() const { return names.size(); }
   void append(std::string name, std::string recipe, std::span<const double> w_row,
@@ -99,7 +99,7 @@ struct TestScores {
 struct RunState {
   StateMeta meta;
   EvalTable evals;
-  Record optimizer;             // the optimizer's own state, saved and restored by it
+  Record optimizer;  // the optimizer's own state, saved and restored by it
   Baselines baselines;
   std::vector<int64_t> pareto;  // indices into evals of the current Pareto set
   TestScores test;

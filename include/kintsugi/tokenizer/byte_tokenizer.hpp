@@ -5,11 +5,10 @@
 // (no prefix space) and decoder, and special tokens (e.g. <bos>, <eos>) with ids
 // from 256 on. Anything else (merges, another model type, a normalizer, a
 // vocabulary that disagrees with the byte table) is an InputError naming the file.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
