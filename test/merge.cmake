@@ -6,5 +6,5 @@ kintsugi_mpi_test(NAME merge_np4 NP 4 TAGS "[mpi][merge]")
 kintsugi_cli_test(NAME merge_e2e SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_invariance.sh LABELS merge)
 kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_errors.sh LABELS merge)
 kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_merge.sh LABELS merge)
-# Streaming: each rank under a data limit smaller than one tensor of a 1.1 GiB pool.
+# Streaming: each rank under a data limit smaller than one tensor of a 640 MiB pool.
 kintsugi_cli_test(NAME merge_bounded_memory SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_bounded_memory.sh LABELS merge)
