@@ -1,6 +1,7 @@
-# slurm/optimize.sbatch against a real one-node Slurm on localhost (needs root,
-# slurm-wlm and munge from scripts/install-deps.sh).
-kintsugi_cli_test(NAME slurm_requeue SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/slurm_requeue.sh LABELS slurm)
+# slurm/optimize.sbatch (signal, requeue, resume) and slurm/merge.sbatch against
+# a real one-node Slurm on localhost (needs root, slurm-wlm and munge from
+# scripts/install-deps.sh).
+kintsugi_cli_test(NAME slurm_jobs SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/slurm_jobs.sh LABELS slurm)
 # Most of its three minutes is Slurm holding the requeued job back; a high cost
 # makes `ctest -j` start it first so the other tests run during that wait.
-set_tests_properties(slurm_requeue PROPERTIES COST 1000)
+set_tests_properties(slurm_jobs PROPERTIES COST 1000)
