@@ -44,14 +44,19 @@ bool avx2_supported() {
 #endif
 }
 
+// g_isa's value for a copy's name; -1 for a name that is not a copy.
+int isa_of(std::string_view name) {
+  return name == "generic" ? 0 : name == "avx2" ? 1 : -1;
+}
+
 int detect_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
   if (env == nullptr || *env == '\0') return avx2_supported() ? 1 : 0;
   const std::string_view v(env);
-  if (v == "generic") return 0;
-  if (v == "avx2" && avx2_supported()) return 1;
-  if (v == "avx2") throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
-  throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
+  const int isa = isa_of(v);
+  if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
+  if (isa == 1 && !avx2_supported()) throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
+  return isa;
 }
 bool use_avx2() {
   int isa = g_isa.load(std::memory_order_relaxed);
@@ -417,15 +422,10 @@ std::string_view cpu_kernel_isa() {
 }
 
 bool set_cpu_kernel_isa(std::string_view isa) {
-  if (isa == "generic") {
-    g_isa.store(0);
-    return true;
-  }
-  if (isa == "avx2" && avx2_supported()) {
-    g_isa.store(1);
-    return true;
-  }
-  return false;
+  const int i = isa_of(isa);
+  if (i < 0 || (i == 1 && !avx2_supported())) return false;
+  g_isa.store(i);
+  return true;
 }
 
 uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name) {
