@@ -25,14 +25,24 @@ jobid=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --time
   "$KINTSUGI_SOURCE_DIR/slurm/optimize.sbatch")
 echo "submitted job $jobid"
 
-job_state() { scontrol show job "$jobid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+state_of() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+# wait_ended ID TRIES: polls every 0.1 s until job ID is in a final state.
+wait_ended() {
+  local st
+  for _ in $(seq "$2"); do
+    st=$(state_of "$1")
+    [[ $st == COMPLETED || $st == FAILED || $st == CANCELLED || $st == TIMEOUT || $st == NODE_FAIL ]] && return
+    sleep 0.1
+  done
+}
 
 # Wait until the search has saved a few generations, then send the signal
 # Slurm sends before the time limit.
 for _ in $(seq 1200); do
   (( $(evals_count "$work/slurm.h5") >= 12 )) && break
-  [[ $(job_state) == RUNNING || $(job_state) == PENDING || $(job_state) == CONFIGURING ]] ||
-    { cat "$log" >&2; fail "job ended before the signal: $(job_state)"; }
+  st=$(state_of "$jobid")
+  [[ $st == RUNNING || $st == PENDING || $st == CONFIGURING ]] ||
+    { cat "$log" >&2; fail "job ended before the signal: $st"; }
   sleep 0.1
 done
 (( $(evals_count "$work/slurm.h5") >= 12 )) || { cat "$log" >&2; fail "the search made no progress"; }
@@ -69,13 +79,9 @@ mpi 1 "$KINTSUGI" -q optimize "$work/job.yaml" --state "$work/seed4.h5" --seed 4
 # Slurm holds a requeued batch job back for a few minutes while the old step
 # is cleaned up; starting it sooner (scontrol update StartTime=now) makes its
 # step launch fail, so the test waits.
-for _ in $(seq 3000); do
-  st=$(job_state)
-  [[ $st == COMPLETED || $st == FAILED || $st == CANCELLED || $st == TIMEOUT || $st == NODE_FAIL ]] && break
-  sleep 0.1
-done
+wait_ended "$jobid" 3000
 cat "$log"
-[[ $(job_state) == COMPLETED ]] || fail "job ended as $(job_state)"
+[[ $(state_of "$jobid") == COMPLETED ]] || fail "job ended as $(state_of "$jobid")"
 grep -q "requeueing to resume" "$log" || fail "the job did not requeue itself"
 grep -q "resuming from" "$log" || fail "the requeued job did not resume"
 grep -q "exited with code 3" "$log" || fail "kintsugi did not stop with code 3 on the signal"
@@ -83,12 +89,7 @@ restarts=$(scontrol show job "$jobid" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')
 [[ $restarts == 1 ]] || fail "expected 1 restart, got $restarts"
 same_evals "$work/whole.h5" "$work/slurm.h5"
 
-state_of() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
-for _ in $(seq 600); do
-  st=$(state_of "$merge_id")
-  [[ $st == COMPLETED || $st == FAILED || $st == CANCELLED || $st == TIMEOUT || $st == NODE_FAIL ]] && break
-  sleep 0.1
-done
+wait_ended "$merge_id" 600
 cat "$merge_log"
 [[ $(state_of "$merge_id") == COMPLETED ]] || fail "merge job ended as $(state_of "$merge_id")"
 grep -q "on 2 rank(s)" "$merge_log" || fail "the merge job did not run on 2 ranks"
@@ -96,11 +97,7 @@ grep -q "on 2 rank(s)" "$merge_log" || fail "the merge job did not run on 2 rank
 diff -r "$work/merged-1" "$work/merged-slurm" >/dev/null || fail "merge.sbatch on 2 ranks differs from kintsugi merge on 1"
 echo "ok: slurm/merge.sbatch (2 ranks) gives the same bytes as kintsugi merge (1 rank)"
 
-for _ in $(seq 600); do
-  left=$(squeue -h -j "$sweep_id" 2>/dev/null | wc -l)
-  (( left == 0 )) && break
-  sleep 0.1
-done
+for i in 0 1; do wait_ended "${sweep_id}_$i" 600; done
 cat "$work"/sweep-*.log
 for i in 0 1; do
   st=$(state_of "${sweep_id}_$i")
