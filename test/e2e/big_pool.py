@@ -13,18 +13,11 @@ check OUT MODELS TENSORS MIB W0,W1,..: reads OUT's safetensors files (and
     value is the linear merge sum(w_i x_i) / sum(w_i) in double precision
     within one bf16 ulp.
 """
-import json, math, os, random, struct, sys
+import json, os, random, struct, sys
+
+from merge_pool import bf16, linear_error_ulps, unbf16
 
 PERIOD = 65521
-
-
-def bf16(x):
-    u = struct.unpack('<I', struct.pack('<f', x))[0]
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-
-def unbf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
 
 
 def pattern(model):
@@ -106,15 +99,11 @@ def check(out, models, tensors, mib, weights):
             for j in sorted(pos):
                 f.seek(base + 2 * j)
                 h = struct.unpack('<H', f.read(2))[0]
-                xs = [unbf16(value(p, t, j)) for p in pats]
-                ref = sum(wi * x for wi, x in zip(w, xs)) / sum(w)
-                mag = sum(abs(wi * x) for wi, x in zip(w, xs)) / abs(sum(w))
-                ulp = 2.0 ** (math.frexp(ref)[1] - 8) if ref != 0 else 2.0 ** -133
-                err = max(0.0, abs(unbf16(h) - ref) - 2 * models * mag * 2.0 ** -24)
-                if err > ulp:
+                err, ref = linear_error_ulps(unbf16(h), [unbf16(value(p, t, j)) for p in pats], w)
+                if err > 1:
                     sys.exit('%s[%d]: %r vs reference %r (more than 1 bf16 ulp)'
                              % (tensor_name(t), j, unbf16(h), ref))
-                worst = max(worst, err / ulp)
+                worst = max(worst, err)
                 checked += 1
     print('big merge check ok: %d positions, worst error %.3f bf16 ulp' % (checked, worst))
 
