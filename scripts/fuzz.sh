@@ -27,27 +27,34 @@ if [[ ! -x "$bin" ]] || [[ -n "$(find "${srcs[@]}" include/kintsugi -newer "$bin
 fi
 
 # Seeds: each fixture's header + its data size (the target's input format).
-seed() {  # seed NAME HEADER_FILE DATA_SIZE
-  { cat "$2"; perl -e 'print pack("Q<", $ARGV[0])' "$3"; } >"$out/seeds/$1"
+# One perl step per seed, no pipes: `tail | head` under pipefail killed CI with
+# SIGPIPE when head exited before tail's buffered second write.
+seed_from_file() {  # seed_from_file SAFETENSORS SEED; skips a file whose header overruns it
+  perl -e '
+    open(my $in, "<", $ARGV[0]) or die "$ARGV[0]: $!\n"; binmode $in;
+    my $size = -s $in;
+    read($in, my $len, 8) == 8 or exit 0;
+    my $n = unpack("Q<", $len);
+    exit 0 if $n > $size - 8;
+    read($in, my $header, $n) == $n or die "$ARGV[0]: short read\n";
+    open(my $out, ">", $ARGV[1]) or die "$ARGV[1]: $!\n"; binmode $out;
+    print $out $header, pack("Q<", $size - 8 - $n);
+    close($out) or die "$ARGV[1]: $!\n";' "$1" "$2"
+}
+seed_from_text() {  # seed_from_text SEED HEADER DATA_SIZE
+  perl -e 'open(my $o, ">", $ARGV[0]) or die "$ARGV[0]: $!\n"; binmode $o;
+    print $o $ARGV[1], pack("Q<", $ARGV[2]); close($o) or die "$ARGV[0]: $!\n"' "$out/seeds/$1" "$2" "$3"
 }
 fixtures=../shared/fixtures/safetensors
 if [[ -d "$fixtures" ]]; then
   while IFS= read -r -d '' f; do
-    n=$(perl -e 'open(F, "<", $ARGV[0]) or die; binmode F; read(F, $b, 8) == 8 or exit; print unpack("Q<", $b)' "$f")
-    size=$(stat -c %s "$f")
-    [[ -n "$n" ]] && (( n <= size - 8 )) || continue
-    tail -c +9 "$f" | head -c "$n" >"$out/seeds/.h"
-    seed "$(basename "$(dirname "$f")")_$(basename "$f")" "$out/seeds/.h" $((size - 8 - n))
+    seed_from_file "$f" "$out/seeds/$(basename "$(dirname "$f")")_$(basename "$f")"
   done < <(find "$fixtures" -name '*.safetensors' -print0)
-  rm -f "$out/seeds/.h"
 else
   echo "fuzz.sh: $fixtures absent; using built-in seeds only" >&2
 fi
-printf '%s' '{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1,3],"data_offsets":[8,14]}}' >"$out/seeds/.h"
-seed builtin_two "$out/seeds/.h" 14
-printf '%s' '{}' >"$out/seeds/.h"
-seed builtin_empty "$out/seeds/.h" 0
-rm -f "$out/seeds/.h"
+seed_from_text builtin_two '{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1,3],"data_offsets":[8,14]}}' 14
+seed_from_text builtin_empty '{}' 0
 
 echo "fuzz.sh: fuzzing for ${seconds}s" >&2
 "$bin" -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \

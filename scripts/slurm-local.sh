@@ -91,7 +91,7 @@ CONF
   slurmd -f "$SLURM_CONF" -N localhost
   # Wait until the node accepts work.
   for _ in $(seq 100); do
-    if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+    if [[ $'\n'"$(sinfo -h -o '%T' 2>/dev/null)" =~ $'\n'(idle|mixed|allocated) ]]; then
       echo "export SLURM_CONF=$SLURM_CONF"
       return 0
     fi

@@ -21,7 +21,8 @@ make_job 2
 mpi=("$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none)
 # Three models (the first three folders of the pool), dealt round-robin to groups.
 models=()
-for d in $(ls -d "$demo"/pool/*/ | head -n 3); do models+=(--checkpoint "${d%/}"); done
+folders=("$demo"/pool/*/)
+for d in "${folders[@]:0:3}"; do models+=(--checkpoint "${d%/}"); done
 "$KINTSUGI" eval "$tmp/job_t1.yaml" "${models[@]}" --json > "$tmp/one.txt"
 "${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t1.yaml" "${models[@]}" --json > "$tmp/np2_t1.txt"
 "${mpi[@]}" -np 2 "$KINTSUGI" eval "$tmp/job_t2.yaml" "${models[@]}" --json > "$tmp/np2_t2.txt"

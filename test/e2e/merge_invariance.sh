@@ -99,8 +99,9 @@ grep -q '"torch_dtype": "float16"' $o/config.json || { echo "FAIL: torch_dtype";
 grep -q '"from": "base"' $o/tokenizer.json || { echo "FAIL: tokenizer not from the base"; exit 1; }
 cmp -s $o/kintsugi_recipe.yaml ties.yaml || { echo "FAIL: recipe not copied"; exit 1; }
 sha=$(sha256sum ties.yaml | cut -d' ' -f1)
-python3 "$py" meta $o | grep -q "\"recipe_sha256\": \"$sha\"" || { echo "FAIL: recipe hash"; exit 1; }
-python3 "$py" meta $o | grep -q '"merged_by": "kintsugi"' || { echo "FAIL: merged_by"; exit 1; }
+meta=$(python3 "$py" meta $o)  # a variable, not a pipe: grep -q's early exit must not SIGPIPE python
+[[ $meta == *"\"recipe_sha256\": \"$sha\""* ]] || { echo "FAIL: recipe hash"; exit 1; }
+[[ $meta == *'"merged_by": "kintsugi"'* ]] || { echo "FAIL: merged_by"; exit 1; }
 grep -q '"torch_dtype": "bfloat16"' out-linear-1/config.json || { echo "FAIL: bf16 torch_dtype"; exit 1; }
 grep -q '"torch_dtype": "float32"' out-gradient-1/config.json || { echo "FAIL: fp32 torch_dtype"; exit 1; }
 
