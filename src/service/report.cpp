@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -118,6 +119,16 @@ json report_json(const RunState& s) {
   json r = json::array();
   for (double v : ref) r.push_back(number(v));
   out["hypervolume_reference"] = r;
+  // Tasks on which no front member beats the reference: any one of them makes
+  // the hypervolume 0 (e.g. a task every checkpoint and merge scores the same
+  // on), which the text report names rather than leave a bare 0.
+  json flat = json::array();
+  if (ref_ok && !points.empty())
+    for (size_t j = 0; j < k; ++j)
+      if (std::none_of(points.begin(), points.end(),
+                       [&](const std::vector<double>& p) { return p[j] > ref[j]; }))
+        flat.push_back(s.meta.task_names[j]);
+  out["hypervolume_flat_tasks"] = flat;
   size_t failed = 0;
   for (auto st : s.evals.status) failed += st != 0 ? 1 : 0;
   auto it = s.optimizer.strings.find("stop_reason");
@@ -149,16 +160,24 @@ std::string report_text(const RunState& s) {
                      se["stop_reason"].get<std::string>().empty()
                          ? ""
                          : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()));
-  std::string head = fmt::format("{:<34} {:>17}", "model", "objective");
-  std::string sub = fmt::format("{:<34} {:>8} {:>8}", "", "search", "test");
+  // The name column fits the longest name (checkpoint folders can be long),
+  // within limits that keep a row readable; the CSV and JSON keep every name whole.
+  size_t width = 34;
+  for (const char* list : {"checkpoints", "baselines"})
+    for (const auto& e : r[list]) width = std::max(width, e["name"].get<std::string>().size());
+  if (!r["best"].is_null()) width = std::max(width, r["best"]["name"].get<std::string>().size());
+  width = std::min<size_t>(width, 80);
+  std::string head = fmt::format("{:<{}} {:>17}", "model", width, "objective");
+  std::string sub = fmt::format("{:<{}} {:>8} {:>8}", "", width, "search", "test");
   for (const auto& t : tasks) {
     head += fmt::format(" {:>17}", t.substr(0, 17));
     sub += fmt::format(" {:>8} {:>8}", "search", "test");
   }
   out += fmt::format("{}\n{}\n", head, sub);
   auto line = [&](const json& e) {
-    std::string l = fmt::format("{:<34} {:>8} {:>8}", e["name"].get<std::string>().substr(0, 34),
-                                cell(e["objective"]["search"]), cell(e["objective"]["test"]));
+    std::string l =
+        fmt::format("{:<{}} {:>8} {:>8}", e["name"].get<std::string>().substr(0, width), width,
+                    cell(e["objective"]["search"]), cell(e["objective"]["test"]));
     for (const auto& t : tasks)
       l +=
           fmt::format(" {:>8} {:>8}", cell(e["scores"][t]["search"]), cell(e["scores"][t]["test"]));
@@ -180,16 +199,20 @@ std::string report_text(const RunState& s) {
       const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
       const std::string grp =
           w.size() > names.size() ? fmt::format(" (group {})", i / names.size()) : "";
-      out += fmt::format("  {:<40} {:>8}\n", fmt::format("{}{}", nm, grp), cell(w[i]));
+      out += fmt::format("  {:<{}} {:>8}\n", fmt::format("{}{}", nm, grp), width + 6, cell(w[i]));
     }
   }
+  std::string flat;
+  for (const auto& t : r["hypervolume_flat_tasks"])
+    flat += fmt::format("{}{}", flat.empty() ? "" : ", ", t.get<std::string>());
   out += fmt::format(
       "\nPareto front (search split): {} evaluations, hypervolume {} (reference: the worst "
-      "checkpoint score of each task)\n",
+      "checkpoint score of each task{})\n",
       r["pareto"].size(),
       // a volume in five dimensions is often far below 1e-4
       r["hypervolume"].is_null() ? std::string("-")
-                                 : fmt::format("{:.3g}", r["hypervolume"].get<double>()));
+                                 : fmt::format("{:.3g}", r["hypervolume"].get<double>()),
+      flat.empty() ? "" : fmt::format("; no front member beats it on {}", flat));
   return out;
 }
 

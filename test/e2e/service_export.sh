@@ -40,5 +40,16 @@ assert all(t["dtype"] == "F32" for t in insp["tensors"])
 assert "optimized" in open(f"{w}/report.txt").read()
 rows = open(f"{w}/report.csv").read().splitlines()
 assert rows[0].startswith("kind,name,split,objective,add,rev,bal"), rows[0]
-print("export reproduces the search's scores:", best["scores"])
+# hypervolume_flat_tasks, recomputed from the front and the worst checkpoint
+# score per task (every task here is higher-is-better; the reference is in the
+# CSV header's task order).
+tasks = rows[0].split(",")[4:]
+ref = [min(c["scores"][t]["search"] for c in rep["checkpoints"]) for t in tasks]
+assert rep["hypervolume_reference"] == ref, (rep["hypervolume_reference"], ref)
+flat = [t for t, r in zip(tasks, ref) if all(p["scores"][t]["search"] <= r for p in rep["pareto"])]
+assert rep["hypervolume_flat_tasks"] == flat, (rep["hypervolume_flat_tasks"], flat)
+assert not flat or rep["hypervolume"] == 0, rep["hypervolume"]
+line = [l for l in open(f"{w}/report.txt").read().splitlines() if l.startswith("Pareto front")][0]
+assert ("no front member beats it on " + ", ".join(flat)) in line if flat else "beats it" not in line, line
+print("export reproduces the search's scores:", best["scores"], "; hypervolume", rep["hypervolume"], "flat on", flat)
 PY
