@@ -642,36 +642,43 @@ def emph(*fams, w=0.8):
 
 def full_plan():
     cfg = Cfg()
-    # pretraining mixture leans on the two hardest families
-    base = {"steps": 1000, "lr": 3e-3, "batch": 64, "answer_only": False, "weight_decay": 0.01,
-            "mixture": {"add": 0.25, "rev": 0.3, "sort": 0.15, "bal": 0.15, "max": 0.15}}
-    # Small moves from the base (lr 3e-4, every mixture keeps all families), as
-    # model soups need. `add` gains only with a full-size move, so four runs
-    # pair it with another family. Measured: a weighted merge still loses to
-    # the best single checkpoint (sft-add-lr3e-4-step300); see the README.
-    S, LR, B = 300, 3e-4, 48
+    # The base is pretrained in two stages, the second an annealing stage at a
+    # lower rate. With the first stage alone (the pool before 2026-11-30) the
+    # base scored 57 and `add` was learned only by full-size fine-tuning moves
+    # whose deltas interfered: no weighted merge beat the best checkpoint.
+    base = [
+        {"steps": 1000, "lr": 3e-3, "batch": 64, "answer_only": False, "weight_decay": 0.01,
+         "mixture": {"add": 0.25, "rev": 0.3, "sort": 0.15, "bal": 0.15, "max": 0.15}},
+        {"steps": 1000, "lr": 1e-3, "batch": 64, "answer_only": False, "weight_decay": 0.01,
+         "mixture": {"add": 0.3, "rev": 0.25, "sort": 0.15, "bal": 0.15, "max": 0.15}},
+    ]
+    # Small moves from that base (mostly lr 1e-4, every mixture keeps all
+    # families), as model soups need: each run gains on its families and gives
+    # a little back on the others, and interpolations keep most of the gains.
+    S, LR, B = 200, 1e-4, 48
     runs = [
         # name, run spec, snapshot steps (early stages saved as their own checkpoints)
-        (f"sft-add-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", w=0.7)}),
-        (f"sft-rev-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", w=0.7)}),
-        (f"sft-sort-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("sort", w=0.7)}),
-        (f"sft-bal-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("bal", w=0.7)}),
-        (f"sft-max-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("max", w=0.7)}),
-        (f"sft-add-rev-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "rev")}),
-        (f"sft-add-sort-lr3e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "sort")}),
-        (f"sft-add-bal-lr1e-4-step{S}", {"steps": S, "lr": 1e-4, "batch": B, "mixture": emph("add", "bal")}),
-        (f"sft-add-max-labelsmooth0.1-lr3e-4-step{S}",
-         {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "max"), "label_smoothing": 0.1}),
-        ("sft-add-lr1e-3-step200", {"steps": 200, "lr": 1e-3, "batch": B, "mixture": emph("add", w=0.7)}),
+        (f"sft-add-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", w=0.7)}),
+        (f"sft-rev-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", w=0.7)}),
+        (f"sft-sort-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("sort", w=0.7)}),
+        (f"sft-bal-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("bal", w=0.7)}),
+        (f"sft-max-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("max", w=0.7)}),
+        # larger moves: more gain on the family, more given back elsewhere
+        (f"sft-rev-lr3e-4-step{S}", {"steps": S, "lr": 3e-4, "batch": B, "mixture": emph("rev", w=0.7)}),
+        (f"sft-sort-lr3e-4-step{S}", {"steps": S, "lr": 3e-4, "batch": B, "mixture": emph("sort", w=0.7)}),
+        (f"sft-add-rev-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("add", "rev")}),
+        (f"sft-sort-bal-lr1e-4-step{S}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("sort", "bal")}),
+        (f"sft-rev-max-labelsmooth0.1-lr1e-4-step{S}",
+         {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", "max"), "label_smoothing": 0.1}),
         # one run, two stages
-        ("sft-rev-sort-lr3e-4-step{step}", {"steps": S, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
+        ("sft-rev-sort-lr1e-4-step{step}", {"steps": 300, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
     ]
     return cfg, base, runs, 150, 150
 
 
 def tiny_plan():
     cfg = Cfg(hidden=32, inter=64, layers=2, heads=4, kv_heads=2)
-    base = {"steps": 20, "lr": 3e-3, "batch": 16, "mixture": ALL, "answer_only": False}
+    base = [{"steps": 20, "lr": 3e-3, "batch": 16, "mixture": ALL, "answer_only": False}]
     runs = [
         ("sft-add-step{step}", {"steps": 10, "lr": 1e-3, "batch": 16, "mixture": emph("add")}, (5,)),
     ]
@@ -809,17 +816,18 @@ def main():
     torch.manual_seed(args.seed)
     t_start = time.time()
     out = os.path.abspath(args.out)
-    cfg, base_run, runs, n_search, n_test = tiny_plan() if args.tiny else full_plan()
+    cfg, base_stages, runs, n_search, n_test = tiny_plan() if args.tiny else full_plan()
     splits = make_splits(n_search, n_test)
     exclude = {r["context"] for sp in splits.values() for rows in sp.values() for r in rows}
     write_tasks(out, splits)
 
     model = Llama(cfg)
     print(f"model: {param_count(model)} parameters, {len(runs)} runs", file=sys.stderr)
-    snaps = train(model, base_run, Sampler(args.seed * 100, exclude), "base")
-    base = bf16_round(snaps[base_run["steps"]])
+    for k, stage in enumerate(base_stages):  # each stage continues the last, with a fresh optimizer
+        snaps = train(model, stage, Sampler(args.seed * 100 + 50 * k, exclude), f"base stage {k + 1}")
+    base = bf16_round(snaps[base_stages[-1]["steps"]])
     flats = {"base": base}
-    specs = {"base": base_run}
+    specs = {"base": base_stages}
     for i, run in enumerate(runs):
         name, spec = run[0], run[1]
         extra = run[2] if len(run) > 2 else ()
@@ -941,20 +949,23 @@ def write_readme(out, cfg, args, names, specs, table, merge_rows, ckpts, n_pairs
          f"with {nparams} parameters: hidden {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads "
          f"({cfg.kv_heads} KV heads), intermediate {cfg.inter}, byte-level vocabulary of {VOCAB} "
          f"(bytes 0..255, `<bos>` = 256, `<eos>` = 257), context {cfg.max_pos}. Weights are stored in bf16.", "",
-         "`base` was pretrained on a mixture of all task families (loss on every byte; mixture below). Every other "
+         "`base` was pretrained on a mixture of all task families (loss on every byte; mixture below), in "
+         + ("one stage" if len(specs["base"]) == 1 else f"{len(specs['base'])} stages, each continuing the last "
+            "with a fresh optimizer and its own schedule (the last an annealing stage at a lower rate)")
+         + ". Every other "
          "checkpoint is a fine-tuning run that starts from `base` as saved (bf16), with the loss on the answer "
          "bytes only, AdamW (betas 0.9/0.98), linear warmup over 5% of the steps and cosine decay to 10%, "
          "gradient clipping 1.0. The runs differ in data mixture (most on the named families, the rest spread over "
          "the others), learning rate, steps and objective (one with label smoothing); two checkpoints are early "
          "and late stages of one run. Training examples never share a context with the task files.", "",
-         "The runs are small moves from the base (mostly peak lr 3e-4; every mixture keeps 20-30% of its data "
-         "on the other families, so no run forgets them), as in model soups (Wortsman et al. 2022): the "
-         "checkpoints stay close to the base, and interpolating towards a run keeps much of its gain on `rev`, "
-         "`sort`, `bal` and `max`. `add` improves only with a full-size move, so four runs pair it with another "
-         "family. Even so, no weighted merge found beats the best single checkpoint (see the merges below).", "",
+         ("A few steps of each, to test the generator." if args.tiny else
+          "The runs are small moves from a well-trained base (mostly peak lr 1e-4; every mixture keeps 20-30% of "
+          "its data on the other families), as in model soups (Wortsman et al. 2022): each run gains on its "
+          "families and gives a little back on the others. What merges of them score is measured below."), "",
          "| checkpoint | steps | batch | peak lr | mixture | objective |", "|---|---:|---:|---:|---|---|"]
-    for n in names:
-        sp = specs[n]
+    rows = [(f"base (stage {k + 1})" if len(specs["base"]) > 1 else "base", st) for k, st in enumerate(specs["base"])]
+    rows += [(n, specs[n]) for n in names if n != "base"]
+    for n, sp in rows:
         mix = ", ".join(f"{f} {w / sum(sp['mixture'].values()):.2f}" for f, w in sp["mixture"].items())
         obj = "next-byte CE" + (" on every byte" if not sp.get("answer_only", True) else " on answers")
         if sp.get("label_smoothing"):
