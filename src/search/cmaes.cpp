@@ -217,10 +217,21 @@ void Cmaes::tell_minimize(const std::vector<double>& f) {
 
   s_.sigma *= std::exp((p.cs / p.ds) * (ps_norm / p.chin - 1.0));
 
-  s_.gen_in_restart += 1;
-  s_.restart_evals += p.lambda;
   std::vector<double> sorted_f(lam);
   for (size_t i = 0; i < lam; ++i) sorted_f[i] = f[order[i]];
+  // Flat fitness (Hansen's purecmaes.m): when the best value equals the
+  // ceil(0.7 lambda)-th, the ranking carries little information (accuracy on a
+  // few examples often ties); widen the step rather than let tolfun stop.
+  const auto q = static_cast<size_t>(std::ceil(0.7 * static_cast<double>(lam))) - 1;
+  if (f[order[0]] == f[order[q]]) {
+    s_.sigma *= std::exp(0.2 + p.cs / p.ds);
+    s_.flat_generations += 1;
+  } else {
+    s_.flat_generations = 0;
+  }
+
+  s_.gen_in_restart += 1;
+  s_.restart_evals += p.lambda;
   push_capped(s_.best_history, sorted_f.front());
   push_capped(s_.median_history, median_of(sorted_f));
   s_.last_worst = sorted_f.back();
@@ -275,8 +286,12 @@ std::string Cmaes::check_stop() const {
 
   const auto window = static_cast<size_t>(
       10 + std::ceil(30.0 * static_cast<double>(n) / static_cast<double>(p.lambda)));
+  if (s_.flat_generations >= kFlatFitnessGenerations) return "flatfitness";
+
   const auto& hb = s_.best_history;
-  if (!hb.empty()) {
+  // While generations are flat, the escape above widens sigma; tolfun and
+  // tolfunhist wait for a generation that ranks its candidates.
+  if (!hb.empty() && s_.flat_generations == 0) {
     const size_t from = hb.size() > window ? hb.size() - window : 0;
     const auto [lo, hi] =
         std::minmax_element(hb.begin() + static_cast<std::ptrdiff_t>(from), hb.end());
@@ -328,6 +343,7 @@ Record Cmaes::save() const {
   put(r, "eigen_evals", s_.eigen_evals);
   put(r, "sigma", s_.sigma);
   put(r, "last_worst", s_.last_worst);
+  put(r, "flat_generations", s_.flat_generations);
   put(r, "mean", s_.mean);
   put(r, "ps", s_.ps);
   put(r, "pc", s_.pc);
@@ -365,6 +381,10 @@ void Cmaes::load(const Record& r) {
   s.eigen_evals = get_int(r, "eigen_evals");
   s.sigma = get_real(r, "sigma");
   s.last_worst = get_real(r, "last_worst");
+  // States written before the flat-fitness rule have no counter: 0.
+  s.flat_generations = r.ints.count("flat_generations") ? get_int(r, "flat_generations") : 0;
+  if (s.flat_generations < 0)
+    throw_input("optimizer state: flat_generations {} is negative", s.flat_generations);
   s.mean = get_vector(r, "mean", n);
   s.ps = get_vector(r, "ps", n);
   s.pc = get_vector(r, "pc", n);

@@ -211,12 +211,29 @@ TEST_CASE("ask is pure: same state, same candidates; seeds differ", "[search][cm
   }
 }
 
-TEST_CASE("stop rules: tolfun, tolx, condition, stagnation", "[search][cmaes]") {
+TEST_CASE("stop rules: flatfitness, tolfun, tolx, condition, stagnation", "[search][cmaes]") {
   {
+    // A constant objective: every generation is flat, sigma widens each time,
+    // and the search ends after kFlatFitnessGenerations of them, not by tolfun.
     auto opt = make_optimizer(minimize_options(1, 0.3, 100000), Eigen::VectorXd::Zero(4));
     drive(*opt, flat, 1000);
-    CHECK(opt->stop_reason() == "tolfun");
-    CHECK(opt->generation() == 1);
+    CHECK(opt->stop_reason() == "flatfitness");
+    CHECK(opt->generation() == kFlatFitnessGenerations);
+    CHECK(dynamic_cast<const Cmaes&>(*opt).state().sigma > 0.3 * 20);
+  }
+  {
+    // tolfun: the sphere converges until a generation's values and the recent
+    // best values all lie within tolfun.
+    auto o = minimize_options(6, 1.0, 100000);
+    o.tolfun = 1e-9;
+    o.tolx = 0;
+    o.stagnation = false;
+    auto opt = make_optimizer(o, Eigen::VectorXd::Constant(4, 1.0));
+    drive(*opt, sphere, 100000);
+    REQUIRE(opt->stop_reason() == "tolfun");
+    const auto& s = dynamic_cast<const Cmaes&>(*opt).state();
+    CHECK(s.last_worst - s.best_history.back() < 1e-9);
+    CHECK(s.flat_generations == 0);
   }
   {
     auto o = minimize_options(2, 1.0, 100000);
@@ -256,14 +273,94 @@ TEST_CASE("IPOP restarts double the population and keep the best", "[search][cma
   while (!opt->done()) {
     const auto xs = opt->ask();
     sizes.push_back(xs.size());
-    opt->tell(std::vector<double>(xs.size(), 3.0));  // flat: tolfun after one generation
+    opt->tell(std::vector<double>(xs.size(), 3.0));  // flat: flatfitness after 10 generations
   }
-  CHECK(sizes == std::vector<size_t>{8, 16, 32});
+  std::vector<size_t> expected;
+  for (size_t lambda : {8, 16, 32})
+    expected.insert(expected.end(), kFlatFitnessGenerations, lambda);
+  CHECK(sizes == expected);
   CHECK(opt->restart() == 2);
-  CHECK(opt->stop_reason() == "tolfun");
-  CHECK(opt->evaluations() == 56);
+  CHECK(opt->stop_reason() == "flatfitness");
+  CHECK(opt->evaluations() == 10 * (8 + 16 + 32));
   const auto& log = dynamic_cast<const Cmaes&>(*opt).state().restart_log;
-  CHECK(log == "restart 1 at evaluation 8 after tolfun\nrestart 2 at evaluation 24 after tolfun\n");
+  CHECK(log ==
+        "restart 1 at evaluation 80 after flatfitness\nrestart 2 at evaluation 240 after "
+        "flatfitness\n");
+}
+
+TEST_CASE("a flat generation widens sigma by exp(0.2 + cs/ds) and otherwise updates as ranked",
+          "[search][cmaes]") {
+  // Twin searches from the same seed: one is told ties, the other distinct
+  // values in the same (index) order, which the stable ranking gives the ties.
+  // Mean, paths and covariance depend only on that order, so they must agree,
+  // and sigma must differ by exactly the escape factor of Hansen's purecmaes.m.
+  const auto o = minimize_options(21, 0.4, 100000);
+  const Eigen::VectorXd x0 = Eigen::VectorXd::Constant(5, 0.2);
+  auto tied = make_optimizer(o, x0);
+  auto ranked = make_optimizer(o, x0);
+  const auto xs = tied->ask();
+  REQUIRE(xs.size() == ranked->ask().size());
+  tied->tell(std::vector<double>(xs.size(), 1.0));
+  std::vector<double> increasing(xs.size());
+  for (size_t k = 0; k < xs.size(); ++k) increasing[k] = static_cast<double>(k);
+  ranked->tell(increasing);
+  const auto& a = dynamic_cast<const Cmaes&>(*tied).state();
+  const auto& b = dynamic_cast<const Cmaes&>(*ranked).state();
+  CHECK(bitwise_equal(a.mean, b.mean));
+  CHECK(bitwise_equal(a.ps, b.ps));
+  CHECK(a.C == b.C);
+  CHECK(a.flat_generations == 1);
+  CHECK(b.flat_generations == 0);
+  CHECK(a.sigma == Approx(b.sigma * std::exp(0.2 + a.p.cs / a.p.ds)).epsilon(1e-14));
+  CHECK(!tied->done());
+
+  // A ranked generation resets the count; ties in the top 70 % only are flat.
+  for (int g = 0; g < 3; ++g) {
+    const auto n = tied->ask().size();
+    tied->tell(std::vector<double>(n, 1.0));
+  }
+  CHECK(dynamic_cast<const Cmaes&>(*tied).state().flat_generations == 4);
+  {
+    const auto n = tied->ask().size();
+    std::vector<double> v(n, 1.0);
+    v.back() = 2.0;  // the worst differs, the best 70 % still tie: flat
+    tied->tell(v);
+  }
+  CHECK(dynamic_cast<const Cmaes&>(*tied).state().flat_generations == 5);
+  {
+    const auto n = tied->ask().size();
+    std::vector<double> v(n, 1.0);
+    v[0] = 0.5;  // a strictly best candidate: ranked
+    tied->tell(v);
+  }
+  CHECK(dynamic_cast<const Cmaes&>(*tied).state().flat_generations == 0);
+  CHECK(!tied->done());
+}
+
+TEST_CASE("resume keeps the count of flat generations", "[search][cmaes][resume]") {
+  auto o = minimize_options(31, 0.3, 100000);
+  o.max_restarts = 2;
+  const Eigen::VectorXd x0 = Eigen::VectorXd::Zero(3);
+  std::vector<Eigen::VectorXd> full, resumed;
+  auto whole = make_optimizer(o, x0);
+  drive(*whole, flat, 1000, &full);
+  auto first = make_optimizer(o, x0);
+  drive(*first, flat, 13, &resumed);  // restart 1, three flat generations in
+  Record saved = first->save();
+  REQUIRE(saved.ints.at("flat_generations") == std::vector<int64_t>{3});
+  auto second = load_optimizer(saved);
+  drive(*second, flat, 1000, &resumed);
+  REQUIRE(resumed.size() == full.size());
+  for (size_t k = 0; k < full.size(); ++k) REQUIRE(bitwise_equal(full[k], resumed[k]));
+  CHECK(second->save() == whole->save());
+  CHECK(second->stop_reason() == "flatfitness");
+
+  // A state written before the rule (no counter) loads with a count of 0.
+  saved.ints.erase("flat_generations");
+  auto old = load_optimizer(saved);
+  CHECK(dynamic_cast<const Cmaes&>(*old).state().flat_generations == 0);
+  saved.ints["flat_generations"] = {-1};
+  CHECK_THROWS_AS(load_optimizer(saved), InputError);
 }
 
 TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search][cmaes][resume]") {

@@ -50,9 +50,16 @@ struct CmaesState {
   // at most 20000): tolfun, tolfunhist and stagnation read them.
   std::vector<double> best_history, median_history;
   double last_worst = 0;  // worst value of the last generation (tolfun)
+  // Consecutive generations (ending with the last) whose best value equalled
+  // the ceil(0.7 lambda)-th: each widened sigma; kFlatFitnessGenerations stop.
+  int64_t flat_generations = 0;
   // One line per restart: "restart R at evaluation E after RULE".
   std::string restart_log;
 };
+
+// Flat generations in a row after which the search stops ("flatfitness"):
+// sigma has then grown by exp(0.2 + cs/ds) (1.5 to 1.6) ten times, 50-100x.
+inline constexpr int64_t kFlatFitnessGenerations = 10;
 
 class Cmaes final : public Optimizer {
  public:
