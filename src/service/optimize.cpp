@@ -94,7 +94,11 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
       r.ints["finished"] = {0};
       r.strings["stop_reason"] = "";
     }
-    opt = search::load_optimizer(r);
+    try {
+      opt = search::load_optimizer(r);
+    } catch (const InputError& e) {  // the optimizer's checks know no file name
+      throw_input("{}: {}", path.string(), e.what());
+    }
     spdlog::info("resuming {} at generation {} ({} evaluations done)", path.string(),
                  opt->generation(), opt->evaluations());
   } else {

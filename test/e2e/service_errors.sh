@@ -24,6 +24,16 @@ expect_error 2 "already holds a search" "$KINTSUGI" optimize "$work/job.yaml" --
 expect_error 2 "no state to resume" "$KINTSUGI" optimize "$work/job.yaml" --state "$work/none.h5" --resume
 expect_error 2 "--budget must be at least 1" "$KINTSUGI" optimize "$work/job.yaml" --state "$work/x.h5" --budget 0
 expect_error 2 "needs objective.kind chebyshev" "$KINTSUGI" optimize "$work/job.yaml" --state "$work/x.h5" --preference add=1
+# A damaged optimizer state: the file and the entry, and the state untouched.
+cp "$work/s.h5" "$work/damaged.h5"
+/usr/bin/python3 -c "
+import h5py, sys
+with h5py.File(sys.argv[1], 'r+') as f:
+    f['optimizer/flat_generations'][0] = -2" "$work/damaged.h5"
+cp "$work/damaged.h5" "$work/damaged.orig.h5"
+expect_error 2 "damaged.h5: optimizer state: flat_generations -2 is negative" \
+  "$KINTSUGI" optimize "$work/job.yaml" --state "$work/damaged.h5" --resume --budget 12
+cmp "$work/damaged.h5" "$work/damaged.orig.h5" || fail "a refused resume changed the state"
 cmp "$work/s.h5" "$work/s.orig.h5" || fail "a refused command changed the state"
 
 echo "not hdf5" >"$work/garbage.h5"
