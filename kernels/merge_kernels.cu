@@ -1,4 +1,4 @@
-// CUDA versions of the merge kernels (see include/kintsugi/merge/kernels.hpp):
+// CUDA versions of the merge kernels (see include/kintsugi/kernels/merge_kernels.hpp):
 // one thread per element in a grid-stride loop, the per-element arithmetic
 // written with explicitly rounded intrinsics (element_ops.hpp), so results
 // equal the CPU kernels bit for bit.
@@ -7,8 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "kintsugi/merge/element_ops.hpp"
-#include "kintsugi/merge/kernels_cuda.hpp"
+#include "kintsugi/kernels/element_ops.hpp"
+#include "kintsugi/kernels/merge_kernels_cuda.hpp"
 
 // fmt (and so common/error.hpp) does not compile under nvcc's host pass, so
 // failures here are std::runtime_error (exit 1 in main, like RuntimeError).

@@ -17,8 +17,8 @@
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/builtin_evaluator.hpp"
 #include "kintsugi/model/blas.hpp"
-#include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 
 namespace kintsugi::cli {
 

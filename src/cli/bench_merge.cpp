@@ -25,8 +25,8 @@
 #include "kintsugi/io/dtype.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/io/safetensors.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/engine.hpp"
-#include "kintsugi/merge/kernels.hpp"
 
 namespace kintsugi::cli {
 namespace {

@@ -19,8 +19,9 @@
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/builtin_evaluator.hpp"
 #include "kintsugi/eval/eval_groups.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/model/blas.hpp"
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 
 namespace kintsugi::cli {
 
@@ -154,16 +155,11 @@ int run_eval(const EvalArgs& a) {
     }
   }
   if (!a.samples.empty()) {
-    const std::string tmp = a.samples + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary);
-      if (!out) throw_input("--samples: cannot write {}", a.samples);
-      for (const auto& m : models)
-        for (const auto& s : m["samples"])
-          out << s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-      if (!out) throw_runtime("--samples: write to {} failed", tmp);
-    }
-    std::filesystem::rename(tmp, a.samples);
+    std::string lines;
+    for (const auto& m : models)
+      for (const auto& s : m["samples"])
+        lines += s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    write_file_atomic(a.samples, lines);
   }
   fmt::print("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
   nlohmann::json summary;
@@ -171,7 +167,7 @@ int run_eval(const EvalArgs& a) {
   for (const auto& m : models) {
     nlohmann::json tasks_json = nlohmann::json::object();
     for (const auto& t : job.tasks) {
-      const std::string metric = primary_metric(t);
+      const std::string metric = t.primary_metric();
       fmt::print("{:<28} {:<20} {:<14} {:>10.4f}\n", m["model"].get<std::string>(), t.name, metric,
                  m["tasks"][t.name][metric].get<double>());
       tasks_json[t.name] = m["tasks"][t.name];

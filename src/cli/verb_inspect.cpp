@@ -35,12 +35,6 @@ std::string human_bytes(uint64_t n) {
   return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
 std::string fp(const HfCheckpoint& c, const Options& o) {
   return fingerprint(c, o.full_hash ? FingerprintMode::Full : FingerprintMode::Sampled);
 }

@@ -42,6 +42,26 @@ std::string_view task_kind_name(TaskKind k) {
   return "?";
 }
 
+std::string_view default_metric(TaskKind k) {
+  switch (k) {
+    case TaskKind::Generate:
+      return "exact_match";
+    case TaskKind::Choice:
+      return "acc";
+    case TaskKind::Perplexity:
+      return "bits_per_byte";
+  }
+  return "?";
+}
+
+bool metric_higher_is_better(std::string_view metric) {
+  return metric != "bits_per_byte";
+}
+
+std::string TaskConfig::primary_metric() const {
+  return metric.empty() ? std::string(default_metric(kind)) : metric;
+}
+
 namespace {
 
 fs::path resolve(const fs::path& base_dir, const std::string& p) {
@@ -89,17 +109,7 @@ TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
              : kind == "choice" ? TaskKind::Choice
                                 : TaskKind::Perplexity;
   }
-  switch (t.kind) {
-    case TaskKind::Generate:
-      t.metric = "exact_match";
-      break;
-    case TaskKind::Choice:
-      t.metric = "acc";
-      break;
-    case TaskKind::Perplexity:
-      t.metric = "bits_per_byte";
-      break;
-  }
+  t.metric = std::string(default_metric(t.kind));
   if (auto mf = m.get("metric")) {
     switch (t.kind) {
       case TaskKind::Generate:

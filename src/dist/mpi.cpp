@@ -1,5 +1,8 @@
 #include "kintsugi/dist/mpi.hpp"
 
+#include <algorithm>
+#include <limits>
+
 namespace kintsugi {
 
 std::string mpi_error_string(int code) {
@@ -35,5 +38,75 @@ int world_size() {
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &s));
   return s;
 }
+
+int comm_rank(MPI_Comm comm) {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &r));
+  return r;
+}
+
+int comm_size(MPI_Comm comm) {
+  int s = 1;
+  MPI_CHECK(MPI_Comm_size(comm, &s));
+  return s;
+}
+
+std::string broadcast_string(const std::string& text, MPI_Comm comm, int root) {
+  uint64_t size = text.size();
+  MPI_CHECK(MPI_Bcast(&size, 1, MPI_UINT64_T, root, comm));
+  std::string out = text;
+  out.resize(size);
+  // MPI counts are ints: long texts travel in pieces.
+  constexpr uint64_t kPiece = uint64_t{1} << 30;
+  for (uint64_t at = 0; at < size; at += kPiece)
+    MPI_CHECK(MPI_Bcast(out.data() + at, static_cast<int>(std::min(kPiece, size - at)), MPI_CHAR,
+                        root, comm));
+  return out;
+}
+
+bool broadcast_flag(bool flag, MPI_Comm comm, int root) {
+  int v = flag ? 1 : 0;
+  MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, root, comm));
+  return v != 0;
+}
+
+std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm, int root) {
+  const int size = comm_size(comm);
+  const bool at_root = comm_rank(comm) == root;
+  if (mine.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw_runtime("gather_strings: {} bytes from one rank, at most 2 GiB", mine.size());
+  const int len = static_cast<int>(mine.size());
+  std::vector<int> lens(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+  MPI_CHECK(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm));
+  int64_t total = 0;
+  for (int i = 0; i < size; ++i) {
+    displs[static_cast<size_t>(i)] = static_cast<int>(total);
+    total += lens[static_cast<size_t>(i)];
+  }
+  if (total > std::numeric_limits<int>::max())
+    throw_runtime("gather_strings: {} bytes in all, at most 2 GiB", total);
+  std::string all(at_root ? static_cast<size_t>(total) : 0, '\0');
+  MPI_CHECK(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(),
+                        MPI_CHAR, root, comm));
+  std::vector<std::string> out;
+  if (at_root)
+    for (int i = 0; i < size; ++i)
+      out.push_back(all.substr(static_cast<size_t>(displs[static_cast<size_t>(i)]),
+                               static_cast<size_t>(lens[static_cast<size_t>(i)])));
+  return out;
+}
+
+namespace dist_detail {
+
+void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, int root) {
+  int code = static_cast<int>(outcome);
+  MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, root, comm));
+  if (code == static_cast<int>(Outcome::Ok)) return;
+  const std::string text = broadcast_string(message, comm, root);
+  if (code == static_cast<int>(Outcome::Input)) throw InputError(text);
+  throw RuntimeError(text);
+}
+
+}  // namespace dist_detail
 
 }  // namespace kintsugi

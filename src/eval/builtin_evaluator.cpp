@@ -109,7 +109,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
         j["label"] = ex[a + e].label;
         j["pred"] = s.pred;
         j["pred_norm"] = s.pred_norm;
-        j["correct"] = primary_metric(t.config) == "acc_norm" ? s.acc_norm : s.acc;
+        j["correct"] = t.config.primary_metric() == "acc_norm" ? s.acc_norm : s.acc;
         res.samples.push_back(std::move(j));
       }
     }
@@ -248,7 +248,7 @@ std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
   for (const auto& t : tasks) {
     TaskResult r;
     r.task = t.config.name;
-    r.metric = primary_metric(t.config);
+    r.metric = t.config.primary_metric();
     switch (t.config.kind) {
       case TaskKind::Generate:
         run_generate(c, t, r, options.keep_samples);

@@ -7,19 +7,6 @@
 
 namespace kintsugi {
 
-std::string primary_metric(const TaskConfig& config) {
-  if (!config.metric.empty()) return config.metric;
-  switch (config.kind) {
-    case TaskKind::Generate:
-      return "exact_match";
-    case TaskKind::Choice:
-      return "acc";
-    case TaskKind::Perplexity:
-      return "bits_per_byte";
-  }
-  return "";
-}
-
 namespace {
 
 std::string need_string(const nlohmann::json& j, const char* key, const std::string& where) {

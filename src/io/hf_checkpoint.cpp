@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 
 namespace kintsugi {
 
@@ -196,17 +197,14 @@ HfFolderWriter::~HfFolderWriter() {
 }
 
 void HfFolderWriter::write_text(const std::string& file_name, const std::string& text) {
-  const fs::path p = tmp_ / file_name;
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw_runtime("{}: cannot write", p.string());
+  write_file_synced(tmp_ / file_name, text);
 }
 
 void HfFolderWriter::copy_file(const fs::path& src) {
   std::error_code ec;
   fs::copy_file(src, tmp_ / src.filename(), fs::copy_options::overwrite_existing, ec);
   if (ec) throw_runtime("{}: cannot copy into {}: {}", src.string(), tmp_.string(), ec.message());
+  fsync_path(tmp_ / src.filename(), false);
 }
 
 void HfFolderWriter::commit() {
@@ -220,8 +218,7 @@ void HfFolderWriter::commit() {
     fs::rename(dir_, old, ec);
     if (ec) throw_runtime("{}: cannot move the old folder aside: {}", dir_.string(), ec.message());
   }
-  fs::rename(tmp_, dir_, ec);
-  if (ec) throw_runtime("{}: cannot rename to {}: {}", tmp_.string(), dir_.string(), ec.message());
+  publish(tmp_, dir_);
   committed_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
 }

@@ -22,12 +22,6 @@ std::string q(std::string_view s) {
   return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Watches object keys while nlohmann parses; remembers the first duplicate.
 struct DuplicateWatch {
   struct Level {
@@ -77,6 +71,12 @@ uint64_t checked_u64(const json& v, const std::string& origin, const std::string
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
 
 uint64_t TensorInfo::numel() const {
   uint64_t n = 1;

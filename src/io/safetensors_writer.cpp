@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/io/safetensors.hpp"
 
 namespace kintsugi {
@@ -29,13 +30,6 @@ void pwrite_all(int fd, const void* data, uint64_t n, uint64_t offset,
     n -= static_cast<uint64_t>(w);
     offset += static_cast<uint64_t>(w);
   }
-}
-
-void fsync_dir(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: the rename itself succeeded
-  ::fsync(fd);
-  ::close(fd);
 }
 
 // The place of bytes [offset, offset+n) of tensor `name` in the file.
@@ -112,11 +106,8 @@ void SafetensorsWriter::commit() {
   const int rc = ::close(fd_);
   fd_ = -1;
   if (rc != 0) throw_runtime("{}: close failed: {}", tmp_.string(), std::strerror(errno));
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-    throw_runtime("{}: cannot rename to {}: {}", tmp_.string(), path_.string(),
-                  std::strerror(errno));
+  publish(tmp_, path_);
   committed_ = true;
-  fsync_dir(path_.parent_path());
 }
 
 SafetensorsRangeWriter::SafetensorsRangeWriter(const std::filesystem::path& path,

@@ -19,9 +19,10 @@
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/io/safetensors.hpp"
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
-#include "kintsugi/shard/flat_plan.hpp"
+#include "kintsugi/pool/flat_plan.hpp"
+#include "kintsugi/pool/pool.hpp"
 
 namespace kintsugi {
 namespace fs = std::filesystem;
@@ -46,33 +47,6 @@ bool same_path(const fs::path& a, const fs::path& b) {
   std::error_code e1, e2;
   const auto ca = fs::weakly_canonical(a, e1), cb = fs::weakly_canonical(b, e2);
   return (!e1 && !e2) ? ca == cb : a == b;
-}
-
-// Runs `f` on rank 0 and makes its failure everyone's: the same exception
-// type and message is thrown on every rank.
-template <typename F>
-void on_root(MPI_Comm comm, int rank, F&& f) {
-  int kind = 0;  // 0 ok, 1 input, 2 runtime
-  std::string msg;
-  if (rank == 0) {
-    try {
-      f();
-    } catch (const InputError& e) {
-      kind = 1;
-      msg = e.what();
-    } catch (const std::exception& e) {
-      kind = 2;
-      msg = e.what();
-    }
-  }
-  MPI_CHECK(MPI_Bcast(&kind, 1, MPI_INT, 0, comm));
-  if (kind == 0) return;
-  int len = static_cast<int>(msg.size());
-  MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-  msg.resize(static_cast<size_t>(len));
-  MPI_CHECK(MPI_Bcast(msg.data(), len, MPI_CHAR, 0, comm));
-  if (kind == 1) throw InputError(msg);
-  throw RuntimeError(msg);
 }
 
 // Per-tensor method settings from the recipe.
@@ -115,163 +89,182 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
   return m;
 }
 
-}  // namespace
-
-MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
-  const auto start = std::chrono::steady_clock::now();
-  int rank = 0, size = 1;
-  MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  MPI_CHECK(MPI_Comm_size(comm, &size));
-
-  // The pool: the base (if any) and the models that are not the base.
+// The recipe's checkpoints, opened: the base (when the method uses one) and
+// the models that are not the base, checked for count and compatibility.
+struct MergeInputs {
   std::optional<HfCheckpoint> base;
-  if (r.base_model && r.method != MergeMethod::Linear) base = HfCheckpoint::open(*r.base_model);
-  std::vector<const RecipeModel*> models;
+  std::vector<const RecipeModel*> models;  // recipe entries of `ckpts`, same order
   std::vector<HfCheckpoint> ckpts;
+  // The checkpoint whose names, shapes, config and extra files the output takes.
+  const HfCheckpoint& reference() const { return base ? *base : ckpts[0]; }
+};
+
+MergeInputs open_inputs(const Recipe& r) {
+  MergeInputs in;
+  if (r.base_model && r.method != MergeMethod::Linear) in.base = HfCheckpoint::open(*r.base_model);
   for (const auto& rm : r.models) {
-    if (base && same_path(rm.path, *r.base_model)) continue;
-    models.push_back(&rm);
-    ckpts.push_back(HfCheckpoint::open(rm.path));
+    if (in.base && same_path(rm.path, *r.base_model)) continue;
+    in.models.push_back(&rm);
+    in.ckpts.push_back(HfCheckpoint::open(rm.path));
   }
-  const std::string method = std::string(merge_method_name(r.method));
-  if (r.method == MergeMethod::Slerp && ckpts.size() != 1)
+  const std::string method(merge_method_name(r.method));
+  const size_t n = in.ckpts.size();
+  if (r.method == MergeMethod::Slerp && n != 1)
     throw_input("{}: slerp merges the base with exactly one other model, got {}", r.file.string(),
-                ckpts.size());
-  if (r.method == MergeMethod::ModelStock && ckpts.size() < 2)
+                n);
+  if (r.method == MergeMethod::ModelStock && n < 2)
     throw_input("{}: model_stock needs at least two models besides the base, got {}",
-                r.file.string(), ckpts.size());
-  if (ckpts.empty())
+                r.file.string(), n);
+  if (n == 0)
     throw_input("{}: {} needs at least one model besides the base", r.file.string(), method);
-  if (ckpts.size() > kMaxMergeInputs)
-    throw_input("{}: {} models, at most {} supported", r.file.string(), ckpts.size(),
-                kMaxMergeInputs);
-
-  // Compatibility: every checkpoint has the reference's tensors, shapes, dtypes.
-  const HfCheckpoint& ref = base ? *base : ckpts[0];
+  if (n > kMaxMergeInputs)
+    throw_input("{}: {} models, at most {} supported", r.file.string(), n, kMaxMergeInputs);
   std::vector<const HfCheckpoint*> all;
-  if (base) all.push_back(&*base);
-  for (const auto& c : ckpts) all.push_back(&c);
-  for (const auto* c : all) {
-    if (c == &ref) continue;
-    const auto& a = ref.tensor_names();
-    const auto& b = c->tensor_names();
-    auto mm = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
-    if (mm.first != a.end() || mm.second != b.end()) {
-      if (mm.first == a.end() || (mm.second != b.end() && *mm.second < *mm.first))
-        throw_input("{}: tensor {} is not in {} (incompatible pool)", c->path().string(),
-                    *mm.second, ref.path().string());
-      throw_input("{}: tensor {} is missing (incompatible pool: {} has it)", c->path().string(),
-                  *mm.first, ref.path().string());
-    }
-    for (const auto& n : a) {
-      const auto& ia = ref.info(n);
-      const auto& ib = c->info(n);
-      if (ia.shape != ib.shape)
-        throw_input("{}: tensor {}: shape [{}] differs from [{}] in {} (incompatible pool)",
-                    c->path().string(), n, fmt::join(ib.shape, ","), fmt::join(ia.shape, ","),
-                    ref.path().string());
-      if (ia.dtype != ib.dtype)
-        throw_input("{}: tensor {}: dtype {} differs from {} in {} (incompatible pool)",
-                    c->path().string(), n, dtype_name(ib.dtype), dtype_name(ia.dtype),
-                    ref.path().string());
-    }
-  }
+  if (in.base) all.push_back(&*in.base);
+  for (const auto& c : in.ckpts) all.push_back(&c);
+  check_pool_compatible(all);
+  return in;
+}
 
-  // Output plan.
-  const auto out_float = r.out_dtype ? r.out_dtype : r.dtype;
-  int64_t num_layers = 0;
-  if (ref.config().is_object() && ref.config().contains("num_hidden_layers") &&
-      ref.config()["num_hidden_layers"].is_number_integer())
-    num_layers = ref.config()["num_hidden_layers"].get<int64_t>();
-  if (num_layers <= 0)
-    for (const auto& n : ref.tensor_names())
-      if (auto l = layer_index(n)) num_layers = std::max(num_layers, *l + 1);
-  std::vector<TensorSpec> specs;
+// What the output holds: every tensor of the reference (floating tensors in
+// the recipe's dtype), laid out in shards.
+struct OutputPlan {
+  std::vector<TensorSpec> specs;  // in the reference's (sorted) tensor order
+  ShardedPlan files;
+  std::optional<DType> out_float;  // the recipe's dtype for floating tensors
+  int64_t num_layers = 0;          // for gradients over layers
+};
+
+int64_t num_layers_of(const HfCheckpoint& ref) {
+  const auto& cfg = ref.config();
+  if (cfg.is_object() && cfg.contains("num_hidden_layers") &&
+      cfg["num_hidden_layers"].is_number_integer() && cfg["num_hidden_layers"].get<int64_t>() > 0)
+    return cfg["num_hidden_layers"].get<int64_t>();
+  int64_t n = 0;
+  for (const auto& name : ref.tensor_names())
+    if (auto l = layer_index(name)) n = std::max(n, *l + 1);
+  return n;
+}
+
+OutputPlan plan_output(const Recipe& r, const HfCheckpoint& ref, const MergeOptions& opt) {
+  OutputPlan out;
+  out.out_float = r.out_dtype ? r.out_dtype : r.dtype;
+  out.num_layers = num_layers_of(ref);
   for (const auto& n : ref.tensor_names()) {
     const auto& info = ref.info(n);
-    DType od = info.dtype;
-    if (mergeable(info.dtype) && out_float) od = *out_float;
-    specs.push_back({n, od, info.shape});
+    const DType od = mergeable(info.dtype) && out.out_float ? *out.out_float : info.dtype;
+    out.specs.push_back({n, od, info.shape});
   }
   const Metadata meta = {{"format", "pt"},
                          {"merged_by", "kintsugi"},
-                         {"merge_method", method},
+                         {"merge_method", std::string(merge_method_name(r.method))},
                          {"recipe_sha256", r.sha256}};
-  const ShardedPlan plan = plan_sharded(specs, meta, opt.max_shard_bytes);
+  out.files = plan_sharded(out.specs, meta, opt.max_shard_bytes);
+  return out;
+}
 
-  // Rank 0 creates the temporary folder and the pre-sized shard files.
-  std::unique_ptr<HfFolderWriter> folder;
-  std::vector<std::unique_ptr<SafetensorsWriter>> writers;
-  fs::path tmp_dir = fs::path(opt.out_dir.lexically_normal().string() + ".partial");
-  on_root(comm, rank, [&] {
-    folder = std::make_unique<HfFolderWriter>(opt.out_dir, opt.overwrite);
-    for (size_t f = 0; f < plan.file_names.size(); ++f)
-      writers.push_back(std::make_unique<SafetensorsWriter>(folder->temp_dir() / plan.file_names[f],
-                                                            plan.layouts[f]));
-  });
-  {
-    // Every rank must agree on the temporary folder's name.
-    std::string td = rank == 0 ? folder->temp_dir().string() : std::string();
-    int len = static_cast<int>(td.size());
-    MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-    td.resize(static_cast<size_t>(len));
-    MPI_CHECK(MPI_Bcast(td.data(), len, MPI_CHAR, 0, comm));
-    tmp_dir = td;
+// The output being written: rank 0 owns the folder and the shard files
+// (headers included); the other ranks write their byte ranges into them.
+struct OutputFiles {
+  std::unique_ptr<HfFolderWriter> folder;                              // rank 0
+  std::vector<std::unique_ptr<SafetensorsWriter>> writers;             // rank 0
+  std::vector<std::unique_ptr<SafetensorsRangeWriter>> range_writers;  // other ranks
+
+  void pwrite(size_t file, const std::string& tensor, uint64_t offset,
+              std::span<const std::byte> bytes) {
+    if (!writers.empty())
+      writers[file]->pwrite(tensor, offset, bytes);
+    else
+      range_writers[file]->pwrite(tensor, offset, bytes);
   }
-  std::vector<std::unique_ptr<SafetensorsRangeWriter>> ranges;
-  if (rank != 0)
-    for (size_t f = 0; f < plan.file_names.size(); ++f)
-      ranges.push_back(
-          std::make_unique<SafetensorsRangeWriter>(tmp_dir / plan.file_names[f], plan.layouts[f]));
+};
 
-  // Merge every tensor's share.
+OutputFiles create_output(const OutputPlan& plan, const MergeOptions& opt, MPI_Comm comm,
+                          int rank) {
+  OutputFiles out;
+  const ShardedPlan& files = plan.files;
+  run_on_root(comm, [&] {
+    out.folder = std::make_unique<HfFolderWriter>(opt.out_dir, opt.overwrite);
+    for (size_t f = 0; f < files.file_names.size(); ++f)
+      out.writers.push_back(std::make_unique<SafetensorsWriter>(
+          out.folder->temp_dir() / files.file_names[f], files.layouts[f]));
+  });
+  // Every rank must agree on the temporary folder's name.
+  const fs::path tmp_dir =
+      broadcast_string(rank == 0 ? out.folder->temp_dir().string() : std::string(), comm);
+  if (rank != 0)
+    for (size_t f = 0; f < files.file_names.size(); ++f)
+      out.range_writers.push_back(std::make_unique<SafetensorsRangeWriter>(
+          tmp_dir / files.file_names[f], files.layouts[f]));
+  return out;
+}
+
+// Progress of the merge pass: a bar on a terminal, otherwise one log line
+// per tensor group (a layer, or the tensors outside the layers), from rank 0.
+class MergeProgress {
+ public:
+  MergeProgress(const std::string& method, uint64_t elems, bool show)
+      : bar_(fmt::format("merge ({})", method), elems, 10.0, show && ::isatty(2)),
+        group_log_(show && !::isatty(2)) {}
+  void start_tensor(const std::string& name) {
+    const auto l = layer_index(name);
+    const std::string g = l ? fmt::format("layer {}", *l) : std::string("non-layer tensors");
+    if (g != group_) {
+      end_group();
+      group_ = g;
+    }
+    ++group_tensors_;
+  }
+  void advance(uint64_t elems) { bar_.advance(elems); }
+  void finish() {
+    end_group();
+    bar_.finish();
+  }
+
+ private:
+  void end_group() {
+    if (group_log_ && group_tensors_ > 0)
+      spdlog::info("merged {} ({} tensors)", group_, group_tensors_);
+    group_tensors_ = 0;
+  }
+  Progress bar_;
+  bool group_log_;
+  std::string group_;
+  size_t group_tensors_ = 0;
+};
+
+struct Traffic {
+  uint64_t read = 0, written = 0;  // this rank's bytes
+};
+
+// Merges this rank's flat share of every tensor and writes it in place.
+// Tensors the kernels do not merge (integers, ...) are copied from the reference.
+Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& plan,
+                     OutputFiles& out, const MergeOptions& opt, MPI_Comm comm, int rank, int size) {
+  const HfCheckpoint& ref = in.reference();
   uint64_t my_elems = 0;
   for (const auto& n : ref.tensor_names())
     my_elems += flat_share(ref.info(n).numel(), rank, size).size();
-  // A bar on a terminal; otherwise the per-group log lines below.
-  Progress progress(fmt::format("merge ({})", method), my_elems, 10.0,
-                    opt.progress && rank == 0 && ::isatty(2));
-  uint64_t bytes_read = 0, bytes_written = 0;
-  // Without a terminal: one log line per tensor group (a layer, or the
-  // tensors outside the layers), from rank 0.
-  const bool group_log = opt.progress && rank == 0 && !::isatty(2);
-  std::string group;
-  size_t group_tensors = 0;
-  auto end_group = [&] {
-    if (group_log && group_tensors > 0)
-      spdlog::info("merged {} ({} tensors)", group, group_tensors);
-    group_tensors = 0;
-  };
-  for (size_t ti = 0; ti < specs.size(); ++ti) {
-    const std::string& name = specs[ti].name;
-    {
-      const auto l = layer_index(name);
-      const std::string g = l ? fmt::format("layer {}", *l) : std::string("non-layer tensors");
-      if (g != group) {
-        end_group();
-        group = g;
-      }
-      ++group_tensors;
-    }
+  MergeProgress progress(std::string(merge_method_name(r.method)), my_elems,
+                         opt.progress && rank == 0);
+  Traffic traffic;
+  for (const TensorSpec& spec : plan.specs) {
+    const std::string& name = spec.name;
+    progress.start_tensor(name);
     const TensorInfo& info = ref.info(name);
-    const size_t file = plan.shard_of.at(name);
+    const size_t file = plan.files.shard_of.at(name);
     const ElementRange range = flat_share(info.numel(), rank, size);
     auto write = [&](ElementRange c, std::span<const std::byte> bytes) {
-      const uint64_t off = c.begin * dtype_size(specs[ti].dtype);
-      if (rank == 0)
-        writers[file]->pwrite(name, off, bytes);
-      else
-        ranges[file]->pwrite(name, off, bytes);
-      bytes_written += bytes.size();
+      out.pwrite(file, name, c.begin * dtype_size(spec.dtype), bytes);
+      traffic.written += bytes.size();
       progress.advance(c.size());
     };
     if (!mergeable(info.dtype)) {
-      // Not a floating tensor the kernels merge (integer buffers, ...): copied from the reference.
       const uint64_t es = dtype_size(info.dtype);
       if (!range.empty()) {
         auto src = ref.file_of(name).bytes(info, range.begin * es, range.size() * es);
         write(range, src);
-        bytes_read += src.size();
+        traffic.read += src.size();
       }
       continue;
     }
@@ -282,11 +275,12 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     auto data_of = [&](const HfCheckpoint& c) -> const void* {
       return c.file_of(name).bytes(c.info(name)).data();
     };
-    if (base) src.base = data_of(*base);
-    for (const auto& c : ckpts) src.models.push_back(data_of(c));
-    const TensorMethod m = resolve_method(r, models, name, layer_t(name, num_layers), opt.seed);
+    if (in.base) src.base = data_of(*in.base);
+    for (const auto& c : in.ckpts) src.models.push_back(data_of(c));
+    const TensorMethod m =
+        resolve_method(r, in.models, name, layer_t(name, plan.num_layers), opt.seed);
     try {
-      merge_tensor(src, m, range, specs[ti].dtype, opt.chunk_elems, comm, write);
+      merge_tensor(src, m, range, spec.dtype, opt.chunk_elems, comm, write);
     } catch (const std::bad_alloc&) {
       // What a rank holds is a few chunk buffers per input: say which knob sets it.
       throw_runtime(
@@ -294,42 +288,59 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
           "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
           opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
     }
-    bytes_read += range.size() * dtype_size(info.dtype) * (src.models.size() + (base ? 1 : 0));
+    traffic.read += range.size() * dtype_size(info.dtype) * (src.models.size() + (in.base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
   }
-  end_group();
   progress.finish();
-  for (auto& w : ranges) w->close();
-  MPI_CHECK(MPI_Barrier(comm));
+  return traffic;
+}
 
-  on_root(comm, rank, [&] {
-    for (auto& w : writers) w->commit();
-    if (plan.file_names.size() > 1)
-      folder->write_text("model.safetensors.index.json", plan.index_json());
+// Rank 0, after every rank closed its ranges: shard files renamed into the
+// temporary folder, the index, config.json (torch_dtype of the output), the
+// reference's other files (tokenizer, ...), the recipe; then the folder.
+void commit_output(const Recipe& r, const HfCheckpoint& ref, const OutputPlan& plan,
+                   OutputFiles& out) {
+  for (auto& w : out.writers) w->commit();
+  if (plan.files.file_names.size() > 1)
+    out.folder->write_text("model.safetensors.index.json", plan.files.index_json());
+  if (ref.config().is_object() || plan.out_float) {
     nlohmann::json config = ref.config().is_object() ? ref.config() : nlohmann::json::object();
-    if (ref.config().is_object() || out_float) {
-      DType shown = out_float ? *out_float : DType::F32;
-      if (!out_float)
-        for (const auto& s : specs)
-          if (mergeable(s.dtype)) {
-            shown = s.dtype;
-            break;
-          }
-      config["torch_dtype"] = torch_dtype(shown);
-      folder->write_text("config.json", config.dump(2) + "\n");
-    }
-    for (const auto& p : ref.passthrough_files()) folder->copy_file(p);
-    folder->write_text(kRecipeFileName, r.text);
-    folder->commit();
-  });
+    DType shown = plan.out_float ? *plan.out_float : DType::F32;
+    if (!plan.out_float)
+      for (const auto& s : plan.specs)
+        if (mergeable(s.dtype)) {
+          shown = s.dtype;
+          break;
+        }
+    config["torch_dtype"] = torch_dtype(shown);
+    out.folder->write_text("config.json", config.dump(2) + "\n");
+  }
+  for (const auto& p : ref.passthrough_files()) out.folder->copy_file(p);
+  out.folder->write_text(kRecipeFileName, r.text);
+  out.folder->commit();
+}
+
+}  // namespace
+
+MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
+  const auto start = std::chrono::steady_clock::now();
+  const int rank = comm_rank(comm), size = comm_size(comm);
+
+  const MergeInputs in = open_inputs(r);
+  const OutputPlan plan = plan_output(r, in.reference(), opt);
+  OutputFiles out = create_output(plan, opt, comm, rank);
+  const Traffic traffic = merge_shares(r, in, plan, out, opt, comm, rank, size);
+  for (auto& w : out.range_writers) w->close();
+  MPI_CHECK(MPI_Barrier(comm));
+  run_on_root(comm, [&] { commit_output(r, in.reference(), plan, out); });
 
   MergeReport rep;
-  uint64_t local[2] = {bytes_read, bytes_written}, global[2] = {0, 0};
+  uint64_t local[2] = {traffic.read, traffic.written}, global[2] = {0, 0};
   MPI_CHECK(MPI_Allreduce(local, global, 2, MPI_UINT64_T, MPI_SUM, comm));
   rep.bytes_read = global[0];
   rep.bytes_written = global[1];
-  rep.tensors = specs.size();
-  rep.shards = plan.file_names.size();
+  rep.tensors = plan.specs.size();
+  rep.shards = plan.files.file_names.size();
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return rep;
 }

@@ -1,8 +1,7 @@
-// mergekit-compatible recipe parsing (yaml-cpp), strict: every key is known,
-// every value has the right type, and errors name file:line.
+// mergekit-compatible recipe parsing through the one strict YAML reader
+// (config/yaml_reader.hpp): every key is known, no key twice, every value has
+// the right type, and errors read "FILE:LINE: key.path: problem".
 #include "kintsugi/merge/recipe.hpp"
-
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +10,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/config/yaml_reader.hpp"
 #include "kintsugi/merge/sha256.hpp"
 
 namespace kintsugi {
@@ -40,12 +40,9 @@ const std::vector<ParamSpec>& param_specs() {
   return specs;
 }
 
-struct Ctx {
-  std::string file;
-  std::string at(const YAML::Node& n) const {
-    return n.Mark().is_null() ? file : fmt::format("{}:{}", file, n.Mark().line + 1);
-  }
-};
+std::string where(const YamlField& f) {
+  return fmt::format("{}:{}", f.origin(), f.line());
+}
 
 std::optional<MergeMethod> method_from(const std::string& s) {
   static const std::map<std::string, MergeMethod> m = {
@@ -58,95 +55,59 @@ std::optional<MergeMethod> method_from(const std::string& s) {
   return it->second;
 }
 
-std::string scalar(const Ctx& c, const YAML::Node& n, const std::string& key) {
-  if (!n.IsScalar()) throw_input("{}: {}: expected a string", c.at(n), key);
-  return n.Scalar();
-}
-
-double number(const Ctx& c, const YAML::Node& n, const std::string& key) {
-  if (!n.IsScalar()) throw_input("{}: {}: expected a number", c.at(n), key);
-  double v = 0;
-  if (!YAML::convert<double>::decode(n, v) || !std::isfinite(v))
-    throw_input("{}: {}: expected a number, got '{}'", c.at(n), key, n.Scalar());
+// A number, or a gradient: a list of at least two numbers.
+std::vector<double> number_or_gradient(const YamlField& f) {
+  if (!f.node().IsSequence()) return {f.as_finite_double()};
+  const auto items = f.items();
+  if (items.size() < 2) f.fail("a gradient needs at least two values");
+  std::vector<double> v;
+  for (const auto& e : items) v.push_back(e.as_finite_double());
   return v;
 }
 
-bool boolean(const Ctx& c, const YAML::Node& n, const std::string& key) {
-  bool v = false;
-  if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v))
-    throw_input("{}: {}: expected true or false", c.at(n), key);
-  return v;
-}
-
-std::vector<double> number_or_gradient(const Ctx& c, const YAML::Node& n, const std::string& key) {
-  if (n.IsScalar()) return {number(c, n, key)};
-  if (n.IsSequence()) {
-    if (n.size() < 2) throw_input("{}: {}: a gradient needs at least two values", c.at(n), key);
-    std::vector<double> v;
-    for (const auto& e : n) v.push_back(number(c, e, key));
-    return v;
-  }
-  throw_input("{}: {}: expected a number or a list of numbers", c.at(n), key);
-}
-
-ParamValue parse_param(const Ctx& c, const YAML::Node& n, const ParamSpec& spec) {
+ParamValue parse_param(const YamlField& f, const ParamSpec& spec) {
   ParamValue pv;
-  pv.where = c.at(n);
-  const std::string key = spec.name;
+  pv.where = where(f);
   if (spec.kind == Kind::Bool) {
-    pv.entries.push_back({"", {boolean(c, n, key) ? 1.0 : 0.0}});
+    pv.entries.push_back({"", {f.as_bool() ? 1.0 : 0.0}});
     return pv;
   }
-  if (n.IsSequence() && n.size() > 0 && n[0].IsMap()) {
-    for (const auto& e : n) {
-      if (!e.IsMap()) throw_input("{}: {}: expected {{filter: ..., value: ...}}", c.at(e), key);
+  // A list of {filter, value} entries: the first whose filter matches wins.
+  if (f.node().IsSequence() && f.node().size() > 0 && f.node()[0].IsMap()) {
+    for (const auto& e : f.items()) {
+      const YamlMap m = e.as_map({"filter", "value"});
       ParamValue::Entry entry;
-      bool has_value = false;
-      for (const auto& kv : e) {
-        const std::string k = scalar(c, kv.first, key);
-        if (k == "filter") {
-          entry.filter = scalar(c, kv.second, key + ".filter");
-        } else if (k == "value") {
-          entry.values = number_or_gradient(c, kv.second, key);
-          has_value = true;
-        } else {
-          throw_input("{}: {}: unknown key '{}' (expected filter, value)", c.at(kv.first), key, k);
-        }
-      }
-      if (!has_value) throw_input("{}: {}: entry without a value", c.at(e), key);
+      if (auto filter = m.get("filter")) entry.filter = filter->as_string();
+      if (!m.has("value")) e.fail("entry without a value");
+      entry.values = number_or_gradient(*m.get("value"));
       if (entry.filter == "*") entry.filter.clear();
       pv.entries.push_back(std::move(entry));
     }
     return pv;
   }
-  pv.entries.push_back({"", number_or_gradient(c, n, key)});
+  pv.entries.push_back({"", number_or_gradient(f)});
   return pv;
 }
 
-std::map<std::string, ParamValue> parse_params(const Ctx& c, const YAML::Node& n,
-                                               MergeMethod method, const std::string& what) {
-  if (!n.IsMap()) throw_input("{}: {}: expected a mapping", c.at(n), what);
+std::map<std::string, ParamValue> parse_params(const YamlField& f, MergeMethod method) {
   std::map<std::string, ParamValue> out;
-  for (const auto& kv : n) {
-    const std::string k = scalar(c, kv.first, what);
+  for (const auto& [k, v] : f.entries()) {
     const auto& specs = param_specs();
     auto it =
         std::find_if(specs.begin(), specs.end(), [&](const ParamSpec& s) { return k == s.name; });
     if (it == specs.end() || !it->methods.count(method))
-      throw_input("{}: {}: unknown parameter '{}' for merge_method {}", c.at(kv.first), what, k,
-                  merge_method_name(method));
-    out[k] = parse_param(c, kv.second, *it);
+      v.fail(fmt::format("unknown parameter for merge_method {}", merge_method_name(method)));
+    out[k] = parse_param(v, *it);
   }
   return out;
 }
 
-DType parse_dtype(const Ctx& c, const YAML::Node& n, const std::string& key) {
-  const std::string s = scalar(c, n, key);
+DType parse_dtype(const YamlField& f) {
+  const std::string s = f.as_string();
   if (s == "bfloat16" || s == "bf16") return DType::BF16;
   if (s == "float16" || s == "fp16" || s == "half") return DType::F16;
   if (s == "float32" || s == "fp32" || s == "float") return DType::F32;
-  throw_input("{}: {}: unknown dtype '{}' (expected bfloat16, float16 or float32)", c.at(n), key,
-              s);
+  f.fail(fmt::format("unknown dtype \"{}\" (expected bfloat16, float16 or float32)", s));
 }
 
 std::filesystem::path resolve(const std::filesystem::path& recipe, const std::string& spec) {
@@ -155,6 +116,17 @@ std::filesystem::path resolve(const std::filesystem::path& recipe, const std::st
   const auto beside = recipe.parent_path() / p;
   if (std::filesystem::exists(beside)) return beside;
   return p;
+}
+
+RecipeModel parse_model(const YamlField& f, const std::filesystem::path& file, MergeMethod method) {
+  const YamlMap m = f.as_map({"model", "parameters"});
+  RecipeModel rm;
+  rm.where = where(f);
+  rm.spec = m.require("model").as_string();
+  if (rm.spec.empty()) m.require("model").fail("must not be empty");
+  rm.path = resolve(file, rm.spec);
+  if (auto p = m.get("parameters")) rm.params = parse_params(*p, method);
+  return rm;
 }
 
 }  // namespace
@@ -194,78 +166,34 @@ std::optional<double> ParamValue::at(std::string_view tensor, double t) const {
 }
 
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) {
-  Ctx c{file.string()};
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw_input("{}:{}: invalid YAML: {}", c.file, e.mark.line + 1, e.msg);
-  }
-  if (!root.IsMap()) throw_input("{}: expected a mapping at the top level", c.file);
+  const std::string origin = file.string();
+  const YamlField root(origin, parse_yaml(text, origin), "", 1);
+  const YamlMap top =
+      root.as_map({"models", "base_model", "merge_method", "parameters", "dtype", "out_dtype"});
   Recipe r;
   r.file = file;
   r.text = text;
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
-  const YAML::Node method_node = root["merge_method"];
-  if (!method_node) throw_input("{}: missing key merge_method", c.file);
-  const std::string mname = scalar(c, method_node, "merge_method");
-  auto m = method_from(mname);
-  if (!m)
-    throw_input(
-        "{}: merge_method: unknown method '{}' (expected linear, task_arithmetic, ties, "
-        "dare_linear, dare_ties, model_stock, slerp)",
-        c.at(method_node), mname);
-  r.method = *m;
-  for (const auto& kv : root) {
-    const std::string k = scalar(c, kv.first, "key");
-    const YAML::Node& v = kv.second;
-    if (k == "merge_method") continue;
-    if (k == "models") {
-      if (!v.IsSequence() || v.size() == 0)
-        throw_input("{}: models: expected a non-empty list", c.at(v));
-      for (const auto& e : v) {
-        RecipeModel rm;
-        rm.where = c.at(e);
-        if (!e.IsMap())
-          throw_input("{}: models: expected {{model: PATH, parameters: ...}}", c.at(e));
-        for (const auto& mk : e) {
-          const std::string key = scalar(c, mk.first, "models");
-          if (key == "model") {
-            rm.spec = scalar(c, mk.second, "model");
-            rm.path = resolve(file, rm.spec);
-          } else if (key == "parameters") {
-            rm.params = parse_params(c, mk.second, r.method, "parameters");
-          } else {
-            throw_input("{}: models: unknown key '{}' (expected model, parameters)", c.at(mk.first),
-                        key);
-          }
-        }
-        if (rm.spec.empty()) throw_input("{}: models: entry without 'model'", c.at(e));
-        r.models.push_back(std::move(rm));
-      }
-    } else if (k == "base_model") {
-      r.base_model = resolve(file, scalar(c, v, k));
-      r.base_where = c.at(v);
-    } else if (k == "parameters") {
-      r.params = parse_params(c, v, r.method, "parameters");
-    } else if (k == "dtype") {
-      r.dtype = parse_dtype(c, v, k);
-    } else if (k == "out_dtype") {
-      r.out_dtype = parse_dtype(c, v, k);
-    } else {
-      throw_input(
-          "{}: unknown key '{}' (expected models, base_model, merge_method, parameters, dtype, "
-          "out_dtype)",
-          c.at(kv.first), k);
-    }
+  const YamlField method_field = top.require("merge_method");
+  const std::string mname = method_field.as_enum(
+      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp"});
+  r.method = *method_from(mname);
+  const YamlField models = top.require("models");
+  const auto items = models.items();
+  if (items.empty()) models.fail("expected a non-empty list");
+  for (const auto& e : items) r.models.push_back(parse_model(e, file, r.method));
+  if (auto b = top.get("base_model")) {
+    r.base_model = resolve(file, b->as_string());
+    r.base_where = where(*b);
   }
-  if (r.models.empty()) throw_input("{}: missing key models", c.file);
+  if (auto p = top.get("parameters")) r.params = parse_params(*p, r.method);
+  if (auto d = top.get("dtype")) r.dtype = parse_dtype(*d);
+  if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
 
   // Method-level rules that do not need the checkpoints.
   const bool needs_base = r.method != M::Linear;
-  if (needs_base && !r.base_model)
-    throw_input("{}: merge_method {} needs base_model", c.at(method_node), mname);
+  if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
   auto flag = [&](const std::string& key) -> std::optional<bool> {
     auto it = r.params.find(key);
     if (it == r.params.end()) return std::nullopt;
@@ -285,8 +213,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   if (r.method == M::ModelStock && flag("filter_wise").value_or(false))
     throw_input("{}: model_stock: filter_wise: true is not supported",
                 r.params.at("filter_wise").where);
-  if (r.method == M::Slerp && !r.params.count("t"))
-    throw_input("{}: slerp needs parameters: t", c.at(method_node));
+  if (r.method == M::Slerp && !r.params.count("t")) method_field.fail("slerp needs parameters: t");
   return r;
 }
 

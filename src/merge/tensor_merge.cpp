@@ -11,8 +11,8 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
-#include "kintsugi/merge/element_ops.hpp"
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/element_ops.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 
 namespace kintsugi {
 namespace {

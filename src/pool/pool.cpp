@@ -5,16 +5,6 @@
 
 namespace kintsugi {
 
-namespace {
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
-}  // namespace
-
 std::string PoolDifference::text() const {
   return fmt::format("{}: tensor {}: {}", checkpoint, tensor, what);
 }
@@ -67,23 +57,34 @@ const std::vector<std::string>& Pool::tensor_names() const {
   return members_[0].tensor_names();
 }
 
-std::vector<PoolDifference> Pool::differences() const {
+std::vector<PoolDifference> pool_differences(std::span<const HfCheckpoint* const> members) {
   std::vector<PoolDifference> out;
-  for (size_t k = 1; k < members_.size(); ++k) {
-    auto d = checkpoint_differences(members_[0], members_[k]);
+  for (size_t k = 1; k < members.size(); ++k) {
+    auto d = checkpoint_differences(*members[0], *members[k]);
     out.insert(out.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
   }
   return out;
 }
 
+void check_pool_compatible(std::span<const HfCheckpoint* const> members) {
+  const auto d = pool_differences(members);
+  if (d.size() == 1) throw_input("incompatible pool: {}", d[0].text());
+  if (d.size() > 1)
+    throw_input("incompatible pool: {} (and {} more differences)", d[0].text(), d.size() - 1);
+}
+
+std::vector<const HfCheckpoint*> Pool::pointers() const {
+  std::vector<const HfCheckpoint*> p;
+  for (const auto& m : members_) p.push_back(&m);
+  return p;
+}
+
+std::vector<PoolDifference> Pool::differences() const {
+  return pool_differences(pointers());
+}
+
 void Pool::check_compatible() const {
-  for (size_t k = 1; k < members_.size(); ++k) {
-    const auto d = checkpoint_differences(members_[0], members_[k]);
-    if (d.empty()) continue;
-    const size_t total = differences().size();
-    if (total == 1) throw_input("incompatible pool: {}", d[0].text());
-    throw_input("incompatible pool: {} (and {} more differences)", d[0].text(), total - 1);
-  }
+  check_pool_compatible(pointers());
 }
 
 }  // namespace kintsugi

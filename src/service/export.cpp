@@ -10,7 +10,7 @@
 #include "kintsugi/io/safetensors.hpp"
 #include "kintsugi/merge/engine.hpp"
 #include "kintsugi/merge/recipe.hpp"
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/service/session.hpp"
 

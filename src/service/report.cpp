@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
+#include "kintsugi/config/job.hpp"
 #include "kintsugi/search/pareto.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
@@ -26,15 +28,14 @@ std::vector<double> row(const std::vector<double>& v, size_t r, size_t width) {
                              v.begin() + static_cast<long>((r + 1) * width));
 }
 
-// Lower-is-better tasks are the ones scored in bits per byte; the state keeps
-// their metric in the stored settings.
+// Each task's direction from its metric, which the state keeps among the
+// job's settings ("tasks.<name>.metric").
 std::vector<bool> higher_is_better(const RunState& s) {
+  const std::map<std::string, std::string> settings(s.meta.settings.begin(), s.meta.settings.end());
   std::vector<bool> h;
   for (const auto& t : s.meta.task_names) {
-    bool hib = true;
-    for (const auto& [k, v] : s.meta.settings)
-      if (k == fmt::format("tasks.{}.metric", t) && v == "bits_per_byte") hib = false;
-    h.push_back(hib);
+    const auto it = settings.find(fmt::format("tasks.{}.metric", t));
+    h.push_back(it == settings.end() || metric_higher_is_better(it->second));
   }
   return h;
 }

@@ -76,7 +76,7 @@ std::vector<std::string> Runtime::task_names() const {
 
 std::vector<bool> Runtime::higher_is_better() const {
   std::vector<bool> h;
-  for (const auto& t : job_.tasks) h.push_back(primary_metric(t) != "bits_per_byte");
+  for (const auto& t : job_.tasks) h.push_back(t.higher_is_better());
   return h;
 }
 

@@ -19,22 +19,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string broadcast_text(const std::string& text) {
-  uint64_t size = text.size();
-  MPI_CHECK(MPI_Bcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
-  std::string out = text;
-  out.resize(size);
-  if (size > 0)
-    MPI_CHECK(MPI_Bcast(out.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD));
-  return out;
-}
-
-bool broadcast_flag(bool flag) {
-  int v = flag ? 1 : 0;
-  MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD));
-  return v != 0;
-}
-
 // Scores one model on this rank's group. Every rank of the group gets the same
 // result; a failure (an exception, a score that is not finite) is recorded.
 Scored score_one(Runtime& rt, const json& model, const std::string& split) {
@@ -114,7 +98,7 @@ std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
     const bool more = first + groups < n;
     if (abandonable && more) {
       const bool requested = world_rank() == 0 && stop && stop->load();
-      if (broadcast_flag(requested)) return std::nullopt;
+      if (broadcast_flag(requested, MPI_COMM_WORLD)) return std::nullopt;
     }
   }
   return results;
@@ -159,7 +143,7 @@ std::optional<std::vector<Scored>> Coordinator::score(const std::vector<ModelReq
       list.push_back({{"weights", m.weights}});
   }
   const json cmd{{"op", "score"}, {"split", split}, {"abandonable", abandonable}, {"models", list}};
-  broadcast_text(cmd.dump());
+  broadcast_string(cmd.dump(), MPI_COMM_WORLD);
   return run_score(runtime_, cmd, stop_);
 }
 
@@ -170,19 +154,19 @@ void Coordinator::merge(const std::string& recipe_text, const std::filesystem::p
                  {"recipe_path", recipe_path.string()},
                  {"out", out_dir.string()},
                  {"seed", seed}};
-  broadcast_text(cmd.dump());
+  broadcast_string(cmd.dump(), MPI_COMM_WORLD);
   run_merge_command(cmd);
 }
 
 void Coordinator::finish() {
   finished_ = true;
-  broadcast_text(json{{"op", "finish"}}.dump());
+  broadcast_string(json{{"op", "finish"}}.dump(), MPI_COMM_WORLD);
 }
 
 void serve(Runtime& runtime) {
   KS_CHECK(world_rank() != 0, "rank 0 coordinates; it does not serve");
   while (true) {
-    const json cmd = json::parse(broadcast_text(""));
+    const json cmd = json::parse(broadcast_string("", MPI_COMM_WORLD));
     const std::string op = cmd["op"].get<std::string>();
     if (op == "finish") return;
     if (op == "score")

@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 
 #include "kintsugi/common/error.hpp"
-#include "kintsugi/state/atomic_file.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/state/hdf5.hpp"
 #include "kintsugi/state/record_io.hpp"
 
@@ -277,7 +277,8 @@ TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals) {
 
 void save_state(const fs::path& path, const RunState& state) {
   const std::string name = path.string();
-  atomic_replace(path, [&](const fs::path& tmp) { write_state_file(tmp, name, state); });
+  atomic_replace(
+      path, [&](const fs::path& tmp) { write_state_file(tmp, name, state); }, KeepPrevious::Yes);
 }
 
 RunState load_state(const fs::path& path) {

@@ -20,15 +20,15 @@ expect() {  # expected-substring, recipe text
   [[ ! -e out && ! -e out.partial ]] || { echo "FAIL: output left behind"; exit 1; }
   echo "ok: $err"
 }
-expect "bad.yaml:4: unknown key 'modelz'" $'merge_method: linear\nmodels:\n  - model: pool/m1\nmodelz: []'
-expect "bad.yaml:2: unknown key 'modelz'" $'merge_method: linear\nmodelz: 1\nmodels:\n  - model: pool/m1'
-expect "bad.yaml:1: merge_method: unknown method 'frankenmerge'" $'merge_method: frankenmerge\nmodels:\n  - model: pool/m1'
-expect "bad.yaml:4: weight: expected a number, got 'heavy'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: heavy}'
-expect "bad.yaml:5: parameters: unknown parameter 'density' for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters:\n      density: 0.5\n      weight: 1'
-expect "bad.yaml:3: normalize: expected true or false" $'merge_method: linear\nparameters:\n  normalize: 3\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "bad.yaml:4: modelz: unknown key (known keys: models," $'merge_method: linear\nmodels:\n  - model: pool/m1\nmodelz: []'
+expect "bad.yaml:2: modelz: unknown key" $'merge_method: linear\nmodelz: 1\nmodels:\n  - model: pool/m1'
+expect 'bad.yaml:1: merge_method: "frankenmerge" is not one of: linear, task_arithmetic,' $'merge_method: frankenmerge\nmodels:\n  - model: pool/m1'
+expect 'bad.yaml:4: models[0].parameters.weight: expected a number, got "heavy"' $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: heavy}'
+expect "bad.yaml:5: models[0].parameters.density: unknown parameter for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters:\n      density: 0.5\n      weight: 1'
+expect 'bad.yaml:3: parameters.normalize: expected true or false, got "3"' $'merge_method: linear\nparameters:\n  normalize: 3\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
 expect "needs base_model" $'merge_method: ties\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
-expect "bad.yaml:4: invalid YAML" $'merge_method: linear\nmodels: [ {model: pool/m1\n'
-expect "pool/odd: tensor model.layers.1.mlp.up_proj.weight: shape [32,48]" $'merge_method: task_arithmetic\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/odd\n    parameters: {weight: 1}'
+expect "bad.yaml:4:1: YAML syntax error" $'merge_method: linear\nmodels: [ {model: pool/m1\n'
+expect "incompatible pool: pool/odd: tensor model.layers.1.mlp.up_proj.weight: shape [32, 48] here," $'merge_method: task_arithmetic\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/odd\n    parameters: {weight: 1}'
 expect "pool/nothere" $'merge_method: linear\nmodels:\n  - model: pool/nothere\n    parameters: {weight: 1}'
 expect "slerp merges the base with exactly one other model" $'merge_method: slerp\nbase_model: pool/base\nparameters: {t: 0.5}\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 expect "no value of parameter 'weight'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n  - model: pool/m2'

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "kintsugi/io/safetensors.hpp"
-#include "kintsugi/model/model_config.hpp"
-#include "kintsugi/shard/tp_plan.hpp"
+#include "kintsugi/pool/model_config.hpp"
+#include "kintsugi/pool/tp_plan.hpp"
 
 namespace kintsugi::test {
 

@@ -5,8 +5,8 @@
 #include <map>
 #include <memory>
 
-#include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "test_eval_demo.hpp"
 
 using namespace kintsugi;

@@ -7,8 +7,8 @@
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/builtin_evaluator.hpp"
-#include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "test_eval_demo.hpp"
 #include "test_eval_naive.hpp"
 

@@ -6,10 +6,10 @@
 #include <random>
 #include <vector>
 
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
 #if KINTSUGI_HAVE_CUDA
-#include "kintsugi/merge/kernels_cuda.hpp"
+#include "kintsugi/kernels/merge_kernels_cuda.hpp"
 #endif
 
 using namespace kintsugi;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 
 using namespace kintsugi;
 

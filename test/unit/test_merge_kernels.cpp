@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
 
 using namespace kintsugi;

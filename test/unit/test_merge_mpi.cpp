@@ -7,7 +7,7 @@
 
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
-#include "kintsugi/shard/flat_plan.hpp"
+#include "kintsugi/pool/flat_plan.hpp"
 
 using namespace kintsugi;
 

@@ -70,23 +70,31 @@ TEST_CASE("recipe: errors name file and line", "[merge][recipe]") {
     }
     return std::string("no error");
   };
-  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    weight: 1\n"),
-             Catch::Contains("r.yaml:4: models: unknown key 'weight'"));
+  CHECK_THAT(
+      err("merge_method: linear\nmodels:\n  - model: a\n    weight: 1\n"),
+      Catch::Contains("r.yaml:4: models[0].weight: unknown key (known keys: model, parameters)"));
   CHECK_THAT(err("merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n"),
              Catch::Contains("slerp needs parameters: t"));
   CHECK_THAT(
       err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [1]\n"),
-      Catch::Contains("r.yaml:5: weight: a gradient needs at least two values"));
+      Catch::Contains(
+          "r.yaml:5: models[0].parameters.weight: a gradient needs at least two values"));
   CHECK_THAT(err("merge_method: ties\nbase_model: b\nparameters:\n  rescale: true\nmodels:\n  - "
                  "model: a\n"),
              Catch::Contains("r.yaml:4: ties: rescale: true"));
   CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\ndtype: float8\n"),
-             Catch::Contains("r.yaml:4: dtype: unknown dtype 'float8'"));
+             Catch::Contains("r.yaml:4: dtype: unknown dtype \"float8\""));
   CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight:\n    "
                  "    - filter: x\n"),
-             Catch::Contains("r.yaml:6: weight: entry without a value"));
-  CHECK_THAT(err("- 1\n- 2\n"), Catch::Contains("r.yaml: expected a mapping"));
-  CHECK_THAT(err("models: []\n"), Catch::Contains("missing key merge_method"));
+             Catch::Contains("r.yaml:6: models[0].parameters.weight[0]: entry without a value"));
+  CHECK_THAT(err("- 1\n- 2\n"), Catch::Contains("r.yaml:1: expected a map, got a list"));
+  CHECK_THAT(err("models: []\n"), Catch::Contains("r.yaml:1: merge_method: missing required key"));
+  // One strict reader for recipes and jobs: a key given twice is an error.
+  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\nmerge_method: ties\n"),
+             Catch::Contains("r.yaml:4: merge_method: duplicate key"));
+  CHECK_THAT(
+      err("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1, weight: 2}\n"),
+      Catch::Contains("r.yaml:4: models[0].parameters.weight: duplicate key"));
 }
 
 TEST_CASE("sha256 known answers", "[merge][recipe]") {

@@ -5,7 +5,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/io/safetensors.hpp"
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "test_eval_naive.hpp"
 #include "test_support.hpp"
 

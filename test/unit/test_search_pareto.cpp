@@ -16,8 +16,8 @@ namespace {
 using Points = std::vector<std::vector<double>>;
 
 double uniform(uint32_t a, uint32_t b, uint32_t c) {
-  const auto r = philox4x32_10({a, b, c, 0}, {17, 0});
-  return uniform_open0((static_cast<uint64_t>(r[0]) << 32) | r[1]);
+  const auto r = philox4x32_10({{a, b, c, 0}}, 17, 0);
+  return uniform_open0((static_cast<uint64_t>(r.v[0]) << 32) | r.v[1]);
 }
 
 // Counts the unit cells [c, c+1]^d (c in {0..side-1}^d) inside some box [0, p].

@@ -1,5 +1,5 @@
-// Philox4x32-10 against Random123's published known-answer vectors, and the
-// normal numbers built on it.
+// The optimizers' normal numbers built on Philox (its known-answer vectors:
+// test_common_philox.cpp).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -7,17 +7,6 @@
 #include "kintsugi/search/philox.hpp"
 
 using namespace kintsugi::search;
-
-TEST_CASE("philox4x32_10 matches Random123's known-answer vectors", "[search][philox]") {
-  CHECK(philox4x32_10({0, 0, 0, 0}, {0, 0}) ==
-        PhiloxCounter{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u});
-  CHECK(philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
-                      {0xffffffffu, 0xffffffffu}) ==
-        PhiloxCounter{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu});
-  CHECK(philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
-                      {0xa4093822u, 0x299f31d0u}) ==
-        PhiloxCounter{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u});
-}
 
 TEST_CASE("uniform_open0 maps 64-bit words into (0, 1]", "[search][philox]") {
   CHECK(uniform_open0(0) == 0x1.0p-53);

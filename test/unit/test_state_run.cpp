@@ -12,7 +12,7 @@
 #include <random>
 
 #include "kintsugi/common/error.hpp"
-#include "kintsugi/state/atomic_file.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/state/hdf5.hpp"
 #include "kintsugi/state/run_state.hpp"
 #include "test_state_support.hpp"

@@ -21,6 +21,12 @@ struct PoolConfig {
 enum class TaskKind { Generate, Choice, Perplexity };
 std::string_view task_kind_name(TaskKind kind);  // "generate", "choice", "perplexity"
 
+// A task kind's metric when the job names none: exact_match, acc, bits_per_byte.
+std::string_view default_metric(TaskKind kind);
+// The one rule for a score's direction, used by the search, baselines and the
+// report alike: every metric is higher-is-better but bits_per_byte.
+bool metric_higher_is_better(std::string_view metric);
+
 struct TaskConfig {
   std::string name;  // tasks[i].name, unique
   // tasks[i].file: a path that may hold "{split}", replaced by the split name
@@ -39,7 +45,9 @@ struct TaskConfig {
   bool ignore_case = false;  // normalization before exact_match (whitespace is always stripped)
 
   std::filesystem::path file_for(const std::string& split_name) const;
-  bool higher_is_better() const { return metric != "bits_per_byte"; }
+  // The metric the task reports as its score: `metric`, or the kind's default.
+  std::string primary_metric() const;
+  bool higher_is_better() const { return metric_higher_is_better(primary_metric()); }
 };
 
 struct EvaluatorConfig {

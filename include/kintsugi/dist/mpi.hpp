@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kintsugi/common/error.hpp"
 
@@ -25,6 +27,23 @@ class MpiSession {
 
 int world_rank();
 int world_size();
+int comm_rank(MPI_Comm comm);
+int comm_size(MPI_Comm comm);
+
+// The collectives on text and flags that the modules above need (commands,
+// scores as JSON, folder names, error messages); no module writes its own.
+// `text` as rank `root` has it, on every rank of `comm` (any length).
+std::string broadcast_string(const std::string& text, MPI_Comm comm, int root = 0);
+// `flag` as rank `root` has it, on every rank of `comm`.
+bool broadcast_flag(bool flag, MPI_Comm comm, int root = 0);
+// Every rank's `mine` in rank order on rank `root`; empty on the others.
+std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm, int root = 0);
+
+// Runs `f` on rank `root` of `comm` and makes its outcome everyone's: when it
+// throws, every rank throws the same error (InputError stays an InputError,
+// anything else becomes a RuntimeError) with the same message.
+template <typename F>
+void run_on_root(MPI_Comm comm, F&& f, int root = 0);
 
 // MPI datatype for a C++ type used in collectives.
 template <typename T>
@@ -52,6 +71,31 @@ inline MPI_Datatype mpi_type<uint64_t>() {
 template <>
 inline MPI_Datatype mpi_type<uint8_t>() {
   return MPI_UINT8_T;
+}
+
+namespace dist_detail {
+enum class Outcome : int { Ok = 0, Input = 1, Runtime = 2 };
+// Broadcasts root's outcome and throws it on every rank.
+void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, int root);
+}  // namespace dist_detail
+
+template <typename F>
+void run_on_root(MPI_Comm comm, F&& f, int root) {
+  using dist_detail::Outcome;
+  Outcome outcome = Outcome::Ok;
+  std::string message;
+  if (comm_rank(comm) == root) {
+    try {
+      std::forward<F>(f)();
+    } catch (const InputError& e) {
+      outcome = Outcome::Input;
+      message = e.what();
+    } catch (const std::exception& e) {
+      outcome = Outcome::Runtime;
+      message = e.what();
+    }
+  }
+  dist_detail::share_outcome(outcome, message, comm, root);
 }
 
 }  // namespace kintsugi

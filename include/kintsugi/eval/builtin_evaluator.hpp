@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "kintsugi/eval/task.hpp"
-#include "kintsugi/model/model_shard.hpp"
+#include "kintsugi/pool/model_shard.hpp"
 #include "kintsugi/tokenizer/byte_tokenizer.hpp"
 
 namespace kintsugi {

@@ -28,7 +28,4 @@ struct EvalGroups {
   }
 };
 
-// Gathers one string from every rank to rank 0 (in rank order; empty elsewhere).
-std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm);
-
 }  // namespace kintsugi

@@ -35,7 +35,4 @@ struct EvalTask {
 };
 EvalTask load_task(const TaskConfig& config, const std::string& split);
 
-// The metric a task reports as its score (config.metric or the kind's default).
-std::string primary_metric(const TaskConfig& config);
-
 }  // namespace kintsugi

@@ -33,6 +33,9 @@ struct TensorInfo {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// A shape as every message and listing prints it: "[2, 3]" ("[]" for a scalar).
+std::string shape_text(const std::vector<int64_t>& shape);
+
 using Metadata = std::map<std::string, std::string>;
 
 class SafetensorsFile {

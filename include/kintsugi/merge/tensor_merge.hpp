@@ -13,7 +13,7 @@
 
 #include "kintsugi/io/dtype.hpp"
 #include "kintsugi/merge/recipe.hpp"
-#include "kintsugi/shard/flat_plan.hpp"
+#include "kintsugi/pool/flat_plan.hpp"
 
 namespace kintsugi {
 

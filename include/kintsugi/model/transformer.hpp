@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "kintsugi/model/model_shard.hpp"
+#include "kintsugi/pool/model_shard.hpp"
 
 namespace kintsugi {
 

@@ -3,6 +3,7 @@
 // shapes and dtypes; each gets a fingerprint so a resumed job can refuse a
 // pool whose files changed.
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,13 @@ struct PoolDifference {
 std::vector<PoolDifference> checkpoint_differences(const HfCheckpoint& reference,
                                                    const HfCheckpoint& other);
 
+// Every difference of each member from the first (the pool's one
+// compatibility rule, for a search's pool and a merge recipe's models alike).
+std::vector<PoolDifference> pool_differences(std::span<const HfCheckpoint* const> members);
+// Throws InputError "incompatible pool: <first difference> (and N more
+// differences)" when a member differs from the first.
+void check_pool_compatible(std::span<const HfCheckpoint* const> members);
+
 class Pool {
  public:
   // Opens every path as an HfCheckpoint (throws InputError on an unreadable
@@ -44,6 +52,8 @@ class Pool {
   void check_compatible() const;
 
  private:
+  std::vector<const HfCheckpoint*> pointers() const;
+
   std::vector<HfCheckpoint> members_;
 };
 

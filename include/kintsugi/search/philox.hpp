@@ -1,6 +1,6 @@
 #pragma once
-// Counter-based random numbers for the optimizers: Philox4x32-10 (Salmon et al.,
-// "Parallel random numbers: as easy as 1, 2, 3", SC'11) plus Box–Muller.
+// The optimizers' random numbers: Box–Muller normals on the product's one
+// Philox4x32-10 generator (common/philox.hpp).
 //
 // Why counter-based and not a std::mt19937 stream: every random number the
 // search uses is a pure function of (seed, restart, generation, sample index,
@@ -11,13 +11,9 @@
 #include <array>
 #include <cstdint>
 
+#include "kintsugi/common/philox.hpp"
+
 namespace kintsugi::search {
-
-using PhiloxCounter = std::array<uint32_t, 4>;
-using PhiloxKey = std::array<uint32_t, 2>;
-
-// One Philox4x32 block with 10 rounds: four 32-bit outputs for (counter, key).
-PhiloxCounter philox4x32_10(PhiloxCounter counter, PhiloxKey key);
 
 // A double in (0, 1] from the top 53 bits of a 64-bit word (never 0, so log() is finite).
 double uniform_open0(uint64_t bits);

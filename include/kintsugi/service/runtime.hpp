@@ -13,8 +13,8 @@
 #include "kintsugi/eval/eval_groups.hpp"
 #include "kintsugi/eval/task.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
-#include "kintsugi/model/model_shard.hpp"
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/model_shard.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/tokenizer/byte_tokenizer.hpp"
 
 namespace kintsugi {

@@ -105,7 +105,7 @@ struct RunState {
   TestScores test;
 };
 
-// Writes `state` to `path` atomically (see atomic_file.hpp). RuntimeError on I/O
+// Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
 // failure; the previous state stays in place.
 void save_state(const std::filesystem::path& path, const RunState& state);
 

@@ -7,7 +7,7 @@
 #include <span>
 
 #include "kintsugi/io/dtype.hpp"
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 
 namespace kintsugi::cuda {
 

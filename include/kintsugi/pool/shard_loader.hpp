@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "kintsugi/io/hf_checkpoint.hpp"
-#include "kintsugi/model/model_shard.hpp"
+#include "kintsugi/pool/model_shard.hpp"
 
 namespace kintsugi {
 

@@ -1,4 +1,4 @@
-#include "kintsugi/shard/flat_plan.hpp"
+#include "kintsugi/pool/flat_plan.hpp"
 
 #include <algorithm>
 

@@ -7,11 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define KS_HD __host__ __device__ __forceinline__
-#else
-#define KS_HD inline
-#endif
+#include "kintsugi/common/philox.hpp"
 
 namespace kintsugi::ops {
 
@@ -110,30 +106,13 @@ KS_HD uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | (a >> 13));
 }
 
-// Philox4x32-10 (Salmon et al. 2011), one block.
-struct U32x4 {
-  uint32_t v[4];
-};
-KS_HD void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
-  const uint64_t p = static_cast<uint64_t>(a) * b;
-  hi = static_cast<uint32_t>(p >> 32);
-  lo = static_cast<uint32_t>(p);
-}
-KS_HD U32x4 philox4x32_10(U32x4 c, uint32_t k0, uint32_t k1) {
-  for (int r = 0; r < 10; ++r) {
-    uint32_t hi0, lo0, hi1, lo1;
-    mulhilo(0xD2511F53u, c.v[0], hi0, lo0);
-    mulhilo(0xCD9E8D57u, c.v[2], hi1, lo1);
-    c = U32x4{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return c;
-}
+// DARE's keep decision for element `index` of input `input`: a uniform number
+// in [0, 1) with 24 bits, from Philox block index / 4 keyed by the merge's
+// seed key, so the mask depends on (seed, tensor, input, element) alone.
 KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
   const uint64_t block = index >> 2;
-  const U32x4 r = philox4x32_10(
-      U32x4{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), input, 0u}},
+  const Philox4x32 r = philox4x32_10(
+      Philox4x32{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), input, 0u}},
       static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
   return static_cast<float>(r.v[index & 3u] >> 8) * 5.9604644775390625e-8f;  // * 2^-24
 }

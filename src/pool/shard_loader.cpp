@@ -1,4 +1,4 @@
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 
 #include <fmt/ranges.h>
 
@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "kintsugi/common/error.hpp"
-#include "kintsugi/merge/kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 
 namespace kintsugi {
 
@@ -17,8 +17,8 @@ namespace {
 std::vector<std::byte> read_slice(const HfCheckpoint& ck, const TpTensor& t, const TpSlice& s) {
   const TensorInfo& info = ck.info(t.name);
   if (info.shape != t.shape) {
-    throw_input("{}: tensor {}: shape [{}] but config.json implies [{}]", ck.path().string(),
-                t.name, fmt::join(info.shape, ", "), fmt::join(t.shape, ", "));
+    throw_input("{}: tensor {}: shape {} but config.json implies {}", ck.path().string(), t.name,
+                shape_text(info.shape), shape_text(t.shape));
   }
   if (!dtype_is_float(info.dtype))
     throw_input("{}: tensor {}: dtype {} is not a floating type", ck.path().string(), t.name,

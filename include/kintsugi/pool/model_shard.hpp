@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "kintsugi/model/model_config.hpp"
-#include "kintsugi/shard/tp_plan.hpp"
+#include "kintsugi/pool/model_config.hpp"
+#include "kintsugi/pool/tp_plan.hpp"
 
 namespace kintsugi {
 

@@ -1,4 +1,4 @@
-#include "kintsugi/model/model_config.hpp"
+#include "kintsugi/pool/model_config.hpp"
 
 #include <optional>
 

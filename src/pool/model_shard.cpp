@@ -1,4 +1,4 @@
-#include "kintsugi/model/model_shard.hpp"
+#include "kintsugi/pool/model_shard.hpp"
 
 #include <algorithm>
 

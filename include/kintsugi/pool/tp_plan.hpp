@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "kintsugi/model/model_config.hpp"
+#include "kintsugi/pool/model_config.hpp"
 
 namespace kintsugi {
 

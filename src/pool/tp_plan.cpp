@@ -1,4 +1,4 @@
-#include "kintsugi/shard/tp_plan.hpp"
+#include "kintsugi/pool/tp_plan.hpp"
 
 #include <fmt/format.h>
 
