@@ -151,40 +151,42 @@ DType parse_bench_dtype(const std::string& s) {
   throw_input("bench merge: --dtype {}: expected bf16, fp16 or fp32", s);
 }
 
-int run_bench(const BenchArgs& a) {
-  const DType dt = parse_bench_dtype(a.dtype);
+void check_args(const BenchArgs& a) {
   if (a.checkpoints < 1 || a.checkpoints > kMaxMergeInputs)
     throw_input("bench merge: --checkpoints out of range");
   if (a.mib < 1) throw_input("bench merge: --mib must be at least 1");
   if (!a.dir.empty() && fs::exists(a.dir) && !fs::is_directory(a.dir))
     throw_input("bench merge: --dir {}: exists and is not a folder", a.dir);
-  const int rank = world_rank();
-  const size_t N = a.checkpoints;
-  const size_t es = dtype_size(dt);
-  const size_t n = a.mib * (size_t{1} << 20) / es;
-  const double useful = static_cast<double>((N + 1) * n * es);  // bytes read + written
+}
 
-  Triad triad(std::max<size_t>(a.mib, 128) << 20);
-
-  // Inputs: random values in the checkpoint dtype.
-  std::vector<std::vector<std::byte>> in(N, std::vector<std::byte>(n * es));
-  {
-    std::vector<float> f(n);
-    for (size_t i = 0; i < N; ++i) {
-      std::mt19937 rng(static_cast<unsigned>(i + 1));
-      std::normal_distribution<float> d(0.0f, 0.02f);
-      for (auto& x : f) x = d(rng);
-      convert_from_f32(dt, f.data(), in[i].data(), n);
-    }
+// N inputs of n values each: normal(0, 0.02) in the checkpoint dtype, seeded by input.
+std::vector<std::vector<std::byte>> random_inputs(size_t N, size_t n, DType dt) {
+  std::vector<std::vector<std::byte>> in(N, std::vector<std::byte>(n * dtype_size(dt)));
+  std::vector<float> f(n);
+  for (size_t i = 0; i < N; ++i) {
+    std::mt19937 rng(static_cast<unsigned>(i + 1));
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    for (auto& x : f) x = d(rng);
+    convert_from_f32(dt, f.data(), in[i].data(), n);
   }
-  std::vector<const void*> ptrs;
-  for (auto& v : in) ptrs.push_back(v.data());
-  // The weights `kintsugi merge` derives from the recipe below (1 each,
-  // normalized in double), so the file merge must reproduce `out` exactly.
-  std::vector<float> w(N, static_cast<float>(1.0 / static_cast<double>(N)));
-  std::vector<std::byte> out(n * es), out_naive(n * es);
+  return in;
+}
 
-  // The naive alternative: N passes over an fp32 accumulator.
+// Best seconds of each in-memory measurement.
+struct MemorySeconds {
+  double triad = 1e300, kernel = 1e300, naive = 1e300;
+};
+
+// 1-3. Memory bandwidth, the fused kernel into `out` and the naive
+// alternative (N passes over an fp32 accumulator), interleaved so that all
+// three see the same machine (a shared VM's bandwidth drifts by tens of
+// percent from one second to the next); the best of each is kept.
+MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::byte>>& in, DType dt,
+                             const std::vector<float>& w, std::vector<std::byte>& out, int repeat) {
+  const size_t N = in.size(), es = dtype_size(dt), n = out.size() / es;
+  std::vector<const void*> ptrs;
+  for (const auto& v : in) ptrs.push_back(v.data());
+  std::vector<std::byte> out_naive(n * es);
   std::vector<float> acc(n), tmp(n);
   const auto nn = static_cast<long long>(n);
   auto naive_merge = [&] {
@@ -197,72 +199,74 @@ int run_bench(const BenchArgs& a) {
     }
     convert_from_f32(dt, acc.data(), out_naive.data(), n);
   };
-
-  // 1-3. Memory bandwidth, the fused kernel and the naive merge, interleaved
-  // so that all three see the same machine (a shared VM's bandwidth drifts by
-  // tens of percent from one second to the next); the best of each is kept.
-  double t_triad = 1e300, tk = 1e300, tn = 1e300;
-  for (int r = 0; r < a.repeat; ++r) {
-    t_triad = std::min(t_triad, seconds_of([&] { triad.run(); }));
-    tk = std::min(tk, seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); }));
-    tn = std::min(tn, seconds_of(naive_merge));
+  MemorySeconds t;
+  for (int r = 0; r < repeat; ++r) {
+    t.triad = std::min(t.triad, seconds_of([&] { triad.run(); }));
+    t.kernel =
+        std::min(t.kernel, seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); }));
+    t.naive = std::min(t.naive, seconds_of(naive_merge));
   }
   // Every result is checked: the naive loop does the same fp32 operations in
   // the same order, so the two must agree bit for bit.
   check_same(out, out_naive, es, "the fused kernel", "the naive merge");
-  const double ranks = world_size();
-  const double stream = ranks * triad.bytes() / t_triad / 1e9;
-  const double kernel = ranks * useful / tk / 1e9;
-  const double naive = ranks * useful / tn / 1e9;
+  return t;
+}
 
-  // 4. File to file: N single-file checkpoints of 8 tensors each, linear recipe.
-  const fs::path dir =
-      a.dir.empty() ? fs::temp_directory_path() / fmt::format("kintsugi-bench-merge-{}", ::getpid())
-                    : fs::path(a.dir);
-  if (rank == 0) {
-    fs::create_directories(dir);
-    const size_t parts = kFileParts, per = n / parts;
-    for (size_t i = 0; i < N; ++i) {
-      std::vector<TensorData> td;
-      for (size_t p = 0; p < parts; ++p) {
-        const size_t cnt = p + 1 == parts ? n - per * (parts - 1) : per;
-        TensorData t;
-        t.spec = {fmt::format("model.layers.{}.mlp.weight", p), dt, {static_cast<int64_t>(cnt)}};
-        t.bytes.assign(in[i].begin() + static_cast<long>(p * per * es),
-                       in[i].begin() + static_cast<long>((p * per + cnt) * es));
-        td.push_back(std::move(t));
-      }
-      fs::create_directories(dir / fmt::format("ckpt{}", i));
-      write_safetensors(dir / fmt::format("ckpt{}", i) / "model.safetensors", td);
+// Rank 0 writes the inputs as N single-file checkpoints of kFileParts
+// tensors each (dir/ckpt<i>) and a linear recipe of them (dir/recipe.yaml).
+void write_bench_pool(const fs::path& dir, const std::vector<std::vector<std::byte>>& in, DType dt,
+                      size_t n) {
+  const size_t N = in.size(), es = dtype_size(dt);
+  fs::create_directories(dir);
+  const size_t parts = kFileParts, per = n / parts;
+  for (size_t i = 0; i < N; ++i) {
+    std::vector<TensorData> td;
+    for (size_t p = 0; p < parts; ++p) {
+      const size_t cnt = p + 1 == parts ? n - per * (parts - 1) : per;
+      TensorData t;
+      t.spec = {fmt::format("model.layers.{}.mlp.weight", p), dt, {static_cast<int64_t>(cnt)}};
+      t.bytes.assign(in[i].begin() + static_cast<long>(p * per * es),
+                     in[i].begin() + static_cast<long>((p * per + cnt) * es));
+      td.push_back(std::move(t));
     }
-    std::string y = "merge_method: linear\nmodels:\n";
-    for (size_t i = 0; i < N; ++i)
-      y += fmt::format("  - model: ckpt{}\n    parameters: {{weight: 1.0}}\n", i);
-    FILE* f = std::fopen((dir / "recipe.yaml").c_str(), "w");
-    KS_CHECK(f != nullptr, "write the bench recipe");
-    std::fputs(y.c_str(), f);
-    std::fclose(f);
+    fs::create_directories(dir / fmt::format("ckpt{}", i));
+    write_safetensors(dir / fmt::format("ckpt{}", i) / "model.safetensors", td);
   }
-  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  in.clear();
-  in.shrink_to_fit();
+  std::string y = "merge_method: linear\nmodels:\n";
+  for (size_t i = 0; i < N; ++i)
+    y += fmt::format("  - model: ckpt{}\n    parameters: {{weight: 1.0}}\n", i);
+  FILE* f = std::fopen((dir / "recipe.yaml").c_str(), "w");
+  KS_CHECK(f != nullptr, "write the bench recipe");
+  std::fputs(y.c_str(), f);
+  std::fclose(f);
+}
+
+struct FileMerge {
+  double seconds = 1e300;  // best of the timed runs
+  MergeReport report;
+};
+
+// 4. File to file: `kintsugi merge` of dir/recipe.yaml into dir/out on every
+// rank, best of `repeat` runs after one that warms the page cache; rank 0
+// checks the merged tensors against the fused kernel's `out`.
+FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out, size_t es,
+                          int repeat) {
+  const int rank = world_rank();
   const Recipe recipe = parse_recipe_file(dir / "recipe.yaml");
   MergeOptions mo;
   mo.out_dir = dir / "out";
   mo.progress = false;
-  MergeReport rep;
-  double tf = 1e300;
-  for (int r = 0; r < a.repeat + 1; ++r) {  // the first run warms the page cache
+  FileMerge fm;
+  for (int r = 0; r < repeat + 1; ++r) {  // the first run warms the page cache
     // Each run writes a new folder, as a user's merge does; removing the
     // previous one (freeing its pages) is not part of the merge.
     if (rank == 0) fs::remove_all(mo.out_dir);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     const double t0 = now();
-    rep = run_merge(recipe, mo, MPI_COMM_WORLD);
+    fm.report = run_merge(recipe, mo, MPI_COMM_WORLD);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    if (r > 0) tf = std::min(tf, now() - t0);
+    if (r > 0) fm.seconds = std::min(fm.seconds, now() - t0);
   }
-  const double file = static_cast<double>(rep.bytes_read + rep.bytes_written) / tf / 1e9;
   if (rank == 0) {
     const HfCheckpoint merged = HfCheckpoint::open(mo.out_dir);
     std::vector<std::byte> got;
@@ -273,68 +277,128 @@ int run_bench(const BenchArgs& a) {
     }
     check_same(out, got, es, "the fused kernel", "the file-to-file merge");
   }
+  return fm;
+}
 
-  // 5. What the page cache itself costs on this file system, measured the
-  // same way: writing a new file of one output's size (positional writes in
-  // the engine's chunks, fsync), and first touch of a cached input's mapping.
-  double t_write = 1e300, t_map = 1e300;
-  if (rank == 0)
-    for (int r = 0; r < a.repeat; ++r) {
-      t_write = std::min(t_write, page_cache_write_seconds(dir / "pagecache.bin", out, es));
-      t_map = std::min(t_map, first_touch_seconds(dir / "ckpt0" / "model.safetensors"));
+struct PageCacheSeconds {
+  double write = 1e300, first_touch = 1e300;
+};
+
+// 5. What the page cache itself costs on this file system, measured the same
+// way (rank 0): writing a new file of one output's size (positional writes in
+// the engine's chunks, fsync), and first touch of a cached input's mapping.
+PageCacheSeconds time_page_cache(const fs::path& dir, const std::vector<std::byte>& out, size_t es,
+                                 int repeat) {
+  PageCacheSeconds t;
+  if (world_rank() == 0)
+    for (int r = 0; r < repeat; ++r) {
+      t.write = std::min(t.write, page_cache_write_seconds(dir / "pagecache.bin", out, es));
+      t.first_touch =
+          std::min(t.first_touch, first_touch_seconds(dir / "ckpt0" / "model.safetensors"));
     }
-  const double write_gbps = static_cast<double>(n * es) / t_write / 1e9;
-  const double map_gbps = static_cast<double>(n * es) / t_map / 1e9;
+  return t;
+}
+
+// The figures, in GB/s of bytes read + written.
+struct MergeFigures {
+  double stream, kernel, naive, file, write, map, ceiling;
+};
+
+MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, const FileMerge& fm,
+                        const PageCacheSeconds& pc, size_t N, size_t out_bytes) {
+  const double useful = static_cast<double>((N + 1) * out_bytes);  // bytes read + written
+  const double ranks = world_size();
+  MergeFigures f;
+  f.stream = ranks * triad.bytes() / mem.triad / 1e9;
+  f.kernel = ranks * useful / mem.kernel / 1e9;
+  f.naive = ranks * useful / mem.naive / 1e9;
+  f.file = static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / fm.seconds / 1e9;
+  f.write = static_cast<double>(out_bytes) / pc.write / 1e9;
+  f.map = static_cast<double>(out_bytes) / pc.first_touch / 1e9;
   // With no overlap between them: the kernel, N inputs' first touch, one
   // output's write.
   // (A single-rank model: with P ranks the page-cache work is spread over
   // processes in ways one rank's measurement does not tell.)
-  const double ceiling = useful / (tk + static_cast<double>(N) * t_map + t_write) / 1e9;
-  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  if (rank == 0 && a.dir.empty()) fs::remove_all(dir);
+  f.ceiling = useful / (mem.kernel + static_cast<double>(N) * pc.first_touch + pc.write) / 1e9;
+  return f;
+}
 
-  if (rank == 0) {
-    const int threads = omp_get_max_threads();
-    std::printf("bench merge: %zu checkpoints x %zu MiB %s, %d thread(s), %d rank(s)\n", N, a.mib,
-                a.dtype.c_str(), threads, world_size());
-    std::printf("  stream triad          %8.2f GB/s\n", stream);
-    std::printf("  fused kernel          %8.2f GB/s  (%.2f of triad)\n", kernel, kernel / stream);
-    std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",
-                naive, naive / stream, kernel / naive);
+// Rank 0: the table and, with --json, one JSON object as the last line.
+void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& fm,
+                   const fs::path& dir) {
+  const int threads = omp_get_max_threads();
+  std::printf("bench merge: %zu checkpoints x %zu MiB %s, %d thread(s), %d rank(s)\n",
+              a.checkpoints, a.mib, a.dtype.c_str(), threads, world_size());
+  std::printf("  stream triad          %8.2f GB/s\n", f.stream);
+  std::printf("  fused kernel          %8.2f GB/s  (%.2f of triad)\n", f.kernel,
+              f.kernel / f.stream);
+  std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",
+              f.naive, f.naive / f.stream, f.kernel / f.naive);
+  std::printf(
+      "  file to file merge    %8.2f GB/s  (%.2f of triad; %.3f s for %.1f MB; output "
+      "verified)\n",
+      f.file, f.file / f.stream, fm.seconds,
+      static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / 1e6);
+  std::printf("  page cache: write %.2f GB/s, first touch of a mapping %.2f GB/s (%s)\n", f.write,
+              f.map, dir.c_str());
+  if (world_size() == 1)
     std::printf(
-        "  file to file merge    %8.2f GB/s  (%.2f of triad; %.3f s for %.1f MB; output "
-        "verified)\n",
-        file, file / stream, tf, static_cast<double>(rep.bytes_read + rep.bytes_written) / 1e6);
-    std::printf("  page cache: write %.2f GB/s, first touch of a mapping %.2f GB/s (%s)\n",
-                write_gbps, map_gbps, dir.c_str());
-    if (world_size() == 1)
-      std::printf(
-          "  file ceiling          %8.2f GB/s  (kernel + page cache, no overlap; file merge at "
-          "%.2f of it)\n",
-          ceiling, file / ceiling);
-    if (a.json) {
-      auto round3 = [](double v) { return std::round(v * 1000.0) / 1000.0; };
-      nlohmann::ordered_json j;
-      j["stream_gbps"] = round3(stream);
-      j["kernel_gbps"] = round3(kernel);
-      j["kernel_ratio"] = round3(kernel / stream);
-      j["file_gbps"] = round3(file);
-      j["file_ratio"] = round3(file / stream);
-      j["naive_gbps"] = round3(naive);
-      j["naive_ratio"] = round3(naive / stream);
-      j["checkpoints"] = N;
-      j["mib"] = a.mib;
-      j["dtype"] = a.dtype;
-      j["threads"] = threads;
-      j["ranks"] = world_size();
-      j["cpu_kernels"] = std::string(cpu_kernel_isa());
-      j["pagecache_write_gbps"] = round3(write_gbps);
-      j["map_first_touch_gbps"] = round3(map_gbps);
-      j["file_ceiling_gbps"] =
-          world_size() == 1 ? nlohmann::ordered_json(round3(ceiling)) : nullptr;
-      std::printf("%s\n", j.dump().c_str());
-    }
+        "  file ceiling          %8.2f GB/s  (kernel + page cache, no overlap; file merge at "
+        "%.2f of it)\n",
+        f.ceiling, f.file / f.ceiling);
+  if (a.json) {
+    auto round3 = [](double v) { return std::round(v * 1000.0) / 1000.0; };
+    nlohmann::ordered_json j;
+    j["stream_gbps"] = round3(f.stream);
+    j["kernel_gbps"] = round3(f.kernel);
+    j["kernel_ratio"] = round3(f.kernel / f.stream);
+    j["file_gbps"] = round3(f.file);
+    j["file_ratio"] = round3(f.file / f.stream);
+    j["naive_gbps"] = round3(f.naive);
+    j["naive_ratio"] = round3(f.naive / f.stream);
+    j["checkpoints"] = a.checkpoints;
+    j["mib"] = a.mib;
+    j["dtype"] = a.dtype;
+    j["threads"] = threads;
+    j["ranks"] = world_size();
+    j["cpu_kernels"] = std::string(cpu_kernel_isa());
+    j["pagecache_write_gbps"] = round3(f.write);
+    j["map_first_touch_gbps"] = round3(f.map);
+    j["file_ceiling_gbps"] =
+        world_size() == 1 ? nlohmann::ordered_json(round3(f.ceiling)) : nullptr;
+    std::printf("%s\n", j.dump().c_str());
   }
+}
+
+int run_bench(const BenchArgs& a) {
+  const DType dt = parse_bench_dtype(a.dtype);
+  check_args(a);
+  const size_t N = a.checkpoints;
+  const size_t es = dtype_size(dt);
+  const size_t n = a.mib * (size_t{1} << 20) / es;  // values per input
+
+  Triad triad(std::max<size_t>(a.mib, 128) << 20);
+  auto in = random_inputs(N, n, dt);
+  // The weights `kintsugi merge` derives from the bench's recipe (1 each,
+  // normalized in double), so the file merge must reproduce `out` exactly.
+  const std::vector<float> w(N, static_cast<float>(1.0 / static_cast<double>(N)));
+  std::vector<std::byte> out(n * es);
+  const MemorySeconds mem = time_in_memory(triad, in, dt, w, out, a.repeat);
+
+  const fs::path dir =
+      a.dir.empty() ? fs::temp_directory_path() / fmt::format("kintsugi-bench-merge-{}", ::getpid())
+                    : fs::path(a.dir);
+  if (world_rank() == 0) write_bench_pool(dir, in, dt, n);
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  in.clear();  // the file merge reads them from the files
+  in.shrink_to_fit();
+  const FileMerge fm = time_file_merge(dir, out, es, a.repeat);
+  const PageCacheSeconds pc = time_page_cache(dir, out, es, a.repeat);
+  const MergeFigures f = figures_of(triad, mem, fm, pc, N, n * es);
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  if (world_rank() == 0 && a.dir.empty()) fs::remove_all(dir);
+
+  if (world_rank() == 0) print_figures(a, f, fm, dir);
   return 0;
 }
 

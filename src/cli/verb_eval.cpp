@@ -22,6 +22,7 @@
 #include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
+#include "kintsugi/service/runtime.hpp"
 
 namespace kintsugi::cli {
 
@@ -54,97 +55,103 @@ std::vector<float> parse_weights(const std::string& text) {
   return w;
 }
 
-ByteTokenizer tokenizer_of(const HfCheckpoint& ck) {
-  const auto p = ck.path() / "tokenizer.json";
-  if (!std::filesystem::exists(p)) throw_input("{}: no tokenizer.json", ck.path().string());
-  return ByteTokenizer::load(p);
-}
-
-int run_eval(const EvalArgs& a) {
+void check_args(const EvalArgs& a) {
   if (a.split != "search" && a.split != "test")
     throw_input("--split: '{}' is not search or test", a.split);
   if (!a.weights.empty() && !a.checkpoints.empty())
     throw_input("--weights merges the job's pool; it cannot be combined with --checkpoint");
-  const JobConfig job = load_job(a.job);
-  if (job.evaluator.kind != "builtin")
-    throw_input("{}: evaluator.kind '{}': kintsugi eval runs the builtin evaluator", a.job,
-                job.evaluator.kind);
-  set_blas_threads(1);
-  EvalGroups groups(static_cast<int>(job.parallel.tensor_parallel));
+}
 
-  std::vector<EvalTask> tasks;
-  for (const auto& t : job.tasks) tasks.push_back(load_task(t, a.split));
-
-  // The models: checkpoints by path, or one merge of the pool.
+// What to score: checkpoints by path (default: the job's pool), or one merge
+// of the pool with `weights`.
+struct Models {
   std::vector<std::filesystem::path> paths;
-  for (const auto& c : a.checkpoints) paths.emplace_back(c);
   std::vector<float> weights;
-  if (!a.weights.empty()) {
-    weights = parse_weights(a.weights);
-  } else if (paths.empty()) {
-    paths = job.pool.checkpoints;
-  }
-  const size_t num_models = weights.empty() ? paths.size() : 1;
+  size_t count() const { return weights.empty() ? paths.size() : 1; }
+};
 
-  EvalOptions opt;
-  opt.batch_size = job.evaluator.batch_size;
-  opt.keep_samples = !a.samples.empty();
-  std::string mine;  // this group's results, one JSON object a line (leader only)
-  for (size_t m = 0; m < num_models; ++m) {
+Models models_to_score(const EvalArgs& a, const JobConfig& job) {
+  Models m;
+  for (const auto& c : a.checkpoints) m.paths.emplace_back(c);
+  if (!a.weights.empty()) {
+    m.weights = parse_weights(a.weights);
+  } else if (m.paths.empty()) {
+    m.paths = job.pool.checkpoints;
+  }
+  return m;
+}
+
+// One model in memory: this rank's shard of it, its tokenizer and its name.
+struct LoadedModel {
+  std::string name;
+  std::unique_ptr<ModelShard> shard;
+  std::unique_ptr<ByteTokenizer> tok;
+};
+
+LoadedModel load_checkpoint(const std::filesystem::path& path, const EvalGroups& groups) {
+  const HfCheckpoint ck = HfCheckpoint::open(path);
+  LoadedModel m;
+  m.name = ck.name();
+  m.shard = std::make_unique<ModelShard>(load_model_shard(ck, groups.tp_rank, groups.tp_size));
+  m.tok = std::make_unique<ByteTokenizer>(load_tokenizer(ck));
+  return m;
+}
+
+// The linear merge of the job's pool, as the service builds a candidate:
+// the pool checked compatible, the weights mapped as the job's search maps them.
+LoadedModel load_merge(const JobConfig& job, const std::vector<float>& weights,
+                       const EvalGroups& groups) {
+  const std::vector<HfCheckpoint> pool = open_compatible_pool(job);
+  const PoolShards ps = load_pool_shards(pool, groups);
+  const MergeWeights mw = merge_weights_for(
+      job.search, pool.size(), static_cast<size_t>(ps.config().num_layers), weights, "--weights");
+  LoadedModel m;
+  m.shard = std::make_unique<ModelShard>(ps.config(), groups.tp_rank, groups.tp_size);
+  merge_into(*m.shard, ps, mw);
+  m.name = fmt::format("merge[{}]", fmt::join(weights, ","));
+  m.tok = std::make_unique<ByteTokenizer>(load_tokenizer(pool[0]));
+  return m;
+}
+
+// Scores this group's models; the group leader's results, one JSON object a
+// line ({index, model, tasks, samples}); empty on the other ranks.
+std::string score_group_models(const JobConfig& job, const Models& models,
+                               const std::vector<EvalTask>& tasks, const EvalOptions& opt,
+                               const EvalGroups& groups) {
+  std::string mine;
+  for (size_t m = 0; m < models.count(); ++m) {
     if (!groups.owns(m)) continue;
     const auto t0 = std::chrono::steady_clock::now();
-    std::string name;
-    std::unique_ptr<ModelShard> shard;
-    std::unique_ptr<ByteTokenizer> tok;
-    if (weights.empty()) {
-      const HfCheckpoint ck = HfCheckpoint::open(paths[m]);
-      name = ck.name();
-      shard = std::make_unique<ModelShard>(load_model_shard(ck, groups.tp_rank, groups.tp_size));
-      tok = std::make_unique<ByteTokenizer>(tokenizer_of(ck));
-    } else {
-      std::vector<HfCheckpoint> pool;
-      std::vector<const HfCheckpoint*> ptrs;
-      for (const auto& p : job.pool.checkpoints) pool.push_back(HfCheckpoint::open(p));
-      for (const auto& ck : pool) ptrs.push_back(&ck);
-      const PoolShards ps = PoolShards::load(ptrs, groups.tp_rank, groups.tp_size);
-      const size_t N = pool.size(), L = static_cast<size_t>(ps.config().num_layers);
-      MergeWeights mw;
-      if (weights.size() == N) {
-        mw = MergeWeights::per_checkpoint(weights, L);
-      } else if (job.search.granularity == "layer_group" &&
-                 weights.size() == job.search.layer_groups * N) {
-        mw = MergeWeights::per_layer_group(weights, job.search.layer_groups, N, L);
-      } else {
-        throw_input("--weights: {} values for a pool of {} checkpoints", weights.size(), N);
-      }
-      shard = std::make_unique<ModelShard>(ps.config(), groups.tp_rank, groups.tp_size);
-      merge_into(*shard, ps, mw);
-      name = fmt::format("merge[{}]", fmt::join(weights, ","));
-      tok = std::make_unique<ByteTokenizer>(tokenizer_of(pool[0]));
-    }
-    const auto results = evaluate_model(groups.comm, *shard, *tok, tasks, opt);
-    spdlog::info("{}: {} tasks scored in {:.2f} s (group {}, T = {})", name, results.size(),
+    const LoadedModel model = models.weights.empty() ? load_checkpoint(models.paths[m], groups)
+                                                     : load_merge(job, models.weights, groups);
+    const auto results = evaluate_model(groups.comm, *model.shard, *model.tok, tasks, opt);
+    spdlog::info("{}: {} tasks scored in {:.2f} s (group {}, T = {})", model.name, results.size(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                  groups.group, groups.tp_size);
     if (groups.tp_rank != 0) continue;
     nlohmann::json j;
     j["index"] = m;
-    j["model"] = name;
+    j["model"] = model.name;
     j["tasks"] = nlohmann::json::object();
     j["samples"] = nlohmann::json::array();
     for (const auto& r : results) {
       j["tasks"][r.task] = r.metrics;
       for (auto s : r.samples) {
-        s["model"] = name;
+        s["model"] = model.name;
         j["samples"].push_back(std::move(s));
       }
     }
     mine += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
+  return mine;
+}
 
+// Every group's results on rank 0, in model order (empty elsewhere).
+std::vector<nlohmann::json> gather_results(const std::string& mine, size_t num_models) {
   const auto gathered = gather_strings(mine, MPI_COMM_WORLD);
-  if (world_rank() != 0) return kExitOk;
-  std::vector<nlohmann::json> models(num_models);
+  std::vector<nlohmann::json> models;
+  if (world_rank() != 0) return models;
+  models.resize(num_models);
   for (const auto& s : gathered) {
     std::stringstream ss(s);
     std::string line;
@@ -154,13 +161,24 @@ int run_eval(const EvalArgs& a) {
       models[index] = std::move(j);
     }
   }
-  if (!a.samples.empty()) {
-    std::string lines;
-    for (const auto& m : models)
-      for (const auto& s : m["samples"])
-        lines += s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    write_file_atomic(a.samples, lines);
-  }
+  return models;
+}
+
+// One JSON line per example, published atomically; a folder that cannot
+// take the file is bad input (exit 2), like any unwritable output path.
+void write_samples(const std::string& path, const std::vector<nlohmann::json>& models) {
+  std::string lines;
+  for (const auto& m : models)
+    for (const auto& s : m["samples"])
+      lines += s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  const auto dir = std::filesystem::absolute(path).parent_path();
+  if (!std::filesystem::is_directory(dir))
+    throw_input("--samples: cannot write {}: no folder {}", path, dir.string());
+  write_file_atomic(path, lines);
+}
+
+// The table (model, task, primary metric, value) and, with --json, a summary line.
+void print_results(const JobConfig& job, const std::vector<nlohmann::json>& models, bool json) {
   fmt::print("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
   nlohmann::json summary;
   summary["results"] = nlohmann::json::array();
@@ -174,8 +192,30 @@ int run_eval(const EvalArgs& a) {
     }
     summary["results"].push_back({{"model", m["model"]}, {"tasks", tasks_json}});
   }
-  if (a.json) fmt::print("{}\n", summary.dump());
+  if (json) fmt::print("{}\n", summary.dump());
   std::fflush(stdout);
+}
+
+int run_eval(const EvalArgs& a) {
+  check_args(a);
+  const JobConfig job = load_job(a.job);
+  if (job.evaluator.kind != "builtin")
+    throw_input("{}: evaluator.kind '{}': kintsugi eval runs the builtin evaluator", a.job,
+                job.evaluator.kind);
+  set_blas_threads(1);
+  EvalGroups groups(static_cast<int>(job.parallel.tensor_parallel));
+  std::vector<EvalTask> tasks;
+  for (const auto& t : job.tasks) tasks.push_back(load_task(t, a.split));
+  const Models to_score = models_to_score(a, job);
+  EvalOptions opt;
+  opt.batch_size = job.evaluator.batch_size;
+  opt.keep_samples = !a.samples.empty();
+
+  const std::string mine = score_group_models(job, to_score, tasks, opt, groups);
+  const std::vector<nlohmann::json> models = gather_results(mine, to_score.count());
+  if (world_rank() != 0) return kExitOk;
+  if (!a.samples.empty()) write_samples(a.samples, models);
+  print_results(job, models, a.json);
   return kExitOk;
 }
 

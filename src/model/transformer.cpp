@@ -143,6 +143,10 @@ void Transformer::rope(float* x, size_t heads, int64_t pos) {
   }
 }
 
+// Per request and head: scores = q k^T / sqrt(hd): [n, cached + n] over the
+// prefix's keys and its own, causal (and within the sliding window), softmax,
+// attn = scores v: [n, hd] into the head's columns of attn: [N, qL]. A KV head
+// serves num_heads / num_kv_heads query heads (GQA).
 void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
                             const std::vector<size_t>& offsets) {
   const ModelConfig& c = shard_.config();
@@ -191,20 +195,45 @@ void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
   }
 }
 
+// Shapes below: N tokens of all requests together; D hidden; qL, kvL, fL this
+// rank's query, key/value and MLP widths (its heads and ffn slice); vL its
+// slice of the vocabulary.
 void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>& logits) {
-  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), fL = z(fL_);
+  const std::vector<size_t> offsets = token_offsets(requests);
+  const size_t N = offsets.back();
+  embed(requests, offsets);  // x: [N, D]
+  resize_work_buffers(N);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& L = layers_[l];
+    rms_norm(x_.data(), L.attn_norm, xn_.data(), N);  // xn: [N, D]
+    qkv_projection(L, N);                             // q: [N, qL], k, v: [N, kvL]
+    rope_and_cache(l, requests, offsets);             // k, v appended to the caches
+    attention(l, requests, offsets);                  // attn: [N, qL]
+    attention_output(L, N);                           // x += attn wo^T + bo: [N, D]
+    rms_norm(x_.data(), L.mlp_norm, xn_.data(), N);   // xn: [N, D]
+    mlp(L, N);                                        // x += swiglu(xn): [N, D]
+  }
+  for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
+  lm_head(requests, offsets, logits);  // logits: [wanted rows, vL]
+}
+
+// Request r's tokens are rows [offsets[r], offsets[r + 1]) of every work buffer.
+std::vector<size_t> Transformer::token_offsets(std::span<ForwardRequest> requests) const {
   std::vector<size_t> offsets(requests.size() + 1, 0);
-  size_t out_rows = 0;
   for (size_t r = 0; r < requests.size(); ++r) {
     offsets[r + 1] = offsets[r] + requests[r].tokens.size();
-    out_rows += requests[r].logits_at.size();
     KS_CHECK(requests[r].cache && requests[r].cache->k.size() == layers_.size(),
              "request without a cache from this model");
   }
-  const size_t N = offsets.back();
+  return offsets;
+}
+
+// x: [N, D]. The rank holding a token's row of the (vocab-parallel) embedding
+// writes it, the others write zeros; the all-reduce gives every rank all rows.
+void Transformer::embed(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets) {
+  const size_t D = z(D_);
   const int64_t V = shard_.config().vocab_size;
-  // Embedding lookup: the rank holding a token's row writes it, then all-reduce.
-  x_.assign(N * D, 0.0f);
+  x_.assign(offsets.back() * D, 0.0f);
   for (size_t r = 0; r < requests.size(); ++r)
     for (size_t i = 0; i < requests[r].tokens.size(); ++i) {
       const int32_t t = requests[r].tokens[i];
@@ -213,7 +242,10 @@ void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>
         std::copy_n(embed_ + z(t - vocab_.begin) * D, D, x_.data() + (offsets[r] + i) * D);
     }
   allreduce_sum(x_.data(), x_.size());
+}
 
+void Transformer::resize_work_buffers(size_t N) {
+  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), fL = z(fL_);
   xn_.resize(N * D);
   q_.resize(N * qL);
   k_.resize(N * kvL);
@@ -222,54 +254,78 @@ void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>
   proj_.resize(N * D);
   gate_.resize(N * fL);
   up_.resize(N * fL);
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& L = layers_[l];
-    rms_norm(x_.data(), L.attn_norm, xn_.data(), N);
-    matmul_nt(N, qL, D, xn_.data(), D, L.wq, D, q_.data(), qL);
-    matmul_nt(N, kvL, D, xn_.data(), D, L.wk, D, k_.data(), kvL);
-    matmul_nt(N, kvL, D, xn_.data(), D, L.wv, D, v_.data(), kvL);
-    if (L.bq)
-      for (size_t i = 0; i < N; ++i) {
-        for (size_t j = 0; j < qL; ++j) q_[i * qL + j] += L.bq[j];
-        for (size_t j = 0; j < kvL; ++j) k_[i * kvL + j] += L.bk[j];
-        for (size_t j = 0; j < kvL; ++j) v_[i * kvL + j] += L.bv[j];
-      }
-    for (size_t r = 0; r < requests.size(); ++r) {
-      SeqCache& sc = *requests[r].cache;
-      const size_t n = requests[r].tokens.size();
-      const size_t start = sc.length();  // own_len grows after the last layer
-      for (size_t i = 0; i < n; ++i) {
-        const int64_t pos = static_cast<int64_t>(start + i);
-        rope(q_.data() + (offsets[r] + i) * qL, z(heads_.size()), pos);
-        rope(k_.data() + (offsets[r] + i) * kvL, z(kv_heads_.size()), pos);
-      }
-      auto& kc = sc.k[l];
-      auto& vc = sc.v[l];
-      kc.insert(kc.end(), k_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
-                k_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
-      vc.insert(vc.end(), v_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
-                v_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
-    }
-    attention(l, requests, offsets);
+}
 
-    matmul_nt(N, D, qL, attn_.data(), qL, L.wo, qL, proj_.data(), D);
-    allreduce_sum(proj_.data(), proj_.size());
-    for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
-
-    rms_norm(x_.data(), L.mlp_norm, xn_.data(), N);
-    matmul_nt(N, fL, D, xn_.data(), D, L.wgate, D, gate_.data(), fL);
-    matmul_nt(N, fL, D, xn_.data(), D, L.wup, D, up_.data(), fL);
-    for (size_t i = 0; i < N * fL; ++i) {
-      const float g = gate_[i];
-      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+// q = xn wq^T + bq: [N, qL]; k = xn wk^T + bk, v = xn wv^T + bv: [N, kvL]
+// (column-parallel: this rank's heads; biases in Qwen2 only).
+void Transformer::qkv_projection(const Layer& L, size_t N) {
+  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_);
+  matmul_nt(N, qL, D, xn_.data(), D, L.wq, D, q_.data(), qL);
+  matmul_nt(N, kvL, D, xn_.data(), D, L.wk, D, k_.data(), kvL);
+  matmul_nt(N, kvL, D, xn_.data(), D, L.wv, D, v_.data(), kvL);
+  if (L.bq)
+    for (size_t i = 0; i < N; ++i) {
+      for (size_t j = 0; j < qL; ++j) q_[i * qL + j] += L.bq[j];
+      for (size_t j = 0; j < kvL; ++j) k_[i * kvL + j] += L.bk[j];
+      for (size_t j = 0; j < kvL; ++j) v_[i * kvL + j] += L.bv[j];
     }
-    matmul_nt(N, D, fL, gate_.data(), fL, L.wdown, fL, proj_.data(), D);
-    allreduce_sum(proj_.data(), proj_.size());
-    for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
+}
+
+// Rotates q and k by each token's position in its sequence (after what its
+// cache holds), then appends this layer's k, v rows to each request's cache.
+void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
+                                 const std::vector<size_t>& offsets) {
+  const size_t qL = z(qL_), kvL = z(kvL_);
+  for (size_t r = 0; r < requests.size(); ++r) {
+    SeqCache& sc = *requests[r].cache;
+    const size_t n = requests[r].tokens.size();
+    const size_t start = sc.length();  // own_len grows after the last layer
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t pos = static_cast<int64_t>(start + i);
+      rope(q_.data() + (offsets[r] + i) * qL, z(heads_.size()), pos);
+      rope(k_.data() + (offsets[r] + i) * kvL, z(kv_heads_.size()), pos);
+    }
+    auto& kc = sc.k[l];
+    auto& vc = sc.v[l];
+    kc.insert(kc.end(), k_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
+              k_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
+    vc.insert(vc.end(), v_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
+              v_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
   }
-  for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
+}
 
-  // Final norm and the local vocabulary slice of the logits, wanted rows only.
+// proj = attn wo^T: [N, D], a partial sum over this rank's heads (row-parallel),
+// all-reduced; then the residual x += proj + bo.
+void Transformer::attention_output(const Layer& L, size_t N) {
+  const size_t D = z(D_), qL = z(qL_);
+  matmul_nt(N, D, qL, attn_.data(), qL, L.wo, qL, proj_.data(), D);
+  allreduce_sum(proj_.data(), proj_.size());
+  for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
+}
+
+// SwiGLU on this rank's ffn slice: gate = xn wgate^T, up = xn wup^T: [N, fL];
+// gate = silu(gate) * up; proj = gate wdown^T: [N, D] (partial sum,
+// all-reduced); then the residual x += proj.
+void Transformer::mlp(const Layer& L, size_t N) {
+  const size_t D = z(D_), fL = z(fL_);
+  matmul_nt(N, fL, D, xn_.data(), D, L.wgate, D, gate_.data(), fL);
+  matmul_nt(N, fL, D, xn_.data(), D, L.wup, D, up_.data(), fL);
+  for (size_t i = 0; i < N * fL; ++i) {
+    const float g = gate_[i];
+    gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+  }
+  matmul_nt(N, D, fL, gate_.data(), fL, L.wdown, fL, proj_.data(), D);
+  allreduce_sum(proj_.data(), proj_.size());
+  for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
+}
+
+// The final norm of the wanted rows only, rows: [R, D], then the local
+// vocabulary slice of their logits = rows lm_head^T: [R, vL].
+void Transformer::lm_head(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets,
+                          std::vector<float>& logits) const {
+  const size_t D = z(D_);
+  size_t out_rows = 0;
+  for (const auto& rq : requests) out_rows += rq.logits_at.size();
   std::vector<float> rows(out_rows * D);
   size_t o = 0;
   for (size_t r = 0; r < requests.size(); ++r)

@@ -75,6 +75,16 @@ double Optimizer::best_value() const {
   return common_.options.goal == Goal::Maximize ? -common_.best_f : common_.best_f;
 }
 
+void Optimizer::extend_budget(size_t max_evaluations) {
+  if (max_evaluations == 0) throw_input("optimizer: the evaluation budget must be at least 1");
+  common_.options.max_evaluations = max_evaluations;
+  if (common_.stop_reason == "maxevals" &&
+      static_cast<int64_t>(max_evaluations) > common_.evaluations) {
+    common_.finished = false;
+    common_.stop_reason.clear();
+  }
+}
+
 double Optimizer::target_minimize() const {
   const double t = common_.options.target;
   if (std::isnan(t)) return -std::numeric_limits<double>::infinity();

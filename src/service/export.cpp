@@ -16,15 +16,6 @@
 
 namespace kintsugi {
 
-int64_t best_evaluation(const RunState& state) {
-  int64_t best = -1;
-  for (size_t e = 0; e < state.evals.size(); ++e)
-    if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok) &&
-        (best < 0 || state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best)]))
-      best = static_cast<int64_t>(e);
-  return best;
-}
-
 std::string yaml_quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {

@@ -71,6 +71,167 @@ std::string fmt_duration(double s) {
   return fmt::format("{:.1f}h", s / 3600);
 }
 
+// What the search's steps on rank 0 share.
+struct SearchRun {
+  Runtime& rt;
+  Coordinator& co;
+  RunState& state;
+  const std::filesystem::path& path;
+  const search::Objective& objective;
+  double penalty;  // the objective value of a failed evaluation
+};
+
+// A new search's optimizer, or a resumed search's saved one with the job's
+// budget (--budget may extend a finished search). A state stopped before its
+// first generation was saved holds no optimizer yet: resuming it starts the
+// search.
+std::unique_ptr<search::Optimizer> start_optimizer(const SearchRun& run, bool resume,
+                                                   const search::Parameterization& param) {
+  const JobConfig& job = run.rt.job();
+  std::unique_ptr<search::Optimizer> opt;
+  if (resume && !run.state.optimizer.strings.empty()) {
+    try {
+      opt = search::load_optimizer(run.state.optimizer);
+    } catch (const InputError& e) {  // the optimizer's checks know no file name
+      throw_input("{}: {}", run.path.string(), e.what());
+    }
+    opt->extend_budget(job.search.budget);
+    spdlog::info("resuming {} at generation {} ({} evaluations done)", run.path.string(),
+                 opt->generation(), opt->evaluations());
+  } else {
+    opt = search::make_optimizer(search::OptimizerOptions::from_config(job.search),
+                                 param.initial_point());
+    run.state.evals.dims = param.dimension();
+  }
+  KS_CHECK(static_cast<size_t>(opt->dimension()) == param.dimension(), "optimizer dimension");
+  return opt;
+}
+
+// The Pareto front of the state's successful evaluations so far.
+search::ParetoArchive pareto_of(const RunState& state, const Runtime& rt) {
+  search::ParetoArchive archive(rt.job().tasks.size());
+  const auto hib = rt.higher_is_better();
+  const size_t k = rt.job().tasks.size();
+  for (size_t e = 0; e < state.evals.size(); ++e) {
+    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
+    archive.add(static_cast<int64_t>(e),
+                search::orient_scores(table_row(state.evals.scores, e, k), hib));
+  }
+  return archive;
+}
+
+// Appends a scored generation to the state's evaluations and its successes
+// to the archive, tells the optimizer the objective values and saves the
+// state (a resume continues after this generation). Raises `best`.
+void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArchive& archive,
+                       const std::vector<Eigen::VectorXd>& zs,
+                       const std::vector<std::vector<double>>& weights,
+                       const std::vector<Scored>& scored, double& best) {
+  const auto hib = run.rt.higher_is_better();
+  std::vector<double> values;
+  const int64_t gen = opt.generation();
+  for (size_t c = 0; c < zs.size(); ++c) {
+    const Scored& s = scored[c];
+    const double v = objective_of(run.objective, run.rt, s, run.penalty);
+    values.push_back(v);
+    const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
+    run.state.evals.append(zrow, weights[c], s.scores, v,
+                           s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds);
+    if (s.ok) {
+      archive.add(static_cast<int64_t>(run.state.evals.size() - 1),
+                  search::orient_scores(s.scores, hib));
+      best = std::max(best, v);
+    } else {
+      spdlog::warn("generation {} candidate {} failed: {}", gen, c, s.error);
+    }
+  }
+  opt.tell(values);
+  run.state.optimizer = opt.save();
+  run.state.pareto = archive.indices();
+  save_state(run.path, run.state);
+}
+
+// Generations until the optimizer is done (true) or a stop signal arrives
+// (false: the generation in flight is abandoned, the state holds the last
+// finished one).
+bool run_generations(SearchRun& run, search::Optimizer& opt, const search::Parameterization& param,
+                     search::ParetoArchive& archive, const std::atomic<bool>& stop, double& best) {
+  const size_t budget = run.rt.job().search.budget;
+  const auto t_start = std::chrono::steady_clock::now();
+  size_t evaluated_here = 0;
+  while (!opt.done()) {
+    if (stop.load()) break;
+    const auto zs = opt.ask();
+    std::vector<ModelRequest> models;
+    std::vector<std::vector<double>> weights;
+    for (const auto& z : zs) {
+      weights.push_back(param.weights(z));
+      models.push_back({weights.back(), {}});
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto scored = run.co.score(models, "search", true);
+    if (!scored) break;
+    const int64_t gen = opt.generation();
+    record_generation(run, opt, archive, zs, weights, *scored, best);
+
+    evaluated_here += zs.size();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double per = elapsed / static_cast<double>(evaluated_here);
+    const double left = static_cast<double>(budget) - static_cast<double>(opt.evaluations());
+    spdlog::info(
+        "generation {}: {}/{} evaluations, best objective {:.4f}, {:.2f} s/candidate "
+        "({:.1f} s this generation), ~{} left",
+        gen, opt.evaluations(), budget, best, per,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+        fmt_duration(std::max(0.0, left) * per));
+  }
+  return opt.done();
+}
+
+// The evaluations that get held-out scores: the best one and the best Pareto
+// members (test_top in all), less those already scored on the test split.
+std::vector<int64_t> test_candidates(const RunState& state, size_t test_top) {
+  std::vector<int64_t> chosen;
+  if (const int64_t best = best_evaluation(state); best >= 0) chosen.push_back(best);
+  auto front = state.pareto;
+  std::sort(front.begin(), front.end(), [&](int64_t a, int64_t b) {
+    return state.evals.objective[static_cast<size_t>(a)] >
+           state.evals.objective[static_cast<size_t>(b)];
+  });
+  for (int64_t e : front)
+    if (chosen.size() < test_top && std::find(chosen.begin(), chosen.end(), e) == chosen.end())
+      chosen.push_back(e);
+  std::vector<int64_t> todo;
+  for (int64_t e : chosen)
+    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) ==
+        state.test.eval_index.end())
+      todo.push_back(e);
+  return todo;
+}
+
+// Scores the evaluations `todo` on the test split into the state and saves
+// it; false when a stop signal arrived first (nothing recorded).
+bool score_on_test(SearchRun& run, const std::vector<int64_t>& todo) {
+  RunState& state = run.state;
+  spdlog::info("scoring {} evaluations on the test split", todo.size());
+  std::vector<ModelRequest> models;
+  const size_t w = state.evals.n_weights;
+  for (int64_t e : todo)
+    models.push_back({table_row(state.evals.weights, static_cast<size_t>(e), w), {}});
+  const auto test = score_test(run.co, run.rt, models, true);
+  if (!test) return false;
+  for (size_t i = 0; i < todo.size(); ++i) {
+    const Scored& s = (*test)[i];
+    state.test.eval_index.push_back(todo[i]);
+    state.test.scores.insert(state.test.scores.end(), s.scores.begin(), s.scores.end());
+    state.test.objective.push_back(s.ok ? objective_of(run.objective, run.rt, s, run.penalty)
+                                        : std::nan(""));
+  }
+  save_state(run.path, state);
+  return true;
+}
+
 // Rank 0: the search itself.
 int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& stop) {
   const JobConfig& job = rt.job();
@@ -79,96 +240,14 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   Coordinator co(rt, &stop);
   ensure_checkpoint_baselines(co, rt, state, path);
   const auto objective = build_objective(state, rt);
-  const double penalty = failure_penalty(state);
+  SearchRun run{rt, co, state, path, objective, failure_penalty(state)};
 
   const auto param = search::Parameterization::from_config(job.search, rt.num_checkpoints());
-  std::unique_ptr<search::Optimizer> opt;
-  // A state stopped before its first generation was saved holds no optimizer
-  // yet: resuming it starts the search.
-  if (o.resume && !state.optimizer.strings.empty()) {
-    Record r = state.optimizer;
-    // --budget may extend a finished search.
-    const int64_t done = r.ints.count("evaluations") ? r.ints.at("evaluations").at(0) : 0;
-    r.ints["max_evaluations"] = {static_cast<int64_t>(job.search.budget)};
-    if (r.strings["stop_reason"] == "maxevals" && static_cast<int64_t>(job.search.budget) > done) {
-      r.ints["finished"] = {0};
-      r.strings["stop_reason"] = "";
-    }
-    try {
-      opt = search::load_optimizer(r);
-    } catch (const InputError& e) {  // the optimizer's checks know no file name
-      throw_input("{}: {}", path.string(), e.what());
-    }
-    spdlog::info("resuming {} at generation {} ({} evaluations done)", path.string(),
-                 opt->generation(), opt->evaluations());
-  } else {
-    opt = search::make_optimizer(search::OptimizerOptions::from_config(job.search),
-                                 param.initial_point());
-    state.evals.dims = param.dimension();
-  }
-  KS_CHECK(static_cast<size_t>(opt->dimension()) == param.dimension(), "optimizer dimension");
-
-  search::ParetoArchive archive(job.tasks.size());
-  const auto hib = rt.higher_is_better();
-  const size_t k = job.tasks.size();
-  for (size_t e = 0; e < state.evals.size(); ++e) {
-    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
-    archive.add(static_cast<int64_t>(e),
-                search::orient_scores(table_row(state.evals.scores, e, k), hib));
-  }
-
-  const auto t_start = std::chrono::steady_clock::now();
-  size_t evaluated_here = 0;
+  const auto opt = start_optimizer(run, o.resume, param);
+  search::ParetoArchive archive = pareto_of(state, rt);
   double best = -std::numeric_limits<double>::infinity();
   for (double v : state.evals.objective) best = std::max(best, v);
-  while (!opt->done()) {
-    if (stop.load()) break;
-    const auto zs = opt->ask();
-    std::vector<ModelRequest> models;
-    std::vector<std::vector<double>> weights;
-    for (const auto& z : zs) {
-      weights.push_back(param.weights(z));
-      models.push_back({weights.back(), {}});
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto scored = co.score(models, "search", true);
-    if (!scored) break;  // a stop signal: the generation in flight is abandoned
-    std::vector<double> values;
-    const int64_t gen = opt->generation();
-    for (size_t c = 0; c < zs.size(); ++c) {
-      const Scored& s = (*scored)[c];
-      const double v = objective_of(objective, rt, s, penalty);
-      values.push_back(v);
-      const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
-      state.evals.append(zrow, weights[c], s.scores, v, s.ok ? EvalStatus::Ok : EvalStatus::Failed,
-                         s.error, gen, s.seconds);
-      if (s.ok) {
-        archive.add(static_cast<int64_t>(state.evals.size() - 1),
-                    search::orient_scores(s.scores, hib));
-        best = std::max(best, v);
-      } else {
-        spdlog::warn("generation {} candidate {} failed: {}", gen, c, s.error);
-      }
-    }
-    opt->tell(values);
-    state.optimizer = opt->save();
-    state.pareto = archive.indices();
-    save_state(path, state);
-
-    evaluated_here += zs.size();
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    const double per = elapsed / static_cast<double>(evaluated_here);
-    const double left =
-        static_cast<double>(job.search.budget) - static_cast<double>(opt->evaluations());
-    spdlog::info(
-        "generation {}: {}/{} evaluations, best objective {:.4f}, {:.2f} s/candidate "
-        "({:.1f} s this generation), ~{} left",
-        gen, opt->evaluations(), job.search.budget, best, per,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-        fmt_duration(std::max(0.0, left) * per));
-  }
-  if (!opt->done()) {
+  if (!run_generations(run, *opt, param, archive, stop, best)) {
     spdlog::warn("stopped by signal {}: state saved at {} ({} evaluations); resume with --resume",
                  stop_signal_number(), path.string(), state.evals.size());
     return kExitStopped;
@@ -176,46 +255,10 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   spdlog::info("search finished ({}): {} evaluations, best objective {:.4f}", opt->stop_reason(),
                state.evals.size(), best);
 
-  // Held-out scores for the best evaluation and the best Pareto members.
-  std::vector<int64_t> chosen;
-  long best_e = -1;
-  for (size_t e = 0; e < state.evals.size(); ++e)
-    if (state.evals.status[e] == 0 &&
-        (best_e < 0 ||
-         state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best_e)]))
-      best_e = static_cast<long>(e);
-  if (best_e >= 0) chosen.push_back(best_e);
-  auto front = state.pareto;
-  std::sort(front.begin(), front.end(), [&](int64_t a, int64_t b) {
-    return state.evals.objective[static_cast<size_t>(a)] >
-           state.evals.objective[static_cast<size_t>(b)];
-  });
-  for (int64_t e : front)
-    if (chosen.size() < o.test_top && std::find(chosen.begin(), chosen.end(), e) == chosen.end())
-      chosen.push_back(e);
-  std::vector<int64_t> todo;
-  for (int64_t e : chosen)
-    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) ==
-        state.test.eval_index.end())
-      todo.push_back(e);
-  if (!todo.empty() && rt.has_test_split()) {
-    spdlog::info("scoring {} evaluations on the test split", todo.size());
-    std::vector<ModelRequest> models;
-    const size_t w = state.evals.n_weights;
-    for (int64_t e : todo)
-      models.push_back({table_row(state.evals.weights, static_cast<size_t>(e), w), {}});
-    const auto test = score_test(co, rt, models, true);
-    if (!test) {
-      spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
-      return kExitStopped;
-    }
-    for (size_t i = 0; i < todo.size(); ++i) {
-      const Scored& s = (*test)[i];
-      state.test.eval_index.push_back(todo[i]);
-      state.test.scores.insert(state.test.scores.end(), s.scores.begin(), s.scores.end());
-      state.test.objective.push_back(s.ok ? objective_of(objective, rt, s, penalty) : std::nan(""));
-    }
-    save_state(path, state);
+  const auto todo = test_candidates(state, o.test_top);
+  if (!todo.empty() && rt.has_test_split() && !score_on_test(run, todo)) {
+    spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
+    return kExitStopped;
   }
   co.finish();
   return kExitOk;

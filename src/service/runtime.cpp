@@ -20,18 +20,10 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
   set_blas_threads(1);
   groups_ = std::make_unique<EvalGroups>(static_cast<int>(job_.parallel.tensor_parallel));
 
-  Pool pool = Pool::open(job_.pool.checkpoints);
-  pool.check_compatible();
-  checkpoints_ = pool.members();
-  std::vector<const HfCheckpoint*> ptrs;
-  for (const auto& c : checkpoints_) ptrs.push_back(&c);
-  pool_ = std::make_unique<PoolShards>(PoolShards::load(ptrs, groups_->tp_rank, groups_->tp_size));
+  checkpoints_ = open_compatible_pool(job_);
+  pool_ = std::make_unique<PoolShards>(load_pool_shards(checkpoints_, *groups_));
   scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
-
-  const auto tok = checkpoints_.front().path() / "tokenizer.json";
-  if (!std::filesystem::exists(tok))
-    throw_input("{}: no tokenizer.json", checkpoints_.front().path().string());
-  tokenizer_ = std::make_unique<ByteTokenizer>(ByteTokenizer::load(tok));
+  tokenizer_ = std::make_unique<ByteTokenizer>(load_tokenizer(checkpoints_.front()));
   if (job_.search.granularity == "layer_group" &&
       job_.search.layer_groups > static_cast<size_t>(pool_->config().num_layers))
     throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
@@ -93,12 +85,38 @@ const std::vector<EvalTask>& Runtime::tasks(const std::string& split) {
 }
 
 MergeWeights Runtime::merge_weights(const std::vector<double>& weights) const {
-  const size_t n = checkpoints_.size();
   if (weights.size() != num_weights())
     throw_input("{} merge weights given, the job needs {}", weights.size(), num_weights());
-  std::vector<float> w(weights.begin(), weights.end());
-  if (weights.size() == n) return MergeWeights::per_checkpoint(w, num_layers());
-  return MergeWeights::per_layer_group(w, weights.size() / n, n, num_layers());
+  const std::vector<float> w(weights.begin(), weights.end());
+  return merge_weights_for(job_.search, checkpoints_.size(), num_layers(), w, "merge weights");
+}
+
+std::vector<HfCheckpoint> open_compatible_pool(const JobConfig& job) {
+  Pool pool = Pool::open(job.pool.checkpoints);
+  pool.check_compatible();
+  return pool.members();
+}
+
+PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints,
+                            const EvalGroups& groups) {
+  std::vector<const HfCheckpoint*> ptrs;
+  for (const auto& c : checkpoints) ptrs.push_back(&c);
+  return PoolShards::load(ptrs, groups.tp_rank, groups.tp_size);
+}
+
+ByteTokenizer load_tokenizer(const HfCheckpoint& checkpoint) {
+  const auto tok = checkpoint.path() / "tokenizer.json";
+  if (!std::filesystem::exists(tok))
+    throw_input("{}: no tokenizer.json", checkpoint.path().string());
+  return ByteTokenizer::load(tok);
+}
+
+MergeWeights merge_weights_for(const SearchConfig& search, size_t n, size_t layers,
+                               const std::vector<float>& weights, const std::string& what) {
+  if (weights.size() == n) return MergeWeights::per_checkpoint(weights, layers);
+  if (search.granularity == "layer_group" && weights.size() == search.layer_groups * n)
+    return MergeWeights::per_layer_group(weights, search.layer_groups, n, layers);
+  throw_input("{}: {} values for a pool of {} checkpoints", what, weights.size(), n);
 }
 
 }  // namespace kintsugi

@@ -303,4 +303,13 @@ RunState load_state(const fs::path& path) {
   return s;
 }
 
+int64_t best_evaluation(const RunState& state) {
+  int64_t best = -1;
+  for (size_t e = 0; e < state.evals.size(); ++e)
+    if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok) &&
+        (best < 0 || state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best)]))
+      best = static_cast<int64_t>(e);
+  return best;
+}
+
 }  // namespace kintsugi

@@ -20,14 +20,17 @@ TEST_CASE("philox4x32_10 matches Random123's known-answer vectors", "[common][ph
   CHECK(philox4x32_10({{0, 0, 0, 0}}, 0, 0) ==
         Philox4x32{{kZeroKat[0], kZeroKat[1], kZeroKat[2], kZeroKat[3]}});
   CHECK(philox4x32_10({{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu,
-                      0xffffffffu) == Philox4x32{{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}});
+                      0xffffffffu) ==
+        Philox4x32{{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}});
   CHECK(philox4x32_10({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u,
-                      0x299f31d0u) == Philox4x32{{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}});
+                      0x299f31d0u) ==
+        Philox4x32{{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}});
 }
 
-TEST_CASE("DARE keeps element i of block 0 iff the top 24 bits of Random123's word i fall under "
-          "the density",
-          "[common][philox][merge]") {
+TEST_CASE(
+    "DARE keeps element i of block 0 iff the top 24 bits of Random123's word i fall under "
+    "the density",
+    "[common][philox][merge]") {
   // Seed key 0, input 0, elements 0..3 are the four words of the counter-0
   // block; the keep threshold sits exactly between the word's 24-bit value u
   // and u + 1 (in units of 2^-24).

@@ -167,6 +167,37 @@ TEST_CASE("kintsugi eval --weights merges the pool in memory", "[eval][cli]") {
   CHECK(r.err.find("gen.test.jsonl: cannot open") != std::string::npos);
 }
 
+TEST_CASE("kintsugi eval --weights refuses an incompatible pool as the service does",
+          "[eval][cli]") {
+  Fixture f;
+  // b in fp32: it loads and merges (as fp32) like the bf16 a, but the pool's
+  // checkpoints must agree on dtypes.
+  const TpPlan plan(f.config, 1);
+  std::vector<TensorData> tensors;
+  for (const auto& t : plan.tensors()) {
+    const auto& v = f.wb.at(t.name);
+    TensorData td;
+    td.spec = {t.name, DType::F32, t.shape};
+    td.bytes.resize(v.size() * sizeof(float));
+    std::memcpy(td.bytes.data(), v.data(), td.bytes.size());
+    tensors.push_back(std::move(td));
+  }
+  write_safetensors(f.tmp / "pool" / "b" / "model.safetensors", tensors);
+  auto r =
+      test::run_kintsugi("eval " + f.job() + " --checkpoint " + (f.tmp / "pool" / "b").string());
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);  // a valid checkpoint on its own
+
+  r = test::run_kintsugi("eval " + f.job() + " --weights 0.5,0.5");
+  CHECK(r.exit_code == 2);
+  CHECK(r.signal == 0);
+  const auto at = r.err.find("kintsugi: error: incompatible pool: ");
+  REQUIRE(at != std::string::npos);
+  const std::string line = r.err.substr(at, r.err.find('\n', at) - at);
+  CHECK(line.find("pool/b: tensor ") != std::string::npos);
+  CHECK(line.find(": dtype F32 here, BF16 in ") != std::string::npos);
+}
+
 TEST_CASE("kintsugi eval: bad input is exit 2 with a one-line message", "[eval][cli]") {
   Fixture f;
   std::ofstream(f.tmp / "tasks" / "txt.search.jsonl") << "{\"text\": \"ok\"}\n{\"text\": 5}\n";

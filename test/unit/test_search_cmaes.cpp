@@ -425,3 +425,44 @@ TEST_CASE("a malformed state is an input error", "[search][cmaes][resume]") {
   random_kind.strings["kind"] = "random";
   CHECK_THROWS_AS(fresh.load(random_kind), InputError);
 }
+
+TEST_CASE("extend_budget: a search stopped at its budget continues like one with the larger budget",
+          "[search][cmaes][resume]") {
+  auto o = minimize_options(5, 0.5, 100);
+  o.population = 10;  // both budgets are whole generations
+  const Eigen::VectorXd x0 = Eigen::VectorXd::Constant(6, 0.5);
+  std::vector<Eigen::VectorXd> full, extended;
+  auto whole = make_optimizer(o, x0);
+  drive(*whole, rosenbrock, 1000, &full);
+  REQUIRE(whole->stop_reason() == "maxevals");
+  REQUIRE(whole->evaluations() == 100);
+
+  o.max_evaluations = 40;
+  auto first = make_optimizer(o, x0);
+  drive(*first, rosenbrock, 1000, &extended);
+  REQUIRE(first->stop_reason() == "maxevals");
+  const Record saved = first->save();
+  auto second = load_optimizer(saved);  // restored from the state, as on --resume
+  second->extend_budget(100);
+  CHECK_FALSE(second->done());
+  CHECK(second->stop_reason().empty());
+  drive(*second, rosenbrock, 1000, &extended);
+  REQUIRE(extended.size() == full.size());
+  for (size_t k = 0; k < full.size(); ++k) REQUIRE(bitwise_equal(full[k], extended[k]));
+  CHECK(second->save() == whole->save());
+
+  // A budget not above the evaluations done leaves the search ended.
+  auto same = load_optimizer(saved);
+  same->extend_budget(40);
+  CHECK(same->done());
+  CHECK(same->stop_reason() == "maxevals");
+  CHECK_THROWS_AS(same->extend_budget(0), InputError);
+
+  // A search ended by a stop rule stays ended.
+  auto stopped = make_optimizer(minimize_options(31, 0.3, 100000), Eigen::VectorXd::Zero(3));
+  drive(*stopped, flat, 1000);
+  REQUIRE(stopped->stop_reason() == "flatfitness");
+  stopped->extend_budget(200000);
+  CHECK(stopped->done());
+  CHECK(stopped->stop_reason() == "flatfitness");
+}

@@ -105,3 +105,36 @@ TEST_CASE("random search resumes exactly and rejects NaN", "[search][random][res
   v.back() = std::nan("");
   CHECK_THROWS_AS(resumed->tell(v), InputError);
 }
+
+TEST_CASE("random search: extend_budget continues like a search with the larger budget",
+          "[search][random][resume]") {
+  const Eigen::VectorXd x0 = Eigen::VectorXd::Zero(5);
+  auto step_all = [](Optimizer& opt, std::vector<Eigen::VectorXd>& log) {
+    while (!opt.done()) {
+      const auto xs = opt.ask();
+      std::vector<double> v;
+      for (const auto& x : xs) {
+        v.push_back(rosenbrock(x));
+        log.push_back(x);
+      }
+      opt.tell(v);
+    }
+  };
+  auto o = random_options(9);
+  o.max_evaluations = 160;  // 20 generations of 8
+  auto whole = make_optimizer(o, x0);
+  std::vector<Eigen::VectorXd> a, b;
+  step_all(*whole, a);
+  o.max_evaluations = 56;  // 7 generations
+  auto part = make_optimizer(o, x0);
+  step_all(*part, b);
+  REQUIRE(part->stop_reason() == "maxevals");
+  auto resumed = load_optimizer(part->save());
+  resumed->extend_budget(160);
+  CHECK_FALSE(resumed->done());
+  step_all(*resumed, b);
+  REQUIRE(a.size() == b.size());
+  for (size_t k = 0; k < a.size(); ++k)
+    CHECK(std::memcmp(a[k].data(), b[k].data(), 5 * sizeof(double)) == 0);
+  CHECK(resumed->save() == whole->save());
+}

@@ -66,7 +66,18 @@ class Transformer {
   void allreduce_sum(float* data, size_t n) const;
   void rms_norm(const float* x, const float* w, float* out, size_t rows) const;
   void rope(float* x, size_t heads, int64_t pos);
+  // The steps of forward(), in order.
+  std::vector<size_t> token_offsets(std::span<ForwardRequest> requests) const;
+  void embed(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  void resize_work_buffers(size_t N);
+  void qkv_projection(const Layer& L, size_t N);
+  void rope_and_cache(size_t l, std::span<ForwardRequest> requests,
+                      const std::vector<size_t>& offsets);
   void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  void attention_output(const Layer& L, size_t N);
+  void mlp(const Layer& L, size_t N);
+  void lm_head(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets,
+               std::vector<float>& logits) const;
 
   const ModelShard& shard_;
   MPI_Comm group_;

@@ -1,7 +1,7 @@
 #pragma once
 // One rank's fp32 weights of a Llama-family decoder under the tensor-parallel
 // plan (shard/tp_plan.hpp): what the forward pass (model/transformer.hpp) runs.
-// Built by loading a checkpoint's shard from disk (model/shard_loader.hpp), by
+// Built by loading a checkpoint's shard from disk (pool/shard_loader.hpp), by
 // merging pool shards in memory (merge_into), or from full tensors (tests).
 #include <cstdint>
 #include <functional>

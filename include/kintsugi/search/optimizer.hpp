@@ -76,6 +76,14 @@ class Optimizer {
   // restart); empty while running.
   std::string stop_reason() const;
 
+  // Sets the evaluation budget (over all restarts) to `max_evaluations`, e.g.
+  // a larger --budget when a saved search resumes. A search that ended on its
+  // budget ("maxevals") runs on when the new budget exceeds the evaluations
+  // done; one ended by another rule stays ended. When the old budget was a
+  // multiple of the population (no generation cut short), the extended search
+  // continues exactly like one that had the new budget from the start.
+  void extend_budget(size_t max_evaluations);
+
   int64_t evaluations() const;  // over all restarts
   int64_t generation() const;   // generations told, over all restarts
   int64_t restart() const;      // 0 before the first restart

@@ -21,9 +21,6 @@ struct ExportOptions {
   bool overwrite = false;
 };
 
-// The evaluation with the highest objective among those that succeeded; -1 if none.
-int64_t best_evaluation(const RunState& state);
-
 // `s` as a double-quoted YAML scalar (paths in generated recipes).
 std::string yaml_quote(const std::string& s);
 

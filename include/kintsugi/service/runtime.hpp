@@ -19,6 +19,23 @@
 
 namespace kintsugi {
 
+// The pieces of loading a job's pool that `kintsugi eval --weights` shares
+// with the Runtime.
+//
+// The job's pool.checkpoints opened (InputError for an unreadable one) and
+// checked compatible (InputError: the first difference, one line).
+std::vector<HfCheckpoint> open_compatible_pool(const JobConfig& job);
+// This rank's tensor-parallel shard of every checkpoint (collective over the group).
+PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints, const EvalGroups& groups);
+// The checkpoint's tokenizer.json (InputError when it has none).
+ByteTokenizer load_tokenizer(const HfCheckpoint& checkpoint);
+// Merge weights for a pool of n checkpoints of `layers` decoder layers: n
+// values (one per checkpoint), or, with search.granularity layer_group,
+// search.layer_groups x n values (group-major). Otherwise an InputError
+// "<what>: K values for a pool of n checkpoints".
+MergeWeights merge_weights_for(const SearchConfig& search, size_t n, size_t layers,
+                               const std::vector<float>& weights, const std::string& what);
+
 class Runtime {
  public:
   // Collective over MPI_COMM_WORLD. InputError for an unreadable or

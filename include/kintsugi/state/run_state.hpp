@@ -105,6 +105,10 @@ struct RunState {
   TestScores test;
 };
 
+// The evaluation with the highest objective among those that succeeded; -1 if
+// none (export's default, the held-out scoring's first pick, the report's best).
+int64_t best_evaluation(const RunState& state);
+
 // Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
 // failure; the previous state stays in place.
 void save_state(const std::filesystem::path& path, const RunState& state);
