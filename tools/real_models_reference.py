@@ -223,10 +223,10 @@ def main():
             seqs.append({"text": ti, "ids": ids, "logprobs": lps})
             n_tok += len(lps)
             lp_sum += sum(lps)
-            spread = max(spread, float((full.max(-1).values - full.median(-1).values).max()))
+            spread = max(spread, float((full.max(-1).values - full.mean(-1)).max()))
         models.append({"folder": f, "sequences": seqs})
         print(f"{f}: {len(seqs)} texts, {n_tok} scored tokens, mean log-prob {lp_sum / n_tok:.3f} "
-              f"(uniform: {-math.log(a.V):.3f}), largest max-median logit gap {spread:.1f} nats", file=sys.stderr)
+              f"(uniform: {-math.log(a.V):.3f}), largest max-mean logit gap {spread:.1f} nats", file=sys.stderr)
     with open(args.out, "w") as fo:
         json.dump({"dtype": "float64", "texts": args.texts, "models": models}, fo)
 
