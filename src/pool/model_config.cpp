@@ -83,7 +83,33 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   c.max_position_embeddings = get_int(j, origin, "max_position_embeddings", 4096);
   c.rms_norm_eps = get_real(j, origin, "rms_norm_eps", 1e-6);
   if (!(c.rms_norm_eps > 0)) throw_input("{}: rms_norm_eps must be positive", origin);
-  c.rope_theta = get_real(j, origin, "rope_theta", 10000.0);
+  // RoPE: transformers >= 5 writes `rope_parameters` (rope_type, rope_theta and
+  // the scaling keys); earlier versions `rope_theta` and `rope_scaling`.
+  const bool has_params = j.contains("rope_parameters") && !j["rope_parameters"].is_null();
+  const bool has_scaling = j.contains("rope_scaling") && !j["rope_scaling"].is_null();
+  const nlohmann::json* rope = has_scaling ? &j["rope_scaling"] : nullptr;
+  std::string rope_key = "rope_scaling";
+  if (has_params) {
+    const auto& rp = j["rope_parameters"];
+    if (!rp.is_object() || !rp.contains("rope_theta"))
+      throw_input("{}: rope_parameters must be an object with 'rope_theta'", origin);
+    c.rope_theta = get_real(rp, origin + ": rope_parameters", "rope_theta", 0);
+    if (j.contains("rope_theta") && !j["rope_theta"].is_null() &&
+        get_real(j, origin, "rope_theta", 0) != c.rope_theta)
+      throw_input("{}: rope_theta and rope_parameters.rope_theta disagree", origin);
+    if (has_scaling) {  // both: every rope_scaling entry must agree with rope_parameters
+      if (!rope->is_object()) throw_input("{}: rope_scaling must be an object", origin);
+      for (const auto& [k, v] : rope->items()) {
+        const std::string pk = k == "type" ? "rope_type" : k;
+        if (!rp.contains(pk) || rp[pk] != v)
+          throw_input("{}: rope_scaling.{} disagrees with rope_parameters", origin, k);
+      }
+    }
+    rope = &rp;
+    rope_key = "rope_parameters";
+  } else {
+    c.rope_theta = get_real(j, origin, "rope_theta", 10000.0);
+  }
   if (!(c.rope_theta > 1)) throw_input("{}: rope_theta must be > 1", origin);
   c.tie_word_embeddings = get_bool(j, origin, "tie_word_embeddings", false);
 
@@ -95,6 +121,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
     c.qkv_bias = true;
     if (get_bool(j, origin, "use_sliding_window", false))
       throw_input("{}: use_sliding_window: true is not supported", origin);
+    if (j.contains("layer_types") && j["layer_types"].is_array())  // transformers >= 5
+      for (const auto& t : j["layer_types"])
+        if (t != "full_attention")
+          throw_input("{}: layer_types: only full_attention layers are supported", origin);
   } else if (llama) {
     c.qkv_bias = c.o_bias = get_bool(j, origin, "attention_bias", false);
   } else {
@@ -102,23 +132,23 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
     if (c.sliding_window < 0) throw_input("{}: sliding_window must be >= 0", origin);
   }
 
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const auto& rs = j["rope_scaling"];
-    if (!rs.is_object()) throw_input("{}: rope_scaling must be an object", origin);
+  if (rope) {
+    const auto& rs = *rope;
+    if (!rs.is_object()) throw_input("{}: {} must be an object", origin, rope_key);
     std::string type;
     if (rs.contains("rope_type") && rs["rope_type"].is_string())
       type = rs["rope_type"].get<std::string>();
     else if (rs.contains("type") && rs["type"].is_string())
       type = rs["type"].get<std::string>();
     else
-      throw_input("{}: rope_scaling has no 'rope_type'", origin);
+      throw_input("{}: {} has no 'rope_type'", origin, rope_key);
     RopeScaling& s = c.rope_scaling;
     if (type == "default") {
       s.kind = RopeScaling::Kind::None;
     } else if (type == "linear" || type == "llama3") {
       s.kind = type == "linear" ? RopeScaling::Kind::Linear : RopeScaling::Kind::Llama3;
-      s.factor = get_real(rs, origin + ": rope_scaling", "factor", -1);
-      if (!(s.factor > 0)) throw_input("{}: rope_scaling.factor must be positive", origin);
+      s.factor = get_real(rs, origin + ": " + rope_key, "factor", -1);
+      if (!(s.factor > 0)) throw_input("{}: {}.factor must be positive", origin, rope_key);
       if (s.kind == RopeScaling::Kind::Llama3) {
         s.low_freq_factor = get_real(rs, origin, "low_freq_factor", 1.0);
         s.high_freq_factor = get_real(rs, origin, "high_freq_factor", 4.0);
@@ -127,12 +157,12 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
         if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0) ||
             !(s.original_max_position_embeddings > 0))
           throw_input(
-              "{}: rope_scaling llama3: need 0 < low_freq_factor < high_freq_factor "
+              "{}: {} llama3: need 0 < low_freq_factor < high_freq_factor "
               "and original_max_position_embeddings > 0",
-              origin);
+              origin, rope_key);
       }
     } else {
-      throw_input("{}: rope_scaling type '{}' is not supported (linear, llama3)", origin, type);
+      throw_input("{}: {} type '{}' is not supported (linear, llama3)", origin, rope_key, type);
     }
   }
   c.bos_token_id = first_token_id(j, "bos_token_id");

@@ -170,6 +170,65 @@ TEST_CASE("forward pass matches a naive reference: Mistral sliding window, linea
   check_against_naive(c, 13);
 }
 
+TEST_CASE("transformers 5 configs: rope_parameters give the same RoPE as rope_theta/rope_scaling",
+          "[eval][model]") {
+  // transformers >= 5 writes rope_theta inside rope_parameters; before the
+  // change it was silently ignored (rope_theta defaulted to 10000).
+  auto v4 = tiny_config_json();
+  v4["architectures"] = {"LlamaForCausalLM"};
+  v4["rope_theta"] = 500000.0;
+  v4["rope_scaling"] = {{"rope_type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 64}};
+  auto v5 = v4;
+  v5.erase("rope_theta");
+  v5.erase("rope_scaling");
+  v5["rope_parameters"] = v4["rope_scaling"];
+  v5["rope_parameters"]["rope_theta"] = 500000.0;
+  const ModelConfig a = ModelConfig::from_json(v4, "v4"), b = ModelConfig::from_json(v5, "v5");
+  CHECK(b.rope_theta == 500000.0);
+  CHECK(b.rope_scaling.kind == RopeScaling::Kind::Llama3);
+  CHECK(b.rope_scaling.factor == a.rope_scaling.factor);
+  CHECK(b.rope_scaling.low_freq_factor == a.rope_scaling.low_freq_factor);
+  CHECK(b.rope_scaling.high_freq_factor == a.rope_scaling.high_freq_factor);
+  CHECK(b.rope_scaling.original_max_position_embeddings == 64.0);
+  // Both forms at once, agreeing (a config written for both versions).
+  auto both = v5;
+  both["rope_theta"] = 500000.0;
+  both["rope_scaling"] = v4["rope_scaling"];
+  CHECK(ModelConfig::from_json(both, "both").rope_theta == 500000.0);
+  auto plain = tiny_config_json();
+  plain.erase("rope_theta");
+  plain["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+  const ModelConfig p = ModelConfig::from_json(plain, "plain");
+  CHECK(p.rope_theta == 1e6);
+  CHECK(p.rope_scaling.kind == RopeScaling::Kind::None);
+
+  auto bad = [](nlohmann::json j, const std::string& what) {
+    REQUIRE_THROWS_WITH(ModelConfig::from_json(j, "x/config.json"),
+                        Catch::Contains("x/config.json") && Catch::Contains(what));
+  };
+  auto j = plain;
+  j["rope_parameters"].erase("rope_theta");
+  bad(j, "rope_parameters");
+  j = plain;
+  j["rope_theta"] = 10000.0;
+  bad(j, "disagree");
+  j = both;
+  j["rope_scaling"]["factor"] = 4.0;
+  bad(j, "rope_scaling.factor");
+  j = plain;
+  j["rope_parameters"]["rope_type"] = "yarn";
+  bad(j, "rope_parameters type 'yarn'");
+  j = plain;  // Qwen2: per-layer sliding windows are not implemented
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  bad(j, "layer_types");
+  j["layer_types"] = {"full_attention", "full_attention"};
+  CHECK_NOTHROW(ModelConfig::from_json(j, "x/config.json"));
+}
+
 TEST_CASE("unsupported model options are clear input errors", "[eval][model]") {
   auto bad = [](const std::string& key, const nlohmann::json& value, const std::string& what) {
     auto j = tiny_config_json();
