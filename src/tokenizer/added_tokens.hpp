@@ -12,6 +12,9 @@ namespace kintsugi::tok {
 
 struct AddedToken {
   std::string content;
+  // What decode and id_to_token give: HF keeps a normalized token's content
+  // normalized in its id -> token map.
+  std::string decoded;
   int32_t id = -1;
   bool special = false, normalized = true, lstrip = false, rstrip = false, single_word = false;
 };

@@ -135,9 +135,9 @@ class ByteLevel final : public PreTokenizer {
       : prefix_(prefix), re_(use_regex ? std::make_unique<Regex>(kGpt2Pattern, origin) : nullptr) {}
   void apply(Pieces& pieces) const override {
     split_each(pieces, [&](Piece& p, Pieces& out) {
-      if (prefix_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
+      if (prefix_ && (p.text.empty() || p.text[0] != ' ')) p.text = " " + p.text;
       if (re_) {
-        emit(p, regex_spans(*re_, p.text, false), out);
+        emit(p, apply_behavior(regex_spans(*re_, p.text, false), Behavior::Isolated), out);
       } else if (!p.text.empty()) {
         out.push_back(std::move(p));
       }
@@ -201,7 +201,7 @@ class Metaspace final : public PreTokenizer {
       p.text = replace_all(space_re_, p.text, rep_);
       const bool starts = p.text.compare(0, rep_.size(), rep_) == 0;
       if (!starts && (scheme_ == Prepend::Always || (scheme_ == Prepend::First && p.at_start)))
-        p.text.insert(0, rep_);
+        p.text = rep_ + p.text;
       if (split_)
         emit(p, apply_behavior(regex_spans(rep_re_, p.text, false), Behavior::MergedWithNext), out);
       else if (!p.text.empty())

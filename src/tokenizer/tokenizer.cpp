@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
 
 #include "added_tokens.hpp"
 #include "bpe.hpp"
@@ -27,6 +28,7 @@ struct Tokenizer::Impl {
   std::vector<AddedToken> added;
   std::unordered_map<int32_t, size_t> added_by_id;
   std::unordered_map<std::string, int32_t> added_by_content;
+  std::unordered_set<std::string> special_contents;
   std::unique_ptr<AddedMatcher> raw_matcher, normalized_matcher;
   std::vector<int32_t> prefix, suffix;
   std::optional<int32_t> bos, eos;
@@ -69,6 +71,8 @@ void load_added(Tokenizer::Impl& t, const json& j) {
   if (!j["added_tokens"].is_array()) throw_input("{}: 'added_tokens' must be a list", t.origin);
   for (const auto& e : j["added_tokens"]) {
     AddedToken a = added_token(e, t.origin);
+    a.decoded = a.normalized && t.normalizer ? t.normalizer->apply(a.content) : a.content;
+    if (a.special) t.special_contents.insert(a.content);
     t.added_by_id[a.id] = t.added.size();
     t.added_by_content[a.content] = a.id;
     t.added.push_back(std::move(a));
@@ -82,7 +86,7 @@ void load_added(Tokenizer::Impl& t, const json& j) {
       if (a.special != (pass == 0)) continue;
       if (a.normalized) {
         norm.push_back(&a);
-        norm_p.push_back(t.normalizer ? t.normalizer->apply(a.content) : a.content);
+        norm_p.push_back(a.decoded);
       } else {
         raw.push_back(&a);
         raw_p.push_back(a.content);
@@ -262,18 +266,14 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
+  // As HF: a token (added or not) is left out when its text is a special token's.
   for (const int32_t id : ids) {
     const auto a = impl_->added_by_id.find(id);
-    if (a != impl_->added_by_id.end()) {
-      const AddedToken& t = impl_->added[a->second];
-      if (!(skip_special_tokens && t.special)) tokens.push_back(t.content);
-      continue;
-    }
-    if (const std::string* t = impl_->model->id_to_token(id)) {
-      // A model token whose text is also a special added token's is special too.
-      if (skip_special_tokens && is_special(impl_->find(*t).value_or(-1))) continue;
-      tokens.push_back(*t);
-    }
+    const std::string* t = a != impl_->added_by_id.end() ? &impl_->added[a->second].decoded
+                                                         : impl_->model->id_to_token(id);
+    if (t == nullptr) continue;
+    if (skip_special_tokens && impl_->special_contents.count(*t)) continue;
+    tokens.push_back(*t);
   }
   if (!impl_->decoder) {
     std::string out;
@@ -292,7 +292,7 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   const auto a = impl_->added_by_id.find(id);
-  if (a != impl_->added_by_id.end()) return impl_->added[a->second].content;
+  if (a != impl_->added_by_id.end()) return impl_->added[a->second].decoded;
   if (const std::string* t = impl_->model->id_to_token(id)) return *t;
   return std::nullopt;
 }
