@@ -77,4 +77,14 @@ set +e
 rc=$?
 set -e
 [[ $rc -eq 2 ]] && grep -q "none.json" "$work/err" || fail "missing tokenizer: exit $rc: $(cat "$work/err")"
+
+# The benchmark verifies kintsugi's ids against HF's itself and prints both rates.
+"$KINTSUGI" bench tokenize --tokenizer "${tokenizers[llama2]}" --corpus "$corpus" \
+  --hf-script "$ref/bench.js" --repeat 1 --json >"$work/bench.out" || fail "bench tokenize failed"
+node -e '
+const lines = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n");
+const d = JSON.parse(lines[lines.length - 1]);
+for (const k of ["tokens", "kintsugi_tokens_per_s", "hf_tokens_per_s", "ratio"])
+  if (!(d[k] > 0)) { console.error("bench tokenize: bad " + k + ": " + lines.join("\n")); process.exit(1); }
+' "$work/bench.out" || fail "bench tokenize output"
 echo "tokenizer_hf: ok"
