@@ -24,7 +24,15 @@ using Pieces = std::vector<Piece>;
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  virtual std::string apply(std::string s) const = 0;
+  // `at_start` is cleared when the result's first character no longer comes
+  // from offset 0 of the input (HF's alignments: a multi-character
+  // replacement at the start aligns to the last character it replaces; a
+  // stripped prefix moves the start), which Metaspace's "first" looks at.
+  virtual std::string apply(std::string s, bool& at_start) const = 0;
+  std::string apply(std::string s) const {
+    bool unused = true;
+    return apply(std::move(s), unused);
+  }
 };
 
 class PreTokenizer {

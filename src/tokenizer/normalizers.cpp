@@ -56,7 +56,7 @@ std::string type_of(const json& j, const std::string& origin, const char* what) 
 class NormalForms final : public Normalizer {
  public:
   explicit NormalForms(NormalForm f) : form_(f) {}
-  std::string apply(std::string s) const override { return normalize(s, form_); }
+  std::string apply(std::string s, bool&) const override { return normalize(s, form_); }
 
  private:
   NormalForm form_;
@@ -64,13 +64,13 @@ class NormalForms final : public Normalizer {
 
 class Lowercase final : public Normalizer {
  public:
-  std::string apply(std::string s) const override { return lowercase(s); }
+  std::string apply(std::string s, bool&) const override { return lowercase(s); }
 };
 
 class Prepend final : public Normalizer {
  public:
   explicit Prepend(std::string p) : prepend_(std::move(p)) {}
-  std::string apply(std::string s) const override { return s.empty() ? s : prepend_ + s; }
+  std::string apply(std::string s, bool&) const override { return s.empty() ? s : prepend_ + s; }
 
  private:
   std::string prepend_;
@@ -107,7 +107,15 @@ namespace {
 class Replace final : public Normalizer {
  public:
   Replace(Regex re, std::string content) : re_(std::move(re)), content_(std::move(content)) {}
-  std::string apply(std::string s) const override { return replace_all(re_, s, content_); }
+  std::string apply(std::string s, bool& at_start) const override {
+    const auto m = re_.find_all(s);
+    if (!m.empty() && m[0].first == 0 && m[0].second > 0) {
+      size_t i = 0;
+      next_code_point(s, i);
+      if (content_.empty() || m[0].second > i) at_start = false;
+    }
+    return replace_all(re_, s, content_);
+  }
 
  private:
   Regex re_;
@@ -117,7 +125,7 @@ class Replace final : public Normalizer {
 class Strip final : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
-  std::string apply(std::string s) const override {
+  std::string apply(std::string s, bool& at_start) const override {
     size_t a = 0, b = s.size();
     if (left_) {
       while (a < s.size()) {
@@ -132,6 +140,7 @@ class Strip final : public Normalizer {
         if (!is_whitespace(next_code_point(s, i))) end = i;
       b = end;
     }
+    if (a > 0) at_start = false;
     return s.substr(a, b - a);
   }
 
@@ -142,8 +151,8 @@ class Strip final : public Normalizer {
 class SequenceN final : public Normalizer {
  public:
   explicit SequenceN(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
-  std::string apply(std::string s) const override {
-    for (const auto& p : parts_) s = p->apply(std::move(s));
+  std::string apply(std::string s, bool& at_start) const override {
+    for (const auto& p : parts_) s = p->apply(std::move(s), at_start);
     return s;
   }
 

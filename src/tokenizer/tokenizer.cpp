@@ -195,13 +195,14 @@ Pieces Tokenizer::Impl::pieces(std::string_view text) const {
     }
     if (s.b == s.a) continue;
     std::string norm(text.substr(s.a, s.b - s.a));
-    if (normalizer) norm = normalizer->apply(std::move(norm));
+    bool at_start = s.a == 0;
+    if (normalizer) norm = normalizer->apply(std::move(norm), at_start);
     if (normalized_matcher->empty()) {
-      if (!norm.empty()) out.push_back({std::move(norm), -1, s.a == 0});
+      if (!norm.empty()) out.push_back({std::move(norm), -1, at_start});
       continue;
     }
     for (const auto& n : normalized_matcher->split(norm))
-      if (n.b > n.a) out.push_back({norm.substr(n.a, n.b - n.a), n.id, s.a == 0 && n.a == 0});
+      if (n.b > n.a) out.push_back({norm.substr(n.a, n.b - n.a), n.id, at_start && n.a == 0});
   }
   return out;
 }

@@ -12,8 +12,9 @@ const F = JSON.parse(fs.readFileSync(path.join(__dirname, '../../test/data/token
 const T = {
   wordpiece_like_bpe: ["Hello World", "  HÉLLO, the world!  ", "héllo zzz wörld", "the~the", "", "x#y€z"],
   wordpiece_like_bpe_fused: ["Hello World", "a€€€b hello", "€€ €€", "the\tworld\nHELLO"],
-  sentencepiece_like: ["Hello world", "hello<mask>world", "a <mask> b", "cat concat cat.", "DOG dog Dog", "x<tag>  y", "hi 123 ｆｕｌｌ", "héllo 😀 ok", "<s>hello</s>", "", " ", "  hello  world "],
+  sentencepiece_like: ["12o.Dogw", "1o", "12 dog", "Hello world", "hello<mask>world", "a <mask> b", "cat concat cat.", "DOG dog Dog", "x<tag>  y", "hi 123 ｆｕｌｌ", "héllo 😀 ok", "<s>hello</s>", "", " ", "  hello  world "],
   sentencepiece_always_nosplit: ["Hello world", "héllo", "<s> hello", "a  b", "😀x"],
+  sentencepiece_first_strip: ["  hello", "hello", "<s>  hello", " <mask> hi", "abhello", "ahello", "x ab"],
   sentencepiece_never: ["Hello world", "é hello", "<mask>hi", "x <s>y"],
   split_Removed: ["ab.c", "a..b", ".ab.", "abc"],
   split_Isolated: ["ab.c", "a..b", ".ab."],

@@ -73,6 +73,9 @@ F["sentencepiece_always_nosplit"] = json.loads(json.dumps(F["sentencepiece_like"
 F["sentencepiece_always_nosplit"]["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False}
 F["sentencepiece_always_nosplit"]["normalizer"] = {"type": "NFD"}
 F["sentencepiece_always_nosplit"]["decoder"] = {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 1}]}
+# Metaspace "first" after a normalizer that moves the start (HF's alignments)
+F["sentencepiece_first_strip"] = json.loads(json.dumps(F["sentencepiece_like"]))
+F["sentencepiece_first_strip"]["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Strip", "strip_left": True, "strip_right": False}, {"type": "Replace", "pattern": {"String": "ab"}, "content": "#"}]}
 F["sentencepiece_never"] = json.loads(json.dumps(F["sentencepiece_like"]))
 F["sentencepiece_never"]["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never", "split": True}
 F["sentencepiece_never"]["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFKD"}, {"type": "Prepend", "prepend": "▁"}]}
