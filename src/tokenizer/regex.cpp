@@ -3,6 +3,8 @@
 
 #include <pcre2.h>
 
+#include <cctype>
+
 #include "kintsugi/common/error.hpp"
 #include "text.hpp"
 
@@ -47,8 +49,16 @@ Regex::Regex(const std::string& pattern, const std::string& origin) {
   code_ = std::move(code);
 }
 
+// Every ASCII non-alphanumeric escaped (\Q...\E would end at a "\E" inside).
+// An empty literal matches the empty string at every position, as in HF.
 Regex Regex::literal(std::string_view literal, const std::string& origin) {
-  return Regex("\\Q" + std::string(literal) + "\\E", origin);
+  std::string p;
+  for (char c : literal) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x80 && !std::isalnum(u)) p += '\\';
+    p += c;
+  }
+  return Regex(p, origin);
 }
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const {
@@ -57,10 +67,12 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
   size_t pos = 0;
   while (pos <= s.size()) {
-    const int rc =
-        code_->jit
-            ? pcre2_jit_match(code_->code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr)
-            : pcre2_match(code_->code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+    int rc = code_->jit ? pcre2_jit_match(code_->code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK,
+                                          md, nullptr)
+                        : PCRE2_ERROR_JIT_STACKLIMIT;
+    // Without JIT, or past the JIT's stack: the interpreter (heap-backed).
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+      rc = pcre2_match(code_->code, subject, s.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) throw_runtime("regex match failed (PCRE2 error {})", rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);

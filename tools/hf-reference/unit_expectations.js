@@ -26,6 +26,8 @@ const T = {
   digits_individual: ["a123b", "12 3", "c12"],
   digits_contiguous: ["a123b.c", "12.3", "ab!c,1"],
   punctuation_next: ["a-b", "ab.c", "a..b"],
+  split_empty_string: ["ab.c", "a b"],
+  split_literal_escapes: ["ab\\E.*c", "abc.*", "a\\Eb"],
   whitespace: ["ab c1  -b", "a-b ab.c", "  a  "],
   bytelevel_prefix: ["hello world", "Hello  world", " hello", "123 4567", "hello\n\n  world  ", "<bos>hello<eos>", "wörld ☕"],
   bytelevel_noregex_merges: ["hello world", " hello", "123", "world", "a  b"],

@@ -97,6 +97,9 @@ F["digits_individual"] = split_fx({"type": "Digits", "individual_digits": True})
 F["digits_contiguous"] = split_fx({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": False}, {"type": "Punctuation", "behavior": "Isolated"}]})
 F["punctuation_next"] = split_fx({"type": "Punctuation", "behavior": "MergedWithNext"})
 F["whitespace"] = split_fx({"type": "Whitespace"})
+# An empty string pattern (HF: matches between every character); a literal with regex syntax in it
+F["split_empty_string"] = split_fx({"type": "Split", "pattern": {"String": ""}, "behavior": "Removed", "invert": False})
+F["split_literal_escapes"] = split_fx({"type": "Split", "pattern": {"String": "\\E.*"}, "behavior": "Isolated", "invert": False})
 
 # 4: ByteLevel with prefix space and regex, ignore_merges, template in a Sequence, ByteLevel decoder
 v = {}
