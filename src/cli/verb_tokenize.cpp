@@ -1,0 +1,82 @@
+// `kintsugi tokenize TOKENIZER --input FILE.jsonl`: the ids (and optionally the
+// decoded text) of every {"text": ...} line, one JSON line each, in order.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "kintsugi/cli/verb.hpp"
+#include "kintsugi/common/error.hpp"
+#include "kintsugi/tokenizer/tokenizer.hpp"
+
+namespace kintsugi::cli {
+
+namespace {
+
+struct Options {
+  std::string tokenizer;
+  std::string input;
+  bool add_special = false;
+  bool decode = false;
+  bool skip_special = false;
+};
+
+// Every line's text; the whole file is read first, so bad input stops the
+// command before anything is printed.
+std::vector<std::string> read_texts(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_input("{}: cannot open", path);
+  std::vector<std::string> texts;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw_input("{}:{}: not valid JSON: {}", path, n, e.what());
+    }
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+      throw_input("{}:{}: expected an object with a string \"text\"", path, n);
+    texts.push_back(j["text"].get<std::string>());
+  }
+  return texts;
+}
+
+int run(const Options& o) {
+  const Tokenizer tok = Tokenizer::load(o.tokenizer);
+  const auto texts = read_texts(o.input);
+  std::string out;
+  for (const auto& text : texts) {
+    const auto ids = tok.encode(text, o.add_special);
+    nlohmann::ordered_json j;
+    j["ids"] = ids;
+    if (o.decode) j["text"] = tok.decode(ids, o.skip_special);
+    out += j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    out += '\n';
+    if (out.size() > (1u << 20)) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+VerbRegistration reg{
+    {"tokenize", "Encode (and decode) JSONL texts with an HF tokenizer.json", 15,
+     [](CLI::App& sub) {
+       auto o = std::make_shared<Options>();
+       sub.add_option("tokenizer", o->tokenizer, "A model folder or a tokenizer.json")->required();
+       sub.add_option("--input", o->input, "JSONL file, one {\"text\": ...} per line")->required();
+       sub.add_flag("--add-special-tokens", o->add_special,
+                    "Apply the post-processor's template (BOS/EOS)");
+       sub.add_flag("--decode", o->decode, "Also print \"text\": the decode of the ids");
+       sub.add_flag("--skip-special-tokens", o->skip_special,
+                    "With --decode: leave special tokens out of the text");
+       return std::function<int()>([o] { return run(*o); });
+     }}};
+
+}  // namespace
+
+}  // namespace kintsugi::cli
