@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "kintsugi/dist/mpi.hpp"
-#include "kintsugi/model/shard_loader.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
 
 using namespace kintsugi;
