@@ -45,6 +45,18 @@ const char* kind_name(const YAML::Node& n) {
   return "?";
 }
 
+// Parses the whole of `s` (an optional leading '+' allowed) into `v`:
+// result_out_of_range, invalid_argument for anything but a number, or success.
+template <typename T>
+std::errc parse_whole(const std::string& s, T& v) {
+  const char* b = s.data();
+  const char* e = s.data() + s.size();
+  if (b != e && *b == '+') ++b;
+  const auto [ptr, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc()) return ec;
+  return ptr != e || b == e ? std::errc::invalid_argument : std::errc();
+}
+
 }  // namespace
 
 YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
@@ -91,12 +103,9 @@ std::string YamlField::as_enum(std::initializer_list<std::string_view> allowed) 
 uint64_t YamlField::as_uint(uint64_t min, uint64_t max) const {
   const std::string s = plain_scalar("a non-negative integer");
   uint64_t v = 0;
-  const char* b = s.data();
-  const char* e = s.data() + s.size();
-  if (b != e && *b == '+') ++b;
-  const auto [ptr, ec] = std::from_chars(b, e, v);
+  const std::errc ec = parse_whole(s, v);
   if (ec == std::errc::result_out_of_range) fail(fmt::format("{} is too large", s));
-  if (ec != std::errc() || ptr != e || b == e) {
+  if (ec != std::errc()) {
     if (!s.empty() && s[0] == '-') fail(fmt::format("must be >= {}, got {}", min, s));
     fail(fmt::format("expected a non-negative integer, got \"{}\"", s));
   }
@@ -108,13 +117,9 @@ uint64_t YamlField::as_uint(uint64_t min, uint64_t max) const {
 int64_t YamlField::as_int() const {
   const std::string s = plain_scalar("an integer");
   int64_t v = 0;
-  const char* b = s.data();
-  const char* e = s.data() + s.size();
-  if (b != e && *b == '+') ++b;
-  const auto [ptr, ec] = std::from_chars(b, e, v);
+  const std::errc ec = parse_whole(s, v);
   if (ec == std::errc::result_out_of_range) fail(fmt::format("{} is out of range", s));
-  if (ec != std::errc() || ptr != e || b == e)
-    fail(fmt::format("expected an integer, got \"{}\"", s));
+  if (ec != std::errc()) fail(fmt::format("expected an integer, got \"{}\"", s));
   return v;
 }
 
@@ -128,13 +133,9 @@ double YamlField::as_double() const {
   if (neg_inf.count(s)) return -std::numeric_limits<double>::infinity();
   if (nan.count(s)) return std::numeric_limits<double>::quiet_NaN();
   double v = 0;
-  const char* b = s.data();
-  const char* e = s.data() + s.size();
-  if (b != e && *b == '+') ++b;
-  const auto [ptr, ec] = std::from_chars(b, e, v);
+  const std::errc ec = parse_whole(s, v);
   if (ec == std::errc::result_out_of_range) fail(fmt::format("{} is out of range", s));
-  if (ec != std::errc() || ptr != e || b == e)
-    fail(fmt::format("expected a number, got \"{}\"", s));
+  if (ec != std::errc()) fail(fmt::format("expected a number, got \"{}\"", s));
   return v;
 }
 

@@ -123,6 +123,33 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
   }
 }
 
+// One pass of TIES's radix select: for each active input, the histogram
+// (kBuckets bins) of bucket_of(input, key) over the deltas of this rank's
+// range (a negative bucket is not counted); `local` gets this rank's counts,
+// `global` their sum over all ranks.
+template <typename BucketOf>
+void key_histogram(const TensorSources& s, const std::vector<char>& active, ElementRange range,
+                   uint64_t chunk_elems, MPI_Comm comm, std::vector<uint64_t>& local,
+                   std::vector<uint64_t>& global, BucketOf bucket_of) {
+  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+  std::vector<float> b(cap), d(cap);
+  std::fill(local.begin(), local.end(), 0);
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    decode(s.dtype, s.base, c.begin, c.size(), b.data());
+    for (size_t i = 0; i < active.size(); ++i) {
+      if (!active[i]) continue;
+      decode_delta(s, i, c, b.data(), d.data());
+      uint64_t* h = local.data() + i * kBuckets;
+      for (uint64_t j = 0; j < c.size(); ++j) {
+        const int64_t bucket = bucket_of(i, key_of(d[j]));
+        if (bucket >= 0) ++h[bucket];
+      }
+    }
+  }
+  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
+                          MPI_SUM, comm));
+}
+
 }  // namespace
 
 TopKSelection ties_select(const TensorSources& s, std::span<const double> density,
@@ -143,21 +170,10 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
       active[i] = 1;
     }
   }
-  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
-  std::vector<float> b(cap), d(cap);
   // Pass 1: histogram of the high 16 bits of the key.
   std::vector<uint64_t> local(N * kBuckets, 0), global(N * kBuckets, 0);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    decode(s.dtype, s.base, c.begin, c.size(), b.data());
-    for (size_t i = 0; i < N; ++i) {
-      if (!active[i]) continue;
-      decode_delta(s, i, c, b.data(), d.data());
-      uint64_t* h = local.data() + i * kBuckets;
-      for (uint64_t j = 0; j < c.size(); ++j) ++h[key_of(d[j]) >> 16];
-    }
-  }
-  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
-                          MPI_SUM, comm));
+  key_histogram(s, active, range, chunk_elems, comm, local, global,
+                [](size_t, uint32_t key) { return static_cast<int64_t>(key >> 16); });
   std::vector<uint32_t> hb(N, 0);
   std::vector<uint64_t> above(N, 0);
   for (size_t i = 0; i < N; ++i) {
@@ -174,21 +190,9 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
     }
   }
   // Pass 2: histogram of the low 16 bits among keys in the selected bucket.
-  std::fill(local.begin(), local.end(), 0);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    decode(s.dtype, s.base, c.begin, c.size(), b.data());
-    for (size_t i = 0; i < N; ++i) {
-      if (!active[i]) continue;
-      decode_delta(s, i, c, b.data(), d.data());
-      uint64_t* h = local.data() + i * kBuckets;
-      for (uint64_t j = 0; j < c.size(); ++j) {
-        const uint32_t key = key_of(d[j]);
-        if ((key >> 16) == hb[i]) ++h[key & 0xffffu];
-      }
-    }
-  }
-  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
-                          MPI_SUM, comm));
+  key_histogram(s, active, range, chunk_elems, comm, local, global, [&](size_t i, uint32_t key) {
+    return (key >> 16) == hb[i] ? static_cast<int64_t>(key & 0xffffu) : int64_t{-1};
+  });
   std::vector<uint64_t> ties_to_keep(N, 0), local_eq(N, 0), eq_before(N, 0);
   for (size_t i = 0; i < N; ++i) {
     if (!active[i]) continue;
@@ -227,6 +231,8 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
     }
   }
   if (scan) {
+    const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+    std::vector<float> b(cap), d(cap);
     std::vector<uint64_t> seen(N, 0);
     for (const auto& c : chunks_of(range, chunk_elems)) {
       decode(s.dtype, s.base, c.begin, c.size(), b.data());
