@@ -2,7 +2,7 @@
 # Fuzzes the safetensors header parser with libFuzzer (Debian's clang, with
 # ASan+UBSan) for SECONDS (default 60). Usage: scripts/fuzz.sh [SECONDS]
 # Build and corpus live in build-fuzz/; the seeds are made from the real files
-# in ../shared/fixtures/safetensors when present, plus a few written here.
+# in test/data/fixtures/safetensors, plus a few written here.
 # Exits non-zero when the fuzzer finds a crash (the input is saved in build-fuzz/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,14 +45,11 @@ seed_from_text() {  # seed_from_text SEED HEADER DATA_SIZE
   perl -e 'open(my $o, ">", $ARGV[0]) or die "$ARGV[0]: $!\n"; binmode $o;
     print $o $ARGV[1], pack("Q<", $ARGV[2]); close($o) or die "$ARGV[0]: $!\n"' "$out/seeds/$1" "$2" "$3"
 }
-fixtures=../shared/fixtures/safetensors
-if [[ -d "$fixtures" ]]; then
-  while IFS= read -r -d '' f; do
-    seed_from_file "$f" "$out/seeds/$(basename "$(dirname "$f")")_$(basename "$f")"
-  done < <(find "$fixtures" -name '*.safetensors' -print0)
-else
-  echo "fuzz.sh: $fixtures absent; using built-in seeds only" >&2
-fi
+fixtures=test/data/fixtures/safetensors
+[[ -d "$fixtures" ]] || { echo "fuzz.sh: $fixtures: no such folder (part of the repository)" >&2; exit 1; }
+while IFS= read -r -d '' f; do
+  seed_from_file "$f" "$out/seeds/$(basename "$(dirname "$f")")_$(basename "$f")"
+done < <(find "$fixtures" -name '*.safetensors' -print0)
 seed_from_text builtin_two '{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1,3],"data_offsets":[8,14]}}' 14
 seed_from_text builtin_empty '{}' 0
 

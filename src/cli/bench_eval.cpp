@@ -1,11 +1,14 @@
 // `kintsugi bench eval`: the builtin evaluator's speed on one checkpoint:
 // prefill and decode tokens/s for T = 1 and 2 (as many ranks as the world
 // has), the share of wall time in matrix products, and the time to score the
-// checkpoint on a job's tasks (all search splits).
+// checkpoint on a job's tasks (all search splits). Like `bench merge` it checks
+// its own results: the task scores must agree exactly at every T measured (the
+// group size changes only the order of the all-reduce sums), else exit 1.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -50,6 +53,7 @@ double cpu_s() {
 struct Row {
   int T;
   double prefill_tps, decode_tps, matmul_share, score_s, score_cpu_s;
+  std::vector<TaskResult> scores;
 };
 
 Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int T, int rank,
@@ -96,27 +100,27 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
           static_cast<double>(a.batch * a.decode * a.repeats) / decode_s,
           mm / wall,
           -1,
-          -1};
-  if (!tasks.empty()) {
-    const ByteTokenizer tok = ByteTokenizer::load(ck.path() / "tokenizer.json");
-    EvalOptions opt;
-    MPI_CHECK(MPI_Barrier(comm));
-    const double t0 = now_s(), c0 = cpu_s();
-    evaluate_model(comm, shard, tok, tasks, opt);
-    row.score_s = now_s() - t0;
-    row.score_cpu_s = cpu_s() - c0;
-  }
+          -1,
+          {}};
+  const ByteTokenizer tok = ByteTokenizer::load(ck.path() / "tokenizer.json");
+  EvalOptions opt;
+  MPI_CHECK(MPI_Barrier(comm));
+  const double t0 = now_s(), c0 = cpu_s();
+  row.scores = evaluate_model(comm, shard, tok, tasks, opt);
+  row.score_s = now_s() - t0;
+  row.score_cpu_s = cpu_s() - c0;
   return row;
 }
 
 int run_bench_eval(const BenchEvalArgs& a) {
   set_blas_threads(1);
+  if (!std::filesystem::is_regular_file(a.job)) throw_input("--job {}: no such file", a.job);
   const HfCheckpoint ck = HfCheckpoint::open(a.checkpoint);
   std::vector<EvalTask> tasks;
-  if (!a.job.empty() && std::filesystem::exists(a.job)) {
-    const JobConfig job = load_job(a.job);
-    for (const auto& t : job.tasks) tasks.push_back(load_task(t, "search"));
-  }
+  const JobConfig job = load_job(a.job);
+  for (const auto& t : job.tasks) tasks.push_back(load_task(t, "search"));
+  if (std::none_of(a.tp.begin(), a.tp.end(), [](int T) { return T >= 1 && T <= world_size(); }))
+    throw_input("--tp: no group size fits in {} rank(s)", world_size());
   std::vector<Row> rows;
   for (int T : a.tp) {
     if (T < 1) throw_input("--tp: {} is not a group size", T);
@@ -134,6 +138,12 @@ int run_bench_eval(const BenchEvalArgs& a) {
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   }
   if (world_rank() != 0) return kExitOk;
+  // Rank 0 is in every group, so it holds every row's scores.
+  for (const auto& r : rows)
+    for (size_t t = 0; t < r.scores.size(); ++t)
+      if (r.scores[t].metrics != rows.front().scores[t].metrics)
+        throw_runtime("bench eval: task {}: T = {} and T = {} give different scores",
+                      r.scores[t].task, rows.front().T, r.T);
   fmt::print("checkpoint {}: batch {}, prompt {} tokens, {} decode steps, {} repeats\n",
              ck.path().string(), a.batch, a.prompt, a.decode, a.repeats);
   fmt::print("{:>3} {:>16} {:>16} {:>14} {:>18} {:>16}\n", "T", "prefill tok/s", "decode tok/s",
@@ -141,9 +151,8 @@ int run_bench_eval(const BenchEvalArgs& a) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& r : rows) {
     fmt::print("{:>3} {:>16.0f} {:>16.0f} {:>13.1f}% {:>18} {:>16}\n", r.T, r.prefill_tps,
-               r.decode_tps, 100 * r.matmul_share,
-               r.score_s < 0 ? std::string("-") : fmt::format("{:.3f}", r.score_s),
-               r.score_s < 0 ? std::string("-") : fmt::format("{:.3f}", r.score_cpu_s));
+               r.decode_tps, 100 * r.matmul_share, fmt::format("{:.3f}", r.score_s),
+               fmt::format("{:.3f}", r.score_cpu_s));
     j.push_back({{"tensor_parallel", r.T},
                  {"prefill_tokens_per_s", r.prefill_tps},
                  {"decode_tokens_per_s", r.decode_tps},
@@ -151,7 +160,14 @@ int run_bench_eval(const BenchEvalArgs& a) {
                  {"score_search_s", r.score_s},
                  {"score_search_cpu_s", r.score_cpu_s}});
   }
-  if (a.json) fmt::print("{}\n", nlohmann::json{{"bench", "eval"}, {"results", j}}.dump());
+  nlohmann::json scores = nlohmann::json::object();
+  for (const auto& t : rows.front().scores) scores[t.task] = t.metrics;
+  std::vector<int> measured;
+  for (const auto& r : rows) measured.push_back(r.T);
+  fmt::print("scores agree at every T measured (T = {})\n", fmt::join(measured, ", "));
+  if (a.json)
+    fmt::print("{}\n",
+               nlohmann::json{{"bench", "eval"}, {"results", j}, {"scores", scores}}.dump());
   return kExitOk;
 }
 
@@ -160,7 +176,7 @@ BenchRegistration reg{
      [](CLI::App& sub) {
        auto a = std::make_shared<BenchEvalArgs>();
        sub.add_option("--checkpoint", a->checkpoint, "Checkpoint folder")->capture_default_str();
-       sub.add_option("--job", a->job, "Job whose search splits are scored (skipped if absent)")
+       sub.add_option("--job", a->job, "Job whose search splits are scored (must exist)")
            ->capture_default_str();
        sub.add_option("--batch", a->batch, "Sequences per forward pass")
            ->capture_default_str()

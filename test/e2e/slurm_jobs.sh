@@ -19,7 +19,7 @@ mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" 2>"$work/wh
   { cat "$work/whole.log" >&2; fail "uninterrupted run"; }
 
 log="$work/job.log"
-jobid=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --time=10 \
+jobid=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --time=10 \
   --output="$log" --chdir="$work" \
   --export=ALL,JOB="$work/job.yaml",STATE="$work/slurm.h5",KINTSUGI="$KINTSUGI",MAX_RESTARTS=3 \
   "$KINTSUGI_SOURCE_DIR/slurm/optimize.sbatch")
@@ -69,7 +69,7 @@ echo "submitted merge job $merge_id"
 
 # A sweep: a job array of two one-rank searches with seeds 3 and 4.
 sweep_id=$(SEEDS="3 4" STATE_PREFIX="$work/sweep" KINTSUGI_SLURM_DIR="$KINTSUGI_SOURCE_DIR/slurm" \
-  sbatch --parsable --array=0-1 --nodes=1 --ntasks-per-node=1 --gpus-per-node=0 --time=10 \
+  sbatch --parsable --array=0-1 --nodes=1 --ntasks-per-node=1 --time=10 \
   --output="$work/sweep-%a.log" --chdir="$work" \
   --export=ALL,JOB="$work/job.yaml",KINTSUGI="$KINTSUGI" "$KINTSUGI_SOURCE_DIR/slurm/sweep.sbatch")
 echo "submitted sweep job array $sweep_id"

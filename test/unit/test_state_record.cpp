@@ -95,10 +95,7 @@ TEST_CASE("state: Record keys that HDF5 cannot hold are refused", "[state]") {
 }
 
 TEST_CASE("state: h5py reads a written Record bit for bit", "[state]") {
-  if (!test::have_h5py()) {
-    WARN("skipped: /usr/bin/python3 cannot import h5py");
-    return;
-  }
+  test::require_h5py();
   test::TempDir tmp;
   const auto file = tmp / "r.h5";
   {
@@ -139,10 +136,7 @@ print("OK")
 }
 
 TEST_CASE("state: a Record group written by h5py reads as expected", "[state]") {
-  if (!test::have_h5py()) {
-    WARN("skipped: /usr/bin/python3 cannot import h5py");
-    return;
-  }
+  test::require_h5py();
   test::TempDir tmp;
   const auto file = tmp / "py.h5";
   const std::string script = R"PY(

@@ -200,10 +200,7 @@ TEST_CASE("state: bad state files give an InputError naming the file", "[state]"
 }
 
 TEST_CASE("state: the layout of docs/state.md, read with h5py", "[state]") {
-  if (!test::have_h5py()) {
-    WARN("skipped: /usr/bin/python3 cannot import h5py");
-    return;
-  }
+  test::require_h5py();
   test::TempDir tmp;
   const auto path = tmp / "s.h5";
   save_state(path, make_state(7));
@@ -321,10 +318,7 @@ TEST_CASE("state: a SIGKILL during save never loses the last good state", "[stat
 }
 
 TEST_CASE("state: the h5py example in docs/state.md runs", "[state]") {
-  if (!test::have_h5py()) {
-    WARN("skipped: /usr/bin/python3 cannot import h5py");
-    return;
-  }
+  test::require_h5py();
   std::ifstream in(test::source_dir() / "docs" / "state.md");
   REQUIRE(in);
   std::string line, code;

@@ -2,6 +2,7 @@
 // Helpers for the state tests: bitwise comparison (NaN == NaN when the bits
 // agree) and running a shell command (the h5py checks).
 #include <bit>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -44,9 +45,11 @@ inline ShellResult run_shell(const std::string& cmd) {
   return r;
 }
 
-// True when /usr/bin/python3 can import h5py (the tests that need it skip otherwise).
-inline bool have_h5py() {
-  return run_shell("/usr/bin/python3 -c 'import h5py, numpy'").status == 0;
+// The h5py tests need /usr/bin/python3 with h5py and numpy (scripts/install-deps.sh
+// installs them); without them they fail, never skip.
+inline void require_h5py() {
+  INFO("/usr/bin/python3 cannot import h5py and numpy (run scripts/install-deps.sh)");
+  REQUIRE(run_shell("/usr/bin/python3 -c 'import h5py, numpy'").status == 0);
 }
 
 }  // namespace kintsugi::test

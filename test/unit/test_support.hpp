@@ -21,7 +21,7 @@ class TempDir {
 };
 
 std::filesystem::path source_dir();
-// ../shared/fixtures beside the checkout; empty when absent (tests then skip).
+// test/data/fixtures in the checkout (real files written by other tools).
 std::filesystem::path fixtures_dir();
 
 struct CommandResult {
