@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "kintsugi/dist/mpi.hpp"
-#include "kintsugi/model/shard_loader.hpp"
 #include "kintsugi/model/transformer.hpp"
+#include "kintsugi/pool/shard_loader.hpp"
 
 using namespace kintsugi;
 
