@@ -18,7 +18,15 @@ untied lm_head. rope_theta is read from config.json's `rope_parameters`
 
 Writes --out:
   {"dtype": "float64", "models": [{"folder": ABS, "sequences":
-     [{"text": i, "ids": [...], "logprobs": [log p(ids[t] | ids[:t]) for t >= 1]}]}]}
+     [{"text": i, "ids": [...], "logprobs": [log p(ids[t] | ids[:t]) for t >= 1],
+       "argmax": [argmax_v p(v | ids[:t+1]) for t >= 0]}]}]}
+
+The texts file may list text indices under "lm_eval_prefix": for those, when
+the tokenizer adds no special token in front of the text (encode with and
+without special tokens agree at the start, as for Qwen), lm-evaluation-harness's
+prefix_token_id is prepended: tokenizer_config.json's bos_token, else its
+eos_token (what lm-eval puts before an empty context, e.g. in
+loglikelihood_rolling, so that every token of the text is scored).
 
   /usr/bin/python3 tools/real_models_reference.py --texts test/real_models/texts.json \\
       --node-modules tools/hf-reference/node_modules --out ref.json FOLDER...
@@ -46,7 +54,8 @@ const fs = require('fs');
     const ids = [];
     for (const text of job.texts) {
       const e = await t.encode(text, null, {addSpecialTokens: true});
-      ids.push(Array.from(e.getIds()));
+      const plain = await t.encode(text, null, {addSpecialTokens: false});
+      ids.push([Array.from(e.getIds()), Array.from(plain.getIds()), t.tokenToId(job.prefix[out.length] || '')]);
     }
     out.push(ids);
   }
@@ -61,7 +70,14 @@ def hf_tokenize(node_modules, tokenizer_paths, texts):
         sys.exit(f"real_models_reference.py: {node_modules}/tokenizers is missing "
                  "(npm install tokenizers@0.23.2 there)")
     env = dict(os.environ, NODE_PATH=os.path.abspath(node_modules))
-    r = subprocess.run(["node", "-e", TOKENIZE_JS], input=json.dumps({"tokenizers": tokenizer_paths, "texts": texts}),
+    prefix = []
+    for path in tokenizer_paths:
+        cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+        cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+        tok = cfg.get("bos_token") or cfg.get("eos_token")
+        prefix.append(tok.get("content") if isinstance(tok, dict) else tok)
+    r = subprocess.run(["node", "-e", TOKENIZE_JS],
+                       input=json.dumps({"tokenizers": tokenizer_paths, "texts": texts, "prefix": prefix}),
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"real_models_reference.py: node failed ({r.returncode}): {r.stderr.strip()}")
@@ -192,8 +208,8 @@ def token_logprobs(a, w, ids):
         x = x + lin("mlp.down_proj", torch.nn.functional.silu(g) * u, False)
     x = rms_norm(x, w["model.norm.weight"], a.eps)
     head = w["model.embed_tokens.weight"] if a.tied else w["lm_head.weight"]
-    lp = torch.log_softmax(x[:-1] @ head.T, dim=-1)
-    return lp.gather(1, ids_t[1:, None])[:, 0].tolist(), lp
+    lp = torch.log_softmax(x @ head.T, dim=-1)
+    return lp[:-1].gather(1, ids_t[1:, None])[:, 0].tolist(), lp
 
 
 def main():
@@ -204,7 +220,9 @@ def main():
     ap.add_argument("folders", nargs="+")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    texts = json.load(open(args.texts))["texts"]
+    data = json.load(open(args.texts))
+    texts = data["texts"]
+    with_prefix = set(data.get("lm_eval_prefix", []))
     folders = [os.path.abspath(f) for f in args.folders]
     tok_paths = sorted({os.path.join(f, "tokenizer.json") for f in folders})
     all_ids = dict(zip(tok_paths, hf_tokenize(args.node_modules, tok_paths, texts)))
@@ -214,13 +232,17 @@ def main():
         a = Arch(config, os.path.join(f, "config.json"))
         w = load_weights(f)
         seqs, n_tok, lp_sum, spread = [], 0, 0.0, 0.0
-        for ti, ids in enumerate(all_ids[os.path.join(f, "tokenizer.json")]):
+        for ti, (ids, plain, prefix_id) in enumerate(all_ids[os.path.join(f, "tokenizer.json")]):
+            if ti in with_prefix and ids[:1] == plain[:1]:
+                if prefix_id is None:
+                    raise ValueError(f"{f}: the tokenizer adds no BOS and names no bos/eos token")
+                ids = [prefix_id] + ids
             if len(ids) < 2:
                 raise ValueError(f"text {ti}: {len(ids)} tokens, need 2")
             if max(ids) >= a.V:
                 raise ValueError(f"{f}: text {ti}: token id {max(ids)} >= vocab_size {a.V}")
             lps, full = token_logprobs(a, w, ids)
-            seqs.append({"text": ti, "ids": ids, "logprobs": lps})
+            seqs.append({"text": ti, "ids": ids, "logprobs": lps, "argmax": full.argmax(-1).tolist()})
             n_tok += len(lps)
             lp_sum += sum(lps)
             spread = max(spread, float((full.max(-1).values - full.mean(-1)).max()))

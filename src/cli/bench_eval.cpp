@@ -22,6 +22,7 @@
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/model/transformer.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
+#include "kintsugi/service/runtime.hpp"
 
 namespace kintsugi::cli {
 
@@ -102,8 +103,9 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
           -1,
           -1,
           {}};
-  const ByteTokenizer tok = ByteTokenizer::load(ck.path() / "tokenizer.json");
+  const Tokenizer tok = load_tokenizer(ck);
   EvalOptions opt;
+  opt.eos_ids = load_eos_ids(ck);
   MPI_CHECK(MPI_Barrier(comm));
   const double t0 = now_s(), c0 = cpu_s();
   row.scores = evaluate_model(comm, shard, tok, tasks, opt);

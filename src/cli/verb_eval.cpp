@@ -85,7 +85,8 @@ Models models_to_score(const EvalArgs& a, const JobConfig& job) {
 struct LoadedModel {
   std::string name;
   std::unique_ptr<ModelShard> shard;
-  std::unique_ptr<ByteTokenizer> tok;
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<int32_t> eos_ids;
 };
 
 LoadedModel load_checkpoint(const std::filesystem::path& path, const EvalGroups& groups) {
@@ -93,7 +94,8 @@ LoadedModel load_checkpoint(const std::filesystem::path& path, const EvalGroups&
   LoadedModel m;
   m.name = ck.name();
   m.shard = std::make_unique<ModelShard>(load_model_shard(ck, groups.tp_rank, groups.tp_size));
-  m.tok = std::make_unique<ByteTokenizer>(load_tokenizer(ck));
+  m.tok = std::make_unique<Tokenizer>(load_tokenizer(ck));
+  m.eos_ids = load_eos_ids(ck);
   return m;
 }
 
@@ -109,7 +111,8 @@ LoadedModel load_merge(const JobConfig& job, const std::vector<float>& weights,
   m.shard = std::make_unique<ModelShard>(ps.config(), groups.tp_rank, groups.tp_size);
   merge_into(*m.shard, ps, mw);
   m.name = fmt::format("merge[{}]", fmt::join(weights, ","));
-  m.tok = std::make_unique<ByteTokenizer>(load_tokenizer(pool[0]));
+  m.tok = std::make_unique<Tokenizer>(load_tokenizer(pool[0]));
+  m.eos_ids = load_eos_ids(pool[0]);
   return m;
 }
 
@@ -124,7 +127,9 @@ std::string score_group_models(const JobConfig& job, const Models& models,
     const auto t0 = std::chrono::steady_clock::now();
     const LoadedModel model = models.weights.empty() ? load_checkpoint(models.paths[m], groups)
                                                      : load_merge(job, models.weights, groups);
-    const auto results = evaluate_model(groups.comm, *model.shard, *model.tok, tasks, opt);
+    EvalOptions model_opt = opt;
+    model_opt.eos_ids = model.eos_ids;
+    const auto results = evaluate_model(groups.comm, *model.shard, *model.tok, tasks, model_opt);
     spdlog::info("{}: {} tasks scored in {:.2f} s (group {}, T = {})", model.name, results.size(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                  groups.group, groups.tp_size);

@@ -1,6 +1,7 @@
 #include "kintsugi/eval/builtin_evaluator.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <numeric>
 
@@ -14,14 +15,39 @@ namespace {
 
 struct Ctx {
   Transformer& model;
-  const ByteTokenizer& tok;
-  int32_t bos, eos;
+  const Tokenizer& tok;
+  // What encode(text, true) puts before the text (the tokenizer's BOS rule),
+  // and lm-eval's prefix_token_id for a context that would otherwise be empty.
+  std::vector<int32_t> prefix;
+  int32_t empty_prefix;
+  std::vector<int32_t> eos;  // generation stops on any of them
   size_t batch;
-  std::vector<int32_t> with_bos(const std::string& text) const {
-    std::vector<int32_t> ids{bos};
-    const auto b = tok.encode(text);
-    ids.insert(ids.end(), b.begin(), b.end());
+  // A context's ids, as lm-eval's tok_encode: the tokenizer's prefix, then the
+  // text's ids; [prefix_token_id] when that is empty.
+  std::vector<int32_t> context(const std::string& text) const {
+    std::vector<int32_t> ids = prefix;
+    const auto t = tok.encode(text, false);
+    ids.insert(ids.end(), t.begin(), t.end());
+    if (ids.empty()) ids.push_back(empty_prefix);
     return ids;
+  }
+  // lm-eval's _encode_pair: trailing whitespace of the context moves to the
+  // continuation; the continuation's ids are those of context + continuation
+  // after as many ids as the context alone has.
+  std::pair<std::vector<int32_t>, std::vector<int32_t>> pair(std::string ctx,
+                                                             std::string cont) const {
+    const size_t n = rstrip_python(ctx).size();
+    cont = ctx.substr(n) + cont;
+    ctx.resize(n);
+    std::vector<int32_t> c = context(ctx);
+    std::vector<int32_t> whole = prefix;
+    const auto w = tok.encode(ctx + cont, false);
+    whole.insert(whole.end(), w.begin(), w.end());
+    // An empty context stands for [prefix_token_id]; its continuation is all of `cont`.
+    const size_t skip = prefix.empty() && ctx.empty() ? 0 : c.size();
+    std::vector<int32_t> rest;
+    if (whole.size() > skip) rest.assign(whole.begin() + static_cast<ptrdiff_t>(skip), whole.end());
+    return {std::move(c), std::move(rest)};
   }
 };
 
@@ -40,12 +66,20 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
     const size_t n = b - a;
-    // 1. Prefill every context once; its last position predicts each choice's first byte.
+    // 1. Prefill every context once; its last position predicts each choice's first token.
     std::vector<std::vector<int32_t>> ctx_tokens(n);
+    std::vector<std::vector<std::vector<int32_t>>> choice_tokens(n);
     std::vector<std::shared_ptr<SeqCache>> caches(n);
     std::vector<ForwardRequest> reqs(n);
     for (size_t e = 0; e < n; ++e) {
-      ctx_tokens[e] = c.with_bos(ex[a + e].context);
+      for (size_t ci = 0; ci < ex[a + e].choices.size(); ++ci) {
+        auto [ctx_ids, cont_ids] = c.pair(ex[a + e].context, ex[a + e].choices[ci]);
+        if (cont_ids.empty())
+          throw_input("{}: example {}: choice {} has no tokens after the context", t.file.string(),
+                      a + e, ci);
+        if (ci == 0) ctx_tokens[e] = std::move(ctx_ids);
+        choice_tokens[e].push_back(std::move(cont_ids));
+      }
       caches[e] = std::make_shared<SeqCache>(c.model.new_cache());
       reqs[e] = {caches[e].get(), ctx_tokens[e], {static_cast<int32_t>(ctx_tokens[e].size() - 1)}};
     }
@@ -54,16 +88,16 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     std::vector<std::vector<double>> ll(n);
     for (size_t e = 0; e < n; ++e) {
       ll[e].assign(ex[a + e].choices.size(), 0.0);
-      for (const auto& ch : ex[a + e].choices) {
+      for (const auto& ids : choice_tokens[e]) {
         rows.push_back(static_cast<int32_t>(e));
-        targets.push_back(static_cast<unsigned char>(ch[0]));
+        targets.push_back(ids[0]);
       }
     }
     std::vector<double> lp(targets.size());
     c.model.log_probs(logits.data(), n, rows, targets, lp);
     for (size_t e = 0, k = 0; e < n; ++e)
       for (size_t ci = 0; ci < ll[e].size(); ++ci) ll[e][ci] = lp[k++];
-    // 2. The remaining bytes of each choice, continuing the shared context cache.
+    // 2. The remaining tokens of each choice, continuing the shared context cache.
     struct Cont {
       size_t e, ci;
       std::vector<int32_t> in, out;
@@ -71,7 +105,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     std::vector<Cont> conts;
     for (size_t e = 0; e < n; ++e)
       for (size_t ci = 0; ci < ll[e].size(); ++ci) {
-        const auto ids = c.tok.encode(ex[a + e].choices[ci]);
+        const auto& ids = choice_tokens[e][ci];
         if (ids.size() < 2) continue;
         conts.push_back({e, ci, {ids.begin(), ids.end() - 1}, {ids.begin() + 1, ids.end()}});
       }
@@ -122,7 +156,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
 void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const auto& ex = t.examples;
   double nll_total = 0;
-  size_t bytes_total = 0;
+  size_t bytes_total = 0, words_total = 0;
   std::vector<float> logits;
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
@@ -131,39 +165,57 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     caches.reserve(b - a);
     std::vector<ForwardRequest> reqs;
     std::vector<int32_t> targets;
+    std::vector<size_t> scored(b - a);
     for (size_t e = a; e < b; ++e) {
-      toks[e - a] = c.with_bos(ex[e].text);
+      // lm-eval's loglikelihood_rolling: the text after an empty context.
+      auto [ctx_ids, text_ids] = c.pair("", ex[e].text);
+      if (text_ids.empty())
+        throw_input("{}: example {}: the text has no tokens", t.file.string(), e);
+      scored[e - a] = text_ids.size();
+      toks[e - a] = std::move(ctx_ids);
+      toks[e - a].insert(toks[e - a].end(), text_ids.begin(), text_ids.end());
       const auto& tk = toks[e - a];
       caches.push_back(c.model.new_cache());
       std::vector<int32_t> at(tk.size() - 1);
       std::iota(at.begin(), at.end(), 0);
-      // The last byte predicts nothing we score: feed all but it.
+      // The last token predicts nothing we score: feed all but it; score the text's tokens.
       reqs.push_back(
-          {&caches.back(), std::span<const int32_t>(tk).first(tk.size() - 1), std::move(at)});
-      targets.insert(targets.end(), tk.begin() + 1, tk.end());
+          {&caches.back(), std::span<const int32_t>(tk).first(tk.size() - 1),
+           std::vector<int32_t>(at.end() - static_cast<ptrdiff_t>(scored[e - a]), at.end())});
+      targets.insert(targets.end(), tk.end() - static_cast<ptrdiff_t>(scored[e - a]), tk.end());
     }
     c.model.forward(reqs, logits);
     std::vector<double> lp(targets.size());
     c.model.log_probs(logits.data(), targets.size(), {}, targets, lp);
     size_t off = 0;
     for (size_t e = a; e < b; ++e) {
+      const size_t nt = scored[e - a];
       const size_t nb = ex[e].text.size();
+      const size_t nw = count_words(ex[e].text);
       double nll = 0;
-      for (size_t i = 0; i < nb; ++i) nll -= lp[off + i];
-      off += nb;
+      for (size_t i = 0; i < nt; ++i) nll -= lp[off + i];
       nll_total += nll;
       bytes_total += nb;
+      words_total += nw;
       if (keep) {
         nlohmann::json j = base_sample(t, e);
         j["nll"] = nll;
         j["bytes"] = nb;
+        j["words"] = nw;
         j["bits_per_byte"] = bits_per_byte(nll, nb);
+        const auto& tk = toks[e - a];
+        j["tokens"] = std::vector<int32_t>(tk.end() - static_cast<ptrdiff_t>(nt), tk.end());
+        j["logprobs"] = std::vector<double>(lp.begin() + static_cast<ptrdiff_t>(off),
+                                            lp.begin() + static_cast<ptrdiff_t>(off + nt));
         j["correct"] = nullptr;
         res.samples.push_back(std::move(j));
       }
+      off += nt;
     }
   }
   res.metrics["bits_per_byte"] = bits_per_byte(nll_total, bytes_total);
+  res.metrics["byte_perplexity"] = std::exp(nll_total / static_cast<double>(bytes_total));
+  res.metrics["word_perplexity"] = std::exp(nll_total / static_cast<double>(words_total));
 }
 
 void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
@@ -180,7 +232,7 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     caches.reserve(n);
     std::vector<ForwardRequest> reqs;
     for (size_t e = 0; e < n; ++e) {
-      ctx[e] = c.with_bos(ex[a + e].context);
+      ctx[e] = c.context(ex[a + e].context);
       caches.push_back(c.model.new_cache());
       reqs.push_back({&caches.back(), ctx[e], {static_cast<int32_t>(ctx[e].size() - 1)}});
     }
@@ -195,9 +247,10 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       for (size_t k = 0; k < active.size(); ++k) {
         const size_t e = active[k];
         const int32_t tk = next[k];
-        if (tk == c.eos || cfg.max_new_tokens == 0) continue;
+        if (cfg.max_new_tokens == 0 || std::find(c.eos.begin(), c.eos.end(), tk) != c.eos.end())
+          continue;
         out[e].push_back(tk);
-        if (out[e].size() >= cfg.max_new_tokens || has_stop(c.tok.decode(out[e]), cfg.stop))
+        if (out[e].size() >= cfg.max_new_tokens || has_stop(c.tok.decode(out[e], true), cfg.stop))
           continue;
         still.push_back(e);
       }
@@ -211,7 +264,7 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       c.model.argmax(logits.data(), active.size(), next);
     }
     for (size_t e = 0; e < n; ++e) {
-      const std::string output = cut_at_stop(c.tok.decode(out[e]), cfg.stop);
+      const std::string output = cut_at_stop(c.tok.decode(out[e], true), cfg.stop);
       const bool ok = exact_match(output, ex[a + e].target, re, cfg.ignore_case);
       correct += ok;
       if (keep) {
@@ -230,20 +283,26 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
 }  // namespace
 
 std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
-                                       const ByteTokenizer& tokenizer,
-                                       std::span<const EvalTask> tasks,
+                                       const Tokenizer& tokenizer, std::span<const EvalTask> tasks,
                                        const EvalOptions& options) {
   const ModelConfig& mc = shard.config();
   if (tokenizer.vocab_size() > mc.vocab_size)
     throw_input("the tokenizer has {} ids but the model's vocab_size is {}", tokenizer.vocab_size(),
                 mc.vocab_size);
-  int32_t bos = static_cast<int32_t>(mc.bos_token_id);
-  if (bos < 0) bos = tokenizer.special_id("<bos>");
-  if (bos < 0) throw_input("the model has no bos_token_id and the tokenizer no <bos> token");
-  int32_t eos = static_cast<int32_t>(mc.eos_token_id);
-  if (eos < 0) eos = tokenizer.special_id("<eos>");
+  // lm-eval's prefix_token_id: the tokenizer's BOS, else its EOS; then the model's.
+  int32_t empty_prefix = -1;
+  for (const int64_t id :
+       {static_cast<int64_t>(tokenizer.bos_id().value_or(-1)),
+        static_cast<int64_t>(tokenizer.eos_id().value_or(-1)), mc.bos_token_id, mc.eos_token_id})
+    if (empty_prefix < 0 && id >= 0) empty_prefix = static_cast<int32_t>(id);
+  if (empty_prefix < 0)
+    throw_input("neither the tokenizer nor config.json names a bos or eos token");
+  std::vector<int32_t> eos = options.eos_ids;
+  if (eos.empty() && mc.eos_token_id >= 0) eos.push_back(static_cast<int32_t>(mc.eos_token_id));
+  if (eos.empty() && tokenizer.eos_id()) eos.push_back(*tokenizer.eos_id());
   Transformer model(shard, group);
-  Ctx c{model, tokenizer, bos, eos, std::max<size_t>(1, options.batch_size)};
+  Ctx c{model,        tokenizer,      tokenizer.prefix_ids(),
+        empty_prefix, std::move(eos), std::max<size_t>(1, options.batch_size)};
   std::vector<TaskResult> results;
   for (const auto& t : tasks) {
     TaskResult r;

@@ -77,7 +77,7 @@ ChoiceScore score_choice(std::span<const double> logliks, const std::vector<std:
   KS_CHECK(logliks.size() == choices.size() && !choices.empty(), "one log-likelihood per choice");
   std::vector<double> norm(choices.size());
   for (size_t i = 0; i < choices.size(); ++i)
-    norm[i] = logliks[i] / static_cast<double>(choices[i].size());
+    norm[i] = logliks[i] / static_cast<double>(count_chars(choices[i]));
   ChoiceScore s;
   s.pred = argmax_index(logliks);
   s.pred_norm = argmax_index(norm);
@@ -89,6 +89,52 @@ ChoiceScore score_choice(std::span<const double> logliks, const std::vector<std:
 double bits_per_byte(double nll_nats, size_t bytes) {
   KS_CHECK(bytes > 0, "bits per byte of an empty text");
   return nll_nats / std::numbers::ln2 / static_cast<double>(bytes);
+}
+
+namespace {
+
+// Decodes the code point at s[i] (valid UTF-8) and advances i.
+char32_t decode_at(std::string_view s, size_t& i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  const size_t n = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+  char32_t c = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+  for (size_t k = 1; k < n && i + k < s.size(); ++k)
+    c = (c << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += n;
+  return c;
+}
+
+}  // namespace
+
+size_t count_chars(std::string_view s) {
+  size_t n = 0;
+  for (const char ch : s) n += (static_cast<unsigned char>(ch) & 0xC0) != 0x80;
+  return n;
+}
+
+bool is_python_space(char32_t c) {
+  // CPython's _PyUnicode_IsWhitespace: bidirectional class WS, B or S, or category Zs.
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+size_t count_words(std::string_view text) {
+  size_t words = 1;
+  bool in_space = false;
+  for (size_t i = 0; i < text.size();) {
+    const bool sp = is_python_space(decode_at(text, i));
+    if (sp && !in_space) ++words;
+    in_space = sp;
+  }
+  return words;
+}
+
+std::string_view rstrip_python(std::string_view text) {
+  size_t end = 0;
+  for (size_t i = 0; i < text.size();)
+    if (!is_python_space(decode_at(text, i))) end = i;
+  return text.substr(0, end);
 }
 
 }  // namespace kintsugi

@@ -3,6 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
@@ -23,7 +27,8 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
   checkpoints_ = open_compatible_pool(job_);
   pool_ = std::make_unique<PoolShards>(load_pool_shards(checkpoints_, *groups_));
   scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
-  tokenizer_ = std::make_unique<ByteTokenizer>(load_tokenizer(checkpoints_.front()));
+  tokenizer_ = std::make_unique<Tokenizer>(load_tokenizer(checkpoints_.front()));
+  eos_ids_ = load_eos_ids(checkpoints_.front());
   if (job_.search.granularity == "layer_group" &&
       job_.search.layer_groups > static_cast<size_t>(pool_->config().num_layers))
     throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
@@ -104,11 +109,32 @@ PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints,
   return PoolShards::load(ptrs, groups.tp_rank, groups.tp_size);
 }
 
-ByteTokenizer load_tokenizer(const HfCheckpoint& checkpoint) {
+Tokenizer load_tokenizer(const HfCheckpoint& checkpoint) {
   const auto tok = checkpoint.path() / "tokenizer.json";
   if (!std::filesystem::exists(tok))
     throw_input("{}: no tokenizer.json", checkpoint.path().string());
-  return ByteTokenizer::load(tok);
+  return Tokenizer::load(checkpoint.path());
+}
+
+std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const auto path = checkpoint.path() / name;
+    if (!std::filesystem::exists(path)) continue;
+    std::ifstream in(path);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw_input("{}: not a valid JSON object", path.string());
+    if (!j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
+    const auto& e = j["eos_token_id"];
+    std::vector<int32_t> ids;
+    for (const auto& v : e.is_array() ? e : nlohmann::json::array({e})) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+        throw_input("{}: eos_token_id must be a token id or a list of them", path.string());
+      ids.push_back(v.get<int32_t>());
+    }
+    return ids;
+  }
+  return {};
 }
 
 MergeWeights merge_weights_for(const SearchConfig& search, size_t n, size_t layers,

@@ -39,6 +39,7 @@ Scored score_one(Runtime& rt, const json& model, const std::string& split) {
     }
     EvalOptions opt;
     opt.batch_size = rt.job().evaluator.batch_size;
+    opt.eos_ids = rt.eos_ids();
     const auto results =
         evaluate_model(rt.groups().comm, *shard, rt.tokenizer(), rt.tasks(split), opt);
     for (const auto& r : results) {

@@ -3,7 +3,6 @@
 
 #include "components.hpp"
 #include "kintsugi/common/error.hpp"
-#include "kintsugi/tokenizer/byte_tokenizer.hpp"
 #include "regex.hpp"
 #include "text.hpp"
 
@@ -29,6 +28,22 @@ bool opt_bool(const json& j, const char* key, bool dflt, const std::string& orig
   if (!j.contains(key) || j[key].is_null()) return dflt;
   if (!j[key].is_boolean()) throw_input("{}: {}: '{}' must be true or false", origin, what, key);
   return j[key].get<bool>();
+}
+
+// GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others
+// for 256, 257, ... in byte order.
+const std::vector<std::string>& byte_to_unicode() {
+  static const std::vector<std::string> table = [] {
+    std::vector<std::string> t(256);
+    char32_t next = 256;
+    for (unsigned b = 0; b < 256; ++b) {
+      const bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      append_utf8(t[b], printable ? static_cast<char32_t>(b) : next++);
+    }
+    return t;
+  }();
+  return table;
 }
 
 const std::string& byte_char(unsigned char b) {

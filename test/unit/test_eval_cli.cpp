@@ -215,6 +215,17 @@ TEST_CASE("kintsugi eval: bad input is exit 2 with a one-line message", "[eval][
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("--split") != std::string::npos);
 
+  std::ofstream(f.tmp / "pool" / "a" / "generation_config.json") << R"({"eos_token_id": [2, "x"]})";
+  r = test::run_kintsugi("eval " + f.job());
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("generation_config.json: eos_token_id must be a token id or a list of them") !=
+        std::string::npos);
+  std::ofstream(f.tmp / "pool" / "a" / "generation_config.json") << "{not json";
+  r = test::run_kintsugi("eval " + f.job());
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("generation_config.json: not a valid JSON object") != std::string::npos);
+  std::filesystem::remove(f.tmp / "pool" / "a" / "generation_config.json");
+
   std::filesystem::remove(f.tmp / "pool" / "b" / "tokenizer.json");
   r = test::run_kintsugi("eval " + f.job());
   CHECK(r.exit_code == 2);

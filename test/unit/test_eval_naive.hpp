@@ -213,7 +213,8 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
   return out;
 }
 
-// GPT-2's bytes_to_unicode, transcribed from the Python original.
+// The demo's byte-level tokenizer.json (<bos> added by the post-processor);
+// the vocabulary is GPT-2's bytes_to_unicode, transcribed from the Python original.
 inline nlohmann::json byte_level_tokenizer_json() {
   std::vector<int> bs;
   for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
@@ -238,14 +239,25 @@ inline nlohmann::json byte_level_tokenizer_json() {
     }
     vocab[ch] = bs[i];
   }
-  return {{"version", "1.0"},
-          {"added_tokens",
-           {{{"id", 256}, {"content", "<bos>"}, {"special", true}},
-            {{"id", 257}, {"content", "<eos>"}, {"special", true}}}},
-          {"normalizer", nullptr},
-          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
-          {"decoder", {{"type", "ByteLevel"}}},
-          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+  return {
+      {"version", "1.0"},
+      {"added_tokens",
+       {{{"id", 256}, {"content", "<bos>"}, {"special", true}},
+        {{"id", 257}, {"content", "<eos>"}, {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single",
+         {{{"SpecialToken", {{"id", "<bos>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair",
+         {{{"SpecialToken", {{"id", "<bos>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens", {{"<bos>", {{"id", "<bos>"}, {"ids", {256}}, {"tokens", {"<bos>"}}}}}}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
 }
 
 // x rounded to bf16.

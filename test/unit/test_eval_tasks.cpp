@@ -6,7 +6,7 @@
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/eval/metrics.hpp"
 #include "kintsugi/eval/task.hpp"
-#include "kintsugi/tokenizer/byte_tokenizer.hpp"
+#include "kintsugi/tokenizer/tokenizer.hpp"
 #include "test_eval_naive.hpp"
 #include "test_support.hpp"
 
@@ -20,47 +20,25 @@ void write(const std::filesystem::path& p, const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("byte-level tokenizer from tokenizer.json", "[eval][tokenizer]") {
+TEST_CASE("the demo's byte-level tokenizer through Tokenizer", "[eval][tokenizer]") {
   test::TempDir tmp;
   const auto path = tmp / "tokenizer.json";
   write(path, test::byte_level_tokenizer_json().dump());
-  const ByteTokenizer t = ByteTokenizer::load(path);
+  const Tokenizer t = Tokenizer::load(path);
   CHECK(t.vocab_size() == 258);
-  CHECK(t.special_id("<bos>") == 256);
-  CHECK(t.special_id("<eos>") == 257);
+  CHECK(t.token_to_id("<bos>") == 256);
+  CHECK(t.token_to_id("<eos>") == 257);
+  CHECK(t.prefix_ids() == std::vector<int32_t>{256});
+  CHECK(t.suffix_ids().empty());
   const std::string text = "Hi \xC3\xA9\n\x01";
-  CHECK(t.encode(text) == std::vector<int32_t>{72, 105, 32, 0xC3, 0xA9, 10, 1});
+  CHECK(t.encode(text, false) == std::vector<int32_t>{72, 105, 32, 0xC3, 0xA9, 10, 1});
+  CHECK(t.encode(text, true) == std::vector<int32_t>{256, 72, 105, 32, 0xC3, 0xA9, 10, 1});
   const std::vector<int32_t> ids{256, 72, 105, 257};
-  CHECK(t.decode(ids) == "Hi");
-  CHECK(byte_to_unicode()[' '] == "\xC4\xA0");  // 'Ġ'
-  CHECK(byte_to_unicode()['A'] == "A");
-
-  auto rejects = [&](nlohmann::json j, const std::string& what) {
-    write(path, j.dump());
-    REQUIRE_THROWS_AS(ByteTokenizer::load(path), InputError);
-    REQUIRE_THROWS_WITH(ByteTokenizer::load(path),
-                        Catch::Contains(path.string()) && Catch::Contains(what));
-  };
-  auto j = test::byte_level_tokenizer_json();
-  j["model"]["merges"] = {"a b"};
-  rejects(j, "merges");
-  j = test::byte_level_tokenizer_json();
-  j["model"]["type"] = "Unigram";
-  rejects(j, "Unigram");
-  j = test::byte_level_tokenizer_json();
-  j["model"]["vocab"]["A"] = 66;
-  rejects(j, "byte 65");
-  j = test::byte_level_tokenizer_json();
-  j["model"]["vocab"].erase("A");
-  rejects(j, "255 of the 256");
-  j = test::byte_level_tokenizer_json();
-  j["pre_tokenizer"]["add_prefix_space"] = true;
-  rejects(j, "add_prefix_space");
-  j = test::byte_level_tokenizer_json();
-  j["normalizer"] = {{"type", "NFC"}};
-  rejects(j, "NFC");
+  CHECK(t.decode(ids, true) == "Hi");
+  CHECK(t.token_to_id("\xC4\xA0") == 32);  // 'Ġ' is byte 0x20 in GPT-2's table
+  CHECK(t.token_to_id("A") == 65);
   write(path, "{not json");
-  REQUIRE_THROWS_WITH(ByteTokenizer::load(path), Catch::Contains("not valid JSON"));
+  REQUIRE_THROWS_AS(Tokenizer::load(path), InputError);
 }
 
 TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][tasks]") {
@@ -139,6 +117,29 @@ TEST_CASE("choice: acc and acc_norm by hand", "[eval][metrics]") {
   // Ties go to the first choice.
   const std::vector<double> tie{-1.0, -1.0};
   CHECK(argmax_index(tie) == 0);
+  // lm-eval divides by len(choice), in characters: "\xC3\xA9" is 1 character (2
+  // bytes), -3 per character; "ab" -2.5 per character (by bytes: -1.5 and -2.5).
+  const std::vector<double> ll2{-3.0, -5.0};
+  const std::vector<std::string> choices2{"\xC3\xA9", "ab"};
+  CHECK(score_choice(ll2, choices2, 1).pred_norm == 1);
+  CHECK(count_chars("\xC3\xA9\xE4\xB8\xAD\xF0\x9F\x98\x80"
+                    "a") == 4);
+}
+
+TEST_CASE("word counts and rstrip as Python's re.split(r'\\s+') and str.rstrip()",
+          "[eval][metrics]") {
+  // Expected values printed by CPython 3 (len(re.split(r"\s+", s)), s.rstrip()).
+  CHECK(count_words("a b") == 2);
+  CHECK(count_words(" a  b\n") == 4);
+  CHECK(count_words("x\xE3\x80\x80y") == 2);  // U+3000 ideographic space
+  CHECK(count_words("x\x1Cy") == 2);          // \x1c is whitespace to Python
+  CHECK(count_words("") == 1);
+  CHECK(count_words("a\xE2\x80\x8B"
+                    "b") == 1);  // U+200B zero-width space is not
+  CHECK(count_words("one\xC2\xA0two\xE2\x80\xA8three\t\tfour") == 4);
+  CHECK(count_words("\xC2\x85") == 2);
+  CHECK(rstrip_python("ab \xE3\x80\x80\n") == "ab");
+  CHECK(rstrip_python("ab\xE2\x80\x8B") == "ab\xE2\x80\x8B");
 }
 
 TEST_CASE("perplexity: bits per byte by hand", "[eval][metrics]") {

@@ -91,7 +91,7 @@ TEST_CASE("tensor-parallel forward matches the naive reference for T = 1, 2, 4",
 TEST_CASE("task scores do not depend on T", "[mpi][eval]") {
   const ModelConfig c = ModelConfig::from_json(byte_model_config(), "byte");
   const auto w = test::random_weights(c, 5);
-  const ByteTokenizer tok = ByteTokenizer::from_json(test::byte_level_tokenizer_json(), "tok");
+  const Tokenizer tok = Tokenizer::from_json(test::byte_level_tokenizer_json(), "tok");
   std::vector<EvalTask> tasks(3);
   tasks[0].config.name = "gen";
   tasks[0].config.kind = TaskKind::Generate;
@@ -171,7 +171,7 @@ TEST_CASE("demo tasks: T = 1, 2, 4 give the same scores, log-likelihoods within 
   std::vector<const HfCheckpoint*> ptrs;
   for (const auto& p : job.pool.checkpoints) pool.push_back(HfCheckpoint::open(p));
   for (const auto& ck : pool) ptrs.push_back(&ck);
-  const ByteTokenizer tok = ByteTokenizer::load(pool[0].path() / "tokenizer.json");
+  const Tokenizer tok = Tokenizer::load(pool[0].path());
   const std::vector<float> uniform(pool.size(), 1.0f / static_cast<float>(pool.size()));
   // [T][model: first checkpoint, uniform merge][task]
   std::vector<std::vector<std::vector<TaskResult>>> all;

@@ -4,7 +4,8 @@
 // of the group calls it with the same tasks; the results are identical on all
 // of them. Requests are batched (`batch_size` sequences per forward pass):
 // choice contexts are prefilled once and their KV cache is shared by the
-// choices; generation decodes a batch of examples together.
+// choices; generation decodes a batch of examples together. Texts are encoded
+// with lm-evaluation-harness's rules (docs/evaluator.md).
 #include <mpi.h>
 
 #include <map>
@@ -15,13 +16,16 @@
 
 #include "kintsugi/eval/task.hpp"
 #include "kintsugi/pool/model_shard.hpp"
-#include "kintsugi/tokenizer/byte_tokenizer.hpp"
+#include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi {
 
 struct EvalOptions {
   size_t batch_size = 16;
   bool keep_samples = false;  // fill TaskResult::samples
+  // Generation stops at any of these ids (generation_config.json's
+  // eos_token_id); empty: config.json's eos_token_id, else the tokenizer's EOS.
+  std::vector<int32_t> eos_ids;
 };
 
 struct TaskResult {
@@ -34,7 +38,7 @@ struct TaskResult {
 };
 
 std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
-                                       const ByteTokenizer& tokenizer,
-                                       std::span<const EvalTask> tasks, const EvalOptions& options);
+                                       const Tokenizer& tokenizer, std::span<const EvalTask> tasks,
+                                       const EvalOptions& options);
 
 }  // namespace kintsugi

@@ -39,11 +39,22 @@ struct ChoiceScore {
   size_t pred = 0, pred_norm = 0;
   bool acc = false, acc_norm = false;
 };
-// acc: argmax of log-likelihoods; acc_norm: argmax of log-likelihood / bytes.
+// acc: argmax of log-likelihoods; acc_norm: argmax of log-likelihood / the
+// choice's length in characters (code points, Python's len), as lm-eval.
 ChoiceScore score_choice(std::span<const double> logliks, const std::vector<std::string>& choices,
                          size_t label);
 
 // perplexity: bits per byte from a total negative log-likelihood in nats.
 double bits_per_byte(double nll_nats, size_t bytes);
+// Number of code points of valid UTF-8 `s` (Python's len).
+size_t count_chars(std::string_view s);
+// Python's str.isspace() for one code point (what re's \s and str.rstrip() use).
+bool is_python_space(char32_t c);
+// lm-eval's word count for word_perplexity: len(re.split(r"\s+", text)),
+// i.e. 1 + the number of maximal runs of whitespace (a leading or trailing
+// run counts, as the empty string it splits off does).
+size_t count_words(std::string_view text);
+// `text` without its trailing whitespace (Python's str.rstrip()).
+std::string_view rstrip_python(std::string_view text);
 
 }  // namespace kintsugi

@@ -15,7 +15,7 @@
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/pool/model_shard.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
-#include "kintsugi/tokenizer/byte_tokenizer.hpp"
+#include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi {
 
@@ -28,7 +28,10 @@ std::vector<HfCheckpoint> open_compatible_pool(const JobConfig& job);
 // This rank's tensor-parallel shard of every checkpoint (collective over the group).
 PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints, const EvalGroups& groups);
 // The checkpoint's tokenizer.json (InputError when it has none).
-ByteTokenizer load_tokenizer(const HfCheckpoint& checkpoint);
+Tokenizer load_tokenizer(const HfCheckpoint& checkpoint);
+// The ids generation stops at: generation_config.json's eos_token_id (one id
+// or a list), else config.json's; empty when neither names one.
+std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint);
 // Merge weights for a pool of n checkpoints of `layers` decoder layers: n
 // values (one per checkpoint), or, with search.granularity layer_group,
 // search.layer_groups x n values (group-major). Otherwise an InputError
@@ -59,7 +62,8 @@ class Runtime {
 
   EvalGroups& groups() { return *groups_; }
   const PoolShards& pool() const { return *pool_; }
-  const ByteTokenizer& tokenizer() const { return *tokenizer_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   // The tasks of one split, loaded on first use; "search" is each task's own
   // `split` setting (default search), anything else (e.g. "test") is used as is.
   const std::vector<EvalTask>& tasks(const std::string& split);
@@ -75,7 +79,8 @@ class Runtime {
   std::vector<HfCheckpoint> checkpoints_;
   std::unique_ptr<EvalGroups> groups_;
   std::unique_ptr<PoolShards> pool_;
-  std::unique_ptr<ByteTokenizer> tokenizer_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<int32_t> eos_ids_;
   std::unique_ptr<ModelShard> scratch_;
   std::map<std::string, std::vector<EvalTask>> tasks_;
   bool has_test_ = false;
