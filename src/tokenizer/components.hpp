@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/common/error.hpp"
+
 namespace kintsugi::tok {
 
 // A slice of the input on its way to the model. `id` >= 0 marks an added
@@ -72,5 +74,20 @@ std::string need_string(const nlohmann::json& j, const char* key, const std::str
                         const char* what);
 bool opt_bool(const nlohmann::json& j, const char* key, bool dflt, const std::string& origin,
               const char* what);
+
+// The parts of a Sequence node (normalizer, pre-tokenizer or decoder): each
+// entry of the list under `key` made by `make(entry, origin)`; a part that
+// does nothing (null) is dropped.
+template <typename T, typename Make>
+std::vector<std::unique_ptr<T>> sequence_parts(const nlohmann::json& j, const char* key,
+                                               const std::string& origin, const char* what,
+                                               Make make) {
+  const nlohmann::json& list = need(j, key, origin, what);
+  if (!list.is_array()) throw_input("{}: {}: '{}' must be a list", origin, what, key);
+  std::vector<std::unique_ptr<T>> parts;
+  for (const auto& e : list)
+    if (auto p = make(e, origin)) parts.push_back(std::move(p));
+  return parts;
+}
 
 }  // namespace kintsugi::tok

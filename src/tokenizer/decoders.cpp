@@ -202,14 +202,9 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& origin) 
   if (t == "Metaspace")
     return std::make_unique<MetaspaceD>(one_char(j, "replacement", origin, "Metaspace decoder"),
                                         metaspace_prepends(j, origin));
-  if (t == "Sequence") {
-    const json& list = need(j, "decoders", origin, "Sequence decoder");
-    if (!list.is_array()) throw_input("{}: Sequence decoder: 'decoders' must be a list", origin);
-    std::vector<std::unique_ptr<Decoder>> parts;
-    for (const auto& e : list)
-      if (auto p = make_decoder(e, origin)) parts.push_back(std::move(p));
-    return std::make_unique<SequenceD>(std::move(parts));
-  }
+  if (t == "Sequence")
+    return std::make_unique<SequenceD>(
+        sequence_parts<Decoder>(j, "decoders", origin, "Sequence decoder", make_decoder));
   throw_input(
       "{}: decoder '{}' is not supported (supported: ByteLevel, ByteFallback, Fuse, "
       "Strip, Replace, Metaspace, Sequence)",

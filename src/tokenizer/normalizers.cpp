@@ -193,17 +193,9 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& or
   if (t == "Strip")
     return std::make_unique<Strip>(opt_bool(j, "strip_left", true, origin, "Strip"),
                                    opt_bool(j, "strip_right", true, origin, "Strip"));
-  if (t == "Sequence") {
-    const json& list = need(j, "normalizers", origin, "Sequence normalizer");
-    if (!list.is_array())
-      throw_input("{}: Sequence normalizer: 'normalizers' must be a list", origin);
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (const auto& e : list) {
-      auto p = make_normalizer(e, origin);
-      if (p) parts.push_back(std::move(p));
-    }
-    return std::make_unique<SequenceN>(std::move(parts));
-  }
+  if (t == "Sequence")
+    return std::make_unique<SequenceN>(sequence_parts<Normalizer>(
+        j, "normalizers", origin, "Sequence normalizer", make_normalizer));
   throw_input(
       "{}: normalizer '{}' is not supported (supported: NFC, NFD, NFKC, NFKD, Lowercase, "
       "Prepend, Replace, Strip, Sequence)",

@@ -291,15 +291,9 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
                                                            : Behavior::Isolated);
   if (t == "WhitespaceSplit") return std::make_unique<CharSplit>(is_whitespace, Behavior::Removed);
   if (t == "Whitespace") return std::make_unique<Whitespace>();
-  if (t == "Sequence") {
-    const json& list = need(j, "pretokenizers", origin, "Sequence pre_tokenizer");
-    if (!list.is_array())
-      throw_input("{}: Sequence pre_tokenizer: 'pretokenizers' must be a list", origin);
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (const auto& e : list)
-      if (auto p = make_pre_tokenizer(e, origin)) parts.push_back(std::move(p));
-    return std::make_unique<SequenceP>(std::move(parts));
-  }
+  if (t == "Sequence")
+    return std::make_unique<SequenceP>(sequence_parts<PreTokenizer>(
+        j, "pretokenizers", origin, "Sequence pre_tokenizer", make_pre_tokenizer));
   throw_input(
       "{}: pre_tokenizer '{}' is not supported (supported: ByteLevel, Split, Metaspace, "
       "Digits, Punctuation, Whitespace, WhitespaceSplit, Sequence)",
