@@ -2,6 +2,7 @@
 // one function; every value goes through YamlField so errors carry file:line.
 #include "kintsugi/config/job.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <regex>
@@ -30,6 +31,49 @@ std::filesystem::path TaskConfig::file_for(const std::string& split_name) const 
   return out;
 }
 
+std::string TaskConfig::external_name(const std::string& split_name) const {
+  return expand_placeholders(task, {{"split", split_name}});
+}
+
+std::string expand_placeholders(std::string_view text,
+                                const std::map<std::string, std::string>& values) {
+  auto is_ident = [](std::string_view s) {
+    if (s.empty() || !(std::islower(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+    for (char c : s)
+      if (!(std::islower(static_cast<unsigned char>(c)) ||
+            std::isdigit(static_cast<unsigned char>(c)) || c == '_'))
+        return false;
+    return true;
+  };
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text.compare(i, 2, "{{") == 0 || text.compare(i, 2, "}}") == 0) {
+      out += text[i];
+      i += 2;
+      continue;
+    }
+    if (text[i] == '{') {
+      const size_t close = text.find('}', i + 1);
+      if (close != std::string_view::npos) {
+        const std::string_view name = text.substr(i + 1, close - i - 1);
+        if (is_ident(name)) {
+          const auto it = values.find(std::string(name));
+          if (it == values.end())
+            throw_input(
+                "unknown placeholder {{{}}} in \"{}\" (write {{{{ and }}}} for literal braces)",
+                name, text);
+          out += it->second;
+          i = close + 1;
+          continue;
+        }
+      }
+    }
+    out += text[i++];
+  }
+  return out;
+}
+
 std::string_view task_kind_name(TaskKind k) {
   switch (k) {
     case TaskKind::Generate:
@@ -55,7 +99,11 @@ std::string_view default_metric(TaskKind k) {
 }
 
 bool metric_higher_is_better(std::string_view metric) {
-  return metric != "bits_per_byte";
+  // lm-eval's metric keys carry a filter ("word_perplexity,none"): the name
+  // before the comma decides.
+  const std::string_view name = metric.substr(0, metric.find(','));
+  return name != "bits_per_byte" && name != "perplexity" && name != "word_perplexity" &&
+         name != "byte_perplexity";
 }
 
 std::string TaskConfig::primary_metric() const {
@@ -94,7 +142,43 @@ PoolConfig read_pool(const YamlField& f, const fs::path& base_dir) {
   return pool;
 }
 
-TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
+std::string read_split(const YamlMap& m) {
+  if (auto s = m.get("split")) {
+    const std::string split = s->as_string();
+    if (split.empty()) s->fail("must not be empty");
+    return split;
+  }
+  return "search";
+}
+
+// A task of the command evaluator: the external task's name and the metric
+// key to read from the scorer's results.
+TaskConfig read_command_task(const YamlField& f) {
+  const YamlMap m = f.as_map({"name", "task", "metric", "higher_is_better", "split"});
+  TaskConfig t;
+  const YamlField name = m.require("name");
+  t.name = name.as_string();
+  if (t.name.empty()) name.fail("must not be empty");
+  t.task = t.name;
+  if (auto v = m.get("task")) {
+    t.task = v->as_string();
+    if (t.task.empty()) v->fail("must not be empty");
+    try {
+      t.external_name("search");
+    } catch (const InputError& e) {
+      v->fail(e.what());
+    }
+  }
+  const YamlField metric = m.require("metric");
+  t.metric = metric.as_string();
+  if (t.metric.empty()) metric.fail("must not be empty");
+  if (auto v = m.get("higher_is_better")) t.higher_is_better_setting = v->as_bool();
+  t.split = read_split(m);
+  return t;
+}
+
+TaskConfig read_task(const YamlField& f, const fs::path& base_dir, const std::string& evaluator) {
+  if (evaluator == "command") return read_command_task(f);
   const YamlMap m = f.as_map({"name", "file", "kind", "metric", "split", "limit", "max_new_tokens",
                               "stop", "regex", "ignore_case"});
   TaskConfig t;
@@ -123,10 +207,7 @@ TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
         break;
     }
   }
-  if (auto s = m.get("split")) {
-    t.split = s->as_string();
-    if (t.split.empty()) s->fail("must not be empty");
-  }
+  t.split = read_split(m);
   if (auto l = m.get("limit")) t.limit = l->as_uint();
   // The generation keys make no sense for the other kinds; say so rather than ignore them.
   for (const char* key : {"max_new_tokens", "stop", "regex", "ignore_case"}) {
@@ -153,22 +234,46 @@ TaskConfig read_task(const YamlField& f, const fs::path& base_dir) {
   return t;
 }
 
-EvaluatorConfig read_evaluator(const YamlField& f) {
-  const YamlMap m = f.as_map({"kind", "batch_size", "command", "timeout_s"});
+EvaluatorConfig read_evaluator(const YamlField& f, const fs::path& base_dir) {
+  const YamlMap m = f.as_map(
+      {"kind", "batch_size", "command", "results", "scratch", "dtype", "timeout_s", "env", "keep"});
   EvaluatorConfig e;
   if (auto k = m.get("kind")) e.kind = k->as_enum({"builtin", "command"});
+  const bool command = e.kind == "command";
+  // The keys of one kind make no sense for the other; say so rather than ignore them.
+  for (const char* key : {"command", "results", "scratch", "dtype", "timeout_s", "env", "keep"})
+    if (!command && m.has(key)) m.get(key)->fail("only applies to kind: command");
+  if (command && m.has("batch_size")) m.get("batch_size")->fail("only applies to kind: builtin");
   if (auto b = m.get("batch_size")) e.batch_size = b->as_uint(1);
-  if (auto c = m.get("command")) {
-    if (e.kind != "command") c->fail("only applies to kind: command");
-    e.command = c->as_string_list();
-    if (e.command.empty() || e.command[0].empty()) c->fail("needs a program to run");
-  } else if (e.kind == "command") {
-    m.require("command");
+  if (!command) return e;
+
+  const YamlField c = m.require("command");
+  e.command = c.as_string_list();
+  if (e.command.empty() || e.command[0].empty()) c.fail("needs a program to run");
+  std::map<std::string, std::string> probe;
+  for (auto p : kCommandPlaceholders) probe.emplace(p, "");
+  for (size_t i = 0; i < e.command.size(); ++i) {
+    try {
+      expand_placeholders(e.command[i], probe);
+    } catch (const InputError& err) {
+      c.items()[i].fail(err.what());
+    }
   }
+  if (auto r = m.get("results")) e.results = r->as_enum({"lm_eval", "kintsugi", "json"});
+  if (auto v = m.get("scratch")) e.scratch = path_value(*v, base_dir);
+  if (auto v = m.get("dtype")) e.dtype = v->as_enum({"bfloat16", "float16", "float32"});
   if (auto t = m.get("timeout_s")) {
     e.timeout_s = t->as_finite_double();
     if (!(e.timeout_s > 0)) t->fail("must be > 0");
   }
+  if (auto v = m.get("env")) {
+    for (const auto& [k, val] : v->entries()) {
+      if (k.empty() || k.find('=') != std::string::npos)
+        val.fail(fmt::format("\"{}\" is not an environment variable name", k));
+      e.env[k] = val.as_string();
+    }
+  }
+  if (auto v = m.get("keep")) e.keep = v->as_enum({"failed", "all", "none"});
   return e;
 }
 
@@ -295,17 +400,24 @@ JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
   job.yaml_text = yaml_text;
   job.pool = read_pool(m.require("pool"), base);
 
+  // The evaluator decides what a task entry holds.
+  if (auto v = m.get("evaluator")) job.evaluator = read_evaluator(*v, base);
   const YamlField tasks = m.require("tasks");
   std::set<std::string> names;
   for (const auto& item : tasks.items()) {
-    TaskConfig t = read_task(item, base);
+    TaskConfig t = read_task(item, base, job.evaluator.kind);
     if (!names.insert(t.name).second)
       item.fail(fmt::format("task name \"{}\" is used twice", t.name));
+    // The scorer gets one {split}: every task of a command evaluator shares it.
+    if (job.evaluator.kind == "command" && !job.tasks.empty() && t.split != job.tasks.front().split)
+      item.fail(fmt::format(
+          "split \"{}\" differs from the first task's \"{}\": with evaluator.kind command "
+          "every task is scored on the same split",
+          t.split, job.tasks.front().split));
     job.tasks.push_back(std::move(t));
   }
   if (job.tasks.empty()) tasks.fail("needs at least one task");
 
-  if (auto v = m.get("evaluator")) job.evaluator = read_evaluator(*v);
   if (auto v = m.get("search")) job.search = read_search(*v);
   if (auto v = m.get("objective")) job.objective = read_objective(*v, names);
   if (auto v = m.get("parallel")) job.parallel = read_parallel(*v);

@@ -191,8 +191,19 @@ tasks:
 
 TEST_CASE("job: other objectives and the command evaluator", "[config]") {
   const JobConfig j = parse(R"(pool: {checkpoints: [a]}
-tasks: [{name: x, file: x.jsonl}, {name: y, file: y.jsonl}]
-evaluator: {kind: command, command: [lm_eval, --model_dir, "{model_dir}"], timeout_s: 90.5}
+evaluator:
+  kind: command
+  command: [lm_eval, --model_args, "pretrained={model}", --tasks, "{tasks}", --gen_kwargs, '{"t": 0}']
+  timeout_s: 90.5
+  results: json
+  scratch: scratch
+  dtype: float32
+  env: {HF_HOME: /cache}
+  keep: all
+tasks:
+  - {name: x, task: "arc_{split}", metric: "acc_norm,none", split: dev}
+  - {name: y, metric: "word_perplexity,none", split: dev}
+  - {name: z, metric: score, higher_is_better: false, split: dev}
 objective:
   kind: constrained
   maximize: x
@@ -200,8 +211,24 @@ objective:
   penalty: 3
 )");
   CHECK(j.evaluator.kind == "command");
-  CHECK(j.evaluator.command == std::vector<std::string>{"lm_eval", "--model_dir", "{model_dir}"});
+  CHECK(j.evaluator.command == std::vector<std::string>{"lm_eval", "--model_args",
+                                                        "pretrained={model}", "--tasks", "{tasks}",
+                                                        "--gen_kwargs", "{\"t\": 0}"});
   CHECK(j.evaluator.timeout_s == 90.5);
+  CHECK(j.evaluator.results == "json");
+  CHECK(j.evaluator.scratch == fs::path("/jobs/demo/scratch"));
+  CHECK(j.evaluator.dtype == "float32");
+  CHECK(j.evaluator.env == std::map<std::string, std::string>{{"HF_HOME", "/cache"}});
+  CHECK(j.evaluator.keep == "all");
+  REQUIRE(j.tasks.size() == 3);
+  CHECK(j.tasks[0].external_name("dev") == "arc_dev");
+  CHECK(j.tasks[0].external_name("test") == "arc_test");
+  CHECK(j.tasks[0].metric == "acc_norm,none");
+  CHECK(j.tasks[0].higher_is_better());
+  CHECK(j.tasks[1].external_name("dev") == "y");
+  CHECK_FALSE(j.tasks[1].higher_is_better());  // lm-eval's perplexities: lower is better
+  CHECK_FALSE(j.tasks[2].higher_is_better());  // as the job says
+  CHECK(j.tasks[2].split == "dev");
   CHECK(j.objective.kind == "constrained");
   CHECK(j.objective.maximize == "x");
   CHECK(j.objective.floors == std::map<std::string, double>{{"y", 0.4}});
@@ -372,6 +399,34 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "job.yaml:5: search.budget: duplicate key"},
       {"evaluator command missing", pool + tasks + "evaluator:\n  kind: command\n",
        "job.yaml:4: evaluator.command: missing required key"},
+      {"command placeholder typo",
+       pool + "evaluator:\n  kind: command\n  command: [run, \"{modle}\"]\n" +
+           "tasks: [{name: a, metric: acc}]\n",
+       "job.yaml:4: evaluator.command[1]: unknown placeholder {modle} in \"{modle}\" (write {{ "
+       "and }} for literal braces)"},
+      {"command task without metric",
+       pool + "evaluator: {kind: command, command: [run]}\ntasks: [{name: a}]\n",
+       "job.yaml:3: tasks[0].metric: missing required key"},
+      {"command task with a file",
+       pool +
+           "evaluator: {kind: command, command: [run]}\ntasks: [{name: a, metric: m, file: f}]\n",
+       "job.yaml:3: tasks[0].file: unknown key (known keys: name, task, metric, "
+       "higher_is_better, split)"},
+      {"command tasks on two splits",
+       pool + "evaluator: {kind: command, command: [run]}\ntasks:\n  - {name: a, metric: m}\n" +
+           "  - {name: b, metric: m, split: dev}\n",
+       "job.yaml:5: tasks[1]: split \"dev\" differs from the first task's \"search\": with "
+       "evaluator.kind command every task is scored on the same split"},
+      {"command key for builtin", pool + tasks + "evaluator:\n  keep: all\n",
+       "job.yaml:4: evaluator.keep: only applies to kind: command"},
+      {"batch_size for command",
+       pool + "evaluator: {kind: command, command: [run], batch_size: 4}\ntasks: [{name: a, "
+              "metric: m}]\n",
+       "job.yaml:2: evaluator.batch_size: only applies to kind: builtin"},
+      {"bad results",
+       pool + "evaluator: {kind: command, command: [run], results: csv}\ntasks: [{name: a, metric: "
+              "m}]\n",
+       "job.yaml:2: evaluator.results: \"csv\" is not one of: lm_eval, kintsugi, json"},
       {"evaluator command for builtin", pool + tasks + "evaluator:\n  command: [x]\n",
        "job.yaml:4: evaluator.command: only applies to kind: command"},
       {"section not a map", pool + tasks + "output: out\n",

@@ -29,6 +29,9 @@ bool metric_higher_is_better(std::string_view metric);
 
 struct TaskConfig {
   std::string name;  // tasks[i].name, unique
+  // evaluator.kind command: the external task name handed to the scorer in
+  // {tasks} (default: name); it may hold "{split}". Empty for the builtin.
+  std::string task;
   // tasks[i].file: a path that may hold "{split}", replaced by the split name
   // (e.g. tasks/addition.{split}.jsonl). Kept unexpanded and absolute here.
   std::string file;
@@ -47,15 +50,41 @@ struct TaskConfig {
   std::filesystem::path file_for(const std::string& split_name) const;
   // The metric the task reports as its score: `metric`, or the kind's default.
   std::string primary_metric() const;
-  bool higher_is_better() const { return metric_higher_is_better(primary_metric()); }
+  // tasks[i].higher_is_better (command tasks), else the metric's own direction.
+  std::optional<bool> higher_is_better_setting;
+  bool higher_is_better() const {
+    return higher_is_better_setting ? *higher_is_better_setting
+                                    : metric_higher_is_better(primary_metric());
+  }
+  // The external task name for a split ({split} in `task` replaced).
+  std::string external_name(const std::string& split_name) const;
 };
+
+// The placeholders of evaluator.command, each replaced by its value in every
+// argument: {model} {output} {tasks} {gpus} {num_gpus} {seed} {split}.
+inline constexpr std::string_view kCommandPlaceholders[] = {"model",    "output", "tasks", "gpus",
+                                                            "num_gpus", "seed",   "split"};
+
+// `text` with every {name} replaced by values.at(name), "{{" and "}}" by
+// literal braces. Any other brace pair stays as written, except one that looks
+// like a placeholder ({lowercase_identifier}) but is not one of `values`: that
+// is an InputError naming it (a typo must not reach the scorer). Lone braces
+// (JSON arguments, ${VAR}) pass through.
+std::string expand_placeholders(std::string_view text,
+                                const std::map<std::string, std::string>& values);
 
 struct EvaluatorConfig {
   std::string kind = "builtin";  // builtin | command
   size_t batch_size = 16;        // sequences per forward pass (builtin)
-  // command evaluator: argv with {model_dir}, {output_json}; timeout.
+  // kind command (docs/config.md, docs/evaluator.md): the scorer's argv with
+  // placeholders, run once per candidate by its group's leader.
   std::vector<std::string> command;
-  double timeout_s = 3600;
+  std::string results = "lm_eval";         // lm_eval | kintsugi | json: how scores are read
+  std::filesystem::path scratch;           // where candidates are written; empty: the default
+  std::string dtype;                       // bfloat16 | float16 | float32; empty: the pool's
+  double timeout_s = 3600;                 // per candidate
+  std::map<std::string, std::string> env;  // extra environment of the scorer
+  std::string keep = "failed";             // failed | all | none: candidate folders kept
 };
 
 struct SearchConfig {
