@@ -1,7 +1,9 @@
 #include "kintsugi/dist/mpi.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
+#include <thread>
 
 namespace kintsugi {
 
@@ -107,6 +109,25 @@ void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, i
   throw RuntimeError(text);
 }
 
+void share_first_failure(Outcome outcome, const std::string& message, MPI_Comm comm) {
+  const int size = comm_size(comm);
+  int mine = outcome == Outcome::Ok ? size : comm_rank(comm), first = size;
+  MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) return;
+  share_outcome(outcome, message, comm, first);
+}
+
 }  // namespace dist_detail
+
+void sleeping_barrier(MPI_Comm comm) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Ibarrier(comm, &request));
+  int done = 0;
+  while (true) {
+    MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
 
 }  // namespace kintsugi

@@ -192,10 +192,14 @@ OutputFiles create_output(const OutputPlan& plan, const MergeOptions& opt, MPI_C
   // Every rank must agree on the temporary folder's name.
   const fs::path tmp_dir =
       broadcast_string(rank == 0 ? out.folder->temp_dir().string() : std::string(), comm);
-  if (rank != 0)
-    for (size_t f = 0; f < files.file_names.size(); ++f)
-      out.range_writers.push_back(std::make_unique<SafetensorsRangeWriter>(
-          tmp_dir / files.file_names[f], files.layouts[f]));
+  // A rank that cannot open the files (a scratch folder it does not share)
+  // fails them all, with its message.
+  run_everywhere(comm, [&] {
+    if (rank != 0)
+      for (size_t f = 0; f < files.file_names.size(); ++f)
+        out.range_writers.push_back(std::make_unique<SafetensorsRangeWriter>(
+            tmp_dir / files.file_names[f], files.layouts[f]));
+  });
   return out;
 }
 
@@ -329,9 +333,13 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   const MergeInputs in = open_inputs(r);
   const OutputPlan plan = plan_output(r, in.reference(), opt);
   OutputFiles out = create_output(plan, opt, comm, rank);
-  const Traffic traffic = merge_shares(r, in, plan, out, opt, comm, rank, size);
-  for (auto& w : out.range_writers) w->close();
-  MPI_CHECK(MPI_Barrier(comm));
+  // A write that fails on one rank (a full disk) fails the merge on all of
+  // them; the unfinished output removes its temporary files.
+  Traffic traffic;
+  run_everywhere(comm, [&] {
+    traffic = merge_shares(r, in, plan, out, opt, comm, rank, size);
+    for (auto& w : out.range_writers) w->close();
+  });
   run_on_root(comm, [&] { commit_output(r, in.reference(), plan, out); });
 
   MergeReport rep;

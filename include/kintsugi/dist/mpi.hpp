@@ -45,6 +45,17 @@ std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm, 
 template <typename F>
 void run_on_root(MPI_Comm comm, F&& f, int root = 0);
 
+// Runs `f` on every rank of `comm`; when it throws on any rank, every rank
+// throws the error of the lowest such rank (kinds as in run_on_root). A
+// collective step that may fail on one rank alone (a full disk) uses it, so
+// that no rank is left waiting for the one that failed.
+template <typename F>
+void run_everywhere(MPI_Comm comm, F&& f);
+
+// A barrier that sleeps between polls instead of spinning: ranks that wait
+// for hours (on an external scorer) leave their cores to it.
+void sleeping_barrier(MPI_Comm comm);
+
 // MPI datatype for a C++ type used in collectives.
 template <typename T>
 MPI_Datatype mpi_type();
@@ -77,6 +88,8 @@ namespace dist_detail {
 enum class Outcome : int { Ok = 0, Input = 1, Runtime = 2 };
 // Broadcasts root's outcome and throws it on every rank.
 void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, int root);
+// Every rank's outcome; the lowest failing rank's is thrown on every rank.
+void share_first_failure(Outcome outcome, const std::string& message, MPI_Comm comm);
 }  // namespace dist_detail
 
 template <typename F>
@@ -96,6 +109,23 @@ void run_on_root(MPI_Comm comm, F&& f, int root) {
     }
   }
   dist_detail::share_outcome(outcome, message, comm, root);
+}
+
+template <typename F>
+void run_everywhere(MPI_Comm comm, F&& f) {
+  using dist_detail::Outcome;
+  Outcome outcome = Outcome::Ok;
+  std::string message;
+  try {
+    std::forward<F>(f)();
+  } catch (const InputError& e) {
+    outcome = Outcome::Input;
+    message = e.what();
+  } catch (const std::exception& e) {
+    outcome = Outcome::Runtime;
+    message = e.what();
+  }
+  dist_detail::share_first_failure(outcome, message, comm);
 }
 
 }  // namespace kintsugi
