@@ -6,11 +6,13 @@
 #include <cstdlib>
 #include <exception>
 #include <new>
+#include <string_view>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/log.hpp"
 #include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/eval/external_scorer.hpp"
 
 namespace kintsugi::cli {
 std::vector<Verb>& verb_registry() {
@@ -81,6 +83,9 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using namespace kintsugi;
+  // The guard of an external scorer (eval/external_scorer.hpp): no MPI, no verbs.
+  if (argc > 1 && std::string_view(argv[1]) == kScorerGuardVerb)
+    return scorer_guard_main(argc, argv);
   try {
     MpiSession mpi(&argc, &argv);
     int rc = kExitRuntime;
