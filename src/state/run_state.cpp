@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 
 void EvalTable::append(std::span<const double> z_row, std::span<const double> w_row,
                        std::span<const double> score_row, double objective_value, EvalStatus st,
-                       std::string error_text, int64_t generation_index, double secs) {
+                       std::string error_text, int64_t generation_index, double secs,
+                       double merge_secs, double score_secs) {
   KS_CHECK(z_row.size() == dims, fmt::format("z has {} values, dims is {}", z_row.size(), dims));
   KS_CHECK(w_row.size() == n_weights,
            fmt::format("weights has {} values, n_weights is {}", w_row.size(), n_weights));
@@ -30,6 +31,8 @@ void EvalTable::append(std::span<const double> z_row, std::span<const double> w_
   error.push_back(std::move(error_text));
   generation.push_back(generation_index);
   seconds.push_back(secs);
+  merge_seconds.push_back(merge_secs);
+  score_seconds.push_back(score_secs);
 }
 
 void EvalTable::truncate(size_t e) {
@@ -42,13 +45,16 @@ void EvalTable::truncate(size_t e) {
   error.resize(e);
   generation.resize(e);
   seconds.resize(e);
+  merge_seconds.resize(e);
+  score_seconds.resize(e);
 }
 
 void EvalTable::check() const {
   const size_t e = size();
   KS_CHECK(z.size() == e * dims && weights.size() == e * n_weights &&
                scores.size() == e * n_tasks && status.size() == e && error.size() == e &&
-               generation.size() == e && seconds.size() == e,
+               generation.size() == e && seconds.size() == e && merge_seconds.size() == e &&
+               score_seconds.size() == e,
            fmt::format("evaluation columns disagree for {} rows", e));
 }
 
@@ -120,6 +126,8 @@ void write_evals(const h5::Loc& root, const EvalTable& t) {
   h5::write_strings(loc, "error", t.error);
   h5::write_i64(loc, "generation", t.generation, {e});
   h5::write_f64(loc, "seconds", t.seconds, {e});
+  h5::write_f64(loc, "merge_seconds", t.merge_seconds, {e});
+  h5::write_f64(loc, "score_seconds", t.score_seconds, {e});
 }
 
 void write_baselines(const h5::Loc& root, const Baselines& b) {
@@ -236,6 +244,11 @@ EvalTable read_evals(const h5::Loc& root, size_t n_tasks) {
     bad(loc, "error", fmt::format("has {} values, expected {}", t.error.size(), e));
   t.generation = read_ivector(loc, "generation", e);
   t.seconds = read_vector(loc, "seconds", e);
+  // Added after format 1 was first written: older states read as unknown.
+  for (auto [name, column] :
+       {std::pair{"merge_seconds", &t.merge_seconds}, std::pair{"score_seconds", &t.score_seconds}})
+    *column =
+        h5::exists(loc, name) ? read_vector(loc, name, e) : std::vector<double>(e, std::nan(""));
   return t;
 }
 

@@ -8,6 +8,7 @@
 // generation means appending rows to RunState::evals and saving again. A state
 // is small (E x (D + W + K) numbers), so rewriting it costs nothing next to one
 // evaluation.
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <span>
@@ -47,22 +48,25 @@ enum class EvalStatus : int64_t { Ok = 0, Failed = 1 };
 
 // Every evaluation, one row each, in the order they were told to the optimizer.
 struct EvalTable {
-  size_t dims = 0;                  // D: search-space dimensions (the candidate z)
-  size_t n_weights = 0;             // W = N x G merge weights (G layer groups)
-  size_t n_tasks = 0;               // K
-  std::vector<double> z;            // E x D, row-major
-  std::vector<double> weights;      // E x W, row-major
-  std::vector<double> scores;       // E x K, row-major (NaN where not scored)
-  std::vector<double> objective;    // E
-  std::vector<int64_t> status;      // E: EvalStatus
-  std::vector<std::string> error;   // E: "" when ok
-  std::vector<int64_t> generation;  // E
-  std::vector<double> seconds;      // E: wall time of the evaluation
+  size_t dims = 0;                    // D: search-space dimensions (the candidate z)
+  size_t n_weights = 0;               // W = N x G merge weights (G layer groups)
+  size_t n_tasks = 0;                 // K
+  std::vector<double> z;              // E x D, row-major
+  std::vector<double> weights;        // E x W, row-major
+  std::vector<double> scores;         // E x K, row-major (NaN where not scored)
+  std::vector<double> objective;      // E
+  std::vector<int64_t> status;        // E: EvalStatus
+  std::vector<std::string> error;     // E: "" when ok
+  std::vector<int64_t> generation;    // E
+  std::vector<double> seconds;        // E: wall time of the evaluation
+  std::vector<double> merge_seconds;  // E: of which merging (and writing the candidate)
+  std::vector<double> score_seconds;  // E: of which scoring (NaN in states that predate them)
 
   size_t size() const { return objective.size(); }
   void append(std::span<const double> z_row, std::span<const double> w_row,
               std::span<const double> score_row, double objective_value, EvalStatus st,
-              std::string error_text, int64_t generation_index, double secs);
+              std::string error_text, int64_t generation_index, double secs,
+              double merge_secs = std::nan(""), double score_secs = std::nan(""));
   void truncate(size_t e);  // keep the first e rows
   void check() const;       // RuntimeError when the columns disagree in length
 };
