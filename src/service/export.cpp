@@ -62,6 +62,11 @@ std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
   return t;
 }
 
+std::string pool_dtype_name(const HfCheckpoint& first) {
+  const DType d = first.info(first.tensor_names().front()).dtype;
+  return d == DType::BF16 ? "bfloat16" : d == DType::F16 ? "float16" : "float32";
+}
+
 int run_export(const ExportOptions& o) {
   const RunState state = load_state(o.state);
   const int64_t e = o.eval ? *o.eval : best_evaluation(state);
@@ -86,11 +91,7 @@ int run_export(const ExportOptions& o) {
                 state.meta.pool_names.size());
   const HfCheckpoint first = HfCheckpoint::open(paths.front());
   const size_t num_layers = static_cast<size_t>(model_config_of(first).num_layers);
-  std::string dtype = o.dtype;
-  if (dtype.empty()) {
-    const DType d = first.info(first.tensor_names().front()).dtype;
-    dtype = d == DType::BF16 ? "bfloat16" : d == DType::F16 ? "float16" : "float32";
-  }
+  const std::string dtype = o.dtype.empty() ? pool_dtype_name(first) : o.dtype;
   const size_t w = state.evals.n_weights;
   const std::vector<double> weights = table_row(state.evals.weights, static_cast<size_t>(e), w);
   const std::string text =

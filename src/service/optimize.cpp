@@ -136,7 +136,8 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
     values.push_back(v);
     const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
     run.state.evals.append(zrow, weights[c], s.scores, v,
-                           s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds);
+                           s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds,
+                           s.merge_seconds, s.score_seconds);
     if (s.ok) {
       archive.add(static_cast<int64_t>(run.state.evals.size() - 1),
                   search::orient_scores(s.scores, hib));
@@ -273,7 +274,15 @@ int run_optimize(const OptimizeOptions& o) {
     serve(rt);
     return kExitOk;
   }
-  return coordinate(rt, o, stop);
+  try {
+    return coordinate(rt, o, stop);
+  } catch (const StopRequested& e) {
+    spdlog::warn(
+        "stopped by signal {}: {}; the state holds what finished before; resume with "
+        "--resume",
+        stop_signal_number(), e.what());
+    return kExitStopped;
+  }
 }
 
 }  // namespace kintsugi

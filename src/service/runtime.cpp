@@ -12,27 +12,35 @@
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
+#include "kintsugi/service/command_scoring.hpp"
+#include "kintsugi/service/stop_signal.hpp"
 
 namespace kintsugi {
 
 Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
-  if (job_.evaluator.kind != "builtin")
-    throw_input("{}: evaluator.kind '{}': only the builtin evaluator runs searches",
-                job_.file.string(), job_.evaluator.kind);
   // One BLAS thread per rank: the ranks already occupy the cores, and a fixed
   // thread count keeps every score reproducible.
   set_blas_threads(1);
   groups_ = std::make_unique<EvalGroups>(static_cast<int>(job_.parallel.tensor_parallel));
-
   checkpoints_ = open_compatible_pool(job_);
+  if (job_.evaluator.kind == "command") {
+    start_command_evaluator();
+  } else {
+    load_builtin_evaluator();
+  }
+  if (job_.search.granularity == "layer_group" && job_.search.layer_groups > num_layers_)
+    throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
+                job_.search.layer_groups, num_layers_);
+}
+
+// The pool in memory (this rank's shard of every checkpoint), the tokenizer,
+// and the task files of both splits.
+void Runtime::load_builtin_evaluator() {
   pool_ = std::make_unique<PoolShards>(load_pool_shards(checkpoints_, *groups_));
+  num_layers_ = static_cast<size_t>(pool_->config().num_layers);
   scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
   tokenizer_ = std::make_unique<Tokenizer>(load_tokenizer(checkpoints_.front()));
   eos_ids_ = load_eos_ids(checkpoints_.front());
-  if (job_.search.granularity == "layer_group" &&
-      job_.search.layer_groups > static_cast<size_t>(pool_->config().num_layers))
-    throw_input("{}: search.layer_groups is {} but the model has {} layers", job_.file.string(),
-                job_.search.layer_groups, pool_->config().num_layers);
   // Task files are read now, so that a bad file is an input error before any
   // scoring starts. The test split is optional (reports then show no test scores).
   tasks("search");
@@ -48,6 +56,21 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
                groups_->num_groups);
 }
 
+// Nothing in memory: the command scores every split, the held-out one too.
+void Runtime::start_command_evaluator() {
+  const auto& cfg = checkpoints_.front().config();
+  if (cfg.is_object() && cfg.contains("num_hidden_layers") &&
+      cfg["num_hidden_layers"].is_number_unsigned())
+    num_layers_ = cfg["num_hidden_layers"].get<size_t>();
+  if (job_.search.granularity == "layer_group" && num_layers_ == 0)
+    throw_input("{}: search.granularity layer_group needs num_hidden_layers in {}",
+                job_.file.string(), (checkpoints_.front().path() / "config.json").string());
+  command_ = std::make_unique<CommandScoring>(job_, checkpoints_, *groups_, &stop_flag());
+  has_test_ = true;
+  spdlog::info("pool: {} checkpoints, scored by `{}` in {} groups of {} ranks", checkpoints_.size(),
+               job_.evaluator.command.front(), groups_->num_groups, groups_->tp_size);
+}
+
 Runtime::~Runtime() = default;
 
 std::vector<std::string> Runtime::checkpoint_names() const {
@@ -57,7 +80,22 @@ std::vector<std::string> Runtime::checkpoint_names() const {
 }
 
 size_t Runtime::num_layers() const {
-  return static_cast<size_t>(pool_->config().num_layers);
+  return num_layers_;
+}
+
+const PoolShards& Runtime::pool() const {
+  KS_CHECK(pool_ != nullptr, "the pool is in memory only for the builtin evaluator");
+  return *pool_;
+}
+
+const Tokenizer& Runtime::tokenizer() const {
+  KS_CHECK(tokenizer_ != nullptr, "the tokenizer is loaded only for the builtin evaluator");
+  return *tokenizer_;
+}
+
+ModelShard& Runtime::scratch() {
+  KS_CHECK(scratch_ != nullptr, "the merge buffer exists only for the builtin evaluator");
+  return *scratch_;
 }
 
 size_t Runtime::num_weights() const {

@@ -25,6 +25,10 @@ const std::atomic<bool>& install_stop_handlers() {
   return g_stop;
 }
 
+const std::atomic<bool>& stop_flag() {
+  return g_stop;
+}
+
 int stop_signal_number() {
   return static_cast<int>(g_signal);
 }

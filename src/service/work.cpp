@@ -12,6 +12,7 @@
 #include "kintsugi/eval/builtin_evaluator.hpp"
 #include "kintsugi/merge/engine.hpp"
 #include "kintsugi/merge/recipe.hpp"
+#include "kintsugi/service/command_scoring.hpp"
 
 namespace kintsugi {
 
@@ -19,9 +20,14 @@ namespace {
 
 using nlohmann::json;
 
-// Scores one model on this rank's group. Every rank of the group gets the same
-// result; a failure (an exception, a score that is not finite) is recorded.
-Scored score_one(Runtime& rt, const json& model, const std::string& split) {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Scores one model on this rank's group with the builtin evaluator. Every
+// rank of the group gets the same result; a failure (an exception, a score
+// that is not finite) is recorded.
+Scored score_builtin(Runtime& rt, const json& model, const std::string& split) {
   Scored s;
   const auto t0 = std::chrono::steady_clock::now();
   try {
@@ -37,6 +43,7 @@ Scored score_one(Runtime& rt, const json& model, const std::string& split) {
       merge_into(rt.scratch(), rt.pool(), rt.merge_weights(w));
       shard = &rt.scratch();
     }
+    s.merge_seconds = seconds_since(t0);
     EvalOptions opt;
     opt.batch_size = rt.job().evaluator.batch_size;
     opt.eos_ids = rt.eos_ids();
@@ -51,14 +58,34 @@ Scored score_one(Runtime& rt, const json& model, const std::string& split) {
     s.error = e.what();
     s.scores.assign(rt.job().tasks.size(), std::nan(""));
   }
-  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.seconds = seconds_since(t0);
+  s.score_seconds = s.seconds - s.merge_seconds;
   return s;
+}
+
+// One model on this rank's group, by the job's evaluator.
+Scored score_one(Runtime& rt, const json& model, const std::string& split) {
+  CommandScoring* command = rt.command_scoring();
+  if (!command) return score_builtin(rt, model, split);
+  const std::filesystem::path folder =
+      model.contains("folder") ? model["folder"].get<std::string>() : std::string();
+  const std::vector<double> weights = model.contains("weights")
+                                          ? model["weights"].get<std::vector<double>>()
+                                          : std::vector<double>();
+  if (!weights.empty()) rt.merge_weights(weights);  // the count is checked before any write
+  return command->score(weights, folder, split);
 }
 
 json to_json(const Scored& s) {
   json scores = json::array();
   for (double v : s.scores) scores.push_back(std::isfinite(v) ? json(v) : json(nullptr));
-  return json{{"scores", scores}, {"ok", s.ok}, {"error", s.error}, {"seconds", s.seconds}};
+  return json{{"scores", scores},
+              {"ok", s.ok},
+              {"error", s.error},
+              {"seconds", s.seconds},
+              {"merge_seconds", s.merge_seconds},
+              {"score_seconds", s.score_seconds},
+              {"stopped", s.stopped}};
 }
 
 Scored from_json(const json& j) {
@@ -68,11 +95,15 @@ Scored from_json(const json& j) {
   s.ok = j["ok"].get<bool>();
   s.error = j["error"].get<std::string>();
   s.seconds = j["seconds"].get<double>();
+  s.merge_seconds = j["merge_seconds"].get<double>();
+  s.score_seconds = j["score_seconds"].get<double>();
+  s.stopped = j["stopped"].get<bool>();
   return s;
 }
 
 // The score command on every rank. Returns results on rank 0 (empty elsewhere),
-// nullopt everywhere when rank 0 abandoned it.
+// nullopt everywhere when rank 0 abandoned it: a stop signal between rounds
+// of an abandonable scoring, or a scorer that a stop signal ended.
 std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
                                              const std::atomic<bool>* stop) {
   const auto& models = cmd["models"];
@@ -89,18 +120,21 @@ std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
       const Scored s = score_one(rt, models[mine], split);
       if (rt.groups().tp_rank == 0) text = json{{"index", mine}, {"result", to_json(s)}}.dump();
     }
+    // An external scorer may run for hours: the groups that finish first
+    // wait for the others without spinning.
+    if (rt.command_scoring()) sleeping_barrier(MPI_COMM_WORLD);
     const auto gathered = gather_strings(text, MPI_COMM_WORLD);
+    bool stopped = false;
     if (world_rank() == 0)
       for (const auto& g : gathered) {
         if (g.empty()) continue;
         const json j = json::parse(g);
         results[j["index"].get<size_t>()] = from_json(j["result"]);
+        stopped = stopped || results[j["index"].get<size_t>()].stopped;
       }
     const bool more = first + groups < n;
-    if (abandonable && more) {
-      const bool requested = world_rank() == 0 && stop && stop->load();
-      if (broadcast_flag(requested, MPI_COMM_WORLD)) return std::nullopt;
-    }
+    const bool requested = world_rank() == 0 && stop && stop->load() && abandonable && more;
+    if (broadcast_flag(stopped || requested, MPI_COMM_WORLD)) return std::nullopt;
   }
   return results;
 }
@@ -145,7 +179,11 @@ std::optional<std::vector<Scored>> Coordinator::score(const std::vector<ModelReq
   }
   const json cmd{{"op", "score"}, {"split", split}, {"abandonable", abandonable}, {"models", list}};
   broadcast_string(cmd.dump(), MPI_COMM_WORLD);
-  return run_score(runtime_, cmd, stop_);
+  auto results = run_score(runtime_, cmd, stop_);
+  if (!results && !abandonable)
+    throw StopRequested(
+        "a stop signal ended the scorers while the checkpoints or baselines were being scored");
+  return results;
 }
 
 void Coordinator::merge(const std::string& recipe_text, const std::filesystem::path& recipe_path,

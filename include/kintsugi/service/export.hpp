@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/state/run_state.hpp"
 
 namespace kintsugi {
@@ -29,6 +30,11 @@ std::string yaml_quote(const std::string& s);
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                                const std::vector<double>& w, size_t num_layers,
                                const std::string& out_dtype, const std::string& comment);
+
+// The floating dtype of the pool's first checkpoint as a recipe writes it:
+// bfloat16, float16 or float32 (what export and candidates are written in by
+// default).
+std::string pool_dtype_name(const HfCheckpoint& first);
 
 int run_export(const ExportOptions& options);
 

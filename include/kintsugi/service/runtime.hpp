@@ -39,11 +39,15 @@ std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint);
 MergeWeights merge_weights_for(const SearchConfig& search, size_t n, size_t layers,
                                const std::vector<float>& weights, const std::string& what);
 
+class CommandScoring;
+
 class Runtime {
  public:
   // Collective over MPI_COMM_WORLD. InputError for an unreadable or
-  // incompatible pool, a tensor_parallel that does not divide the world, a
-  // non-builtin evaluator, or bad task files.
+  // incompatible pool, a tensor_parallel that does not divide the world, or
+  // bad task files. With evaluator.kind command nothing of the pool is loaded
+  // into memory: candidates are written to disk and scored by the command
+  // (command_scoring()).
   explicit Runtime(JobConfig job);
   ~Runtime();
   Runtime(const Runtime&) = delete;
@@ -61,20 +65,26 @@ class Runtime {
   std::vector<bool> higher_is_better() const;
 
   EvalGroups& groups() { return *groups_; }
-  const PoolShards& pool() const { return *pool_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // The builtin evaluator's pieces (a logic error to ask for them otherwise).
+  const PoolShards& pool() const;
+  const Tokenizer& tokenizer() const;
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   // The tasks of one split, loaded on first use; "search" is each task's own
   // `split` setting (default search), anything else (e.g. "test") is used as is.
   const std::vector<EvalTask>& tasks(const std::string& split);
   // Whether every task has a test split file.
   bool has_test_split() const { return has_test_; }
-  // This rank's merged-model buffer, reused for every candidate.
-  ModelShard& scratch() { return *scratch_; }
+  // This rank's merged-model buffer, reused for every candidate (builtin).
+  ModelShard& scratch();
+  // The command evaluator, null for the builtin one.
+  CommandScoring* command_scoring() { return command_.get(); }
   // The job's merge weights for a candidate (N × G values, group-major).
   MergeWeights merge_weights(const std::vector<double>& weights) const;
 
  private:
+  void load_builtin_evaluator();
+  void start_command_evaluator();
+
   JobConfig job_;
   std::vector<HfCheckpoint> checkpoints_;
   std::unique_ptr<EvalGroups> groups_;
@@ -82,6 +92,8 @@ class Runtime {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<ModelShard> scratch_;
+  std::unique_ptr<CommandScoring> command_;
+  size_t num_layers_ = 0;
   std::map<std::string, std::vector<EvalTask>> tasks_;
   bool has_test_ = false;
 };

@@ -12,6 +12,8 @@ inline constexpr int kExitStopped = 3;
 
 // Installs the handlers and returns the flag they set.
 const std::atomic<bool>& install_stop_handlers();
+// The flag itself, installed or not (never set without the handlers).
+const std::atomic<bool>& stop_flag();
 // The signal that set the flag (0 when none).
 int stop_signal_number();
 

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,17 @@ struct Scored {
   bool ok = true;
   std::string error;  // why it failed
   double seconds = 0;
+  double merge_seconds = 0;  // of `seconds`: merging (and writing, for a command evaluator)
+  double score_seconds = 0;  // of `seconds`: scoring
+  bool stopped = false;      // a stop signal ended its scorer: not a result
+};
+
+// Thrown by Coordinator::score when a stop signal ended a scoring that could
+// not be abandoned between rounds (the scorer runs were stopped): the caller
+// saves nothing more and the command exits with kExitStopped.
+class StopRequested : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 class Coordinator {
@@ -37,7 +49,9 @@ class Coordinator {
   // `stop` (rank 0 only; may be null): checked between scoring rounds.
   Coordinator(Runtime& runtime, const std::atomic<bool>* stop);
   // Scores every request on `split`. Returns nullopt when a stop was requested
-  // before all rounds finished (the results so far are abandoned).
+  // before all rounds finished (the results so far are abandoned) or a stop
+  // ended an external scorer; in the latter case a scoring that is not
+  // `abandonable` throws StopRequested instead.
   std::optional<std::vector<Scored>> score(const std::vector<ModelRequest>& models,
                                            const std::string& split, bool abandonable);
   // Runs a merge recipe (YAML text, resolved as if it were at `recipe_path`)
