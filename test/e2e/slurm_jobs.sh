@@ -3,6 +3,12 @@
 # slurm/optimize.sbatch: the time-limit signal arrives mid-run (scancel
 # --signal=USR1 --batch); the job saves its state, requeues itself, resumes,
 # and finishes with the same evaluations as an uninterrupted run.
+# slurm/optimize-gpu.sbatch, at the same time (both jobs --oversubscribe on the
+# node's 2 CPUs, so that Slurm's holds on the two requeued jobs overlap): the
+# same signal, requeue and resume for a search whose evaluator is `kind:
+# command` (the scorer is `kintsugi eval --checkpoint {model} --json`; on this
+# CPU-only cluster, sbatch --gpus-per-node=0), against an uninterrupted mpirun
+# run of that job; no candidate folder is left in the scratch.
 # slurm/merge.sbatch: submitted while the requeued job is held back, it merges
 # on 2 ranks through srun into the same bytes as `kintsugi merge` on 1.
 # Every daemon started here is stopped, by PID, on exit.
@@ -18,12 +24,46 @@ make_job "$work/job.yaml" budget=60
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/whole.h5" 2>"$work/whole.log" ||
   { cat "$work/whole.log" >&2; fail "uninterrupted run"; }
 
+# The same search scored by an external command: the scorer is kintsugi's own
+# builtin evaluator (job.yaml) run on each candidate folder. One job file per
+# run, differing only in the scratch folder, so that each run's leftovers can
+# be checked.
+make_command_job() {
+  /usr/bin/python3 - "$work/job.yaml" "$1" "$2" "$KINTSUGI" <<'PY'
+import json, sys
+src, out, scratch, kintsugi = sys.argv[1:5]
+job = json.load(open(src))
+metrics = {t["name"]: t.get("metric") or {"choice": "acc"}.get(t.get("kind"), "exact_match")
+           for t in job["tasks"]}
+job["tasks"] = [{"name": n, "metric": m} for n, m in metrics.items()]
+job["evaluator"] = {
+    "kind": "command",
+    "command": [kintsugi, "-q", "eval", src, "--checkpoint", "{model}", "--split", "{split}",
+                "--json"],
+    "results": "kintsugi", "dtype": "float32", "scratch": scratch, "timeout_s": 120}
+json.dump(job, open(out, "w"), indent=1)
+PY
+}
+make_command_job "$work/cmd-slurm.yaml" "$work/scratch-slurm"
+make_command_job "$work/cmd-mpi.yaml" "$work/scratch-mpi"
+
+# Both searches share the node's 2 CPUs (--oversubscribe), so that they run,
+# are signalled and wait out Slurm's requeue hold at the same time.
 log="$work/job.log"
-jobid=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --time=10 \
+jobid=$(sbatch --parsable --oversubscribe --nodes=1 --ntasks-per-node=2 --time=10 \
   --output="$log" --chdir="$work" \
   --export=ALL,JOB="$work/job.yaml",STATE="$work/slurm.h5",KINTSUGI="$KINTSUGI",MAX_RESTARTS=3 \
   "$KINTSUGI_SOURCE_DIR/slurm/optimize.sbatch")
 echo "submitted job $jobid"
+# The GPU template on this CPU-only node: no GPUs (--gpus-per-node=0 overrides
+# its #SBATCH line), --oversubscribe overrides its --exclusive, and the CPU
+# template's signal margin, since the test's time limit is 10 minutes.
+gpu_log="$work/gpu-job.log"
+gpu_id=$(sbatch --parsable --gpus-per-node=0 --oversubscribe --signal=B:USR1@120 \
+  --nodes=1 --ntasks-per-node=2 --time=10 --output="$gpu_log" --chdir="$work" \
+  --export=ALL,JOB="$work/cmd-slurm.yaml",STATE="$work/cmd-slurm.h5",KINTSUGI="$KINTSUGI",MAX_RESTARTS=3,KINTSUGI_SLURM_DIR="$KINTSUGI_SOURCE_DIR/slurm" \
+  "$KINTSUGI_SOURCE_DIR/slurm/optimize-gpu.sbatch")
+echo "submitted GPU-template job $gpu_id"
 
 state_of() { scontrol show job "$1" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
 # wait_ended ID TRIES: polls every 0.1 s until job ID is in a final state.
@@ -36,18 +76,36 @@ wait_ended() {
   done
 }
 
-# Wait until the search has saved a few generations, then send the signal
+# Wait until each search has saved a few generations, then send it the signal
 # Slurm sends before the time limit.
+declare -A job_state=(["$jobid"]="$work/slurm.h5" ["$gpu_id"]="$work/cmd-slurm.h5")
+declare -A job_log=(["$jobid"]="$log" ["$gpu_id"]="$gpu_log")
+declare -A signalled=()
 for _ in $(seq 1200); do
-  (( $(evals_count "$work/slurm.h5") >= 12 )) && break
-  st=$(state_of "$jobid")
-  [[ $st == RUNNING || $st == PENDING || $st == CONFIGURING ]] ||
-    { cat "$log" >&2; fail "job ended before the signal: $st"; }
+  for id in "$jobid" "$gpu_id"; do
+    [[ -n "${signalled[$id]:-}" ]] && continue
+    n=$(evals_count "${job_state[$id]}")
+    if (( n >= 12 )); then
+      scancel --signal=USR1 --batch "$id"
+      signalled[$id]=1
+      echo "sent USR1 to job $id at $n evaluations"
+      continue
+    fi
+    st=$(state_of "$id")
+    [[ $st == RUNNING || $st == PENDING || $st == CONFIGURING ]] ||
+      { cat "${job_log[$id]}" >&2; fail "job $id ended before the signal: $st"; }
+  done
+  (( ${#signalled[@]} == 2 )) && break
   sleep 0.1
 done
-(( $(evals_count "$work/slurm.h5") >= 12 )) || { cat "$log" >&2; fail "the search made no progress"; }
-scancel --signal=USR1 --batch "$jobid"
-echo "sent USR1 at $(evals_count "$work/slurm.h5") evaluations"
+for id in "$jobid" "$gpu_id"; do
+  [[ -n "${signalled[$id]:-}" ]] || { cat "${job_log[$id]}" >&2; fail "job $id: the search made no progress"; }
+done
+
+# The uninterrupted run of the command-evaluator search, while Slurm holds the
+# requeued jobs back.
+mpi 2 "$KINTSUGI" optimize "$work/cmd-mpi.yaml" --state "$work/cmd-whole.h5" 2>"$work/cmd-whole.log" ||
+  { cat "$work/cmd-whole.log" >&2; fail "uninterrupted command-evaluator run"; }
 
 # A merge job, run while Slurm holds the requeued one back.
 python3 "$KINTSUGI_SOURCE_DIR/test/e2e/merge_pool.py" make "$work/pool"
@@ -79,15 +137,32 @@ mpi 1 "$KINTSUGI" -q optimize "$work/job.yaml" --state "$work/seed4.h5" --seed 4
 # Slurm holds a requeued batch job back for a few minutes while the old step
 # is cleaned up; starting it sooner (scontrol update StartTime=now) makes its
 # step launch fail, so the test waits.
-wait_ended "$jobid" 3000
-cat "$log"
-[[ $(state_of "$jobid") == COMPLETED ]] || fail "job ended as $(state_of "$jobid")"
-grep -q "requeueing to resume" "$log" || fail "the job did not requeue itself"
-grep -q "resuming from" "$log" || fail "the requeued job did not resume"
-grep -q "exited with code 3" "$log" || fail "kintsugi did not stop with code 3 on the signal"
-restarts=$(scontrol show job "$jobid" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')
-[[ $restarts == 1 ]] || fail "expected 1 restart, got $restarts"
+# check_requeued ID LOG: the job stopped on the signal with code 3, requeued
+# itself once, resumed and completed.
+check_requeued() {
+  local id=$1 log=$2 restarts
+  wait_ended "$id" 3000
+  cat "$log"
+  [[ $(state_of "$id") == COMPLETED ]] || fail "job $id ended as $(state_of "$id")"
+  grep -q "requeueing to resume" "$log" || fail "job $id did not requeue itself"
+  grep -q "resuming from" "$log" || fail "the requeued job $id did not resume"
+  grep -q "exited with code 3" "$log" || fail "job $id: kintsugi did not stop with code 3 on the signal"
+  restarts=$(scontrol show job "$id" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')
+  [[ $restarts == 1 ]] || fail "job $id: expected 1 restart, got $restarts"
+}
+check_requeued "$jobid" "$log"
 same_evals "$work/whole.h5" "$work/slurm.h5"
+
+check_requeued "$gpu_id" "$gpu_log"
+grep -q "optimize-gpu.sbatch job $gpu_id: nodes .* GPUs per node 0" "$gpu_log" ||
+  fail "job $gpu_id did not run through slurm/optimize-gpu.sbatch"
+same_evals "$work/cmd-whole.h5" "$work/cmd-slurm.h5"
+for run in slurm mpi; do
+  [[ -d "$work/scratch-$run" ]] || fail "the $run run made no scratch folder $work/scratch-$run"
+  left=$(find "$work/scratch-$run" -mindepth 1 -maxdepth 1 -printf '%f ')
+  [[ -z "$left" ]] || fail "the $run run left candidate folders in its scratch: $left"
+done
+echo "ok: slurm/optimize-gpu.sbatch with evaluator.kind command: signal, requeue, resume; same evaluations as mpirun; scratch empty"
 
 wait_ended "$merge_id" 600
 cat "$merge_log"
