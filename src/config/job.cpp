@@ -48,26 +48,29 @@ std::string expand_placeholders(std::string_view text,
   std::string out;
   size_t i = 0;
   while (i < text.size()) {
-    if (text.compare(i, 2, "{{") == 0 || text.compare(i, 2, "}}") == 0) {
-      out += text[i];
-      i += 2;
+    if (text[i] != '{') {
+      out += text[i++];
       continue;
     }
-    if (text[i] == '{') {
-      const size_t close = text.find('}', i + 1);
-      if (close != std::string_view::npos) {
-        const std::string_view name = text.substr(i + 1, close - i - 1);
-        if (is_ident(name)) {
-          const auto it = values.find(std::string(name));
-          if (it == values.end())
-            throw_input(
-                "unknown placeholder {{{}}} in \"{}\" (write {{{{ and }}}} for literal braces)",
-                name, text);
-          out += it->second;
-          i = close + 1;
-          continue;
-        }
+    // "{{name}}": the literal text "{name}".
+    if (text.compare(i, 2, "{{") == 0) {
+      const size_t close = text.find("}}", i + 2);
+      if (close != std::string_view::npos && is_ident(text.substr(i + 2, close - i - 2))) {
+        out.append(text.substr(i + 1, close - i));
+        i = close + 2;
+        continue;
       }
+    }
+    const size_t close = text.find('}', i + 1);
+    if (close != std::string_view::npos && is_ident(text.substr(i + 1, close - i - 1))) {
+      const std::string name(text.substr(i + 1, close - i - 1));
+      const auto it = values.find(name);
+      if (it == values.end())
+        throw_input("unknown placeholder {{{}}} in \"{}\" (write {{{{{}}}}} for the literal text)",
+                    name, text, name);
+      out += it->second;
+      i = close + 1;
+      continue;
     }
     out += text[i++];
   }

@@ -56,7 +56,8 @@ uint64_t free_bytes(const fs::path& dir) {
 }
 
 std::string gb(uint64_t bytes) {
-  return fmt::format("{:.2f} GB", static_cast<double>(bytes) / 1e9);
+  const double b = static_cast<double>(bytes);
+  return b >= 1e9 ? fmt::format("{:.2f} GB", b / 1e9) : fmt::format("{:.1f} MB", b / 1e6);
 }
 
 // Bytes of one candidate written in `dtype` (empty: the pool's own types):

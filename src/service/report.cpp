@@ -133,8 +133,22 @@ json report_json(const RunState& s) {
   size_t failed = 0;
   for (auto st : s.evals.status) failed += st != 0 ? 1 : 0;
   auto it = s.optimizer.strings.find("stop_reason");
+  // Where an evaluation's time goes: merging (and writing the candidate, for
+  // a command evaluator) against scoring. States from before these columns: null.
+  double total = 0, merge = 0, score = 0;
+  bool timed = s.evals.size() > 0;
+  for (size_t e = 0; e < s.evals.size(); ++e) {
+    total += s.evals.seconds[e];
+    merge += s.evals.merge_seconds[e];
+    score += s.evals.score_seconds[e];
+    timed =
+        timed && std::isfinite(s.evals.merge_seconds[e]) && std::isfinite(s.evals.score_seconds[e]);
+  }
   out["search"] = {{"evaluations", s.evals.size()},
                    {"failed", failed},
+                   {"seconds", number(total)},
+                   {"merge_seconds", timed ? number(merge) : json(nullptr)},
+                   {"score_seconds", timed ? number(score) : json(nullptr)},
                    {"generations", s.evals.generation.empty() ? 0 : s.evals.generation.back() + 1},
                    {"stop_reason", it == s.optimizer.strings.end() ? "" : it->second},
                    {"tasks", s.meta.task_names},
@@ -161,6 +175,14 @@ std::string report_text(const RunState& s) {
                      se["stop_reason"].get<std::string>().empty()
                          ? ""
                          : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()));
+  if (!se["merge_seconds"].is_null() && se["seconds"].get<double>() > 0) {
+    const double total = se["seconds"].get<double>();
+    out.insert(out.size() - 1,
+               fmt::format("time: {:.1f} s in evaluations: merging and writing {:.1f}%, scorer "
+                           "{:.1f}%\n",
+                           total, 100 * se["merge_seconds"].get<double>() / total,
+                           100 * se["score_seconds"].get<double>() / total));
+  }
   // The name column fits the longest name (checkpoint folders can be long),
   // within limits that keep a row readable; the CSV and JSON keep every name whole.
   size_t width = 34;

@@ -72,6 +72,13 @@ std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig
   auto add = [&](std::string k, std::string v) { s.emplace_back(std::move(k), std::move(v)); };
   for (const TaskConfig& t : job.tasks) {
     const std::string p = "tasks." + t.name + ".";
+    if (job.evaluator.kind == "command") {
+      add(p + "task", quote(t.task));
+      add(p + "metric", quote(t.metric));
+      add(p + "higher_is_better", t.higher_is_better() ? "true" : "false");
+      add(p + "split", t.split);
+      continue;
+    }
     add(p + "kind", std::string(task_kind_name(t.kind)));
     add(p + "metric", t.metric);
     add(p + "split", t.split);
@@ -84,8 +91,15 @@ std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig
     }
   }
   add("evaluator.kind", job.evaluator.kind);
-  add("evaluator.batch_size", fmt::format("{}", job.evaluator.batch_size));
-  if (job.evaluator.kind == "command") add("evaluator.command", list_text(job.evaluator.command));
+  if (job.evaluator.kind == "command") {
+    // What decides a candidate's scores; scratch, timeout, env and keep may
+    // change between runs (a resumed job on another cluster).
+    add("evaluator.command", list_text(job.evaluator.command));
+    add("evaluator.results", job.evaluator.results);
+    add("evaluator.dtype", job.evaluator.dtype.empty() ? "pool" : job.evaluator.dtype);
+  } else {
+    add("evaluator.batch_size", fmt::format("{}", job.evaluator.batch_size));
+  }
   const SearchConfig& c = job.search;
   add("search.method", c.method);
   add("search.parameterization", c.parameterization);

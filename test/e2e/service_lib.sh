@@ -63,3 +63,22 @@ evals_count() {
   line=$(h5ls "$1/evals/objective" 2>/dev/null || true)
   [[ $line =~ \{([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0
 }
+
+# command_job BUILTIN.yaml OUT.yaml RESULTS SCRATCH KEEP TIMEOUT -- ARGV...:
+# the builtin job's pool and search with the command evaluator.
+command_job() {
+  local builtin=$1 out=$2 results=$3 scratch=$4 keep=$5 timeout=$6
+  shift 7
+  /usr/bin/python3 - "$builtin" "$out" "$results" "$scratch" "$keep" "$timeout" "$@" <<'PY'
+import json, sys
+builtin, out, results, scratch, keep, timeout, *argv = sys.argv[1:]
+job = json.load(open(builtin))
+suffix = {"kintsugi": "", "json": "", "lm_eval": ",none"}[results]
+job["tasks"] = [{"name": t["name"], "task": t["name"],
+                 "metric": t.get("metric", {"choice": "acc"}.get(t.get("kind"), "exact_match")) + suffix}
+                for t in job["tasks"]]
+job["evaluator"] = {"kind": "command", "command": argv, "results": results, "dtype": "float32",
+                    "scratch": scratch, "keep": keep, "timeout_s": float(timeout)}
+json.dump(job, open(out, "w"), indent=1)
+PY
+}

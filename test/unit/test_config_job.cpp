@@ -402,8 +402,8 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
       {"command placeholder typo",
        pool + "evaluator:\n  kind: command\n  command: [run, \"{modle}\"]\n" +
            "tasks: [{name: a, metric: acc}]\n",
-       "job.yaml:4: evaluator.command[1]: unknown placeholder {modle} in \"{modle}\" (write {{ "
-       "and }} for literal braces)"},
+       "job.yaml:4: evaluator.command[1]: unknown placeholder {modle} in \"{modle}\" (write "
+       "{{modle}} for the literal text)"},
       {"command task without metric",
        pool + "evaluator: {kind: command, command: [run]}\ntasks: [{name: a}]\n",
        "job.yaml:3: tasks[0].metric: missing required key"},

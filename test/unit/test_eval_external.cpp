@@ -274,5 +274,8 @@ TEST_CASE("command placeholders", "[config]") {
   CHECK(expand_placeholders("a{", v) == "a{");
   CHECK_THROWS_AS(expand_placeholders("{modle}", v), InputError);
   CHECK(error_of([&] { expand_placeholders("x={output}", v); }) ==
-        "unknown placeholder {output} in \"x={output}\" (write {{ and }} for literal braces)");
+        "unknown placeholder {output} in \"x={output}\" (write {{output}} for the literal text)");
+  // Nested JSON keeps its closing braces.
+  CHECK(expand_placeholders(R"({"a": {"b": "{model}"}})", v) == R"({"a": {"b": "/m"}})");
+  CHECK(expand_placeholders("{{x}} {{ {model}", v) == "{x} {{ /m");
 }

@@ -65,11 +65,11 @@ struct TaskConfig {
 inline constexpr std::string_view kCommandPlaceholders[] = {"model",    "output", "tasks", "gpus",
                                                             "num_gpus", "seed",   "split"};
 
-// `text` with every {name} replaced by values.at(name), "{{" and "}}" by
-// literal braces. Any other brace pair stays as written, except one that looks
-// like a placeholder ({lowercase_identifier}) but is not one of `values`: that
-// is an InputError naming it (a typo must not reach the scorer). Lone braces
-// (JSON arguments, ${VAR}) pass through.
+// `text` with every {name} replaced by values.at(name); "{{name}}" is the
+// literal text "{name}". Every other brace stays as written (JSON arguments,
+// ${VAR}), except one that looks like a placeholder ({lowercase_identifier})
+// but is not one of `values`: an InputError naming it (a typo must not reach
+// the scorer).
 std::string expand_placeholders(std::string_view text,
                                 const std::map<std::string, std::string>& values);
 

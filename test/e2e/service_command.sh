@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# evaluator.kind: command on the demo pool, as a user runs it:
+#  1. `kintsugi eval --checkpoint {model} --json` as the command (float32
+#     candidates) gives the builtin evaluator's search, score for score, on 1
+#     and 2 groups; report shows the merge and scorer shares;
+#  2. baselines scored through the lm-eval stand-in (lm-eval's results layout)
+#     equal the builtin evaluator's baselines.
+# Failures, kills and stops: service_command_failures.sh.
+source "$(dirname "$0")/service_lib.sh"
+kintsugi_eval=("$KINTSUGI" -q eval "$work/builtin.yaml" --checkpoint "{model}" --split "{split}" --json)
+scratch="$work/scratch"
+mkdir -p "$scratch"
+scratch_empty() {
+  [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
+}
+
+echo "--- 1. kintsugi eval as the command reproduces the builtin search (1 and 2 groups)"
+make_job "$work/builtin.yaml" budget=12
+command_job "$work/builtin.yaml" "$work/cmd.yaml" kintsugi "$scratch" none 120 -- "${kintsugi_eval[@]}"
+"$KINTSUGI" optimize "$work/builtin.yaml" --state "$work/builtin.h5" 2>"$work/builtin.log" ||
+  { cat "$work/builtin.log" >&2; fail "builtin search"; }
+"$KINTSUGI" optimize "$work/cmd.yaml" --state "$work/cmd1.h5" 2>"$work/cmd1.log" ||
+  { cat "$work/cmd1.log" >&2; fail "command search, 1 group"; }
+same_evals "$work/builtin.h5" "$work/cmd1.h5"
+mpi 2 "$KINTSUGI" optimize "$work/cmd.yaml" --state "$work/cmd2.h5" 2>"$work/cmd2.log" ||
+  { cat "$work/cmd2.log" >&2; fail "command search, 2 groups"; }
+same_evals "$work/builtin.h5" "$work/cmd2.h5"
+/usr/bin/python3 - "$work/builtin.h5" "$work/cmd2.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p, "r") for p in sys.argv[1:3])
+x, y = a["test"]["scores"][()], b["test"]["scores"][()]
+assert x.shape == y.shape and x.tobytes() == y.tobytes(), "held-out scores differ"
+m, s = b["evals"]["merge_seconds"][()], b["evals"]["score_seconds"][()]
+assert (m > 0).all() and (s > 0).all(), "merge/score seconds not recorded"
+print(f"held-out scores identical; merge {m.sum():.2f} s, scorer {s.sum():.2f} s")
+PY
+scratch_empty "command search"
+"$KINTSUGI" report "$work/cmd2.h5" >"$work/report.txt" 2>"$work/report.log" ||
+  { cat "$work/report.log" >&2; fail "report"; }
+grep -E "merging and writing [0-9.]+%.*scorer [0-9.]+%" "$work/report.txt" ||
+  { cat "$work/report.txt" >&2; fail "report shows no merge/scorer shares"; }
+
+echo "--- 2. baselines through the lm-eval stand-in equal the builtin baselines"
+standin=(/usr/bin/python3 "$KINTSUGI_SOURCE_DIR/test/scorers/lm_eval_standin.py" --model vllm
+  --model_args "pretrained={model},tensor_parallel_size={num_gpus}" --tasks "{tasks}"
+  --output_path "{output}" --seed "{seed}" --kintsugi "$KINTSUGI" --job "$work/builtin.yaml"
+  --split "{split}" --group demo)
+command_job "$work/builtin.yaml" "$work/lm.yaml" lm_eval "$scratch" none 120 -- "${standin[@]}"
+"$KINTSUGI" baselines "$work/builtin.yaml" --state "$work/base-builtin.h5" 2>"$work/bb.log" ||
+  { cat "$work/bb.log" >&2; fail "builtin baselines"; }
+"$KINTSUGI" baselines "$work/lm.yaml" --state "$work/base-lm.h5" 2>"$work/bl.log" ||
+  { cat "$work/bl.log" >&2; fail "stand-in baselines"; }
+/usr/bin/python3 - "$work/base-builtin.h5" "$work/base-lm.h5" <<'PY'
+import sys, h5py
+a, b = (h5py.File(p, "r")["baselines"] for p in sys.argv[1:3])
+assert [n for n in a["names"][()]] == [n for n in b["names"][()]], "baseline names differ"
+for k in ("scores", "test_scores", "objective"):
+    x, y = a[k][()], b[k][()]
+    assert x.shape == y.shape and x.tobytes() == y.tobytes(), f"baselines/{k} differ:\n{x}\n{y}"
+print(f"{len(a['names'][()])} baselines identical through lm-eval's results layout")
+PY
+scratch_empty "baselines"
+
+echo "service_command: all passed"
