@@ -2,7 +2,7 @@
 # evaluator.kind: command on the demo pool, as a user runs it:
 #  1. `kintsugi eval --checkpoint {model} --json` as the command (float32
 #     candidates) gives the builtin evaluator's search, score for score, on 1
-#     and 2 groups; report shows the merge and scorer shares;
+#     and 2 groups; report shows the merge and scorer shares; export works;
 #  2. baselines scored through the lm-eval stand-in (lm-eval's results layout)
 #     equal the builtin evaluator's baselines.
 # Failures, kills and stops: service_command_failures.sh.
@@ -39,6 +39,11 @@ scratch_empty "command search"
   { cat "$work/report.log" >&2; fail "report"; }
 grep -E "merging and writing [0-9.]+%.*scorer [0-9.]+%" "$work/report.txt" ||
   { cat "$work/report.txt" >&2; fail "report shows no merge/scorer shares"; }
+
+# export reads the command job from the state like any other.
+"$KINTSUGI" export "$work/cmd2.h5" --out "$work/best" 2>"$work/export.log" ||
+  { cat "$work/export.log" >&2; fail "export of a command-evaluator state"; }
+[[ -f "$work/best/model.safetensors" && -f "$work/best/config.json" ]] || fail "export wrote no model"
 
 echo "--- 2. baselines through the lm-eval stand-in equal the builtin baselines"
 standin=(/usr/bin/python3 "$KINTSUGI_SOURCE_DIR/test/scorers/lm_eval_standin.py" --model vllm

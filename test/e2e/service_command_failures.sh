@@ -17,12 +17,19 @@ scratch_empty() {
 # The reference: the builtin evaluator's search (service_command.sh shows the
 # command evaluator's equals it).
 make_job "$work/builtin.yaml" budget=12
-"$KINTSUGI" optimize "$work/builtin.yaml" --state "$work/builtin.h5" 2>"$work/builtin.log" ||
+"$KINTSUGI" optimize "$work/builtin.yaml" --state "$work/builtin.h5" --test-top 1 2>"$work/builtin.log" ||
   { cat "$work/builtin.log" >&2; fail "builtin search"; }
 
 echo "--- 3. failures are failed candidates; the search finishes"
 # Checkpoints (scored from the pool's folders) pass; merged candidates (in
 # the scratch) fail in the way named.
+# two_checkpoints JOB: the job's pool cut to its first two checkpoints (fewer
+# scorer runs before the failing candidates).
+two_checkpoints() {
+  /usr/bin/python3 -c 'import json, sys
+j = json.load(open(sys.argv[1])); j["pool"]["checkpoints"] = j["pool"]["checkpoints"][:2]
+json.dump(j, open(sys.argv[1], "w"), indent=1)' "$1"
+}
 # pass.sh RESULTS OUTPUT ARGV...: scores for real, as `results` expects.
 cat >"$work/pass.sh" <<'SH'
 results=$1 output=$2
@@ -35,6 +42,7 @@ SH
 run_failing() {  # run_failing NAME RESULTS KEEP EXPECTED-REASON MODE
   local name=$1 results=$2 keep=$3 reason=$4 mode=$5
   make_job "$work/f.yaml" budget=2 population=2
+  two_checkpoints "$work/f.yaml"
   command_job "$work/f.yaml" "$work/$name.yaml" "$results" "$scratch" "$keep" 4 -- \
     bash -c "case {model} in $scratch/*) $mode ;; *) exec bash $work/pass.sh $results {output} \"\$@\" ;; esac" \
     pass "${kintsugi_eval[@]}"
@@ -70,6 +78,7 @@ rm -rf "${scratch:?}"/*
 # A scratch too small for a candidate: each one fails before anything is written.
 mkdir -p "$work/tiny"
 make_job "$work/f.yaml" budget=2 population=2
+two_checkpoints "$work/f.yaml"
 command_job "$work/f.yaml" "$work/full.yaml" kintsugi "$work/tiny" none 60 -- "${kintsugi_eval[@]}"
 unshare -m bash -c "mount -t tmpfs -o size=64k tmpfs '$work/tiny' &&
   '$KINTSUGI' optimize '$work/full.yaml' --state '$work/full.h5'" 2>"$work/full.log" ||
@@ -86,7 +95,7 @@ echo "--- 4. SIGKILL during a scorer run, then --resume; SIGUSR1 exits 3"
 slow=(bash -c 'echo $$ >> '"$work/scorers"'; exec "$0" "$@"' "${kintsugi_eval[@]}")
 command_job "$work/builtin.yaml" "$work/slow.yaml" kintsugi "$scratch" none 120 -- "${slow[@]}"
 : >"$work/scorers"
-setsid "$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" 2>"$work/killed.log" &
+setsid "$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" --test-top 1 2>"$work/killed.log" &
 pid=$!
 for _ in $(seq 600); do
   (( $(evals_count "$work/killed.h5") >= 6 )) && [[ -n "$(ls -A "$scratch")" ]] && break
@@ -100,12 +109,12 @@ while read -r s; do
   kill -0 "$s" 2>/dev/null && fail "scorer $s outlived the killed search"
 done <"$work/scorers"
 echo "killed at $(evals_count "$work/killed.h5") saved evaluations; no scorer left"
-"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" --resume 2>>"$work/killed.log" ||
+"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" --resume --test-top 1 2>>"$work/killed.log" ||
   { cat "$work/killed.log" >&2; fail "resume after SIGKILL"; }
 same_evals "$work/builtin.h5" "$work/killed.h5"
 scratch_empty "resume after SIGKILL"
 
-"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/usr1.h5" 2>"$work/usr1.log" &
+"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/usr1.h5" --test-top 1 2>"$work/usr1.log" &
 pid=$!
 for _ in $(seq 600); do
   (( $(evals_count "$work/usr1.h5") >= 6 )) && [[ -n "$(ls -A "$scratch")" ]] && break
@@ -115,7 +124,7 @@ kill -USR1 "$pid"
 rc=0
 wait "$pid" || rc=$?
 [[ $rc == 3 ]] || { cat "$work/usr1.log" >&2; fail "SIGUSR1 during a scorer run should exit 3, got $rc"; }
-"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/usr1.h5" --resume 2>>"$work/usr1.log" ||
+"$KINTSUGI" optimize "$work/slow.yaml" --state "$work/usr1.h5" --resume --test-top 1 2>>"$work/usr1.log" ||
   { cat "$work/usr1.log" >&2; fail "resume after SIGUSR1"; }
 same_evals "$work/builtin.h5" "$work/usr1.h5"
 scratch_empty "resume after SIGUSR1"
