@@ -7,12 +7,7 @@
 #     equal the builtin evaluator's baselines.
 # Failures, kills and stops: service_command_failures.sh.
 source "$(dirname "$0")/service_lib.sh"
-kintsugi_eval=("$KINTSUGI" -q eval "$work/builtin.yaml" --checkpoint "{model}" --split "{split}" --json)
-scratch="$work/scratch"
-mkdir -p "$scratch"
-scratch_empty() {
-  [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
-}
+command_setup
 
 echo "--- 1. kintsugi eval as the command reproduces the builtin search (1 and 2 groups)"
 make_job "$work/builtin.yaml" budget=12

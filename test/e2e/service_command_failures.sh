@@ -7,12 +7,7 @@
 #     and no scorer outlives kintsugi; SIGUSR1 during a scorer run exits 3 and
 #     resumes to the same evaluations.
 source "$(dirname "$0")/service_lib.sh"
-kintsugi_eval=("$KINTSUGI" -q eval "$work/builtin.yaml" --checkpoint "{model}" --split "{split}" --json)
-scratch="$work/scratch"
-mkdir -p "$scratch"
-scratch_empty() {
-  [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
-}
+command_setup
 
 # The reference: the builtin evaluator's search (service_command.sh shows the
 # command evaluator's equals it).
@@ -120,10 +115,7 @@ for _ in $(seq 600); do
   (( $(evals_count "$work/usr1.h5") >= 6 )) && [[ -n "$(ls -A "$scratch")" ]] && break
   sleep 0.05
 done
-kill -USR1 "$pid"
-rc=0
-wait "$pid" || rc=$?
-[[ $rc == 3 ]] || { cat "$work/usr1.log" >&2; fail "SIGUSR1 during a scorer run should exit 3, got $rc"; }
+stop_and_check "$pid" "$work/usr1.log" "during a scorer run"
 "$KINTSUGI" optimize "$work/slow.yaml" --state "$work/usr1.h5" --resume --test-top 1 2>>"$work/usr1.log" ||
   { cat "$work/usr1.log" >&2; fail "resume after SIGUSR1"; }
 same_evals "$work/builtin.h5" "$work/usr1.h5"

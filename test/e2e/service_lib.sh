@@ -82,3 +82,23 @@ job["evaluator"] = {"kind": "command", "command": argv, "results": results, "dty
 json.dump(job, open(out, "w"), indent=1)
 PY
 }
+
+# command_setup: for the command evaluator's tests, kintsugi_eval (the scorer
+# command `kintsugi eval` on $work/builtin.yaml), an empty $scratch, and
+# scratch_empty WHAT, which fails when anything is left in it.
+command_setup() {
+  kintsugi_eval=("$KINTSUGI" -q eval "$work/builtin.yaml" --checkpoint "{model}" --split "{split}" --json)
+  scratch="$work/scratch"
+  mkdir -p "$scratch"
+}
+scratch_empty() {
+  [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
+}
+
+# stop_and_check PID LOG WHAT: SIGUSR1 to PID, which must exit 3 (state saved).
+stop_and_check() {
+  local rc=0
+  kill -USR1 "$1"
+  wait "$1" || rc=$?
+  [[ $rc == 3 ]] || { cat "$2" >&2; fail "$3: SIGUSR1 should exit 3, got $rc"; }
+}

@@ -51,10 +51,7 @@ for _ in $(seq 200); do
   [[ -f "$work/usr1.h5" ]] && (( $(evals_count "$work/usr1.h5") >= 6 )) && break
   sleep 0.1
 done
-kill -USR1 "$pid"
-rc=0
-wait "$pid" || rc=$?
-[[ $rc == 3 ]] || { cat "$work/usr1.log" >&2; fail "SIGUSR1 should exit 3, got $rc"; }
+stop_and_check "$pid" "$work/usr1.log" "mid-search"
 grep -q "resume with --resume" "$work/usr1.log" || fail "no message on SIGUSR1"
 n=$(evals_count "$work/usr1.h5")
 (( n < 60 )) || fail "the search finished before the signal ($n evaluations)"

@@ -92,39 +92,36 @@ void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, i
 void share_first_failure(Outcome outcome, const std::string& message, MPI_Comm comm);
 }  // namespace dist_detail
 
+namespace dist_detail {
+// Runs `f`, returning how it ended (its message in `message`).
+template <typename F>
+Outcome outcome_of(F&& f, std::string& message) {
+  try {
+    std::forward<F>(f)();
+  } catch (const InputError& e) {
+    message = e.what();
+    return Outcome::Input;
+  } catch (const std::exception& e) {
+    message = e.what();
+    return Outcome::Runtime;
+  }
+  return Outcome::Ok;
+}
+}  // namespace dist_detail
+
 template <typename F>
 void run_on_root(MPI_Comm comm, F&& f, int root) {
-  using dist_detail::Outcome;
-  Outcome outcome = Outcome::Ok;
   std::string message;
-  if (comm_rank(comm) == root) {
-    try {
-      std::forward<F>(f)();
-    } catch (const InputError& e) {
-      outcome = Outcome::Input;
-      message = e.what();
-    } catch (const std::exception& e) {
-      outcome = Outcome::Runtime;
-      message = e.what();
-    }
-  }
+  const auto outcome = comm_rank(comm) == root
+                           ? dist_detail::outcome_of(std::forward<F>(f), message)
+                           : dist_detail::Outcome::Ok;
   dist_detail::share_outcome(outcome, message, comm, root);
 }
 
 template <typename F>
 void run_everywhere(MPI_Comm comm, F&& f) {
-  using dist_detail::Outcome;
-  Outcome outcome = Outcome::Ok;
   std::string message;
-  try {
-    std::forward<F>(f)();
-  } catch (const InputError& e) {
-    outcome = Outcome::Input;
-    message = e.what();
-  } catch (const std::exception& e) {
-    outcome = Outcome::Runtime;
-    message = e.what();
-  }
+  const auto outcome = dist_detail::outcome_of(std::forward<F>(f), message);
   dist_detail::share_first_failure(outcome, message, comm);
 }
 
