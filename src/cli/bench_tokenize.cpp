@@ -11,6 +11,7 @@
 
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/io/jsonl_texts.hpp"
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi::cli {
@@ -24,21 +25,6 @@ struct Args {
   int repeat = 5;
   bool json = false;
 };
-
-std::vector<std::string> read_corpus(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input("{}: cannot open", path);
-  std::vector<std::string> texts;
-  std::string line;
-  for (size_t n = 1; std::getline(in, line); ++n) {
-    try {
-      texts.push_back(nlohmann::json::parse(line).at("text").get<std::string>());
-    } catch (const nlohmann::json::exception& e) {
-      throw_input("{}:{}: expected {{\"text\": ...}}: {}", path, n, e.what());
-    }
-  }
-  return texts;
-}
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -111,7 +97,7 @@ int run(const Args& a) {
   const std::string tj = fs::is_directory(a.tokenizer)
                              ? (fs::path(a.tokenizer) / "tokenizer.json").string()
                              : a.tokenizer;
-  const auto texts = read_corpus(a.corpus);
+  const auto texts = read_jsonl_texts(a.corpus);
   size_t bytes = 0;
   for (const auto& t : texts) bytes += t.size();
   const Run ks = time_kintsugi(tok, texts, a.repeat);

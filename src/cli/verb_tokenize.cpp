@@ -7,6 +7,7 @@
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/io/jsonl_texts.hpp"
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi::cli {
@@ -23,28 +24,9 @@ struct Options {
 
 // Every line's text; the whole file is read first, so bad input stops the
 // command before anything is printed.
-std::vector<std::string> read_texts(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input("{}: cannot open", path);
-  std::vector<std::string> texts;
-  std::string line;
-  for (size_t n = 1; std::getline(in, line); ++n) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw_input("{}:{}: not valid JSON: {}", path, n, e.what());
-    }
-    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-      throw_input("{}:{}: expected an object with a string \"text\"", path, n);
-    texts.push_back(j["text"].get<std::string>());
-  }
-  return texts;
-}
-
 int run(const Options& o) {
   const Tokenizer tok = Tokenizer::load(o.tokenizer);
-  const auto texts = read_texts(o.input);
+  const auto texts = read_jsonl_texts(o.input);
   std::string out;
   for (const auto& text : texts) {
     const auto ids = tok.encode(text, o.add_special);

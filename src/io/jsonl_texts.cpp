@@ -1,0 +1,30 @@
+#include "kintsugi/io/jsonl_texts.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "kintsugi/common/error.hpp"
+
+namespace kintsugi {
+
+std::vector<std::string> read_jsonl_texts(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_input("{}: cannot open", path.string());
+  std::vector<std::string> texts;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw_input("{}:{}: not valid JSON: {}", path.string(), n, e.what());
+    }
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+      throw_input("{}:{}: expected an object with a string \"text\"", path.string(), n);
+    texts.push_back(j["text"].get<std::string>());
+  }
+  if (in.bad()) throw_input("{}: cannot read", path.string());
+  return texts;
+}
+
+}  // namespace kintsugi
