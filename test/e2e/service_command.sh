@@ -3,6 +3,7 @@
 #  1. `kintsugi eval --checkpoint {model} --json` as the command (float32
 #     candidates) gives the builtin evaluator's search, score for score, on 1
 #     and 2 groups; report shows the merge and scorer shares; export works;
+#     each group's scorer runs on its share of the node's GPUs;
 #  2. baselines scored through the lm-eval stand-in (lm-eval's results layout)
 #     equal the builtin evaluator's baselines.
 # Failures, kills and stops: service_command_failures.sh.
@@ -39,6 +40,43 @@ grep -E "merging and writing [0-9.]+%.*scorer [0-9.]+%" "$work/report.txt" ||
 "$KINTSUGI" export "$work/cmd2.h5" --out "$work/best" 2>"$work/export.log" ||
   { cat "$work/export.log" >&2; fail "export of a command-evaluator state"; }
 [[ -f "$work/best/model.safetensors" && -f "$work/best/config.json" ]] || fail "export wrote no model"
+
+echo "--- 1b. each group's scorer gets its own GPUs"
+# gpus.sh LOG ARGV...: notes {gpus}, {num_gpus} and CUDA_VISIBLE_DEVICES, then scores.
+gpu_job() {  # gpu_job OUT.yaml T
+  make_job "$work/g.yaml" budget=2 population=2
+  command_job "$work/g.yaml" "$1" kintsugi "$scratch" none 120 -- bash -c \
+    'echo "{gpus} {num_gpus} $CUDA_VISIBLE_DEVICES" >> '"$work/gpus.log"'; exec "$0" "$@"' "${kintsugi_eval[@]}"
+  /usr/bin/python3 -c 'import json, sys
+j = json.load(open(sys.argv[1])); j["parallel"]["tensor_parallel"] = int(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"), indent=1)' "$1" "$2"
+}
+gpus_seen() { sort -u "$work/gpus.log" | tr '\n' ';'; }
+gpu_job "$work/g1.yaml" 1
+: >"$work/gpus.log"
+CUDA_VISIBLE_DEVICES=0,1,2,3 mpi 2 "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g1.h5" 2>"$work/g.log" ||
+  { cat "$work/g.log" >&2; fail "2 groups, 4 GPUs"; }
+[[ $(gpus_seen) == "0,1 2 0,1;2,3 2 2,3;" ]] || fail "2 groups sharing 4 GPUs: $(gpus_seen)"
+# Each rank sees its own device (srun --gpus-per-task): a group of two ranks
+# takes both, two groups of one take one each.
+gpu_job "$work/g2.yaml" 2
+: >"$work/gpus.log"
+"$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 1 -x CUDA_VISIBLE_DEVICES=5 \
+  "$KINTSUGI" optimize "$work/g2.yaml" --state "$work/g2.h5" : -np 1 -x CUDA_VISIBLE_DEVICES=7 \
+  "$KINTSUGI" optimize "$work/g2.yaml" --state "$work/g2.h5" 2>"$work/g.log" ||
+  { cat "$work/g.log" >&2; fail "1 group, a device per rank"; }
+[[ $(gpus_seen) == "5,7 2 5,7;" ]] || fail "a group of two ranks with a device each: $(gpus_seen)"
+: >"$work/gpus.log"
+"$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 1 -x CUDA_VISIBLE_DEVICES=5 \
+  "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g3.h5" : -np 1 -x CUDA_VISIBLE_DEVICES=7 \
+  "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g3.h5" 2>"$work/g.log" ||
+  { cat "$work/g.log" >&2; fail "2 groups, a device per rank"; }
+[[ $(gpus_seen) == "5 1 5;7 1 7;" ]] || fail "two groups with a device each: $(gpus_seen)"
+rc=0
+CUDA_VISIBLE_DEVICES=0 mpi 2 "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g4.h5" 2>"$work/g.log" || rc=$?
+[[ $rc == 2 ]] && grep -q "this node has 1 GPUs for 2 evaluation groups" "$work/g.log" ||
+  { cat "$work/g.log" >&2; fail "fewer GPUs than groups should be exit 2, got $rc"; }
+scratch_empty "GPU runs"
 
 echo "--- 2. baselines through the lm-eval stand-in equal the builtin baselines"
 standin=(/usr/bin/python3 "$KINTSUGI_SOURCE_DIR/test/scorers/lm_eval_standin.py" --model vllm
