@@ -8,11 +8,13 @@
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
+#include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/service/command_scoring.hpp"
 #include "kintsugi/service/stop_signal.hpp"
 #include "kintsugi/state/run_state.hpp"
@@ -84,6 +86,34 @@ std::string host_name() {
   return h;
 }
 
+// XXH64 of a small file's bytes, "missing" when it is not there.
+std::string small_file_hash(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return "missing";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  return fmt::format("xxh64:{:016x}", xxh64(bytes.data(), bytes.size()));
+}
+
+// What besides the tensors decides a score: pool.base's tensors (task-vector
+// baselines) and each checkpoint's config, tokenizer and generation files.
+std::vector<std::pair<std::string, std::string>> side_files(
+    const JobConfig& job, const std::vector<HfCheckpoint>& checkpoints) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (job.pool.base)
+    out.emplace_back(job.pool.base->string(), std::filesystem::exists(*job.pool.base)
+                                                  ? fingerprint(HfCheckpoint::open(*job.pool.base))
+                                                  : std::string("missing"));
+  for (const auto& c : checkpoints) {
+    if (!std::filesystem::is_directory(c.path())) continue;
+    for (const char* f :
+         {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+      out.emplace_back((c.path() / f).string(), small_file_hash(c.path() / f));
+  }
+  return out;
+}
+
 }  // namespace
 
 // Rank 0 compares every rank's view with its own; the first difference is an
@@ -91,9 +121,13 @@ std::string host_name() {
 void Runtime::check_ranks_agree() const {
   std::vector<std::string> paths;
   for (const auto& c : checkpoints_) paths.push_back(c.path().string());
-  const nlohmann::json mine = {
-      {"host", host_name()}, {"file", job_.file.string()},   {"job", fnv1a64_hex(job_.yaml_text)},
-      {"paths", paths},      {"checkpoints", fingerprints_}, {"tasks", task_data_}};
+  const nlohmann::json mine = {{"host", host_name()},
+                               {"file", job_.file.string()},
+                               {"job", fnv1a64_hex(job_.yaml_text)},
+                               {"paths", paths},
+                               {"checkpoints", fingerprints_},
+                               {"tasks", task_data_},
+                               {"side", side_files(job_, checkpoints_)}};
   const auto all = gather_strings(mine.dump(), MPI_COMM_WORLD);
   run_on_root(MPI_COMM_WORLD, [&] {
     const std::string where0 = fmt::format("rank 0 on {}", mine["host"].get<std::string>());
@@ -125,6 +159,15 @@ void Runtime::check_ranks_agree() const {
               "{} reads task data {} as {}, {} as {}: every rank must read the same task files",
               where, key, a, where0, b);
       }
+      const auto side = other["side"].get<std::vector<std::pair<std::string, std::string>>>();
+      const auto mine_side = mine["side"].get<std::vector<std::pair<std::string, std::string>>>();
+      for (size_t i = 0; i < std::min(side.size(), mine_side.size()); ++i)
+        if (side[i].second != mine_side[i].second)
+          throw_input(
+              "{} reads {} as {}, {} reads {} as {}: every rank must read the same checkpoint "
+              "files (a stale copy on one node?)",
+              where, side[i].first, side[i].second, where0, mine_side[i].first,
+              mine_side[i].second);
     }
   });
 }

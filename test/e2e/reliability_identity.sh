@@ -121,6 +121,11 @@ refused "rank 1 on $host read the job file " "c/job.yaml with another text than 
 rm c/job.yaml && cp a/job.yaml c/job.yaml && echo '{"prompt": "x", "answer": "y"}' >>c/tasks/bal.test.jsonl
 refused "rank 1 on $host reads task data data.tasks.bal.test as xxh64:" "every rank must read the same task files" -- \
   on_ranks a c optimize --state "$work/r1.h5"
+rm -r c && cp -r a c && printf ' ' >>"c/pool/$c0/tokenizer.json"
+refused "rank 1 on $host reads $work/c/pool/$c0/tokenizer.json as xxh64:" "every rank must read the same checkpoint files" -- \
+  on_ranks a c optimize --state "$work/r1.h5"
+rm -r c && cp -r a c && cp "c/pool/$c0/model.safetensors" c/pool/base/model.safetensors
+refused "rank 1 on $host reads $work/c/pool/base as " -- on_ranks a c baselines --state "$work/r1.h5"
 rm -r c && cp -r a c
 on_ranks a c optimize --state "$work/r2.h5" --budget 6 --test-top 1 2>log || { cat log; fail "identical copies on two ranks"; }
 echo "all identity checks passed"

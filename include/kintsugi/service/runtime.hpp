@@ -47,7 +47,8 @@ class Runtime {
   // Collective over MPI_COMM_WORLD. InputError for an unreadable or
   // incompatible pool, a tensor_parallel that does not divide the world, or
   // bad task files, and when the ranks do not agree on what they read: the
-  // job file's text, each checkpoint's fingerprint, each task file's bytes
+  // job file's text, each checkpoint's (and pool.base's) fingerprint, each
+  // checkpoint's config/tokenizer/generation files, each task file's bytes
   // (a stale copy on one node): the message names the rank, its host and
   // the checkpoint or file. With evaluator.kind command nothing of the pool is loaded
   // into memory: candidates are written to disk and scored by the command
