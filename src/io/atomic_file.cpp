@@ -2,10 +2,14 @@
 #include "kintsugi/io/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "kintsugi/common/error.hpp"
 
@@ -63,6 +67,113 @@ void keep_previous(const fs::path& target) {
 
 }  // namespace
 
+fs::path unique_dir_beside(const fs::path& target, std::string_view tag) {
+  std::string name = target.string();
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  name += fmt::format(".{}-XXXXXX", tag);
+  if (::mkdtemp(name.data()) == nullptr)
+    throw_runtime("{}: cannot create a temporary folder beside it: {}", target.string(),
+                  std::strerror(errno));
+  return fs::path(name);
+}
+
+fs::path resolve_write_target(const fs::path& p) {
+  fs::path q = p;
+  for (int i = 0; i < 40; ++i) {
+    std::error_code ec;
+    const auto st = fs::symlink_status(q, ec);
+    if (ec || !fs::is_symlink(st)) return q;
+    const fs::path to = fs::read_symlink(q, ec);
+    if (ec) throw_runtime("{}: cannot read the symbolic link: {}", q.string(), ec.message());
+    q = to.is_absolute() ? to : q.parent_path() / to;
+  }
+  throw_input("{}: too many levels of symbolic links", p.string());
+}
+
+namespace {
+
+struct FileId {
+  dev_t dev;
+  ino_t ino;
+  bool operator==(const FileId& o) const { return dev == o.dev && ino == o.ino; }
+};
+
+std::optional<FileId> id_of(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+// Absolute, symbolic links resolved as far as the path exists, no trailing "/".
+fs::path resolved(const fs::path& p) {
+  std::error_code ec;
+  fs::path a = fs::absolute(p, ec);
+  if (ec) a = p;
+  fs::path c = fs::weakly_canonical(a, ec);
+  fs::path r = ec ? a.lexically_normal() : c;
+  if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
+  return r;
+}
+
+// The ids of the existing proper ancestors of `p`, innermost first.
+std::vector<FileId> ancestor_ids(const fs::path& p) {
+  std::vector<FileId> out;
+  for (fs::path q = p; q.has_relative_path();) {
+    q = q.parent_path();
+    if (auto id = id_of(q)) out.push_back(*id);
+  }
+  return out;
+}
+
+bool holds(const std::vector<FileId>& ids, const FileId& id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+void check_output_apart(std::string_view what, const fs::path& output,
+                        const std::vector<NamedPath>& inputs) {
+  const fs::path out = resolved(output);
+  const auto out_id = id_of(out);
+  const auto out_up = ancestor_ids(out);
+  for (const auto& in : inputs) {
+    if (in.path.empty()) continue;
+    const fs::path ip = resolved(in.path);
+    const auto in_id = id_of(ip);
+    if (!in_id) continue;
+    const char* how = nullptr;
+    if ((out_id && *out_id == *in_id) || (!out_id && out == ip))
+      how = "is";
+    else if (out_id && holds(ancestor_ids(ip), *out_id))
+      how = "contains";
+    else if (holds(out_up, *in_id))
+      how = "lies inside";
+    if (how)
+      throw_input("{} {}: {} the {} {}; refusing to write over an input", what, output.string(),
+                  how, in.what, in.path.string());
+  }
+}
+
+void publish_new(const fs::path& tmp, const fs::path& target) {
+  fsync_path(tmp, fs::is_directory(tmp));
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    if (err == EEXIST)
+      throw_runtime("{}: appeared while the output was being written; nothing was replaced",
+                    target.string());
+    if (err != EINVAL && err != ENOSYS)
+      throw_runtime("cannot rename {} to {}: {}", tmp.string(), target.string(),
+                    std::strerror(err));
+    // A filesystem without RENAME_NOREPLACE: check, then rename.
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(target, ec)))
+      throw_runtime("{}: appeared while the output was being written; nothing was replaced",
+                    target.string());
+    rename_over(tmp, target);
+  }
+  fsync_path(parent_of(target), true);
+}
+
 void publish(const fs::path& tmp, const fs::path& target) {
   fsync_path(tmp, fs::is_directory(tmp));
   rename_over(tmp, target);
@@ -92,8 +203,10 @@ void write_file_synced(const fs::path& path, std::string_view bytes) {
                   std::strerror(rc != 0 ? err : errno));
 }
 
-void atomic_replace(const fs::path& target, const std::function<void(const fs::path& tmp)>& write,
-                    KeepPrevious keep) {
+void atomic_replace(const fs::path& link_or_target,
+                    const std::function<void(const fs::path& tmp)>& write, KeepPrevious keep) {
+  // A symbolic link is written through: its target is replaced, the link kept.
+  const fs::path target = resolve_write_target(link_or_target);
   const fs::path tmp = tmp_path_of(target);
   ::unlink(tmp.c_str());
   try {

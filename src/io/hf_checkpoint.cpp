@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -180,17 +183,25 @@ HfFolderWriter::HfFolderWriter(fs::path dir, bool overwrite) : overwrite_(overwr
   dir = dir.lexically_normal();
   if (!dir.has_filename() && dir.has_parent_path()) dir = dir.parent_path();
   dir_ = dir;
-  tmp_ = fs::path(dir_.string() + ".partial");
-  if (fs::exists(dir_) && !overwrite_)
-    throw_input("{}: output folder already exists (pass --overwrite to replace it)", dir_.string());
   std::error_code ec;
-  fs::remove_all(tmp_, ec);  // a leftover of an interrupted run
-  fs::create_directories(tmp_, ec);
-  if (ec) throw_runtime("{}: cannot create: {}", tmp_.string(), ec.message());
+  const auto st = fs::symlink_status(dir_, ec);
+  if (fs::exists(st)) {
+    if (!overwrite_)
+      throw_input("{}: output folder already exists (pass --overwrite to replace it)",
+                  dir_.string());
+    if (!fs::is_directory(fs::status(dir_, ec)))
+      throw_input("{}: exists and is not a folder; --overwrite replaces a folder only",
+                  dir_.string());
+  }
+  const fs::path parent = dir_.has_parent_path() ? dir_.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  if (ec) throw_runtime("{}: cannot create: {}", parent.string(), ec.message());
+  // A name no one else has: a leftover or a user's "<dir>.partial" is never touched.
+  tmp_ = unique_dir_beside(dir_, "partial");
 }
 
 HfFolderWriter::~HfFolderWriter() {
-  if (!committed_) {
+  if (!committed_ && !tmp_.empty()) {
     std::error_code ec;
     fs::remove_all(tmp_, ec);
   }
@@ -210,17 +221,31 @@ void HfFolderWriter::copy_file(const fs::path& src) {
 void HfFolderWriter::commit() {
   KS_CHECK(!committed_, "commit twice");
   std::error_code ec;
-  fs::path old;
-  if (fs::exists(dir_)) {
-    KS_CHECK(overwrite_, "output appeared while writing");
-    old = fs::path(dir_.string() + ".old");
-    fs::remove_all(old, ec);
-    fs::rename(dir_, old, ec);
-    if (ec) throw_runtime("{}: cannot move the old folder aside: {}", dir_.string(), ec.message());
+  if (!overwrite_ || !fs::exists(fs::symlink_status(dir_, ec))) {
+    publish_new(tmp_, dir_);  // never over a folder that appeared meanwhile
+    committed_ = true;
+    return;
   }
-  publish(tmp_, dir_);
+  // The old folder goes to a fresh name of our own (renamed over the empty
+  // folder mkdtemp made), the new one takes its place, then the old one is
+  // removed. Should publishing fail, the old folder is put back.
+  const fs::path old = unique_dir_beside(dir_, "old");
+  if (::rename(dir_.c_str(), old.c_str()) != 0) {
+    const int err = errno;
+    fs::remove(old, ec);
+    throw_runtime("{}: cannot move the old folder aside to {}: {}", dir_.string(), old.string(),
+                  std::strerror(err));
+  }
+  try {
+    publish_new(tmp_, dir_);
+  } catch (...) {
+    if (::rename(old.c_str(), dir_.c_str()) != 0)
+      spdlog::error("{}: could not put the old folder back from {}", dir_.string(), old.string());
+    throw;
+  }
   committed_ = true;
-  if (!old.empty()) fs::remove_all(old, ec);
+  fs::remove_all(old, ec);
+  if (ec) spdlog::warn("{}: could not remove the replaced folder: {}", old.string(), ec.message());
 }
 
 }  // namespace kintsugi

@@ -126,6 +126,16 @@ MergeInputs open_inputs(const Recipe& r) {
   return in;
 }
 
+// Everything the merge reads, which its output must stay apart from.
+std::vector<NamedPath> input_paths(const Recipe& r, const MergeOptions& opt) {
+  std::vector<NamedPath> in;
+  if (!r.file.empty()) in.push_back({"recipe", r.file});
+  if (r.base_model) in.push_back({"base model", *r.base_model});
+  for (const auto& m : r.models) in.push_back({"checkpoint", m.path});
+  for (const auto& p : opt.other_inputs) in.push_back(p);
+  return in;
+}
+
 // What the output holds: every tensor of the reference (floating tensors in
 // the recipe's dtype), laid out in shards.
 struct OutputPlan {
@@ -179,11 +189,12 @@ struct OutputFiles {
   }
 };
 
-OutputFiles create_output(const OutputPlan& plan, const MergeOptions& opt, MPI_Comm comm,
-                          int rank) {
+OutputFiles create_output(const OutputPlan& plan, const MergeOptions& opt,
+                          const std::vector<NamedPath>& inputs, MPI_Comm comm, int rank) {
   OutputFiles out;
   const ShardedPlan& files = plan.files;
   run_on_root(comm, [&] {
+    check_output_apart("output folder", opt.out_dir, inputs);
     out.folder = std::make_unique<HfFolderWriter>(opt.out_dir, opt.overwrite);
     for (size_t f = 0; f < files.file_names.size(); ++f)
       out.writers.push_back(std::make_unique<SafetensorsWriter>(
@@ -332,7 +343,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
 
   const MergeInputs in = open_inputs(r);
   const OutputPlan plan = plan_output(r, in.reference(), opt);
-  OutputFiles out = create_output(plan, opt, comm, rank);
+  OutputFiles out = create_output(plan, opt, input_paths(r, opt), comm, rank);
   // A write that fails on one rank (a full disk) fails the merge on all of
   // them; the unfinished output removes its temporary files.
   Traffic traffic;

@@ -8,6 +8,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
@@ -149,9 +150,15 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
   if (!rt.job().pool.base) {
     spdlog::warn("pool.base is not set: skipping task arithmetic, TIES and DARE-TIES");
   } else {
-    const auto tmp = std::filesystem::path(path.string() + ".baselines.partial");
-    std::filesystem::remove_all(tmp);
-    std::filesystem::create_directories(tmp);
+    // A folder of this run's own beside the state (never someone else's).
+    const auto tmp = unique_dir_beside(resolve_write_target(path), "baselines");
+    struct RemoveAtEnd {
+      std::filesystem::path dir;
+      ~RemoveAtEnd() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+    } remove_at_end{tmp};
     const auto grid = recipe_baseline_grid();
     std::vector<ModelRequest> folders;
     std::vector<std::string> texts;
@@ -165,7 +172,6 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     const auto t = score_test(co, rt, folders, false).value();
     const std::vector<double> ones(w, 1.0);
     for (size_t i = 0; i < grid.size(); ++i) table.add(grid[i].name, texts[i], ones, s[i], t[i]);
-    std::filesystem::remove_all(tmp);
   }
   save_state(path, state);
   co.finish();
@@ -176,7 +182,10 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
 }  // namespace
 
 int run_baselines(const BaselinesOptions& o) {
-  Runtime rt(load_job(o.job));
+  JobConfig job = load_job(o.job);
+  // One writer per state, for the whole run (released when this returns).
+  const auto lock = claim_state(job, state_path_for(job, o.state), "baselines");
+  Runtime rt(std::move(job));
   if (world_rank() != 0) {
     serve(rt);
     return kExitOk;

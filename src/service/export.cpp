@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/config/job.hpp"
@@ -10,6 +13,7 @@
 #include "kintsugi/io/safetensors.hpp"
 #include "kintsugi/merge/engine.hpp"
 #include "kintsugi/merge/recipe.hpp"
+#include "kintsugi/pool/pool.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/service/session.hpp"
@@ -67,7 +71,43 @@ std::string pool_dtype_name(const HfCheckpoint& first) {
   return d == DType::BF16 ? "bfloat16" : d == DType::F16 ? "float16" : "float32";
 }
 
-int run_export(const ExportOptions& o) {
+void check_pool_identity(const std::vector<std::string>& paths,
+                         const std::vector<std::string>& names,
+                         const std::vector<std::string>& fingerprints, const std::string& job_file,
+                         const std::string& state_file) {
+  if (paths.size() != names.size() || fingerprints.size() != names.size())
+    throw_input("{}: the job names {} checkpoints, the state {} ({})", job_file, paths.size(),
+                names.size(), state_file);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const HfCheckpoint c = HfCheckpoint::open(paths[i]);
+    if (c.name() != names[i])
+      throw_input(
+          "{}: checkpoint {} of the pool is {} ({}) but the search ran with {} there ({}): a "
+          "reordered or different pool",
+          job_file, i, c.name(), paths[i], names[i], state_file);
+    const std::string fp = fingerprint(c);
+    if (fp != fingerprints[i])
+      throw_input(
+          "{}: checkpoint {} ({}) is not the one the search ran with: fingerprint {} here, {} "
+          "in {}",
+          job_file, i, paths[i], fp, fingerprints[i], state_file);
+  }
+}
+
+namespace {
+
+// What rank 0 reads from the state, once, for every rank: a run writing the
+// state meanwhile cannot give two ranks two different evaluations.
+struct ExportPlan {
+  int64_t eval = -1;
+  double objective = 0;
+  std::string job_file, recipe_text;
+  uint64_t seed = 0;
+  std::vector<std::string> paths, names, fingerprints;
+};
+
+ExportPlan plan_export(const ExportOptions& o) {
+  ExportPlan p;
   const RunState state = load_state(o.state);
   const int64_t e = o.eval ? *o.eval : best_evaluation(state);
   if (e < 0) throw_input("{}: holds no successful evaluation to export", o.state);
@@ -84,30 +124,76 @@ int run_export(const ExportOptions& o) {
   const JobConfig job =
       o.job.empty() ? parse_job(state.meta.config, job_file.string(), job_file.parent_path())
                     : load_job(job_file);
-  std::vector<std::string> paths;
-  for (const auto& p : job.pool.checkpoints) paths.push_back(p.string());
-  if (paths.size() != state.meta.pool_names.size())
-    throw_input("{}: the job names {} checkpoints, the state {}", job_file.string(), paths.size(),
-                state.meta.pool_names.size());
-  const HfCheckpoint first = HfCheckpoint::open(paths.front());
+  for (const auto& c : job.pool.checkpoints) p.paths.push_back(c.string());
+  p.names = state.meta.pool_names;
+  p.fingerprints = state.meta.pool_fingerprints;
+  if (p.paths.size() != p.names.size())
+    throw_input("{}: the job names {} checkpoints, the state {}", job_file.string(), p.paths.size(),
+                p.names.size());
+  const HfCheckpoint first = HfCheckpoint::open(p.paths.front());
   const size_t num_layers = static_cast<size_t>(model_config_of(first).num_layers);
   const std::string dtype = o.dtype.empty() ? pool_dtype_name(first) : o.dtype;
   const size_t w = state.evals.n_weights;
   const std::vector<double> weights = table_row(state.evals.weights, static_cast<size_t>(e), w);
-  const std::string text =
-      linear_recipe_text(paths, weights, num_layers, dtype,
+  p.recipe_text =
+      linear_recipe_text(p.paths, weights, num_layers, dtype,
                          fmt::format("kintsugi export of evaluation {} from {}", e, o.state));
+  p.eval = e;
+  p.objective = state.evals.objective[static_cast<size_t>(e)];
+  p.job_file = job_file.string();
+  p.seed = state.meta.seed;
+  return p;
+}
+
+std::string host_name() {
+  char h[256] = {};
+  ::gethostname(h, sizeof h - 1);
+  return h;
+}
+
+}  // namespace
+
+int run_export(const ExportOptions& o) {
+  ExportPlan p;
+  run_on_root(MPI_COMM_WORLD, [&] { p = plan_export(o); });
+  nlohmann::json j;
+  if (world_rank() == 0)
+    j = {{"eval", p.eval},         {"objective", p.objective},
+         {"job_file", p.job_file}, {"recipe", p.recipe_text},
+         {"seed", p.seed},         {"paths", p.paths},
+         {"names", p.names},       {"fingerprints", p.fingerprints}};
+  j = nlohmann::json::parse(
+      broadcast_string(world_rank() == 0 ? j.dump() : std::string(), MPI_COMM_WORLD));
+  p.eval = j["eval"];
+  p.objective = j["objective"];
+  p.job_file = j["job_file"];
+  p.recipe_text = j["recipe"];
+  p.seed = j["seed"];
+  p.paths = j["paths"].get<std::vector<std::string>>();
+  p.names = j["names"].get<std::vector<std::string>>();
+  p.fingerprints = j["fingerprints"].get<std::vector<std::string>>();
+  // Every rank merges from its own view of the files: each checks that view
+  // against the checkpoints the search ran with (names, then fingerprints).
+  run_everywhere(MPI_COMM_WORLD, [&] {
+    try {
+      check_pool_identity(p.paths, p.names, p.fingerprints, p.job_file, o.state);
+    } catch (const InputError& e) {
+      if (world_size() == 1) throw;
+      throw_input("rank {} on {}: {}", world_rank(), host_name(), e.what());
+    }
+  });
   const Recipe recipe =
-      parse_recipe(text, std::filesystem::absolute(o.out).parent_path() / "export.yaml");
+      parse_recipe(p.recipe_text, std::filesystem::absolute(o.out).parent_path() / "export.yaml");
   MergeOptions mo;
   mo.out_dir = o.out;
   mo.overwrite = o.overwrite;
   mo.max_shard_bytes = parse_byte_size(o.max_shard_size);
-  mo.seed = state.meta.seed;
+  mo.seed = p.seed;
+  mo.other_inputs = {{"job file", p.job_file}, {"state", o.state}};
   const auto report = run_merge(recipe, mo, MPI_COMM_WORLD);
   if (world_rank() == 0)
-    spdlog::info("exported evaluation {} (objective {:.4f}) to {}: {} tensors, {:.1f} MB", e,
-                 state.evals.objective[static_cast<size_t>(e)], o.out, report.tensors,
+    spdlog::info("exported evaluation {} (objective {:.4f}) to {}: {} tensors, {:.1f} MB", p.eval,
+                 p.objective, o.out, report.tensors,
                  static_cast<double>(report.bytes_written) / 1e6);
   return kExitOk;
 }

@@ -269,7 +269,10 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
 
 int run_optimize(const OptimizeOptions& o) {
   const auto& stop = install_stop_handlers();
-  Runtime rt(job_with_overrides(o));
+  JobConfig job = job_with_overrides(o);
+  // One writer per state, for the whole run (released when this returns).
+  const auto lock = claim_state(job, state_path_for(job, o.state), "optimize");
+  Runtime rt(std::move(job));
   if (world_rank() != 0) {
     serve(rt);
     return kExitOk;

@@ -1,19 +1,23 @@
 #include "kintsugi/service/runtime.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
+#include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/service/command_scoring.hpp"
 #include "kintsugi/service/stop_signal.hpp"
+#include "kintsugi/state/run_state.hpp"
 
 namespace kintsugi {
 
@@ -21,8 +25,11 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
   // One BLAS thread per rank: the ranks already occupy the cores, and a fixed
   // thread count keeps every score reproducible.
   set_blas_threads(1);
-  groups_ = std::make_unique<EvalGroups>(static_cast<int>(job_.parallel.tensor_parallel));
   checkpoints_ = open_compatible_pool(job_);
+  for (const auto& c : checkpoints_) fingerprints_.push_back(fingerprint(c));
+  task_data_ = ::kintsugi::task_data_fingerprints(job_);
+  check_ranks_agree();
+  groups_ = std::make_unique<EvalGroups>(static_cast<int>(job_.parallel.tensor_parallel));
   if (job_.evaluator.kind == "command") {
     start_command_evaluator();
   } else {
@@ -69,6 +76,100 @@ void Runtime::start_command_evaluator() {
   has_test_ = true;
   spdlog::info("pool: {} checkpoints, scored by `{}` in {} groups of {} ranks", checkpoints_.size(),
                job_.evaluator.command.front(), groups_->num_groups, groups_->tp_size);
+}
+
+namespace {
+
+std::string host_name() {
+  char h[256] = {};
+  if (::gethostname(h, sizeof h - 1) != 0) return "unknown host";
+  return h;
+}
+
+// XXH64 of a small file's bytes, "missing" when it is not there.
+std::string small_file_hash(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return "missing";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  return fmt::format("xxh64:{:016x}", xxh64(bytes.data(), bytes.size()));
+}
+
+// What besides the tensors decides a score: pool.base's tensors (task-vector
+// baselines) and each checkpoint's config, tokenizer and generation files.
+std::vector<std::pair<std::string, std::string>> side_files(
+    const JobConfig& job, const std::vector<HfCheckpoint>& checkpoints) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (job.pool.base)
+    out.emplace_back(job.pool.base->string(), std::filesystem::exists(*job.pool.base)
+                                                  ? fingerprint(HfCheckpoint::open(*job.pool.base))
+                                                  : std::string("missing"));
+  for (const auto& c : checkpoints) {
+    if (!std::filesystem::is_directory(c.path())) continue;
+    for (const char* f :
+         {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"})
+      out.emplace_back((c.path() / f).string(), small_file_hash(c.path() / f));
+  }
+  return out;
+}
+
+}  // namespace
+
+// Rank 0 compares every rank's view with its own; the first difference is an
+// InputError on every rank.
+void Runtime::check_ranks_agree() const {
+  std::vector<std::string> paths;
+  for (const auto& c : checkpoints_) paths.push_back(c.path().string());
+  const nlohmann::json mine = {{"host", host_name()},
+                               {"file", job_.file.string()},
+                               {"job", fnv1a64_hex(job_.yaml_text)},
+                               {"paths", paths},
+                               {"checkpoints", fingerprints_},
+                               {"tasks", task_data_},
+                               {"side", side_files(job_, checkpoints_)}};
+  const auto all = gather_strings(mine.dump(), MPI_COMM_WORLD);
+  run_on_root(MPI_COMM_WORLD, [&] {
+    const std::string where0 = fmt::format("rank 0 on {}", mine["host"].get<std::string>());
+    for (size_t r = 1; r < all.size(); ++r) {
+      const auto other = nlohmann::json::parse(all[r]);
+      const std::string where = fmt::format("rank {} on {}", r, other["host"].get<std::string>());
+      if (other["job"] != mine["job"])
+        throw_input(
+            "{} read the job file {} with another text than {} read {} (FNV-1a {} vs {}): every "
+            "rank must read the same job",
+            where, other["file"].get<std::string>(), where0, job_.file.string(),
+            other["job"].get<std::string>(), mine["job"].get<std::string>());
+      for (size_t i = 0; i < fingerprints_.size(); ++i) {
+        const std::string theirs = other["checkpoints"].at(i);
+        if (theirs != fingerprints_[i])
+          throw_input(
+              "{} reads checkpoint {} ({}) with fingerprint {}, {} reads {} with {}: every rank "
+              "must read the same checkpoint files (a stale copy on one node?)",
+              where, i, other["paths"].at(i).get<std::string>(), theirs, where0, paths[i],
+              fingerprints_[i]);
+      }
+      const auto theirs = other["tasks"].get<std::vector<std::pair<std::string, std::string>>>();
+      for (size_t i = 0; i < std::max(task_data_.size(), theirs.size()); ++i) {
+        const auto& key = i < task_data_.size() ? task_data_[i].first : theirs[i].first;
+        const std::string a = i < theirs.size() ? theirs[i].second : std::string("nothing");
+        const std::string b = i < task_data_.size() ? task_data_[i].second : std::string("nothing");
+        if (a != b || (i < theirs.size() && i < task_data_.size() && theirs[i].first != key))
+          throw_input(
+              "{} reads task data {} as {}, {} as {}: every rank must read the same task files",
+              where, key, a, where0, b);
+      }
+      const auto side = other["side"].get<std::vector<std::pair<std::string, std::string>>>();
+      const auto mine_side = mine["side"].get<std::vector<std::pair<std::string, std::string>>>();
+      for (size_t i = 0; i < std::min(side.size(), mine_side.size()); ++i)
+        if (side[i].second != mine_side[i].second)
+          throw_input(
+              "{} reads {} as {}, {} reads {} as {}: every rank must read the same checkpoint "
+              "files (a stale copy on one node?)",
+              where, side[i].first, side[i].second, where0, mine_side[i].first,
+              mine_side[i].second);
+    }
+  });
 }
 
 Runtime::~Runtime() = default;

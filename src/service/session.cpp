@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/pool/pool.hpp"
 
 namespace kintsugi {
@@ -13,9 +16,26 @@ std::filesystem::path state_path_for(const JobConfig& job, const std::string& fl
   return flag.empty() ? job.output.state : std::filesystem::absolute(flag);
 }
 
+std::optional<StateLock> claim_state(const JobConfig& job, const std::filesystem::path& path,
+                                     std::string_view verb) {
+  std::optional<StateLock> lock;
+  run_on_root(MPI_COMM_WORLD, [&] {
+    std::vector<NamedPath> inputs;
+    if (!job.file.empty()) inputs.push_back({"job file", job.file});
+    if (job.pool.base) inputs.push_back({"base checkpoint", *job.pool.base});
+    for (const auto& c : job.pool.checkpoints) inputs.push_back({"checkpoint", c});
+    for (const auto& t : job.tasks)
+      if (!t.file.empty())
+        for (const std::string& split : {t.split, std::string("test")})
+          inputs.push_back({"task file", t.file_for(split)});
+    check_output_apart("--state", path, inputs);
+    lock.emplace(StateLock::acquire(path, verb));
+  });
+  return lock;
+}
+
 RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateUse use) {
-  std::vector<std::string> fingerprints;
-  for (const auto& c : rt.checkpoints()) fingerprints.push_back(fingerprint(c));
+  const std::vector<std::string>& fingerprints = rt.checkpoint_fingerprints();
   const auto names = rt.checkpoint_names();
   const bool exists = std::filesystem::exists(path);
   if (use == StateUse::Resume && !exists)
@@ -23,6 +43,7 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
   if (!exists) {
     RunState s;
     s.meta = make_meta(rt.job(), names, fingerprints);
+    for (const auto& kv : rt.task_data_fingerprints()) s.meta.settings.push_back(kv);
     s.evals.dims = 0;
     s.evals.n_weights = rt.num_weights();
     s.evals.n_tasks = rt.job().tasks.size();
@@ -32,7 +53,13 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
     return s;
   }
   RunState s = load_state(path);
-  check_resume_compatible(path, s, rt.job(), names, fingerprints);
+  check_resume_compatible(path, s, rt.job(), names, fingerprints, rt.task_data_fingerprints());
+  // A state from before task data fingerprints records them from now on.
+  const bool has_data =
+      std::any_of(s.meta.settings.begin(), s.meta.settings.end(),
+                  [](const auto& kv) { return kv.first.rfind(kTaskDataKeyPrefix, 0) == 0; });
+  if (!has_data)
+    for (const auto& kv : rt.task_data_fingerprints()) s.meta.settings.push_back(kv);
   if (use == StateUse::NewSearch && (s.evals.size() > 0 || !s.optimizer.strings.empty()))
     throw_input(
         "{}: already holds a search ({} evaluations): pass --resume to continue it, or choose "

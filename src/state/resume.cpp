@@ -1,11 +1,14 @@
 // What a state records about the job, and the refusal of an incompatible resume.
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <ctime>
+#include <fstream>
 #include <map>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/config/job.hpp"
+#include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/state/run_state.hpp"
 
 namespace kintsugi {
@@ -145,9 +148,49 @@ StateMeta make_meta(const JobConfig& job, std::vector<std::string> pool_names,
   return m;
 }
 
+namespace {
+
+std::string file_fingerprint(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw_input("{}: cannot read the task file", p.string());
+  Xxh64 h(0);
+  uint64_t size = 0;
+  std::vector<char> buf(1 << 16);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto n = static_cast<size_t>(in.gcount());
+    h.update(buf.data(), n);
+    size += n;
+  }
+  if (in.bad()) throw_input("{}: cannot read the task file", p.string());
+  return fmt::format("xxh64:{:016x} {} bytes", h.digest(), size);
+}
+
+bool is_task_data_key(const std::string& k) {
+  return k.rfind(kTaskDataKeyPrefix, 0) == 0;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> task_data_fingerprints(const JobConfig& job) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (job.evaluator.kind == "command") return out;
+  for (const TaskConfig& t : job.tasks) {
+    if (t.file.empty()) continue;
+    const std::string key = fmt::format("{}tasks.{}.", kTaskDataKeyPrefix, t.name);
+    // A missing search file is the task loader's error to report.
+    if (std::filesystem::exists(t.file_for(t.split)))
+      out.emplace_back(key + t.split, file_fingerprint(t.file_for(t.split)));
+    if (t.split != "test" && std::filesystem::exists(t.file_for("test")))
+      out.emplace_back(key + "test", file_fingerprint(t.file_for("test")));
+  }
+  return out;
+}
+
 void check_resume_compatible(const std::filesystem::path& state_path, const RunState& state,
                              const JobConfig& job, const std::vector<std::string>& pool_names,
-                             const std::vector<std::string>& pool_fingerprints) {
+                             const std::vector<std::string>& pool_fingerprints,
+                             const std::vector<std::pair<std::string, std::string>>& task_data) {
   const std::string sp = state_path.string();
   const StateMeta& m = state.meta;
   KS_CHECK(pool_names.size() == pool_fingerprints.size(), "one fingerprint per checkpoint");
@@ -169,7 +212,8 @@ void check_resume_compatible(const std::filesystem::path& state_path, const RunS
     throw_input("{}: cannot resume: the job's tasks {} differ from the state's {}", sp,
                 list_text(tasks), list_text(m.task_names));
   const auto now = resume_settings(job);
-  std::map<std::string, std::string> then(m.settings.begin(), m.settings.end());
+  std::map<std::string, std::string> then, then_data;
+  for (const auto& [k, v] : m.settings) (is_task_data_key(k) ? then_data : then).emplace(k, v);
   std::map<std::string, std::string> cur(now.begin(), now.end());
   for (const auto& [k, v] : now) {
     auto it = then.find(k);
@@ -177,9 +221,46 @@ void check_resume_compatible(const std::filesystem::path& state_path, const RunS
     if (old != v)
       throw_input("{}: cannot resume: {} is {} in the job but {} in the state", sp, k, v, old);
   }
-  for (const auto& [k, v] : m.settings)
+  for (const auto& [k, v] : then)
     if (!cur.count(k))
       throw_input("{}: cannot resume: {} is {} in the state but not set in the job", sp, k, v);
+
+  // Task data: the bytes of the task files, not only their names and options.
+  if (then_data.empty()) {
+    if (!task_data.empty())
+      spdlog::warn(
+          "{}: the state predates task data fingerprints: the task files cannot be checked "
+          "against the ones the search used",
+          sp);
+    return;
+  }
+  std::map<std::string, std::string> cur_data(task_data.begin(), task_data.end());
+  auto file_of = [&](const std::string& key) {
+    // "data.tasks.<name>.<split>" -> that task's file for that split.
+    const std::string rest = key.substr(kTaskDataKeyPrefix.size() + 6);
+    const auto dot = rest.rfind('.');
+    for (const auto& t : job.tasks)
+      if (dot != std::string::npos && t.name == rest.substr(0, dot) && !t.file.empty())
+        return t.file_for(rest.substr(dot + 1)).string();
+    return rest;
+  };
+  for (const auto& [k, v] : cur_data) {
+    auto it = then_data.find(k);
+    if (it == then_data.end())
+      throw_input("{}: cannot resume: task file {} ({}) was not there when the state was made", sp,
+                  file_of(k), k);
+    if (it->second != v)
+      throw_input(
+          "{}: cannot resume: task file {} changed since the state was made ({} now, {} "
+          "then)",
+          sp, file_of(k), v, it->second);
+  }
+  for (const auto& [k, v] : then_data)
+    if (!cur_data.count(k))
+      throw_input(
+          "{}: cannot resume: the state was made with task data {} ({}), which the job "
+          "no longer has",
+          sp, k, v);
 }
 
 }  // namespace kintsugi

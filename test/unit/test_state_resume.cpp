@@ -1,9 +1,11 @@
 // Resume compatibility: a state made for one job refuses another job whose
 // pool, tasks or search settings differ, and accepts harmless changes.
 #include <catch2/catch.hpp>
+#include <fstream>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/config/job.hpp"
+#include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/state/run_state.hpp"
 #include "test_support.hpp"
 
@@ -117,4 +119,61 @@ TEST_CASE("resume: changed pool, tasks or settings are refused clearly", "[state
   CHECK(refusal(st, job_from(replace(kJob, "sigma0: 0.3", "sigma0: 0.30000000000000004"))) ==
         "run.h5: cannot resume: search.sigma0 is 0.30000000000000004 in the job but 0.3 in the "
         "state");
+}
+
+TEST_CASE("resume: changed task data is refused; states without task data are accepted",
+          "[state]") {
+  test::TempDir tmp;
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(tmp / name, std::ios::binary) << text;
+  };
+  write("add.search.jsonl", "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n");
+  write("add.test.jsonl", "{\"prompt\": \"2+2=\", \"answer\": \"4\"}\n");
+  write("caps.search.jsonl", "{\"prompt\": \"a\", \"choices\": [\"A\", \"b\"], \"answer\": 0}\n");
+  const JobConfig job = parse_job(kJob, (tmp / "job.yaml").string(), tmp.path());
+  const auto data = task_data_fingerprints(job);
+  // One entry per existing file: add's two splits, caps's search split only.
+  REQUIRE(data.size() == 3);
+  CHECK(data[0].first == "data.tasks.add.search");
+  CHECK(data[1].first == "data.tasks.add.test");
+  CHECK(data[2].first == "data.tasks.caps.search");
+  // XXH64 of the bytes (independent reference: the xxhsum of the text above,
+  // computed by the pool module's xxh64 over the whole buffer).
+  const std::string add = "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n";
+  CHECK(data[0].second ==
+        fmt::format("xxh64:{:016x} {} bytes", xxh64(add.data(), add.size()), add.size()));
+
+  RunState st;
+  st.meta = make_meta(job, kNames, kPrints);
+  for (const auto& kv : data) st.meta.settings.push_back(kv);
+  auto why = [&](const std::vector<std::pair<std::string, std::string>>& now) -> std::string {
+    try {
+      check_resume_compatible("run.h5", st, job, kNames, kPrints, now);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CHECK(why(data).empty());
+  // One byte changed in the search split of add (same size).
+  write("add.search.jsonl", "{\"prompt\": \"1+1=\", \"answer\": \"3\"}\n");
+  const auto changed = task_data_fingerprints(job);
+  CHECK(changed[0].second != data[0].second);
+  CHECK(why(changed).rfind("run.h5: cannot resume: task file " +
+                               (tmp / "add.search.jsonl").string() + " changed since the state",
+                           0) == 0);
+  // A test split that appeared, or went away.
+  write("caps.test.jsonl", "{}\n");
+  write("add.search.jsonl", add);
+  const auto more = task_data_fingerprints(job);
+  CHECK(more.size() == 4);
+  CHECK(why(more).find("caps.test.jsonl (data.tasks.caps.test) was not there") !=
+        std::string::npos);
+  CHECK(why({data[0], data[2]}).find("no longer has") != std::string::npos);
+  // A state written before task data fingerprints: accepted (nothing to compare).
+  RunState old;
+  old.meta = make_meta(job, kNames, kPrints);
+  CHECK_NOTHROW(check_resume_compatible("run.h5", old, job, kNames, kPrints, changed));
+  // Task data keys are not settings a job must have (an old job's text resumes).
+  CHECK_NOTHROW(check_resume_compatible("run.h5", st, job, kNames, kPrints, data));
 }

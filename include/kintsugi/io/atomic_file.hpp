@@ -15,10 +15,20 @@
 // At every instant <target> is complete (old or new) once it has existed, and
 // <target>.prev is complete (the state before the last save, or equal to
 // <target> while a save is between steps 3 and 4). A crash (SIGKILL) at any
-// point never loses the last good state.
+// point never loses the last good state. A <target> that is a symbolic link is
+// written through: the file it points to is replaced (its .tmp and .prev lie
+// beside that file), the link stays.
+//
+// Outputs never touch what the run did not create: unique_dir_beside() makes
+// the temporary and backup folders of merged outputs (mkdtemp, never a fixed
+// name that could be someone's folder), and check_output_apart() refuses an
+// output that is, contains or lies inside one of the run's inputs.
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace kintsugi {
 
@@ -38,9 +48,37 @@ void publish(const std::filesystem::path& tmp, const std::filesystem::path& targ
 // Writes `bytes` to a new file at `path` and fsyncs it (no rename: for files
 // inside a folder that is published as a whole).
 void write_file_synced(const std::filesystem::path& path, std::string_view bytes);
+// Like publish(), but never replaces an existing `target` (renameat2
+// RENAME_NOREPLACE; where the filesystem lacks it, a check just before the
+// rename): RuntimeError when `target` appeared meanwhile.
+void publish_new(const std::filesystem::path& tmp, const std::filesystem::path& target);
 // fsync of a file or a folder (folders: EINVAL/EROFS/ENOTSUP are tolerated,
 // since some filesystems refuse it and their renames are atomic anyway).
 void fsync_path(const std::filesystem::path& p, bool directory);
+
+// A new, empty folder "<target>.<tag>-XXXXXX" in target's folder, created by
+// this call (mkdtemp: the name is unique and was free). RuntimeError naming the
+// path when it cannot be created.
+std::filesystem::path unique_dir_beside(const std::filesystem::path& target, std::string_view tag);
+
+// `p` with symbolic links in its last component followed (a relative link is
+// read against the link's folder), up to 40 of them; `p` itself when it is not
+// a link. What a write to `p` lands on. InputError for a link loop.
+std::filesystem::path resolve_write_target(const std::filesystem::path& p);
+
+// An input a run reads, for check_output_apart(): what it is ("checkpoint",
+// "job file", ...) and its path.
+struct NamedPath {
+  std::string what;
+  std::filesystem::path path;
+};
+// Throws InputError (one line naming both paths) when `output` is, contains
+// or lies inside one of `inputs` (compared by device and inode along both
+// paths, after resolving symbolic links, so bind mounts, hard links and
+// "dir/../dir" spellings are caught too). Inputs that do not exist are skipped.
+// `what` names the output, e.g. "--out".
+void check_output_apart(std::string_view what, const std::filesystem::path& output,
+                        const std::vector<NamedPath>& inputs);
 
 std::filesystem::path tmp_path_of(const std::filesystem::path& target);   // <target>.tmp
 std::filesystem::path prev_path_of(const std::filesystem::path& target);  // <target>.prev

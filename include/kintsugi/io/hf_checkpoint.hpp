@@ -46,10 +46,14 @@ class HfCheckpoint {
   std::vector<std::filesystem::path> passthrough_;
 };
 
-// Writes an HF folder atomically: everything goes to "<dir>.partial" (a name
-// every MPI rank can compute) and the
-// folder is renamed to `dir` when complete. `dir` must not exist yet unless
-// `overwrite`. Used by merge and export.
+// Writes an HF folder atomically: everything goes to a temporary folder
+// "<dir>.partial-XXXXXX" that this writer creates (mkdtemp: a fresh, unique
+// name beside `dir`; other MPI ranks learn it from temp_dir(), broadcast), and
+// the folder is renamed to `dir` when complete. `dir` must not exist yet
+// unless `overwrite` (then it must be a folder: it is moved to a fresh
+// "<dir>.old-XXXXXX", replaced, and removed). Nothing else is ever removed:
+// not a "<dir>.partial" or "<dir>.old" of someone else's, not a leftover of an
+// interrupted run. Used by merge and export.
 class HfFolderWriter {
  public:
   HfFolderWriter(std::filesystem::path dir, bool overwrite);

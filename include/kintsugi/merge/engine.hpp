@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <vector>
 
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/merge/recipe.hpp"
 
 namespace kintsugi {
@@ -21,6 +23,9 @@ struct MergeOptions {
   uint64_t chunk_elems = uint64_t{1} << 20;  // elements per input per streamed chunk
   bool overwrite = false;
   bool progress = true;
+  // Inputs besides the recipe's checkpoints and the recipe file that the
+  // output must stay apart from (export: the job file, the state).
+  std::vector<NamedPath> other_inputs;
 };
 
 struct MergeReport {
@@ -32,7 +37,9 @@ struct MergeReport {
 };
 
 // Collective over `comm`. Throws InputError (the same on every rank) for bad
-// recipes, missing or incompatible checkpoints, or an existing output folder.
+// recipes, missing or incompatible checkpoints, an existing output folder, or
+// an output that is, contains or lies inside an input (a checkpoint of the
+// recipe, the recipe file, `other_inputs`).
 MergeReport run_merge(const Recipe& recipe, const MergeOptions& options, MPI_Comm comm);
 
 // The file name the recipe is copied to inside the output folder.

@@ -36,6 +36,17 @@ std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
 // default).
 std::string pool_dtype_name(const HfCheckpoint& first);
 
+// The pool at `paths` is the one a state records: the same checkpoint names
+// in the same order and the same fingerprints (pool/pool.hpp). InputError
+// naming the job file, the position, both checkpoints and the state otherwise
+// (a reordered pool, a moved folder now holding other weights).
+void check_pool_identity(const std::vector<std::string>& paths,
+                         const std::vector<std::string>& names,
+                         const std::vector<std::string>& fingerprints, const std::string& job_file,
+                         const std::string& state_file);
+
+// Rank 0 reads the state once and tells the others what to merge; every rank
+// checks the pool's identity before merging.
 int run_export(const ExportOptions& options);
 
 }  // namespace kintsugi

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kintsugi/config/job.hpp"
@@ -45,7 +46,11 @@ class Runtime {
  public:
   // Collective over MPI_COMM_WORLD. InputError for an unreadable or
   // incompatible pool, a tensor_parallel that does not divide the world, or
-  // bad task files. With evaluator.kind command nothing of the pool is loaded
+  // bad task files, and when the ranks do not agree on what they read: the
+  // job file's text, each checkpoint's (and pool.base's) fingerprint, each
+  // checkpoint's config/tokenizer/generation files, each task file's bytes
+  // (a stale copy on one node): the message names the rank, its host and
+  // the checkpoint or file. With evaluator.kind command nothing of the pool is loaded
   // into memory: candidates are written to disk and scored by the command
   // (command_scoring()).
   explicit Runtime(JobConfig job);
@@ -55,6 +60,14 @@ class Runtime {
 
   const JobConfig& job() const { return job_; }
   const std::vector<HfCheckpoint>& checkpoints() const { return checkpoints_; }
+  // fingerprint() of each checkpoint, as this rank read it (every rank read
+  // the same: checked at construction).
+  const std::vector<std::string>& checkpoint_fingerprints() const { return fingerprints_; }
+  // task_data_fingerprints() of the job (state/run_state.hpp), the same on
+  // every rank (checked at construction).
+  const std::vector<std::pair<std::string, std::string>>& task_data_fingerprints() const {
+    return task_data_;
+  }
   std::vector<std::string> checkpoint_names() const;
   size_t num_checkpoints() const { return checkpoints_.size(); }
   size_t num_layers() const;
@@ -84,9 +97,12 @@ class Runtime {
  private:
   void load_builtin_evaluator();
   void start_command_evaluator();
+  void check_ranks_agree() const;
 
   JobConfig job_;
   std::vector<HfCheckpoint> checkpoints_;
+  std::vector<std::string> fingerprints_;
+  std::vector<std::pair<std::string, std::string>> task_data_;
   std::unique_ptr<EvalGroups> groups_;
   std::unique_ptr<PoolShards> pool_;
   std::unique_ptr<Tokenizer> tokenizer_;

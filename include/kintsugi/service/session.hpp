@@ -12,11 +12,20 @@
 #include "kintsugi/service/runtime.hpp"
 #include "kintsugi/service/work.hpp"
 #include "kintsugi/state/run_state.hpp"
+#include "kintsugi/state/state_lock.hpp"
 
 namespace kintsugi {
 
 // The state file: --state, else the job's output.state.
 std::filesystem::path state_path_for(const JobConfig& job, const std::string& flag);
+
+// Collective over MPI_COMM_WORLD, before the pool is loaded: rank 0 checks
+// that the state at `path` is not one of the job's inputs (the job file, a
+// checkpoint, a task file; nor inside a checkpoint's folder) and takes the
+// state's lock (state/state_lock.hpp) for `verb`. InputError on every rank
+// otherwise. The lock (held by rank 0 only) lasts as long as the result.
+std::optional<StateLock> claim_state(const JobConfig& job, const std::filesystem::path& path,
+                                     std::string_view verb);
 
 // How an existing state file is treated.
 enum class StateUse {

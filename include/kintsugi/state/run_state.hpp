@@ -132,11 +132,26 @@ StateMeta make_meta(const JobConfig& job, std::vector<std::string> pool_names,
 // tensor_parallel). Values are written exactly (shortest round-trip numbers).
 std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig& job);
 
+// The settings keys of task data fingerprints start with this prefix.
+inline constexpr std::string_view kTaskDataKeyPrefix = "data.";
+
+// What the job's task files hold, as settings pairs stored beside
+// resume_settings(): "data.tasks.<name>.<split>" -> "xxh64:<16 hex> <size>
+// bytes", XXH64 (seed 0) of the file's bytes, for each task's search split
+// and its test split, for each file that exists (a missing one is the task
+// loader's error). Empty for tasks scored by an
+// external command (they have no files). InputError naming a file that
+// cannot be read.
+std::vector<std::pair<std::string, std::string>> task_data_fingerprints(const JobConfig& job);
+
 // Refuses (InputError "STATE: cannot resume: ...") a state whose pool
-// fingerprints, tasks or settings differ from the job's. `state_path` names the
-// state in the message.
-void check_resume_compatible(const std::filesystem::path& state_path, const RunState& state,
-                             const JobConfig& job, const std::vector<std::string>& pool_names,
-                             const std::vector<std::string>& pool_fingerprints);
+// fingerprints, tasks, settings or task data (`task_data`, from
+// task_data_fingerprints(); compared only when the state records task data:
+// states written before kintsugi recorded it are accepted with a warning)
+// differ from the job's. `state_path` names the state in the message.
+void check_resume_compatible(
+    const std::filesystem::path& state_path, const RunState& state, const JobConfig& job,
+    const std::vector<std::string>& pool_names, const std::vector<std::string>& pool_fingerprints,
+    const std::vector<std::pair<std::string, std::string>>& task_data = {});
 
 }  // namespace kintsugi

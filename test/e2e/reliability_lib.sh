@@ -1,0 +1,45 @@
+# Shared by the reliability end-to-end tests (sourced after service_lib.sh).
+
+# copy_demo DIR: a private copy of the demo pool and tasks (the tests change
+# and remove files in it; the checkout's copy is never a test's input).
+copy_demo() {
+  mkdir -p "$1/examples"
+  cp -r "$KINTSUGI_SOURCE_DIR/examples/demo" "$1/examples/demo"
+}
+
+# demo_job SRC OUT [KEY=VALUE ...]: make_job (service_lib.sh) on the copy at SRC.
+demo_job() {
+  local src=$1; shift
+  KINTSUGI_SOURCE_DIR=$src make_job "$@"
+}
+
+# tree_sum DIR|FILE: one hash of a folder's (or a file's) names and bytes.
+tree_sum() {
+  if [[ -d $1 ]]; then
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum
+  else
+    sha256sum <"$1"
+  fi
+}
+
+# refused WANT... -- CMD...: CMD exits 2 with one line on stderr that holds
+# every WANT.
+refused() {
+  local wants=()
+  while [[ $1 != -- ]]; do wants+=("$1"); shift; done
+  shift
+  local err rc
+  set +e
+  err=$("$@" 2>&1 >/dev/null)
+  rc=$?
+  set -e
+  # mpirun adds its own lines after an MPI_Abort: keep kintsugi's.
+  local line
+  line=$(printf '%s\n' "$err" | grep '^kintsugi: error:' | sort -u || true)
+  [[ $rc -eq 2 ]] || fail "exit $rc (want 2) from: $* :: $err"
+  [[ -n $line && $(printf '%s\n' "$line" | wc -l) -eq 1 ]] || fail "not one error line from: $* :: $err"
+  for w in "${wants[@]}"; do
+    [[ $line == *"$w"* ]] || fail "'$line' lacks '$w'"
+  done
+  echo "ok (exit 2): $line"
+}
