@@ -44,6 +44,9 @@ std::string host_name() {
   return buf;
 }
 
+// The file that marks a candidate folder as kintsugi's own.
+constexpr const char* kCandidateMarker = ".kintsugi-candidate";
+
 // "kintsugi-<host>-<pid>-": the prefix of this process's candidate folders.
 std::string folder_prefix(const std::string& host, long pid) {
   return fmt::format("kintsugi-{}-{}-", host, pid);
@@ -242,6 +245,9 @@ void remove_stale(const fs::path& scratch, const std::string& host) {
       continue;
     const long pid = std::stol(pid_text);
     if (pid == getpid() || kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    // Only what a kintsugi run made: a folder of this name without the
+    // marker is somebody else's.
+    if (!fs::exists(it->path() / kCandidateMarker)) continue;
     std::error_code rm;
     fs::remove_all(it->path(), rm);
     if (!rm)
@@ -370,7 +376,11 @@ Scored CommandScoring::score(const std::vector<double>& weights, const fs::path&
   try {
     run_on_root(groups_.comm, [&] {
       c.dir = scratch_ / fmt::format("{}{}", folder_prefix(host_name(), getpid()), next_);
-      fs::create_directories(c.dir);
+      if (!fs::create_directory(c.dir))
+        throw_runtime("{}: exists already (not made by this run)", c.dir.string());
+      std::ofstream marker(c.dir / kCandidateMarker);
+      marker << "a kintsugi candidate; removed by the next run on this host if its process died\n";
+      if (!marker.flush()) throw_runtime("{}: cannot write in the scratch", c.dir.string());
     });
     ++next_;
     c.dir = broadcast_string(c.dir.string(), groups_.comm);
