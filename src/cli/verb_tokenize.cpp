@@ -4,9 +4,11 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi::cli {
@@ -24,8 +26,7 @@ struct Options {
 // Every line's text; the whole file is read first, so bad input stops the
 // command before anything is printed.
 std::vector<std::string> read_texts(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input("{}: cannot open", path);
+  std::istringstream in(read_input_file(path, "input file", kMaxDataFileBytes));
   std::vector<std::string> texts;
   std::string line;
   for (size_t n = 1; std::getline(in, line); ++n) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/io/atomic_file.hpp"
 
 namespace kintsugi {
@@ -18,11 +19,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw_input("{}: cannot read", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return read_input_file(p, p.filename().string(), kMaxJsonFileBytes);
 }
 
 nlohmann::json read_json_object(const fs::path& p) {
