@@ -211,13 +211,16 @@ TEST_CASE("state: the layout of docs/state.md, read with h5py", "[state]") {
 import sys, math, h5py, numpy as np
 f = h5py.File(sys.argv[1], "r")
 assert sorted(f.keys()) == ["baselines", "evals", "meta", "optimizer", "pareto", "test"], list(f.keys())
+assert f.id.get_create_plist().get_version()[0] == 3, "superblock version 3 (HDF5 1.10 format)"
 m = f["meta"]
-assert m.attrs["format_version"] == 1
-assert m.attrs["kintsugi_version"] == "0.1.0"
-assert m.attrs["config"] == "pool: {checkpoints: [a, b, c]}\n# run 7\n"
+text = lambda k: m.attrs[k].decode("utf-8")  # fixed-length strings come back as bytes
+assert m.attrs["format_version"] == 2
+assert text("kintsugi_version") == "0.1.0"
+assert text("config") == "pool: {checkpoints: [a, b, c]}\n# run 7\n"
 assert m.attrs["seed"] == 7000021 and m.attrs["seed"].dtype == np.uint64
-assert m.attrs["created"] == "2024-05-01T12:00:00Z"
-assert len(m.attrs["config_hash"]) == 16
+assert text("created") == "2024-05-01T12:00:00Z"
+assert len(text("config_hash")) == 16
+assert h5py.check_string_dtype(m["pool_names"].dtype).length is not None, "fixed-length strings"
 assert m["pool_names"].asstr()[()].tolist() == ["a", "b", "c"]
 assert m["pool_fingerprints"].asstr()[()].tolist() == ["fa", "fb", "fc7"]
 assert m["task_names"].asstr()[()].tolist() == ["add", "caps"]
