@@ -22,7 +22,6 @@ std::string q(std::string_view s) {
   return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-// Watches object keys while nlohmann parses; remembers the first duplicate.
 // Finds the first duplicated key, as a SAX pass of its own over the text.
 // (nlohmann's parse-with-callback, which this replaced, scans the whole parent
 // object at the end of every child object: quadratic in the number of
@@ -34,7 +33,7 @@ struct DuplicateWatch : nlohmann::json_sax<json> {
   };
   std::vector<Level> stack;
   bool found = false;
-  std::string key;     // the duplicated key
+  std::string dup;     // the duplicated key
   std::string parent;  // the top-level key it sits under ("" at the top level)
   size_t depth = 0;    // 1: top level
 
@@ -53,7 +52,7 @@ struct DuplicateWatch : nlohmann::json_sax<json> {
     auto& top = stack.back();
     if (!top.keys.insert(k).second && !found) {
       found = true;
-      key = k;
+      dup = k;
       depth = stack.size();
       parent = stack.size() >= 2 ? stack[0].last_key : std::string();
     }
@@ -119,14 +118,14 @@ ParsedHeader parse_safetensors_header(std::string_view text, uint64_t data_size,
                   /*strict=*/true, /*ignore_comments=*/false);
   if (watch.found) {
     if (watch.depth == 1) {
-      if (watch.key == "__metadata__")
+      if (watch.dup == "__metadata__")
         throw_input("{}: header has two __metadata__ entries", origin);
-      throw_input("{}: tensor {}: duplicate tensor name in header", origin, q(watch.key));
+      throw_input("{}: tensor {}: duplicate tensor name in header", origin, q(watch.dup));
     }
     if (watch.parent == "__metadata__")
-      throw_input("{}: __metadata__: duplicate key {}", origin, q(watch.key));
+      throw_input("{}: __metadata__: duplicate key {}", origin, q(watch.dup));
     throw_input("{}: tensor {}: duplicate key {} in its entry", origin, q(watch.parent),
-                q(watch.key));
+                q(watch.dup));
   }
 
   ParsedHeader out;

@@ -41,7 +41,9 @@ struct Tokenizer::Impl {
 namespace {
 
 json read_json(const fs::path& p) {
-  const std::string text = read_input_file(p, p.filename().string(), kMaxJsonFileBytes);
+  const std::string text = read_input_file(
+      p, p.filename() == "tokenizer_config.json" ? "tokenizer_config.json" : "tokenizer.json",
+      kMaxJsonFileBytes);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {

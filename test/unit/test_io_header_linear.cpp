@@ -1,6 +1,7 @@
 // The safetensors header parser is linear in the number of tensors (issue #15,
 // class 6): the parse-with-callback it used rescanned the top-level object
-// after every tensor (40,000 tensors: 20 s; 200,000 would take about 8 min).
+// after every tensor (40,000 tensors: 20 s on an idle machine; 100,000 would
+// take about 2 min). Linear, 100,000 take about 2 s on a loaded 2-core machine.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
@@ -29,15 +30,15 @@ std::string header_of(size_t n, uint64_t* data_size, const std::string& dup = ""
 
 TEST_CASE("safetensors header: parsing is linear in the number of tensors", "[io]") {
   uint64_t size = 0;
-  const std::string h = header_of(200000, &size);
+  const std::string h = header_of(100000, &size);
   const auto t0 = std::chrono::steady_clock::now();
   const ParsedHeader p = parse_safetensors_header(h, size, "big");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  CHECK(p.tensors.size() == 200000);
+  CHECK(p.tensors.size() == 100000);
   CHECK(p.tensors.back().end == size);
-  // Linear: about 1 s here (5x that under the sanitizers); quadratic: minutes.
-  INFO(s << " s for 200,000 tensors");
-  CHECK(s < 30);
+  // Linear: seconds (a few times that under the sanitizers); quadratic: minutes.
+  INFO(s << " s for 100,000 tensors");
+  CHECK(s < 60);
   // Duplicates are still found, at the end of a long header too.
   const std::string d = header_of(50000, &size, ",\"t7\":{}");
   CHECK_THROWS_WITH(parse_safetensors_header(d, size, "dup"),
