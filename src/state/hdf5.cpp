@@ -159,7 +159,10 @@ bool read_string_elements(hid_t obj, bool is_attr, hid_t ftype, hid_t space, siz
   if (size == 0 || size > (size_t{1} << 30) || n > (size_t{1} << 34) / size) return false;
   Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
   const H5T_str_t pad = H5Tget_strpad(ftype);
-  if (mem.get() < 0 || H5Tset_size(mem.get(), size) < 0 || H5Tset_strpad(mem.get(), pad) < 0)
+  // The file's character set too: HDF5 converts no string between ASCII and UTF-8.
+  const H5T_cset_t cset = H5Tget_cset(ftype);
+  if (mem.get() < 0 || cset < 0 || H5Tset_size(mem.get(), size) < 0 ||
+      H5Tset_strpad(mem.get(), pad) < 0 || H5Tset_cset(mem.get(), cset) < 0)
     return false;
   std::vector<char> buf(n * size);
   const herr_t rc = is_attr ? H5Aread(obj, mem.get(), buf.data())

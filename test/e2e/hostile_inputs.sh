@@ -120,7 +120,7 @@ expect_error 2 "longgen.jsonl: example 0: [0-9]* tokens, more than the model's m
   "$KINTSUGI" eval "$work/j-longgen.yaml" --checkpoint "$base"
 
 # 7. The same files as regular files still work (the check refuses only what it must).
-ln -s "$demo/tasks/add.search.jsonl" "$work/add-link.jsonl"
+ln -s "$work/ppl.jsonl" "$work/add-link.jsonl"
 timeout 60 "$KINTSUGI" tokenize "$base" --input "$work/add-link.jsonl" >"$work/tok.out" || fail "tokenize through a link to a regular file failed"
 [[ -s "$work/tok.out" ]] || fail "tokenize printed nothing"
 echo "hostile inputs: all refused"
