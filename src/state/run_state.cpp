@@ -300,9 +300,9 @@ void check_consistent(const h5::Loc& root, const RunState& s) {
   if (!weights_ok(s.evals.n_weights))
     throw_input("{}: /evals/weights: {} columns, not a positive multiple of the {} checkpoints",
                 root.file, s.evals.n_weights, n);
-  if (s.baselines.n_weights != s.evals.n_weights)
-    throw_input("{}: /baselines/weights: {} columns, /evals/weights has {}", root.file,
-                s.baselines.n_weights, s.evals.n_weights);
+  if (!weights_ok(s.baselines.n_weights))
+    throw_input("{}: /baselines/weights: {} columns, not a positive multiple of the {} checkpoints",
+                root.file, s.baselines.n_weights, n);
   if (s.evals.size() > 0 && s.evals.dims == 0)
     throw_input("{}: /evals/z: 0 columns for {} evaluations", root.file, s.evals.size());
   if (s.evals.dims > s.evals.n_weights)

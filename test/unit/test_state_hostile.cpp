@@ -3,9 +3,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <fstream>
-#include <iterator>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/state/hdf5.hpp"
 #include "kintsugi/state/run_state.hpp"
 #include "test_state_support.hpp"
@@ -44,8 +44,7 @@ RunState small_state(size_t n = 3, size_t k = 2, size_t e = 4) {
 }
 
 std::string bytes_of(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
+  return read_input_file(p, "state", 1 << 24);
 }
 
 void put(const fs::path& p, const std::string& b) {
@@ -121,6 +120,7 @@ TEST_CASE("state: tables that disagree with the pool are refused by name", "[sta
   s.evals.dims = s.evals.n_weights = 3;
   s.baselines = Baselines{};
   s.baselines.n_weights = 3;
+  s.test = TestScores{};
   s.pareto.clear();
   save_state(p, s);
   CHECK_THROWS_WITH(load_state(p), Catch::Contains("/meta/task_names: empty"));
@@ -131,7 +131,8 @@ TEST_CASE("state: tables that disagree with the pool are refused by name", "[sta
   s.baselines.n_tasks = 2;
   s.pareto.clear();
   save_state(p, s);
-  CHECK_THROWS_WITH(load_state(p), Catch::Contains("/baselines/weights: 2 columns"));
+  CHECK_THROWS_WITH(load_state(p),
+                    Catch::Contains("/baselines/weights: 2 columns, not a positive multiple"));
 
   s = small_state(3, 2, 0);
   s.evals.n_weights = s.baselines.n_weights = 4;  // not a multiple of 3 checkpoints
