@@ -35,7 +35,7 @@ InputFile InputFile::open(const fs::path& path, std::string_view what) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     const int err = errno;
-    if (err == ENOENT) throw_input("{}: no such file ({} not found)", p, what);
+    if (err == ENOENT) throw_input("{}: cannot open the {}: no such file", p, what);
     throw_input("{}: cannot open the {}: {}", p, what, std::strerror(err));
   }
   struct stat st {};

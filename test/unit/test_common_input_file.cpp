@@ -49,7 +49,7 @@ TEST_CASE("input files: regular files are read whole, up to the cap", "[io]") {
   // Through a symlink to a regular file: fine.
   CHECK(read_input_file(make_link(tmp, "l.txt", p), "test file", 100).size() == 7);
   CHECK_THROWS_WITH(read_input_file(tmp / "none", "job file", 100),
-                    Catch::Contains("none: job file not found"));
+                    Catch::Contains("none: cannot open the job file: no such file"));
 }
 
 TEST_CASE("input files: FIFOs, devices, folders and links to them are refused", "[io]") {

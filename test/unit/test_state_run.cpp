@@ -173,7 +173,8 @@ TEST_CASE("state: appending generations and truncating", "[state]") {
 
 TEST_CASE("state: bad state files give an InputError naming the file", "[state]") {
   test::TempDir tmp;
-  CHECK_THROWS_WITH(load_state(tmp / "none.h5"), Catch::Contains("none.h5: no such file"));
+  CHECK_THROWS_WITH(load_state(tmp / "none.h5"),
+                    Catch::Contains("none.h5: cannot open the state: no such file"));
   std::ofstream(tmp / "text.h5") << "this is not HDF5\n";
   CHECK_THROWS_WITH(load_state(tmp / "text.h5"), Catch::Contains("text.h5: not an HDF5 file"));
   std::ofstream(tmp / "empty.h5");
