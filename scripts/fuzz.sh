@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Fuzzes the safetensors header parser with libFuzzer (Debian's clang, with
-# ASan+UBSan) for SECONDS (default 60). Usage: scripts/fuzz.sh [SECONDS]
-# Build and corpus live in build-fuzz/; the seeds are made from the real files
-# in test/data/fixtures/safetensors, plus a few written here.
-# Exits non-zero when the fuzzer finds a crash (the input is saved in build-fuzz/).
+# Fuzzes two readers with libFuzzer (Debian's clang, with ASan+UBSan) for
+# SECONDS in all (default 60), one after the other, half each:
+#   fuzz_safetensors_header  the safetensors header parser; seeds made from the
+#                            real files in test/data/fixtures/safetensors, plus
+#                            a few written here;
+#   fuzz_state_reader        the HDF5 state reader (load_state); seeds are
+#                            states written by kintsugi's own save_state (the
+#                            target writes them) and the real states of a demo
+#                            run committed in test/fuzz/states/.
+# Usage: scripts/fuzz.sh [SECONDS]. Builds and corpora live in build-fuzz/.
+# Exits non-zero when a fuzzer finds a crash (the input is saved in build-fuzz/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -17,14 +23,29 @@ if [[ -z "$cxx" ]]; then
 fi
 [[ -n "$cxx" ]] || { echo "fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 
-mkdir -p "$out/corpus" "$out/seeds"
+mkdir -p "$out/corpus" "$out/seeds" "$out/state-corpus" "$out/state-seeds"
+build() {  # build BIN EXTRA_FLAGS -- SOURCES...: rebuilt when a source or header is newer
+  local bin=$1; shift
+  local flags=()
+  while [[ $1 != -- ]]; do flags+=("$1"); shift; done
+  shift
+  if [[ ! -x "$bin" ]] || [[ -n "$(find "$@" include/kintsugi -newer "$bin" -print -quit)" ]]; then
+    echo "fuzz.sh: building $bin with $cxx" >&2
+    "$cxx" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+      -fno-sanitize-recover=undefined -Iinclude "$@" "${flags[@]}" -o "$bin"
+  fi
+}
 bin="$out/fuzz_safetensors_header"
-srcs=(test/fuzz/fuzz_safetensors_header.cpp src/io/safetensors_header.cpp src/io/dtype.cpp src/io/utf8.cpp)
-if [[ ! -x "$bin" ]] || [[ -n "$(find "${srcs[@]}" include/kintsugi -newer "$bin" -print -quit)" ]]; then
-  echo "fuzz.sh: building $bin with $cxx" >&2
-  "$cxx" -std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=undefined -Iinclude "${srcs[@]}" -lfmt -o "$bin"
-fi
+build "$bin" -lfmt -- test/fuzz/fuzz_safetensors_header.cpp src/io/safetensors_header.cpp \
+  src/io/dtype.cpp src/io/utf8.cpp
+# The state reader with the smallest set of sources it links against: the
+# state module's reader and writer, the atomic-file helper the writer uses,
+# and the input-file check (no MPI, no job config: resume.cpp, which needs
+# them, is left out). Debian's serial libhdf5.
+state_bin="$out/fuzz_state_reader"
+build "$state_bin" -I/usr/include/hdf5/serial -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -lfmt -- \
+  test/fuzz/fuzz_state_reader.cpp src/state/run_state.cpp src/state/hdf5.cpp \
+  src/state/record_io.cpp src/io/atomic_file.cpp src/common/input_file.cpp
 
 # Seeds: each fixture's header + its data size (the target's input format).
 # One perl step per seed, no pipes: `tail | head` under pipefail killed CI with
@@ -53,8 +74,27 @@ done < <(find "$fixtures" -name '*.safetensors' -print0)
 seed_from_text builtin_two '{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[1,3],"data_offsets":[8,14]}}' 14
 seed_from_text builtin_empty '{}' 0
 
-echo "fuzz.sh: fuzzing for ${seconds}s" >&2
-"$bin" -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+# State seeds: written by kintsugi's save_state, and the committed real states.
+KINTSUGI_FUZZ_WRITE_SEEDS="$out/state-seeds" "$state_bin" >/dev/null 2>&1 ||
+  { echo "fuzz.sh: $state_bin could not write its seed states" >&2; exit 1; }
+cp test/fuzz/states/*.h5 "$out/state-seeds/"
+
+# SECONDS split between the two targets (CI's fuzzing time stays what it was).
+header_s=$((seconds / 2))
+state_s=$((seconds - header_s))
+echo "fuzz.sh: fuzzing the safetensors header for ${header_s}s" >&2
+"$bin" -max_total_time="$header_s" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
   -dict=test/fuzz/safetensors.dict -artifact_prefix="$out/" -print_final_stats=1 \
   "$out/corpus" "$out/seeds" 2>"$out/fuzz.log" || { tail -n 60 "$out/fuzz.log" >&2; exit 1; }
 grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|Done)' "$out/fuzz.log" >&2 || tail -n 3 "$out/fuzz.log" >&2
+
+echo "fuzz.sh: fuzzing the state reader for ${state_s}s" >&2
+# libhdf5 (uninstrumented) leaks small blocks of its own on some error paths:
+# suppressed by library name only (test/fuzz/lsan-hdf5.supp).
+LSAN_OPTIONS="suppressions=$PWD/test/fuzz/lsan-hdf5.supp:print_suppressions=0" \
+  TMPDIR="$out" "$state_bin" -max_total_time="$state_s" -max_len=65536 -timeout=10 \
+  -rss_limit_mb=2048 -artifact_prefix="$out/state-" -print_final_stats=1 \
+  "$out/state-corpus" "$out/state-seeds" 2>"$out/fuzz-state.log" ||
+  { tail -n 60 "$out/fuzz-state.log" >&2; exit 1; }
+grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|Done)' "$out/fuzz-state.log" >&2 ||
+  tail -n 3 "$out/fuzz-state.log" >&2

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
@@ -22,7 +23,7 @@ struct Options {
   bool skip_special = false;
 };
 
-// Every line's text; the whole file is read first, so bad input stops the
+// The whole input is read first (read_jsonl_texts), so bad input stops the
 // command before anything is printed.
 int run(const Options& o) {
   const Tokenizer tok = Tokenizer::load(o.tokenizer);

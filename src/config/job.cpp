@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/config/yaml_reader.hpp"
 
 namespace kintsugi {
@@ -432,16 +433,9 @@ JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
 }
 
 JobConfig load_job(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw_input("{}: job file not found", path.string());
-  if (fs::is_directory(path, ec)) throw_input("{}: is a folder, not a job file", path.string());
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input("{}: cannot open the job file", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw_input("{}: cannot read the job file", path.string());
+  const std::string text = read_input_file(path, "job file", kMaxTextFileBytes);
   const fs::path abs = fs::absolute(path).lexically_normal();
-  JobConfig job = parse_job(ss.str(), path.string(), abs.parent_path());
+  JobConfig job = parse_job(text, path.string(), abs.parent_path());
   job.file = abs;
   return job;
 }

@@ -24,6 +24,14 @@ struct Ctx {
   size_t batch;
   // A context's ids, as lm-eval's tok_encode: the tokenizer's prefix, then the
   // text's ids; [prefix_token_id] when that is empty.
+  // An example's tokens must fit the model (config.json's
+  // max_position_embeddings): checked before anything is allocated for them.
+  void check_length(const EvalTask& t, size_t example, size_t tokens) const {
+    const auto max = static_cast<size_t>(model.config().max_position_embeddings);
+    if (tokens > max)
+      throw_input("{}: example {}: {} tokens, more than the model's max_position_embeddings ({})",
+                  t.file.string(), example, tokens, max);
+  }
   std::vector<int32_t> context(const std::string& text) const {
     std::vector<int32_t> ids = prefix;
     const auto t = tok.encode(text, false);
@@ -77,6 +85,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
         if (cont_ids.empty())
           throw_input("{}: example {}: choice {} has no tokens after the context", t.file.string(),
                       a + e, ci);
+        c.check_length(t, a + e, ctx_ids.size() + cont_ids.size());
         if (ci == 0) ctx_tokens[e] = std::move(ctx_ids);
         choice_tokens[e].push_back(std::move(cont_ids));
       }
@@ -171,6 +180,7 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       auto [ctx_ids, text_ids] = c.pair("", ex[e].text);
       if (text_ids.empty())
         throw_input("{}: example {}: the text has no tokens", t.file.string(), e);
+      c.check_length(t, e, ctx_ids.size() + text_ids.size());
       scored[e - a] = text_ids.size();
       toks[e - a] = std::move(ctx_ids);
       toks[e - a].insert(toks[e - a].end(), text_ids.begin(), text_ids.end());
@@ -233,6 +243,7 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     std::vector<ForwardRequest> reqs;
     for (size_t e = 0; e < n; ++e) {
       ctx[e] = c.context(ex[a + e].context);
+      c.check_length(t, a + e, ctx[e].size());
       caches.push_back(c.model.new_cache());
       reqs.push_back({&caches.back(), ctx[e], {static_cast<int32_t>(ctx[e].size() - 1)}});
     }

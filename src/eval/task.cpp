@@ -2,8 +2,10 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 
 namespace kintsugi {
 
@@ -18,8 +20,7 @@ std::string need_string(const nlohmann::json& j, const char* key, const std::str
 }  // namespace
 
 std::vector<Example> load_examples(const std::filesystem::path& file, TaskKind kind, size_t limit) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw_input("{}: cannot open the task file", file.string());
+  std::istringstream in(read_input_file(file, "task file", kMaxDataFileBytes));
   std::vector<Example> out;
   std::string line;
   size_t lineno = 0;

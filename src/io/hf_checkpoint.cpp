@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/io/atomic_file.hpp"
 
 namespace kintsugi {
@@ -21,11 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw_input("{}: cannot read", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return read_input_file(p, p.filename().string(), kMaxJsonFileBytes);
 }
 
 nlohmann::json read_json_object(const fs::path& p) {
@@ -63,7 +60,7 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st)) throw_input("{}: no such file or folder", path.string());
 
-  if (fs::is_regular_file(st)) {
+  if (!fs::is_directory(st)) {  // a file; SafetensorsFile::open refuses all but regular ones
     c.name_ = path.stem().string();
     c.files_.push_back(SafetensorsFile::open(path));
   } else if (fs::is_directory(st)) {
@@ -141,8 +138,6 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
       if (e.is_regular_file() && is_passthrough(n)) c.passthrough_.push_back(e.path());
     }
     std::sort(c.passthrough_.begin(), c.passthrough_.end());
-  } else {
-    throw_input("{}: neither a file nor a folder", path.string());
   }
 
   if (c.names_.empty() && !c.files_.empty() && c.file_index_.empty()) {

@@ -1,15 +1,15 @@
 #include "kintsugi/io/jsonl_texts.hpp"
 
-#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 
 namespace kintsugi {
 
 std::vector<std::string> read_jsonl_texts(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_input("{}: cannot open", path.string());
+  std::istringstream in(read_input_file(path, "input file", kMaxDataFileBytes));
   std::vector<std::string> texts;
   std::string line;
   for (size_t n = 1; std::getline(in, line); ++n) {
@@ -23,7 +23,6 @@ std::vector<std::string> read_jsonl_texts(const std::filesystem::path& path) {
       throw_input("{}:{}: expected an object with a string \"text\"", path.string(), n);
     texts.push_back(j["text"].get<std::string>());
   }
-  if (in.bad()) throw_input("{}: cannot read", path.string());
   return texts;
 }
 

@@ -10,35 +10,22 @@
 #include <cstring>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/io/safetensors.hpp"
 
 namespace kintsugi {
 
-namespace {
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-}  // namespace
+namespace {}  // namespace
 
 std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
   const std::string p = path.string();
-  Fd f;
-  f.fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd < 0) throw_input("{}: cannot open: {}", p, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(f.fd, &st) != 0) throw_input("{}: cannot stat: {}", p, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw_input("{}: not a regular file", p);
-  const auto size = static_cast<uint64_t>(st.st_size);
+  const InputFile f = InputFile::open(path, "safetensors file");
+  const uint64_t size = f.size();
   if (size < 8)
     throw_input("{}: file is {} bytes, too short to hold the 8-byte header length", p, size);
 
   unsigned char len_bytes[8];
-  if (::pread(f.fd, len_bytes, 8, 0) != 8)
+  if (::pread(f.fd(), len_bytes, 8, 0) != 8)
     throw_input("{}: cannot read the header length: {}", p, std::strerror(errno));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
@@ -52,7 +39,7 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesyst
   file->path_ = path;
   file->file_size_ = size;
   file->data_offset_ = 8 + n;
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
+  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, f.fd(), 0);
   if (m == MAP_FAILED) throw_runtime("{}: cannot map {} bytes: {}", p, size, std::strerror(errno));
   file->map_ = static_cast<const std::byte*>(m);
   file->map_size_ = size;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/config/yaml_reader.hpp"
 #include "kintsugi/merge/sha256.hpp"
 
@@ -218,11 +219,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
 }
 
 Recipe parse_recipe_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw_input("{}: cannot read the recipe", file.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_recipe(ss.str(), file);
+  return parse_recipe(read_input_file(file, "recipe", kMaxTextFileBytes), file);
 }
 
 double recipe_param(const Recipe& r, const RecipeModel* model, const std::string& key,

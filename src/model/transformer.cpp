@@ -224,6 +224,11 @@ std::vector<size_t> Transformer::token_offsets(std::span<ForwardRequest> request
     offsets[r + 1] = offsets[r] + requests[r].tokens.size();
     KS_CHECK(requests[r].cache && requests[r].cache->k.size() == layers_.size(),
              "request without a cache from this model");
+    // Checked before any buffer is sized for these tokens.
+    const size_t max = static_cast<size_t>(shard_.config().max_position_embeddings);
+    if (requests[r].cache->length() + requests[r].tokens.size() > max)
+      throw_input("a sequence of {} tokens is longer than the model's max_position_embeddings ({})",
+                  requests[r].cache->length() + requests[r].tokens.size(), max);
   }
   return offsets;
 }

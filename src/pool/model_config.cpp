@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 
 namespace kintsugi {
 
@@ -42,7 +43,7 @@ int64_t first_token_id(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& origin) try {
   if (!j.is_object()) throw_input("{}: not a JSON object (config.json expected)", origin);
   ModelConfig c;
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -113,6 +114,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   if (!(c.rope_theta > 1)) throw_input("{}: rope_theta must be > 1", origin);
   c.tie_word_embeddings = get_bool(j, origin, "tie_word_embeddings", false);
 
+  if (j.contains("hidden_act") && !j["hidden_act"].is_string() && !j["hidden_act"].is_null())
+    throw_input("{}: key 'hidden_act' must be a string", origin);
   const std::string act = j.value("hidden_act", std::string("silu"));
   if (act != "silu") throw_input("{}: hidden_act '{}' is not supported (only silu)", origin, act);
   if (get_bool(j, origin, "mlp_bias", false))
@@ -170,6 +173,9 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   if (c.bos_token_id >= c.vocab_size || c.eos_token_id >= c.vocab_size)
     throw_input("{}: bos/eos token id outside the vocabulary of {}", origin, c.vocab_size);
   return c;
+} catch (const nlohmann::json::exception& e) {
+  // Every key above is type-checked; this is the net for any that is not.
+  throw_input("{}: wrong JSON type: {}", origin, json_problem(e.what()));
 }
 
 }  // namespace kintsugi

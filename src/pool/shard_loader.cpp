@@ -14,15 +14,26 @@ namespace {
 
 // Bytes of this rank's slice of a tensor (rows: one contiguous range;
 // columns: one range per row), in the file's dtype.
+// Every tensor config.json implies is present with that shape and a float
+// dtype: checked for the whole model before anything is sized or allocated, so
+// a config.json that claims a huge model is an input error, not an allocation.
+void check_tensors(const HfCheckpoint& ck, const TpPlan& plan) {
+  for (const TpTensor& t : plan.tensors()) {
+    if (!ck.has(t.name)) throw_input("{}: tensor {} is missing", ck.path().string(), t.name);
+    const TensorInfo& info = ck.info(t.name);
+    if (info.shape != t.shape) {
+      throw_input("{}: tensor {}: shape {} but config.json implies {}", ck.path().string(), t.name,
+                  shape_text(info.shape), shape_text(t.shape));
+    }
+    if (!dtype_is_float(info.dtype))
+      throw_input("{}: tensor {}: dtype {} is not a floating type", ck.path().string(), t.name,
+                  dtype_name(info.dtype));
+  }
+}
+
+// Call only after check_tensors.
 std::vector<std::byte> read_slice(const HfCheckpoint& ck, const TpTensor& t, const TpSlice& s) {
   const TensorInfo& info = ck.info(t.name);
-  if (info.shape != t.shape) {
-    throw_input("{}: tensor {}: shape {} but config.json implies {}", ck.path().string(), t.name,
-                shape_text(info.shape), shape_text(t.shape));
-  }
-  if (!dtype_is_float(info.dtype))
-    throw_input("{}: tensor {}: dtype {} is not a floating type", ck.path().string(), t.name,
-                dtype_name(info.dtype));
   const SafetensorsFile& f = ck.file_of(t.name);
   const uint64_t es = dtype_size(info.dtype);
   const uint64_t rows = static_cast<uint64_t>(t.shape[0]);
@@ -53,11 +64,11 @@ ModelConfig model_config_of(const HfCheckpoint& checkpoint) {
 }
 
 ModelShard load_model_shard(const HfCheckpoint& checkpoint, int tp_rank, int tp_size) {
-  ModelShard m(model_config_of(checkpoint), tp_rank, tp_size);
+  const ModelConfig config = model_config_of(checkpoint);
+  check_tensors(checkpoint, TpPlan(config, tp_size));
+  ModelShard m(config, tp_rank, tp_size);
   const auto& ts = m.plan().tensors();
   for (size_t i = 0; i < ts.size(); ++i) {
-    if (!checkpoint.has(ts[i].name))
-      throw_input("{}: tensor {} is missing", checkpoint.path().string(), ts[i].name);
     const auto bytes = read_slice(checkpoint, ts[i], m.plan().slice(ts[i], tp_rank));
     const DType d = checkpoint.info(ts[i].name).dtype;
     auto out = m.tensor(i);
@@ -83,11 +94,10 @@ PoolShards PoolShards::load(const std::vector<const HfCheckpoint*>& checkpoints,
         c.tie_word_embeddings != p.config_.tie_word_embeddings)
       throw_input("{}: config.json describes another model than {}", ck->path().string(),
                   checkpoints[0]->path().string());
+    check_tensors(*ck, plan);
     p.names_.push_back(ck->name());
     std::vector<std::vector<std::byte>> tensors;
     for (size_t t = 0; t < ts.size(); ++t) {
-      if (!ck->has(ts[t].name))
-        throw_input("{}: tensor {} is missing", ck->path().string(), ts[t].name);
       const DType d = ck->info(ts[t].name).dtype;
       if (p.dtypes_.size() <= t)
         p.dtypes_.push_back(d);

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
@@ -259,8 +260,8 @@ std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint) {
   for (const char* name : {"generation_config.json", "config.json"}) {
     const auto path = checkpoint.path() / name;
     if (!std::filesystem::exists(path)) continue;
-    std::ifstream in(path);
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    const nlohmann::json j =
+        nlohmann::json::parse(read_input_file(path, name, kMaxJsonFileBytes), nullptr, false);
     if (j.is_discarded() || !j.is_object())
       throw_input("{}: not a valid JSON object", path.string());
     if (!j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;

@@ -3,12 +3,14 @@
 #include "kintsugi/state/hdf5.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 
 namespace kintsugi::h5 {
 
@@ -45,10 +47,14 @@ namespace {
   throw_input("{}: {}: {}", loc.file, loc.child(name), what);
 }
 
-Id vlen_string_type() {
+// Strings are written fixed-length (UTF-8, NUL-padded, as long as the longest
+// one): they live in the dataset's own storage or the object header, never in
+// HDF5's global heap, whose blocks carry no checksum (a corrupted global heap
+// crashes libhdf5 1.10 inside H5HG_read).
+Id fixed_string_type(size_t len) {
   Id t(H5Tcopy(H5T_C_S1), H5Tclose);
-  if (t.get() < 0 || H5Tset_size(t.get(), H5T_VARIABLE) < 0 ||
-      H5Tset_cset(t.get(), H5T_CSET_UTF8) < 0)
+  if (t.get() < 0 || H5Tset_size(t.get(), std::max<size_t>(len, 1)) < 0 ||
+      H5Tset_strpad(t.get(), H5T_STR_NULLPAD) < 0 || H5Tset_cset(t.get(), H5T_CSET_UTF8) < 0)
     throw_runtime("HDF5: cannot make a string type");
   return t;
 }
@@ -64,6 +70,34 @@ size_t element_count(const std::vector<hsize_t>& dims) {
   size_t n = 1;
   for (hsize_t d : dims) n *= static_cast<size_t>(d);
   return n;
+}
+
+// The size of the file holding `obj` (0 when HDF5 cannot tell).
+uint64_t file_size_of(hid_t obj) {
+  Id f(H5Iget_file_id(obj), H5Fclose);
+  hsize_t size = 0;
+  if (f.get() < 0 || H5Fget_filesize(f.get(), &size) < 0) return 0;
+  return size;
+}
+
+// Elements of a dataset or attribute about to be read: every dimension and
+// their product must fit in what the file can store (8 bytes a value at most
+// is what states hold; data is never compressed), with room for a string's
+// pointer. Anything larger is a corrupt or foreign shape.
+size_t checked_count(const Loc& loc, const std::string& name, hid_t obj,
+                     const std::vector<hsize_t>& dims) {
+  const uint64_t limit = file_size_of(obj) + 4096;
+  uint64_t n = 1;
+  for (hsize_t d : dims) {
+    if (d > limit || (d != 0 && n > limit / d))
+      throw_input("{}: {}: shape claims more values than the file can hold (corrupt state?)",
+                  loc.file, loc.child(name));
+    n *= d;
+  }
+  if (n > limit)
+    throw_input("{}: {}: shape claims more values than the file can hold (corrupt state?)",
+                loc.file, loc.child(name));
+  return static_cast<size_t>(n);
 }
 
 Id open_dataset(const Loc& loc, const std::string& name) {
@@ -89,6 +123,16 @@ std::vector<hsize_t> space_dims(hid_t space) {
   return dims;
 }
 
+// Variable-length strings would be read from HDF5's global heap, which has
+// no checksum: refused (kintsugi writes fixed-length strings).
+bool is_variable_string(hid_t type) {
+  return H5Tis_variable_str(type) != 0;
+}
+
+constexpr const char* kVariableStrings =
+    "variable-length strings are not read (HDF5 keeps them in its global heap, which has no "
+    "checksum); states hold fixed-length strings";
+
 Kind kind_of(hid_t type) {
   switch (H5Tget_class(type)) {
     case H5T_FLOAT:
@@ -108,23 +152,17 @@ bool read_string_elements(hid_t obj, bool is_attr, hid_t ftype, hid_t space, siz
                           std::vector<std::string>& out) {
   out.clear();
   if (n == 0) return true;
-  const htri_t var = H5Tis_variable_str(ftype);
-  if (var < 0) return false;
-  if (var > 0) {
-    Id mem = vlen_string_type();
-    std::vector<char*> ptrs(n, nullptr);
-    const herr_t rc = is_attr ? H5Aread(obj, mem.get(), ptrs.data())
-                              : H5Dread(obj, mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
-    if (rc < 0) return false;
-    for (char* p : ptrs) out.emplace_back(p ? p : "");
-    H5Dvlen_reclaim(mem.get(), space, H5P_DEFAULT, ptrs.data());
-    return true;
-  }
+  (void)space;
+  // Variable-length strings are refused by the callers (is_variable_string).
+  if (H5Tis_variable_str(ftype) != 0) return false;
   const size_t size = H5Tget_size(ftype);
-  if (size == 0) return false;
+  if (size == 0 || size > (size_t{1} << 30) || n > (size_t{1} << 34) / size) return false;
   Id mem(H5Tcopy(H5T_C_S1), H5Tclose);
   const H5T_str_t pad = H5Tget_strpad(ftype);
-  if (mem.get() < 0 || H5Tset_size(mem.get(), size) < 0 || H5Tset_strpad(mem.get(), pad) < 0)
+  // The file's character set too: HDF5 converts no string between ASCII and UTF-8.
+  const H5T_cset_t cset = H5Tget_cset(ftype);
+  if (mem.get() < 0 || cset < 0 || H5Tset_size(mem.get(), size) < 0 ||
+      H5Tset_strpad(mem.get(), pad) < 0 || H5Tset_cset(mem.get(), cset) < 0)
     return false;
   std::vector<char> buf(n * size);
   const herr_t rc = is_attr ? H5Aread(obj, mem.get(), buf.data())
@@ -167,10 +205,12 @@ std::vector<T> read_numeric(const Loc& loc, const std::string& name, int rank,
   Id space(H5Dget_space(d.get()), H5Sclose);
   if (type.get() < 0 || space.get() < 0) read_fail(loc, name, "unreadable");
   if (kind_of(type.get()) != want) read_fail(loc, name, fmt::format("expected {}", what));
+  if (H5Sget_simple_extent_type(space.get()) == H5S_NULL)
+    read_fail(loc, name, "has no dataspace (a null dataset)");
   const std::vector<hsize_t> dims = space_dims(space.get());
   if (rank >= 0 && static_cast<int>(dims.size()) != rank)
     read_fail(loc, name, fmt::format("expected {} dimension(s), got {}", rank, dims.size()));
-  std::vector<T> data(element_count(dims));
+  std::vector<T> data(checked_count(loc, name, d.get(), dims));
   if (!data.empty() && H5Dread(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0)
     read_fail(loc, name, "cannot read the data (corrupt file?)");
   if (dims_out) *dims_out = dims;
@@ -211,30 +251,63 @@ T read_attr_numeric(const Loc& loc, const std::string& name, Kind want, hid_t me
 Id create_file(const fs::path& path) {
   silence_errors();
   Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0)
+  // The 1.10 file format or later: superblock version 3 and every piece of
+  // metadata checksummed, so a corrupted byte is an error and not a crash.
+  if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0 ||
+      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST) < 0)
     throw_runtime("HDF5: cannot make file access properties");
   Id f(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
   if (f.get() < 0) throw_runtime("{}: cannot create the HDF5 file", path.string());
   return f;
 }
 
+int superblock_version(const fs::path& path) {
+  InputFile in = InputFile::open(path, "state");
+  static constexpr unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  // The superblock is at 0, 512, 1024, 2048, ... (after a user block).
+  for (uint64_t at = 0; at + 9 <= in.size(); at = at == 0 ? 512 : at * 2) {
+    unsigned char b[9];
+    if (::pread(in.fd(), b, 9, static_cast<off_t>(at)) != 9) return -1;
+    if (std::memcmp(b, kSignature, 8) == 0) return b[8];
+  }
+  return -1;
+}
+
 Id open_file_read(const fs::path& path) {
   silence_errors();
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw_input("{}: no such file", path.string());
-  if (!fs::is_regular_file(path, ec)) throw_input("{}: not a regular file", path.string());
-  const htri_t is = H5Fis_hdf5(path.c_str());
-  if (is <= 0) throw_input("{}: not an HDF5 file (or unreadable)", path.string());
+  const int version = superblock_version(path);
+  if (version < 0) throw_input("{}: not an HDF5 file", path.string());
+  if (version < 2)
+    throw_input(
+        "{}: an HDF5 file without metadata checksums (superblock version {}); kintsugi reads "
+        "states in the HDF5 1.10 format or later (convert with: h5repack --latest IN OUT)",
+        path.string(), version);
   Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0)
     throw_runtime("HDF5: cannot make file access properties");
   Id f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
-  if (f.get() < 0) throw_input("{}: corrupt HDF5 file (cannot open it)", path.string());
+  if (f.get() < 0)
+    throw_input("{}: corrupt HDF5 file (cannot open it; a metadata checksum may not match)",
+                path.string());
+  H5G_info_t root;
+  if (H5Gget_info(f.get(), &root) < 0)
+    throw_input("{}: corrupt HDF5 file (the root group is unreadable)", path.string());
+  if (root.storage_type == H5G_STORAGE_TYPE_DENSE)
+    throw_input(
+        "{}: the root group keeps its links in dense storage (a fractal heap without "
+        "checksums); states keep them compact",
+        path.string());
   return f;
 }
 
 Id create_group(const Loc& loc, const std::string& name) {
-  Id g(H5Gcreate2(loc.id, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  // Links kept compact (in the checksummed object header) however many there
+  // are: dense storage puts them in a fractal heap whose direct blocks carry
+  // no checksum (a damaged one crashes libhdf5 1.10; the state fuzzer found it).
+  Id gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+  if (gcpl.get() < 0 || H5Pset_link_phase_change(gcpl.get(), 65535, 65534) < 0)
+    write_fail(loc, name, "set the group's link storage");
+  Id g(H5Gcreate2(loc.id, name.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
   if (g.get() < 0) write_fail(loc, name, "create the group");
   return g;
 }
@@ -243,6 +316,12 @@ Id open_group(const Loc& loc, const std::string& name) {
   if (!exists(loc, name)) read_fail(loc, name, "missing");
   Id g(H5Gopen2(loc.id, name.c_str(), H5P_DEFAULT), H5Gclose);
   if (g.get() < 0) read_fail(loc, name, "is not a readable group");
+  H5G_info_t info;
+  if (H5Gget_info(g.get(), &info) < 0) read_fail(loc, name, "is not a readable group");
+  if (info.storage_type == H5G_STORAGE_TYPE_DENSE)
+    read_fail(loc, name,
+              "keeps its links in dense storage (a fractal heap without checksums); states keep "
+              "them compact");
   return g;
 }
 
@@ -272,9 +351,10 @@ std::vector<std::string> member_names(const Loc& loc) {
 
 void write_attr(const Loc& loc, const std::string& name, const std::string& value) {
   check_no_nul(loc, name, value);
-  Id t = vlen_string_type();
-  const char* p = value.c_str();
-  write_attr_raw(loc, name, t.get(), t.get(), &p);
+  Id t = fixed_string_type(value.size());
+  std::string buf = value;
+  buf.resize(std::max<size_t>(value.size(), 1), '\0');
+  write_attr_raw(loc, name, t.get(), t.get(), buf.data());
 }
 
 void write_attr(const Loc& loc, const std::string& name, int64_t value) {
@@ -294,6 +374,8 @@ std::string read_attr_string(const Loc& loc, const std::string& name) {
   Id type(H5Aget_type(a.get()), H5Tclose);
   Id space(H5Aget_space(a.get()), H5Sclose);
   std::vector<std::string> out;
+  if (type.get() >= 0 && kind_of(type.get()) == Kind::String && is_variable_string(type.get()))
+    throw_input("{}: {}: attribute {}: {}", loc.file, loc.path, name, kVariableStrings);
   if (type.get() < 0 || space.get() < 0 || kind_of(type.get()) != Kind::String ||
       H5Sget_simple_extent_npoints(space.get()) != 1 ||
       !read_string_elements(a.get(), true, type.get(), space.get(), 1, out))
@@ -324,32 +406,35 @@ void write_i64(const Loc& loc, const std::string& name, const std::vector<int64_
 }
 
 void write_strings(const Loc& loc, const std::string& name, const std::vector<std::string>& data) {
-  std::vector<const char*> ptrs;
-  ptrs.reserve(data.size());
+  size_t len = 1;
   for (const auto& s : data) {
     check_no_nul(loc, name, s);
-    ptrs.push_back(s.c_str());
+    len = std::max(len, s.size());
   }
-  Id t = vlen_string_type();
+  std::vector<char> buf(data.size() * len, '\0');
+  for (size_t i = 0; i < data.size(); ++i)
+    std::memcpy(buf.data() + i * len, data[i].data(), data[i].size());
+  Id t = fixed_string_type(len);
   Id space = simple_space({data.size()});
   Id d(
       H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
       H5Dclose);
   if (d.get() < 0) write_fail(loc, name, "create the dataset");
-  if (!data.empty() && H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0)
+  if (!data.empty() && H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
     write_fail(loc, name, "write the dataset");
 }
 
 void write_string(const Loc& loc, const std::string& name, const std::string& value) {
   check_no_nul(loc, name, value);
-  Id t = vlen_string_type();
+  Id t = fixed_string_type(value.size());
   Id space = simple_space({});
   Id d(
       H5Dcreate2(loc.id, name.c_str(), t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
       H5Dclose);
   if (d.get() < 0) write_fail(loc, name, "create the dataset");
-  const char* p = value.c_str();
-  if (H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+  std::string buf = value;
+  buf.resize(std::max<size_t>(value.size(), 1), '\0');
+  if (H5Dwrite(d.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
     write_fail(loc, name, "write the dataset");
 }
 
@@ -378,10 +463,14 @@ std::vector<std::string> read_strings(const Loc& loc, const std::string& name) {
   Id space(H5Dget_space(d.get()), H5Sclose);
   if (type.get() < 0 || space.get() < 0) read_fail(loc, name, "unreadable");
   if (kind_of(type.get()) != Kind::String) read_fail(loc, name, "expected strings");
+  if (is_variable_string(type.get())) read_fail(loc, name, kVariableStrings);
+  if (H5Sget_simple_extent_type(space.get()) == H5S_NULL)
+    read_fail(loc, name, "has no dataspace (a null dataset)");
   const std::vector<hsize_t> dims = space_dims(space.get());
   if (dims.size() > 1) read_fail(loc, name, "expected a 1-D list of strings");
   std::vector<std::string> out;
-  if (!read_string_elements(d.get(), false, type.get(), space.get(), element_count(dims), out))
+  if (!read_string_elements(d.get(), false, type.get(), space.get(),
+                            checked_count(loc, name, d.get(), dims), out))
     read_fail(loc, name, "cannot read the strings (corrupt file?)");
   return out;
 }

@@ -286,6 +286,34 @@ TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals) {
   return t;
 }
 
+// What the readers above cannot see one dataset at a time: the tables agree
+// with the pool and the tasks (an empty pool, or weight rows that do not
+// split into checkpoints, would reach the verbs as a division by zero or an
+// internal check).
+void check_consistent(const h5::Loc& root, const RunState& s) {
+  const std::string meta = root.file + ": /meta/";
+  const size_t n = s.meta.pool_names.size();
+  if (n == 0) throw_input("{}pool_names: empty (a state names at least one checkpoint)", meta);
+  if (s.meta.task_names.empty())
+    throw_input("{}task_names: empty (a state names at least one task)", meta);
+  const auto weights_ok = [n](size_t w) { return w >= n && w % n == 0; };
+  if (!weights_ok(s.evals.n_weights))
+    throw_input("{}: /evals/weights: {} columns, not a positive multiple of the {} checkpoints",
+                root.file, s.evals.n_weights, n);
+  if (!weights_ok(s.baselines.n_weights))
+    throw_input("{}: /baselines/weights: {} columns, not a positive multiple of the {} checkpoints",
+                root.file, s.baselines.n_weights, n);
+  if (s.evals.size() > 0 && s.evals.dims == 0)
+    throw_input("{}: /evals/z: 0 columns for {} evaluations", root.file, s.evals.size());
+  if (s.evals.dims > s.evals.n_weights)
+    throw_input("{}: /evals/z: {} columns, more than the {} weights", root.file, s.evals.dims,
+                s.evals.n_weights);
+  for (size_t e = 0; e < s.evals.size(); ++e)
+    if (s.evals.generation[e] < 0)
+      throw_input("{}: /evals/generation: {} at row {} is negative", root.file,
+                  s.evals.generation[e], e);
+}
+
 }  // namespace
 
 void save_state(const fs::path& path, const RunState& state) {
@@ -313,6 +341,7 @@ RunState load_state(const fs::path& path) {
             fmt::format("index {} is outside the {} evaluations", i, s.evals.size()));
   }
   s.test = read_test(root, k, s.evals.size());
+  check_consistent(root, s);
   return s;
 }
 

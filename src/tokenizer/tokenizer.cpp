@@ -11,6 +11,7 @@
 #include "bpe.hpp"
 #include "components.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/input_file.hpp"
 #include "kintsugi/io/utf8.hpp"
 
 namespace kintsugi {
@@ -40,12 +41,11 @@ struct Tokenizer::Impl {
 namespace {
 
 json read_json(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw_input("{}: cannot open", p.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_input_file(
+      p, p.filename() == "tokenizer_config.json" ? "tokenizer_config.json" : "tokenizer.json",
+      kMaxJsonFileBytes);
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw_input("{}: not valid JSON: {}", p.string(), e.what());
   }
@@ -217,20 +217,35 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& origin, const j
     throw_input("{}: not a tokenizer.json (the top level is not an object)", origin);
   auto t = std::make_unique<Impl>();
   t->origin = origin;
-  check_unsupported(j, origin);
-  t->model = std::make_unique<Bpe>(need(j, "model", origin, "tokenizer"), origin);
-  t->normalizer = make_normalizer(j.value("normalizer", json()), origin);
-  t->pre_tokenizer = make_pre_tokenizer(j.value("pre_tokenizer", json()), origin);
-  t->decoder = make_decoder(j.value("decoder", json()), origin);
-  load_added(*t, j);
+  // Each section is read under its key, so that a value of the wrong JSON type
+  // anywhere inside it is one line naming the file and the key.
+  const auto section = [&](const char* key, const std::string& file, const auto& read) {
+    try {
+      read();
+    } catch (const json::exception& e) {
+      throw_input("{}: key '{}': wrong JSON type: {}", file, key, json_problem(e.what()));
+    }
+  };
+  section("(top level)", origin, [&] { check_unsupported(j, origin); });
+  section("model", origin,
+          [&] { t->model = std::make_unique<Bpe>(need(j, "model", origin, "tokenizer"), origin); });
+  section("normalizer", origin,
+          [&] { t->normalizer = make_normalizer(j.value("normalizer", json()), origin); });
+  section("pre_tokenizer", origin,
+          [&] { t->pre_tokenizer = make_pre_tokenizer(j.value("pre_tokenizer", json()), origin); });
+  section("decoder", origin,
+          [&] { t->decoder = make_decoder(j.value("decoder", json()), origin); });
+  section("added_tokens", origin, [&] { load_added(*t, j); });
   if (!t->raw_matcher) {
     t->raw_matcher = std::make_unique<AddedMatcher>(std::vector<const AddedToken*>{},
                                                     std::vector<std::string>{});
     t->normalized_matcher = std::make_unique<AddedMatcher>(std::vector<const AddedToken*>{},
                                                            std::vector<std::string>{});
   }
-  load_post_processor(*t, j.value("post_processor", json()));
-  apply_config(*t, config, origin);
+  section("post_processor", origin,
+          [&] { load_post_processor(*t, j.value("post_processor", json())); });
+  section("(tokenizer_config.json)", origin + " (with tokenizer_config.json)",
+          [&] { apply_config(*t, config, origin); });
   return Tokenizer(std::move(t));
 }
 

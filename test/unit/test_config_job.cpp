@@ -273,7 +273,7 @@ TEST_CASE("job: load_job resolves paths against the job file's folder", "[config
           (tmp / "jobs" / "bad.yaml").string() + ":2: tasks: needs at least one task");
   }
   CHECK_THROWS_WITH(load_job(tmp / "missing.yaml"),
-                    Catch::Contains("missing.yaml: job file not found"));
+                    Catch::Contains("missing.yaml: cannot open the job file: no such file"));
   CHECK_THROWS_AS(load_job(tmp.path()), InputError);
 }
 

@@ -141,7 +141,7 @@ TEST_CASE("state: a Record group written by h5py reads as expected", "[state]") 
   const auto file = tmp / "py.h5";
   const std::string script = R"PY(
 import sys, h5py, numpy as np
-with h5py.File(sys.argv[1], "w") as f:
+with h5py.File(sys.argv[1], "w", libver="latest") as f:
     g = f.create_group("rec")
     g["mean"] = np.array([1.5, -2.25, np.inf], dtype=np.float64)
     g["f32"] = np.array([0.5, 3.0], dtype=np.float32)
@@ -149,10 +149,11 @@ with h5py.File(sys.argv[1], "w") as f:
     g["count"] = np.array([-(2**63), 2**63 - 1], dtype=np.int64)
     g["small"] = np.array([3, 4], dtype=np.int16)
     g["empty"] = np.zeros((0,), dtype=np.float64)
-    g["name"] = "caf\u00e9"
+    g["name"] = np.bytes_("caf\u00e9".encode())
     g["fixed"] = np.bytes_(b"abc")
     f.create_group("bad")["matrix"] = np.zeros((2, 2))
-    f.create_group("bad2")["list"] = ["a", "b"]
+    f.create_group("bad2")["list"] = np.array([b"a", b"b"])
+    f.create_group("bad3")["vlen"] = "variable-length"
 )PY";
   std::ofstream(tmp / "write.py") << script;
   const auto w =
@@ -181,5 +182,7 @@ with h5py.File(sys.argv[1], "w") as f:
   CHECK_THROWS_WITH(
       read_record(root, "bad2"),
       Catch::Contains("/bad2/list: a record string entry must hold one string, not 2"));
+  CHECK_THROWS_WITH(read_record(root, "bad3"),
+                    Catch::Contains("/bad3/vlen: variable-length strings are not read"));
   CHECK_THROWS_WITH(read_record(root, "missing"), Catch::Contains("/missing: missing"));
 }

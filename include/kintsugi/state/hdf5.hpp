@@ -54,8 +54,13 @@ struct Loc {
   std::string child(const std::string& name) const;
 };
 
-// Files.
-Id create_file(const std::filesystem::path& path);  // truncates; RuntimeError on failure
+// Files. States are written in the HDF5 1.10 format or later (superblock
+// version 3, every piece of metadata checksummed); open_file_read refuses
+// anything that is not a regular file (before reading it) and any HDF5 file
+// whose superblock is older than version 2 (no checksums: a corrupted byte
+// could crash libhdf5 instead of failing a checksum).
+int superblock_version(const std::filesystem::path& path);  // -1: no HDF5 signature
+Id create_file(const std::filesystem::path& path);          // truncates; RuntimeError on failure
 Id open_file_read(
     const std::filesystem::path& path);  // InputError when absent, not HDF5 or corrupt
 

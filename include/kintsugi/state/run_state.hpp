@@ -23,7 +23,7 @@ namespace kintsugi {
 
 struct JobConfig;
 
-inline constexpr int64_t kStateFormatVersion = 1;
+inline constexpr int64_t kStateFormatVersion = 2;  // 2: fixed-length strings, HDF5 1.10 format
 
 // 64-bit FNV-1a of `text`, as 16 lowercase hex digits (the config_hash).
 std::string fnv1a64_hex(std::string_view text);
