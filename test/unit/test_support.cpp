@@ -3,9 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <stdexcept>
 
@@ -58,6 +60,17 @@ CommandResult run_kintsugi(const std::string& args) {
     r.signal = WTERMSIG(status);
   }
   return r;
+}
+
+std::vector<CommandResult> run_kintsugi_each(const std::vector<std::string>& args, size_t at_once) {
+  std::vector<CommandResult> results;
+  for (size_t first = 0; first < args.size(); first += at_once) {
+    std::vector<std::future<CommandResult>> running;
+    for (size_t i = first; i < std::min(args.size(), first + at_once); ++i)
+      running.push_back(std::async(std::launch::async, run_kintsugi, args[i]));
+    for (auto& r : running) results.push_back(r.get());
+  }
+  return results;
 }
 
 }  // namespace kintsugi::test

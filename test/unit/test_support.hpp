@@ -3,6 +3,7 @@
 // fixtures, running the CLI.
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace kintsugi::test {
 
@@ -31,5 +32,11 @@ struct CommandResult {
 };
 // Runs the kintsugi binary with `args` (a shell-quoted string), capturing output.
 CommandResult run_kintsugi(const std::string& args);
+// run_kintsugi for each element of `args`, up to `at_once` processes at a time
+// (a run mostly waits on its start-up: MPI's, and the sanitizers' in that
+// build); the results in the order of `args`. Check them in the caller's
+// thread: Catch2's assertions are not thread-safe.
+std::vector<CommandResult> run_kintsugi_each(const std::vector<std::string>& args,
+                                             size_t at_once = 8);
 
 }  // namespace kintsugi::test
