@@ -9,7 +9,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -38,10 +37,6 @@ struct BenchEvalArgs {
   std::vector<int> tp = {1, 2};
   bool json = false;
 };
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // CPU seconds of this process (user + system): robust on a shared machine.
 double cpu_s() {
@@ -79,18 +74,18 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     }
     MPI_CHECK(MPI_Barrier(comm));
     reset_matmul_seconds();
-    const double t0 = now_s();
+    const double t0 = steady_seconds();
     m.forward(reqs, logits);
     std::vector<int32_t> next(a.batch);
     m.argmax(logits.data(), a.batch, next);
-    const double t1 = now_s();
+    const double t1 = steady_seconds();
     for (size_t s = 0; s < a.decode; ++s) {
       for (size_t b = 0; b < a.batch; ++b)
         reqs[b] = {&caches[b], std::span<const int32_t>(&next[b], 1), {0}};
       m.forward(reqs, logits);
       m.argmax(logits.data(), a.batch, next);
     }
-    const double t2 = now_s();
+    const double t2 = steady_seconds();
     prefill_s += t1 - t0;
     decode_s += t2 - t1;
     mm += matmul_seconds();
@@ -107,9 +102,9 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
   EvalOptions opt;
   opt.eos_ids = load_eos_ids(ck);
   MPI_CHECK(MPI_Barrier(comm));
-  const double t0 = now_s(), c0 = cpu_s();
+  const double t0 = steady_seconds(), c0 = cpu_s();
   row.scores = evaluate_model(comm, shard, tok, tasks, opt);
-  row.score_s = now_s() - t0;
+  row.score_s = steady_seconds() - t0;
   row.score_cpu_s = cpu_s() - c0;
   return row;
 }
@@ -173,7 +168,7 @@ int run_bench_eval(const BenchEvalArgs& a) {
   return kExitOk;
 }
 
-BenchRegistration reg{
+BenchRegistration eval_bench{
     {"eval", "Evaluator speed: prefill/decode tokens/s for T = 1, 2; matmul share",
      [](CLI::App& sub) {
        auto a = std::make_shared<BenchEvalArgs>();

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -41,19 +40,15 @@ struct BenchArgs {
   std::string dir;
 };
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // Seconds `f` takes on the slowest rank when all ranks start it together: with
 // P ranks on a node, the in-memory figures are then the node's aggregate
 // (P x bytes / that time), comparable with the distributed file merge.
 template <typename F>
 double seconds_of(F&& f) {
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-  const double t0 = now();
+  const double t0 = steady_seconds();
   f();
-  double t = now() - t0;
+  double t = steady_seconds() - t0;
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
   return t;
 }
@@ -106,7 +101,7 @@ void check_same(std::span<const std::byte> want, std::span<const std::byte> got,
 // writes of its chunk size, fsync), then removes it outside the timing.
 double page_cache_write_seconds(const fs::path& p, std::span<const std::byte> bytes, size_t es) {
   fs::remove(p);
-  const double t0 = now();
+  const double t0 = steady_seconds();
   const int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw_runtime("bench merge: cannot create {}: {}", p.string(), std::strerror(errno));
   bool ok = ::ftruncate(fd, static_cast<off_t>(bytes.size())) == 0;
@@ -119,7 +114,7 @@ double page_cache_write_seconds(const fs::path& p, std::span<const std::byte> by
   ok = ok && ::fsync(fd) == 0;
   const int err = errno;
   ::close(fd);
-  const double t = now() - t0;
+  const double t = steady_seconds() - t0;
   if (!ok) throw_runtime("bench merge: cannot write {}: {}", p.string(), std::strerror(err));
   fs::remove(p);
   return t;
@@ -137,9 +132,9 @@ double first_touch_seconds(const fs::path& p) {
     throw_runtime("bench merge: cannot map {}: {}", p.string(), std::strerror(errno));
   const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const volatile unsigned char* c = static_cast<const unsigned char*>(m);  // every read happens
-  const double t0 = now();
+  const double t0 = steady_seconds();
   for (size_t off = 0; off < size; off += page) (void)c[off];
-  const double t = now() - t0;
+  const double t = steady_seconds() - t0;
   ::munmap(m, size);
   return t;
 }
@@ -262,10 +257,10 @@ FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out
     // previous one (freeing its pages) is not part of the merge.
     if (rank == 0) fs::remove_all(mo.out_dir);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    const double t0 = now();
+    const double t0 = steady_seconds();
     fm.report = run_merge(recipe, mo, MPI_COMM_WORLD);
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    if (r > 0) fm.seconds = std::min(fm.seconds, now() - t0);
+    if (r > 0) fm.seconds = std::min(fm.seconds, steady_seconds() - t0);
   }
   if (rank == 0) {
     const HfCheckpoint merged = HfCheckpoint::open(mo.out_dir);
@@ -402,7 +397,7 @@ int run_bench(const BenchArgs& a) {
   return 0;
 }
 
-BenchRegistration reg{
+BenchRegistration merge_bench{
     {"merge", "Merge throughput: triad bandwidth, fused kernel, file-to-file, naive",
      [](CLI::App& sub) {
        auto a = std::make_shared<BenchArgs>();

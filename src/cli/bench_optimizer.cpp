@@ -16,7 +16,7 @@
 namespace kintsugi::cli {
 namespace {
 
-struct Args {
+struct OptimizerBenchArgs {
   std::string function;
   size_t dim = 10;
   size_t runs = 31;
@@ -31,7 +31,7 @@ struct Args {
   bool json = false;
 };
 
-int run_optimizer_bench(const Args& a) {
+int run_optimizer_bench(const OptimizerBenchArgs& a) {
   using namespace kintsugi::search;
   const BenchFunction fn = bench_function(a.function);
   if (a.runs < 1) throw_input("--runs: must be at least 1");
@@ -71,10 +71,10 @@ int run_optimizer_bench(const Args& a) {
   return 0;
 }
 
-BenchRegistration reg{
+BenchRegistration optimizer_bench{
     {"optimizer", "Median evaluations to a target on sphere, ellipsoid, Rosenbrock",
      [](CLI::App& sub) {
-       auto a = std::make_shared<Args>();
+       auto a = std::make_shared<OptimizerBenchArgs>();
        sub.add_option("--function", a->function, "sphere | ellipsoid | rosenbrock")->required();
        sub.add_option("--dim", a->dim, "Dimension (default 10)");
        sub.add_option("--runs", a->runs, "Independent runs, seeds --seed.. (default 31)");

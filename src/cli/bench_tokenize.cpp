@@ -2,7 +2,6 @@
 // kintsugi's tokenizer and of Hugging Face's Rust one (its Node binding,
 // tools/hf-reference/bench.js, run in the same invocation on the same corpus),
 // after checking both give the same ids; the ratio is kintsugi / HF.
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,17 +17,13 @@ namespace kintsugi::cli {
 namespace {
 namespace fs = std::filesystem;
 
-struct Args {
+struct TokenizeBenchArgs {
   std::string tokenizer;
   std::string corpus = "test/data/tokenizer/corpus.jsonl";
   std::string hf_script = "tools/hf-reference/bench.js";
   int repeat = 5;
   bool json = false;
 };
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 struct Run {
   double seconds = 0;
@@ -43,9 +38,9 @@ Run time_kintsugi(const Tokenizer& tok, const std::vector<std::string>& texts, i
   r.seconds = 1e300;
   for (int k = 0; k < repeat; ++k) {
     size_t n = 0;
-    const double t0 = now();
+    const double t0 = steady_seconds();
     for (const auto& t : texts) n += tok.encode(t, false).size();
-    r.seconds = std::min(r.seconds, now() - t0);
+    r.seconds = std::min(r.seconds, steady_seconds() - t0);
     r.tokens = n;
   }
   return r;
@@ -57,7 +52,7 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-Run time_hf(const Args& a, const std::string& tokenizer_json) {
+Run time_hf(const TokenizeBenchArgs& a, const std::string& tokenizer_json) {
   if (!fs::exists(a.hf_script))
     throw_input(
         "{}: not found (run from the repository root, or pass --hf-script; "
@@ -92,7 +87,7 @@ void verify(const Run& ks, const Run& hf) {
                     k + 1);
 }
 
-int run(const Args& a) {
+int run_tokenize_bench(const TokenizeBenchArgs& a) {
   const Tokenizer tok = Tokenizer::load(a.tokenizer);
   const std::string tj = fs::is_directory(a.tokenizer)
                              ? (fs::path(a.tokenizer) / "tokenizer.json").string()
@@ -126,10 +121,10 @@ int run(const Args& a) {
   return kExitOk;
 }
 
-BenchRegistration reg{
+BenchRegistration tokenize_bench{
     {"tokenize", "Single-thread encoding tokens/s against Hugging Face tokenizers (Node binding)",
      [](CLI::App& sub) {
-       auto a = std::make_shared<Args>();
+       auto a = std::make_shared<TokenizeBenchArgs>();
        sub.add_option("--tokenizer", a->tokenizer, "A model folder or a tokenizer.json")
            ->required();
        sub.add_option("--corpus", a->corpus, "JSONL corpus, one {\"text\": ...} per line")
@@ -138,7 +133,7 @@ BenchRegistration reg{
            ->default_val(a->hf_script);
        sub.add_option("--repeat", a->repeat, "Timed passes (best is kept)")->default_val(5);
        sub.add_flag("--json", a->json, "Print a JSON object as the last line");
-       return std::function<int()>([a] { return run(*a); });
+       return std::function<int()>([a] { return run_tokenize_bench(*a); });
      }}};
 
 }  // namespace

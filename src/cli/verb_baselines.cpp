@@ -7,7 +7,7 @@
 namespace kintsugi::cli {
 namespace {
 
-VerbRegistration reg{
+VerbRegistration baselines_verb{
     {"baselines", "Score every checkpoint and the standard merge recipes; store them in the state",
      40, [](CLI::App& sub) {
        auto a = std::make_shared<BaselinesOptions>();

@@ -15,20 +15,21 @@ std::vector<Bench>& bench_registry() {
 
 namespace {
 
-VerbRegistration reg{{"bench", "Measure merge throughput, evaluation speed, optimizer efficiency",
-                      80, [](CLI::App& sub) {
-                        sub.require_subcommand(1);
-                        auto chosen = std::make_shared<std::function<int()>>();
-                        auto& benches = bench_registry();
-                        std::sort(benches.begin(), benches.end(),
-                                  [](const Bench& a, const Bench& b) { return a.name < b.name; });
-                        for (auto& b : benches) {
-                          CLI::App* s = sub.add_subcommand(b.name, b.help);
-                          auto act = std::make_shared<std::function<int()>>(b.setup(*s));
-                          s->callback([act, chosen] { *chosen = *act; });
-                        }
-                        return std::function<int()>([chosen] { return (*chosen)(); });
-                      }}};
+VerbRegistration bench_verb{
+    {"bench", "Measure merge throughput, evaluation speed, optimizer efficiency", 80,
+     [](CLI::App& sub) {
+       sub.require_subcommand(1);
+       auto chosen = std::make_shared<std::function<int()>>();
+       auto& benches = bench_registry();
+       std::sort(benches.begin(), benches.end(),
+                 [](const Bench& a, const Bench& b) { return a.name < b.name; });
+       for (auto& b : benches) {
+         CLI::App* s = sub.add_subcommand(b.name, b.help);
+         auto act = std::make_shared<std::function<int()>>(b.setup(*s));
+         s->callback([act, chosen] { *chosen = *act; });
+       }
+       return std::function<int()>([chosen] { return (*chosen)(); });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -7,16 +7,16 @@
 namespace kintsugi::cli {
 namespace {
 
-struct Args {
+struct ExportArgs {
   ExportOptions o;
   int64_t eval = -1;
   bool best = false;
 };
 
-VerbRegistration reg{
+VerbRegistration export_verb{
     {"export", "Write the merged checkpoint of the best (or a chosen) evaluation as an HF folder",
      60, [](CLI::App& sub) {
-       auto a = std::make_shared<Args>();
+       auto a = std::make_shared<ExportArgs>();
        sub.add_option("state", a->o.state, "State file (HDF5)")
            ->required()
            ->check(CLI::ExistingFile);

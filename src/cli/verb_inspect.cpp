@@ -16,7 +16,7 @@ namespace kintsugi::cli {
 
 namespace {
 
-struct Options {
+struct InspectOptions {
   std::vector<std::string> paths;
   bool json = false;
   bool tensors = false;
@@ -35,7 +35,7 @@ std::string human_bytes(uint64_t n) {
   return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
-std::string fp(const HfCheckpoint& c, const Options& o) {
+std::string fp(const HfCheckpoint& c, const InspectOptions& o) {
   return fingerprint(c, o.full_hash ? FingerprintMode::Full : FingerprintMode::Sampled);
 }
 
@@ -43,7 +43,7 @@ void out(const std::string& s) {
   std::fwrite(s.data(), 1, s.size(), stdout);
 }
 
-int inspect_one(const Options& o) {
+int inspect_one(const InspectOptions& o) {
   const HfCheckpoint c = HfCheckpoint::open(o.paths[0]);
   if (o.json) {
     nlohmann::ordered_json j;
@@ -105,7 +105,7 @@ int inspect_one(const Options& o) {
   return kExitOk;
 }
 
-int inspect_pool(const Options& o) {
+int inspect_pool(const InspectOptions& o) {
   std::vector<std::filesystem::path> paths(o.paths.begin(), o.paths.end());
   const Pool pool = Pool::open(paths);
   const auto diffs = pool.differences();
@@ -150,10 +150,10 @@ int inspect_pool(const Options& o) {
   return kExitOk;
 }
 
-VerbRegistration reg{
+VerbRegistration inspect_verb{
     {"inspect", "Show a checkpoint's tensors, dtypes, bytes and metadata; check a pool", 10,
      [](CLI::App& sub) {
-       auto o = std::make_shared<Options>();
+       auto o = std::make_shared<InspectOptions>();
        sub.add_option("paths", o->paths,
                       "A .safetensors file or an HF model folder; several: a pool")
            ->required();

@@ -23,7 +23,7 @@ struct MergeArgs {
   bool overwrite = false;
 };
 
-VerbRegistration reg{
+VerbRegistration merge_verb{
     {"merge", "Merge checkpoints with a mergekit-style recipe into an HF folder", 20,
      [](CLI::App& sub) {
        auto a = std::make_shared<MergeArgs>();

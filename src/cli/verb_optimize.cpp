@@ -12,17 +12,17 @@
 namespace kintsugi::cli {
 namespace {
 
-struct Args {
+struct OptimizeArgs {
   OptimizeOptions o;
   size_t budget = 0;
   uint64_t seed = 0;
   bool print_state_path = false;
 };
 
-VerbRegistration reg{
+VerbRegistration optimize_verb{
     {"optimize", "Search merge weights with CMA-ES over MPI groups (resumable)", 50,
      [](CLI::App& sub) {
-       auto a = std::make_shared<Args>();
+       auto a = std::make_shared<OptimizeArgs>();
        sub.add_option("job", a->o.job, "Job file (YAML)")->required();
        sub.add_option("--state", a->o.state, "State file (default: the job's output.state)");
        sub.add_flag("--resume", a->o.resume, "Continue the search saved in the state file");

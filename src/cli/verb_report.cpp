@@ -12,31 +12,31 @@
 namespace kintsugi::cli {
 namespace {
 
-struct Args {
+struct ReportArgs {
   std::string state;
   bool json = false, csv = false;
 };
 
-VerbRegistration reg{{"report",
-                      "Tables of what the search found: checkpoints, baselines, best, Pareto front",
-                      70, [](CLI::App& sub) {
-                        auto a = std::make_shared<Args>();
-                        sub.add_option("state", a->state, "State file (HDF5)")->required();
-                        auto* j = sub.add_flag("--json", a->json, "One JSON object on stdout");
-                        sub.add_flag("--csv", a->csv, "CSV rows on stdout")->excludes(j);
-                        return std::function<int()>([a] {
-                          if (world_rank() != 0) return kExitOk;
-                          const RunState s = load_state(a->state);
-                          if (a->json)
-                            fmt::print("{}\n", report_json(s).dump());
-                          else if (a->csv)
-                            fmt::print("{}", report_csv(s));
-                          else
-                            fmt::print("{}", report_text(s));
-                          std::fflush(stdout);
-                          return kExitOk;
-                        });
-                      }}};
+VerbRegistration report_verb{
+    {"report", "Tables of what the search found: checkpoints, baselines, best, Pareto front", 70,
+     [](CLI::App& sub) {
+       auto a = std::make_shared<ReportArgs>();
+       sub.add_option("state", a->state, "State file (HDF5)")->required();
+       auto* j = sub.add_flag("--json", a->json, "One JSON object on stdout");
+       sub.add_flag("--csv", a->csv, "CSV rows on stdout")->excludes(j);
+       return std::function<int()>([a] {
+         if (world_rank() != 0) return kExitOk;
+         const RunState s = load_state(a->state);
+         if (a->json)
+           fmt::print("{}\n", report_json(s).dump());
+         else if (a->csv)
+           fmt::print("{}", report_csv(s));
+         else
+           fmt::print("{}", report_text(s));
+         std::fflush(stdout);
+         return kExitOk;
+       });
+     }}};
 
 }  // namespace
 }  // namespace kintsugi::cli

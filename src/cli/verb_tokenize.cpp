@@ -15,7 +15,7 @@ namespace kintsugi::cli {
 
 namespace {
 
-struct Options {
+struct TokenizeOptions {
   std::string tokenizer;
   std::string input;
   bool add_special = false;
@@ -25,7 +25,7 @@ struct Options {
 
 // The whole input is read first (read_jsonl_texts), so bad input stops the
 // command before anything is printed.
-int run(const Options& o) {
+int run_tokenize(const TokenizeOptions& o) {
   const Tokenizer tok = Tokenizer::load(o.tokenizer);
   const auto texts = read_jsonl_texts(o.input);
   std::string out;
@@ -46,10 +46,10 @@ int run(const Options& o) {
   return kExitOk;
 }
 
-VerbRegistration reg{
+VerbRegistration tokenize_verb{
     {"tokenize", "Encode (and decode) JSONL texts with an HF tokenizer.json", 15,
      [](CLI::App& sub) {
-       auto o = std::make_shared<Options>();
+       auto o = std::make_shared<TokenizeOptions>();
        sub.add_option("tokenizer", o->tokenizer, "A model folder or a tokenizer.json")->required();
        sub.add_option("--input", o->input, "JSONL file, one {\"text\": ...} per line")->required();
        sub.add_flag("--add-special-tokens", o->add_special,
@@ -57,7 +57,7 @@ VerbRegistration reg{
        sub.add_flag("--decode", o->decode, "Also print \"text\": the decode of the ids");
        sub.add_flag("--skip-special-tokens", o->skip_special,
                     "With --decode: leave special tokens out of the text");
-       return std::function<int()>([o] { return run(*o); });
+       return std::function<int()>([o] { return run_tokenize(*o); });
      }}};
 
 }  // namespace

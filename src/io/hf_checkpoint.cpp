@@ -49,6 +49,13 @@ bool is_passthrough(const std::string& n) {
   return exact.count(n) > 0 || n.rfind("tokenizer", 0) == 0;
 }
 
+// The entry of a tensor that `file` holds: open() has checked that it does.
+const TensorInfo& held_tensor(const SafetensorsFile& file, const std::string& name) {
+  const TensorInfo* t = file.find(name);
+  if (!t) throw_runtime("{}: no tensor {}", file.path().string(), name);
+  return *t;
+}
+
 }  // namespace
 
 HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
@@ -120,7 +127,7 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
         const auto& ts = j["metadata"]["total_size"];
         uint64_t sum = 0;
         for (size_t i = 0; i < c.names_.size(); ++i)
-          sum += c.files_[c.file_index_[i]]->find(c.names_[i])->nbytes();
+          sum += held_tensor(*c.files_[c.file_index_[i]], c.names_[i]).nbytes();
         if (ts.is_number_unsigned() && ts.get<uint64_t>() != sum)
           spdlog::warn("{}: metadata.total_size is {} but the tensors hold {} bytes",
                        index.string(), ts.get<uint64_t>(), sum);
@@ -160,7 +167,7 @@ const SafetensorsFile& HfCheckpoint::file_of(const std::string& name) const {
 }
 
 const TensorInfo& HfCheckpoint::info(const std::string& name) const {
-  return *file_of(name).find(name);
+  return held_tensor(file_of(name), name);
 }
 
 const Metadata& HfCheckpoint::metadata() const {

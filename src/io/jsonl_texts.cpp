@@ -1,7 +1,7 @@
 #include "kintsugi/io/jsonl_texts.hpp"
 
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/input_file.hpp"

@@ -33,6 +33,13 @@ bool get_bool(const nlohmann::json& j, const std::string& origin, const char* ke
   return j[key].get<bool>();
 }
 
+std::string get_string(const nlohmann::json& j, const std::string& origin, const char* key,
+                       const char* def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_string()) throw_input("{}: key '{}' must be a string", origin, key);
+  return j[key].get<std::string>();
+}
+
 int64_t first_token_id(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || j[key].is_null()) return -1;
   const auto& v = j[key];
@@ -114,9 +121,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   if (!(c.rope_theta > 1)) throw_input("{}: rope_theta must be > 1", origin);
   c.tie_word_embeddings = get_bool(j, origin, "tie_word_embeddings", false);
 
-  if (j.contains("hidden_act") && !j["hidden_act"].is_string() && !j["hidden_act"].is_null())
-    throw_input("{}: key 'hidden_act' must be a string", origin);
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  const std::string act = get_string(j, origin, "hidden_act", "silu");
   if (act != "silu") throw_input("{}: hidden_act '{}' is not supported (only silu)", origin, act);
   if (get_bool(j, origin, "mlp_bias", false))
     throw_input("{}: mlp_bias: true is not supported", origin);

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/external_scorer.hpp"
 #include "kintsugi/merge/engine.hpp"
@@ -36,12 +37,6 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "host";
-  return buf;
 }
 
 // The file that marks a candidate folder as kintsugi's own.

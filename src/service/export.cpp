@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
@@ -143,12 +144,6 @@ ExportPlan plan_export(const ExportOptions& o) {
   p.job_file = job_file.string();
   p.seed = state.meta.seed;
   return p;
-}
-
-std::string host_name() {
-  char h[256] = {};
-  ::gethostname(h, sizeof h - 1);
-  return h;
 }
 
 }  // namespace

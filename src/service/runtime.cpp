@@ -12,6 +12,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/input_file.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
@@ -80,12 +81,6 @@ void Runtime::start_command_evaluator() {
 }
 
 namespace {
-
-std::string host_name() {
-  char h[256] = {};
-  if (::gethostname(h, sizeof h - 1) != 0) return "unknown host";
-  return h;
-}
 
 // XXH64 of a small file's bytes, "missing" when it is not there.
 std::string small_file_hash(const std::filesystem::path& p) {

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/state/run_state.hpp"
@@ -57,15 +58,6 @@ std::string map_text(const std::map<std::string, double>& m) {
 
 std::string opt_text(const std::optional<double>& v) {
   return v ? fmt::format("{}", *v) : "none";
-}
-
-std::string now_utc() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 }  // namespace

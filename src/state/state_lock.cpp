@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/io/atomic_file.hpp"
 
 namespace kintsugi {
@@ -18,21 +19,6 @@ namespace kintsugi {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string now_utc() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string host_name() {
-  char h[256] = {};
-  if (::gethostname(h, sizeof h - 1) != 0) return "unknown host";
-  return h;
-}
 
 // The holder's line, as it wrote it (empty while it has not written it yet).
 std::string holder_text(int fd) {

@@ -186,11 +186,11 @@ class CharSplit final : public PreTokenizer {
   Behavior b_;
 };
 
-enum class Prepend { First, Always, Never };
+enum class PrependScheme { First, Always, Never };
 
 class Metaspace final : public PreTokenizer {
  public:
-  Metaspace(std::string rep, Prepend scheme, bool split, const std::string& origin)
+  Metaspace(std::string rep, PrependScheme scheme, bool split, const std::string& origin)
       : rep_(std::move(rep)),
         scheme_(scheme),
         split_(split),
@@ -200,7 +200,8 @@ class Metaspace final : public PreTokenizer {
     split_each(pieces, [&](Piece& p, Pieces& out) {
       p.text = replace_all(space_re_, p.text, rep_);
       const bool starts = p.text.compare(0, rep_.size(), rep_) == 0;
-      if (!starts && (scheme_ == Prepend::Always || (scheme_ == Prepend::First && p.at_start)))
+      if (!starts &&
+          (scheme_ == PrependScheme::Always || (scheme_ == PrependScheme::First && p.at_start)))
         p.text = rep_ + p.text;
       if (split_)
         emit(p, apply_behavior(regex_spans(rep_re_, p.text, false), Behavior::MergedWithNext), out);
@@ -211,7 +212,7 @@ class Metaspace final : public PreTokenizer {
 
  private:
   std::string rep_;
-  Prepend scheme_;
+  PrependScheme scheme_;
   bool split_;
   Regex space_re_, rep_re_;
 };
@@ -251,17 +252,17 @@ class SequenceP final : public PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> parts_;
 };
 
-Prepend prepend_scheme(const json& j, const std::string& origin) {
+PrependScheme prepend_scheme(const json& j, const std::string& origin) {
   if (j.contains("prepend_scheme")) {
     const std::string s = need_string(j, "prepend_scheme", origin, "Metaspace");
-    if (s == "first") return Prepend::First;
-    if (s == "always") return Prepend::Always;
-    if (s == "never") return Prepend::Never;
+    if (s == "first") return PrependScheme::First;
+    if (s == "always") return PrependScheme::Always;
+    if (s == "never") return PrependScheme::Never;
     throw_input("{}: Metaspace: unknown prepend_scheme '{}'", origin, s);
   }
   // Files written before prepend_scheme existed say add_prefix_space.
-  return opt_bool(j, "add_prefix_space", true, origin, "Metaspace") ? Prepend::Always
-                                                                    : Prepend::Never;
+  return opt_bool(j, "add_prefix_space", true, origin, "Metaspace") ? PrependScheme::Always
+                                                                    : PrependScheme::Never;
 }
 
 }  // namespace

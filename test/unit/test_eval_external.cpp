@@ -22,18 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write(const fs::path& p, const std::string& text) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p) << text;
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 ScorerRun shell(const test::TempDir& dir, const std::string& script, double timeout_s = 30) {
   ScorerRun r;
   r.argv = {"/bin/sh", "-c", script};
@@ -97,8 +85,8 @@ TEST_CASE("external scorer: exit codes, signals and output files", "[eval]") {
   test::TempDir dir;
   auto ok = run_scorer(shell(dir, "echo to-stdout; echo to-stderr >&2; exit 0"));
   CHECK(ok.ok());
-  CHECK(read(dir / "out.txt") == "to-stdout\n");
-  CHECK(read(dir / "err.txt") == "to-stderr\n");
+  CHECK(test::slurp(dir / "out.txt") == "to-stdout\n");
+  CHECK(test::slurp(dir / "err.txt") == "to-stderr\n");
 
   auto failed = run_scorer(shell(dir, "exit 3"));
   CHECK(failed.how == ScorerExit::How::Exited);
@@ -115,7 +103,8 @@ TEST_CASE("external scorer: exit codes, signals and output files", "[eval]") {
     return r;
   }());
   CHECK(missing.code == 127);
-  CHECK(read(dir / "err.txt").find("cannot run the scorer /no/such/program") != std::string::npos);
+  CHECK(test::slurp(dir / "err.txt").find("cannot run the scorer /no/such/program") !=
+        std::string::npos);
 }
 
 TEST_CASE("external scorer: a timeout ends the whole process group", "[eval]") {
@@ -129,7 +118,7 @@ TEST_CASE("external scorer: a timeout ends the whole process group", "[eval]") {
   CHECK(r.how == ScorerExit::How::TimedOut);
   CHECK(r.describe(0.5) == "timed out after 0.5 s (evaluator.timeout_s)");
   CHECK(secs < 10);
-  const pid_t grandchild = std::stoi(read(dir / "pid"));
+  const pid_t grandchild = std::stoi(test::slurp(dir / "pid"));
   CHECK(gone_within(grandchild, 5));
 }
 
@@ -166,7 +155,7 @@ TEST_CASE("external scorer: the guard ends the scorer when kintsugi dies", "[eva
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   REQUIRE(fs::exists(dir / "pid"));
-  const pid_t scorer = std::stoi(read(dir / "pid"));
+  const pid_t scorer = std::stoi(test::slurp(dir / "pid"));
   CHECK(alive(scorer));
   kill(parent, SIGKILL);
   int status = 0;
@@ -201,10 +190,11 @@ TEST_CASE("external scorer: lm-eval results", "[eval]") {
   test::TempDir dir;
   const fs::path out = dir / "output";
   // An older results file of another run, and the newest one.
-  write(out / "__scratch__m" / "results_2024-01-01T00-00-00.000000.json",
-        R"({"results": {"arc_easy": {"acc_norm,none": 0.1}}})");
+  test::write_file(out / "__scratch__m" / "results_2024-01-01T00-00-00.000000.json",
+                   R"({"results": {"arc_easy": {"acc_norm,none": 0.1}}})");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  write(out / "__scratch__m" / "results_2024-12-01T10-11-12.123456.json", kLmEvalResults);
+  test::write_file(out / "__scratch__m" / "results_2024-12-01T10-11-12.123456.json",
+                   kLmEvalResults);
   const auto scores = read_scores("lm_eval", out, dir / "none",
                                   {{"arc_easy", "acc_norm,none"},
                                    {"wikitext", "word_perplexity,none"},
@@ -231,7 +221,7 @@ TEST_CASE("external scorer: lm-eval results", "[eval]") {
           read_scores("lm_eval", empty.path(), "", {{"a", "b"}});
         }) == empty.path().string() +
                   ": no results_*.json anywhere under it (the scorer wrote no lm-eval results)");
-  write(empty / "m" / "results_x.json", "{not json");
+  test::write_file(empty / "m" / "results_x.json", "{not json");
   CHECK(error_of([&] {
           read_scores("lm_eval", empty.path(), "", {{"a", "b"}});
         }) == (empty / "m" / "results_x.json").string() + ": not valid JSON");
@@ -239,19 +229,19 @@ TEST_CASE("external scorer: lm-eval results", "[eval]") {
 
 TEST_CASE("external scorer: kintsugi eval --json and scores.json", "[eval]") {
   test::TempDir dir;
-  write(dir / "out.txt",
-        "model task metric value\n"
-        R"({"results":[{"model":"m","tasks":{"add":{"exact_match":0.75,"n":4}}}]})"
-        "\n");
+  test::write_file(dir / "out.txt",
+                   "model task metric value\n"
+                   R"({"results":[{"model":"m","tasks":{"add":{"exact_match":0.75,"n":4}}}]})"
+                   "\n");
   CHECK(read_scores("kintsugi", dir.path(), dir / "out.txt", {{"add", "exact_match"}}) ==
         std::vector<double>{0.75});
-  write(dir / "out.txt", "no summary here\n");
+  test::write_file(dir / "out.txt", "no summary here\n");
   CHECK(error_of([&] {
           read_scores("kintsugi", dir.path(), dir / "out.txt", {{"add", "x"}});
         }) == (dir / "out.txt").string() +
                   ": no JSON line with \"results\" (was `kintsugi eval` run with --json?)");
 
-  write(dir / "scores.json", R"({"qa": {"f1": 0.25, "bad": null}})");
+  test::write_file(dir / "scores.json", R"({"qa": {"f1": 0.25, "bad": null}})");
   CHECK(read_scores("json", dir.path(), "", {{"qa", "f1"}}) == std::vector<double>{0.25});
   CHECK(error_of([&] {
           read_scores("json", dir.path(), "", {{"qa", "bad"}});

@@ -12,18 +12,12 @@
 
 using namespace kintsugi;
 
-namespace {
-
-void write(const std::filesystem::path& p, const std::string& text) {
-  std::ofstream(p, std::ios::binary) << text;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("the demo's byte-level tokenizer through Tokenizer", "[eval][tokenizer]") {
   test::TempDir tmp;
   const auto path = tmp / "tokenizer.json";
-  write(path, test::byte_level_tokenizer_json().dump());
+  test::write_file(path, test::byte_level_tokenizer_json().dump());
   const Tokenizer t = Tokenizer::load(path);
   CHECK(t.vocab_size() == 258);
   CHECK(t.token_to_id("<bos>") == 256);
@@ -37,17 +31,17 @@ TEST_CASE("the demo's byte-level tokenizer through Tokenizer", "[eval][tokenizer
   CHECK(t.decode(ids, true) == "Hi");
   CHECK(t.token_to_id("\xC4\xA0") == 32);  // 'Ġ' is byte 0x20 in GPT-2's table
   CHECK(t.token_to_id("A") == 65);
-  write(path, "{not json");
+  test::write_file(path, "{not json");
   REQUIRE_THROWS_AS(Tokenizer::load(path), InputError);
 }
 
 TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][tasks]") {
   test::TempDir tmp;
   const auto f = tmp / "t.jsonl";
-  write(f,
-        "{\"context\": \"1+1=\", \"target\": \"2\", \"id\": \"7\"}\n"
-        "{\"context\": \"2+2=\", \"target\": \"4\"}\n"
-        "{\"context\": \"3+3=\", \"target\": \"6\"}\n");
+  test::write_file(f,
+                   "{\"context\": \"1+1=\", \"target\": \"2\", \"id\": \"7\"}\n"
+                   "{\"context\": \"2+2=\", \"target\": \"4\"}\n"
+                   "{\"context\": \"3+3=\", \"target\": \"6\"}\n");
   auto ex = load_examples(f, TaskKind::Generate, 0);
   REQUIRE(ex.size() == 3);
   CHECK(ex[0].id == "7");
@@ -55,15 +49,15 @@ TEST_CASE("task JSONL files: kinds, limit, errors with file and line", "[eval][t
   CHECK(ex[2].target == "6");
   CHECK(load_examples(f, TaskKind::Generate, 2).size() == 2);
 
-  write(f, "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"label\": 1}\n");
+  test::write_file(f, "{\"context\": \"Q\", \"choices\": [\" a\", \" b\"], \"label\": 1}\n");
   ex = load_examples(f, TaskKind::Choice, 0);
   CHECK(ex[0].choices.size() == 2);
   CHECK(ex[0].label == 1);
-  write(f, "{\"text\": \"hello\"}\n");
+  test::write_file(f, "{\"text\": \"hello\"}\n");
   CHECK(load_examples(f, TaskKind::Perplexity, 0)[0].text == "hello");
 
   auto bad = [&](const std::string& body, TaskKind kind, const std::string& what) {
-    write(f, body);
+    test::write_file(f, body);
     REQUIRE_THROWS_AS(load_examples(f, kind, 0), InputError);
     REQUIRE_THROWS_WITH(load_examples(f, kind, 0), Catch::Contains(what));
   };

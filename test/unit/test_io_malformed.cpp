@@ -207,22 +207,25 @@ TEST_CASE("malformed corpus through the CLI: exit 2, one line, no signal", "[io]
   const std::string good = file_bytes(kGoodHeader, 14);
   for (size_t n : {size_t{0}, size_t{5}, size_t{8}, size_t{40}, good.size() - 1})
     cases.push_back({"trunc" + std::to_string(n), good.substr(0, n), "kintsugi: error: "});
-  for (const auto& c : cases) {
-    INFO(c.name);
-    const fs::path p = tmp / (c.name + ".safetensors");
-    write_file(p, c.bytes);
-    // Each process start costs MPI's start-up: one run per case, with and
-    // without --json alternately.
-    {
-      const char* extra = (&c - cases.data()) % 2 ? " --json" : "";
-      const auto r = test::run_kintsugi("inspect '" + p.string() + "'" + extra);
-      INFO(r.err);
-      CHECK(r.signal == 0);
-      CHECK(r.exit_code == 2);
-      CHECK(r.out.empty());
-      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-      CHECK_THAT(r.err, Catch::StartsWith("kintsugi: error: "));
-      CHECK_THAT(r.err, Catch::Contains(c.expect));
-    }
+  // Each process start costs MPI's start-up: one run per case, with and
+  // without --json alternately, several at a time.
+  std::vector<std::string> args;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const fs::path p = tmp / (cases[i].name + ".safetensors");
+    write_file(p, cases[i].bytes);
+    args.push_back("inspect '" + p.string() + "'" + (i % 2 ? " --json" : ""));
+  }
+  const auto runs = test::run_kintsugi_each(args);
+  REQUIRE(runs.size() == cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& r = runs[i];
+    INFO(cases[i].name);
+    INFO(r.err);
+    CHECK(r.signal == 0);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_THAT(r.err, Catch::StartsWith("kintsugi: error: "));
+    CHECK_THAT(r.err, Catch::Contains(cases[i].expect));
   }
 }

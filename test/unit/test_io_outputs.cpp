@@ -19,13 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void put(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary) << text;
@@ -67,21 +60,21 @@ TEST_CASE("outputs: a user's DIR.partial and DIR.old survive merge outputs", "[i
     w.write_text("config.json", "{}");
     w.commit();
   }
-  CHECK(slurp(tmp / "dir/config.json") == "{}");
+  CHECK(test::slurp(tmp / "dir/config.json") == "{}");
   {
     HfFolderWriter w(tmp / "dir", true);
     w.write_text("config.json", "{\"v\": 2}");
     w.commit();
   }
-  CHECK(slurp(tmp / "dir/config.json") == "{\"v\": 2}");
+  CHECK(test::slurp(tmp / "dir/config.json") == "{\"v\": 2}");
   CHECK_THROWS_AS(HfFolderWriter(tmp / "dir", false), InputError);  // it exists
   // --overwrite replaces a folder only, never a file.
   put(tmp / "file", "x");
   CHECK_THROWS_AS(HfFolderWriter(tmp / "file", true), InputError);
-  CHECK(slurp(tmp / "file") == "x");
+  CHECK(test::slurp(tmp / "file") == "x");
   // Nothing of ours is left, and what was there before is intact.
-  CHECK(slurp(tmp / "dir.partial/model.safetensors") == "user data");
-  CHECK(slurp(tmp / "dir.old/notes.txt") == "user notes");
+  CHECK(test::slurp(tmp / "dir.partial/model.safetensors") == "user data");
+  CHECK(test::slurp(tmp / "dir.old/notes.txt") == "user notes");
   CHECK(entries_with(tmp.path(), "dir") ==
         std::vector<std::string>{"dir", "dir.old", "dir.partial"});
 }
@@ -145,15 +138,15 @@ TEST_CASE("outputs: a state behind a symbolic link is written through", "[io]") 
       tmp / "chain.h5", [](const fs::path& t) { write_file_synced(t, "v2"); }, KeepPrevious::Yes);
   CHECK(fs::is_symlink(tmp / "chain.h5"));
   CHECK(fs::is_symlink(tmp / "links/state.h5"));
-  CHECK(slurp(tmp / "real/state.h5") == "v2");
-  CHECK(slurp(tmp / "real/state.h5.prev") == "v1");
+  CHECK(test::slurp(tmp / "real/state.h5") == "v2");
+  CHECK(test::slurp(tmp / "real/state.h5.prev") == "v1");
   CHECK_FALSE(fs::exists(tmp / "chain.h5.prev"));
   CHECK_FALSE(fs::exists(tmp / "links/state.h5.prev"));
   // A dangling link gets its target created.
   fs::create_symlink(tmp / "real/new.h5", tmp / "dangling.h5");
   write_file_atomic(tmp / "dangling.h5", "new");
   CHECK(fs::is_symlink(tmp / "dangling.h5"));
-  CHECK(slurp(tmp / "real/new.h5") == "new");
+  CHECK(test::slurp(tmp / "real/new.h5") == "new");
   // A loop is refused.
   fs::create_symlink(tmp / "loop2", tmp / "loop1");
   fs::create_symlink(tmp / "loop1", tmp / "loop2");

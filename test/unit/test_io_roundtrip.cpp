@@ -42,13 +42,6 @@ std::vector<TensorData> sample_tensors(uint32_t seed) {
   return out;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void check_same_tensors(const HfCheckpoint& c, const std::vector<TensorData>& want) {
   REQUIRE(c.tensor_names().size() == want.size());
   for (const auto& t : want) {
@@ -76,7 +69,7 @@ TEST_CASE("round trip: single file, bytes and names identical", "[io][roundtrip]
   CHECK(c.metadata() == Metadata{{"format", "pt"}, {"note", "a \"quoted\"\nline"}});
 
   // The layout, read straight from the bytes: header length, padding, order.
-  const std::string raw = slurp(p);
+  const std::string raw = test::slurp(p);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i)
     n = (n << 8) | static_cast<unsigned char>(raw[static_cast<size_t>(i)]);
@@ -126,7 +119,8 @@ TEST_CASE("round trip: sharded output with index", "[io][roundtrip]") {
   }
   for (const auto& e : fs::directory_iterator(tmp.path()))
     CHECK(e.path().filename().string().rfind("merged.partial", 0) != 0);
-  const auto index = nlohmann::json::parse(slurp(tmp / "merged/model.safetensors.index.json"));
+  const auto index =
+      nlohmann::json::parse(test::slurp(tmp / "merged/model.safetensors.index.json"));
   CHECK(index["metadata"]["total_size"] == plan.total_size);
   CHECK(index["weight_map"].size() == tensors.size());
   CHECK(index["weight_map"]["lm_head.weight"] == "model-00003-of-00003.safetensors");

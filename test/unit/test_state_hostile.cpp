@@ -1,5 +1,7 @@
 // Corrupted or foreign state files (issue #15, class 7): refused with one
 // InputError naming the file, never a crash, whatever byte is damaged.
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <fstream>
@@ -25,10 +27,10 @@ RunState small_state(size_t n = 3, size_t k = 2, size_t e = 4) {
   s.meta.created = "2024-05-01T12:00:00Z";
   s.meta.job_file = "/tmp/job.yaml";
   for (size_t i = 0; i < n; ++i) {
-    s.meta.pool_names.push_back("ck" + std::to_string(i));
-    s.meta.pool_fingerprints.push_back("f" + std::to_string(i));
+    s.meta.pool_names.push_back(fmt::format("ck{}", i));
+    s.meta.pool_fingerprints.push_back(fmt::format("f{}", i));
   }
-  for (size_t t = 0; t < k; ++t) s.meta.task_names.push_back("task" + std::to_string(t));
+  for (size_t t = 0; t < k; ++t) s.meta.task_names.push_back(fmt::format("task{}", t));
   s.meta.settings = {{"search.sigma0", "0.3"}};
   s.evals.dims = s.evals.n_weights = s.baselines.n_weights = n;
   s.evals.n_tasks = s.baselines.n_tasks = s.test.n_tasks = k;

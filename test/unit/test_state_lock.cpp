@@ -15,13 +15,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Tries the lock in a child process (a lock held by this process must refuse
 // another process, whatever the lock's kind). The child's exit code: 0 it got
 // the lock, 3 refused with a message naming `pid`, 4 refused otherwise.
@@ -56,7 +49,7 @@ TEST_CASE("state lock: one holder at a time, named to the second", "[state]") {
   {
     StateLock held = StateLock::acquire(state, "baselines");
     CHECK(held.path() == tmp / "run.h5.lock");
-    const std::string text = slurp(tmp / "run.h5.lock");
+    const std::string text = test::slurp(tmp / "run.h5.lock");
     CHECK(text.rfind(fmt::format("pid {} on host ", ::getpid()), 0) == 0);
     CHECK(text.find("kintsugi baselines") != std::string::npos);
     CHECK(lock_in_child(state, ::getpid()) == 3);
@@ -64,10 +57,10 @@ TEST_CASE("state lock: one holder at a time, named to the second", "[state]") {
     CHECK_FALSE(fs::exists(state));                // the lock never creates the state
   }
   // Released: the next run takes it, and the holder's line was cleared.
-  CHECK(slurp(tmp / "run.h5.lock").empty());
+  CHECK(test::slurp(tmp / "run.h5.lock").empty());
   CHECK(lock_in_child(state, ::getpid()) == 0);
   StateLock again = StateLock::acquire(state, "optimize");
-  CHECK(slurp(tmp / "run.h5.lock").find("kintsugi optimize") != std::string::npos);
+  CHECK(test::slurp(tmp / "run.h5.lock").find("kintsugi optimize") != std::string::npos);
 }
 
 TEST_CASE("state lock: a process that dies releases it", "[state]") {
@@ -92,7 +85,7 @@ TEST_CASE("state lock: a process that dies releases it", "[state]") {
   ::close(ready[0]);
   ::close(ready[1]);
   StateLock mine = StateLock::acquire(state, "optimize");  // SIGKILL released it
-  CHECK(slurp(tmp / "run.h5.lock").rfind(fmt::format("pid {} ", ::getpid()), 0) == 0);
+  CHECK(test::slurp(tmp / "run.h5.lock").rfind(fmt::format("pid {} ", ::getpid()), 0) == 0);
 }
 
 TEST_CASE("state lock: beside the state's target, and never through a link", "[state]") {
@@ -110,7 +103,7 @@ TEST_CASE("state lock: beside the state's target, and never through a link", "[s
   std::ofstream(tmp / "victim") << "keep";
   fs::create_symlink(tmp / "victim", tmp / "s.h5.lock");
   CHECK_THROWS_AS(StateLock::acquire(tmp / "s.h5", "optimize"), InputError);
-  CHECK(slurp(tmp / "victim") == "keep");
+  CHECK(test::slurp(tmp / "victim") == "keep");
   fs::create_directories(tmp / "d.h5.lock");
   CHECK_THROWS_AS(StateLock::acquire(tmp / "d.h5", "optimize"), InputError);
   CHECK_THROWS_WITH(StateLock::acquire(tmp / "no/such/dir/s.h5", "optimize"),

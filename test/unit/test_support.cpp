@@ -3,9 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <stdexcept>
 
@@ -32,11 +34,16 @@ std::filesystem::path fixtures_dir() {
   return KINTSUGI_FIXTURES_DIR;
 }
 
-static std::string slurp(const std::filesystem::path& p) {
+std::string slurp(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << text;
 }
 
 CommandResult run_kintsugi(const std::string& args) {
@@ -58,6 +65,17 @@ CommandResult run_kintsugi(const std::string& args) {
     r.signal = WTERMSIG(status);
   }
   return r;
+}
+
+std::vector<CommandResult> run_kintsugi_each(const std::vector<std::string>& args, size_t at_once) {
+  std::vector<CommandResult> results;
+  for (size_t first = 0; first < args.size(); first += at_once) {
+    std::vector<std::future<CommandResult>> running;
+    for (size_t i = first; i < std::min(args.size(), first + at_once); ++i)
+      running.push_back(std::async(std::launch::async, run_kintsugi, args[i]));
+    for (auto& r : running) results.push_back(r.get());
+  }
+  return results;
 }
 
 }  // namespace kintsugi::test

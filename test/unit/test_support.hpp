@@ -3,6 +3,7 @@
 // fixtures, running the CLI.
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace kintsugi::test {
 
@@ -21,6 +22,10 @@ class TempDir {
 };
 
 std::filesystem::path source_dir();
+// A file's bytes ("" when it cannot be read).
+std::string slurp(const std::filesystem::path& p);
+// Writes `text` to `p` (binary), creating its folders.
+void write_file(const std::filesystem::path& p, const std::string& text);
 // test/data/fixtures in the checkout (real files written by other tools).
 std::filesystem::path fixtures_dir();
 
@@ -31,5 +36,11 @@ struct CommandResult {
 };
 // Runs the kintsugi binary with `args` (a shell-quoted string), capturing output.
 CommandResult run_kintsugi(const std::string& args);
+// run_kintsugi for each element of `args`, up to `at_once` processes at a time
+// (a run mostly waits on its start-up: MPI's, and the sanitizers' in that
+// build); the results in the order of `args`. Check them in the caller's
+// thread: Catch2's assertions are not thread-safe.
+std::vector<CommandResult> run_kintsugi_each(const std::vector<std::string>& args,
+                                             size_t at_once = 8);
 
 }  // namespace kintsugi::test

@@ -2,6 +2,7 @@
 // `kintsugi bench <what>`: each benchmark registers itself here from its own
 // file (src/cli/bench_<what>.cpp); verb_bench.cpp adds them as subcommands.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -20,5 +21,10 @@ std::vector<Bench>& bench_registry();
 struct BenchRegistration {
   explicit BenchRegistration(Bench b) { bench_registry().push_back(std::move(b)); }
 };
+
+// Seconds on the steady clock: the difference of two calls times a step.
+inline double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 }  // namespace kintsugi::cli
