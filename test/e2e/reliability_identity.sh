@@ -89,10 +89,12 @@ with h5py.File(sys.argv[1], "r+") as f:
     keys = list(m["settings_keys"].asstr()[()]); vals = list(m["settings_values"].asstr()[()])
     kept = [(k, v) for k, v in zip(keys, vals) if not k.startswith("data.")]
     assert len(kept) < len(keys)
-    dt = h5py.string_dtype("utf-8")
+    # kintsugi's states hold fixed-length strings (docs/state.md): keep each
+    # column's own type.
     for name, col in (("settings_keys", [k for k, _ in kept]), ("settings_values", [v for _, v in kept])):
+        dt = m[name].dtype
         del m[name]
-        m.create_dataset(name, data=col, dtype=dt)
+        m.create_dataset(name, data=[x.encode() for x in col], dtype=dt)
 PY
 mpi 2 "$KINTSUGI" optimize a/job.yaml --state old.h5 --resume --budget 12 --test-top 1 2>log ||
   { cat log; fail "resume of a state without task data"; }
