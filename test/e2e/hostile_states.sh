@@ -84,12 +84,16 @@ expect_bad "$work/truncated.h5" "truncated.h5"
 : >"$work/empty.h5"
 expect_bad "$work/empty.h5" "empty.h5: not an HDF5 file"
 
-# 3. One damaged byte anywhere in the metadata: report never dies by a signal
-#    (every byte of the first 2 KiB and every 61st after; rc is 0 when only
-#    raw data changed, else 2 with one line).
+# 3. One damaged byte anywhere in the file: report never dies by a signal
+#    (every 53rd byte of the first 2 KiB, then 30 places spread over the
+#    rest; rc is 0 when only raw data changed, else 2 with one line). The
+#    unit test "state: every damaged byte is refused or read, never a crash"
+#    damages the bytes in-process; this checks the CLI's end of it, so a
+#    sample is enough.
 size=$(stat -c %s "$work/s.h5")
 signals=0 refused=0 readok=0
-for ((i = 0; i < size; i += (i < 2048 ? 7 : 61))); do
+step=$(( (size - 2048) / 30 > 61 ? (size - 2048) / 30 : 61 ))
+for ((i = 0; i < size; i += (i < 2048 ? 53 : step))); do
   cp "$work/s.h5" "$work/flip.h5"
   printf '\xff' | dd of="$work/flip.h5" bs=1 seek="$i" conv=notrunc status=none
   rc=0
@@ -102,7 +106,7 @@ for ((i = 0; i < size; i += (i < 2048 ? 7 : 61))); do
   esac
 done
 echo "damaged bytes: $refused refused, $readok read (raw data), 0 signals"
-[[ $refused -gt 50 ]] || fail "only $refused damaged states refused"
+(( refused * 2 > refused + readok )) || fail "only $refused of $((refused + readok)) damaged states refused"
 
 # 4. The good state is still read, and resumes.
 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/s.h5" --resume --budget 12 2>/dev/null || fail "resume of the good state failed"
