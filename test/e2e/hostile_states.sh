@@ -87,8 +87,8 @@ expect_bad "$work/empty.h5" "empty.h5: not an HDF5 file"
 # 3. One damaged byte anywhere in the file: report never dies by a signal
 #    (every 53rd byte of the first 2 KiB, then 30 places spread over the
 #    rest; rc is 0 when only raw data changed, else 2 with one line). The
-#    unit test "state: every damaged byte is refused or read, never a crash"
-#    damages the bytes in-process; this checks the CLI's end of it, so a
+#    unit test "state: damaged bytes are refused or read, never a crash"
+#    damages many more in-process; this checks the CLI's end of it, so a
 #    sample is enough.
 size=$(stat -c %s "$work/s.h5")
 signals=0 refused=0 readok=0
