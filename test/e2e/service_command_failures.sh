@@ -87,23 +87,30 @@ print(f"full scratch: {errors[0]}")
 PY
 
 echo "--- 4. SIGKILL during a scorer run, then --resume; SIGUSR1 exits 3"
-slow=(bash -c 'echo $$ >> '"$work/scorers"'; exec "$0" "$@"' "${kintsugi_eval[@]}")
+# While $work/hold exists, a scorer first sleeps 60 s (a long lm-eval run):
+# the kill lands while one is running, and one that survived would still be
+# there when the check looks.
+slow=(bash -c 'if [[ -e '"$work/hold"' ]]; then echo $$ >> '"$work/held"'; sleep 60; fi; exec "$0" "$@"'
+  "${kintsugi_eval[@]}")
 command_job "$work/builtin.yaml" "$work/slow.yaml" kintsugi "$scratch" none 120 -- "${slow[@]}"
-: >"$work/scorers"
+: >"$work/held"
 setsid "$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" --test-top 1 2>"$work/killed.log" &
 pid=$!
 for _ in $(seq 600); do
-  (( $(evals_count "$work/killed.h5") >= 6 )) && [[ -n "$(ls -A "$scratch")" ]] && break
+  (( $(evals_count "$work/killed.h5") >= 6 )) && break
   sleep 0.05
 done
 (( $(evals_count "$work/killed.h5") >= 6 )) || { cat "$work/killed.log" >&2; fail "no progress before the kill"; }
+touch "$work/hold"
+for _ in $(seq 600); do [[ -s "$work/held" ]] && break; sleep 0.05; done
+held=$(head -n 1 "$work/held")
+[[ -n $held ]] && kill -0 "$held" || { cat "$work/killed.log" >&2; fail "no scorer was held"; }
 kill -KILL -- "-$pid"
 wait "$pid" 2>/dev/null || true
-sleep 2
-while read -r s; do
-  kill -0 "$s" 2>/dev/null && fail "scorer $s outlived the killed search"
-done <"$work/scorers"
-echo "killed at $(evals_count "$work/killed.h5") saved evaluations; no scorer left"
+rm -f "$work/hold"
+for _ in $(seq 100); do kill -0 "$held" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$held" 2>/dev/null && fail "scorer $held outlived the killed search by 5 s (it would run 60 s)"
+echo "killed at $(evals_count "$work/killed.h5") saved evaluations during a scorer run; the scorer ended with it"
 "$KINTSUGI" optimize "$work/slow.yaml" --state "$work/killed.h5" --resume --test-top 1 2>>"$work/killed.log" ||
   { cat "$work/killed.log" >&2; fail "resume after SIGKILL"; }
 same_evals "$work/builtin.h5" "$work/killed.h5"
