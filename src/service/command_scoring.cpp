@@ -2,6 +2,7 @@
 #include "kintsugi/service/command_scoring.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
@@ -84,23 +85,30 @@ fs::path default_scratch(const JobConfig& job, uint64_t candidate) {
   return job.output.dir;
 }
 
+// The non-empty items of a comma-separated list.
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    const size_t comma = s.find(',', pos);
+    const std::string item =
+        s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
 // The CUDA devices this process may use: CUDA_VISIBLE_DEVICES when set, else
 // the /dev/nvidiaN device files.
 std::vector<std::string> visible_devices(bool& any_setting) {
   std::vector<std::string> out;
   if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) {
     any_setting = true;
-    std::string item;
-    for (const char* p = v;; ++p) {
-      if (*p == ',' || *p == '\0') {
-        if (!item.empty()) out.push_back(item);
-        item.clear();
-        if (*p == '\0') break;
-      } else if (*p != ' ') {
-        item += *p;
-      }
-    }
-    return out;
+    std::string list(v);
+    std::erase(list, ' ');
+    return split_list(list);
   }
   std::vector<int> ids;
   std::error_code ec;
@@ -116,26 +124,6 @@ std::vector<std::string> visible_devices(bool& any_setting) {
   return out;
 }
 
-std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    const size_t comma = s.find(',', pos);
-    const std::string item =
-        s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
-
 // Each group's devices on its leader's node. When every rank of the node
 // sees the same devices, the groups present there split them evenly, in
 // group order; when ranks see different devices (srun --gpus-per-task), a
@@ -146,8 +134,8 @@ std::vector<std::string> assign_gpus(const EvalGroups& groups, bool& set_gpus) {
   MPI_Comm node = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank(), MPI_INFO_NULL,
                                 &node));
-  const std::string line = fmt::format("{}:{}", groups.group, join(mine, ","));
-  std::string all = join(gather_strings(line, node), "\n");
+  const std::string line = fmt::format("{}:{}", groups.group, fmt::join(mine, ","));
+  std::string all = fmt::to_string(fmt::join(gather_strings(line, node), "\n"));
   all = broadcast_string(all, node);
   MPI_CHECK(MPI_Comm_free(&node));
   const bool any_anywhere = [&] {
@@ -294,7 +282,7 @@ CommandScoring::CommandScoring(const JobConfig& job, const std::vector<HfCheckpo
   if (groups_.tp_rank == 0) {
     remove_stale(scratch_, host);
     spdlog::info("group {}: candidates in {} ({} each), scorer on GPUs [{}]", groups_.group,
-                 scratch_.string(), gb(candidate_bytes_), join(gpus_, ","));
+                 scratch_.string(), gb(candidate_bytes_), fmt::join(gpus_, ","));
   }
 }
 
@@ -335,16 +323,18 @@ std::vector<double> CommandScoring::run_command(const Candidate& c, const fs::pa
   }
   const fs::path output = c.dir / "output";
   fs::create_directories(output);
-  const std::map<std::string, std::string> values = {{"model", model.string()},
-                                                     {"output", output.string()},
-                                                     {"tasks", join(names, ",")},
-                                                     {"gpus", join(gpus_, ",")},
-                                                     {"num_gpus", std::to_string(gpus_.size())},
-                                                     {"seed", std::to_string(job_.search.seed)},
-                                                     {"split", split_name}};
+  const std::map<std::string, std::string> values = {
+      {"model", model.string()},
+      {"output", output.string()},
+      {"tasks", fmt::to_string(fmt::join(names, ","))},
+      {"gpus", fmt::to_string(fmt::join(gpus_, ","))},
+      {"num_gpus", std::to_string(gpus_.size())},
+      {"seed", std::to_string(job_.search.seed)},
+      {"split", split_name}};
   ScorerRun run;
   for (const auto& a : job_.evaluator.command) run.argv.push_back(expand_placeholders(a, values));
-  run.env = scorer_environment(job_.evaluator.env, join(gpus_, ","), set_gpus_);
+  run.env =
+      scorer_environment(job_.evaluator.env, fmt::to_string(fmt::join(gpus_, ",")), set_gpus_);
   run.stdout_path = c.dir / "scorer.stdout";
   run.stderr_path = c.dir / "scorer.stderr";
   run.timeout_s = job_.evaluator.timeout_s;

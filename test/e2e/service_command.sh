@@ -59,18 +59,18 @@ CUDA_VISIBLE_DEVICES=0,1,2,3 mpi 2 "$KINTSUGI" optimize "$work/g1.yaml" --state 
 [[ $(gpus_seen) == "0,1 2 0,1;2,3 2 2,3;" ]] || fail "2 groups sharing 4 GPUs: $(gpus_seen)"
 # Each rank sees its own device (srun --gpus-per-task): a group of two ranks
 # takes both, two groups of one take one each.
+# own_devices JOB STATE WHAT: rank 0 sees device 5, rank 1 device 7.
+own_devices() {
+  : >"$work/gpus.log"
+  "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 1 -x CUDA_VISIBLE_DEVICES=5 \
+    "$KINTSUGI" optimize "$1" --state "$2" : -np 1 -x CUDA_VISIBLE_DEVICES=7 \
+    "$KINTSUGI" optimize "$1" --state "$2" 2>"$work/g.log" ||
+    { cat "$work/g.log" >&2; fail "$3"; }
+}
 gpu_job "$work/g2.yaml" 2
-: >"$work/gpus.log"
-"$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 1 -x CUDA_VISIBLE_DEVICES=5 \
-  "$KINTSUGI" optimize "$work/g2.yaml" --state "$work/g2.h5" : -np 1 -x CUDA_VISIBLE_DEVICES=7 \
-  "$KINTSUGI" optimize "$work/g2.yaml" --state "$work/g2.h5" 2>"$work/g.log" ||
-  { cat "$work/g.log" >&2; fail "1 group, a device per rank"; }
+own_devices "$work/g2.yaml" "$work/g2.h5" "1 group, a device per rank"
 [[ $(gpus_seen) == "5,7 2 5,7;" ]] || fail "a group of two ranks with a device each: $(gpus_seen)"
-: >"$work/gpus.log"
-"$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 1 -x CUDA_VISIBLE_DEVICES=5 \
-  "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g3.h5" : -np 1 -x CUDA_VISIBLE_DEVICES=7 \
-  "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g3.h5" 2>"$work/g.log" ||
-  { cat "$work/g.log" >&2; fail "2 groups, a device per rank"; }
+own_devices "$work/g1.yaml" "$work/g3.h5" "2 groups, a device per rank"
 [[ $(gpus_seen) == "5 1 5;7 1 7;" ]] || fail "two groups with a device each: $(gpus_seen)"
 rc=0
 CUDA_VISIBLE_DEVICES=0 mpi 2 "$KINTSUGI" optimize "$work/g1.yaml" --state "$work/g4.h5" 2>"$work/g.log" || rc=$?
