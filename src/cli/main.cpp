@@ -1,12 +1,20 @@
 // kintsugi: one executable, many verbs (see src/cli/verb_*.cpp).
 // Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <filesystem>
+#include <functional>
 #include <new>
+#include <optional>
 #include <string_view>
+#include <utility>
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
@@ -39,6 +47,21 @@ void check_slurm_world() {
         size, expected);
 }
 
+// One line for a filesystem error, and whether it is the user's input at fault.
+std::pair<std::string, bool> describe(const std::filesystem::filesystem_error& e) {
+  std::string paths = e.path1().string();
+  if (!e.path2().empty()) paths += " -> " + e.path2().string();
+  // what(): "filesystem error: OPERATION: MESSAGE [path1] [path2]".
+  std::string op = e.what();
+  if (op.rfind("filesystem error: ", 0) == 0) op.erase(0, 18);
+  if (const auto colon = op.find(": "); colon != std::string::npos) op.resize(colon);
+  const int c = e.code().value();
+  const bool input = c == ENOENT || c == ENOTDIR || c == EISDIR || c == EACCES || c == EPERM ||
+                     c == EEXIST || c == ENAMETOOLONG || c == ELOOP || c == EROFS;
+  return {fmt::format("{}: {} ({})", paths.empty() ? "(no path)" : paths, e.code().message(), op),
+          input};
+}
+
 void report(const char* what) {
   // One line, whatever the message holds.
   std::string line(what);
@@ -46,7 +69,9 @@ void report(const char* what) {
   std::fprintf(stderr, "kintsugi: error: %s\n", line.c_str());
 }
 
-int run(int argc, char** argv) {
+// `start_mpi` is called once the verb is known and before its action runs,
+// when the verb needs MPI or a launcher started this process.
+int run(int argc, char** argv, const std::function<void()>& start_mpi) {
   using namespace kintsugi;
   CLI::App app{"kintsugi: recycle training checkpoints into merges that beat them"};
   app.require_subcommand(1);
@@ -59,24 +84,38 @@ int run(int argc, char** argv) {
   std::sort(verbs.begin(), verbs.end(),
             [](const cli::Verb& a, const cli::Verb& b) { return a.order < b.order; });
   std::function<int()> action;
+  bool needs_mpi = false;
   for (auto& v : verbs) {
     CLI::App* sub = app.add_subcommand(v.name, v.help);
     auto act = std::make_shared<std::function<int()>>();
     *act = v.setup(*sub);
-    sub->callback([act, &action] { action = *act; });
+    // CLI11 reads "-3" into an unsigned option as 2^64 - 3 (strtoull wraps):
+    // every unsigned option of every verb refuses a negative value (exit 2).
+    for (CLI::Option* opt : sub->get_options())
+      if (opt->get_type_name().rfind("UINT", 0) == 0) opt->check(cli::non_negative());
+    sub->callback([act, &action, &needs_mpi, &v] {
+      action = *act;
+      needs_mpi = v.needs_mpi;
+    });
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitInput;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A usage error reads like every other error: one line, exit 2.
+    report(fmt::format("{} (see kintsugi --help)", e.what()).c_str());
+    return kExitInput;
   }
+  if (needs_mpi || started_by_launcher()) start_mpi();
   check_slurm_world();
   init_logging(world_rank(), world_size(),
                verbose ? spdlog::level::debug
                : quiet ? spdlog::level::warn
                        : spdlog::level::info);
-  return action ? action() : kExitInput;
+  if (!action) return kExitInput;
+  // Under a launcher, a verb that needs no MPI runs once, on rank 0.
+  if (!needs_mpi && world_rank() != 0) return kExitOk;
+  return action();
 }
 
 }  // namespace
@@ -87,15 +126,25 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == kScorerGuardVerb)
     return scorer_guard_main(argc, argv);
   try {
-    MpiSession mpi(&argc, &argv);
+    // Started by run() once the verb is known (--version, --help, a usage
+    // error and the verbs that need no MPI never pay for its start-up);
+    // finalized when main returns.
+    std::optional<MpiSession> mpi;
     int rc = kExitRuntime;
     bool failed = true;
     try {
-      rc = run(argc, argv);
+      rc = run(argc, argv, [&] { mpi.emplace(&argc, &argv); });
       failed = false;
     } catch (const InputError& e) {
       report(e.what());
       rc = kExitInput;
+    } catch (const std::filesystem::filesystem_error& e) {
+      // libstdc++'s text ("filesystem error: cannot ...: No such file or
+      // directory [a] [b]") becomes "a: No such file or directory (cannot ...)";
+      // a path that is missing, not a folder or not permitted is bad input.
+      const auto [line, input] = describe(e);
+      report(line.c_str());
+      rc = input ? kExitInput : kExitRuntime;
     } catch (const std::bad_alloc&) {
       report(
           "out of memory: an allocation failed (a limit from ulimit, a cgroup or the scheduler's "
@@ -103,6 +152,14 @@ int main(int argc, char** argv) {
       rc = kExitRuntime;
     } catch (const std::exception& e) {
       report(e.what());
+      rc = kExitRuntime;
+    }
+    // Results go to stdout, buffered: a full disk or a closed pipe behind a
+    // redirection shows only when the buffer is flushed. A result that was
+    // not written is a failure, never exit 0.
+    if (!failed && (std::fflush(stdout) != 0 || std::ferror(stdout))) {
+      report(fmt::format("cannot write the results to standard output: {}", std::strerror(errno))
+                 .c_str());
       rc = kExitRuntime;
     }
     // One failing rank must not leave the others waiting in a collective.

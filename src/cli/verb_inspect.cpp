@@ -164,7 +164,8 @@ VerbRegistration inspect_verb{
        sub.add_flag("--full-hash", o->full_hash, "Fingerprint every byte instead of samples");
        return std::function<int()>(
            [o] { return o->paths.size() == 1 ? inspect_one(*o) : inspect_pool(*o); });
-     }}};
+     },
+     /*needs_mpi=*/false}};
 
 }  // namespace
 

@@ -58,7 +58,8 @@ VerbRegistration tokenize_verb{
        sub.add_flag("--skip-special-tokens", o->skip_special,
                     "With --decode: leave special tokens out of the text");
        return std::function<int()>([o] { return run_tokenize(*o); });
-     }}};
+     },
+     /*needs_mpi=*/false}};
 
 }  // namespace
 

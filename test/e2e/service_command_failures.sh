@@ -34,11 +34,13 @@ shift 2
   'import json, sys; json.dump(json.load(sys.stdin)["results"][0]["tasks"], open(sys.argv[1], "w"))' \
   "$output/scores.json"
 SH
-run_failing() {  # run_failing NAME RESULTS KEEP EXPECTED-REASON MODE
-  local name=$1 results=$2 keep=$3 reason=$4 mode=$5
+# The checkpoints are scored for real (pass.sh) within timeout_s: 60 s, which a
+# loaded CI machine never reaches; the timeout case alone sets TIMEOUT_S=8.
+run_failing() {  # [TIMEOUT_S=S] run_failing NAME RESULTS KEEP EXPECTED-REASON MODE
+  local name=$1 results=$2 keep=$3 reason=$4 mode=$5 timeout_s=${TIMEOUT_S:-60}
   make_job "$work/f.yaml" budget=2 population=2
   two_checkpoints "$work/f.yaml"
-  command_job "$work/f.yaml" "$work/$name.yaml" "$results" "$scratch" "$keep" 4 -- \
+  command_job "$work/f.yaml" "$work/$name.yaml" "$results" "$scratch" "$keep" "$timeout_s" -- \
     bash -c "case {model} in $scratch/*) $mode ;; *) exec bash $work/pass.sh $results {output} \"\$@\" ;; esac" \
     pass "${kintsugi_eval[@]}"
   "$KINTSUGI" optimize "$work/$name.yaml" --state "$work/$name.h5" 2>"$work/$name.log" ||
@@ -54,7 +56,7 @@ PY
 }
 run_failing exit1 kintsugi none "the scorer exit 1 (bash); its log ends: broken" 'echo broken >&2; exit 1'
 scratch_empty "exit 1"
-run_failing timeout kintsugi none "timed out after 4 s (evaluator.timeout_s)" 'sleep 30'
+TIMEOUT_S=8 run_failing timeout kintsugi none "timed out after 8 s (evaluator.timeout_s)" 'sleep 30'
 scratch_empty "timeout"
 run_failing garbage kintsugi none 'no JSON line with "results"' 'echo "{not json"'
 scratch_empty "garbage"

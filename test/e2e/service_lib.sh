@@ -52,7 +52,13 @@ a, b = (h5py.File(p, "r") for p in sys.argv[1:3])
 for k in ("z", "weights", "scores", "objective", "status", "generation"):
     x, y = a["evals"][k][()], b["evals"][k][()]
     if x.shape != y.shape or x.tobytes() != y.tobytes():
-        sys.exit(f"/evals/{k} differs: {x.shape} vs {y.shape}")
+        # What a flaky difference needs to be understood: the first row that
+        # differs, and each run's status and errors.
+        rows = [i for i in range(min(len(x), len(y))) if x[i].tobytes() != y[i].tobytes()]
+        err = lambda f: [e.decode()[:200] for e in f["evals"]["error"][()] if e]
+        sys.exit(f"/evals/{k} differs: {x.shape} vs {y.shape}, first at row "
+                 f"{rows[:1]}; status {a['evals']['status'][()].tolist()} vs "
+                 f"{b['evals']['status'][()].tolist()}; errors {err(a)} vs {err(b)}")
 print(f"{a['evals']['objective'].shape[0]} evaluations identical")
 PY
 }

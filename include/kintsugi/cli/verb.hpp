@@ -16,9 +16,26 @@ struct Verb {
   // Adds options to `sub` and returns the action to run once parsing succeeded.
   // The action returns the process exit code.
   std::function<std::function<int()>(CLI::App& sub)> setup;
+  // Whether the action uses MPI. Verbs that read files and print (inspect,
+  // report, tokenize) do not, and skip MPI's start-up when run alone; under a
+  // launcher (mpirun, srun) MPI is started for every verb, and such a verb
+  // runs on rank 0 only.
+  bool needs_mpi = true;
 };
 
 std::vector<Verb>& verb_registry();
+
+// A CLI11 check that refuses a negative value ("-3"), which CLI11 would read
+// into an unsigned option as 2^64 - 3. main() adds it to every unsigned
+// option; verbs add it to signed options that take counts or indices.
+inline CLI::Validator non_negative() {
+  return CLI::Validator(
+      [](std::string& v) {
+        return !v.empty() && v.front() == '-' ? std::string("must not be negative, got ") + v
+                                              : std::string();
+      },
+      "NONNEGATIVE");
+}
 
 struct VerbRegistration {
   explicit VerbRegistration(Verb v) { verb_registry().push_back(std::move(v)); }

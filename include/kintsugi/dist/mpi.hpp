@@ -25,6 +25,12 @@ class MpiSession {
   MpiSession& operator=(const MpiSession&) = delete;
 };
 
+// True when a launcher (mpirun, srun with PMI/PMIx) started this process as
+// one rank of a job; false for a process started alone (an MPI singleton).
+bool started_by_launcher();
+
+// Rank and size of MPI_COMM_WORLD; 0 and 1 while MPI is not running (verbs
+// that need no MPI never start it, see cli/main.cpp).
 int world_rank();
 int world_size();
 int comm_rank(MPI_Comm comm);
