@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -183,22 +184,33 @@ void write_samples(const std::string& path, const std::vector<nlohmann::json>& m
 }
 
 // The table (model, task, primary metric, value) and, with --json, a summary line.
+// A score that is not a number (JSON null: NaN log-probabilities) prints as
+// "nan"; the command then fails (exit 1) naming the first such score.
 void print_results(const JobConfig& job, const std::vector<nlohmann::json>& models, bool json) {
   fmt::print("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
   nlohmann::json summary;
   summary["results"] = nlohmann::json::array();
+  std::string not_a_number;
   for (const auto& m : models) {
     nlohmann::json tasks_json = nlohmann::json::object();
+    const std::string name = m["model"].get<std::string>();
     for (const auto& t : job.tasks) {
       const std::string metric = t.primary_metric();
-      fmt::print("{:<28} {:<20} {:<14} {:>10.4f}\n", m["model"].get<std::string>(), t.name, metric,
-                 m["tasks"][t.name][metric].get<double>());
+      const auto& v = m["tasks"][t.name][metric];
+      const double x = v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+      fmt::print("{:<28} {:<20} {:<14} {:>10.4f}\n", name, t.name, metric, x);
+      if (!std::isfinite(x) && not_a_number.empty())
+        not_a_number = fmt::format("{}: task {}: {} is not a number", name, t.name, metric);
       tasks_json[t.name] = m["tasks"][t.name];
     }
     summary["results"].push_back({{"model", m["model"]}, {"tasks", tasks_json}});
   }
   if (json) fmt::print("{}\n", summary.dump());
   std::fflush(stdout);
+  if (!not_a_number.empty())
+    throw_runtime(
+        "{} (the model's log-probabilities are NaN: its weights hold NaN or infinite values)",
+        not_a_number);
 }
 
 int run_eval(const EvalArgs& a) {

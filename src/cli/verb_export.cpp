@@ -24,7 +24,9 @@ VerbRegistration export_verb{
            ->required();
        auto* best =
            sub.add_flag("--best", a->best, "The evaluation with the best objective (default)");
-       sub.add_option("--eval", a->eval, "Row of /evals to export")->excludes(best);
+       sub.add_option("--eval", a->eval, "Row of /evals to export")
+           ->check(non_negative())
+           ->excludes(best);
        sub.add_option("--job", a->o.job, "Job file, if the pool moved since the search");
        sub.add_option("--dtype", a->o.dtype,
                       "Output dtype: bfloat16, float16 or float32 (default: the pool's)")

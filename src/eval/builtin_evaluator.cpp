@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <numeric>
 
@@ -69,7 +70,7 @@ nlohmann::json base_sample(const EvalTask& t, size_t i) {
 
 void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const auto& ex = t.examples;
-  size_t acc = 0, acc_norm = 0;
+  size_t acc = 0, acc_norm = 0, invalid = 0;
   std::vector<float> logits;
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
@@ -143,6 +144,10 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       }
     }
     for (size_t e = 0; e < n; ++e) {
+      // A NaN log-likelihood (NaN or infinite weights) makes the task's
+      // accuracy NaN: an argmax over NaNs would pass for a real score.
+      if (!std::all_of(ll[e].begin(), ll[e].end(), [](double v) { return !std::isnan(v); }))
+        ++invalid;
       const ChoiceScore s = score_choice(ll[e], ex[a + e].choices, ex[a + e].label);
       acc += s.acc;
       acc_norm += s.acc_norm;
@@ -158,8 +163,9 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     }
   }
   const double m = static_cast<double>(ex.size());
-  res.metrics["acc"] = static_cast<double>(acc) / m;
-  res.metrics["acc_norm"] = static_cast<double>(acc_norm) / m;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  res.metrics["acc"] = invalid ? nan : static_cast<double>(acc) / m;
+  res.metrics["acc_norm"] = invalid ? nan : static_cast<double>(acc_norm) / m;
 }
 
 void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {

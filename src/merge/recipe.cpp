@@ -12,6 +12,7 @@
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/input_file.hpp"
 #include "kintsugi/config/yaml_reader.hpp"
+#include "kintsugi/io/utf8.hpp"
 #include "kintsugi/merge/sha256.hpp"
 
 namespace kintsugi {
@@ -56,13 +57,24 @@ std::optional<MergeMethod> method_from(const std::string& s) {
   return it->second;
 }
 
+// Weights, lambdas, densities and t are of order 1; a magnitude past this is a
+// typo (1e6 for 1e-6) whose merge would overflow to infinities in bf16/fp16.
+constexpr double kMaxRecipeMagnitude = 1e6;
+
+double sane_number(const YamlField& f) {
+  const double v = f.as_finite_double();
+  if (std::fabs(v) > kMaxRecipeMagnitude)
+    f.fail(fmt::format("{} is beyond the sane range [-1e6, 1e6] for a merge parameter", v));
+  return v;
+}
+
 // A number, or a gradient: a list of at least two numbers.
 std::vector<double> number_or_gradient(const YamlField& f) {
-  if (!f.node().IsSequence()) return {f.as_finite_double()};
+  if (!f.node().IsSequence()) return {sane_number(f)};
   const auto items = f.items();
   if (items.size() < 2) f.fail("a gradient needs at least two values");
   std::vector<double> v;
-  for (const auto& e : items) v.push_back(e.as_finite_double());
+  for (const auto& e : items) v.push_back(sane_number(e));
   return v;
 }
 
@@ -216,6 +228,70 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
                 r.params.at("filter_wise").where);
   if (r.method == M::Slerp && !r.params.count("t")) method_field.fail("slerp needs parameters: t");
   return r;
+}
+
+namespace {
+
+// Shortest text that parses back to the same double (yaml-cpp's own writes 17
+// digits: 0.1 would read "0.10000000000000001").
+std::string number_text(double v, std::string_view what) {
+  if (!std::isfinite(v)) throw_input("generated recipe: {} is {}, not a finite number", what, v);
+  return fmt::format("{}", v);
+}
+
+std::string utf8_path(const std::string& p) {
+  if (first_invalid_utf8(p))
+    throw_input("{}: the path is not valid UTF-8 and cannot be written into a YAML recipe", p);
+  return p;
+}
+
+}  // namespace
+
+std::string emit_recipe(const RecipeToWrite& r) {
+  YAML::Emitter out;
+  std::string comment = r.comment;
+  std::replace(comment.begin(), comment.end(), '\n', ' ');
+  std::replace(comment.begin(), comment.end(), '\r', ' ');
+  out << YAML::BeginMap;
+  out << YAML::Key << "merge_method" << YAML::Value << r.merge_method;
+  if (r.base_model)
+    out << YAML::Key << "base_model" << YAML::Value << YAML::DoubleQuoted
+        << utf8_path(*r.base_model);
+  out << YAML::Key << "dtype" << YAML::Value << r.dtype;
+  out << YAML::Key << "out_dtype" << YAML::Value << r.out_dtype;
+  if (!r.parameters.empty()) {
+    out << YAML::Key << "parameters" << YAML::Value << YAML::BeginMap;
+    for (const auto& [k, v] : r.parameters) {
+      out << YAML::Key << k << YAML::Value;
+      if (const bool* b = std::get_if<bool>(&v))
+        out << *b;
+      else
+        out << number_text(std::get<double>(v), k);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::Key << "models" << YAML::Value << YAML::BeginSeq;
+  for (const auto& m : r.models) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "model" << YAML::Value << YAML::DoubleQuoted << utf8_path(m.path);
+    out << YAML::Key << "parameters" << YAML::Value << YAML::BeginMap << YAML::Key << "weight"
+        << YAML::Value;
+    const std::string what = "the weight of " + m.path;
+    if (m.weight.size() == 1 && m.weight[0].first.empty()) {
+      out << number_text(m.weight[0].second, what);
+    } else {
+      out << YAML::BeginSeq;
+      for (const auto& [filter, v] : m.weight)
+        out << YAML::Flow << YAML::BeginMap << YAML::Key << "filter" << YAML::Value
+            << YAML::DoubleQuoted << filter << YAML::Key << "value" << YAML::Value
+            << number_text(v, what) << YAML::EndMap;
+      out << YAML::EndSeq;
+    }
+    out << YAML::EndMap << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  if (!out.good()) throw_runtime("YAML emitter: {}", out.GetLastError());
+  return fmt::format("# {}\n{}\n", comment, out.c_str());
 }
 
 Recipe parse_recipe_file(const std::filesystem::path& file) {

@@ -389,15 +389,26 @@ void Transformer::argmax(const float* logits, size_t rows, std::span<int32_t> ou
   };
   std::vector<FloatInt> best(rows);
   const size_t vL = z(vocab_.size());
+  // A NaN logit (NaN or infinite weights) would make greedy decoding pick an
+  // arbitrary token and pass garbage for a generation; it is an error, raised
+  // on every rank of the group (the NaN may sit in one rank's vocabulary shard).
+  int nan_seen = 0;
   for (size_t r = 0; r < rows; ++r) {
     size_t bj = 0;
     for (size_t j = 1; j < vL; ++j)
       if (logits[r * vL + j] > logits[r * vL + bj]) bj = j;
+    for (size_t j = 0; j < vL; ++j) nan_seen |= std::isnan(logits[r * vL + j]) ? 1 : 0;
     best[r] = {logits[r * vL + bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
   }
-  if (shard_.tp_size() > 1)
+  if (shard_.tp_size() > 1) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, best.data(), static_cast<int>(rows), MPI_FLOAT_INT,
                             MPI_MAXLOC, group_));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &nan_seen, 1, MPI_INT, MPI_MAX, group_));
+  }
+  if (nan_seen)
+    throw_runtime(
+        "the model's logits are NaN: its weights hold NaN or infinite values (or overflow in "
+        "the forward pass)");
   for (size_t r = 0; r < rows; ++r) out[r] = best[r].index;
 }
 

@@ -225,18 +225,32 @@ void put(Record& r, const std::string& key, const Eigen::MatrixXd& m) {
   r.ints[key + ".shape"] = {static_cast<int64_t>(m.rows()), static_cast<int64_t>(m.cols())};
 }
 
-std::vector<double> get_reals(const Record& r, const std::string& key) {
+namespace {
+// A saved optimizer state holds only finite numbers, but for the best value
+// before the first evaluation (+inf); a NaN or an infinity elsewhere is a
+// damaged state, which a resumed search must not continue from.
+const std::vector<double>& finite_reals(const Record& r, const std::string& key) {
   auto it = r.reals.find(key);
   if (it == r.reals.end()) throw_input("optimizer state: missing real array '{}'", key);
+  const bool may_be_inf = key == "best_f";
+  for (size_t i = 0; i < it->second.size(); ++i) {
+    const double v = it->second[i];
+    if (std::isnan(v) || (std::isinf(v) && !(may_be_inf && v > 0)))
+      throw_input("optimizer state: '{}'[{}] is {}, not a finite number", key, i, v);
+  }
   return it->second;
+}
+}  // namespace
+
+std::vector<double> get_reals(const Record& r, const std::string& key) {
+  return finite_reals(r, key);
 }
 
 double get_real(const Record& r, const std::string& key) {
-  auto it = r.reals.find(key);
-  if (it == r.reals.end()) throw_input("optimizer state: missing real array '{}'", key);
-  if (it->second.size() != 1)
-    throw_input("optimizer state: '{}' holds {} values, expected 1", key, it->second.size());
-  return it->second[0];
+  const auto& v = finite_reals(r, key);
+  if (v.size() != 1)
+    throw_input("optimizer state: '{}' holds {} values, expected 1", key, v.size());
+  return v[0];
 }
 
 int64_t get_int(const Record& r, const std::string& key) {
@@ -248,25 +262,22 @@ int64_t get_int(const Record& r, const std::string& key) {
 }
 
 Eigen::VectorXd get_vector(const Record& r, const std::string& key, int64_t size) {
-  auto it = r.reals.find(key);
-  if (it == r.reals.end()) throw_input("optimizer state: missing real array '{}'", key);
-  if (static_cast<int64_t>(it->second.size()) != size)
-    throw_input("optimizer state: '{}' holds {} values, expected {}", key, it->second.size(), size);
+  const auto& x = finite_reals(r, key);
+  if (static_cast<int64_t>(x.size()) != size)
+    throw_input("optimizer state: '{}' holds {} values, expected {}", key, x.size(), size);
   Eigen::VectorXd v(size);
-  for (int64_t i = 0; i < size; ++i) v[i] = it->second[static_cast<size_t>(i)];
+  for (int64_t i = 0; i < size; ++i) v[i] = x[static_cast<size_t>(i)];
   return v;
 }
 
 Eigen::MatrixXd get_matrix(const Record& r, const std::string& key, int64_t rows, int64_t cols) {
-  auto it = r.reals.find(key);
-  if (it == r.reals.end()) throw_input("optimizer state: missing real array '{}'", key);
-  if (static_cast<int64_t>(it->second.size()) != rows * cols)
-    throw_input("optimizer state: '{}' holds {} values, expected {}x{}", key, it->second.size(),
-                rows, cols);
+  const auto& x = finite_reals(r, key);
+  if (static_cast<int64_t>(x.size()) != rows * cols)
+    throw_input("optimizer state: '{}' holds {} values, expected {}x{}", key, x.size(), rows, cols);
   Eigen::MatrixXd m(rows, cols);
   size_t k = 0;
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) m(i, j) = it->second[k++];
+    for (int64_t j = 0; j < cols; ++j) m(i, j) = x[k++];
   return m;
 }
 

@@ -9,6 +9,7 @@
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/atomic_file.hpp"
+#include "kintsugi/merge/recipe.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
@@ -39,16 +40,14 @@ std::vector<RecipeBaseline> recipe_baseline_grid() {
 namespace {
 
 std::string recipe_text(const RecipeBaseline& b, const Runtime& rt) {
-  std::string t = fmt::format("# kintsugi baseline {}\nmerge_method: {}\nbase_model: {}\n", b.name,
-                              b.method, yaml_quote(rt.job().pool.base->string()));
-  t += "dtype: float32\nout_dtype: float32\nparameters:\n";
-  t += fmt::format("  lambda: {}\n", b.lambda);
-  if (b.method != "task_arithmetic") t += fmt::format("  density: {}\n", b.density);
-  t += "models:\n";
-  for (const auto& c : rt.checkpoints())
-    t += fmt::format("  - model: {}\n    parameters:\n      weight: 1.0\n",
-                     yaml_quote(c.path().string()));
-  return t;
+  RecipeToWrite r;
+  r.comment = "kintsugi baseline " + b.name;
+  r.merge_method = b.method;
+  r.base_model = rt.job().pool.base->string();
+  r.parameters = {{"lambda", b.lambda}};
+  if (b.method != "task_arithmetic") r.parameters.emplace_back("density", b.density);
+  for (const auto& c : rt.checkpoints()) r.models.push_back({c.path().string(), {{"", 1.0}}});
+  return emit_recipe(r);
 }
 
 std::vector<double> uniform_over(const Runtime& rt, const std::vector<size_t>& members) {
@@ -173,6 +172,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     const std::vector<double> ones(w, 1.0);
     for (size_t i = 0; i < grid.size(); ++i) table.add(grid[i].name, texts[i], ones, s[i], t[i]);
   }
+  state.meta.run_status = "finished";
   save_state(path, state);
   co.finish();
   spdlog::info("{} baselines saved to {}", state.baselines.size(), path.string());

@@ -21,50 +21,34 @@
 
 namespace kintsugi {
 
-std::string yaml_quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
-
-namespace {
-
-// Shortest text that parses back to the same double.
-std::string num(double v) {
-  return fmt::format("{}", v);
-}
-
-}  // namespace
-
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                                const std::vector<double>& w, size_t num_layers,
                                const std::string& out_dtype, const std::string& comment) {
   const size_t n = checkpoints.size();
   KS_CHECK(n > 0 && w.size() % n == 0, "weights are N x G");
   const size_t groups = w.size() / n;
-  std::string t = fmt::format("# {}\nmerge_method: linear\ndtype: float32\nout_dtype: {}\n",
-                              comment, out_dtype);
-  t += "parameters:\n  normalize: false\nmodels:\n";
+  RecipeToWrite r;
+  r.comment = comment;
+  r.merge_method = "linear";
+  r.out_dtype = out_dtype;
+  r.parameters = {{"normalize", false}};
   for (size_t i = 0; i < n; ++i) {
-    t += fmt::format("  - model: {}\n    parameters:\n", yaml_quote(checkpoints[i]));
+    RecipeToWrite::Model& m = r.models.emplace_back();
+    m.path = checkpoints[i];
     if (groups == 1) {
-      t += fmt::format("      weight: {}\n", num(w[i]));
+      m.weight = {{"", w[i]}};
       continue;
     }
     // One filter per layer (its group's weight), embeddings with the first
     // group, everything after the layers (final norm, lm_head) with the last.
-    t += "      weight:\n";
     for (size_t l = 0; l < num_layers; ++l) {
       const size_t g = search::layer_group(static_cast<int64_t>(l), num_layers, groups);
-      t += fmt::format("        - {{filter: \"layers.{}.\", value: {}}}\n", l, num(w[g * n + i]));
+      m.weight.emplace_back(fmt::format("layers.{}.", l), w[g * n + i]);
     }
-    t += fmt::format("        - {{filter: \"embed\", value: {}}}\n", num(w[i]));
-    t += fmt::format("        - {{filter: \"*\", value: {}}}\n", num(w[(groups - 1) * n + i]));
+    m.weight.emplace_back("embed", w[i]);
+    m.weight.emplace_back("*", w[(groups - 1) * n + i]);
   }
-  return t;
+  return emit_recipe(r);
 }
 
 std::string pool_dtype_name(const HfCheckpoint& first) {

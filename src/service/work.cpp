@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -170,20 +171,38 @@ Coordinator::~Coordinator() {
 
 std::optional<std::vector<Scored>> Coordinator::score(const std::vector<ModelRequest>& models,
                                                       const std::string& split, bool abandonable) {
+  // A candidate with a weight that is not finite is a failed candidate, never
+  // merged or scored (and JSON, which carries the request, has no NaN).
+  std::vector<Scored> out(models.size());
+  std::vector<size_t> sent;
   json list = json::array();
-  for (const auto& m : models) {
-    if (!m.folder.empty())
+  for (size_t i = 0; i < models.size(); ++i) {
+    const auto& m = models[i];
+    const auto bad = std::find_if(m.weights.begin(), m.weights.end(),
+                                  [](double v) { return !std::isfinite(v); });
+    if (!m.folder.empty()) {
       list.push_back({{"folder", m.folder.string()}});
-    else
+    } else if (bad == m.weights.end()) {
       list.push_back({{"weights", m.weights}});
+    } else {
+      out[i].ok = false;
+      out[i].error =
+          fmt::format("merge weight {} of the candidate is {}", bad - m.weights.begin(), *bad);
+      out[i].scores.assign(runtime_.job().tasks.size(), std::nan(""));
+      continue;
+    }
+    sent.push_back(i);
   }
+  if (sent.empty()) return out;
   const json cmd{{"op", "score"}, {"split", split}, {"abandonable", abandonable}, {"models", list}};
   broadcast_string(cmd.dump(), MPI_COMM_WORLD);
   auto results = run_score(runtime_, cmd, stop_);
   if (!results && !abandonable)
     throw StopRequested(
         "a stop signal ended the scorers while the checkpoints or baselines were being scored");
-  return results;
+  if (!results) return std::nullopt;
+  for (size_t k = 0; k < sent.size(); ++k) out[sent[k]] = std::move((*results)[k]);
+  return out;
 }
 
 void Coordinator::merge(const std::string& recipe_text, const std::filesystem::path& recipe_path,

@@ -1,5 +1,6 @@
 // Recipe parsing: values, gradients, filters, defaults, errors with file:line.
 #include <catch2/catch.hpp>
+#include <cmath>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/merge/recipe.hpp"
@@ -95,6 +96,82 @@ TEST_CASE("recipe: errors name file and line", "[merge][recipe]") {
   CHECK_THAT(
       err("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1, weight: 2}\n"),
       Catch::Contains("r.yaml:4: models[0].parameters.weight: duplicate key"));
+}
+
+TEST_CASE("recipe: NaN, infinities and absurd magnitudes are refused", "[merge][recipe]") {
+  auto err = [](const std::string& value) {
+    try {
+      parse_recipe("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: " +
+                       value + "\n",
+                   "r.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const char* v : {".nan", ".inf", "-.inf", "1e400", "[0.5, .nan]"}) {
+    INFO(v);
+    CHECK_THAT(err(v), Catch::Contains("r.yaml:5: models[0].parameters.weight"));
+  }
+  CHECK_THAT(err("1e7"), Catch::Contains("10000000 is beyond the sane range"));
+  CHECK_THAT(err("[{filter: mlp, value: -2e6}]"), Catch::Contains("is beyond the sane range"));
+  CHECK(err("1e6") == "no error");
+  CHECK(err("-0.25") == "no error");
+}
+
+// Generated recipes go through yaml-cpp's emitter; the reference for what a
+// path must read back as is the path itself, through the parser (yaml-cpp's
+// reader, an independent implementation of YAML).
+TEST_CASE("recipe: generated recipes read back every path and number exactly", "[merge][recipe]") {
+  const std::vector<std::string> paths = {
+      "/pool/plain",
+      "/pool/with \"double\" and 'single' quotes",
+      "/pool/new\nline",
+      "/pool/back\\slash\tand tab",
+      "/pool/#hash: colon - dash",
+      "null",
+      "true",
+      "~",
+      "- leading dash",
+      "/pool/ünïcødé 模型 \xf0\x9f\xa7\xa9",
+      "{flow}, [seq]",
+      " leading and trailing spaces ",
+      "@at `tick` %percent &anchor *alias !tag |pipe >gt",
+  };
+  RecipeToWrite r;
+  r.comment = "a comment\nwith a newline: model: injected";
+  r.merge_method = "ties";
+  r.base_model = "/pool/base \"b\"\nx";
+  r.parameters = {{"lambda", 0.1}, {"density", 1.0 / 3.0}};
+  for (size_t i = 0; i < paths.size(); ++i)
+    r.models.push_back({paths[i], {{"", 0.1 * static_cast<double>(i) - 0.3}}});
+  r.models.push_back({"/pool/layers", {{"layers.0.", 1e-300}, {"embed", -0.0}, {"*", 2.5}}});
+  const std::string text = emit_recipe(r);
+  INFO(text);
+  const Recipe back = parse_recipe(text, "/nonexistent/r.yaml");
+  REQUIRE(back.models.size() == paths.size() + 1);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    CHECK(back.models[i].spec == paths[i]);
+    CHECK(recipe_param(back, &back.models[i], "weight", "x", 0, std::nullopt) ==
+          0.1 * static_cast<double>(i) - 0.3);
+  }
+  REQUIRE(back.base_model);
+  CHECK(back.base_model->string() == "/pool/base \"b\"\nx");
+  CHECK(back.method == MergeMethod::Ties);
+  CHECK(recipe_param(back, nullptr, "density", "x", 0, std::nullopt) == 1.0 / 3.0);
+  const RecipeModel* layered = &back.models.back();
+  CHECK(recipe_param(back, layered, "weight", "model.layers.0.mlp", 0, std::nullopt) == 1e-300);
+  CHECK(recipe_param(back, layered, "weight", "model.embed_tokens", 0, std::nullopt) == 0.0);
+  CHECK(recipe_param(back, layered, "weight", "lm_head", 0, std::nullopt) == 2.5);
+  // The comment stays one line.
+  CHECK(text.find("# a comment with a newline: model: injected\n") == 0);
+
+  RecipeToWrite bad = r;
+  bad.models[0].weight = {{"", std::nan("")}};
+  CHECK_THROWS_WITH(emit_recipe(bad), Catch::Contains("/pool/plain is nan, not a finite number"));
+  bad = r;
+  bad.models[1].path = "/pool/\xff\xfe";
+  CHECK_THROWS_WITH(emit_recipe(bad), Catch::Contains("is not valid UTF-8"));
 }
 
 TEST_CASE("sha256 known answers", "[merge][recipe]") {

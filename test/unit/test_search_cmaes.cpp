@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "kintsugi/common/error.hpp"
@@ -404,6 +405,33 @@ TEST_CASE("resume is exact: save, load into a fresh object, continue", "[search]
       }
       CHECK(whole->evaluations() == second->evaluations());
     }
+  }
+}
+
+TEST_CASE("a saved state with a NaN or an infinity is refused", "[search][cmaes][resume]") {
+  // Before the first evaluation the best value is +inf: that state loads.
+  auto fresh = make_optimizer(minimize_options(1, 0.3, 100), Eigen::VectorXd::Zero(3));
+  CHECK(load_optimizer(fresh->save())->evaluations() == 0);
+  auto opt = make_optimizer(minimize_options(1, 0.3, 100), Eigen::VectorXd::Zero(3));
+  drive(*opt, sphere, 2);
+  const Record r = opt->save();
+  CHECK(load_optimizer(r)->evaluations() == opt->evaluations());
+  const double nan = std::nan(""), inf = std::numeric_limits<double>::infinity();
+  struct Damage {
+    const char* key;
+    size_t at;
+    double value;
+  };
+  for (const Damage d :
+       {Damage{"C", 4, nan}, Damage{"sigma", 0, inf}, Damage{"mean", 2, -inf},
+        Damage{"best_f", 0, nan}, Damage{"best_f", 0, -inf}, Damage{"best_history", 0, nan},
+        Damage{"weights", 1, inf}, Damage{"x0", 0, nan}}) {
+    INFO(d.key << "[" << d.at << "] = " << d.value);
+    Record bad = r;
+    bad.reals.at(d.key).at(d.at) = d.value;
+    CHECK_THROWS_WITH(load_optimizer(bad),
+                      Catch::Contains(fmt::format("optimizer state: '{}'[{}] is", d.key, d.at)) &&
+                          Catch::Contains("not a finite number"));
   }
 }
 

@@ -15,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "kintsugi/io/dtype.hpp"
@@ -63,6 +65,30 @@ struct Recipe {
 // or relative to the recipe's folder when that does not exist).
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file);
 Recipe parse_recipe_file(const std::filesystem::path& file);
+
+// A recipe that kintsugi generates (export, baselines, a command evaluator's
+// candidates), as data. emit_recipe() writes it with yaml-cpp's emitter, never
+// by pasting text: every path is a double-quoted scalar, so quotes,
+// backslashes, newlines, '#', ": ", "null" or non-ASCII in a folder name read
+// back as the same path.
+struct RecipeToWrite {
+  struct Model {
+    std::string path;
+    // The weight: one value (a single entry with an empty filter), or
+    // {filter, value} entries in order ("*": every tensor), mergekit's form.
+    std::vector<std::pair<std::string, double>> weight;
+  };
+  std::string comment;  // the first line, after "# " (newlines become spaces)
+  std::string merge_method;
+  std::optional<std::string> base_model;
+  std::string dtype = "float32";
+  std::string out_dtype = "float32";
+  std::vector<std::pair<std::string, std::variant<double, bool>>> parameters;  // top level
+  std::vector<Model> models;
+};
+// The YAML text. InputError when a number is not finite or a path is not
+// valid UTF-8 (YAML text is UTF-8; such a path could not be read back).
+std::string emit_recipe(const RecipeToWrite& r);
 
 // Per-tensor view of the parameters: a model's own setting wins over the
 // global one; `fallback` when neither gives a value.

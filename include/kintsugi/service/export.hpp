@@ -22,11 +22,10 @@ struct ExportOptions {
   bool overwrite = false;
 };
 
-// `s` as a double-quoted YAML scalar (paths in generated recipes).
-std::string yaml_quote(const std::string& s);
-
 // The mergekit-style linear recipe reproducing evaluation weights `w` (N × G,
-// group-major) over `checkpoints`, with `num_layers` layers.
+// group-major) over `checkpoints`, with `num_layers` layers (written by
+// emit_recipe(): any path reads back as itself; InputError for a non-finite
+// weight).
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                                const std::vector<double>& w, size_t num_layers,
                                const std::string& out_dtype, const std::string& comment);
