@@ -6,7 +6,6 @@
 
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
-#include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/service/report.hpp"
 
 namespace kintsugi::cli {
@@ -14,7 +13,7 @@ namespace {
 
 struct ReportArgs {
   std::string state;
-  bool json = false, csv = false;
+  bool json = false, csv = false, status = false;
 };
 
 VerbRegistration report_verb{
@@ -23,11 +22,16 @@ VerbRegistration report_verb{
        auto a = std::make_shared<ReportArgs>();
        sub.add_option("state", a->state, "State file (HDF5)")->required();
        auto* j = sub.add_flag("--json", a->json, "One JSON object on stdout");
-       sub.add_flag("--csv", a->csv, "CSV rows on stdout")->excludes(j);
+       auto* c = sub.add_flag("--csv", a->csv, "CSV rows on stdout")->excludes(j);
+       sub.add_flag("--status", a->status,
+                    "Print only how the last run ended: running, stopped by signal N, finished")
+           ->excludes(j)
+           ->excludes(c);
        return std::function<int()>([a] {
-         if (world_rank() != 0) return kExitOk;
          const RunState s = load_state(a->state);
-         if (a->json)
+         if (a->status)
+           fmt::print("{}\n", run_status_text(s));
+         else if (a->json)
            fmt::print("{}\n", report_json(s).dump());
          else if (a->csv)
            fmt::print("{}", report_csv(s));
@@ -36,7 +40,8 @@ VerbRegistration report_verb{
          std::fflush(stdout);
          return kExitOk;
        });
-     }}};
+     },
+     /*needs_mpi=*/false}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <random>
 
 #include "kintsugi/common/error.hpp"
 
@@ -17,9 +18,6 @@ namespace kintsugi {
 
 namespace fs = std::filesystem;
 
-fs::path tmp_path_of(const fs::path& target) {
-  return fs::path(target.string() + ".tmp");
-}
 fs::path prev_path_of(const fs::path& target) {
   return fs::path(target.string() + ".prev");
 }
@@ -48,24 +46,56 @@ fs::path parent_of(const fs::path& p) {
   return dir.empty() ? fs::path(".") : dir;
 }
 
-// Makes <target>.prev a complete copy of the current <target>, atomically.
+// "<base>.<tag>-XXXXXX" with six random letters and digits.
+std::string random_name(const fs::path& base, std::string_view tag) {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  static thread_local std::mt19937_64 gen{std::random_device{}()};
+  std::string name = base.string() + "." + std::string(tag) + "-";
+  for (int i = 0; i < 6; ++i) name += kChars[gen() % (sizeof(kChars) - 1)];
+  return name;
+}
+
+// Makes <target>.prev a complete copy of the current <target>, atomically,
+// through a link (or copy) under a fresh name of this call's own.
 void keep_previous(const fs::path& target) {
   const fs::path prev = prev_path_of(target);
-  const fs::path prev_tmp(prev.string() + ".tmp");
-  ::unlink(prev_tmp.c_str());
-  if (::link(target.c_str(), prev_tmp.c_str()) != 0) {
+  fs::path prev_tmp;
+  for (int attempt = 0;; ++attempt) {
+    prev_tmp = random_name(prev, "tmp");
+    if (::link(target.c_str(), prev_tmp.c_str()) == 0) break;
     if (errno == ENOENT) return;  // no previous version yet
-    // No hard links here (some network filesystems): copy, then fsync.
+    if (errno == EEXIST && attempt < 100) continue;
+    // No hard links here (some network filesystems): copy into a new file of
+    // our own, then fsync.
+    prev_tmp = create_unique_file(prev, "tmp");
     std::error_code ec;
     fs::copy_file(target, prev_tmp, fs::copy_options::overwrite_existing, ec);
-    if (ec)
+    if (ec) {
+      ::unlink(prev_tmp.c_str());
       throw_runtime("cannot copy {} to {}: {}", target.string(), prev_tmp.string(), ec.message());
+    }
     fsync_path(prev_tmp, false);
+    break;
   }
   rename_over(prev_tmp, prev);
 }
 
 }  // namespace
+
+fs::path create_unique_file(const fs::path& target, std::string_view tag) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::string name = random_name(target, tag);
+    // O_EXCL: the name was free and the file is this call's; 0644 less the umask.
+    const int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::close(fd);
+      return fs::path(name);
+    }
+    if (errno != EEXIST) break;
+  }
+  throw_runtime("{}: cannot create a temporary file beside it: {}", target.string(),
+                std::strerror(errno));
+}
 
 fs::path unique_dir_beside(const fs::path& target, std::string_view tag) {
   std::string name = target.string();
@@ -207,8 +237,7 @@ void atomic_replace(const fs::path& link_or_target,
                     const std::function<void(const fs::path& tmp)>& write, KeepPrevious keep) {
   // A symbolic link is written through: its target is replaced, the link kept.
   const fs::path target = resolve_write_target(link_or_target);
-  const fs::path tmp = tmp_path_of(target);
-  ::unlink(tmp.c_str());
+  const fs::path tmp = create_unique_file(target, "tmp");
   try {
     write(tmp);
     fsync_path(tmp, false);

@@ -233,6 +233,12 @@ bool score_on_test(SearchRun& run, const std::vector<int64_t>& todo) {
   return true;
 }
 
+// Saves the state with how this run ended (StateMeta::run_status).
+void record_run_status(SearchRun& run, const std::string& status) {
+  run.state.meta.run_status = status;
+  save_state(run.path, run.state);
+}
+
 // Rank 0: the search itself.
 int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& stop) {
   const JobConfig& job = rt.job();
@@ -249,6 +255,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   double best = -std::numeric_limits<double>::infinity();
   for (double v : state.evals.objective) best = std::max(best, v);
   if (!run_generations(run, *opt, param, archive, stop, best)) {
+    record_run_status(run, fmt::format("stopped by signal {}", stop_signal_number()));
     spdlog::warn("stopped by signal {}: state saved at {} ({} evaluations); resume with --resume",
                  stop_signal_number(), path.string(), state.evals.size());
     return kExitStopped;
@@ -258,9 +265,11 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
 
   const auto todo = test_candidates(state, o.test_top);
   if (!todo.empty() && rt.has_test_split() && !score_on_test(run, todo)) {
+    record_run_status(run, fmt::format("stopped by signal {}", stop_signal_number()));
     spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
     return kExitStopped;
   }
+  record_run_status(run, "finished");
   co.finish();
   return kExitOk;
 }

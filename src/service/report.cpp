@@ -64,6 +64,10 @@ std::pair<std::vector<double>, double> test_of(const RunState& s, int64_t e) {
 
 }  // namespace
 
+std::string run_status_text(const RunState& s) {
+  return s.meta.run_status.empty() ? "unknown" : s.meta.run_status;
+}
+
 json report_json(const RunState& s) {
   const size_t k = s.meta.task_names.size(), w = s.baselines.n_weights;
   json out;
@@ -151,6 +155,7 @@ json report_json(const RunState& s) {
                    {"score_seconds", timed ? number(score) : json(nullptr)},
                    {"generations", s.evals.generation.empty() ? 0 : s.evals.generation.back() + 1},
                    {"stop_reason", it == s.optimizer.strings.end() ? "" : it->second},
+                   {"run_status", run_status_text(s)},
                    {"tasks", s.meta.task_names},
                    {"checkpoint_names", s.meta.pool_names}};
   return out;
@@ -169,12 +174,13 @@ std::string report_text(const RunState& s) {
   const auto& tasks = s.meta.task_names;
   std::string out;
   const auto& se = r["search"];
-  out += fmt::format("search: {} evaluations ({} failed), {} generations{}\n\n",
+  out += fmt::format("search: {} evaluations ({} failed), {} generations{}; last run: {}\n\n",
                      se["evaluations"].get<size_t>(), se["failed"].get<size_t>(),
                      se["generations"].get<int64_t>(),
                      se["stop_reason"].get<std::string>().empty()
                          ? ""
-                         : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()));
+                         : fmt::format(", stopped by {}", se["stop_reason"].get<std::string>()),
+                     se["run_status"].get<std::string>());
   if (!se["merge_seconds"].is_null() && se["seconds"].get<double>() > 0) {
     const double total = se["seconds"].get<double>();
     out.insert(out.size() - 1,
@@ -239,18 +245,39 @@ std::string report_text(const RunState& s) {
   return out;
 }
 
+namespace {
+// One CSV field as RFC 4180 writes it: quoted when it holds a comma, a double
+// quote, a line break or edge spaces, with its quotes doubled.
+std::string csv_field(const std::string& v) {
+  const bool quote = v.find_first_of(",\"\r\n") != std::string::npos ||
+                     (!v.empty() && (v.front() == ' ' || v.back() == ' '));
+  if (!quote) return v;
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+}  // namespace
+
 std::string report_csv(const RunState& s) {
   const json r = report_json(s);
   std::string out = "kind,name,split,objective";
-  for (const auto& t : s.meta.task_names) out += fmt::format(",{}", t);
+  for (const auto& t : s.meta.task_names) {
+    out.push_back(',');
+    out += csv_field(t);
+  }
   out += "\n";
   auto csv_num = [](const json& v) {
     return v.is_null() ? std::string() : fmt::format("{}", v.get<double>());
   };
   auto rows = [&](const std::string& kind, const json& e) {
     for (const char* split : {"search", "test"}) {
-      std::string name = e["name"].get<std::string>();
-      out += fmt::format("{},\"{}\",{},{}", kind, name, split, csv_num(e["objective"][split]));
+      const std::string name = e["name"].get<std::string>();
+      out +=
+          fmt::format("{},{},{},{}", kind, csv_field(name), split, csv_num(e["objective"][split]));
       for (const auto& t : s.meta.task_names)
         out += fmt::format(",{}", csv_num(e["scores"][t][split]));
       out += "\n";

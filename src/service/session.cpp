@@ -50,6 +50,7 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
     s.baselines.n_weights = rt.num_weights();
     s.baselines.n_tasks = rt.job().tasks.size();
     s.test.n_tasks = rt.job().tasks.size();
+    check_state_writable(path, s);
     return s;
   }
   RunState s = load_state(path);
@@ -65,6 +66,8 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
         "{}: already holds a search ({} evaluations): pass --resume to continue it, or choose "
         "another --state",
         path.string(), s.evals.size());
+  s.meta.run_status = "running";
+  check_state_writable(path, s);
   return s;
 }
 

@@ -248,17 +248,86 @@ T read_attr_numeric(const Loc& loc, const std::string& name, Kind want, hid_t me
 
 }  // namespace
 
-Id create_file(const fs::path& path) {
+Id create_memory_file(const std::string& name) {
   silence_errors();
   Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   // The 1.10 file format or later: superblock version 3 and every piece of
   // metadata checksummed, so a corrupted byte is an error and not a crash.
+  // The core driver without a backing store keeps the file in memory: libhdf5
+  // never writes to disk, so a full disk can never leave it holding a
+  // half-flushed open file (which crashed it at exit); the caller writes the
+  // image with checked writes.
   if (fapl.get() < 0 || H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG) < 0 ||
-      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST) < 0)
+      H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST) < 0 ||
+      H5Pset_fapl_core(fapl.get(), size_t{1} << 20, false) < 0)
     throw_runtime("HDF5: cannot make file access properties");
-  Id f(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
-  if (f.get() < 0) throw_runtime("{}: cannot create the HDF5 file", path.string());
+  Id f(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+  if (f.get() < 0) throw_runtime("{}: cannot create the HDF5 file in memory", name);
   return f;
+}
+
+namespace {
+
+// Bob Jenkins' lookup3 hashlittle(), the checksum of HDF5's metadata
+// (H5_checksum_lookup3 with an initial value of 0).
+uint32_t lookup3(const unsigned char* k, size_t length) {
+  auto rot = [](uint32_t x, int r) { return (x << r) | (x >> (32 - r)); };
+  auto word = [](const unsigned char* p) {
+    return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+  };
+  uint32_t a = 0xdeadbeef + static_cast<uint32_t>(length), b = a, c = a;
+  while (length > 12) {
+    a += word(k);
+    b += word(k + 4);
+    c += word(k + 8);
+    a -= c, a ^= rot(c, 4), c += b;
+    b -= a, b ^= rot(a, 6), a += c;
+    c -= b, c ^= rot(b, 8), b += a;
+    a -= c, a ^= rot(c, 16), c += b;
+    b -= a, b ^= rot(a, 19), a += c;
+    c -= b, c ^= rot(b, 4), b += a;
+    length -= 12;
+    k += 12;
+  }
+  if (length == 0) return c;
+  unsigned char tail[12] = {};
+  std::memcpy(tail, k, length);
+  a += word(tail);
+  b += word(tail + 4);
+  c += word(tail + 8);
+  c ^= b, c -= rot(b, 14);
+  a ^= c, a -= rot(c, 11);
+  b ^= a, b -= rot(a, 25);
+  c ^= b, c -= rot(b, 16);
+  a ^= c, a -= rot(c, 4);
+  b ^= a, b -= rot(a, 14);
+  c ^= b, c -= rot(b, 24);
+  return c;
+}
+
+}  // namespace
+
+std::string file_image(hid_t file, const std::string& name) {
+  if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) throw_runtime("{}: HDF5 flush failed", name);
+  const ssize_t n = H5Fget_file_image(file, nullptr, 0);
+  if (n <= 0) throw_runtime("{}: HDF5 cannot give the file's image", name);
+  std::string bytes(static_cast<size_t>(n), '\0');
+  if (H5Fget_file_image(file, bytes.data(), bytes.size()) != n)
+    throw_runtime("{}: HDF5 cannot give the file's image", name);
+  // libhdf5 1.10 clears the "open for writing" flags in the image's superblock
+  // (version 2 and later) but leaves the superblock's checksum as it was, so
+  // the image would not open ("incorrect metadata checksum"). The checksum is
+  // recomputed: the superblock is 12 bytes, then 4 addresses of the file's
+  // offset size, then the checksum (HDF5 file format specification, "Version
+  // 2 Superblock").
+  auto* p = reinterpret_cast<unsigned char*>(bytes.data());
+  if (bytes.size() >= 12 && p[8] >= 2) {
+    const size_t covered = 12 + 4 * size_t{p[9]};
+    if (covered + 4 > bytes.size()) throw_runtime("{}: HDF5 gave a truncated image", name);
+    const uint32_t sum = lookup3(p, covered);
+    for (int i = 0; i < 4; ++i) p[covered + i] = static_cast<unsigned char>(sum >> (8 * i));
+  }
+  return bytes;
 }
 
 int superblock_version(const fs::path& path) {

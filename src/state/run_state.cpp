@@ -2,6 +2,7 @@
 #include "kintsugi/state/run_state.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/io/atomic_file.hpp"
@@ -101,6 +102,7 @@ void write_meta(const h5::Loc& root, const StateMeta& m) {
   h5::write_attr(loc, "seed", m.seed);
   h5::write_attr(loc, "created", m.created);
   h5::write_attr(loc, "job_file", m.job_file);
+  if (!m.run_status.empty()) h5::write_attr(loc, "run_status", m.run_status);
   h5::write_strings(loc, "pool_names", m.pool_names);
   h5::write_strings(loc, "pool_fingerprints", m.pool_fingerprints);
   h5::write_strings(loc, "task_names", m.task_names);
@@ -154,8 +156,9 @@ void write_test(const h5::Loc& root, const TestScores& t) {
   h5::write_f64(loc, "objective", t.objective, {m});
 }
 
-void write_state_file(const fs::path& path, const std::string& name, const RunState& s) {
-  h5::Id f = h5::create_file(path);
+// The state's bytes: an HDF5 file built in memory.
+std::string state_image(const std::string& name, const RunState& s) {
+  h5::Id f = h5::create_memory_file(name);
   const h5::Loc root{f.get(), name, "/"};
   write_meta(root, s.meta);
   write_evals(root, s.evals);
@@ -166,8 +169,9 @@ void write_state_file(const fs::path& path, const std::string& name, const RunSt
     h5::write_i64({g.get(), name, "/pareto"}, "indices", s.pareto, {s.pareto.size()});
   }
   write_test(root, s.test);
-  if (H5Fflush(f.get(), H5F_SCOPE_GLOBAL) < 0) throw_runtime("{}: HDF5 flush failed", name);
+  std::string bytes = h5::file_image(f.get(), name);
   f.close(name);
+  return bytes;
 }
 
 // ---- reading ------------------------------------------------------------
@@ -212,6 +216,7 @@ StateMeta read_meta(const h5::Loc& root) {
   m.seed = h5::read_attr_uint(loc, "seed");
   m.created = h5::read_attr_string(loc, "created");
   m.job_file = h5::read_attr_string(loc, "job_file");
+  m.run_status = H5Aexists(loc.id, "run_status") > 0 ? h5::read_attr_string(loc, "run_status") : "";
   m.pool_names = h5::read_strings(loc, "pool_names");
   m.pool_fingerprints = h5::read_strings(loc, "pool_fingerprints");
   if (m.pool_fingerprints.size() != m.pool_names.size())
@@ -318,8 +323,25 @@ void check_consistent(const h5::Loc& root, const RunState& s) {
 
 void save_state(const fs::path& path, const RunState& state) {
   const std::string name = path.string();
+  // Built whole in memory first, then written with every write, fsync, close
+  // and rename checked: a full disk fails the save with one line, and the
+  // previous state stays as it was.
+  const std::string bytes = state_image(name, state);
   atomic_replace(
-      path, [&](const fs::path& tmp) { write_state_file(tmp, name, state); }, KeepPrevious::Yes);
+      path, [&](const fs::path& tmp) { write_file_synced(tmp, bytes); }, KeepPrevious::Yes);
+}
+
+void check_state_writable(const fs::path& path, const RunState& state) {
+  const std::string name = path.string();
+  const std::string bytes = state_image(name, state);
+  const fs::path probe = create_unique_file(resolve_write_target(path), "tmp");
+  try {
+    write_file_synced(probe, bytes);
+  } catch (...) {
+    ::unlink(probe.c_str());
+    throw;
+  }
+  ::unlink(probe.c_str());
 }
 
 RunState load_state(const fs::path& path) {

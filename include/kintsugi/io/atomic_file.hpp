@@ -6,17 +6,19 @@
 // after publish() returns cannot lose it.
 //
 // atomic_replace() adds, for the run state, a kept previous version:
-//   1. `write` fills "<target>.tmp" (any half-written leftover is overwritten);
+//   1. `write` fills "<target>.tmp-XXXXXX", a new file of this call's own
+//      (random suffix, created with O_EXCL: never someone else's file);
 //   2. the temporary file is fsynced;
-//   3. with keep_previous, the current <target> (if any) is hard-linked as
-//      "<target>.prev.tmp" and renamed over "<target>.prev" (a copy is made
-//      where hard links are not supported), so .prev is always a complete file;
-//   4. "<target>.tmp" is renamed over <target>, and the folder is fsynced.
+//   3. with keep_previous, the current <target> (if any) is hard-linked under
+//      a fresh "<target>.prev.tmp-XXXXXX" and renamed over "<target>.prev" (a
+//      copy is made where hard links are not supported), so .prev is always a
+//      complete file;
+//   4. the temporary file is renamed over <target>, and the folder is fsynced.
 // At every instant <target> is complete (old or new) once it has existed, and
 // <target>.prev is complete (the state before the last save, or equal to
 // <target> while a save is between steps 3 and 4). A crash (SIGKILL) at any
-// point never loses the last good state. A <target> that is a symbolic link is
-// written through: the file it points to is replaced (its .tmp and .prev lie
+// point never loses the last good state (it may leave a ".tmp-XXXXXX" file). A <target> that is a
+// symbolic link is written through: the file it points to is replaced (its .tmp and .prev lie
 // beside that file), the link stays.
 //
 // Outputs never touch what the run did not create: unique_dir_beside() makes
@@ -80,7 +82,10 @@ struct NamedPath {
 void check_output_apart(std::string_view what, const std::filesystem::path& output,
                         const std::vector<NamedPath>& inputs);
 
-std::filesystem::path tmp_path_of(const std::filesystem::path& target);   // <target>.tmp
+// A new, empty file "<target>.<tag>-XXXXXX" in target's folder, created by
+// this call (O_EXCL, mode 0644 less the umask). RuntimeError naming the path
+// when it cannot be created.
+std::filesystem::path create_unique_file(const std::filesystem::path& target, std::string_view tag);
 std::filesystem::path prev_path_of(const std::filesystem::path& target);  // <target>.prev
 
 }  // namespace kintsugi

@@ -17,5 +17,9 @@ enum class ReportFormat { Text, Json, Csv };
 nlohmann::json report_json(const RunState& state);
 std::string report_text(const RunState& state);
 std::string report_csv(const RunState& state);
+// How the last run on the state ended (StateMeta::run_status): "running",
+// "stopped by signal N", "finished", or "unknown" for states from before it
+// was recorded. `report --status` prints it; the Slurm templates read it.
+std::string run_status_text(const RunState& state);
 
 }  // namespace kintsugi

@@ -60,7 +60,10 @@ struct Loc {
 // whose superblock is older than version 2 (no checksums: a corrupted byte
 // could crash libhdf5 instead of failing a checksum).
 int superblock_version(const std::filesystem::path& path);  // -1: no HDF5 signature
-Id create_file(const std::filesystem::path& path);          // truncates; RuntimeError on failure
+// A new file held in memory (`name` labels it in messages); file_image() gives
+// its bytes, which the caller writes to disk with checked writes.
+Id create_memory_file(const std::string& name);
+std::string file_image(hid_t file, const std::string& name);
 Id open_file_read(
     const std::filesystem::path& path);  // InputError when absent, not HDF5 or corrupt
 

@@ -42,6 +42,11 @@ struct StateMeta {
   // The settings a resumed run must share with the run that wrote the state
   // (resume_settings()): key -> value text, e.g. {"search.sigma0", "0.3"}.
   std::vector<std::pair<std::string, std::string>> settings;
+  // How the last run on this state ended, for wrappers that cannot trust an
+  // exit code (mpirun's own code after SIGTERM): "running" (saved mid-run; a
+  // run killed outright leaves it), "stopped by signal N" (a stop saved the
+  // state), "finished"; "" in states written before it was recorded.
+  std::string run_status = "running";
 };
 
 enum class EvalStatus : int64_t { Ok = 0, Failed = 1 };
@@ -116,6 +121,11 @@ int64_t best_evaluation(const RunState& state);
 // Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
 // failure; the previous state stays in place.
 void save_state(const std::filesystem::path& path, const RunState& state);
+// Writes `state` as a save would, to a temporary file beside `path` that is
+// then removed: a folder that cannot take a save (read-only, full, over
+// quota) fails here, with the save's one-line RuntimeError, before a run
+// spends time on evaluations it could not record.
+void check_state_writable(const std::filesystem::path& path, const RunState& state);
 
 // Reads a state. InputError naming the file (and the object) when it is missing,
 // not HDF5, corrupt, of another format_version, or inconsistent.
