@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes two readers with libFuzzer (Debian's clang, with ASan+UBSan) for
-# SECONDS in all (default 60), one after the other, half each:
+# Fuzzes three readers with libFuzzer (Debian's clang, with ASan+UBSan) for
+# SECONDS in all (default 60), one after the other, a third each:
 #   fuzz_safetensors_header  the safetensors header parser; seeds made from the
 #                            real files in test/data/fixtures/safetensors, plus
 #                            a few written here;
 #   fuzz_state_reader        the HDF5 state reader (load_state); seeds are
 #                            states written by kintsugi's own save_state (the
 #                            target writes them) and the real states of a demo
-#                            run committed in test/fuzz/states/.
+#                            run committed in test/fuzz/states/;
+#   fuzz_yaml_readers        the job file and recipe readers (parse_job,
+#                            parse_recipe); seeds written by the target and
+#                            the demo job.
 # Usage: scripts/fuzz.sh [SECONDS]. Builds and corpora live in build-fuzz/.
 # Exits non-zero when a fuzzer finds a crash (the input is saved in build-fuzz/).
 set -euo pipefail
@@ -47,6 +50,13 @@ build "$state_bin" -I/usr/include/hdf5/serial -L/usr/lib/x86_64-linux-gnu/hdf5/s
   test/fuzz/fuzz_state_reader.cpp src/state/run_state.cpp src/state/hdf5.cpp \
   src/state/record_io.cpp src/io/atomic_file.cpp src/common/input_file.cpp
 
+# The two strict YAML readers (job files and recipes) with the sources they
+# link: the reader, the job and recipe parsers and their helpers.
+yaml_bin="$out/fuzz_yaml_readers"
+build "$yaml_bin" -lyaml-cpp -lfmt -- test/fuzz/fuzz_yaml_readers.cpp src/config/job.cpp \
+  src/config/yaml_reader.cpp src/merge/recipe.cpp src/merge/sha256.cpp src/io/utf8.cpp \
+  src/common/input_file.cpp
+
 # Seeds: each fixture's header + its data size (the target's input format).
 # One perl step per seed, no pipes: `tail | head` under pipefail killed CI with
 # SIGPIPE when head exited before tail's buffered second write.
@@ -79,9 +89,17 @@ KINTSUGI_FUZZ_WRITE_SEEDS="$out/state-seeds" "$state_bin" >/dev/null 2>&1 ||
   { echo "fuzz.sh: $state_bin could not write its seed states" >&2; exit 1; }
 cp test/fuzz/states/*.h5 "$out/state-seeds/"
 
-# SECONDS split between the two targets (CI's fuzzing time stays what it was).
-header_s=$((seconds / 2))
-state_s=$((seconds - header_s))
+# YAML seeds: the target's own (a job, a command-evaluator job, a recipe of
+# every method), and the demo job.
+mkdir -p "$out/yaml-corpus" "$out/yaml-seeds"
+KINTSUGI_FUZZ_WRITE_SEEDS="$out/yaml-seeds" "$yaml_bin" >/dev/null 2>&1 ||
+  { echo "fuzz.sh: $yaml_bin could not write its seeds" >&2; exit 1; }
+{ printf '\0'; cat examples/demo/job.yaml; } >"$out/yaml-seeds/demo-job"
+
+# SECONDS split between the three targets (CI's fuzzing time stays what it was).
+header_s=$((seconds / 3))
+state_s=$((seconds / 3))
+yaml_s=$((seconds - header_s - state_s))
 echo "fuzz.sh: fuzzing the safetensors header for ${header_s}s" >&2
 "$bin" -max_total_time="$header_s" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
   -dict=test/fuzz/safetensors.dict -artifact_prefix="$out/" -print_final_stats=1 \
@@ -98,3 +116,10 @@ LSAN_OPTIONS="suppressions=$PWD/test/fuzz/lsan-hdf5.supp:print_suppressions=0" \
   { tail -n 60 "$out/fuzz-state.log" >&2; exit 1; }
 grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|Done)' "$out/fuzz-state.log" >&2 ||
   tail -n 3 "$out/fuzz-state.log" >&2
+
+echo "fuzz.sh: fuzzing the job and recipe readers for ${yaml_s}s" >&2
+"$yaml_bin" -max_total_time="$yaml_s" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  -artifact_prefix="$out/yaml-" -print_final_stats=1 "$out/yaml-corpus" "$out/yaml-seeds" \
+  2>"$out/fuzz-yaml.log" || { tail -n 60 "$out/fuzz-yaml.log" >&2; exit 1; }
+grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|Done)' "$out/fuzz-yaml.log" >&2 ||
+  tail -n 3 "$out/fuzz-yaml.log" >&2
