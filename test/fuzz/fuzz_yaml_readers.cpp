@@ -68,7 +68,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     write_seed(fs::path(dir) / "job", '\0', kJob);
     write_seed(fs::path(dir) / "command-job", '\0', kCommandJob);
     int i = 0;
-    for (const char* r : kRecipes) write_seed(fs::path(dir) / ("recipe" + std::to_string(i++)), '\1', r);
+    for (const char* r : kRecipes)
+      write_seed(fs::path(dir) / ("recipe" + std::to_string(i++)), '\1', r);
     std::exit(0);
   }
   return 0;
