@@ -28,14 +28,13 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   MPI_Initialized(&initialized);
   if (initialized) return;
   if (!started_by_launcher()) {
-    // A singleton talks to no other process, yet Open MPI's defaults make its
-    // start-up cost 0.27 s of wall time: the UCX messaging layer probes every
-    // transport of the host (0.2 s), and a helper daemon is forked for
-    // MPI_Comm_spawn, which kintsugi never calls. The shared-memory layer
-    // (ob1) and no daemon bring it to 0.06 s. Only defaults: a value the
-    // user set wins, and other MPIs ignore these names.
+    // A singleton talks to no other process, yet with Open MPI's defaults the
+    // UCX messaging layer probes every transport of the host first (0.2 s of
+    // a 0.4 s start). The ob1 layer starts at once. Only a default: a value
+    // the user set wins, and other MPIs ignore the name. (Open MPI's isolated
+    // singletons, which skip the helper daemon too, failed in orte_init now
+    // and then when two started at once: not used.)
     setenv("OMPI_MCA_pml", "ob1", 0);
-    setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
   }
   int provided = 0;
   MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
