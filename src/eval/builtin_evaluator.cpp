@@ -146,7 +146,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     for (size_t e = 0; e < n; ++e) {
       // A NaN log-likelihood (NaN or infinite weights) makes the task's
       // accuracy NaN: an argmax over NaNs would pass for a real score.
-      if (!std::all_of(ll[e].begin(), ll[e].end(), [](double v) { return !std::isnan(v); }))
+      if (std::any_of(ll[e].begin(), ll[e].end(), [](double v) { return std::isnan(v); }))
         ++invalid;
       const ChoiceScore s = score_choice(ll[e], ex[a + e].choices, ex[a + e].label);
       acc += s.acc;

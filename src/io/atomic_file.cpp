@@ -250,8 +250,9 @@ void atomic_replace(const fs::path& link_or_target,
   fsync_path(parent_of(target), true);
 }
 
-void write_file_atomic(const fs::path& target, std::string_view bytes) {
-  atomic_replace(target, [&](const fs::path& tmp) { write_file_synced(tmp, bytes); });
+void write_file_atomic(const fs::path& target, std::string_view bytes, KeepPrevious keep) {
+  atomic_replace(
+      target, [&](const fs::path& tmp) { write_file_synced(tmp, bytes); }, keep);
 }
 
 }  // namespace kintsugi

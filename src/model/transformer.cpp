@@ -394,11 +394,14 @@ void Transformer::argmax(const float* logits, size_t rows, std::span<int32_t> ou
   // on every rank of the group (the NaN may sit in one rank's vocabulary shard).
   int nan_seen = 0;
   for (size_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * vL;
     size_t bj = 0;
-    for (size_t j = 1; j < vL; ++j)
-      if (logits[r * vL + j] > logits[r * vL + bj]) bj = j;
-    for (size_t j = 0; j < vL; ++j) nan_seen |= std::isnan(logits[r * vL + j]) ? 1 : 0;
-    best[r] = {logits[r * vL + bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
+    nan_seen |= std::isnan(row[0]) ? 1 : 0;
+    for (size_t j = 1; j < vL; ++j) {
+      nan_seen |= std::isnan(row[j]) ? 1 : 0;
+      if (row[j] > row[bj]) bj = j;
+    }
+    best[r] = {row[bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
   }
   if (shard_.tp_size() > 1) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, best.data(), static_cast<int>(rows), MPI_FLOAT_INT,

@@ -108,8 +108,8 @@ Id open_dataset(const Loc& loc, const std::string& name) {
 }
 
 Id open_attr(const Loc& loc, const std::string& name) {
-  const htri_t e = H5Aexists(loc.id, name.c_str());
-  if (e <= 0) throw_input("{}: {}: attribute {} is missing", loc.file, loc.path, name);
+  if (!has_attr(loc, name))
+    throw_input("{}: {}: attribute {} is missing", loc.file, loc.path, name);
   Id a(H5Aopen(loc.id, name.c_str(), H5P_DEFAULT), H5Aclose);
   if (a.get() < 0) throw_input("{}: {}: attribute {} is unreadable", loc.file, loc.path, name);
   return a;
@@ -225,7 +225,7 @@ void check_no_nul(const Loc& loc, const std::string& name, const std::string& s)
 void write_attr_raw(const Loc& loc, const std::string& name, hid_t file_type, hid_t mem_type,
                     const void* value) {
   Id space = simple_space({});
-  if (H5Aexists(loc.id, name.c_str()) > 0) H5Adelete(loc.id, name.c_str());
+  if (has_attr(loc, name)) H5Adelete(loc.id, name.c_str());
   Id a(H5Acreate2(loc.id, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
        H5Aclose);
   if (a.get() < 0 || H5Awrite(a.get(), mem_type, value) < 0)
@@ -392,6 +392,10 @@ Id open_group(const Loc& loc, const std::string& name) {
               "keeps its links in dense storage (a fractal heap without checksums); states keep "
               "them compact");
   return g;
+}
+
+bool has_attr(const Loc& loc, const std::string& name) {
+  return H5Aexists(loc.id, name.c_str()) > 0;
 }
 
 bool exists(const Loc& loc, const std::string& name) {

@@ -216,7 +216,7 @@ StateMeta read_meta(const h5::Loc& root) {
   m.seed = h5::read_attr_uint(loc, "seed");
   m.created = h5::read_attr_string(loc, "created");
   m.job_file = h5::read_attr_string(loc, "job_file");
-  m.run_status = H5Aexists(loc.id, "run_status") > 0 ? h5::read_attr_string(loc, "run_status") : "";
+  m.run_status = h5::has_attr(loc, "run_status") ? h5::read_attr_string(loc, "run_status") : "";
   m.pool_names = h5::read_strings(loc, "pool_names");
   m.pool_fingerprints = h5::read_strings(loc, "pool_fingerprints");
   if (m.pool_fingerprints.size() != m.pool_names.size())
@@ -326,9 +326,7 @@ void save_state(const fs::path& path, const RunState& state) {
   // Built whole in memory first, then written with every write, fsync, close
   // and rename checked: a full disk fails the save with one line, and the
   // previous state stays as it was.
-  const std::string bytes = state_image(name, state);
-  atomic_replace(
-      path, [&](const fs::path& tmp) { write_file_synced(tmp, bytes); }, KeepPrevious::Yes);
+  write_file_atomic(path, state_image(name, state), KeepPrevious::Yes);
 }
 
 void check_state_writable(const fs::path& path, const RunState& state) {

@@ -22,9 +22,12 @@ tree_sum() {
   fi
 }
 
-# refused WANT... -- CMD...: CMD exits 2 with one line on stderr that holds
-# every WANT.
-refused() {
+# fails_with RC WANT... -- CMD...: CMD exits RC with one "kintsugi: error:"
+# line on stderr that holds every WANT, and no raw internal text (a crash, a
+# JSON type_error, libstdc++'s "filesystem error").
+fails_with() {
+  local want_rc=$1
+  shift
   local wants=()
   while [[ $1 != -- ]]; do wants+=("$1"); shift; done
   shift
@@ -36,10 +39,15 @@ refused() {
   # mpirun adds its own lines after an MPI_Abort: keep kintsugi's.
   local line
   line=$(printf '%s\n' "$err" | grep '^kintsugi: error:' | sort -u || true)
-  [[ $rc -eq 2 ]] || fail "exit $rc (want 2) from: $* :: $err"
+  [[ $rc -eq $want_rc ]] || fail "exit $rc (want $want_rc) from: $* :: $err"
   [[ -n $line && $(printf '%s\n' "$line" | wc -l) -eq 1 ]] || fail "not one error line from: $* :: $err"
   for w in "${wants[@]}"; do
     [[ $line == *"$w"* ]] || fail "'$line' lacks '$w'"
   done
-  echo "ok (exit 2): $line"
+  [[ $err != *"Segmentation"* && $err != *"type_error"* && $err != *"filesystem error"* ]] ||
+    fail "raw internal text from: $* :: $err"
+  echo "ok (exit $want_rc): $line"
 }
+
+# refused WANT... -- CMD...: fails_with 2 (bad input).
+refused() { fails_with 2 "$@"; }

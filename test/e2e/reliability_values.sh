@@ -18,22 +18,6 @@ copy_demo "$work/src"
 demo=$work/src/examples/demo
 c0=sft-add-lr1e-4-step200 c1=sft-rev-lr1e-4-step200
 
-# fails_with RC WANT -- CMD...: CMD exits RC with one "kintsugi: error:" line
-# holding WANT, no signal, no other kind of message.
-fails_with() {
-  local want_rc=$1 want=$2 rc=0 err
-  shift 3
-  err=$("$@" 2>&1 >/dev/null) || rc=$?
-  local line
-  line=$(printf '%s\n' "$err" | grep '^kintsugi: error:' || true)
-  [[ $rc -eq $want_rc ]] || fail "exit $rc (want $want_rc) from: $* :: $err"
-  [[ -n $line && $(printf '%s\n' "$line" | wc -l) -eq 1 ]] || fail "not one error line from: $* :: $err"
-  [[ $line == *"$want"* ]] || fail "'$line' lacks '$want'"
-  [[ $err != *"Segmentation"* && $err != *"type_error"* && $err != *"filesystem error"* ]] ||
-    fail "raw internal text from: $* :: $err"
-  echo "ok (exit $want_rc): $line"
-}
-
 echo "--- 4. hostile folder names through optimize, baselines and export"
 mkdir pool
 odd0=$'pool/a "q" \'s\' b\nnl #x: -y'

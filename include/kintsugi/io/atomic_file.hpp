@@ -17,9 +17,10 @@
 // At every instant <target> is complete (old or new) once it has existed, and
 // <target>.prev is complete (the state before the last save, or equal to
 // <target> while a save is between steps 3 and 4). A crash (SIGKILL) at any
-// point never loses the last good state (it may leave a ".tmp-XXXXXX" file). A <target> that is a
-// symbolic link is written through: the file it points to is replaced (its .tmp and .prev lie
-// beside that file), the link stays.
+// point never loses the last good state (it may leave a ".tmp-XXXXXX" file).
+// A <target> that is a symbolic link is written through: the file it points
+// to is replaced (its temporary files and .prev lie beside that file), the
+// link stays.
 //
 // Outputs never touch what the run did not create: unique_dir_beside() makes
 // the temporary and backup folders of merged outputs (mkdtemp, never a fixed
@@ -40,7 +41,8 @@ void atomic_replace(const std::filesystem::path& target,
                     const std::function<void(const std::filesystem::path& tmp)>& write,
                     KeepPrevious keep = KeepPrevious::No);
 // atomic_replace() of a file holding `bytes`.
-void write_file_atomic(const std::filesystem::path& target, std::string_view bytes);
+void write_file_atomic(const std::filesystem::path& target, std::string_view bytes,
+                       KeepPrevious keep = KeepPrevious::No);
 
 // Makes the complete file or folder `tmp` the `target`: fsyncs `tmp` (a
 // folder: the folder itself; its files are fsynced by whoever wrote them),

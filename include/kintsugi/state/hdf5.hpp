@@ -71,7 +71,8 @@ Id open_file_read(
 Id create_group(const Loc& loc, const std::string& name);
 Id open_group(const Loc& loc, const std::string& name);  // InputError when missing
 bool exists(const Loc& loc, const std::string& name);
-std::vector<std::string> member_names(const Loc& loc);  // sorted by name
+bool has_attr(const Loc& loc, const std::string& name);  // an attribute of the object at loc
+std::vector<std::string> member_names(const Loc& loc);   // sorted by name
 
 // Attributes (scalars).
 void write_attr(const Loc& loc, const std::string& name, const std::string& value);
