@@ -107,8 +107,7 @@ touch "$work/hold"
 for _ in $(seq 600); do [[ -s "$work/held" ]] && break; sleep 0.05; done
 held=$(head -n 1 "$work/held")
 [[ -n $held ]] && kill -0 "$held" || { cat "$work/killed.log" >&2; fail "no scorer was held"; }
-kill -KILL -- "-$pid"
-wait "$pid" 2>/dev/null || true
+kill_group "$pid"
 rm -f "$work/hold"
 for _ in $(seq 100); do kill -0 "$held" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$held" 2>/dev/null && fail "scorer $held outlived the killed search by 5 s (it would run 60 s)"

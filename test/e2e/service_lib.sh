@@ -101,6 +101,20 @@ scratch_empty() {
   [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
 }
 
+# kill_group PID: SIGKILL the process group PID leads (a setsid launcher and
+# its ranks) and return once no member is left. Waiting for the launcher is
+# not enough: its ranks are reparented when it dies and may still be exiting,
+# holding the state's lock, when the next run starts.
+kill_group() {
+  kill -KILL -- "-$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  for _ in $(seq 200); do
+    kill -0 -- "-$1" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  fail "process group $1 still has members 10 s after SIGKILL"
+}
+
 # stop_and_check PID LOG WHAT: SIGUSR1 to PID, which must exit 3 (state saved).
 stop_and_check() {
   local rc=0

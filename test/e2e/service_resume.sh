@@ -26,8 +26,7 @@ run_killed() {
     done
     sleep "$delay"  # land somewhere inside the next generation (or its save)
   fi
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  kill_group "$pid"
   echo "killed at $(evals_count "$work/killed.h5") saved evaluations (target $target, +${delay}s)"
 }
 RANDOM=42
