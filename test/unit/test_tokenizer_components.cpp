@@ -19,7 +19,7 @@ using kintsugi::InputError;
 using kintsugi::Tokenizer;
 using nlohmann::json;
 
-struct Case {
+struct ComponentCase {
   const char* fixture;
   const char* text;
   std::vector<int32_t> ids, ids_special;
@@ -28,7 +28,7 @@ struct Case {
 };
 
 // clang-format off
-const std::vector<Case> kCases = {
+const std::vector<ComponentCase> kCases = {
     {"wordpiece_like_bpe", "Hello World", {168, 172}, {168, 172}, "hello</w>world</w>", "hello</w>world</w>"},
     {"wordpiece_like_bpe", "  HÉLLO, the world!  ", {165, 0, 46, 46, 60, 151, 174, 172, 155}, {165, 0, 46, 46, 60, 151, 174, 172, 155}, "he[UNK]##l##l##o</w>,</w>the</w>world</w>!</w>", "he[UNK]##l##l##o</w>,</w>the</w>world</w>!</w>"},
     {"wordpiece_like_bpe", "héllo zzz wörld", {165, 0, 46, 46, 60, 101, 102, 104, 169, 0, 70, 46, 16}, {165, 0, 46, 46, 60, 101, 102, 104, 169, 0, 70, 46, 16}, "he[UNK]##l##l##o</w>z##z##z</w>wo[UNK]##r##l##d</w>", "he[UNK]##l##l##o</w>z##z##z</w>wo[UNK]##r##l##d</w>"},
