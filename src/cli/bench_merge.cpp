@@ -20,6 +20,7 @@
 
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/dtype.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
@@ -38,6 +39,7 @@ struct BenchArgs {
   int repeat = 5;
   bool json = false;
   std::string dir;
+  std::string isa;  // "" (the copy that runs), "all", or copies separated by commas
 };
 
 // Seconds `f` takes on the slowest rank when all ranks start it together: with
@@ -88,7 +90,7 @@ class Triad {
 constexpr size_t kFileParts = 8;  // tensors per bench checkpoint
 
 void check_same(std::span<const std::byte> want, std::span<const std::byte> got, size_t es,
-                const char* a, const char* b) {
+                const std::string& a, const std::string& b) {
   if (got.size() != want.size())
     throw_runtime("bench merge: {} gave {} bytes, {} gave {}", a, want.size(), b, got.size());
   const auto m = std::mismatch(want.begin(), want.end(), got.begin());
@@ -167,17 +169,43 @@ std::vector<std::vector<std::byte>> random_inputs(size_t N, size_t n, DType dt) 
   return in;
 }
 
-// Best seconds of each in-memory measurement.
+// The copies of the CPU kernels to measure (--isa): the one that runs by
+// default, every copy this CPU runs ("all"), or the named ones.
+std::vector<std::string> isas_to_measure(const std::string& isa) {
+  const std::vector<std::string_view> here = cpu_kernel_isas();
+  if (isa.empty()) return {std::string(cpu_kernel_isa())};
+  std::vector<std::string> out;
+  if (isa == "all") {
+    for (const auto h : here) out.emplace_back(h);
+    return out;
+  }
+  for (size_t at = 0; at <= isa.size();) {
+    const size_t comma = std::min(isa.find(',', at), isa.size());
+    const std::string name = isa.substr(at, comma - at);
+    if (std::find(here.begin(), here.end(), name) == here.end())
+      throw_input("bench merge: --isa {}: '{}' is not a copy of the kernels this CPU runs ({})",
+                  isa, name, fmt::join(here, ", "));
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+    at = comma + 1;
+  }
+  return out;
+}
+
+// Best seconds of each in-memory measurement; kernel[k] for the k-th copy measured.
 struct MemorySeconds {
-  double triad = 1e300, kernel = 1e300, naive = 1e300;
+  double triad = 1e300, naive = 1e300;
+  std::vector<double> kernel;
 };
 
-// 1-3. Memory bandwidth, the fused kernel into `out` and the naive
-// alternative (N passes over an fp32 accumulator), interleaved so that all
-// three see the same machine (a shared VM's bandwidth drifts by tens of
-// percent from one second to the next); the best of each is kept.
+// 1-3. Memory bandwidth, the fused kernel into `out` (each copy in `isas`)
+// and the naive alternative (N passes over an fp32 accumulator), interleaved
+// so that all see the same machine (a shared VM's bandwidth drifts by tens
+// of percent from one second to the next); the best of each is kept. Every
+// copy's output is checked. The copy that runs by default is selected again
+// at the end.
 MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::byte>>& in, DType dt,
-                             const std::vector<float>& w, std::vector<std::byte>& out, int repeat) {
+                             const std::vector<float>& w, std::vector<std::byte>& out, int repeat,
+                             const std::vector<std::string>& isas) {
   const size_t N = in.size(), es = dtype_size(dt), n = out.size() / es;
   std::vector<const void*> ptrs;
   for (const auto& v : in) ptrs.push_back(v.data());
@@ -194,16 +222,30 @@ MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::by
     }
     convert_from_f32(dt, acc.data(), out_naive.data(), n);
   };
+  const std::string runs(cpu_kernel_isa());
   MemorySeconds t;
+  t.kernel.assign(isas.size(), 1e300);
   for (int r = 0; r < repeat; ++r) {
     t.triad = std::min(t.triad, seconds_of([&] { triad.run(); }));
-    t.kernel =
-        std::min(t.kernel, seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); }));
+    for (size_t k = 0; k < isas.size(); ++k) {
+      KS_CHECK(set_cpu_kernel_isa(isas[k]), "a copy of the kernels this CPU runs");
+      std::fill(out.begin(), out.end(), std::byte{0});
+      t.kernel[k] = std::min(
+          t.kernel[k], seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); }));
+    }
     t.naive = std::min(t.naive, seconds_of(naive_merge));
   }
   // Every result is checked: the naive loop does the same fp32 operations in
-  // the same order, so the two must agree bit for bit.
-  check_same(out, out_naive, es, "the fused kernel", "the naive merge");
+  // the same order, so each copy must agree with it bit for bit.
+  for (size_t k = 0; k < isas.size(); ++k) {
+    KS_CHECK(set_cpu_kernel_isa(isas[k]), "a copy of the kernels this CPU runs");
+    std::fill(out.begin(), out.end(), std::byte{0});
+    fused_weighted_sum(ptrs, dt, w, out.data(), dt, n);
+    check_same(out, out_naive, es, fmt::format("the fused kernel ({})", isas[k]),
+               "the naive merge");
+  }
+  KS_CHECK(set_cpu_kernel_isa(runs), "the default copy of the kernels");
+  fused_weighted_sum(ptrs, dt, w, out.data(), dt, n);
   return t;
 }
 
@@ -294,18 +336,22 @@ PageCacheSeconds time_page_cache(const fs::path& dir, const std::vector<std::byt
   return t;
 }
 
-// The figures, in GB/s of bytes read + written.
+// The figures, in GB/s of bytes read + written; kernel is the copy that runs
+// by default (or the first measured), kernels[k] each copy measured.
 struct MergeFigures {
   double stream, kernel, naive, file, write, map, ceiling;
+  std::vector<double> kernels;
 };
 
-MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, const FileMerge& fm,
-                        const PageCacheSeconds& pc, size_t N, size_t out_bytes) {
+MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, size_t default_k,
+                        const FileMerge& fm, const PageCacheSeconds& pc, size_t N,
+                        size_t out_bytes) {
   const double useful = static_cast<double>((N + 1) * out_bytes);  // bytes read + written
   const double ranks = world_size();
   MergeFigures f;
   f.stream = ranks * triad.bytes() / mem.triad / 1e9;
-  f.kernel = ranks * useful / mem.kernel / 1e9;
+  for (const double k : mem.kernel) f.kernels.push_back(ranks * useful / k / 1e9);
+  f.kernel = f.kernels[default_k];
   f.naive = ranks * useful / mem.naive / 1e9;
   f.file = static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / fm.seconds / 1e9;
   f.write = static_cast<double>(out_bytes) / pc.write / 1e9;
@@ -314,19 +360,30 @@ MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, const File
   // output's write.
   // (A single-rank model: with P ranks the page-cache work is spread over
   // processes in ways one rank's measurement does not tell.)
-  f.ceiling = useful / (mem.kernel + static_cast<double>(N) * pc.first_touch + pc.write) / 1e9;
+  f.ceiling =
+      useful / (mem.kernel[default_k] + static_cast<double>(N) * pc.first_touch + pc.write) / 1e9;
   return f;
 }
 
 // Rank 0: the table and, with --json, one JSON object as the last line.
+// The kernels' copy that runs, how it was chosen, and the copies measured.
+struct KernelCopies {
+  std::string runs, choice;
+  std::vector<std::string> measured;
+};
+
 void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& fm,
-                   const fs::path& dir) {
+                   const fs::path& dir, const KernelCopies& kc) {
   const int threads = omp_get_max_threads();
+  const std::string cpu = cpu_model();
   std::printf("bench merge: %zu checkpoints x %zu MiB %s, %d thread(s), %d rank(s)\n",
               a.checkpoints, a.mib, a.dtype.c_str(), threads, world_size());
+  std::printf("  CPU: %s; kernels: %s (%s)\n", cpu.c_str(), kc.runs.c_str(), kc.choice.c_str());
   std::printf("  stream triad          %8.2f GB/s\n", f.stream);
-  std::printf("  fused kernel          %8.2f GB/s  (%.2f of triad)\n", f.kernel,
-              f.kernel / f.stream);
+  for (size_t k = 0; k < kc.measured.size(); ++k)
+    std::printf("  fused kernel %-9s%8.2f GB/s  (%.2f of triad)%s\n",
+                ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.kernels[k] / f.stream,
+                kc.measured[k] == kc.runs ? "" : "  (not the copy that runs)");
   std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",
               f.naive, f.naive / f.stream, f.kernel / f.naive);
   std::printf(
@@ -356,7 +413,15 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     j["dtype"] = a.dtype;
     j["threads"] = threads;
     j["ranks"] = world_size();
-    j["cpu_kernels"] = std::string(cpu_kernel_isa());
+    j["cpu_model"] = cpu;
+    j["cpu_kernels"] = kc.runs;
+    j["cpu_kernel_choice"] = kc.choice;
+    nlohmann::ordered_json ks = nlohmann::ordered_json::array();
+    for (size_t k = 0; k < kc.measured.size(); ++k)
+      ks.push_back({{"isa", kc.measured[k]},
+                    {"gbps", round3(f.kernels[k])},
+                    {"ratio", round3(f.kernels[k] / f.stream)}});
+    j["kernels"] = ks;
     j["pagecache_write_gbps"] = round3(f.write);
     j["map_first_touch_gbps"] = round3(f.map);
     j["file_ceiling_gbps"] =
@@ -378,7 +443,14 @@ int run_bench(const BenchArgs& a) {
   // normalized in double), so the file merge must reproduce `out` exactly.
   const std::vector<float> w(N, static_cast<float>(1.0 / static_cast<double>(N)));
   std::vector<std::byte> out(n * es);
-  const MemorySeconds mem = time_in_memory(triad, in, dt, w, out, a.repeat);
+  KernelCopies kc;
+  kc.measured = isas_to_measure(a.isa);
+  kc.runs = cpu_kernel_isa();  // chooses the copy (timing both, on an AVX2 CPU) before any timing
+  kc.choice = cpu_kernel_choice();
+  const auto it = std::find(kc.measured.begin(), kc.measured.end(), kc.runs);
+  const size_t default_k =
+      it == kc.measured.end() ? 0 : static_cast<size_t>(it - kc.measured.begin());
+  const MemorySeconds mem = time_in_memory(triad, in, dt, w, out, a.repeat, kc.measured);
 
   const fs::path dir =
       a.dir.empty() ? fs::temp_directory_path() / fmt::format("kintsugi-bench-merge-{}", ::getpid())
@@ -389,11 +461,11 @@ int run_bench(const BenchArgs& a) {
   in.shrink_to_fit();
   const FileMerge fm = time_file_merge(dir, out, es, a.repeat);
   const PageCacheSeconds pc = time_page_cache(dir, out, es, a.repeat);
-  const MergeFigures f = figures_of(triad, mem, fm, pc, N, n * es);
+  const MergeFigures f = figures_of(triad, mem, default_k, fm, pc, N, n * es);
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   if (world_rank() == 0 && a.dir.empty()) fs::remove_all(dir);
 
-  if (world_rank() == 0) print_figures(a, f, fm, dir);
+  if (world_rank() == 0) print_figures(a, f, fm, dir, kc);
   return 0;
 }
 
@@ -408,6 +480,9 @@ BenchRegistration merge_bench{
            ->default_val(5)
            ->check(CLI::Range(1, 1000));
        sub.add_option("--dir", a->dir, "Folder for the file benchmark (default: a temp folder)");
+       sub.add_option("--isa", a->isa,
+                      "Copies of the CPU kernels to measure side by side: all, or names "
+                      "separated by commas (default: the copy that runs)");
        sub.add_flag("--json", a->json, "Print a JSON object as the last line");
        return std::function<int()>([a] { return run_bench(*a); });
      }}};

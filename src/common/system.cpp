@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <fstream>
+#include <string_view>
 
 namespace kintsugi {
 
@@ -19,6 +21,23 @@ std::string now_utc() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string_view key(line.data(), colon);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+    if (key != "model name" && key != "Processor") continue;
+    std::string_view value(line);
+    value.remove_prefix(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (!value.empty()) return std::string(value);
+  }
+  return "unknown CPU";
 }
 
 }  // namespace kintsugi

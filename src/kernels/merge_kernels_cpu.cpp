@@ -10,10 +10,16 @@
 #define KINTSUGI_AVX2_COPY 0
 #endif
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -32,9 +38,21 @@ constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 // The kernels are compiled twice: for the build's baseline ISA and for AVX2,
 // picked at run time. Both do the same IEEE fp32 operation per element (AVX2
 // does not bring FMA, nothing is contracted), so they give the same bits; the
-// AVX2 copy only vectorizes twice as wide. KINTSUGI_CPU_KERNELS=generic (or
-// avx2) forces a copy; any other value is an error, not silently ignored.
-std::atomic<int> g_isa{-1};  // -1 unknown, 0 generic, 1 avx2
+// AVX2 copy only vectorizes twice as wide. Which copy is faster depends on the
+// host, not on the ISA alone: on an Intel Xeon the AVX2 copy ran at 0.25 of
+// the triad and the generic one at 0.37 (issue #17), on AMD EPYC the AVX2 copy
+// wins. So a CPU with AVX2 times both copies once, on the first call that is
+// large enough for it not to matter (kMeasureMin), and keeps the faster;
+// smaller calls before that run the AVX2 copy. KINTSUGI_CPU_KERNELS=generic
+// (or avx2) forces a copy; any other value is an error, not silently ignored.
+std::atomic<int> g_isa{-1};  // -1 not chosen yet, 0 generic, 1 avx2
+std::once_flag g_measure_once;
+std::mutex g_choice_mutex;
+std::string g_choice = "not chosen yet";  // how g_isa was chosen (cpu_kernel_choice)
+
+// Bytes read + written by one call from which the first such call measures
+// both copies (about 80 ms, under 10% of that call's own time at 10 GB/s).
+constexpr size_t kMeasureMin = size_t{1} << 30;
 
 bool avx2_supported() {
 #if KINTSUGI_AVX2_COPY
@@ -48,23 +66,44 @@ bool avx2_supported() {
 int isa_of(std::string_view name) {
   return name == "generic" ? 0 : name == "avx2" ? 1 : -1;
 }
+const char* name_of(int isa) {
+  return isa == 1 ? "avx2" : "generic";
+}
 
-int detect_isa() {
+void set_choice(int isa, std::string how) {
+  const std::lock_guard lock(g_choice_mutex);
+  g_choice = std::move(how);
+  g_isa.store(isa, std::memory_order_relaxed);
+}
+
+// The copy KINTSUGI_CPU_KERNELS forces, or -1 when it is unset.
+int forced_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
-  if (env == nullptr || *env == '\0') return avx2_supported() ? 1 : 0;
+  if (env == nullptr || *env == '\0') return -1;
   const std::string_view v(env);
   const int isa = isa_of(v);
   if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
   if (isa == 1 && !avx2_supported()) throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
   return isa;
 }
-bool use_avx2() {
-  int isa = g_isa.load(std::memory_order_relaxed);
-  if (isa < 0) {
-    isa = detect_isa();
-    g_isa.store(isa, std::memory_order_relaxed);
+
+void measure_and_choose();
+
+// The copy a call moving `traffic` bytes (read + written) runs.
+int isa_for(size_t traffic) {
+  const int isa = g_isa.load(std::memory_order_relaxed);
+  if (isa >= 0) return isa;
+  if (const int f = forced_isa(); f >= 0) {
+    set_choice(f, fmt::format("KINTSUGI_CPU_KERNELS={}", name_of(f)));
+    return f;
   }
-  return isa == 1;
+  if (!avx2_supported()) {
+    set_choice(0, "the only copy this CPU runs");
+    return 0;
+  }
+  if (traffic < kMeasureMin) return 1;
+  std::call_once(g_measure_once, measure_and_choose);
+  return g_isa.load(std::memory_order_relaxed);
 }
 
 template <DType D>
@@ -284,14 +323,52 @@ void for_block_ranges(size_t n, Range&& range) {
   }
 }
 
+// The weighted sum with copy `isa` (0 generic, 1 avx2).
 template <DType IN, DType OUT>
-void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
+void weighted_sum_with(int isa, const void* const* in, const float* w, size_t N, void* out,
+                       size_t n) {
 #if KINTSUGI_AVX2_COPY
-  const auto range = use_avx2() ? &weighted_sum_avx2<IN, OUT> : &weighted_sum_generic<IN, OUT>;
+  const auto range = isa == 1 ? &weighted_sum_avx2<IN, OUT> : &weighted_sum_generic<IN, OUT>;
 #else
+  (void)isa;
   const auto range = &weighted_sum_generic<IN, OUT>;
 #endif
   for_block_ranges(n, [&](size_t b0, size_t b1) { range(in, w, N, out, n, b0, b1); });
+}
+
+template <DType IN, DType OUT>
+void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
+  const size_t traffic = (N * dtype_size(IN) + dtype_size(OUT)) * n;
+  weighted_sum_with<IN, OUT>(isa_for(traffic), in, w, N, out, n);
+}
+
+// Times both copies on the merge the kernels serve most (8 bf16 inputs into a
+// bf16 output, 4 Mi values each: 72 MiB per pass, past the last-level cache
+// of the hosts measured), alternating them, best of three after a warm-up
+// pass, and keeps the faster. The data's values do not matter to the speed.
+void measure_and_choose() {
+  constexpr size_t kN = 8, kValues = size_t{4} << 20;
+  std::vector<std::vector<uint16_t>> in(kN, std::vector<uint16_t>(kValues));
+  for (size_t i = 0; i < kN; ++i)
+    for (size_t j = 0; j < kValues; ++j)
+      in[i][j] = static_cast<uint16_t>(0x3c00u + ((j * 7 + i) & 0xffu));  // finite bf16
+  std::vector<uint16_t> out(kValues);
+  std::vector<const void*> ptrs;
+  for (const auto& v : in) ptrs.push_back(v.data());
+  const std::vector<float> w(kN, 1.0f / static_cast<float>(kN));
+  double best[2] = {1e300, 1e300};
+  for (int pass = 0; pass < 4; ++pass)
+    for (int isa = 0; isa < 2; ++isa) {
+      const auto t0 = std::chrono::steady_clock::now();
+      weighted_sum_with<DType::BF16, DType::BF16>(isa, ptrs.data(), w.data(), kN, out.data(),
+                                                  kValues);
+      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+      if (pass > 0) best[isa] = std::min(best[isa], dt.count());
+    }
+  const double bytes = static_cast<double>((kN + 1) * kValues * sizeof(uint16_t));
+  const int winner = best[1] <= best[0] ? 1 : 0;
+  set_choice(winner, fmt::format("measured: avx2 {:.1f} GB/s, generic {:.1f} GB/s",
+                                 bytes / best[1] / 1e9, bytes / best[0] / 1e9));
 }
 
 // Blocks [b0, b1) of the task-vector merge.
@@ -383,9 +460,13 @@ void task_merge_impl(const TaskMergeArgs& a) {
   float weight_sum = 0.0f;
   for (size_t i = 0; i < a.inputs.size(); ++i) weight_sum = ops::add(weight_sum, a.weights[i]);
   const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
+  // The base and the N inputs in, one output out.
+  const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
 #if KINTSUGI_AVX2_COPY
-  const auto range = use_avx2() ? &task_merge_avx2<IN, OUT> : &task_merge_generic<IN, OUT>;
+  const auto range =
+      isa_for(traffic) == 1 ? &task_merge_avx2<IN, OUT> : &task_merge_generic<IN, OUT>;
 #else
+  (void)traffic;
   const auto range = &task_merge_generic<IN, OUT>;
 #endif
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
@@ -417,14 +498,25 @@ void fused_task_merge(const TaskMergeArgs& a) {
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { task_merge_impl<I, O>(a); });
 }
 
+std::vector<std::string_view> cpu_kernel_isas() {
+  if (avx2_supported()) return {"generic", "avx2"};
+  return {"generic"};
+}
+
 std::string_view cpu_kernel_isa() {
-  return use_avx2() ? "avx2" : "generic";
+  return name_of(isa_for(kMeasureMin));
+}
+
+std::string cpu_kernel_choice() {
+  (void)isa_for(kMeasureMin);
+  const std::lock_guard lock(g_choice_mutex);
+  return g_choice;
 }
 
 bool set_cpu_kernel_isa(std::string_view isa) {
   const int i = isa_of(isa);
   if (i < 0 || (i == 1 && !avx2_supported())) return false;
-  g_isa.store(i);
+  set_choice(i, fmt::format("set to {}", name_of(i)));
   return true;
 }
 

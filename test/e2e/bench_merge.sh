@@ -2,16 +2,24 @@
 # `kintsugi bench merge` runs like a user runs it, on 1 and 2 ranks and with
 # both copies of the CPU kernels: it verifies every result itself (kernel vs
 # naive, file merge vs kernel: a mismatch exits non-zero), and its --json line
-# carries the documented keys. Timings are not checked: benchmarks measure,
-# tests do not.
+# carries the documented keys: the CPU model (as lscpu names it), each copy
+# measured (--isa all: every copy this CPU runs), the copy that runs and how
+# it was chosen (timed: the faster of the two it reports). Timings are not
+# checked otherwise: benchmarks measure, tests do not.
 set -euo pipefail
 : "${KINTSUGI:?}" "${MPIEXEC:?}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+avx2=no
+grep -qw avx2 /proc/cpuinfo && avx2=yes
+model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+
+# check_json OUT RANKS [CHOICE]: the JSON line's keys; CHOICE "measured" (the
+# copy was timed) or the expected cpu_kernel_choice.
 check_json() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
+  MODEL=$model AVX2=$avx2 python3 - "$1" "$2" "${3:-}" <<'PY'
+import json, os, re, sys
 line = open(sys.argv[1]).read().strip().splitlines()[-1]
 d = json.loads(line)
 for k in ["stream_gbps", "kernel_gbps", "kernel_ratio", "file_gbps", "file_ratio", "naive_gbps",
@@ -22,7 +30,22 @@ for k in ["stream_gbps", "kernel_gbps", "file_gbps", "naive_gbps"]:
 assert d["ranks"] == int(sys.argv[2]), line
 assert abs(d["kernel_ratio"] - d["kernel_gbps"] / d["stream_gbps"]) < 2e-3, line
 assert d["cpu_kernels"] in ("avx2", "generic"), line
-print("ok", d["ranks"], "rank(s),", d["cpu_kernels"])
+assert d["cpu_model"] == os.environ["MODEL"], f"cpu_model is not lscpu's {os.environ['MODEL']!r}: {line}"
+ks = d["kernels"]
+assert ks and all(k["gbps"] > 0 and abs(k["ratio"] - k["gbps"] / d["stream_gbps"]) < 2e-3 for k in ks), line
+runs = [k for k in ks if k["isa"] == d["cpu_kernels"]]
+assert not runs or runs[0]["gbps"] == d["kernel_gbps"], f"kernel_gbps is not the running copy's: {line}"
+want = sys.argv[3]
+if want == "measured" and os.environ["AVX2"] == "yes":
+    m = re.fullmatch(r"measured: avx2 ([0-9.]+) GB/s, generic ([0-9.]+) GB/s", d["cpu_kernel_choice"])
+    assert m, line
+    faster = "avx2" if float(m.group(1)) >= float(m.group(2)) else "generic"
+    assert d["cpu_kernels"] == faster, f"runs {d['cpu_kernels']}, but {faster} was timed faster: {line}"
+elif want == "measured":
+    assert d["cpu_kernel_choice"] == "the only copy this CPU runs", line
+elif want:
+    assert d["cpu_kernel_choice"] == want, line
+print("ok", d["ranks"], "rank(s),", d["cpu_kernels"], "of", [k["isa"] for k in ks], "-", d["cpu_kernel_choice"])
 PY
 }
 
@@ -37,9 +60,19 @@ for isa in generic avx2; do
     continue
   fi
   [[ $rc -eq 0 ]] || { cat "$work/err1.txt" >&2; echo "bench merge ($isa): exit $rc" >&2; exit 1; }
-  check_json "$work/out1.txt" 1
+  check_json "$work/out1.txt" 1 "KINTSUGI_CPU_KERNELS=$isa"
   grep -q "\"cpu_kernels\":\"$isa\"" "$work/out1.txt" || { echo "asked for $isa, ran another copy" >&2; exit 1; }
 done
+# No choice forced: the copy is timed; --isa all measures every copy here.
+"$KINTSUGI" bench merge --checkpoints 4 --mib 2 --repeat 1 --isa all --dir "$work/b0" --json \
+  >"$work/out0.txt"
+check_json "$work/out0.txt" 1 measured
+want=generic
+[[ $avx2 == yes ]] && want=generic,avx2
+got=$(python3 -c 'import json, sys; print(",".join(k["isa"] for k in json.loads(open(sys.argv[1]).read().splitlines()[-1])["kernels"]))' "$work/out0.txt")
+[[ $got == "$want" ]] || { echo "--isa all measured $got, expected $want" >&2; exit 1; }
+grep -q "fused kernel \[generic\]" "$work/out0.txt" || { echo "no generic line in the table" >&2; exit 1; }
+
 "$MPIEXEC" --bind-to none -np 2 -x OMP_NUM_THREADS=1 "$KINTSUGI" bench merge --checkpoints 3 --mib 1 \
   --dtype fp16 --repeat 1 --dir "$work/b2" --json >"$work/out2.txt"
 check_json "$work/out2.txt" 2
@@ -60,6 +93,16 @@ rc=$?
 set -e
 [[ $rc -eq 2 ]] || { echo "KINTSUGI_CPU_KERNELS=Generic: exit $rc, expected 2" >&2; exit 1; }
 grep -q "KINTSUGI_CPU_KERNELS=Generic" "$work/err4.txt" || { echo "message does not name the variable" >&2; exit 1; }
+
+# --isa naming no copy of this CPU: exit 2, naming it.
+set +e
+"$KINTSUGI" bench merge --checkpoints 2 --mib 1 --repeat 1 --isa generic,avx9 \
+  --dir "$work/b6" 2>"$work/err6.txt" >/dev/null
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || { echo "--isa avx9: exit $rc, expected 2" >&2; exit 1; }
+grep -q "'avx9' is not a copy" "$work/err6.txt" || { echo "--isa avx9: unclear message" >&2; cat "$work/err6.txt" >&2; exit 1; }
+[[ ! -e "$work/b6" ]] || { echo "--isa avx9: wrote $work/b6" >&2; exit 1; }
 
 # --dir naming a file: exit 2 before any work.
 touch "$work/a-file"

@@ -108,8 +108,19 @@ TEST_CASE("CPU kernels: the ISA can be chosen and reported", "[merge][kernels]")
   IsaGuard guard;
   REQUIRE(set_cpu_kernel_isa("generic"));
   CHECK(cpu_kernel_isa() == "generic");
+  CHECK(cpu_kernel_choice() == "set to generic");
   CHECK_FALSE(set_cpu_kernel_isa("avx512-bf16-please"));
   CHECK(cpu_kernel_isa() == "generic");
+  // The copies listed are the ones this CPU runs, baseline first.
+  const auto isas = cpu_kernel_isas();
+  REQUIRE(!isas.empty());
+  CHECK(isas.front() == "generic");
+#if defined(__x86_64__)
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  CHECK(isas.size() == (avx2 ? 2u : 1u));
+  CHECK(set_cpu_kernel_isa("avx2") == avx2);
+#endif
+  for (const auto isa : isas) CHECK(set_cpu_kernel_isa(isa));
 }
 
 TEST_CASE("CPU kernels: a NaN result is stored as the canonical quiet NaN", "[merge][kernels]") {

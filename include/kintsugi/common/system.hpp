@@ -11,4 +11,8 @@ std::string host_name();
 // The current time in UTC, "YYYY-MM-DDTHH:MM:SSZ".
 std::string now_utc();
 
+// The CPU's model name, as `lscpu` prints it: /proc/cpuinfo's "model name"
+// (x86) or "Processor" (some ARM kernels); "unknown CPU" when neither is there.
+std::string cpu_model();
+
 }  // namespace kintsugi
