@@ -84,7 +84,7 @@ int run(int argc, char** argv, const std::function<void()>& start_mpi) {
   std::sort(verbs.begin(), verbs.end(),
             [](const cli::Verb& a, const cli::Verb& b) { return a.order < b.order; });
   std::function<int()> action;
-  bool needs_mpi = false;
+  cli::Verb::Mpi mpi = cli::Verb::Mpi::Never;
   for (auto& v : verbs) {
     CLI::App* sub = app.add_subcommand(v.name, v.help);
     auto act = std::make_shared<std::function<int()>>();
@@ -93,9 +93,9 @@ int run(int argc, char** argv, const std::function<void()>& start_mpi) {
     // every unsigned option of every verb refuses a negative value (exit 2).
     for (CLI::Option* opt : sub->get_options())
       if (opt->get_type_name().rfind("UINT", 0) == 0) opt->check(cli::non_negative());
-    sub->callback([act, &action, &needs_mpi, &v] {
+    sub->callback([act, &action, &mpi, &v] {
       action = *act;
-      needs_mpi = v.needs_mpi;
+      mpi = v.mpi;
     });
   }
   try {
@@ -106,15 +106,15 @@ int run(int argc, char** argv, const std::function<void()>& start_mpi) {
     report(fmt::format("{} (see kintsugi --help)", e.what()).c_str());
     return kExitInput;
   }
-  if (needs_mpi || started_by_launcher()) start_mpi();
+  if (mpi == cli::Verb::Mpi::Always || started_by_launcher()) start_mpi();
   check_slurm_world();
   init_logging(world_rank(), world_size(),
                verbose ? spdlog::level::debug
                : quiet ? spdlog::level::warn
                        : spdlog::level::info);
   if (!action) return kExitInput;
-  // Under a launcher, a verb that needs no MPI runs once, on rank 0.
-  if (!needs_mpi && world_rank() != 0) return kExitOk;
+  // Under a launcher, a verb that never uses MPI runs once, on rank 0.
+  if (mpi == cli::Verb::Mpi::Never && world_rank() != 0) return kExitOk;
   return action();
 }
 

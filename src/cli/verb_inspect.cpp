@@ -165,7 +165,7 @@ VerbRegistration inspect_verb{
        return std::function<int()>(
            [o] { return o->paths.size() == 1 ? inspect_one(*o) : inspect_pool(*o); });
      },
-     /*needs_mpi=*/false}};
+     Verb::Mpi::Never}};
 
 }  // namespace
 

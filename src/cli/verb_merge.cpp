@@ -58,7 +58,8 @@ VerbRegistration merge_verb{
          }
          return 0;
        });
-     }}};
+     },
+     Verb::Mpi::UnderLauncher}};
 
 }  // namespace
 }  // namespace kintsugi::cli

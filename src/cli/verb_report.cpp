@@ -41,7 +41,7 @@ VerbRegistration report_verb{
          return kExitOk;
        });
      },
-     /*needs_mpi=*/false}};
+     Verb::Mpi::Never}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -59,7 +59,7 @@ VerbRegistration tokenize_verb{
                     "With --decode: leave special tokens out of the text");
        return std::function<int()>([o] { return run_tokenize(*o); });
      },
-     /*needs_mpi=*/false}};
+     Verb::Mpi::Never}};
 
 }  // namespace
 

@@ -47,42 +47,43 @@ MpiSession::~MpiSession() {
   if (!finalized) MPI_Finalize();
 }
 
-namespace {
-bool mpi_running() {
+bool mpi_started() {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   return initialized && !finalized;
 }
-}  // namespace
 
 int world_rank() {
-  if (!mpi_running()) return 0;
+  if (!mpi_started()) return 0;
   int r = 0;
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
   return r;
 }
 
 int world_size() {
-  if (!mpi_running()) return 1;
+  if (!mpi_started()) return 1;
   int s = 1;
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &s));
   return s;
 }
 
 int comm_rank(MPI_Comm comm) {
+  if (!mpi_started()) return 0;
   int r = 0;
   MPI_CHECK(MPI_Comm_rank(comm, &r));
   return r;
 }
 
 int comm_size(MPI_Comm comm) {
+  if (!mpi_started()) return 1;
   int s = 1;
   MPI_CHECK(MPI_Comm_size(comm, &s));
   return s;
 }
 
 std::string broadcast_string(const std::string& text, MPI_Comm comm, int root) {
+  if (!mpi_started()) return text;
   uint64_t size = text.size();
   MPI_CHECK(MPI_Bcast(&size, 1, MPI_UINT64_T, root, comm));
   std::string out = text;
@@ -96,12 +97,14 @@ std::string broadcast_string(const std::string& text, MPI_Comm comm, int root) {
 }
 
 bool broadcast_flag(bool flag, MPI_Comm comm, int root) {
+  if (!mpi_started()) return flag;
   int v = flag ? 1 : 0;
   MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, root, comm));
   return v != 0;
 }
 
 std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm, int root) {
+  if (!mpi_started()) return {mine};
   const int size = comm_size(comm);
   const bool at_root = comm_rank(comm) == root;
   if (mine.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
@@ -131,7 +134,7 @@ namespace dist_detail {
 
 void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, int root) {
   int code = static_cast<int>(outcome);
-  MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, root, comm));
+  if (mpi_started()) MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, root, comm));
   if (code == static_cast<int>(Outcome::Ok)) return;
   const std::string text = broadcast_string(message, comm, root);
   if (code == static_cast<int>(Outcome::Input)) throw InputError(text);
@@ -140,8 +143,8 @@ void share_outcome(Outcome outcome, const std::string& message, MPI_Comm comm, i
 
 void share_first_failure(Outcome outcome, const std::string& message, MPI_Comm comm) {
   const int size = comm_size(comm);
-  int mine = outcome == Outcome::Ok ? size : comm_rank(comm), first = size;
-  MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  int first = outcome == Outcome::Ok ? size : comm_rank(comm);
+  allreduce_in_place(std::span<int>(&first, 1), MPI_MIN, comm);
   if (first == size) return;
   share_outcome(outcome, message, comm, first);
 }
@@ -149,6 +152,7 @@ void share_first_failure(Outcome outcome, const std::string& message, MPI_Comm c
 }  // namespace dist_detail
 
 void sleeping_barrier(MPI_Comm comm) {
+  if (!mpi_started()) return;
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Ibarrier(comm, &request));
   int done = 0;
@@ -157,6 +161,27 @@ void sleeping_barrier(MPI_Comm comm) {
     if (done) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+void exscan_sum(std::span<const uint64_t> mine, std::span<uint64_t> before, MPI_Comm comm) {
+  KS_CHECK(mine.size() == before.size(), "exscan_sum: one output per input");
+  std::fill(before.begin(), before.end(), uint64_t{0});
+  if (!mpi_started() || mine.empty()) return;
+  MPI_CHECK(MPI_Exscan(mine.data(), before.data(), static_cast<int>(mine.size()), MPI_UINT64_T,
+                       MPI_SUM, comm));
+  // MPI leaves rank 0's buffer undefined.
+  if (comm_rank(comm) == 0) std::fill(before.begin(), before.end(), uint64_t{0});
+}
+
+std::vector<std::byte> allgather_bytes(std::span<const std::byte> mine, MPI_Comm comm) {
+  if (!mpi_started()) return {mine.begin(), mine.end()};
+  if (mine.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw_runtime("allgather_bytes: {} bytes from one rank, at most 2 GiB", mine.size());
+  const auto size = static_cast<size_t>(comm_size(comm));
+  std::vector<std::byte> all(mine.size() * size);
+  const int n = static_cast<int>(mine.size());
+  MPI_CHECK(MPI_Allgather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, comm));
+  return all;
 }
 
 }  // namespace kintsugi

@@ -354,8 +354,8 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   run_on_root(comm, [&] { commit_output(r, in.reference(), plan, out); });
 
   MergeReport rep;
-  uint64_t local[2] = {traffic.read, traffic.written}, global[2] = {0, 0};
-  MPI_CHECK(MPI_Allreduce(local, global, 2, MPI_UINT64_T, MPI_SUM, comm));
+  uint64_t global[2] = {traffic.read, traffic.written};
+  allreduce_in_place(std::span<uint64_t>(global), MPI_SUM, comm);
   rep.bytes_read = global[0];
   rep.bytes_written = global[1];
   rep.tensors = plan.specs.size();

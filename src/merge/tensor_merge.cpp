@@ -70,10 +70,10 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
       }
     }
   }
-  float gmax = 0.0f;
-  int bad = 0;
-  MPI_CHECK(MPI_Allreduce(&local_max, &gmax, 1, MPI_FLOAT, MPI_MAX, comm));
-  MPI_CHECK(MPI_Allreduce(&local_bad, &bad, 1, MPI_INT, MPI_MAX, comm));
+  float gmax = local_max;
+  int bad = local_bad;
+  allreduce_in_place(std::span<float>(&gmax, 1), MPI_MAX, comm);
+  allreduce_in_place(std::span<int>(&bad, 1), MPI_MAX, comm);
   if (bad) throw_input("tensor {}: non-finite values in the inputs", name);
   std::vector<double> gram(nv * nv, 0.0);
   if (gmax == 0.0f) return gram;
@@ -94,11 +94,10 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
         acc[a * nv + b] += s;
       }
   }
-  int size = 1;
-  MPI_CHECK(MPI_Comm_size(comm, &size));
+  const int size = comm_size(comm);
+  const std::vector<std::byte> bytes = allgather_bytes(std::as_bytes(std::span(acc)), comm);
   std::vector<i128> all(acc.size() * static_cast<size_t>(size));
-  MPI_CHECK(MPI_Allgather(acc.data(), static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE,
-                          all.data(), static_cast<int>(acc.size() * sizeof(i128)), MPI_BYTE, comm));
+  std::memcpy(all.data(), bytes.data(), bytes.size());
   for (size_t a = 0; a < nv; ++a)
     for (size_t b = a; b < nv; ++b) {
       i128 s = 0;
@@ -146,8 +145,8 @@ void key_histogram(const TensorSources& s, const std::vector<char>& active, Elem
       }
     }
   }
-  MPI_CHECK(MPI_Allreduce(local.data(), global.data(), static_cast<int>(local.size()), MPI_UINT64_T,
-                          MPI_SUM, comm));
+  std::copy(local.begin(), local.end(), global.begin());
+  allreduce_in_place(std::span(global), MPI_SUM, comm);
 }
 
 }  // namespace
@@ -210,11 +209,7 @@ TopKSelection ties_select(const TensorSources& s, std::span<const double> densit
   }
   // Ties (key == threshold) are kept in global index order: ranks own
   // ascending ranges, so an exclusive scan tells each rank how many precede it.
-  MPI_CHECK(MPI_Exscan(local_eq.data(), eq_before.data(), static_cast<int>(N), MPI_UINT64_T,
-                       MPI_SUM, comm));
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  if (rank == 0) std::fill(eq_before.begin(), eq_before.end(), 0);
+  exscan_sum(local_eq, eq_before, comm);
   std::vector<uint64_t> quota(N, 0);
   bool scan = false;
   for (size_t i = 0; i < N; ++i) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kintsugi merge end to end: every method, output files byte-identical for
-# mpirun -np 1, 2, 3, 4; the folder's contents; linear against a Python
-# double-precision reference.
+# mpirun -np 1, 2, 3, 4 and for a process run alone, which does not start MPI
+# (docs/operations.md, "Start-up"); the folder's contents; linear against a
+# Python double-precision reference.
 set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
 MPIEXEC=${MPIEXEC:-mpirun}
@@ -86,10 +87,14 @@ for r in linear gradient task ties dare_ties dare_linear stock slerp; do
       "$KINTSUGI" -q merge "$r.yaml" --out "out-$r-$np" --seed 7 --max-shard-size 200KB --chunk-mib 1 >/dev/null
     [[ -z $(compgen -G "out-$r-$np.partial*" || true) ]] || { echo "FAIL: $r np=$np left a .partial folder"; exit 1; }
   done
-  for np in 2 3 4; do
+  # Alone, without MPI: a messaging layer that does not exist would make
+  # MPI_Init fail, so this run passes only if MPI is never started.
+  OMPI_MCA_pml=no-such-layer "$KINTSUGI" -q merge "$r.yaml" --out "out-$r-alone" --seed 7 \
+    --max-shard-size 200KB --chunk-mib 1 >/dev/null || { echo "FAIL: $r alone (did it start MPI?)"; exit 1; }
+  for np in 2 3 4 alone; do
     diff -r "out-$r-1" "out-$r-$np" >/dev/null || { echo "FAIL: $r: np=$np differs from np=1"; exit 1; }
   done
-  echo "ok: $r byte-identical for np 1..4 ($(ls "out-$r-1" | grep -c safetensors$) shard files)"
+  echo "ok: $r byte-identical for np 1..4 and alone ($(ls "out-$r-1" | grep -c safetensors$) shard files)"
 done
 
 # The folder: shards + index, config with torch_dtype, tokenizer, recipe, metadata.

@@ -16,11 +16,21 @@ struct Verb {
   // Adds options to `sub` and returns the action to run once parsing succeeded.
   // The action returns the process exit code.
   std::function<std::function<int()>(CLI::App& sub)> setup;
-  // Whether the action uses MPI. Verbs that read files and print (inspect,
-  // report, tokenize) do not, and skip MPI's start-up when run alone; under a
-  // launcher (mpirun, srun) MPI is started for every verb, and such a verb
-  // runs on rank 0 only.
-  bool needs_mpi = true;
+  // How the action uses MPI. Under a launcher (mpirun, srun) MPI is started
+  // for every verb; run alone, only for Always.
+  enum class Mpi {
+    // Communicators of its own (evaluation groups, scorers): MPI even alone,
+    // as a world of one (an MPI singleton).
+    Always,
+    // Collectives on the world only (merge): every rank runs it under a
+    // launcher; alone it runs without MPI on dist/'s world-of-one helpers,
+    // and skips MPI's start-up (0.15 s).
+    UnderLauncher,
+    // Reads files and prints (inspect, report, tokenize): never uses MPI;
+    // under a launcher it runs on rank 0 only.
+    Never,
+  };
+  Mpi mpi = Mpi::Always;
 };
 
 std::vector<Verb>& verb_registry();

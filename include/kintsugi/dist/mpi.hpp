@@ -1,10 +1,16 @@
 #pragma once
-// Thin MPI helpers: a check macro that names file and line, and the world's
-// rank and size. Every process of kintsugi initializes MPI once in main();
-// a plain `kintsugi …` without mpirun is a world of one (MPI singleton).
+// Thin MPI helpers: a check macro that names file and line, the world's rank
+// and size, and the collectives the modules above use. A process starts MPI
+// once in main() (cli/main.cpp), when its verb needs it or a launcher started
+// it; a plain `kintsugi …` without mpirun is then a world of one (an MPI
+// singleton). A verb that never starts MPI when run alone (`merge`) runs on
+// these helpers alone: without MPI every communicator is a world of one, whose
+// rank is 0 and whose collectives return the caller's own data.
 #include <mpi.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,8 +35,11 @@ class MpiSession {
 // one rank of a job; false for a process started alone (an MPI singleton).
 bool started_by_launcher();
 
-// Rank and size of MPI_COMM_WORLD; 0 and 1 while MPI is not running (verbs
-// that need no MPI never start it, see cli/main.cpp).
+// Whether MPI is initialized and not yet finalized.
+bool mpi_started();
+
+// Rank and size of MPI_COMM_WORLD, or of `comm`; 0 and 1 while MPI is not
+// running (verbs that need no MPI never start it, see cli/main.cpp).
 int world_rank();
 int world_size();
 int comm_rank(MPI_Comm comm);
@@ -61,6 +70,17 @@ void run_everywhere(MPI_Comm comm, F&& f);
 // A barrier that sleeps between polls instead of spinning: ranks that wait
 // for hours (on an external scorer) leave their cores to it.
 void sleeping_barrier(MPI_Comm comm);
+
+// `data` reduced element-wise with `op` over the ranks of `comm`, in place on
+// every rank (MPI_Allreduce). T: a type with mpi_type<T>().
+template <typename T>
+void allreduce_in_place(std::span<T> data, MPI_Op op, MPI_Comm comm);
+// before[i] = the sum of mine[i] over the ranks below this one (MPI_Exscan);
+// zeros on rank 0.
+void exscan_sum(std::span<const uint64_t> mine, std::span<uint64_t> before, MPI_Comm comm);
+// Every rank's `mine` (the same size on every rank), concatenated in rank
+// order, on every rank (MPI_Allgather).
+std::vector<std::byte> allgather_bytes(std::span<const std::byte> mine, MPI_Comm comm);
 
 // MPI datatype for a C++ type used in collectives.
 template <typename T>
@@ -141,3 +161,14 @@ void run_everywhere(MPI_Comm comm, F&& f) {
                                                    #call,                                         \
                                                    ::kintsugi::mpi_error_string(mpi_check_rc_))); \
   } while (0)
+
+namespace kintsugi {
+
+template <typename T>
+void allreduce_in_place(std::span<T> data, MPI_Op op, MPI_Comm comm) {
+  if (!mpi_started() || data.empty()) return;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), static_cast<int>(data.size()), mpi_type<T>(),
+                          op, comm));
+}
+
+}  // namespace kintsugi
