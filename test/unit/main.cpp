@@ -27,17 +27,20 @@ struct MpiListener : Catch::TestEventListenerBase {
 
   void testRunEnded(const Catch::TestRunStats& stats) override {
     TestEventListenerBase::testRunEnded(stats);
+#if defined(KINTSUGI_LEAK_CHECK)
+    // The leak check runs here, after the last test and before MPI_Finalize:
+    // every test's memory is released by now, while Open MPI's long-lived
+    // allocations are still reachable from its loaded components (after
+    // MPI_Finalize unloads them, matching them to suppressions needs ASan's
+    // slow full unwinder on every allocation). Not at exit either, where
+    // LeakSanitizer's tracer can crash on a thread being torn down
+    // (google/sanitizers#1353). A leak ends the process with LeakSanitizer's
+    // exit code; the check at exit is then skipped.
+    __lsan_do_leak_check();
+#endif
     // Every rank runs the same tests, so each reaches this point; mpirun's
     // exit code is non-zero when any rank's is.
     mpi.reset();
-#if defined(KINTSUGI_LEAK_CHECK)
-    // The leak check runs here, with MPI finalized and the worker threads
-    // idle, not during exit-time teardown, where LeakSanitizer's tracer can
-    // crash on a thread being torn down (google/sanitizers#1353). A leak ends
-    // the process with LeakSanitizer's exit code; the check at exit is then
-    // skipped.
-    __lsan_do_leak_check();
-#endif
   }
 
   std::unique_ptr<kintsugi::MpiSession> mpi;
