@@ -14,6 +14,7 @@
 #include <random>
 
 #include "kintsugi/cli/bench.hpp"
+#include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
@@ -141,15 +142,15 @@ int run_bench_eval(const BenchEvalArgs& a) {
       if (r.scores[t].metrics != rows.front().scores[t].metrics)
         throw_runtime("bench eval: task {}: T = {} and T = {} give different scores",
                       r.scores[t].task, rows.front().T, r.T);
-  fmt::print("checkpoint {}: batch {}, prompt {} tokens, {} decode steps, {} repeats\n",
-             ck.path().string(), a.batch, a.prompt, a.decode, a.repeats);
-  fmt::print("{:>3} {:>16} {:>16} {:>14} {:>18} {:>16}\n", "T", "prefill tok/s", "decode tok/s",
-             "matmul share", "score search (s)", "(CPU s, rank 0)");
+  print_out("checkpoint {}: batch {}, prompt {} tokens, {} decode steps, {} repeats\n",
+            ck.path().string(), a.batch, a.prompt, a.decode, a.repeats);
+  print_out("{:>3} {:>16} {:>16} {:>14} {:>18} {:>16}\n", "T", "prefill tok/s", "decode tok/s",
+            "matmul share", "score search (s)", "(CPU s, rank 0)");
   nlohmann::json j = nlohmann::json::array();
   for (const auto& r : rows) {
-    fmt::print("{:>3} {:>16.0f} {:>16.0f} {:>13.1f}% {:>18} {:>16}\n", r.T, r.prefill_tps,
-               r.decode_tps, 100 * r.matmul_share, fmt::format("{:.3f}", r.score_s),
-               fmt::format("{:.3f}", r.score_cpu_s));
+    print_out("{:>3} {:>16.0f} {:>16.0f} {:>13.1f}% {:>18} {:>16}\n", r.T, r.prefill_tps,
+              r.decode_tps, 100 * r.matmul_share, fmt::format("{:.3f}", r.score_s),
+              fmt::format("{:.3f}", r.score_cpu_s));
     j.push_back({{"tensor_parallel", r.T},
                  {"prefill_tokens_per_s", r.prefill_tps},
                  {"decode_tokens_per_s", r.decode_tps},
@@ -161,10 +162,9 @@ int run_bench_eval(const BenchEvalArgs& a) {
   for (const auto& t : rows.front().scores) scores[t.task] = t.metrics;
   std::vector<int> measured;
   for (const auto& r : rows) measured.push_back(r.T);
-  fmt::print("scores agree at every T measured (T = {})\n", fmt::join(measured, ", "));
+  print_out("scores agree at every T measured (T = {})\n", fmt::join(measured, ", "));
   if (a.json)
-    fmt::print("{}\n",
-               nlohmann::json{{"bench", "eval"}, {"results", j}, {"scores", scores}}.dump());
+    print_out("{}\n", nlohmann::json{{"bench", "eval"}, {"results", j}, {"scores", scores}}.dump());
   return kExitOk;
 }
 

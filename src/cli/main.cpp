@@ -55,9 +55,7 @@ std::pair<std::string, bool> describe(const std::filesystem::filesystem_error& e
   std::string op = e.what();
   if (op.rfind("filesystem error: ", 0) == 0) op.erase(0, 18);
   if (const auto colon = op.find(": "); colon != std::string::npos) op.resize(colon);
-  const int c = e.code().value();
-  const bool input = c == ENOENT || c == ENOTDIR || c == EISDIR || c == EACCES || c == EPERM ||
-                     c == EEXIST || c == ENAMETOOLONG || c == ELOOP || c == EROFS;
+  const bool input = kintsugi::is_path_errno(e.code().value());
   return {fmt::format("{}: {} ({})", paths.empty() ? "(no path)" : paths, e.code().message(), op),
           input};
 }

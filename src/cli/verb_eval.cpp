@@ -187,7 +187,7 @@ void write_samples(const std::string& path, const std::vector<nlohmann::json>& m
 // A score that is not a number (JSON null: NaN log-probabilities) prints as
 // "nan"; the command then fails (exit 1) naming the first such score.
 void print_results(const JobConfig& job, const std::vector<nlohmann::json>& models, bool json) {
-  fmt::print("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
+  print_out("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
   nlohmann::json summary;
   summary["results"] = nlohmann::json::array();
   std::string not_a_number;
@@ -198,14 +198,14 @@ void print_results(const JobConfig& job, const std::vector<nlohmann::json>& mode
       const std::string metric = t.primary_metric();
       const auto& v = m["tasks"][t.name][metric];
       const double x = v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-      fmt::print("{:<28} {:<20} {:<14} {:>10.4f}\n", name, t.name, metric, x);
+      print_out("{:<28} {:<20} {:<14} {:>10.4f}\n", name, t.name, metric, x);
       if (!std::isfinite(x) && not_a_number.empty())
         not_a_number = fmt::format("{}: task {}: {} is not a number", name, t.name, metric);
       tasks_json[t.name] = m["tasks"][t.name];
     }
     summary["results"].push_back({{"model", m["model"]}, {"tasks", tasks_json}});
   }
-  if (json) fmt::print("{}\n", summary.dump());
+  if (json) print_out("{}\n", summary.dump());
   std::fflush(stdout);
   if (!not_a_number.empty())
     throw_runtime(

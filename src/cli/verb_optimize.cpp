@@ -41,7 +41,7 @@ VerbRegistration optimize_verb{
          if (budget->count()) a->o.budget = a->budget;
          if (seed->count()) a->o.seed = a->seed;
          if (a->print_state_path) {
-           fmt::print("{}\n", state_path_for(load_job(a->o.job), a->o.state).string());
+           print_out("{}\n", state_path_for(load_job(a->o.job), a->o.state).string());
            return kExitOk;
          }
          return run_optimize(a->o);

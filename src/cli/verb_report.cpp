@@ -30,13 +30,13 @@ VerbRegistration report_verb{
        return std::function<int()>([a] {
          const RunState s = load_state(a->state);
          if (a->status)
-           fmt::print("{}\n", run_status_text(s));
+           print_out("{}\n", run_status_text(s));
          else if (a->json)
-           fmt::print("{}\n", report_json(s).dump());
+           print_out("{}\n", report_json(s).dump());
          else if (a->csv)
-           fmt::print("{}", report_csv(s));
+           print_out("{}", report_csv(s));
          else
-           fmt::print("{}", report_text(s));
+           print_out("{}", report_text(s));
          std::fflush(stdout);
          return kExitOk;
        });

@@ -197,7 +197,12 @@ HfFolderWriter::HfFolderWriter(fs::path dir, bool overwrite) : overwrite_(overwr
   }
   const fs::path parent = dir_.has_parent_path() ? dir_.parent_path() : fs::path(".");
   fs::create_directories(parent, ec);
-  if (ec) throw_runtime("{}: cannot create: {}", parent.string(), ec.message());
+  if (ec) {
+    // A file in the way or a forbidden folder is the user's path: exit 2.
+    if (is_path_errno(ec.value()))
+      throw_input("{}: cannot create the output's folder: {}", parent.string(), ec.message());
+    throw_runtime("{}: cannot create: {}", parent.string(), ec.message());
+  }
   // A name no one else has: a leftover or a user's "<dir>.partial" is never touched.
   tmp_ = unique_dir_beside(dir_, "partial");
 }

@@ -178,7 +178,7 @@ echo "ok: eval --samples on a full disk fails with one line and leaves no file"
 for cmd in "report s.h5" "report s.h5 --json" "inspect plain0" "eval j.yaml --checkpoint plain0" \
   "--version"; do
   # shellcheck disable=SC2086
-  fails_with 1 "No space left on device" -- sh -c "exec \"\$0\" $cmd >/dev/full" \
+  fails_with 1 "standard output: No space left on device" -- sh -c "exec \"\$0\" $cmd >/dev/full" \
     "$KINTSUGI"
 done
 
@@ -209,5 +209,6 @@ echo "ok: SIGTERM to mpirun ends with exit $rc; the state says '$status'"
 
 echo "--- 9. a filesystem fault names the path, in one line"
 touch afile
-fails_with 1 "afile: cannot create: Not a directory" -- "$KINTSUGI" merge plain.yaml --out afile/sub
+# A file in the way of the output is the user's path: exit 2.
+fails_with 2 "afile: cannot create the output's folder: Not a directory" -- "$KINTSUGI" merge plain.yaml --out afile/sub
 echo "reliability_values: all passed"

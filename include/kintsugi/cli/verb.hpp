@@ -2,9 +2,13 @@
 // The CLI is one executable with verbs. Each verb lives in its own file under
 // src/cli/ and registers itself with a static VerbRegistration, so adding a
 // verb never touches main.cpp.
+#include <fmt/format.h>
+
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kintsugi::cli {
@@ -45,6 +49,16 @@ inline CLI::Validator non_negative() {
                                               : std::string();
       },
       "NONNEGATIVE");
+}
+
+// Prints a verb's results to stdout through C stdio: a failed write (a full
+// disk, a closed pipe) then shows in main()'s final check, "cannot write the
+// results to standard output: …", exit 1. (fmt::print would throw its own
+// "cannot write to file", naming no stream.)
+template <typename... Args>
+void print_out(fmt::format_string<Args...> f, Args&&... args) {
+  const std::string text = fmt::format(f, std::forward<Args>(args)...);
+  std::fwrite(text.data(), 1, text.size(), stdout);
 }
 
 struct VerbRegistration {

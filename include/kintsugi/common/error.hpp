@@ -5,6 +5,7 @@
 // Messages are one line and name the file, key or tensor and what is wrong.
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <stdexcept>
 #include <string>
 
@@ -32,6 +33,15 @@ template <typename... Args>
 template <typename... Args>
 [[noreturn]] void throw_runtime(fmt::format_string<Args...> f, Args&&... args) {
   throw RuntimeError(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Whether an errno from a file operation blames the path the user gave (no
+// such file, not a folder, a file in the way, no permission, read-only, too
+// long, a symlink loop): an InputError, exit 2. Others (a full disk, an I/O
+// error) are RuntimeErrors, exit 1.
+inline bool is_path_errno(int err) {
+  return err == ENOENT || err == ENOTDIR || err == EISDIR || err == EACCES || err == EPERM ||
+         err == EEXIST || err == ENAMETOOLONG || err == ELOOP || err == EROFS;
 }
 
 }  // namespace kintsugi
