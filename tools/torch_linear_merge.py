@@ -48,7 +48,8 @@ def model_file(folder):
 def open_safetensors(path):
     """(header without __metadata__, mmap, offset of the data) of one file."""
     f = open(path, "rb")
-    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # Copy-on-write, never written: torch.frombuffer warns on read-only buffers.
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     f.close()
     (n,) = struct.unpack("<Q", m[:8])
     header = json.loads(m[8 : 8 + n])

@@ -76,15 +76,24 @@ void set_choice(int isa, std::string how) {
   g_isa.store(isa, std::memory_order_relaxed);
 }
 
-// The copy KINTSUGI_CPU_KERNELS forces, or -1 when it is unset.
-int forced_isa() {
+// The copy that KINTSUGI_CPU_KERNELS or the CPU decides (and records it as
+// the choice), or -1 when only timing can: no variable, and AVX2 present.
+int fixed_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
-  if (env == nullptr || *env == '\0') return -1;
-  const std::string_view v(env);
-  const int isa = isa_of(v);
-  if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
-  if (isa == 1 && !avx2_supported()) throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
-  return isa;
+  if (env != nullptr && *env != '\0') {
+    const std::string_view v(env);
+    const int isa = isa_of(v);
+    if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
+    if (isa == 1 && !avx2_supported())
+      throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
+    set_choice(isa, fmt::format("KINTSUGI_CPU_KERNELS={}", name_of(isa)));
+    return isa;
+  }
+  if (!avx2_supported()) {
+    set_choice(0, "the only copy this CPU runs");
+    return 0;
+  }
+  return -1;
 }
 
 void measure_and_choose();
@@ -93,14 +102,10 @@ void measure_and_choose();
 int isa_for(size_t traffic) {
   const int isa = g_isa.load(std::memory_order_relaxed);
   if (isa >= 0) return isa;
-  if (const int f = forced_isa(); f >= 0) {
-    set_choice(f, fmt::format("KINTSUGI_CPU_KERNELS={}", name_of(f)));
-    return f;
-  }
-  if (!avx2_supported()) {
-    set_choice(0, "the only copy this CPU runs");
-    return 0;
-  }
+  // Read once, not on every call while the timing waits for a large one (an
+  // initializer that throws, for a bad value, runs again on the next call).
+  static const int fixed = fixed_isa();
+  if (fixed >= 0) return fixed;
   if (traffic < kMeasureMin) return 1;
   std::call_once(g_measure_once, measure_and_choose);
   return g_isa.load(std::memory_order_relaxed);
