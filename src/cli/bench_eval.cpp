@@ -1,14 +1,23 @@
 // `kintsugi bench eval`: the builtin evaluator's speed on one checkpoint:
 // prefill and decode tokens/s for T = 1 and 2 (as many ranks as the world
 // has), the share of wall time in matrix products, and the time to score the
-// checkpoint on a job's tasks (all search splits). Like `bench merge` it checks
-// its own results: the task scores must agree exactly at every T measured (the
-// group size changes only the order of the all-reduce sums), else exit 1.
+// checkpoint on a job's tasks (all search splits). With --torch SCRIPT
+// (tools/torch_eval_bench.py) the same prompts run through a PyTorch forward
+// pass of the same checkpoint in the same invocation, single-threaded like a
+// rank, and the ratios are printed. Like `bench merge` it checks its own
+// results: the task scores must agree exactly at every T measured (the group
+// size changes only the order of the all-reduce sums), and PyTorch's
+// log-probabilities after the prompts must match kintsugi's within 1e-3, else
+// exit 1.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -16,10 +25,11 @@
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/system.hpp"
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/eval/builtin_evaluator.hpp"
-#include "kintsugi/model/blas.hpp"
+#include "kintsugi/kernels/eval_kernels.hpp"
 #include "kintsugi/model/transformer.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/service/runtime.hpp"
@@ -36,6 +46,8 @@ struct BenchEvalArgs {
   size_t decode = 32;
   size_t repeats = 3;
   std::vector<int> tp = {1, 2};
+  std::string torch;                        // the PyTorch peer's script; empty: not run
+  std::string python = "/usr/bin/python3";  // Debian's, which has python3-torch
   bool json = false;
 };
 
@@ -51,20 +63,57 @@ struct Row {
   int T;
   double prefill_tps, decode_tps, matmul_share, score_s, score_cpu_s;
   std::vector<TaskResult> scores;
+  // From the first repeat: greedy tokens [batch][decode + 1] and the
+  // log-probabilities after the prompt [batch * vocabulary].
+  std::vector<std::vector<int32_t>> greedy;
+  std::vector<double> first_logprobs;
 };
 
-Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int T, int rank,
-              const std::vector<EvalTask>& tasks) {
-  const ModelShard shard = load_model_shard(ck, rank, T);
-  Transformer m(shard, comm);
+// The benchmark's prompts: BOS, then random lowercase letters.
+std::vector<std::vector<int32_t>> make_prompts(const BenchEvalArgs& a, int64_t bos) {
   std::mt19937 rng(1);
   std::vector<std::vector<int32_t>> prompts(a.batch);
   for (auto& p : prompts) {
-    p.push_back(static_cast<int32_t>(std::max<int64_t>(shard.config().bos_token_id, 0)));
+    p.push_back(static_cast<int32_t>(std::max<int64_t>(bos, 0)));
     while (p.size() < a.prompt) p.push_back(static_cast<int32_t>('a' + rng() % 26));
   }
+  return prompts;
+}
+
+// log p(v | prompt) for every vocabulary entry v after each prompt.
+std::vector<double> all_log_probs(const Transformer& m, const std::vector<float>& logits,
+                                  size_t rows) {
+  const auto V = static_cast<size_t>(m.config().vocab_size);
+  std::vector<int32_t> row_of(rows * V), targets(rows * V);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t v = 0; v < V; ++v) {
+      row_of[r * V + v] = static_cast<int32_t>(r);
+      targets[r * V + v] = static_cast<int32_t>(v);
+    }
+  std::vector<double> out(rows * V);
+  m.log_probs(logits.data(), rows, row_of, targets, out);
+  return out;
+}
+
+Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int T, int rank,
+              const std::vector<EvalTask>& tasks,
+              const std::vector<std::vector<int32_t>>& prompts) {
+  const ModelShard shard = load_model_shard(ck, rank, T);
+  Transformer m(shard, comm);
+  std::vector<std::vector<int32_t>> greedy(a.batch);
+  std::vector<double> first_logprobs;
   double prefill_s = 0, decode_s = 0, mm = 0, wall = 0;
   std::vector<float> logits;
+  {  // warm-up, untimed (as the PyTorch peer does): first-call allocations
+    std::vector<SeqCache> caches;
+    std::vector<ForwardRequest> reqs;
+    caches.reserve(a.batch);
+    for (size_t b = 0; b < a.batch; ++b) {
+      caches.push_back(m.new_cache());
+      reqs.push_back({&caches.back(), std::span<const int32_t>(prompts[b]).first(2), {1}});
+    }
+    m.forward(reqs, logits);
+  }
   for (size_t r = 0; r < a.repeats; ++r) {
     std::vector<SeqCache> caches;
     std::vector<ForwardRequest> reqs;
@@ -80,17 +129,24 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     std::vector<int32_t> next(a.batch);
     m.argmax(logits.data(), a.batch, next);
     const double t1 = steady_seconds();
+    if (r == 0) {  // outside the timed regions
+      first_logprobs = all_log_probs(m, logits, a.batch);
+      for (size_t b = 0; b < a.batch; ++b) greedy[b].push_back(next[b]);
+    }
+    const double t1b = steady_seconds();
     for (size_t s = 0; s < a.decode; ++s) {
       for (size_t b = 0; b < a.batch; ++b)
         reqs[b] = {&caches[b], std::span<const int32_t>(&next[b], 1), {0}};
       m.forward(reqs, logits);
       m.argmax(logits.data(), a.batch, next);
+      if (r == 0)
+        for (size_t b = 0; b < a.batch; ++b) greedy[b].push_back(next[b]);
     }
     const double t2 = steady_seconds();
     prefill_s += t1 - t0;
-    decode_s += t2 - t1;
+    decode_s += t2 - t1b;
     mm += matmul_seconds();
-    wall += t2 - t0;
+    wall += (t1 - t0) + (t2 - t1b);
   }
   Row row{T,
           static_cast<double>(a.batch * a.prompt * a.repeats) / prefill_s,
@@ -98,7 +154,9 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
           mm / wall,
           -1,
           -1,
-          {}};
+          {},
+          std::move(greedy),
+          std::move(first_logprobs)};
   const Tokenizer tok = load_tokenizer(ck);
   EvalOptions opt;
   opt.eos_ids = load_eos_ids(ck);
@@ -110,8 +168,73 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
   return row;
 }
 
+struct TorchRun {
+  std::string version;
+  double prefill_tps = 0, decode_tps = 0;
+  double max_logprob_diff = 0;
+  size_t greedy_same = 0, greedy_total = 0;
+};
+
+// The PyTorch peer on the same checkpoint and prompts (rank 0 alone, after
+// kintsugi's runs), checked against kintsugi's T = 1 row: the log-probabilities
+// after the prompts must agree within 1e-3 (both compute in fp32; only the
+// order of the sums differs), else exit 1. Greedy tokens are counted, not
+// required equal: a near tie may flip one and the continuation with it.
+TorchRun run_torch(const BenchEvalArgs& a, const std::vector<std::vector<int32_t>>& prompts,
+                   const Row& ours) {
+  if (!std::filesystem::is_regular_file(a.torch))
+    throw_input("--torch {}: no such file (tools/torch_eval_bench.py in the repository)", a.torch);
+  char tmpl[] = "/tmp/kintsugi-bench-prompts-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  if (fd < 0) throw_runtime("bench eval: cannot create a temporary file in /tmp");
+  close(fd);
+  const std::string prompts_file = tmpl;
+  struct Remove {
+    std::string path;
+    ~Remove() { std::filesystem::remove(path); }
+  } remove{prompts_file};
+  {
+    std::ofstream f(prompts_file);
+    f << nlohmann::json(prompts).dump();
+    if (!f.flush()) throw_runtime("bench eval: cannot write {}", prompts_file);
+  }
+  const std::string cmd = "OMP_NUM_THREADS=1 " + shell_quote(a.python) + " " +
+                          shell_quote(a.torch) + " --checkpoint " + shell_quote(a.checkpoint) +
+                          " --prompts " + shell_quote(prompts_file) + " --decode " +
+                          std::to_string(a.decode) + " --repeats " + std::to_string(a.repeats);
+  const auto j = nlohmann::json::parse(peer_output(cmd, a.torch));
+  TorchRun t;
+  t.version = j.at("torch").get<std::string>();
+  t.prefill_tps = j.at("prefill_tokens_per_s").get<double>();
+  t.decode_tps = j.at("decode_tokens_per_s").get<double>();
+  const auto lp = j.at("prefill_logprobs").get<std::vector<std::vector<double>>>();
+  const auto greedy = j.at("greedy_tokens").get<std::vector<std::vector<int32_t>>>();
+  const size_t V = ours.first_logprobs.size() / a.batch;
+  if (lp.size() != a.batch || greedy.size() != a.batch)
+    throw_runtime("bench eval: {} answered for {} sequences, not {}", a.torch, lp.size(), a.batch);
+  for (size_t b = 0; b < a.batch; ++b) {
+    if (lp[b].size() != V)
+      throw_runtime("bench eval: {}: {} log-probabilities per sequence, the model has {}", a.torch,
+                    lp[b].size(), V);
+    for (size_t v = 0; v < V; ++v) {
+      const double d = std::abs(lp[b][v] - ours.first_logprobs[b * V + v]);
+      if (!(d <= 1e-3))
+        throw_runtime(
+            "bench eval: sequence {}, token {}: log p = {:.6f} from kintsugi, {:.6f} from {}: "
+            "the two forward passes disagree",
+            b, v, ours.first_logprobs[b * V + v], lp[b][v], a.torch);
+      t.max_logprob_diff = std::max(t.max_logprob_diff, d);
+    }
+    for (size_t s = 0; s < ours.greedy[b].size() && s < greedy[b].size(); ++s)
+      t.greedy_same += ours.greedy[b][s] == greedy[b][s] ? 1 : 0;
+    t.greedy_total += ours.greedy[b].size();
+  }
+  return t;
+}
+
 int run_bench_eval(const BenchEvalArgs& a) {
-  set_blas_threads(1);
+  if (!a.torch.empty() && !std::filesystem::is_regular_file(a.torch))
+    throw_input("--torch {}: no such file (tools/torch_eval_bench.py in the repository)", a.torch);
   if (!std::filesystem::is_regular_file(a.job)) throw_input("--job {}: no such file", a.job);
   const HfCheckpoint ck = HfCheckpoint::open(a.checkpoint);
   std::vector<EvalTask> tasks;
@@ -119,6 +242,7 @@ int run_bench_eval(const BenchEvalArgs& a) {
   for (const auto& t : job.tasks) tasks.push_back(load_task(t, "search"));
   if (std::none_of(a.tp.begin(), a.tp.end(), [](int T) { return T >= 1 && T <= world_size(); }))
     throw_input("--tp: no group size fits in {} rank(s)", world_size());
+  const auto prompts = make_prompts(a, model_config_of(ck).bos_token_id);
   std::vector<Row> rows;
   for (int T : a.tp) {
     if (T < 1) throw_input("--tp: {} is not a group size", T);
@@ -130,7 +254,7 @@ int run_bench_eval(const BenchEvalArgs& a) {
     const bool in = world_rank() < T;
     MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, in ? 0 : MPI_UNDEFINED, world_rank(), &comm));
     if (in) {
-      rows.push_back(bench_one(a, ck, comm, T, world_rank(), tasks));
+      rows.push_back(bench_one(a, ck, comm, T, world_rank(), tasks, prompts));
       MPI_Comm_free(&comm);
     }
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
@@ -144,6 +268,7 @@ int run_bench_eval(const BenchEvalArgs& a) {
                       r.scores[t].task, rows.front().T, r.T);
   print_out("checkpoint {}: batch {}, prompt {} tokens, {} decode steps, {} repeats\n",
             ck.path().string(), a.batch, a.prompt, a.decode, a.repeats);
+  print_out("CPU: {}; evaluator kernels: {}\n", cpu_model(), eval_kernels_isa());
   print_out("{:>3} {:>16} {:>16} {:>14} {:>18} {:>16}\n", "T", "prefill tok/s", "decode tok/s",
             "matmul share", "score search (s)", "(CPU s, rank 0)");
   nlohmann::json j = nlohmann::json::array();
@@ -163,8 +288,34 @@ int run_bench_eval(const BenchEvalArgs& a) {
   std::vector<int> measured;
   for (const auto& r : rows) measured.push_back(r.T);
   print_out("scores agree at every T measured (T = {})\n", fmt::join(measured, ", "));
-  if (a.json)
-    print_out("{}\n", nlohmann::json{{"bench", "eval"}, {"results", j}, {"scores", scores}}.dump());
+  nlohmann::json out{{"bench", "eval"},
+                     {"cpu_model", cpu_model()},
+                     {"eval_kernels", eval_kernels_isa()},
+                     {"results", j},
+                     {"scores", scores}};
+  const auto one = std::find_if(rows.begin(), rows.end(), [](const Row& r) { return r.T == 1; });
+  if (!a.torch.empty()) {
+    if (one == rows.end()) throw_input("--torch needs T = 1 among --tp");
+    const TorchRun t = run_torch(a, prompts, *one);
+    print_out("PyTorch {} ({}, 1 thread): prefill {:.0f} tok/s, decode {:.0f} tok/s\n", t.version,
+              a.torch, t.prefill_tps, t.decode_tps);
+    print_out("kintsugi T = 1 / PyTorch: prefill {:.2f}x, decode {:.2f}x\n",
+              one->prefill_tps / t.prefill_tps, one->decode_tps / t.decode_tps);
+    print_out(
+        "same model: log-probabilities after the prompts within {:.1e}; greedy tokens {} of {} "
+        "identical\n",
+        t.max_logprob_diff, t.greedy_same, t.greedy_total);
+    out["torch"] = {{"script", a.torch},
+                    {"version", t.version},
+                    {"prefill_tokens_per_s", t.prefill_tps},
+                    {"decode_tokens_per_s", t.decode_tps},
+                    {"prefill_ratio", one->prefill_tps / t.prefill_tps},
+                    {"decode_ratio", one->decode_tps / t.decode_tps},
+                    {"max_logprob_difference", t.max_logprob_diff},
+                    {"greedy_identical", t.greedy_same},
+                    {"greedy_total", t.greedy_total}};
+  }
+  if (a.json) print_out("{}\n", out.dump());
   return kExitOk;
 }
 
@@ -188,6 +339,11 @@ BenchRegistration eval_bench{
            ->capture_default_str()
            ->check(CLI::Range(1, 1000));
        sub.add_option("--tp", a->tp, "Group sizes to measure")->capture_default_str();
+       sub.add_option("--torch", a->torch,
+                      "Also run this PyTorch peer (tools/torch_eval_bench.py) on the same "
+                      "prompts and print the ratios");
+       sub.add_option("--python", a->python, "The Python that runs --torch (with torch installed)")
+           ->capture_default_str();
        sub.add_flag("--json", a->json, "Print a JSON line at the end");
        return std::function<int()>([a] { return run_bench_eval(*a); });
      }}};

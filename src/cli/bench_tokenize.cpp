@@ -46,12 +46,6 @@ Run time_kintsugi(const Tokenizer& tok, const std::vector<std::string>& texts, i
   return r;
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 Run time_hf(const TokenizeBenchArgs& a, const std::string& tokenizer_json) {
   if (!fs::exists(a.hf_script))
     throw_input(
@@ -61,15 +55,7 @@ Run time_hf(const TokenizeBenchArgs& a, const std::string& tokenizer_json) {
   const std::string cmd = "TOKENIZERS_PARALLELISM=false RAYON_NUM_THREADS=1 node " +
                           shell_quote(a.hf_script) + " " + shell_quote(tokenizer_json) + " " +
                           shell_quote(a.corpus) + " " + std::to_string(a.repeat);
-  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
-  if (!p) throw_runtime("bench tokenize: cannot start node");
-  std::string out;
-  char buf[1 << 16];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p.get())) > 0;) out.append(buf, n);
-  const int status = pclose(p.release());
-  if (status != 0 || out.empty())
-    throw_runtime("bench tokenize: {} failed (status {})", a.hf_script, status);
-  const auto j = nlohmann::json::parse(out);
+  const auto j = nlohmann::json::parse(peer_output(cmd, a.hf_script));
   Run r;
   r.seconds = j.at("seconds").get<double>();
   r.tokens = j.at("tokens").get<size_t>();

@@ -5,12 +5,24 @@
 
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/cli/verb.hpp"
+#include "kintsugi/common/error.hpp"
 
 namespace kintsugi::cli {
 
 std::vector<Bench>& bench_registry() {
   static std::vector<Bench> benches;
   return benches;
+}
+
+std::string peer_output(const std::string& cmd, const std::string& what) {
+  std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
+  if (!p) throw_runtime("bench: cannot start {}", what);
+  std::string out;
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p.get())) > 0;) out.append(buf, n);
+  const int status = pclose(p.release());
+  if (status != 0 || out.empty()) throw_runtime("bench: {} failed (status {})", what, status);
+  return out;
 }
 
 namespace {

@@ -21,7 +21,6 @@
 #include "kintsugi/eval/builtin_evaluator.hpp"
 #include "kintsugi/eval/eval_groups.hpp"
 #include "kintsugi/io/atomic_file.hpp"
-#include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
 #include "kintsugi/service/runtime.hpp"
 
@@ -219,7 +218,6 @@ int run_eval(const EvalArgs& a) {
   if (job.evaluator.kind != "builtin")
     throw_input("{}: evaluator.kind '{}': kintsugi eval runs the builtin evaluator", a.job,
                 job.evaluator.kind);
-  set_blas_threads(1);
   EvalGroups groups(static_cast<int>(job.parallel.tensor_parallel));
   std::vector<EvalTask> tasks;
   for (const auto& t : job.tasks) tasks.push_back(load_task(t, a.split));

@@ -8,7 +8,6 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
-#include "kintsugi/model/blas.hpp"
 
 namespace kintsugi {
 
@@ -69,20 +68,27 @@ Transformer::Transformer(const ModelShard& shard, MPI_Comm group) : shard_(shard
   auto opt = [&](const std::string& name) -> const float* {
     return shard.has(name) ? shard.tensor(name).data() : nullptr;
   };
+  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), fL = z(fL_);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
-    layers_.push_back({ptr(p + "input_layernorm.weight"), ptr(p + "self_attn.q_proj.weight"),
-                       ptr(p + "self_attn.k_proj.weight"), ptr(p + "self_attn.v_proj.weight"),
-                       opt(p + "self_attn.q_proj.bias"), opt(p + "self_attn.k_proj.bias"),
-                       opt(p + "self_attn.v_proj.bias"), ptr(p + "self_attn.o_proj.weight"),
-                       opt(p + "self_attn.o_proj.bias"), ptr(p + "post_attention_layernorm.weight"),
-                       ptr(p + "mlp.gate_proj.weight"), ptr(p + "mlp.up_proj.weight"),
-                       ptr(p + "mlp.down_proj.weight")});
+    const PackedWeight::Block qkv[] = {{ptr(p + "self_attn.q_proj.weight"), qL, D},
+                                       {ptr(p + "self_attn.k_proj.weight"), kvL, D},
+                                       {ptr(p + "self_attn.v_proj.weight"), kvL, D}};
+    const PackedWeight::Block gate_up[] = {{ptr(p + "mlp.gate_proj.weight"), fL, D},
+                                           {ptr(p + "mlp.up_proj.weight"), fL, D}};
+    layers_.push_back(
+        {ptr(p + "input_layernorm.weight"), opt(p + "self_attn.q_proj.bias"),
+         opt(p + "self_attn.k_proj.bias"), opt(p + "self_attn.v_proj.bias"),
+         opt(p + "self_attn.o_proj.bias"), ptr(p + "post_attention_layernorm.weight"),
+         PackedWeight(D, qkv), PackedWeight(ptr(p + "self_attn.o_proj.weight"), D, qL, qL),
+         PackedWeight(D, gate_up), PackedWeight(ptr(p + "mlp.down_proj.weight"), D, fL, fL)});
   }
   embed_ = ptr("model.embed_tokens.weight");
   final_norm_ = ptr("model.norm.weight");
-  lm_head_ = c.tie_word_embeddings ? embed_ : ptr("lm_head.weight");
+  lm_head_ =
+      PackedWeight(c.tie_word_embeddings ? embed_ : ptr("lm_head.weight"), z(vocab_.size()), D, D);
   inv_freq_ = rope_inv_freq(c);
+  eps_ = static_cast<float>(c.rms_norm_eps);
 }
 
 SeqCache Transformer::new_cache() const {
@@ -105,19 +111,6 @@ SeqCache Transformer::continue_from(std::shared_ptr<const SeqCache> prefix,
 void Transformer::allreduce_sum(float* data, size_t n) const {
   if (shard_.tp_size() == 1) return;
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, group_));
-}
-
-void Transformer::rms_norm(const float* x, const float* w, float* out, size_t rows) const {
-  const size_t D = z(D_);
-  const float eps = static_cast<float>(shard_.config().rms_norm_eps);
-  for (size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * D;
-    float ss = 0.0f;
-    for (size_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
-    float* o = out + r * D;
-    for (size_t i = 0; i < D; ++i) o[i] = w[i] * (xr[i] * inv);
-  }
 }
 
 void Transformer::rope(float* x, size_t heads, int64_t pos) {
@@ -143,54 +136,39 @@ void Transformer::rope(float* x, size_t heads, int64_t pos) {
   }
 }
 
-// Per request and head: scores = q k^T / sqrt(hd): [n, cached + n] over the
-// prefix's keys and its own, causal (and within the sliding window), softmax,
-// attn = scores v: [n, hd] into the head's columns of attn: [N, qL]. A KV head
-// serves num_heads / num_kv_heads query heads (GQA).
+// Per request and KV head: the query heads it serves (GQA: num_heads /
+// num_kv_heads of them, adjacent in q) attend causally, within the sliding
+// window, over the prefix's cached keys and the request's own, the new ones
+// included; out: those heads' columns of attn: [N, qL].
 void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
                             const std::vector<size_t>& offsets) {
   const ModelConfig& c = shard_.config();
   const size_t hd = z(hd_), qL = z(qL_), kvL = z(kvL_);
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t window = c.sliding_window;
+  const size_t window = c.sliding_window > 0 ? z(c.sliding_window) : 0;
   for (size_t r = 0; r < requests.size(); ++r) {
     SeqCache& sc = *requests[r].cache;
     const size_t n = requests[r].tokens.size();
     const size_t pre = sc.prefix_len;
     const size_t own = sc.k[l].size() / kvL;  // this layer's keys, the new ones included
-    const size_t total = pre + own;
-    const size_t past = total - n;
-    const float* kpre = pre ? sc.prefix->k[l].data() : nullptr;
-    const float* vpre = pre ? sc.prefix->v[l].data() : nullptr;
-    const float* kown = sc.k[l].data();
-    const float* vown = sc.v[l].data();
-    scores_.resize(n * total);
-    for (int64_t h = 0; h < heads_.size(); ++h) {
-      const int64_t kvh = (heads_.begin + h) / group - kv_heads_.begin;
-      const float* qh = q_.data() + offsets[r] * qL + z(h) * hd;
-      float* s = scores_.data();
-      if (pre) matmul_nt(n, pre, hd, qh, qL, kpre + z(kvh) * hd, kvL, s, total);
-      matmul_nt(n, own, hd, qh, qL, kown + z(kvh) * hd, kvL, s + pre, total);
-      for (size_t i = 0; i < n; ++i) {
-        float* si = s + i * total;
-        const size_t p = past + i;  // this query's position: keys 0..p are visible
-        size_t lo = 0;
-        if (window > 0 && p + 1 > z(window)) lo = p + 1 - z(window);
-        float mx = -INFINITY;
-        for (size_t j = lo; j <= p; ++j) mx = std::max(mx, si[j] * scale);
-        float sum = 0.0f;
-        for (size_t j = 0; j < total; ++j) {
-          const float e = (j >= lo && j <= p) ? std::exp(si[j] * scale - mx) : 0.0f;
-          si[j] = e;
-          sum += e;
-        }
-        const float inv = 1.0f / sum;
-        for (size_t j = lo; j <= p; ++j) si[j] *= inv;
-      }
-      float* oh = attn_.data() + offsets[r] * qL + z(h) * hd;
-      if (pre) matmul_nn(n, hd, pre, s, total, vpre + z(kvh) * hd, kvL, oh, qL);
-      matmul_nn(n, hd, own, s + pre, total, vown + z(kvh) * hd, kvL, oh, qL, pre ? 1.0f : 0.0f);
+    for (int64_t kvh = kv_heads_.begin; kvh < kv_heads_.end; ++kvh) {
+      // This rank's query heads served by KV head kvh.
+      const int64_t h0 = std::max(kvh * group, heads_.begin) - heads_.begin;
+      const int64_t h1 = std::min((kvh + 1) * group, heads_.end) - heads_.begin;
+      if (h1 <= h0) continue;
+      const size_t kvo = z(kvh - kv_heads_.begin) * hd;
+      const KvRows kv{pre ? sc.prefix->k[l].data() + kvo : nullptr,
+                      pre ? sc.prefix->v[l].data() + kvo : nullptr,
+                      sc.k[l].data() + kvo,
+                      sc.v[l].data() + kvo,
+                      pre,
+                      kvL};
+      const size_t first = offsets[r] * qL + z(h0) * hd;
+      const size_t W = qL + 2 * kvL;  // a token's row of qkv: [q | k | v]
+      attend_tokens({qkv_.data() + offsets[r] * W + z(h0) * hd, W, z(h1 - h0), n, pre + own - n, hd,
+                     scale, kv, window, attn_.data() + first, qL},
+                    scores_);
     }
   }
 }
@@ -205,13 +183,13 @@ void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>
   resize_work_buffers(N);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    rms_norm(x_.data(), L.attn_norm, xn_.data(), N);  // xn: [N, D]
-    qkv_projection(L, N);                             // q: [N, qL], k, v: [N, kvL]
-    rope_and_cache(l, requests, offsets);             // k, v appended to the caches
-    attention(l, requests, offsets);                  // attn: [N, qL]
-    attention_output(L, N);                           // x += attn wo^T + bo: [N, D]
-    rms_norm(x_.data(), L.mlp_norm, xn_.data(), N);   // xn: [N, D]
-    mlp(L, N);                                        // x += swiglu(xn): [N, D]
+    rms_norm_rows(x_.data(), L.attn_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
+    qkv_projection(L, N);                  // q: [N, qL], k, v: [N, kvL]
+    rope_and_cache(l, requests, offsets);  // k, v appended to the caches
+    attention(l, requests, offsets);       // attn: [N, qL]
+    attention_output(L, N);                // x += attn wo^T + bo: [N, D]
+    rms_norm_rows(x_.data(), L.mlp_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
+    mlp(L, N);                                                         // x += swiglu(xn): [N, D]
   }
   for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
   lm_head(requests, offsets, logits);  // logits: [wanted rows, vL]
@@ -252,27 +230,25 @@ void Transformer::embed(std::span<ForwardRequest> requests, const std::vector<si
 void Transformer::resize_work_buffers(size_t N) {
   const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), fL = z(fL_);
   xn_.resize(N * D);
-  q_.resize(N * qL);
-  k_.resize(N * kvL);
-  v_.resize(N * kvL);
+  qkv_.resize(N * (qL + 2 * kvL));
   attn_.resize(N * qL);
   proj_.resize(N * D);
-  gate_.resize(N * fL);
-  up_.resize(N * fL);
+  gu_.resize(N * 2 * fL);
+  act_.resize(N * fL);
 }
 
-// q = xn wq^T + bq: [N, qL]; k = xn wk^T + bk, v = xn wv^T + bv: [N, kvL]
-// (column-parallel: this rank's heads; biases in Qwen2 only).
+// qkv = xn [wq wk wv]^T + [bq bk bv]: [N, qL + 2 kvL] in one product, a
+// token's q, k and v side by side (column-parallel: this rank's heads; biases
+// in Qwen2 only).
 void Transformer::qkv_projection(const Layer& L, size_t N) {
-  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_);
-  matmul_nt(N, qL, D, xn_.data(), D, L.wq, D, q_.data(), qL);
-  matmul_nt(N, kvL, D, xn_.data(), D, L.wk, D, k_.data(), kvL);
-  matmul_nt(N, kvL, D, xn_.data(), D, L.wv, D, v_.data(), kvL);
+  const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), W = qL + 2 * kvL;
+  matmul(N, xn_.data(), D, L.qkv, qkv_.data(), W);
   if (L.bq)
     for (size_t i = 0; i < N; ++i) {
-      for (size_t j = 0; j < qL; ++j) q_[i * qL + j] += L.bq[j];
-      for (size_t j = 0; j < kvL; ++j) k_[i * kvL + j] += L.bk[j];
-      for (size_t j = 0; j < kvL; ++j) v_[i * kvL + j] += L.bv[j];
+      float* row = qkv_.data() + i * W;
+      for (size_t j = 0; j < qL; ++j) row[j] += L.bq[j];
+      for (size_t j = 0; j < kvL; ++j) row[qL + j] += L.bk[j];
+      for (size_t j = 0; j < kvL; ++j) row[qL + kvL + j] += L.bv[j];
     }
 }
 
@@ -280,22 +256,24 @@ void Transformer::qkv_projection(const Layer& L, size_t N) {
 // cache holds), then appends this layer's k, v rows to each request's cache.
 void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
                                  const std::vector<size_t>& offsets) {
-  const size_t qL = z(qL_), kvL = z(kvL_);
+  const size_t qL = z(qL_), kvL = z(kvL_), W = qL + 2 * kvL;
   for (size_t r = 0; r < requests.size(); ++r) {
     SeqCache& sc = *requests[r].cache;
     const size_t n = requests[r].tokens.size();
     const size_t start = sc.length();  // own_len grows after the last layer
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t pos = static_cast<int64_t>(start + i);
-      rope(q_.data() + (offsets[r] + i) * qL, z(heads_.size()), pos);
-      rope(k_.data() + (offsets[r] + i) * kvL, z(kv_heads_.size()), pos);
-    }
     auto& kc = sc.k[l];
     auto& vc = sc.v[l];
-    kc.insert(kc.end(), k_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
-              k_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
-    vc.insert(vc.end(), v_.begin() + static_cast<std::ptrdiff_t>(offsets[r] * kvL),
-              v_.begin() + static_cast<std::ptrdiff_t>(offsets[r + 1] * kvL));
+    const size_t old = kc.size();
+    kc.resize(old + n * kvL);
+    vc.resize(old + n * kvL);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t pos = static_cast<int64_t>(start + i);
+      float* row = qkv_.data() + (offsets[r] + i) * W;
+      rope(row, z(heads_.size()), pos);
+      rope(row + qL, z(kv_heads_.size()), pos);
+      std::copy_n(row + qL, kvL, kc.data() + old + i * kvL);
+      std::copy_n(row + qL + kvL, kvL, vc.data() + old + i * kvL);
+    }
   }
 }
 
@@ -303,23 +281,19 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
 // all-reduced; then the residual x += proj + bo.
 void Transformer::attention_output(const Layer& L, size_t N) {
   const size_t D = z(D_), qL = z(qL_);
-  matmul_nt(N, D, qL, attn_.data(), qL, L.wo, qL, proj_.data(), D);
+  matmul(N, attn_.data(), qL, L.wo, proj_.data(), D);
   allreduce_sum(proj_.data(), proj_.size());
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
 }
 
-// SwiGLU on this rank's ffn slice: gate = xn wgate^T, up = xn wup^T: [N, fL];
-// gate = silu(gate) * up; proj = gate wdown^T: [N, D] (partial sum,
-// all-reduced); then the residual x += proj.
+// SwiGLU on this rank's ffn slice: [gate up] = xn [wgate wup]^T: [N, 2 fL]
+// in one product; act = silu(gate) * up: [N, fL]; proj = act wdown^T: [N, D]
+// (partial sum, all-reduced); then the residual x += proj.
 void Transformer::mlp(const Layer& L, size_t N) {
   const size_t D = z(D_), fL = z(fL_);
-  matmul_nt(N, fL, D, xn_.data(), D, L.wgate, D, gate_.data(), fL);
-  matmul_nt(N, fL, D, xn_.data(), D, L.wup, D, up_.data(), fL);
-  for (size_t i = 0; i < N * fL; ++i) {
-    const float g = gate_[i];
-    gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
-  }
-  matmul_nt(N, D, fL, gate_.data(), fL, L.wdown, fL, proj_.data(), D);
+  matmul(N, xn_.data(), D, L.gate_up, gu_.data(), 2 * fL);
+  swiglu_rows(gu_.data(), act_.data(), N, fL);
+  matmul(N, act_.data(), fL, L.down, proj_.data(), D);
   allreduce_sum(proj_.data(), proj_.size());
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
 }
@@ -336,12 +310,13 @@ void Transformer::lm_head(std::span<ForwardRequest> requests, const std::vector<
   for (size_t r = 0; r < requests.size(); ++r)
     for (int32_t i : requests[r].logits_at) {
       KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
-      rms_norm(x_.data() + (offsets[r] + z(i)) * D, final_norm_, rows.data() + o * D, 1);
+      rms_norm_rows(x_.data() + (offsets[r] + z(i)) * D, final_norm_, rows.data() + o * D, 1, D,
+                    eps_);
       ++o;
     }
   const size_t vL = z(vocab_.size());
   logits.resize(out_rows * vL);
-  matmul_nt(out_rows, vL, D, rows.data(), D, lm_head_, D, logits.data(), vL);
+  matmul(out_rows, rows.data(), D, lm_head_, logits.data(), vL);
 }
 
 void Transformer::log_probs(const float* logits, size_t rows, std::span<const int32_t> row_of,

@@ -14,7 +14,6 @@
 #include "kintsugi/common/input_file.hpp"
 #include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
-#include "kintsugi/model/blas.hpp"
 #include "kintsugi/pool/pool.hpp"
 #include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/service/command_scoring.hpp"
@@ -24,9 +23,6 @@
 namespace kintsugi {
 
 Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
-  // One BLAS thread per rank: the ranks already occupy the cores, and a fixed
-  // thread count keeps every score reproducible.
-  set_blas_threads(1);
   checkpoints_ = open_compatible_pool(job_);
   for (const auto& c : checkpoints_) fingerprints_.push_back(fingerprint(c));
   task_data_ = ::kintsugi::task_data_fingerprints(job_);

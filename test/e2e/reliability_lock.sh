@@ -9,7 +9,7 @@ source "$(dirname "$0")/service_lib.sh"
 source "$(dirname "$0")/reliability_lib.sh"
 copy_demo "$work/src"
 cd "$work"
-demo_job "$work/src" job.yaml budget=600 population=6
+demo_job "$work/src" job.yaml budget=100000 population=6  # runs until signalled
 host=$(hostname)
 holder=
 # Never leave a holder running behind a failed check.
@@ -76,7 +76,7 @@ mpi 2 "$KINTSUGI" optimize job.yaml --state link.h5 --resume --budget $((n + 6))
 echo "ok: after SIGUSR1 the next run takes the lock"
 
 # SIGKILL of the holder's rank 0: the kernel drops the lock; the stale line stays.
-start_holder --resume --budget 600
+start_holder --resume --budget 100000
 kill -KILL "$pid"
 wait "$holder" || true
 kill -KILL -- "-$holder" 2>/dev/null || true

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "kintsugi/kernels/eval_kernels.hpp"
 #include "kintsugi/pool/model_shard.hpp"
 
 namespace kintsugi {
@@ -59,12 +60,12 @@ class Transformer {
   void argmax(const float* logits, size_t rows, std::span<int32_t> out) const;
 
  private:
+  // A layer's weights, packed once (q, k and v stacked; gate and up stacked).
   struct Layer {
-    const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *bo;
-    const float *mlp_norm, *wgate, *wup, *wdown;
+    const float *attn_norm, *bq, *bk, *bv, *bo, *mlp_norm;
+    PackedWeight qkv, wo, gate_up, down;
   };
   void allreduce_sum(float* data, size_t n) const;
-  void rms_norm(const float* x, const float* w, float* out, size_t rows) const;
   void rope(float* x, size_t heads, int64_t pos);
   // The steps of forward(), in order.
   std::vector<size_t> token_offsets(std::span<ForwardRequest> requests) const;
@@ -81,13 +82,15 @@ class Transformer {
 
   const ModelShard& shard_;
   MPI_Comm group_;
-  int64_t D_, hd_, qL_, kvL_, fL_;  // hidden, head_dim, local q/kv/ffn widths
+  int64_t D_, hd_, qL_, kvL_, fL_;
+  float eps_ = 0.0f;  // hidden, head_dim, local q/kv/ffn widths
   Range heads_, kv_heads_, ffn_, vocab_;
   std::vector<Layer> layers_;
-  const float *embed_, *final_norm_, *lm_head_;
+  const float *embed_, *final_norm_;
+  PackedWeight lm_head_;
   std::vector<float> inv_freq_, rope_cos_, rope_sin_;
   // work buffers
-  std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, scores_;
+  std::vector<float> x_, xn_, qkv_, attn_, proj_, gu_, act_, scores_;
 };
 
 }  // namespace kintsugi

@@ -1,0 +1,462 @@
+#include "kintsugi/kernels/eval_kernels.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "kintsugi/common/error.hpp"
+
+namespace kintsugi {
+
+// The kernels' helpers (compiled on their own, without the unity build:
+// CMakeLists.txt turns off GCC's note on 32-byte vector returns for this file).
+namespace cpu_ops_impl {
+namespace {
+
+// Vectors of 4 and 8 floats: GCC's vector extension. The baseline copy works
+// on 4 lanes (SSE2 or NEON registers), the x86-64-v3 copy on 8 (AVX; a * b +
+// c becomes an FMA there). Loaded and stored with memcpy: the data need not be
+// aligned.
+typedef float f4 __attribute__((vector_size(16)));
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+template <class V>
+struct IntOf;
+template <>
+struct IntOf<f4> {
+  using type = i4;
+};
+template <>
+struct IntOf<f8> {
+  using type = i8;
+};
+template <class V>
+constexpr size_t kLanes = sizeof(V) / sizeof(float);
+
+#define KS_INLINE [[gnu::always_inline]] inline
+
+template <class V>
+KS_INLINE V loadv(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+KS_INLINE void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+// The lanes' sum as a tree: lane i with lane i + W/2, and so on.
+template <class V>
+KS_INLINE float hsum(V a) {
+  if constexpr (kLanes<V> == 8) return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  else return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
+// exp lane by lane: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, Cody
+// and Waite), exp(r) by Cephes' degree-6 polynomial, times 2^n built in the
+// exponent bits. x is clamped to [-87.3, 88.3] (results below FLT_MIN become
+// FLT_MIN-sized, not zero: harmless in a softmax or a sigmoid); NaN fails both
+// comparisons and stays NaN through the arithmetic.
+template <class V>
+KS_INLINE V expv(V x) {
+  using I = typename IntOf<V>::type;
+  const V lo = V{} - 87.3f, hi = V{} + 88.3f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const V t = x * 1.44269504088896341f + magic;
+  const V n = t - magic;
+  const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  I bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  const I scale_bits = (bits - 0x4B400000 + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+
+// f over x[0, n) a vector at a time; a tail goes through a zero-padded
+// vector, so an element's result does not depend on its position.
+template <class V, class F>
+KS_INLINE void mapv(float* x, size_t n, F f) {
+  constexpr size_t W = kLanes<V>;
+  size_t i = 0;
+  for (; i + W <= n; i += W) storev(x + i, f(loadv<V>(x + i)));
+  if (i < n) {
+    float tmp[W] = {};
+    std::copy(x + i, x + n, tmp);
+    storev(tmp, f(loadv<V>(tmp)));
+    std::copy(tmp, tmp + (n - i), x + i);
+  }
+}
+
+template <class V>
+KS_INLINE float dot(const float* a, const float* b, size_t n) {
+  constexpr size_t W = kLanes<V>;
+  V acc{};
+  size_t d = 0;
+  for (; d + W <= n; d += W) acc += loadv<V>(a + d) * loadv<V>(b + d);
+  float s = hsum(acc);
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// C[R, nj] (+)= A[R, K] P for one panel P[K][16] (row stride ldp): R x 16/W
+// vector accumulators (12 of the 16 registers of either ISA).
+template <class V, int R>
+KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_t ldp, float* C,
+                     size_t ldc, size_t nj, bool acc) {
+  constexpr size_t W = kLanes<V>, NV = 16 / W;
+  V c[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (size_t v = 0; v < NV; ++v) c[r][v] = V{};
+  for (size_t k = 0; k < K; ++k) {
+    V b[NV];
+    for (size_t v = 0; v < NV; ++v) b[v] = loadv<V>(P + ldp * k + W * v);
+    for (int r = 0; r < R; ++r) {
+      const float a = A[static_cast<size_t>(r) * lda + k];
+      for (size_t v = 0; v < NV; ++v) c[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* out = C + static_cast<size_t>(r) * ldc;
+    if (nj == 16) {
+      for (size_t v = 0; v < NV; ++v)
+        storev(out + W * v, acc ? loadv<V>(out + W * v) + c[r][v] : c[r][v]);
+    } else {
+      float t[16];
+      for (size_t v = 0; v < NV; ++v) storev(t + W * v, c[r][v]);
+      for (size_t j = 0; j < nj; ++j) out[j] = acc ? out[j] + t[j] : t[j];
+    }
+  }
+}
+
+// C[M, nj] (+)= A[M, K] P for one panel, R rows at a time.
+template <class V>
+KS_INLINE void rows_times_panel(size_t M, size_t K, const float* A, size_t lda, const float* P,
+                                size_t ldp, float* C, size_t ldc, size_t nj, bool acc) {
+  constexpr int R = kLanes<V> == 8 ? 6 : 3;
+  size_t i = 0;
+  for (; i + R <= M; i += R) micro<V, R>(K, A + i * lda, lda, P, ldp, C + i * ldc, ldc, nj, acc);
+  const float* a = A + i * lda;
+  float* c = C + i * ldc;
+  switch (M - i) {
+    case 5: micro<V, 5>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
+    case 4: micro<V, 4>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
+    case 3: micro<V, 3>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
+    case 2: micro<V, 2>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
+    case 1: micro<V, 1>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
+    default: break;
+  }
+}
+
+template <class V>
+KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,
+                           float* C, size_t ldc, bool acc) {
+  // Rows in chunks whose slice of A stays in L1/L2 while every panel of W
+  // (the whole weight, L2-sized for the evaluator's models) passes by.
+  const size_t N = W.rows(), K = W.cols();
+  constexpr size_t kChunk = 48;
+  for (size_t i0 = 0; i0 < m_rows; i0 += kChunk) {
+    const size_t m = std::min(kChunk, m_rows - i0);
+    for (size_t p = 0; p < (N + 15) / 16; ++p) {
+      const size_t j0 = p * 16;
+      rows_times_panel<V>(m, K, A + i0 * lda, lda, W.panel(p), 16, C + i0 * ldc + j0, ldc,
+                          std::min<size_t>(16, N - j0), acc);
+    }
+  }
+}
+
+template <class V>
+KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
+                           size_t hi, float* s, float* out) {
+  constexpr size_t W = kLanes<V>;
+  auto key = [&](size_t j) {
+    return j < kv.split ? kv.k + j * kv.stride : kv.k2 + (j - kv.split) * kv.stride;
+  };
+  auto value = [&](size_t j) {
+    return j < kv.split ? kv.v + j * kv.stride : kv.v2 + (j - kv.split) * kv.stride;
+  };
+  float mx = -INFINITY;
+  for (size_t j = lo; j <= hi; ++j) {
+    s[j] = dot<V>(q, key(j), hd) * scale;
+    mx = std::max(mx, s[j]);
+  }
+  mapv<V>(s + lo, hi + 1 - lo, [mx](V v) { return expv(v - mx); });
+  float sum = 0.0f;
+  for (size_t j = lo; j <= hi; ++j) sum += s[j];
+  const float inv = 1.0f / sum;
+  std::fill(out, out + hd, 0.0f);
+  for (size_t j = lo; j <= hi; ++j) {
+    const float pj = s[j] * inv;
+    const float* vj = value(j);
+    size_t d = 0;
+    for (; d + W <= hd; d += W) storev(out + d, loadv<V>(out + d) + pj * loadv<V>(vj + d));
+    for (; d < hd; ++d) out[d] += pj * vj[d];
+  }
+}
+
+// Below this many query tokens per call (decode steps), each query's scores
+// are dot products against the cached keys; from it on (prefill), the keys are
+// packed into panels once and every query head's scores and outputs are
+// matrix products by the same micro-kernel as the weights', causal block by
+// block. The choice depends only on the call's token count, never on the batch.
+constexpr size_t kGemmTokens = 4;
+
+template <class V>
+KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scratch) {
+  const KvRows& kv = a.kv;
+  const size_t total = a.past + a.n, hd = a.hd;
+  auto lo_of = [&](size_t p) { return a.window > 0 && p + 1 > a.window ? p + 1 - a.window : 0; };
+  if (a.n < kGemmTokens || hd % 16 != 0) {
+    scratch.resize(total);
+    for (size_t i = 0; i < a.n; ++i)
+      for (size_t h = 0; h < a.g; ++h) {
+        const size_t p = a.past + i;
+        attend_body<V>(a.q + i * a.ldq + h * hd, hd, a.scale, kv, lo_of(p), p, scratch.data(),
+                       a.out + i * a.ldo + h * hd);
+      }
+    return;
+  }
+  // K^T in panels of 16 positions: kp[total/16][hd][16], zero past `total`.
+  const size_t np = (total + 15) / 16, lds = np * 16;
+  scratch.resize(np * hd * 16 + a.n * lds);  // every entry read is written below
+  float* kp = scratch.data();
+  float* S = kp + np * hd * 16;  // scores, then probabilities: [n, lds]
+  std::fill(kp + (np - 1) * hd * 16, kp + np * hd * 16, 0.0f);  // the last panel's tail
+  for (size_t j = 0; j < total; ++j) {
+    const float* kj = j < kv.split ? kv.k + j * kv.stride : kv.k2 + (j - kv.split) * kv.stride;
+    float* dst = kp + (j / 16) * hd * 16 + j % 16;
+    for (size_t d = 0; d < hd; ++d) dst[d * 16] = kj[d];
+  }
+  constexpr size_t B = 16;  // query tokens per causal block
+  for (size_t h = 0; h < a.g; ++h) {
+    // S[i, :] = q_i K^T for the panels up to the block's last position.
+    for (size_t i0 = 0; i0 < a.n; i0 += B) {
+      const size_t m = std::min(B, a.n - i0), last = a.past + i0 + m - 1;
+      for (size_t p = 0; p <= last / 16; ++p)
+        rows_times_panel<V>(m, hd, a.q + i0 * a.ldq + h * hd, a.ldq, kp + p * hd * 16, 16,
+                            S + i0 * lds + p * 16, lds, 16, false);
+    }
+    // Softmax over each query's visible keys [lo, p]; zero elsewhere.
+    for (size_t i = 0; i < a.n; ++i) {
+      const size_t p = a.past + i, lo = lo_of(p);
+      float* row = S + i * lds;
+      float mx = -INFINITY;
+      for (size_t j = lo; j <= p; ++j) {
+        row[j] *= a.scale;
+        mx = std::max(mx, row[j]);
+      }
+      mapv<V>(row + lo, p + 1 - lo, [mx](V v) { return expv(v - mx); });
+      float sum = 0.0f;
+      for (size_t j = lo; j <= p; ++j) sum += row[j];
+      const float inv = 1.0f / sum;
+      for (size_t j = lo; j <= p; ++j) row[j] *= inv;
+      std::fill(row, row + lo, 0.0f);
+      std::fill(row + p + 1, row + lds, 0.0f);
+    }
+    // out[i, head h] = P[i, 0..last] V, 16 dimensions at a time; V's rows are
+    // the panel (prefix positions, then the request's own).
+    for (size_t i0 = 0; i0 < a.n; i0 += B) {
+      const size_t m = std::min(B, a.n - i0), count = a.past + i0 + m;
+      const size_t first = std::min(count, kv.split), second = count - first;
+      for (size_t d0 = 0; d0 < hd; d0 += 16) {
+        float* o = a.out + i0 * a.ldo + h * hd + d0;
+        if (first > 0)
+          rows_times_panel<V>(m, first, S + i0 * lds, lds, kv.v + d0, kv.stride, o, a.ldo, 16,
+                              false);
+        if (second > 0)
+          rows_times_panel<V>(m, second, S + i0 * lds + first, lds, kv.v2 + d0, kv.stride, o,
+                              a.ldo, 16, first > 0);
+      }
+    }
+  }
+}
+
+template <class V>
+KS_INLINE void rms_norm_body(const float* x, const float* w, float* out, size_t rows, size_t D,
+                             float eps) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D;
+    const float ss = dot<V>(xr, xr, D);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
+    float* o = out + r * D;
+    for (size_t i = 0; i < D; ++i) o[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+template <class V>
+KS_INLINE void swiglu_body(const float* gu, float* out, size_t rows, size_t F) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* g = gu + r * 2 * F;
+    const float* u = g + F;
+    float* o = out + r * F;
+    for (size_t j = 0; j < F; ++j) o[j] = -g[j];
+    mapv<V>(o, F, [](V v) { return expv(v); });
+    for (size_t j = 0; j < F; ++j) o[j] = g[j] / (1.0f + o[j]) * u[j];
+  }
+}
+
+// The two copies: the same bodies compiled for the baseline and for x86-64-v3.
+struct Ops {
+  void (*matmul)(size_t, const float*, size_t, const PackedWeight&, float*, size_t, bool);
+  void (*attend)(const AttendArgs&, std::vector<float>&);
+  void (*rms_norm)(const float*, const float*, float*, size_t, size_t, float);
+  void (*swiglu)(const float*, float*, size_t, size_t);
+  void (*exp)(float*, size_t);
+  const char* name;
+};
+
+#define KS_COPY(SUFFIX, ATTR, V)                                                                   \
+  ATTR void matmul_##SUFFIX(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,        \
+                            float* C, size_t ldc, bool acc) {                                   \
+    matmul_body<V>(m_rows, A, lda, W, C, ldc, acc);                                                     \
+  }                                                                                             \
+  ATTR void attend_##SUFFIX(const AttendArgs& a, std::vector<float>& scratch) {                \
+    attend_tokens_body<V>(a, scratch);                                                          \
+  }                                                                                             \
+  ATTR void rms_norm_##SUFFIX(const float* x, const float* w, float* out, size_t rows, size_t D, \
+                              float eps) {                                                      \
+    rms_norm_body<V>(x, w, out, rows, D, eps);                                                     \
+  }                                                                                             \
+  ATTR void swiglu_##SUFFIX(const float* gu, float* out, size_t rows, size_t F) {               \
+    swiglu_body<V>(gu, out, rows, F);                                                              \
+  }                                                                                             \
+  ATTR void exp_##SUFFIX(float* x, size_t n) {                                                  \
+    mapv<V>(x, n, [](V v) { return expv(v); });                                                   \
+  }
+
+KS_COPY(generic, , f4)
+constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic, swiglu_generic,
+                       exp_generic, "generic"};
+#if defined(__x86_64__)
+KS_COPY(avx2, [[gnu::target("arch=x86-64-v3")]], f8)
+constexpr Ops kAvx2{matmul_avx2, attend_avx2, rms_norm_avx2, swiglu_avx2, exp_avx2, "avx2"};
+#endif
+#undef KS_COPY
+#undef KS_INLINE
+
+bool avx2_fma_supported() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// The copy for this CPU; KINTSUGI_CPU_KERNELS=generic forces the baseline
+// copy, as it does for the merge kernels.
+const Ops* choose_ops() {
+#if defined(__x86_64__)
+  const char* forced = std::getenv("KINTSUGI_CPU_KERNELS");
+  if (forced && std::string_view(forced) == "generic") return &kGeneric;
+  if (avx2_fma_supported()) return &kAvx2;
+#endif
+  return &kGeneric;
+}
+std::atomic<const Ops*> g_ops{nullptr};
+const Ops& copy_for_cpu() {
+  const Ops* o = g_ops.load(std::memory_order_relaxed);
+  if (!o) {
+    o = choose_ops();
+    g_ops.store(o, std::memory_order_relaxed);
+  }
+  return *o;
+}
+
+std::atomic<int64_t> g_matmul_ns{0};
+
+}  // namespace
+}  // namespace cpu_ops_impl
+using cpu_ops_impl::avx2_fma_supported;
+using cpu_ops_impl::g_matmul_ns;
+using cpu_ops_impl::copy_for_cpu;
+
+PackedWeight::PackedWeight(size_t K, std::span<const Block> blocks) : K_(K) {
+  for (const Block& b : blocks) N_ += b.n;
+  const size_t panels = (N_ + kPanel - 1) / kPanel;
+  data_.assign(panels * K * kPanel, 0.0f);
+  size_t row = 0;
+  for (const Block& b : blocks)
+    for (size_t i = 0; i < b.n; ++i, ++row) {
+      float* dst = data_.data() + (row / kPanel) * K * kPanel + row % kPanel;
+      const float* src = b.w + i * b.ld;
+      for (size_t k = 0; k < K; ++k) dst[k * kPanel] = src[k];
+    }
+}
+
+PackedWeight::PackedWeight(const float* w, size_t n, size_t K, size_t ld)
+    : PackedWeight(K, std::span<const Block>(std::initializer_list<Block>{{w, n, ld}})) {}
+
+void matmul(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, float* C, size_t ldc,
+            bool accumulate) {
+  if (m_rows == 0 || W.rows() == 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  copy_for_cpu().matmul(m_rows, A, lda, W, C, ldc, accumulate);
+  g_matmul_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::steady_clock::now() - t0)
+                     .count();
+}
+
+void attend_tokens(const AttendArgs& args, std::vector<float>& scratch) {
+  if (args.n > 0) copy_for_cpu().attend(args, scratch);
+}
+
+void rms_norm_rows(const float* x, const float* w, float* out, size_t rows, size_t D, float eps) {
+  copy_for_cpu().rms_norm(x, w, out, rows, D, eps);
+}
+
+void swiglu_rows(const float* gu, float* out, size_t rows, size_t F) {
+  copy_for_cpu().swiglu(gu, out, rows, F);
+}
+
+void exp_inplace(float* x, size_t n) {
+  copy_for_cpu().exp(x, n);
+}
+
+const char* eval_kernels_isa() {
+  return copy_for_cpu().name;
+}
+
+std::vector<std::string_view> eval_kernels_isas() {
+  if (avx2_fma_supported()) return {"generic", "avx2"};
+  return {"generic"};
+}
+
+bool set_eval_kernels_isa(std::string_view isa) {
+  if (isa == "generic") {
+    cpu_ops_impl::g_ops.store(&cpu_ops_impl::kGeneric);
+    return true;
+  }
+#if defined(__x86_64__)
+  if (isa == "avx2" && avx2_fma_supported()) {
+    cpu_ops_impl::g_ops.store(&cpu_ops_impl::kAvx2);
+    return true;
+  }
+#endif
+  return false;
+}
+
+double matmul_seconds() {
+  return static_cast<double>(g_matmul_ns.load()) * 1e-9;
+}
+void reset_matmul_seconds() {
+  g_matmul_ns = 0;
+}
+
+}  // namespace kintsugi

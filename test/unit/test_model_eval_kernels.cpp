@@ -1,0 +1,218 @@
+// The evaluator's CPU kernels (src/kernels/eval_kernels_cpu.cpp), every copy
+// this CPU runs (generic, and avx2 where it has AVX2 and FMA), against naive
+// double-precision loops written from the definitions: matrix products with
+// packed and stacked weights, causal GQA attention over a shared prefix and a
+// sliding window (both the per-query path of decode steps and the blocked path
+// of prefill), RMSNorm, SwiGLU and exp. The forward pass as a whole is held
+// to Hugging Face's log-probabilities in test_eval_reference.cpp.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kintsugi/kernels/eval_kernels.hpp"
+
+using namespace kintsugi;
+
+namespace eval_kernels_test {
+
+struct CopyGuard {
+  std::string saved{eval_kernels_isa()};
+  ~CopyGuard() { set_eval_kernels_isa(saved); }
+};
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> g(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = g(rng);
+  return v;
+}
+
+// |got - want| within rel * (sum of |terms|) + abs: the bound of a float sum
+// in any order.
+void check_close(double got, double want, double scale, double rel, const std::string& what) {
+  INFO(what << ": got " << got << ", want " << want);
+  CHECK(std::abs(got - want) <= rel * scale + 1e-30);
+}
+
+}  // namespace eval_kernels_test
+
+using namespace eval_kernels_test;
+
+TEST_CASE("eval kernels: matmul with packed and stacked weights equals the naive product",
+          "[eval][kernels]") {
+  CopyGuard guard;
+  std::mt19937 rng(7);
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    CHECK(std::string(eval_kernels_isa()) == std::string(isa));
+    // M across the row blocks (1..13, 50 > the 48-row chunk), N across panels
+    // of 16 with tails, K odd and even, row strides wider than the data.
+    for (size_t M : {1, 5, 6, 7, 13, 50})
+      for (size_t K : {1, 7, 32, 70})
+        for (size_t n1 : {3, 16, 21}) {
+          const size_t n2 = 11, N = n1 + n2, lda = K + 3, ldw = K + 1, ldc = N + 5;
+          const auto A = random_vec(M * lda, rng), W1 = random_vec(n1 * ldw, rng),
+                     W2 = random_vec(n2 * ldw, rng);
+          const PackedWeight::Block blocks[] = {{W1.data(), n1, ldw}, {W2.data(), n2, ldw}};
+          const PackedWeight P(K, blocks);
+          REQUIRE(P.rows() == N);
+          REQUIRE(P.cols() == K);
+          for (bool acc : {false, true}) {
+            auto C = random_vec(M * ldc, rng);
+            const auto C0 = C;
+            matmul(M, A.data(), lda, P, C.data(), ldc, acc);
+            for (size_t i = 0; i < M; ++i)
+              for (size_t j = 0; j < ldc; ++j) {
+                if (j >= N) {  // outside the product: untouched
+                  CHECK(C[i * ldc + j] == C0[i * ldc + j]);
+                  continue;
+                }
+                const float* w = j < n1 ? W1.data() + j * ldw : W2.data() + (j - n1) * ldw;
+                double want = acc ? C0[i * ldc + j] : 0.0, scale = std::abs(want);
+                for (size_t k = 0; k < K; ++k) {
+                  want += static_cast<double>(A[i * lda + k]) * w[k];
+                  scale += std::abs(static_cast<double>(A[i * lda + k]) * w[k]);
+                }
+                check_close(C[i * ldc + j], want, scale, 1e-6,
+                            std::string(isa) + " M=" + std::to_string(M) + " K=" +
+                                std::to_string(K) + " N=" + std::to_string(N));
+              }
+          }
+        }
+  }
+}
+
+TEST_CASE("eval kernels: a row's product does not depend on the rows beside it",
+          "[eval][kernels]") {
+  // The evaluator's promise: a sequence scores the same alone or in a batch.
+  CopyGuard guard;
+  std::mt19937 rng(8);
+  const size_t K = 96, N = 40;
+  const auto W = random_vec(N * K, rng), A = random_vec(17 * K, rng);
+  const PackedWeight P(W.data(), N, K, K);
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    std::vector<float> all(17 * N), one(N);
+    matmul(17, A.data(), K, P, all.data(), N);
+    for (size_t i = 0; i < 17; ++i) {
+      matmul(1, A.data() + i * K, K, P, one.data(), N);
+      CHECK(std::equal(one.begin(), one.end(), all.begin() + static_cast<std::ptrdiff_t>(i * N)));
+    }
+  }
+}
+
+TEST_CASE("eval kernels: causal GQA attention equals the naive softmax", "[eval][kernels]") {
+  CopyGuard guard;
+  std::mt19937 rng(9);
+  struct Case {
+    size_t g, n, past, split, hd, window;
+  };
+  // n < 4: the per-query path (decode); n >= 4: the blocked path (prefill),
+  // with and without a shared prefix, across a block of 16 queries, a sliding
+  // window, and a head size that is not a multiple of 16 (per-query path).
+  const Case cases[] = {{1, 1, 0, 0, 32, 0},  {2, 1, 37, 20, 32, 0}, {2, 3, 5, 0, 16, 0},
+                        {1, 4, 0, 0, 32, 0},  {2, 9, 0, 0, 32, 0},   {2, 23, 10, 10, 64, 0},
+                        {4, 40, 17, 30, 32, 0}, {2, 20, 20, 8, 32, 7}, {1, 6, 3, 2, 24, 0},
+                        {3, 2, 50, 25, 48, 16}};
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    for (const Case& c : cases) {
+      const size_t total = c.past + c.n, kv_stride = c.hd * 2 + 3;  // another KV head beside
+      const size_t ldq = c.g * c.hd + 5, ldo = c.g * c.hd + 2;
+      const auto q = random_vec(c.n * ldq, rng);
+      const auto kpre = random_vec(c.split * kv_stride, rng),
+                 vpre = random_vec(c.split * kv_stride, rng);
+      const auto kown = random_vec((total - c.split) * kv_stride, rng),
+                 vown = random_vec((total - c.split) * kv_stride, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+      const KvRows kv{kpre.data(), vpre.data(), kown.data(), vown.data(), c.split, kv_stride};
+      std::vector<float> out(c.n * ldo, -7.0f), scratch;
+      attend_tokens({q.data(), ldq, c.g, c.n, c.past, c.hd, scale, kv, c.window, out.data(), ldo},
+                    scratch);
+      auto key = [&](size_t j) {
+        return j < c.split ? kpre.data() + j * kv_stride : kown.data() + (j - c.split) * kv_stride;
+      };
+      auto val = [&](size_t j) {
+        return j < c.split ? vpre.data() + j * kv_stride : vown.data() + (j - c.split) * kv_stride;
+      };
+      for (size_t i = 0; i < c.n; ++i)
+        for (size_t h = 0; h < c.g; ++h) {
+          const size_t p = c.past + i;
+          const size_t lo = c.window > 0 && p + 1 > c.window ? p + 1 - c.window : 0;
+          std::vector<double> s(p + 1, 0.0);
+          double mx = -1e300;
+          for (size_t j = lo; j <= p; ++j) {
+            for (size_t d = 0; d < c.hd; ++d)
+              s[j] += static_cast<double>(q[i * ldq + h * c.hd + d]) * key(j)[d];
+            s[j] *= scale;
+            mx = std::max(mx, s[j]);
+          }
+          double sum = 0.0;
+          for (size_t j = lo; j <= p; ++j) sum += (s[j] = std::exp(s[j] - mx));
+          for (size_t d = 0; d < c.hd; ++d) {
+            double want = 0.0, mag = 0.0;
+            for (size_t j = lo; j <= p; ++j) {
+              want += s[j] / sum * val(j)[d];
+              mag += std::abs(s[j] / sum * val(j)[d]);
+            }
+            check_close(out[i * ldo + h * c.hd + d], want, mag + 1e-3, 2e-5,
+                        std::string(isa) + " n=" + std::to_string(c.n) +
+                            " past=" + std::to_string(c.past) + " hd=" + std::to_string(c.hd));
+          }
+          for (size_t d = c.g * c.hd; d < ldo; ++d) CHECK(out[i * ldo + d] == -7.0f);
+        }
+    }
+  }
+}
+
+TEST_CASE("eval kernels: exp, RMSNorm and SwiGLU equal their definitions", "[eval][kernels]") {
+  CopyGuard guard;
+  std::mt19937 rng(10);
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    // exp over the float range it is used on, in a length with a tail.
+    std::vector<float> x;
+    for (float v = -87.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+    x.push_back(0.0f);
+    x.push_back(-0.0f);
+    const auto x0 = x;
+    exp_inplace(x.data(), x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double want = std::exp(static_cast<double>(x0[i]));
+      INFO(isa << ": exp(" << x0[i] << ") = " << x[i] << ", want " << want);
+      REQUIRE(std::abs(x[i] - want) <= 3.6e-7 * want);  // 3 ulp
+    }
+    std::vector<float> special = {std::numeric_limits<float>::quiet_NaN(), -1000.0f, 1.0f};
+    exp_inplace(special.data(), special.size());
+    CHECK(std::isnan(special[0]));
+    CHECK(special[1] >= 0.0f);
+    CHECK(special[1] < 1.3e-38f);  // clamped at exp(-87.3), FLT_MIN-sized
+    CHECK(std::abs(special[2] - 2.718281828f) < 1e-6f);
+
+    const size_t rows = 5, D = 77, F = 45;
+    const auto xs = random_vec(rows * D, rng, 3.0f), w = random_vec(D, rng);
+    std::vector<float> out(rows * D);
+    rms_norm_rows(xs.data(), w.data(), out.data(), rows, D, 1e-5f);
+    for (size_t r = 0; r < rows; ++r) {
+      double ss = 0.0;
+      for (size_t i = 0; i < D; ++i) ss += static_cast<double>(xs[r * D + i]) * xs[r * D + i];
+      const double inv = 1.0 / std::sqrt(ss / D + 1e-5);
+      for (size_t i = 0; i < D; ++i)
+        check_close(out[r * D + i], w[i] * xs[r * D + i] * inv,
+                    std::abs(w[i] * xs[r * D + i] * inv), 1e-6, std::string(isa) + " rms_norm");
+    }
+    const auto gu = random_vec(rows * 2 * F, rng, 4.0f);
+    std::vector<float> act(rows * F);
+    swiglu_rows(gu.data(), act.data(), rows, F);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < F; ++j) {
+        const double g = gu[r * 2 * F + j], u = gu[r * 2 * F + F + j];
+        const double want = g / (1.0 + std::exp(-g)) * u;
+        check_close(act[r * F + j], want, std::abs(want), 2e-6, std::string(isa) + " swiglu");
+      }
+  }
+  CHECK_FALSE(set_eval_kernels_isa("avx512-please"));
+}
