@@ -8,9 +8,12 @@ packages=(
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev
-  libeigen3-dev libbenchmark-dev libopenblas-dev libopenblas0-openmp libpcre2-dev libicu-dev
+  libeigen3-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format libclang-rt-14-dev
   python3 python3-numpy python3-h5py python3-yaml python3-torch
+  # PyTorch's BLAS (kintsugi links none): OpenBLAS, not the reference BLAS apt
+  # would otherwise pick, so the PyTorch peers in `bench` run at their best.
+  libopenblas0-openmp
 )
 # The Slurm test needs a local cluster; opt out with KINTSUGI_NO_SLURM=1.
 if [[ "${KINTSUGI_NO_SLURM:-0}" != 1 ]]; then

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # `kintsugi bench eval` runs like a user runs it, on 2 ranks (T = 1 and 2): it
 # verifies its own results (the task scores agree at every T, else exit 1), and
-# its --json line carries the documented keys. Timings are not checked:
-# benchmarks measure, tests do not. A missing --job is an error (exit 2).
+# its --json line carries the documented keys. With --torch it also runs the
+# PyTorch peer (tools/torch_eval_bench.py, an independent forward pass of the
+# same checkpoint), whose log-probabilities after the prompts must agree with
+# kintsugi's. Timings are not checked: benchmarks measure, tests do not. A
+# missing --job or --torch script is an error (exit 2).
 source "$(dirname "$0")/service_lib.sh"
 make_job "$work/job.yaml"
 base="$KINTSUGI_SOURCE_DIR/examples/demo/pool/base"
 mpi 2 -x OMP_NUM_THREADS=1 "$KINTSUGI" bench eval --checkpoint "$base" --job "$work/job.yaml" \
-  --batch 2 --prompt 8 --decode 2 --repeats 1 --json >"$work/out.txt" 2>"$work/err.txt" ||
+  --batch 2 --prompt 8 --decode 2 --repeats 1 --json \
+  --torch "$KINTSUGI_SOURCE_DIR/tools/torch_eval_bench.py" >"$work/out.txt" 2>"$work/err.txt" ||
   { cat "$work/err.txt" >&2; fail "bench eval on 2 ranks failed"; }
 grep -q "scores agree at every T measured (T = 1, 2)" "$work/out.txt" || { cat "$work/out.txt" >&2; fail "no agreement line"; }
 /usr/bin/python3 - "$work/out.txt" <<'PY'
@@ -19,7 +23,12 @@ for r in d["results"]:
     for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "matmul_share", "score_search_s"):
         assert r[k] > 0, (k, r)
 assert sorted(d["scores"]) == ["add", "bal", "rev"], d["scores"]
-print("ok: T = 1, 2 agree on", sorted(d["scores"]))
+assert d["cpu_model"] and d["eval_kernels"] in ("generic", "avx2"), d
+t = d["torch"]
+assert t["prefill_tokens_per_s"] > 0 and t["decode_tokens_per_s"] > 0, t
+assert 0 <= t["max_logprob_difference"] <= 1e-4, t  # fp32 both sides: ~1e-5 at most
+assert t["greedy_total"] == 2 * 3 and t["greedy_identical"] == t["greedy_total"], t
+print("ok: T = 1, 2 agree on", sorted(d["scores"]), "; PyTorch within", t["max_logprob_difference"])
 PY
 
 # Bad input: exit 2, one line naming the file.
@@ -34,4 +43,11 @@ set +e
 rc=$?
 set -e
 [[ $rc -eq 2 ]] || fail "--tp 4 on one rank: exit $rc, expected 2"
+set +e
+"$KINTSUGI" bench eval --checkpoint "$base" --job "$work/job.yaml" --tp 1 --batch 1 --prompt 4 \
+  --decode 1 --repeats 1 --torch "$work/no-such-peer.py" >/dev/null 2>"$work/err4.txt"
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || fail "missing --torch script: exit $rc, expected 2"
+grep -q "no-such-peer.py" "$work/err4.txt" || { cat "$work/err4.txt" >&2; fail "missing --torch: message does not name the file"; }
 echo "bench_eval: ok"

@@ -19,9 +19,7 @@ LIMIT_KIB=$((64 * 1024))   # per rank, below one tensor
 py="$KINTSUGI_SOURCE_DIR/test/e2e/big_pool.py"
 python3 "$py" make pool $MODELS $TENSORS $MIB
 
-# OpenBLAS (linked for evaluation) reserves a buffer per pool thread at load
-# time and spins if that fails under a limit; merging needs no BLAS threads.
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2
+export OMP_NUM_THREADS=2
 
 cat > linear.yaml <<'YAML'
 merge_method: linear
