@@ -1,5 +1,3 @@
-#include "kintsugi/kernels/eval_kernels.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -11,6 +9,7 @@
 #include <string_view>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/kernels/eval_kernels.hpp"
 
 namespace kintsugi {
 
@@ -55,8 +54,10 @@ KS_INLINE void storev(float* p, V v) {
 // The lanes' sum as a tree: lane i with lane i + W/2, and so on.
 template <class V>
 KS_INLINE float hsum(V a) {
-  if constexpr (kLanes<V> == 8) return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-  else return (a[0] + a[2]) + (a[1] + a[3]);
+  if constexpr (kLanes<V> == 8)
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  else
+    return (a[0] + a[2]) + (a[1] + a[3]);
 }
 
 // exp lane by lane: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, Cody
@@ -155,12 +156,23 @@ KS_INLINE void rows_times_panel(size_t M, size_t K, const float* A, size_t lda, 
   const float* a = A + i * lda;
   float* c = C + i * ldc;
   switch (M - i) {
-    case 5: micro<V, 5>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
-    case 4: micro<V, 4>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
-    case 3: micro<V, 3>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
-    case 2: micro<V, 2>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
-    case 1: micro<V, 1>(K, a, lda, P, ldp, c, ldc, nj, acc); break;
-    default: break;
+    case 5:
+      micro<V, 5>(K, a, lda, P, ldp, c, ldc, nj, acc);
+      break;
+    case 4:
+      micro<V, 4>(K, a, lda, P, ldp, c, ldc, nj, acc);
+      break;
+    case 3:
+      micro<V, 3>(K, a, lda, P, ldp, c, ldc, nj, acc);
+      break;
+    case 2:
+      micro<V, 2>(K, a, lda, P, ldp, c, ldc, nj, acc);
+      break;
+    case 1:
+      micro<V, 1>(K, a, lda, P, ldp, c, ldc, nj, acc);
+      break;
+    default:
+      break;
   }
 }
 
@@ -280,8 +292,8 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
           rows_times_panel<V>(m, first, S + i0 * lds, lds, kv.v + d0, kv.stride, o, a.ldo, 16,
                               false);
         if (second > 0)
-          rows_times_panel<V>(m, second, S + i0 * lds + first, lds, kv.v2 + d0, kv.stride, o,
-                              a.ldo, 16, first > 0);
+          rows_times_panel<V>(m, second, S + i0 * lds + first, lds, kv.v2 + d0, kv.stride, o, a.ldo,
+                              16, first > 0);
       }
     }
   }
@@ -321,28 +333,28 @@ struct Ops {
   const char* name;
 };
 
-#define KS_COPY(SUFFIX, ATTR, V)                                                                   \
-  ATTR void matmul_##SUFFIX(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,        \
-                            float* C, size_t ldc, bool acc) {                                   \
-    matmul_body<V>(m_rows, A, lda, W, C, ldc, acc);                                                     \
-  }                                                                                             \
-  ATTR void attend_##SUFFIX(const AttendArgs& a, std::vector<float>& scratch) {                \
-    attend_tokens_body<V>(a, scratch);                                                          \
-  }                                                                                             \
+#define KS_COPY(SUFFIX, ATTR, V)                                                                 \
+  ATTR void matmul_##SUFFIX(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,    \
+                            float* C, size_t ldc, bool acc) {                                    \
+    matmul_body<V>(m_rows, A, lda, W, C, ldc, acc);                                              \
+  }                                                                                              \
+  ATTR void attend_##SUFFIX(const AttendArgs& a, std::vector<float>& scratch) {                  \
+    attend_tokens_body<V>(a, scratch);                                                           \
+  }                                                                                              \
   ATTR void rms_norm_##SUFFIX(const float* x, const float* w, float* out, size_t rows, size_t D, \
-                              float eps) {                                                      \
-    rms_norm_body<V>(x, w, out, rows, D, eps);                                                     \
-  }                                                                                             \
-  ATTR void swiglu_##SUFFIX(const float* gu, float* out, size_t rows, size_t F) {               \
-    swiglu_body<V>(gu, out, rows, F);                                                              \
-  }                                                                                             \
-  ATTR void exp_##SUFFIX(float* x, size_t n) {                                                  \
-    mapv<V>(x, n, [](V v) { return expv(v); });                                                   \
+                              float eps) {                                                       \
+    rms_norm_body<V>(x, w, out, rows, D, eps);                                                   \
+  }                                                                                              \
+  ATTR void swiglu_##SUFFIX(const float* gu, float* out, size_t rows, size_t F) {                \
+    swiglu_body<V>(gu, out, rows, F);                                                            \
+  }                                                                                              \
+  ATTR void exp_##SUFFIX(float* x, size_t n) {                                                   \
+    mapv<V>(x, n, [](V v) { return expv(v); });                                                  \
   }
 
 KS_COPY(generic, , f4)
-constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic, swiglu_generic,
-                       exp_generic, "generic"};
+constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic,
+                       swiglu_generic, exp_generic,    "generic"};
 #if defined(__x86_64__)
 KS_COPY(avx2, [[gnu::target("arch=x86-64-v3")]], f8)
 constexpr Ops kAvx2{matmul_avx2, attend_avx2, rms_norm_avx2, swiglu_avx2, exp_avx2, "avx2"};
@@ -384,8 +396,8 @@ std::atomic<int64_t> g_matmul_ns{0};
 }  // namespace
 }  // namespace cpu_ops_impl
 using cpu_ops_impl::avx2_fma_supported;
-using cpu_ops_impl::g_matmul_ns;
 using cpu_ops_impl::copy_for_cpu;
+using cpu_ops_impl::g_matmul_ns;
 
 PackedWeight::PackedWeight(size_t K, std::span<const Block> blocks) : K_(K) {
   for (const Block& b : blocks) N_ += b.n;
@@ -408,9 +420,9 @@ void matmul(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, fl
   if (m_rows == 0 || W.rows() == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
   copy_for_cpu().matmul(m_rows, A, lda, W, C, ldc, accumulate);
-  g_matmul_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     std::chrono::steady_clock::now() - t0)
-                     .count();
+  g_matmul_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
 }
 
 void attend_tokens(const AttendArgs& args, std::vector<float>& scratch) {

@@ -77,8 +77,8 @@ TEST_CASE("eval kernels: matmul with packed and stacked weights equals the naive
                   scale += std::abs(static_cast<double>(A[i * lda + k]) * w[k]);
                 }
                 check_close(C[i * ldc + j], want, scale, 1e-6,
-                            std::string(isa) + " M=" + std::to_string(M) + " K=" +
-                                std::to_string(K) + " N=" + std::to_string(N));
+                            std::string(isa) + " M=" + std::to_string(M) +
+                                " K=" + std::to_string(K) + " N=" + std::to_string(N));
               }
           }
         }
@@ -113,8 +113,8 @@ TEST_CASE("eval kernels: causal GQA attention equals the naive softmax", "[eval]
   // n < 4: the per-query path (decode); n >= 4: the blocked path (prefill),
   // with and without a shared prefix, across a block of 16 queries, a sliding
   // window, and a head size that is not a multiple of 16 (per-query path).
-  const Case cases[] = {{1, 1, 0, 0, 32, 0},  {2, 1, 37, 20, 32, 0}, {2, 3, 5, 0, 16, 0},
-                        {1, 4, 0, 0, 32, 0},  {2, 9, 0, 0, 32, 0},   {2, 23, 10, 10, 64, 0},
+  const Case cases[] = {{1, 1, 0, 0, 32, 0},    {2, 1, 37, 20, 32, 0}, {2, 3, 5, 0, 16, 0},
+                        {1, 4, 0, 0, 32, 0},    {2, 9, 0, 0, 32, 0},   {2, 23, 10, 10, 64, 0},
                         {4, 40, 17, 30, 32, 0}, {2, 20, 20, 8, 32, 7}, {1, 6, 3, 2, 24, 0},
                         {3, 2, 50, 25, 48, 16}};
   for (auto isa : eval_kernels_isas()) {
