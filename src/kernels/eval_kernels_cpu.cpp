@@ -90,17 +90,19 @@ KS_INLINE V expv(V x) {
   return p * scale;
 }
 
-// f over x[0, n) a vector at a time; a tail goes through a zero-padded
-// vector, so an element's result does not depend on its position.
-template <class V, class F>
-KS_INLINE void mapv(float* x, size_t n, F f) {
+// x[i] = exp(x[i] - m) over x[0, n), a vector at a time; a tail goes through
+// a zero-padded vector, so an element's result does not depend on its
+// position. (No lambdas here: a vector passed to a call that is not inlined
+// would cross between the two copies' ABIs.)
+template <class V>
+KS_INLINE void exp_shifted(float* x, size_t n, float m) {
   constexpr size_t W = kLanes<V>;
   size_t i = 0;
-  for (; i + W <= n; i += W) storev(x + i, f(loadv<V>(x + i)));
+  for (; i + W <= n; i += W) storev(x + i, expv(loadv<V>(x + i) - m));
   if (i < n) {
     float tmp[W] = {};
     std::copy(x + i, x + n, tmp);
-    storev(tmp, f(loadv<V>(tmp)));
+    storev(tmp, expv(loadv<V>(tmp) - m));
     std::copy(tmp, tmp + (n - i), x + i);
   }
 }
@@ -208,7 +210,7 @@ KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows&
     s[j] = dot<V>(q, key(j), hd) * scale;
     mx = std::max(mx, s[j]);
   }
-  mapv<V>(s + lo, hi + 1 - lo, [mx](V v) { return expv(v - mx); });
+  exp_shifted<V>(s + lo, hi + 1 - lo, mx);
   float sum = 0.0f;
   for (size_t j = lo; j <= hi; ++j) sum += s[j];
   const float inv = 1.0f / sum;
@@ -273,7 +275,7 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
         row[j] *= a.scale;
         mx = std::max(mx, row[j]);
       }
-      mapv<V>(row + lo, p + 1 - lo, [mx](V v) { return expv(v - mx); });
+      exp_shifted<V>(row + lo, p + 1 - lo, mx);
       float sum = 0.0f;
       for (size_t j = lo; j <= p; ++j) sum += row[j];
       const float inv = 1.0f / sum;
@@ -318,7 +320,7 @@ KS_INLINE void swiglu_body(const float* gu, float* out, size_t rows, size_t F) {
     const float* u = g + F;
     float* o = out + r * F;
     for (size_t j = 0; j < F; ++j) o[j] = -g[j];
-    mapv<V>(o, F, [](V v) { return expv(v); });
+    exp_shifted<V>(o, F, 0.0f);
     for (size_t j = 0; j < F; ++j) o[j] = g[j] / (1.0f + o[j]) * u[j];
   }
 }
@@ -349,7 +351,7 @@ struct Ops {
     swiglu_body<V>(gu, out, rows, F);                                                            \
   }                                                                                              \
   ATTR void exp_##SUFFIX(float* x, size_t n) {                                                   \
-    mapv<V>(x, n, [](V v) { return expv(v); });                                                  \
+    exp_shifted<V>(x, n, 0.0f);                                                                  \
   }
 
 KS_COPY(generic, , f4)

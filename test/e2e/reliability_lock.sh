@@ -9,7 +9,7 @@ source "$(dirname "$0")/service_lib.sh"
 source "$(dirname "$0")/reliability_lib.sh"
 copy_demo "$work/src"
 cd "$work"
-demo_job "$work/src" job.yaml budget=100000 population=6  # runs until signalled
+demo_job "$work/src" job.yaml budget=100000 population=6 method=random  # runs until signalled: random search never converges
 host=$(hostname)
 holder=
 # Never leave a holder running behind a failed check.
