@@ -182,11 +182,12 @@ void write_samples(const std::string& path, const std::vector<nlohmann::json>& m
   write_file_atomic(path, lines);
 }
 
-// The table (model, task, primary metric, value) and, with --json, a summary line.
+// The table (model, task, primary metric, value, its standard error:
+// eval/uncertainty.hpp) and, with --json, a summary line.
 // A score that is not a number (JSON null: NaN log-probabilities) prints as
 // "nan"; the command then fails (exit 1) naming the first such score.
 void print_results(const JobConfig& job, const std::vector<nlohmann::json>& models, bool json) {
-  print_out("{:<28} {:<20} {:<14} {:>10}\n", "model", "task", "metric", "value");
+  print_out("{:<28} {:<20} {:<14} {:>10} {:>10}\n", "model", "task", "metric", "value", "stderr");
   nlohmann::json summary;
   summary["results"] = nlohmann::json::array();
   std::string not_a_number;
@@ -197,7 +198,9 @@ void print_results(const JobConfig& job, const std::vector<nlohmann::json>& mode
       const std::string metric = t.primary_metric();
       const auto& v = m["tasks"][t.name][metric];
       const double x = v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-      print_out("{:<28} {:<20} {:<14} {:>10.4f}\n", name, t.name, metric, x);
+      const auto& se = m["tasks"][t.name][metric + "_stderr"];
+      print_out("{:<28} {:<20} {:<14} {:>10.4f} {:>10}\n", name, t.name, metric, x,
+                se.is_number() ? fmt::format("{:.4f}", se.get<double>()) : std::string("-"));
       if (!std::isfinite(x) && not_a_number.empty())
         not_a_number = fmt::format("{}: task {}: {} is not a number", name, t.name, metric);
       tasks_json[t.name] = m["tasks"][t.name];

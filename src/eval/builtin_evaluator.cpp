@@ -151,6 +151,10 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       const ChoiceScore s = score_choice(ll[e], ex[a + e].choices, ex[a + e].label);
       acc += s.acc;
       acc_norm += s.acc_norm;
+      const bool invalid_here =
+          std::any_of(ll[e].begin(), ll[e].end(), [](double v) { return std::isnan(v); });
+      const bool primary = t.config.primary_metric() == "acc_norm" ? s.acc_norm : s.acc;
+      res.examples.value.push_back(invalid_here ? std::nan("") : primary ? 1.0 : 0.0);
       if (keep) {
         nlohmann::json j = base_sample(t, a + e);
         j["loglikelihoods"] = ll[e];
@@ -166,6 +170,9 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   res.metrics["acc"] = invalid ? nan : static_cast<double>(acc) / m;
   res.metrics["acc_norm"] = invalid ? nan : static_cast<double>(acc_norm) / m;
+  auto binomial = [&](double p) { return ex.size() < 2 ? nan : std::sqrt(p * (1 - p) / m); };
+  res.metrics["acc_stderr"] = binomial(res.metrics["acc"]);
+  res.metrics["acc_norm_stderr"] = binomial(res.metrics["acc_norm"]);
 }
 
 void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
@@ -213,6 +220,9 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       nll_total += nll;
       bytes_total += nb;
       words_total += nw;
+      res.examples.value.push_back(nll);
+      res.examples.weight.push_back(
+          static_cast<double>(t.config.primary_metric() == "word_perplexity" ? nw : nb));
       if (keep) {
         nlohmann::json j = base_sample(t, e);
         j["nll"] = nll;
@@ -284,6 +294,7 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       const std::string output = cut_at_stop(c.tok.decode(out[e], true), cfg.stop);
       const bool ok = exact_match(output, ex[a + e].target, re, cfg.ignore_case);
       correct += ok;
+      res.examples.value.push_back(ok ? 1.0 : 0.0);
       if (keep) {
         nlohmann::json j = base_sample(t, a + e);
         j["output"] = output;
@@ -341,6 +352,10 @@ std::vector<TaskResult> evaluate_model(MPI_Comm group, const ModelShard& shard,
       throw_input("task {}: metric '{}' is not computed for kind {}", t.config.name, r.metric,
                   task_kind_name(t.config.kind));
     r.score = it->second;
+    if (!transform_of_metric(r.metric, r.examples.transform))
+      throw_input("task {}: metric '{}' has no per-example form", t.config.name, r.metric);
+    if (!r.metrics.count(r.metric + "_stderr"))
+      r.metrics[r.metric + "_stderr"] = standard_error(r.examples);
     results.push_back(std::move(r));
   }
   return results;

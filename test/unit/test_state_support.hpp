@@ -1,6 +1,6 @@
 #pragma once
 // Helpers for the state tests: bitwise comparison (NaN == NaN when the bits
-// agree) and running a shell command (the h5py checks).
+// agree) and the h5py check.
 #include <bit>
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kintsugi/common/record.hpp"
+#include "test_support.hpp"
 
 namespace kintsugi::test {
 
@@ -26,23 +27,6 @@ inline bool same_bits(const Record& a, const Record& b) {
   for (; ia != a.reals.end(); ++ia, ++ib)
     if (ia->first != ib->first || !same_bits(ia->second, ib->second)) return false;
   return true;
-}
-
-struct ShellResult {
-  int status;          // exit code, or -1
-  std::string output;  // stdout and stderr together
-};
-
-inline ShellResult run_shell(const std::string& cmd) {
-  ShellResult r{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  if (st >= 0 && (st & 0x7f) == 0) r.status = (st >> 8) & 0xff;
-  return r;
 }
 
 // The h5py tests need /usr/bin/python3 with h5py and numpy (scripts/install-deps.sh

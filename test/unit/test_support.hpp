@@ -1,6 +1,7 @@
 #pragma once
 // Helpers shared by the unit tests: temporary folders, paths to sources and
 // fixtures, running the CLI.
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -42,5 +43,24 @@ CommandResult run_kintsugi(const std::string& args);
 // thread: Catch2's assertions are not thread-safe.
 std::vector<CommandResult> run_kintsugi_each(const std::vector<std::string>& args,
                                              size_t at_once = 8);
+
+// Runs `cmd` with sh (a reference script: h5py checks, Python references);
+// stdout and stderr together.
+struct ShellResult {
+  int status;          // exit code, or -1
+  std::string output;  // stdout and stderr together
+};
+
+inline ShellResult run_shell(const std::string& cmd) {
+  ShellResult r{-1, ""};
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  if (st >= 0 && (st & 0x7f) == 0) r.status = (st >> 8) & 0xff;
+  return r;
+}
 
 }  // namespace kintsugi::test

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kintsugi/eval/task.hpp"
+#include "kintsugi/eval/uncertainty.hpp"
 #include "kintsugi/pool/model_shard.hpp"
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
@@ -30,9 +31,14 @@ struct EvalOptions {
 
 struct TaskResult {
   std::string task;
-  std::string metric;                     // the task's primary metric
-  double score = 0;                       // its value
-  std::map<std::string, double> metrics;  // every metric the kind computes
+  std::string metric;  // the task's primary metric
+  double score = 0;    // its value
+  // Every metric the kind computes, and "<metric>_stderr" for the primary
+  // one (and for acc and acc_norm alike): eval/uncertainty.hpp.
+  std::map<std::string, double> metrics;
+  // The primary metric's per-example numbers (resampled by the report's
+  // paired comparisons).
+  ExampleScores examples;
   // One object per example (task, index, id, loglikelihoods | output | nll, correct).
   std::vector<nlohmann::json> samples;
 };
