@@ -35,6 +35,11 @@ VerbRegistration optimize_verb{
        sub.add_option("--test-top", a->o.test_top,
                       "How many of the best Pareto members are also scored on the test split")
            ->capture_default_str();
+       sub.add_option("--validation-top", a->o.validation_top,
+                      "With a validation split: how many of the best candidates on search (with "
+                      "the Pareto set) are scored there to choose the returned merge")
+           ->capture_default_str()
+           ->check(CLI::Range(size_t{1}, size_t{1} << 30));
        sub.add_flag("--print-state-path", a->print_state_path,
                     "Print the state file this job would use, and exit");
        return std::function<int()>([a, budget, seed] {

@@ -68,7 +68,8 @@ class BaselineTable {
     if (!search.ok) spdlog::warn("baseline {} failed on the search split: {}", name, search.error);
     state_.baselines.append(name, recipe, weights, search.scores, test.scores,
                             objective_of(obj_, rt_, search, penalty_),
-                            test.ok ? objective_of(obj_, rt_, test, penalty_) : std::nan(""));
+                            test.ok ? objective_of(obj_, rt_, test, penalty_) : std::nan(""),
+                            test.ok ? test.examples : std::vector<ExampleScores>{});
     spdlog::info("baseline {}: objective {:.4f} (test {:.4f})", name,
                  state_.baselines.objective.back(), state_.baselines.test_objective.back());
   }
@@ -99,7 +100,7 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     kept.append(state.baselines.names[b], state.baselines.recipes[b],
                 table_row(state.baselines.weights, b, w), table_row(state.baselines.scores, b, k),
                 table_row(state.baselines.test_scores, b, k), state.baselines.objective[b],
-                state.baselines.test_objective[b]);
+                state.baselines.test_objective[b], state.baselines.test_examples.row(b));
     ckpt_objective.push_back(state.baselines.objective[b]);
   }
   state.baselines = kept;

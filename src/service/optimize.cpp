@@ -190,6 +190,35 @@ bool run_generations(SearchRun& run, search::Optimizer& opt, const search::Param
   return opt.done();
 }
 
+// The evaluations of `chosen` that `table` has no row for yet.
+std::vector<int64_t> not_scored_in(const TestScores& table, const std::vector<int64_t>& chosen) {
+  std::vector<int64_t> todo;
+  for (int64_t e : chosen)
+    if (std::find(table.eval_index.begin(), table.eval_index.end(), e) == table.eval_index.end())
+      todo.push_back(e);
+  return todo;
+}
+
+// With a validation split: the candidates the returned merge is chosen among,
+// the `top` best on the search objective and the Pareto set, less those
+// already scored on validation (a resumed run scores only the rest).
+std::vector<int64_t> validation_candidates(const RunState& state, size_t top) {
+  std::vector<int64_t> ok;
+  for (size_t e = 0; e < state.evals.size(); ++e)
+    if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
+      ok.push_back(static_cast<int64_t>(e));
+  // Stable: among equal objectives the earlier evaluation first.
+  std::stable_sort(ok.begin(), ok.end(), [&](int64_t a, int64_t b) {
+    return state.evals.objective[static_cast<size_t>(a)] >
+           state.evals.objective[static_cast<size_t>(b)];
+  });
+  std::vector<int64_t> chosen(ok.begin(),
+                              ok.begin() + static_cast<std::ptrdiff_t>(std::min(top, ok.size())));
+  for (int64_t e : state.pareto)
+    if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+  return not_scored_in(state.validation, chosen);
+}
+
 // The evaluations that get held-out scores: the best one and the best Pareto
 // members (test_top in all), less those already scored on the test split.
 std::vector<int64_t> test_candidates(const RunState& state, size_t test_top) {
@@ -203,31 +232,31 @@ std::vector<int64_t> test_candidates(const RunState& state, size_t test_top) {
   for (int64_t e : front)
     if (chosen.size() < test_top && std::find(chosen.begin(), chosen.end(), e) == chosen.end())
       chosen.push_back(e);
-  std::vector<int64_t> todo;
-  for (int64_t e : chosen)
-    if (std::find(state.test.eval_index.begin(), state.test.eval_index.end(), e) ==
-        state.test.eval_index.end())
-      todo.push_back(e);
-  return todo;
+  return not_scored_in(state.test, chosen);
 }
 
-// Scores the evaluations `todo` on the test split into the state and saves
-// it; false when a stop signal arrived first (nothing recorded).
-bool score_on_test(SearchRun& run, const std::vector<int64_t>& todo) {
+// Scores the evaluations `todo` on a held-out split ("validation" or
+// "test") into `table` and saves the state; false when a stop signal arrived
+// first (nothing recorded: a resumed run scores them again).
+bool score_held_out(SearchRun& run, const std::vector<int64_t>& todo, const std::string& split,
+                    TestScores& table) {
   RunState& state = run.state;
-  spdlog::info("scoring {} evaluations on the test split", todo.size());
+  spdlog::info("scoring {} evaluations on the {} split", todo.size(), split);
   std::vector<ModelRequest> models;
   const size_t w = state.evals.n_weights;
   for (int64_t e : todo)
     models.push_back({table_row(state.evals.weights, static_cast<size_t>(e), w), {}});
-  const auto test = score_test(run.co, run.rt, models, true);
-  if (!test) return false;
+  const auto scored = split == "test" ? score_test(run.co, run.rt, models, true)
+                                      : run.co.score(models, split, true);
+  if (!scored) return false;
   for (size_t i = 0; i < todo.size(); ++i) {
-    const Scored& s = (*test)[i];
-    state.test.eval_index.push_back(todo[i]);
-    state.test.scores.insert(state.test.scores.end(), s.scores.begin(), s.scores.end());
-    state.test.objective.push_back(s.ok ? objective_of(run.objective, run.rt, s, run.penalty)
-                                        : std::nan(""));
+    const Scored& s = (*scored)[i];
+    table.eval_index.push_back(todo[i]);
+    table.scores.insert(table.scores.end(), s.scores.begin(), s.scores.end());
+    table.examples.append(table.eval_index.size() - 1,
+                          s.ok ? s.examples : std::vector<ExampleScores>{});
+    table.objective.push_back(s.ok ? objective_of(run.objective, run.rt, s, run.penalty)
+                                   : std::nan(""));
   }
   save_state(run.path, state);
   return true;
@@ -263,8 +292,24 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   spdlog::info("search finished ({}): {} evaluations, best objective {:.4f}", opt->stop_reason(),
                state.evals.size(), best);
 
+  // The returned merge: chosen on the validation split when there is one
+  // (best_evaluation reads it), so that the search's winner's curse does not
+  // decide; test is scored after, for the report only.
+  if (rt.has_validation_split()) {
+    const auto candidates = validation_candidates(state, o.validation_top);
+    if (!candidates.empty() && !score_held_out(run, candidates, "validation", state.validation)) {
+      record_run_status(run, fmt::format("stopped by signal {}", stop_signal_number()));
+      spdlog::warn("stopped by signal during validation scoring; state saved; resume to finish");
+      return kExitStopped;
+    }
+    const int64_t chosen = best_evaluation(state), on_search = best_on_search(state);
+    spdlog::info("validation: evaluation {} is the best of {} candidates{}", chosen,
+                 state.validation.size(),
+                 chosen == on_search ? " (also the best on search)"
+                                     : fmt::format(" (the best on search was {})", on_search));
+  }
   const auto todo = test_candidates(state, o.test_top);
-  if (!todo.empty() && rt.has_test_split() && !score_on_test(run, todo)) {
+  if (!todo.empty() && rt.has_test_split() && !score_held_out(run, todo, "test", state.test)) {
     record_run_status(run, fmt::format("stopped by signal {}", stop_signal_number()));
     spdlog::warn("stopped by signal during test scoring; state saved; resume to finish");
     return kExitStopped;

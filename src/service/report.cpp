@@ -8,6 +8,7 @@
 #include <map>
 
 #include "kintsugi/config/job.hpp"
+#include "kintsugi/eval/uncertainty.hpp"
 #include "kintsugi/search/pareto.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
@@ -42,10 +43,13 @@ std::vector<bool> higher_is_better(const RunState& s) {
 
 json entry(const RunState& s, const std::string& name, const std::vector<double>& weights,
            const std::vector<double>& search, const std::vector<double>& test, double obj,
-           double test_obj) {
+           double test_obj, const std::vector<ExampleScores>& test_examples = {}) {
   json scores = json::object();
-  for (size_t k = 0; k < s.meta.task_names.size(); ++k)
+  for (size_t k = 0; k < s.meta.task_names.size(); ++k) {
     scores[s.meta.task_names[k]] = {{"search", number(search[k])}, {"test", number(test[k])}};
+    if (k < test_examples.size())
+      scores[s.meta.task_names[k]]["test_stderr"] = number(standard_error(test_examples[k]));
+  }
   json w = json::array();
   for (double v : weights) w.push_back(number(v));
   return {{"name", name},
@@ -62,6 +66,97 @@ std::pair<std::vector<double>, double> test_of(const RunState& s, int64_t e) {
   return {std::vector<double>(s.meta.task_names.size(), std::nan("")), std::nan("")};
 }
 
+// Per-example test results of evaluation e (empty when it has none).
+std::vector<ExampleScores> test_examples_of(const RunState& s, int64_t e) {
+  for (size_t i = 0; i < s.test.size(); ++i)
+    if (s.test.eval_index[i] == e) return s.test.examples.row(i);
+  return {};
+}
+
+// The objective's task coefficients when it is a (weighted) mean of task
+// scores; empty for chebyshev and constrained, which are not.
+std::vector<double> mean_coefficients(const RunState& s) {
+  const std::map<std::string, std::string> settings(s.meta.settings.begin(), s.meta.settings.end());
+  const auto kind = settings.find("objective.kind");
+  const size_t k = s.meta.task_names.size();
+  if (kind == settings.end() || kind->second == "mean") return std::vector<double>(k, 1.0);
+  if (kind->second != "weighted") return {};
+  try {  // the job's own weights, from the job text the state keeps
+    const JobConfig job = parse_job(s.meta.config, s.meta.job_file, ".");
+    std::vector<double> c;
+    for (const auto& t : s.meta.task_names) {
+      const auto it = job.objective.weights.find(t);
+      c.push_back(it == job.objective.weights.end() ? 0.0 : it->second);
+    }
+    return c;
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+json interval_json(const PairedInterval& p, double scale, const std::string& unit) {
+  return {{"difference", number(scale * p.difference)},
+          {"low", number(scale * p.low)},
+          {"high", number(scale * p.high)},
+          {"significant", std::isfinite(p.difference) && p.significant()},
+          {"unit", unit},
+          {"examples", p.examples}};
+}
+
+// The returned merge against the references a user would otherwise take, on
+// the test split: the best checkpoint and the best recipe by the search
+// objective, and uniform soup. Paired bootstrap over the test examples
+// (eval/uncertainty.hpp); differences oriented so that positive means the
+// merge is better, in points for proportions (x 100).
+json comparisons(const RunState& s, int64_t best) {
+  json out = json::array();
+  const auto merged = best >= 0 ? test_examples_of(s, best) : std::vector<ExampleScores>{};
+  if (merged.empty()) return out;
+  const auto hib = higher_is_better(s);
+  const size_t K = s.meta.task_names.size();
+  int64_t best_ckpt = -1, best_recipe = -1, uniform = -1;
+  for (size_t b = 0; b < s.baselines.size(); ++b) {
+    const bool ckpt = s.baselines.recipes[b] == kCheckpointRecipe;
+    int64_t& slot = ckpt ? best_ckpt : best_recipe;
+    const double o = s.baselines.objective[b];
+    if (std::isfinite(o) && (slot < 0 || o > s.baselines.objective[static_cast<size_t>(slot)]))
+      slot = static_cast<int64_t>(b);
+    if (s.baselines.names[b] == "uniform_soup") uniform = static_cast<int64_t>(b);
+  }
+  const auto coef = mean_coefficients(s);
+  const bool all_points = std::all_of(merged.begin(), merged.end(), [](const ExampleScores& e) {
+    return e.transform == ExampleScores::Transform::Mean;
+  });
+  for (auto [role, b] :
+       {std::pair{"best_checkpoint", best_ckpt}, std::pair{"best_recipe", best_recipe},
+        std::pair{"uniform_soup", uniform}}) {
+    if (b < 0) continue;
+    const auto ref = s.baselines.test_examples.row(static_cast<size_t>(b));
+    if (ref.size() != K) continue;
+    json c{{"role", role},
+           {"reference", s.baselines.names[static_cast<size_t>(b)]},
+           {"split", "test"},
+           {"resamples", kBootstrapResamples}};
+    json tasks = json::object();
+    for (size_t k = 0; k < K; ++k) {
+      const bool points = merged[k].transform == ExampleScores::Transform::Mean;
+      PairedInterval p = paired_bootstrap(merged[k], ref[k]);
+      if (!hib[k]) p = {-p.difference, -p.high, -p.low, p.examples, p.resamples};
+      tasks[s.meta.task_names[k]] =
+          interval_json(p, points ? 100.0 : 1.0, points ? "points" : "metric units, oriented");
+    }
+    c["tasks"] = tasks;
+    c["objective"] = nullptr;
+    if (!coef.empty()) {
+      const PairedInterval p = paired_bootstrap_mean(merged, ref, coef, hib);
+      c["objective"] = interval_json(p, all_points ? 100.0 : 1.0,
+                                     all_points ? "points" : "mixed units, oriented");
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string run_status_text(const RunState& s) {
@@ -76,7 +171,8 @@ json report_json(const RunState& s) {
   for (size_t b = 0; b < s.baselines.size(); ++b) {
     json e = entry(s, s.baselines.names[b], row(s.baselines.weights, b, w),
                    row(s.baselines.scores, b, k), row(s.baselines.test_scores, b, k),
-                   s.baselines.objective[b], s.baselines.test_objective[b]);
+                   s.baselines.objective[b], s.baselines.test_objective[b],
+                   s.baselines.test_examples.row(b));
     const bool ckpt = s.baselines.recipes[b] == kCheckpointRecipe;
     if (!ckpt) e["recipe"] = s.baselines.recipes[b];
     out[ckpt ? "checkpoints" : "baselines"].push_back(e);
@@ -88,7 +184,8 @@ json report_json(const RunState& s) {
     const auto [test, test_obj] = test_of(s, best);
     const auto b = static_cast<size_t>(best);
     json e = entry(s, fmt::format("optimized (evaluation {})", best), row(s.evals.weights, b, ew),
-                   row(s.evals.scores, b, k), test, s.evals.objective[b], test_obj);
+                   row(s.evals.scores, b, k), test, s.evals.objective[b], test_obj,
+                   test_examples_of(s, best));
     e["evaluation"] = best;
     e["generation"] = s.evals.generation[b];
     size_t nonzero = 0;
@@ -96,6 +193,26 @@ json report_json(const RunState& s) {
     e["nonzero_weights"] = nonzero;
     out["best"] = e;
   }
+  // Which split chose the returned merge: the validation split when the job
+  // has one (the best there among the candidates scored on it), else the
+  // search split, in-sample, with its score biased upward.
+  if (s.validation.size() > 0 && best >= 0) {
+    out["selection"] = {{"split", "validation"},
+                        {"in_sample", false},
+                        {"candidates", s.validation.size()},
+                        {"chosen", best},
+                        {"best_on_search", best_on_search(s)}};
+    for (size_t i = 0; i < s.validation.size(); ++i)
+      if (s.validation.eval_index[i] == best) {
+        const auto v = row(s.validation.scores, i, k);
+        for (size_t j = 0; j < k; ++j)
+          out["best"]["scores"][s.meta.task_names[j]]["validation"] = number(v[j]);
+        out["best"]["objective"]["validation"] = number(s.validation.objective[i]);
+      }
+  } else {
+    out["selection"] = {{"split", "search"}, {"in_sample", true}};
+  }
+  out["comparisons"] = comparisons(s, best);
   // Pareto front over the search split, and its hypervolume against the
   // worst checkpoint score of each task (oriented: higher is better).
   const auto hib = higher_is_better(s);
@@ -167,6 +284,68 @@ std::string cell(const json& v) {
   return v.is_null() ? "-" : fmt::format("{:.4f}", v.get<double>());
 }
 
+std::string signed_cell(const json& v) {
+  return v.is_null() ? "-" : fmt::format("{:+.2f}", v.get<double>());
+}
+
+// The held-out comparisons as text (report_json's "comparisons").
+std::string comparisons_text(const json& r, const std::vector<std::string>& tasks, bool has_test) {
+  std::string out;
+  if (r["best"].is_null()) return out;
+  const auto& sel = r["selection"];
+  if (sel["in_sample"].get<bool>())
+    out +=
+        "\nselection: in-sample: the optimized merge is the best evaluation on the search "
+        "split (the job has no validation split), so its search scores are biased upward; the "
+        "test split is the honest figure.\n";
+  else
+    out += fmt::format(
+        "\nselection: on the validation split: of {} candidates (the best on search and the "
+        "Pareto set), evaluation {} scored best there{}; test was not used to choose.\n",
+        sel["candidates"].get<size_t>(), sel["chosen"].get<int64_t>(),
+        sel["chosen"] == sel["best_on_search"]
+            ? std::string(" (also the best on search)")
+            : fmt::format(" (the best on search was evaluation {})",
+                          sel["best_on_search"].get<int64_t>()));
+  if (!has_test) return out;
+  if (r["comparisons"].empty()) {
+    out +=
+        "held-out comparisons: not available (this state has no per-example test results: "
+        "written by an older kintsugi, or scored by an external command)\n";
+    return out;
+  }
+  out += fmt::format(
+      "\nheld-out comparisons (test split; optimized minus reference, oriented so that + is "
+      "better; 95% paired bootstrap interval over the test examples, {} resamples; * "
+      "significant):\n",
+      kBootstrapResamples);
+  const std::map<std::string, std::string> roles{
+      {"best_checkpoint", "the best checkpoint on search"},
+      {"best_recipe", "the best recipe on search"},
+      {"uniform_soup", "uniform soup"}};
+  auto line = [](const std::string& what, const json& i) {
+    if (i["difference"].is_null()) return fmt::format("    {:<18} -\n", what);
+    return fmt::format("    {:<18} {:>7} [{}, {}] {}{}\n", what.substr(0, 18),
+                       signed_cell(i["difference"]), signed_cell(i["low"]), signed_cell(i["high"]),
+                       i["unit"].get<std::string>(), i["significant"].get<bool>() ? " *" : "");
+  };
+  for (const auto& c : r["comparisons"]) {
+    const std::string ref = c["reference"].get<std::string>();
+    const std::string role = roles.at(c["role"].get<std::string>());
+    std::string verdict = "no comparison of the objective (it is not a mean of task scores)";
+    if (!c["objective"].is_null() && !c["objective"]["difference"].is_null()) {
+      const auto& o = c["objective"];
+      verdict = !o["significant"].get<bool>()       ? "not distinguishable on test"
+                : o["difference"].get<double>() > 0 ? "better on test (significant)"
+                                                    : "worse on test (significant)";
+    }
+    out += fmt::format("  vs {} ({}): {}\n", role, ref, verdict);
+    if (!c["objective"].is_null()) out += line("objective", c["objective"]);
+    for (const auto& t : tasks) out += line(t, c["tasks"][t]);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string report_text(const RunState& s) {
@@ -231,6 +410,10 @@ std::string report_text(const RunState& s) {
       out += fmt::format("  {:<{}} {:>8}\n", fmt::format("{}{}", nm, grp), width + 6, cell(w[i]));
     }
   }
+  bool has_test = false;
+  if (!r["best"].is_null())
+    for (const auto& t : tasks) has_test = has_test || !r["best"]["scores"][t]["test"].is_null();
+  out += comparisons_text(r, tasks, has_test);
   std::string flat;
   for (const auto& t : r["hypervolume_flat_tasks"])
     flat += fmt::format("{}{}", flat.empty() ? "" : ", ", t.get<std::string>());

@@ -56,6 +56,11 @@ void Runtime::load_builtin_evaluator() {
     tasks("test");
   else
     spdlog::warn("the tasks have no test split: held-out scores will be missing");
+  has_validation_ = std::all_of(job_.tasks.begin(), job_.tasks.end(), [](const TaskConfig& t) {
+    return t.file_for("validation") != t.file_for(t.split) &&
+           std::filesystem::exists(t.file_for("validation"));
+  });
+  if (has_validation_) tasks("validation");
   spdlog::info("pool: {} checkpoints, {} MB of shards on this rank (T = {}, {} groups)",
                checkpoints_.size(), pool_->total_bytes() / 1000000, groups_->tp_size,
                groups_->num_groups);

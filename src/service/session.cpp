@@ -50,6 +50,7 @@ RunState open_state(const std::filesystem::path& path, const Runtime& rt, StateU
     s.baselines.n_weights = rt.num_weights();
     s.baselines.n_tasks = rt.job().tasks.size();
     s.test.n_tasks = rt.job().tasks.size();
+    s.validation.n_tasks = rt.job().tasks.size();
     check_state_writable(path, s);
     return s;
   }
@@ -164,7 +165,7 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
   for (size_t i = 0; i < names.size(); ++i) {
     if (checkpoint_row(with_rows, names[i]) >= 0) continue;
     with_rows.baselines.append(names[i], kCheckpointRecipe, one_hot_weights(rt, i),
-                               search[i].scores, test[i].scores, 0.0, 0.0);
+                               search[i].scores, test[i].scores, 0.0, 0.0, test[i].examples);
   }
   const auto obj = build_objective(with_rows, rt);
   for (size_t b = 0; b < with_rows.baselines.size(); ++b) {

@@ -53,11 +53,13 @@ Scored score_builtin(Runtime& rt, const json& model, const std::string& split) {
     for (const auto& r : results) {
       if (!std::isfinite(r.score)) throw_runtime("task {}: {} is {}", r.task, r.metric, r.score);
       s.scores.push_back(r.score);
+      s.examples.push_back(r.examples);
     }
   } catch (const std::exception& e) {
     s.ok = false;
     s.error = e.what();
     s.scores.assign(rt.job().tasks.size(), std::nan(""));
+    s.examples.clear();
   }
   s.seconds = seconds_since(t0);
   s.score_seconds = s.seconds - s.merge_seconds;
@@ -77,10 +79,26 @@ Scored score_one(Runtime& rt, const json& model, const std::string& split) {
   return command->score(weights, folder, split);
 }
 
+json numbers(const std::vector<double>& v) {
+  json a = json::array();
+  for (double x : v) a.push_back(std::isfinite(x) ? json(x) : json(nullptr));
+  return a;
+}
+
+std::vector<double> from_numbers(const json& a) {
+  std::vector<double> v;
+  for (const auto& x : a) v.push_back(x.is_null() ? std::nan("") : x.get<double>());
+  return v;
+}
+
 json to_json(const Scored& s) {
-  json scores = json::array();
-  for (double v : s.scores) scores.push_back(std::isfinite(v) ? json(v) : json(nullptr));
-  return json{{"scores", scores},
+  json examples = json::array();
+  for (const auto& e : s.examples)
+    examples.push_back({{"transform", static_cast<int>(e.transform)},
+                        {"value", numbers(e.value)},
+                        {"weight", numbers(e.weight)}});
+  return json{{"scores", numbers(s.scores)},
+              {"examples", examples},
               {"ok", s.ok},
               {"error", s.error},
               {"seconds", s.seconds},
@@ -91,8 +109,14 @@ json to_json(const Scored& s) {
 
 Scored from_json(const json& j) {
   Scored s;
-  for (const auto& v : j["scores"])
-    s.scores.push_back(v.is_null() ? std::nan("") : v.get<double>());
+  s.scores = from_numbers(j["scores"]);
+  for (const auto& e : j["examples"]) {
+    ExampleScores x;
+    x.transform = static_cast<ExampleScores::Transform>(e["transform"].get<int>());
+    x.value = from_numbers(e["value"]);
+    x.weight = from_numbers(e["weight"]);
+    s.examples.push_back(std::move(x));
+  }
   s.ok = j["ok"].get<bool>();
   s.error = j["error"].get<std::string>();
   s.seconds = j["seconds"].get<double>();

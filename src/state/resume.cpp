@@ -173,6 +173,9 @@ std::vector<std::pair<std::string, std::string>> task_data_fingerprints(const Jo
     // A missing search file is the task loader's error to report.
     if (std::filesystem::exists(t.file_for(t.split)))
       out.emplace_back(key + t.split, file_fingerprint(t.file_for(t.split)));
+    if (t.split != "validation" && t.file_for("validation") != t.file_for(t.split) &&
+        std::filesystem::exists(t.file_for("validation")))
+      out.emplace_back(key + "validation", file_fingerprint(t.file_for("validation")));
     if (t.split != "test" && std::filesystem::exists(t.file_for("test")))
       out.emplace_back(key + "test", file_fingerprint(t.file_for("test")));
   }

@@ -59,9 +59,76 @@ void EvalTable::check() const {
            fmt::format("evaluation columns disagree for {} rows", e));
 }
 
+size_t ExampleTable::columns() const {
+  size_t x = 0;
+  for (int64_t c : counts) x += static_cast<size_t>(c);
+  return x;
+}
+
+void ExampleTable::append(size_t rows_before, const std::vector<ExampleScores>& row) {
+  if (row.empty()) {
+    if (empty()) return;
+    values.resize(values.size() + columns(), std::nan(""));
+    weights.resize(weights.size() + columns(), std::nan(""));
+    return;
+  }
+  std::vector<int64_t> c, t;
+  for (const auto& s : row) {
+    c.push_back(static_cast<int64_t>(s.size()));
+    t.push_back(static_cast<int64_t>(s.transform));
+  }
+  if (empty()) {
+    counts = c;
+    transforms = t;
+    values.assign(rows_before * columns(), std::nan(""));
+    weights.assign(rows_before * columns(), std::nan(""));
+  } else if (c != counts || t != transforms) {
+    throw_runtime("per-example results of {} tasks do not match the {} recorded before", row.size(),
+                  counts.size());
+  }
+  for (const auto& s : row) {
+    values.insert(values.end(), s.value.begin(), s.value.end());
+    if (s.weight.empty())
+      weights.insert(weights.end(), s.size(), 1.0);
+    else
+      weights.insert(weights.end(), s.weight.begin(), s.weight.end());
+  }
+}
+
+std::vector<ExampleScores> ExampleTable::row(size_t r) const {
+  std::vector<ExampleScores> out;
+  const size_t x = columns();
+  if (empty() || (r + 1) * x > values.size()) return out;
+  size_t at = r * x;
+  for (size_t k = 0; k < counts.size(); ++k) {
+    ExampleScores s;
+    s.transform = static_cast<ExampleScores::Transform>(transforms[k]);
+    const auto n = static_cast<size_t>(counts[k]);
+    s.value.assign(values.begin() + static_cast<std::ptrdiff_t>(at),
+                   values.begin() + static_cast<std::ptrdiff_t>(at + n));
+    s.weight.assign(weights.begin() + static_cast<std::ptrdiff_t>(at),
+                    weights.begin() + static_cast<std::ptrdiff_t>(at + n));
+    at += n;
+    if (std::any_of(s.value.begin(), s.value.end(), [](double v) { return std::isnan(v); }))
+      return {};
+    if (s.transform == ExampleScores::Transform::Mean &&
+        std::all_of(s.weight.begin(), s.weight.end(), [](double w) { return w == 1.0; }))
+      s.weight.clear();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void ExampleTable::check(size_t rows) const {
+  KS_CHECK(counts.size() == transforms.size() && values.size() == rows * columns() &&
+               weights.size() == values.size(),
+           fmt::format("per-example columns disagree for {} rows", rows));
+}
+
 void Baselines::append(std::string name, std::string recipe, std::span<const double> w_row,
                        std::span<const double> score_row, std::span<const double> test_row,
-                       double objective_value, double test_objective_value) {
+                       double objective_value, double test_objective_value,
+                       const std::vector<ExampleScores>& test_example_row) {
   KS_CHECK(w_row.size() == n_weights, "baseline weights have the wrong length");
   KS_CHECK(score_row.size() == n_tasks && test_row.size() == n_tasks,
            "baseline scores have the wrong length");
@@ -70,6 +137,7 @@ void Baselines::append(std::string name, std::string recipe, std::span<const dou
   weights.insert(weights.end(), w_row.begin(), w_row.end());
   scores.insert(scores.end(), score_row.begin(), score_row.end());
   test_scores.insert(test_scores.end(), test_row.begin(), test_row.end());
+  test_examples.append(names.size() - 1, test_example_row);
   objective.push_back(objective_value);
   test_objective.push_back(test_objective_value);
 }
@@ -80,12 +148,14 @@ void Baselines::check() const {
                test_scores.size() == b * n_tasks && objective.size() == b &&
                test_objective.size() == b,
            fmt::format("baseline columns disagree for {} rows", b));
+  test_examples.check(b);
 }
 
 void TestScores::check() const {
   const size_t m = size();
   KS_CHECK(scores.size() == m * n_tasks && objective.size() == m,
            fmt::format("test-score columns disagree for {} rows", m));
+  examples.check(m);
 }
 
 // ---- writing ------------------------------------------------------------
@@ -132,6 +202,18 @@ void write_evals(const h5::Loc& root, const EvalTable& t) {
   h5::write_f64(loc, "score_seconds", t.score_seconds, {e});
 }
 
+// A table's per-example results as PREFIX{counts,transforms,values,weights};
+// nothing when it has none.
+void write_examples(const h5::Loc& loc, const std::string& prefix, const ExampleTable& t,
+                    size_t rows) {
+  if (t.empty()) return;
+  const hsize_t k = t.counts.size(), x = t.columns();
+  h5::write_i64(loc, prefix + "counts", t.counts, {k});
+  h5::write_i64(loc, prefix + "transforms", t.transforms, {k});
+  h5::write_f64(loc, prefix + "values", t.values, {rows, x});
+  h5::write_f64(loc, prefix + "weights", t.weights, {rows, x});
+}
+
 void write_baselines(const h5::Loc& root, const Baselines& b) {
   b.check();
   h5::Id g = h5::create_group(root, "baselines");
@@ -144,16 +226,18 @@ void write_baselines(const h5::Loc& root, const Baselines& b) {
   h5::write_f64(loc, "test_scores", b.test_scores, {n, b.n_tasks});
   h5::write_f64(loc, "objective", b.objective, {n});
   h5::write_f64(loc, "test_objective", b.test_objective, {n});
+  write_examples(loc, "test_example_", b.test_examples, n);
 }
 
-void write_test(const h5::Loc& root, const TestScores& t) {
+void write_test(const h5::Loc& root, const TestScores& t, const std::string& group = "test") {
   t.check();
-  h5::Id g = h5::create_group(root, "test");
-  const h5::Loc loc{g.get(), root.file, "/test"};
+  h5::Id g = h5::create_group(root, group);
+  const h5::Loc loc{g.get(), root.file, "/" + group};
   const hsize_t m = t.size();
   h5::write_i64(loc, "eval_index", t.eval_index, {m});
   h5::write_f64(loc, "scores", t.scores, {m, t.n_tasks});
   h5::write_f64(loc, "objective", t.objective, {m});
+  write_examples(loc, "example_", t.examples, m);
 }
 
 // The state's bytes: an HDF5 file built in memory.
@@ -169,6 +253,7 @@ std::string state_image(const std::string& name, const RunState& s) {
     h5::write_i64({g.get(), name, "/pareto"}, "indices", s.pareto, {s.pareto.size()});
   }
   write_test(root, s.test);
+  if (s.validation.size() > 0) write_test(root, s.validation, "validation");
   std::string bytes = h5::file_image(f.get(), name);
   f.close(name);
   return bytes;
@@ -257,6 +342,27 @@ EvalTable read_evals(const h5::Loc& root, size_t n_tasks) {
   return t;
 }
 
+// What write_examples wrote (absent in older states: an empty table).
+ExampleTable read_examples(const h5::Loc& loc, const std::string& prefix, size_t rows,
+                           size_t n_tasks) {
+  ExampleTable t;
+  if (!h5::exists(loc, prefix + "counts")) return t;
+  t.counts = read_ivector(loc, prefix + "counts", n_tasks);
+  t.transforms = read_ivector(loc, prefix + "transforms", n_tasks);
+  for (int64_t c : t.counts)
+    if (c < 0) bad(loc, prefix + "counts", fmt::format("holds {}", c));
+  for (int64_t v : t.transforms)
+    if (v < 0 || v > 2) bad(loc, prefix + "transforms", fmt::format("holds {}, expected 0-2", v));
+  size_t x = 0;
+  t.values = read_matrix(loc, prefix + "values", rows, &x);
+  if (x != t.columns())
+    bad(loc, prefix + "values", fmt::format("has {} columns for {} examples", x, t.columns()));
+  t.weights = read_matrix(loc, prefix + "weights", rows, &x);
+  if (x != t.columns())
+    bad(loc, prefix + "weights", fmt::format("has {} columns for {} examples", x, t.columns()));
+  return t;
+}
+
 Baselines read_baselines(const h5::Loc& root, size_t n_tasks) {
   h5::Id g = h5::open_group(root, "baselines");
   const h5::Loc loc{g.get(), root.file, "/baselines"};
@@ -273,12 +379,14 @@ Baselines read_baselines(const h5::Loc& root, size_t n_tasks) {
     bad(loc, "scores", fmt::format("has {} columns for {} tasks", b.n_tasks, n_tasks));
   b.objective = read_vector(loc, "objective", n);
   b.test_objective = read_vector(loc, "test_objective", n);
+  b.test_examples = read_examples(loc, "test_example_", n, n_tasks);
   return b;
 }
 
-TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals) {
-  h5::Id g = h5::open_group(root, "test");
-  const h5::Loc loc{g.get(), root.file, "/test"};
+TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals,
+                     const std::string& group = "test") {
+  h5::Id g = h5::open_group(root, group);
+  const h5::Loc loc{g.get(), root.file, "/" + group};
   TestScores t;
   t.eval_index = h5::read_i64(loc, "eval_index", 1);
   for (int64_t i : t.eval_index)
@@ -288,6 +396,7 @@ TestScores read_test(const h5::Loc& root, size_t n_tasks, size_t n_evals) {
   if (t.n_tasks != n_tasks)
     bad(loc, "scores", fmt::format("has {} columns for {} tasks", t.n_tasks, n_tasks));
   t.objective = read_vector(loc, "objective", t.eval_index.size());
+  t.examples = read_examples(loc, "example_", t.eval_index.size(), n_tasks);
   return t;
 }
 
@@ -361,11 +470,25 @@ RunState load_state(const fs::path& path) {
             fmt::format("index {} is outside the {} evaluations", i, s.evals.size()));
   }
   s.test = read_test(root, k, s.evals.size());
+  s.validation.n_tasks = k;
+  if (h5::exists(root, "validation"))
+    s.validation = read_test(root, k, s.evals.size(), "validation");
   check_consistent(root, s);
   return s;
 }
 
 int64_t best_evaluation(const RunState& state) {
+  const TestScores& v = state.validation;
+  int64_t row = -1;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (std::isfinite(v.objective[i]) &&
+        (row < 0 || v.objective[i] > v.objective[static_cast<size_t>(row)]))
+      row = static_cast<int64_t>(i);
+  if (row >= 0) return v.eval_index[static_cast<size_t>(row)];
+  return best_on_search(state);
+}
+
+int64_t best_on_search(const RunState& state) {
   int64_t best = -1;
   for (size_t e = 0; e < state.evals.size(); ++e)
     if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok) &&

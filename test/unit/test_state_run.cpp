@@ -378,3 +378,81 @@ TEST_CASE("state: a failed save leaves the previous state in place", "[state]") 
                     Catch::Contains((tmp / "no" / "s.h5").string() +
                                     ": cannot create a temporary file beside it"));
 }
+
+TEST_CASE("state: per-example test results round-trip; states without them read as before",
+          "[state]") {
+  test::TempDir tmp;
+  const auto path = tmp / "s.h5";
+  RunState s = make_state(4);
+  ExampleScores acc;
+  acc.value = {1, 0, 1};
+  ExampleScores bpb;
+  bpb.transform = ExampleScores::Transform::BitsPerByte;
+  bpb.value = {3.5, 2.0};
+  bpb.weight = {10, 7};
+  // Two baseline rows were appended without them: they become NaN rows.
+  s.baselines.append("ties", "ties d0.5", std::vector<double>{0.2, 0.3, 0.5},
+                     std::vector<double>{0.5, 0.5}, std::vector<double>{0.4, 0.3}, 0.5, 0.35,
+                     {acc, bpb});
+  s.test.examples.append(0, {acc, bpb});
+  save_state(path, s);
+  const RunState back = load_state(path);
+  CHECK(same_state(back, s));
+  const ExampleTable& t = back.baselines.test_examples;
+  CHECK(t.counts == std::vector<int64_t>{3, 2});
+  CHECK(t.transforms == std::vector<int64_t>{0, 1});
+  CHECK(t.columns() == 5);
+  CHECK(t.row(0).empty());
+  CHECK(t.row(1).empty());
+  for (const auto& row : {t.row(2), back.test.examples.row(0)}) {
+    REQUIRE(row.size() == 2);
+    CHECK(row[0].value == acc.value);
+    CHECK(row[0].weight.empty());  // unit weights of a proportion
+    CHECK(row[0].transform == ExampleScores::Transform::Mean);
+    CHECK(row[1].value == bpb.value);
+    CHECK(row[1].weight == bpb.weight);
+    CHECK(row[1].transform == ExampleScores::Transform::BitsPerByte);
+    CHECK(row[1].score() == Approx(5.5 / std::log(2.0) / 17.0));
+  }
+  // Another layout in the same table is an error, not a silent misread.
+  ExampleScores longer = acc;
+  longer.value.push_back(0);
+  RunState other = back;
+  CHECK_THROWS_AS(other.test.examples.append(1, {longer, bpb}), RuntimeError);
+  // A state written before per-example results: none, and nothing breaks.
+  save_state(path, make_state(7));
+  const RunState old = load_state(path);
+  CHECK(old.test.examples.empty());
+  CHECK(old.baselines.test_examples.empty());
+  CHECK(old.baselines.test_examples.row(0).empty());
+}
+
+TEST_CASE("state: with validation scores the returned merge is the best on validation", "[state]") {
+  test::TempDir tmp;
+  RunState s = make_state(7);  // 5 rows; row 1 failed; the search objective grows with the row
+  REQUIRE(best_evaluation(s) == 4);
+  REQUIRE(best_on_search(s) == 4);
+  s.validation.n_tasks = 2;
+  // Rows 4, 3 and 0 scored on validation; row 3 is best there, row 4 on search.
+  for (auto [e, v] : {std::pair{4, 0.50}, std::pair{3, 0.75}, std::pair{0, std::nan("")}}) {
+    s.validation.eval_index.push_back(e);
+    s.validation.scores.insert(s.validation.scores.end(), {v, v});
+    s.validation.objective.push_back(v);
+  }
+  CHECK(best_evaluation(s) == 3);
+  CHECK(best_on_search(s) == 4);
+  // Recorded in the state: a reader (report, export) makes the same choice.
+  save_state(tmp / "s.h5", s);
+  const RunState back = load_state(tmp / "s.h5");
+  CHECK(back.validation.eval_index == s.validation.eval_index);
+  CHECK(best_evaluation(back) == 3);
+  // A tie on validation goes to the candidate listed first.
+  s.validation.objective[0] = 0.75;
+  CHECK(best_evaluation(s) == 4);
+  // No finite validation objective: back to the search's best.
+  s.validation.objective = {std::nan(""), std::nan(""), std::nan("")};
+  CHECK(best_evaluation(s) == 4);
+  // States without /validation read with an empty table.
+  save_state(tmp / "old.h5", make_state(7));
+  CHECK(load_state(tmp / "old.h5").validation.size() == 0);
+}

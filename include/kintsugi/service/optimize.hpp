@@ -17,6 +17,7 @@ struct OptimizeOptions {
   std::optional<uint64_t> seed;  // --seed (sweeps)
   std::string preference;        // --preference "task=w,..." (chebyshev sweeps)
   size_t test_top = 10;          // Pareto members also scored on the test split
+  size_t validation_top = 10;    // best candidates on search scored on validation
 };
 
 // Returns the exit code: 0 done, kExitStopped (3) when a signal stopped it

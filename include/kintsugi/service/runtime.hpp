@@ -87,6 +87,9 @@ class Runtime {
   const std::vector<EvalTask>& tasks(const std::string& split);
   // Whether every task has a test split file.
   bool has_test_split() const { return has_test_; }
+  // Every task has a validation file of its own (`{split}` in its file name
+  // and the file present): the returned merge is chosen there.
+  bool has_validation_split() const { return has_validation_; }
   // This rank's merged-model buffer, reused for every candidate (builtin).
   ModelShard& scratch();
   // The command evaluator, null for the builtin one.
@@ -112,6 +115,7 @@ class Runtime {
   size_t num_layers_ = 0;
   std::map<std::string, std::vector<EvalTask>> tasks_;
   bool has_test_ = false;
+  bool has_validation_ = false;
 };
 
 }  // namespace kintsugi

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/eval/uncertainty.hpp"
 #include "kintsugi/service/runtime.hpp"
 
 namespace kintsugi {
@@ -28,6 +29,9 @@ struct ModelRequest {
 
 struct Scored {
   std::vector<double> scores;  // one per task, the task's primary metric (raw orientation)
+  // Per task, the primary metric's per-example numbers (builtin evaluator;
+  // empty from an external scorer or a failed model).
+  std::vector<ExampleScores> examples;
   bool ok = true;
   std::string error;  // why it failed
   double seconds = 0;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kintsugi/common/record.hpp"
+#include "kintsugi/eval/uncertainty.hpp"
 
 namespace kintsugi {
 
@@ -76,6 +77,29 @@ struct EvalTable {
   void check() const;       // RuntimeError when the columns disagree in length
 };
 
+// Per-example results of a table's rows on the test split (ExampleScores,
+// eval/uncertainty.hpp, flattened): task k has counts[k] examples, X =
+// sum_k counts[k] columns, task by task; weights are 1 where the metric has
+// none. Rows without them (an external scorer, a failed model) are NaN. Empty
+// in states written before kintsugi recorded them: the report then has no
+// intervals to give.
+struct ExampleTable {
+  std::vector<int64_t> counts;      // K (empty: none recorded)
+  std::vector<int64_t> transforms;  // K: ExampleScores::Transform
+  std::vector<double> values;       // rows x X
+  std::vector<double> weights;      // rows x X
+
+  bool empty() const { return counts.empty(); }
+  size_t columns() const;
+  // Appends the row after `rows_before` rows; the first results fix the
+  // layout (earlier rows become NaN). `row` empty: a NaN row (nothing while
+  // the table is empty). RuntimeError when the layout differs.
+  void append(size_t rows_before, const std::vector<ExampleScores>& row);
+  // Row r as K ExampleScores; empty when none are recorded or the row is NaN.
+  std::vector<ExampleScores> row(size_t r) const;
+  void check(size_t rows) const;  // RuntimeError when the columns disagree
+};
+
 // Scores of the standard recipes (and of every checkpoint alone).
 struct Baselines {
   size_t n_weights = 0;                // W
@@ -87,20 +111,25 @@ struct Baselines {
   std::vector<double> test_scores;     // B x K: test split (NaN when not scored)
   std::vector<double> objective;       // B: search split
   std::vector<double> test_objective;  // B: test split (NaN when not scored)
+  ExampleTable test_examples;          // B rows
 
   size_t size() const { return names.size(); }
   void append(std::string name, std::string recipe, std::span<const double> w_row,
               std::span<const double> score_row, std::span<const double> test_row,
-              double objective_value, double test_objective_value);
+              double objective_value, double test_objective_value,
+              const std::vector<ExampleScores>& test_example_row = {});
   void check() const;
 };
 
-// Held-out (test split) scores of chosen evaluations (the best, the Pareto set).
+// Held-out scores of chosen evaluations on one split: the test split (the
+// best, the Pareto set), or the validation split (the candidates the returned
+// merge is chosen among).
 struct TestScores {
   size_t n_tasks = 0;
   std::vector<int64_t> eval_index;  // M indices into the evaluations
   std::vector<double> scores;       // M x K
   std::vector<double> objective;    // M
+  ExampleTable examples;            // M rows
   size_t size() const { return eval_index.size(); }
   void check() const;
 };
@@ -112,11 +141,18 @@ struct RunState {
   Baselines baselines;
   std::vector<int64_t> pareto;  // indices into evals of the current Pareto set
   TestScores test;
+  // Scores on the validation split of the best candidates on search (empty
+  // without a validation split, or before the search ends).
+  TestScores validation;
 };
 
-// The evaluation with the highest objective among those that succeeded; -1 if
-// none (export's default, the held-out scoring's first pick, the report's best).
+// The returned merge (export's default, the test scoring's first pick, the
+// report's best): with validation scores, the validated evaluation with the
+// highest validation objective (the first on ties); else the evaluation with
+// the highest search objective among those that succeeded; -1 if none.
 int64_t best_evaluation(const RunState& state);
+// The evaluation with the highest search objective among those that succeeded.
+int64_t best_on_search(const RunState& state);
 
 // Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
 // failure; the previous state stays in place.
@@ -147,8 +183,9 @@ inline constexpr std::string_view kTaskDataKeyPrefix = "data.";
 
 // What the job's task files hold, as settings pairs stored beside
 // resume_settings(): "data.tasks.<name>.<split>" -> "xxh64:<16 hex> <size>
-// bytes", XXH64 (seed 0) of the file's bytes, for each task's search split
-// and its test split, for each file that exists (a missing one is the task
+// bytes", XXH64 (seed 0) of the file's bytes, for each task's search split,
+// its validation split (a file of its own) and its test split, for each file
+// that exists (a missing one is the task
 // loader's error). Empty for tasks scored by an
 // external command (they have no files). InputError naming a file that
 // cannot be read.
