@@ -99,7 +99,8 @@ def paired(a, b, coef, up, resamples, seed):
     d.sort()
     lo = math.floor(0.025 * resamples)
     hi = math.ceil(0.975 * resamples) - 1
-    return difference, d[lo], d[hi]
+    snap = lambda x: 0.0 if abs(x) < 1e-12 else x  # rounding of equal sums is 0
+    return snap(difference), snap(d[lo]), snap(d[hi])
 
 
 def main():

@@ -284,7 +284,7 @@ EvaluatorConfig read_evaluator(const YamlField& f, const fs::path& base_dir) {
 SearchConfig read_search(const YamlField& f) {
   const YamlMap m =
       f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget", "population",
-                "sigma0", "seed", "active", "restarts", "lower", "upper"});
+                "sigma0", "seed", "active", "restarts", "lower", "upper", "uniform_penalty"});
   SearchConfig s;
   if (auto v = m.get("method")) s.method = v->as_enum({"cmaes", "random"});
   if (auto v = m.get("parameterization"))
@@ -300,6 +300,10 @@ SearchConfig read_search(const YamlField& f) {
   if (auto v = m.get("population")) {
     s.population = v->as_uint();
     if (s.population == 1) v->fail("must be 0 (the CMA-ES default) or >= 2");
+  }
+  if (auto v = m.get("uniform_penalty")) {
+    s.uniform_penalty = v->as_finite_double();
+    if (s.uniform_penalty < 0) v->fail(fmt::format("must be >= 0, got {}", s.uniform_penalty));
   }
   if (auto v = m.get("sigma0")) {
     s.sigma0 = v->as_finite_double();

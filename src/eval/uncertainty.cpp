@@ -30,14 +30,20 @@ bool all_finite(const ExampleScores& s) {
          std::all_of(s.weight.begin(), s.weight.end(), fin);
 }
 
+// A difference within rounding of 0 (a sum over tasks of equal means can
+// leave 1e-17) is 0: it must not pass for a significant one.
+double snap(double x) {
+  return std::abs(x) < 1e-12 ? 0.0 : x;
+}
+
 // The percentile interval's ends of R sorted differences.
 void percentile_interval(std::vector<double>& d, PairedInterval& out) {
   std::sort(d.begin(), d.end());
   const size_t R = d.size();
   const auto lo = static_cast<size_t>(std::floor(0.025 * static_cast<double>(R)));
   const auto hi = static_cast<size_t>(std::ceil(0.975 * static_cast<double>(R))) - 1;
-  out.low = d[lo];
-  out.high = d[hi];
+  out.low = snap(d[lo]);
+  out.high = snap(d[hi]);
 }
 
 }  // namespace
@@ -174,6 +180,7 @@ PairedInterval paired_bootstrap_mean(std::span<const ExampleScores> a,
       d[r] += diff(k, idx);
     }
   }
+  out.difference = snap(out.difference);
   percentile_interval(d, out);
   return out;
 }

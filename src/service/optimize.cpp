@@ -133,7 +133,12 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
   for (size_t c = 0; c < zs.size(); ++c) {
     const Scored& s = scored[c];
     const double v = objective_of(run.objective, run.rt, s, run.penalty);
-    values.push_back(v);
+    // The optimizer maximizes the fitness (search.uniform_penalty pulls it
+    // toward the uniform soup); the state records the objective itself.
+    const double lambda = run.rt.job().search.uniform_penalty;
+    values.push_back(s.ok && lambda > 0 ? v - lambda * search::uniform_distance(
+                                                           weights[c], run.rt.num_checkpoints())
+                                        : v);
     const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
     run.state.evals.append(zrow, weights[c], s.scores, v,
                            s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds,
@@ -207,10 +212,10 @@ std::vector<int64_t> validation_candidates(const RunState& state, size_t top) {
   for (size_t e = 0; e < state.evals.size(); ++e)
     if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
       ok.push_back(static_cast<int64_t>(e));
-  // Stable: among equal objectives the earlier evaluation first.
+  // Stable: among equal fitness the earlier evaluation first.
   std::stable_sort(ok.begin(), ok.end(), [&](int64_t a, int64_t b) {
-    return state.evals.objective[static_cast<size_t>(a)] >
-           state.evals.objective[static_cast<size_t>(b)];
+    return search_fitness(state, static_cast<size_t>(a)) >
+           search_fitness(state, static_cast<size_t>(b));
   });
   std::vector<int64_t> chosen(ok.begin(),
                               ok.begin() + static_cast<std::ptrdiff_t>(std::min(top, ok.size())));

@@ -285,7 +285,7 @@ std::string cell(const json& v) {
 }
 
 std::string signed_cell(const json& v) {
-  return v.is_null() ? "-" : fmt::format("{:+.2f}", v.get<double>());
+  return v.is_null() ? "-" : fmt::format("{:+.2f}", v.get<double>() + 0.0);  // no "-0.00"
 }
 
 // The held-out comparisons as text (report_json's "comparisons").

@@ -107,6 +107,8 @@ std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig
   add("search.restarts", fmt::format("{}", c.restarts));
   add("search.lower", opt_text(c.lower));
   add("search.upper", opt_text(c.upper));
+  // Recorded only when on, so that states from before the option resume.
+  if (c.uniform_penalty > 0) add("search.uniform_penalty", fmt::format("{}", c.uniform_penalty));
   const ObjectiveConfig& o = job.objective;
   add("objective.kind", o.kind);
   if (o.kind == "weighted") add("objective.weights", map_text(o.weights));

@@ -6,6 +6,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/io/atomic_file.hpp"
+#include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/state/hdf5.hpp"
 #include "kintsugi/state/record_io.hpp"
 
@@ -488,12 +489,30 @@ int64_t best_evaluation(const RunState& state) {
   return best_on_search(state);
 }
 
+double search_fitness(const RunState& state, size_t e) {
+  double lambda = 0.0;
+  for (const auto& [k, v] : state.meta.settings)
+    if (k == "search.uniform_penalty") lambda = std::strtod(v.c_str(), nullptr);
+  const double obj = state.evals.objective[e];
+  if (!(lambda > 0)) return obj;
+  const size_t w = state.evals.n_weights;
+  const std::vector<double> row(
+      state.evals.weights.begin() + static_cast<std::ptrdiff_t>(e * w),
+      state.evals.weights.begin() + static_cast<std::ptrdiff_t>((e + 1) * w));
+  return obj - lambda * search::uniform_distance(row, state.meta.pool_names.size());
+}
+
 int64_t best_on_search(const RunState& state) {
   int64_t best = -1;
-  for (size_t e = 0; e < state.evals.size(); ++e)
-    if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok) &&
-        (best < 0 || state.evals.objective[e] > state.evals.objective[static_cast<size_t>(best)]))
+  double best_fit = 0.0;
+  for (size_t e = 0; e < state.evals.size(); ++e) {
+    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
+    const double f = search_fitness(state, e);
+    if (best < 0 || f > best_fit) {
       best = static_cast<int64_t>(e);
+      best_fit = f;
+    }
+  }
   return best;
 }
 

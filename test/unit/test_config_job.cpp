@@ -295,7 +295,10 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
        "parallel, output)"},
       {"unknown nested key", pool + tasks + "search:\n  budget: 3\n  sigma: 0.1\n",
        "job.yaml:5: search.sigma: unknown key (known keys: method, parameterization, granularity, "
-       "layer_groups, budget, population, sigma0, seed, active, restarts, lower, upper)"},
+       "layer_groups, budget, population, sigma0, seed, active, restarts, lower, upper, "
+       "uniform_penalty)"},
+      {"negative uniform_penalty", pool + tasks + "search:\n  uniform_penalty: -0.1\n",
+       "job.yaml:4: search.uniform_penalty: must be >= 0, got -0.1"},
       {"unknown task key", pool + "tasks:\n  - name: t\n    file: t.jsonl\n    shots: 5\n",
        "job.yaml:5: tasks[0].shots: unknown key (known keys: name, file, kind, metric, split, "
        "limit, "

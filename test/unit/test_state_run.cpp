@@ -456,3 +456,17 @@ TEST_CASE("state: with validation scores the returned merge is the best on valid
   save_state(tmp / "old.h5", make_state(7));
   CHECK(load_state(tmp / "old.h5").validation.size() == 0);
 }
+
+TEST_CASE("state: search.uniform_penalty makes the search's best the fitter one", "[state]") {
+  RunState s = make_state(7);  // weights 1 / (x + j + 1), near 0: distance about 0.5
+  REQUIRE(best_on_search(s) == 4);
+  const size_t w = s.evals.n_weights;
+  // Make row 3 one-hot and slightly better on the objective.
+  for (size_t j = 0; j < w; ++j) s.evals.weights[3 * w + j] = j % 3 == 0 ? 1.0 : 0.0;
+  s.evals.objective[3] = s.evals.objective[4] + 0.01;
+  CHECK(best_on_search(s) == 3);
+  s.meta.settings.emplace_back("search.uniform_penalty", "0.5");
+  CHECK(search_fitness(s, 3) == Approx(s.evals.objective[3] - 0.5));
+  CHECK(best_on_search(s) == 4);
+  CHECK(best_evaluation(s) == 4);
+}

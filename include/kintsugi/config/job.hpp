@@ -100,6 +100,10 @@ struct SearchConfig {
   size_t restarts = 0;          // IPOP restarts allowed
   std::optional<double> lower;  // box bounds on each weight (smooth transform)
   std::optional<double> upper;
+  // Against overfitting the search split: the search maximizes objective -
+  // uniform_penalty * d(w), d the normalized squared distance of the weights
+  // from the uniform soup (search::uniform_distance); 0 = off.
+  double uniform_penalty = 0.0;
 };
 
 struct ObjectiveConfig {

@@ -20,6 +20,9 @@
 // {i / 4, r, 0x626f6f74, t} and key {low, high 32 bits of the seed}, word
 // i % 4: index = (word * n) >> 32. The interval is the percentile interval: of the R sorted
 // differences, the ones at positions floor(0.025 R) and ceil(0.975 R) - 1.
+// A difference or an interval end within 1e-12 of 0 is reported as 0 (sums
+// over tasks of equal scores leave rounding), so it never passes for a
+// significant difference.
 // tools/paired_bootstrap.py implements the same definition independently.
 #include <cstddef>
 #include <cstdint>

@@ -151,7 +151,11 @@ struct RunState {
 // highest validation objective (the first on ties); else the evaluation with
 // the highest search objective among those that succeeded; -1 if none.
 int64_t best_evaluation(const RunState& state);
-// The evaluation with the highest search objective among those that succeeded.
+// What the search maximizes for evaluation e: its objective, less
+// search.uniform_penalty (from the state's settings; 0 when absent) times the
+// weights' distance from the uniform soup (search::uniform_distance).
+double search_fitness(const RunState& state, size_t e);
+// The evaluation with the highest search fitness among those that succeeded.
 int64_t best_on_search(const RunState& state);
 
 // Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
