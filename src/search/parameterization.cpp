@@ -211,20 +211,4 @@ int64_t layer_position(const std::string& tensor_name, size_t n_layers) {
   return static_cast<int64_t>(n_layers);
 }
 
-double uniform_distance(const std::vector<double>& weights, size_t checkpoints) {
-  if (checkpoints < 2 || weights.empty()) return 0.0;
-  const size_t groups = weights.size() / checkpoints;
-  const double n = static_cast<double>(checkpoints), u = 1.0 / n;
-  double total = 0.0;
-  for (size_t g = 0; g < groups; ++g) {
-    double ss = 0.0;
-    for (size_t i = 0; i < checkpoints; ++i) {
-      const double d = weights[g * checkpoints + i] - u;
-      ss += d * d;
-    }
-    total += ss * n / (n - 1.0);
-  }
-  return total / static_cast<double>(groups);
-}
-
 }  // namespace kintsugi::search

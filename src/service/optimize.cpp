@@ -13,6 +13,7 @@
 #include "kintsugi/search/optimizer.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/pareto.hpp"
+#include "kintsugi/search/uniform_distance.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
 

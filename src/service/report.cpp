@@ -295,13 +295,13 @@ std::string comparisons_text(const json& r, const std::vector<std::string>& task
   const auto& sel = r["selection"];
   if (sel["in_sample"].get<bool>())
     out +=
-        "\nselection: in-sample: the optimized merge is the best evaluation on the search "
-        "split (the job has no validation split), so its search scores are biased upward; the "
-        "test split is the honest figure.\n";
+        "\nselection: in-sample: the optimized merge is the best evaluation on the search split\n"
+        "  (the job has no validation split), so its search scores are biased upward;\n"
+        "  the test split is the honest figure.\n";
   else
     out += fmt::format(
-        "\nselection: on the validation split: of {} candidates (the best on search and the "
-        "Pareto set), evaluation {} scored best there{}; test was not used to choose.\n",
+        "\nselection: on the validation split: of {} candidates (the best on search and the\n"
+        "  Pareto set), evaluation {} scored best there{};\n  test was not used to choose.\n",
         sel["candidates"].get<size_t>(), sel["chosen"].get<int64_t>(),
         sel["chosen"] == sel["best_on_search"]
             ? std::string(" (also the best on search)")
@@ -315,9 +315,8 @@ std::string comparisons_text(const json& r, const std::vector<std::string>& task
     return out;
   }
   out += fmt::format(
-      "\nheld-out comparisons (test split; optimized minus reference, oriented so that + is "
-      "better; 95% paired bootstrap interval over the test examples, {} resamples; * "
-      "significant):\n",
+      "\nheld-out comparisons (test split): optimized minus reference, + is better;\n"
+      "  [95% paired bootstrap interval over the test examples, {} resamples]; * significant\n",
       kBootstrapResamples);
   const std::map<std::string, std::string> roles{
       {"best_checkpoint", "the best checkpoint on search"},

@@ -6,7 +6,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/io/atomic_file.hpp"
-#include "kintsugi/search/parameterization.hpp"
+#include "kintsugi/search/uniform_distance.hpp"
 #include "kintsugi/state/hdf5.hpp"
 #include "kintsugi/state/record_io.hpp"
 

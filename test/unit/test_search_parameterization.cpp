@@ -6,6 +6,7 @@
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/philox.hpp"
+#include "kintsugi/search/uniform_distance.hpp"
 
 using namespace kintsugi;
 using namespace kintsugi::search;

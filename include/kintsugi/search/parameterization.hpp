@@ -30,12 +30,6 @@ namespace kintsugi::search {
 
 enum class WeightKind { Simplex, Nonnegative, Free };
 
-// How far merge weights are from the uniform soup, in [0, 1] on the simplex:
-// per group of `checkpoints` weights, N/(N-1) * sum_i (w_i - 1/N)^2 (0 at the
-// uniform soup, 1 at a single checkpoint), averaged over the groups. The
-// search's uniform_penalty multiplies it. 0 for one checkpoint.
-double uniform_distance(const std::vector<double>& weights, size_t checkpoints);
-
 class Parameterization {
  public:
   Parameterization(WeightKind kind, size_t checkpoints, size_t groups = 1,
