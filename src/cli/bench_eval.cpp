@@ -104,24 +104,25 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
   std::vector<double> first_logprobs;
   double prefill_s = 0, decode_s = 0, mm = 0, wall = 0;
   std::vector<float> logits;
-  {  // warm-up, untimed (as the PyTorch peer does): first-call allocations
-    std::vector<SeqCache> caches;
-    std::vector<ForwardRequest> reqs;
+  std::vector<SeqCache> caches;
+  std::vector<ForwardRequest> reqs;
+  // Fresh caches and one request per prompt: its first `len` tokens, logits
+  // of the last.
+  auto prefill_requests = [&](size_t len) {
+    caches.clear();
+    reqs.clear();
     caches.reserve(a.batch);
     for (size_t b = 0; b < a.batch; ++b) {
       caches.push_back(m.new_cache());
-      reqs.push_back({&caches.back(), std::span<const int32_t>(prompts[b]).first(2), {1}});
+      reqs.push_back({&caches.back(),
+                      std::span<const int32_t>(prompts[b]).first(len),
+                      {static_cast<int32_t>(len - 1)}});
     }
-    m.forward(reqs, logits);
-  }
+  };
+  prefill_requests(2);  // warm-up, untimed (as the PyTorch peer does): first-call allocations
+  m.forward(reqs, logits);
   for (size_t r = 0; r < a.repeats; ++r) {
-    std::vector<SeqCache> caches;
-    std::vector<ForwardRequest> reqs;
-    caches.reserve(a.batch);
-    for (size_t b = 0; b < a.batch; ++b) {
-      caches.push_back(m.new_cache());
-      reqs.push_back({&caches.back(), prompts[b], {static_cast<int32_t>(a.prompt - 1)}});
-    }
+    prefill_requests(a.prompt);
     MPI_CHECK(MPI_Barrier(comm));
     reset_matmul_seconds();
     const double t0 = steady_seconds();

@@ -146,22 +146,21 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     for (size_t e = 0; e < n; ++e) {
       // A NaN log-likelihood (NaN or infinite weights) makes the task's
       // accuracy NaN: an argmax over NaNs would pass for a real score.
-      if (std::any_of(ll[e].begin(), ll[e].end(), [](double v) { return std::isnan(v); }))
-        ++invalid;
+      const bool nan_here =
+          std::any_of(ll[e].begin(), ll[e].end(), [](double v) { return std::isnan(v); });
+      invalid += nan_here ? 1 : 0;
       const ChoiceScore s = score_choice(ll[e], ex[a + e].choices, ex[a + e].label);
       acc += s.acc;
       acc_norm += s.acc_norm;
-      const bool invalid_here =
-          std::any_of(ll[e].begin(), ll[e].end(), [](double v) { return std::isnan(v); });
-      const bool primary = t.config.primary_metric() == "acc_norm" ? s.acc_norm : s.acc;
-      res.examples.value.push_back(invalid_here ? std::nan("") : primary ? 1.0 : 0.0);
+      const bool correct = t.config.primary_metric() == "acc_norm" ? s.acc_norm : s.acc;
+      res.examples.value.push_back(nan_here ? std::nan("") : correct ? 1.0 : 0.0);
       if (keep) {
         nlohmann::json j = base_sample(t, a + e);
         j["loglikelihoods"] = ll[e];
         j["label"] = ex[a + e].label;
         j["pred"] = s.pred;
         j["pred_norm"] = s.pred_norm;
-        j["correct"] = t.config.primary_metric() == "acc_norm" ? s.acc_norm : s.acc;
+        j["correct"] = correct;
         res.samples.push_back(std::move(j));
       }
     }
@@ -170,9 +169,8 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   res.metrics["acc"] = invalid ? nan : static_cast<double>(acc) / m;
   res.metrics["acc_norm"] = invalid ? nan : static_cast<double>(acc_norm) / m;
-  auto binomial = [&](double p) { return ex.size() < 2 ? nan : std::sqrt(p * (1 - p) / m); };
-  res.metrics["acc_stderr"] = binomial(res.metrics["acc"]);
-  res.metrics["acc_norm_stderr"] = binomial(res.metrics["acc_norm"]);
+  res.metrics["acc_stderr"] = binomial_standard_error(res.metrics["acc"], ex.size());
+  res.metrics["acc_norm_stderr"] = binomial_standard_error(res.metrics["acc_norm"], ex.size());
 }
 
 void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {

@@ -104,13 +104,14 @@ void bootstrap_indices(uint64_t seed, uint32_t r, uint32_t stream, std::span<uin
   }
 }
 
+double binomial_standard_error(double p, size_t n) {
+  return n < 2 ? std::nan("") : std::sqrt(p * (1 - p) / static_cast<double>(n));
+}
+
 double standard_error(const ExampleScores& s, size_t resamples, uint64_t seed) {
   const size_t n = s.size();
   if (n < 2 || !all_finite(s)) return std::nan("");
-  if (s.binary()) {
-    const double p = s.score();
-    return std::sqrt(p * (1 - p) / static_cast<double>(n));
-  }
+  if (s.binary()) return binomial_standard_error(s.score(), n);
   std::vector<uint32_t> idx(n);
   double sum = 0, sum2 = 0;
   for (size_t r = 0; r < resamples; ++r) {
@@ -125,8 +126,8 @@ double standard_error(const ExampleScores& s, size_t resamples, uint64_t seed) {
 }
 
 PairedInterval paired_bootstrap(const ExampleScores& a, const ExampleScores& b, size_t resamples,
-                                uint64_t seed) {
-  const std::vector<bool> up{true};
+                                uint64_t seed, bool higher_is_better) {
+  const std::vector<bool> up{higher_is_better};
   const double one = 1.0;
   return paired_bootstrap_mean(std::span<const ExampleScores>(&a, 1),
                                std::span<const ExampleScores>(&b, 1),

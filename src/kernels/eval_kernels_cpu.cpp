@@ -148,6 +148,18 @@ KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_
   }
 }
 
+// The last M < R rows of a panel's product: micro<V, M> for the M left.
+template <class V, int R>
+KS_INLINE void tail_rows(size_t M, size_t K, const float* A, size_t lda, const float* P, size_t ldp,
+                         float* C, size_t ldc, size_t nj, bool acc) {
+  if constexpr (R > 0) {
+    if (M == R)
+      micro<V, R>(K, A, lda, P, ldp, C, ldc, nj, acc);
+    else
+      tail_rows<V, R - 1>(M, K, A, lda, P, ldp, C, ldc, nj, acc);
+  }
+}
+
 // C[M, nj] (+)= A[M, K] P for one panel, R rows at a time.
 template <class V>
 KS_INLINE void rows_times_panel(size_t M, size_t K, const float* A, size_t lda, const float* P,
@@ -155,27 +167,7 @@ KS_INLINE void rows_times_panel(size_t M, size_t K, const float* A, size_t lda, 
   constexpr int R = kLanes<V> == 8 ? 6 : 3;
   size_t i = 0;
   for (; i + R <= M; i += R) micro<V, R>(K, A + i * lda, lda, P, ldp, C + i * ldc, ldc, nj, acc);
-  const float* a = A + i * lda;
-  float* c = C + i * ldc;
-  switch (M - i) {
-    case 5:
-      micro<V, 5>(K, a, lda, P, ldp, c, ldc, nj, acc);
-      break;
-    case 4:
-      micro<V, 4>(K, a, lda, P, ldp, c, ldc, nj, acc);
-      break;
-    case 3:
-      micro<V, 3>(K, a, lda, P, ldp, c, ldc, nj, acc);
-      break;
-    case 2:
-      micro<V, 2>(K, a, lda, P, ldp, c, ldc, nj, acc);
-      break;
-    case 1:
-      micro<V, 1>(K, a, lda, P, ldp, c, ldc, nj, acc);
-      break;
-    default:
-      break;
-  }
+  tail_rows<V, R - 1>(M - i, K, A + i * lda, lda, P, ldp, C + i * ldc, ldc, nj, acc);
 }
 
 template <class V>
@@ -195,29 +187,29 @@ KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const Pack
   }
 }
 
+// s[lo..hi] = softmax(s[lo..hi]) in place: the maximum subtracted, exp, then
+// each divided by the sum (as a product with its reciprocal).
 template <class V>
-KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
-                           size_t hi, float* s, float* out) {
-  constexpr size_t W = kLanes<V>;
-  auto key = [&](size_t j) {
-    return j < kv.split ? kv.k + j * kv.stride : kv.k2 + (j - kv.split) * kv.stride;
-  };
-  auto value = [&](size_t j) {
-    return j < kv.split ? kv.v + j * kv.stride : kv.v2 + (j - kv.split) * kv.stride;
-  };
+KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
   float mx = -INFINITY;
-  for (size_t j = lo; j <= hi; ++j) {
-    s[j] = dot<V>(q, key(j), hd) * scale;
-    mx = std::max(mx, s[j]);
-  }
+  for (size_t j = lo; j <= hi; ++j) mx = std::max(mx, s[j]);
   exp_shifted<V>(s + lo, hi + 1 - lo, mx);
   float sum = 0.0f;
   for (size_t j = lo; j <= hi; ++j) sum += s[j];
   const float inv = 1.0f / sum;
+  for (size_t j = lo; j <= hi; ++j) s[j] *= inv;
+}
+
+template <class V>
+KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
+                           size_t hi, float* s, float* out) {
+  constexpr size_t W = kLanes<V>;
+  for (size_t j = lo; j <= hi; ++j) s[j] = dot<V>(q, kv.key(j), hd) * scale;
+  softmax_range<V>(s, lo, hi);
   std::fill(out, out + hd, 0.0f);
   for (size_t j = lo; j <= hi; ++j) {
-    const float pj = s[j] * inv;
-    const float* vj = value(j);
+    const float pj = s[j];
+    const float* vj = kv.value(j);
     size_t d = 0;
     for (; d + W <= hd; d += W) storev(out + d, loadv<V>(out + d) + pj * loadv<V>(vj + d));
     for (; d < hd; ++d) out[d] += pj * vj[d];
@@ -253,7 +245,7 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
   float* S = kp + np * hd * 16;  // scores, then probabilities: [n, lds]
   std::fill(kp + (np - 1) * hd * 16, kp + np * hd * 16, 0.0f);  // the last panel's tail
   for (size_t j = 0; j < total; ++j) {
-    const float* kj = j < kv.split ? kv.k + j * kv.stride : kv.k2 + (j - kv.split) * kv.stride;
+    const float* kj = kv.key(j);
     float* dst = kp + (j / 16) * hd * 16 + j % 16;
     for (size_t d = 0; d < hd; ++d) dst[d * 16] = kj[d];
   }
@@ -270,16 +262,8 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
     for (size_t i = 0; i < a.n; ++i) {
       const size_t p = a.past + i, lo = lo_of(p);
       float* row = S + i * lds;
-      float mx = -INFINITY;
-      for (size_t j = lo; j <= p; ++j) {
-        row[j] *= a.scale;
-        mx = std::max(mx, row[j]);
-      }
-      exp_shifted<V>(row + lo, p + 1 - lo, mx);
-      float sum = 0.0f;
-      for (size_t j = lo; j <= p; ++j) sum += row[j];
-      const float inv = 1.0f / sum;
-      for (size_t j = lo; j <= p; ++j) row[j] *= inv;
+      for (size_t j = lo; j <= p; ++j) row[j] *= a.scale;
+      softmax_range<V>(row, lo, p);
       std::fill(row, row + lo, 0.0f);
       std::fill(row + p + 1, row + lds, 0.0f);
     }

@@ -13,7 +13,6 @@
 #include "kintsugi/search/optimizer.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/pareto.hpp"
-#include "kintsugi/search/uniform_distance.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
 
@@ -134,16 +133,13 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
   for (size_t c = 0; c < zs.size(); ++c) {
     const Scored& s = scored[c];
     const double v = objective_of(run.objective, run.rt, s, run.penalty);
-    // The optimizer maximizes the fitness (search.uniform_penalty pulls it
-    // toward the uniform soup); the state records the objective itself.
-    const double lambda = run.rt.job().search.uniform_penalty;
-    values.push_back(s.ok && lambda > 0 ? v - lambda * search::uniform_distance(
-                                                           weights[c], run.rt.num_checkpoints())
-                                        : v);
     const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
     run.state.evals.append(zrow, weights[c], s.scores, v,
                            s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds,
                            s.merge_seconds, s.score_seconds);
+    // The optimizer maximizes the fitness (search.uniform_penalty pulls it
+    // toward the uniform soup); the state records the objective itself.
+    values.push_back(s.ok ? search_fitness(run.state, run.state.evals.size() - 1) : v);
     if (s.ok) {
       archive.add(static_cast<int64_t>(run.state.evals.size() - 1),
                   search::orient_scores(s.scores, hib));
@@ -200,8 +196,7 @@ bool run_generations(SearchRun& run, search::Optimizer& opt, const search::Param
 std::vector<int64_t> not_scored_in(const TestScores& table, const std::vector<int64_t>& chosen) {
   std::vector<int64_t> todo;
   for (int64_t e : chosen)
-    if (std::find(table.eval_index.begin(), table.eval_index.end(), e) == table.eval_index.end())
-      todo.push_back(e);
+    if (table.row_of(e) < 0) todo.push_back(e);
   return todo;
 }
 
@@ -213,10 +208,12 @@ std::vector<int64_t> validation_candidates(const RunState& state, size_t top) {
   for (size_t e = 0; e < state.evals.size(); ++e)
     if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
       ok.push_back(static_cast<int64_t>(e));
+  std::vector<double> fitness(state.evals.size());
+  for (int64_t e : ok)
+    fitness[static_cast<size_t>(e)] = search_fitness(state, static_cast<size_t>(e));
   // Stable: among equal fitness the earlier evaluation first.
   std::stable_sort(ok.begin(), ok.end(), [&](int64_t a, int64_t b) {
-    return search_fitness(state, static_cast<size_t>(a)) >
-           search_fitness(state, static_cast<size_t>(b));
+    return fitness[static_cast<size_t>(a)] > fitness[static_cast<size_t>(b)];
   });
   std::vector<int64_t> chosen(ok.begin(),
                               ok.begin() + static_cast<std::ptrdiff_t>(std::min(top, ok.size())));

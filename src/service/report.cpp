@@ -60,17 +60,16 @@ json entry(const RunState& s, const std::string& name, const std::vector<double>
 
 // Test-split scores of evaluation e, if it was scored there.
 std::pair<std::vector<double>, double> test_of(const RunState& s, int64_t e) {
-  for (size_t i = 0; i < s.test.size(); ++i)
-    if (s.test.eval_index[i] == e)
-      return {row(s.test.scores, i, s.test.n_tasks), s.test.objective[i]};
+  if (const int64_t i = s.test.row_of(e); i >= 0)
+    return {row(s.test.scores, static_cast<size_t>(i), s.test.n_tasks),
+            s.test.objective[static_cast<size_t>(i)]};
   return {std::vector<double>(s.meta.task_names.size(), std::nan("")), std::nan("")};
 }
 
 // Per-example test results of evaluation e (empty when it has none).
 std::vector<ExampleScores> test_examples_of(const RunState& s, int64_t e) {
-  for (size_t i = 0; i < s.test.size(); ++i)
-    if (s.test.eval_index[i] == e) return s.test.examples.row(i);
-  return {};
+  const int64_t i = s.test.row_of(e);
+  return i >= 0 ? s.test.examples.row(static_cast<size_t>(i)) : std::vector<ExampleScores>{};
 }
 
 // The objective's task coefficients when it is a (weighted) mean of task
@@ -140,8 +139,7 @@ json comparisons(const RunState& s, int64_t best) {
     json tasks = json::object();
     for (size_t k = 0; k < K; ++k) {
       const bool points = merged[k].transform == ExampleScores::Transform::Mean;
-      PairedInterval p = paired_bootstrap(merged[k], ref[k]);
-      if (!hib[k]) p = {-p.difference, -p.high, -p.low, p.examples, p.resamples};
+      const PairedInterval p = paired_bootstrap(merged[k], ref[k], kBootstrapResamples, 0, hib[k]);
       tasks[s.meta.task_names[k]] =
           interval_json(p, points ? 100.0 : 1.0, points ? "points" : "metric units, oriented");
     }
@@ -202,13 +200,13 @@ json report_json(const RunState& s) {
                         {"candidates", s.validation.size()},
                         {"chosen", best},
                         {"best_on_search", best_on_search(s)}};
-    for (size_t i = 0; i < s.validation.size(); ++i)
-      if (s.validation.eval_index[i] == best) {
-        const auto v = row(s.validation.scores, i, k);
-        for (size_t j = 0; j < k; ++j)
-          out["best"]["scores"][s.meta.task_names[j]]["validation"] = number(v[j]);
-        out["best"]["objective"]["validation"] = number(s.validation.objective[i]);
-      }
+    if (const int64_t i = s.validation.row_of(best); i >= 0) {
+      const auto v = row(s.validation.scores, static_cast<size_t>(i), k);
+      for (size_t j = 0; j < k; ++j)
+        out["best"]["scores"][s.meta.task_names[j]]["validation"] = number(v[j]);
+      out["best"]["objective"]["validation"] =
+          number(s.validation.objective[static_cast<size_t>(i)]);
+    }
   } else {
     out["selection"] = {{"split", "search"}, {"in_sample", true}};
   }

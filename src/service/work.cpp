@@ -142,7 +142,10 @@ std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
     const size_t mine = first + static_cast<size_t>(rt.groups().group);
     std::string text;
     if (mine < n) {
-      const Scored s = score_one(rt, models[mine], split);
+      Scored s = score_one(rt, models[mine], split);
+      // The state keeps per-example results of held-out splits only; a
+      // search candidate's would cross the ranks for nothing.
+      if (split == "search") s.examples.clear();
       if (rt.groups().tp_rank == 0) text = json{{"index", mine}, {"result", to_json(s)}}.dump();
     }
     // An external scorer may run for hours: the groups that finish first

@@ -496,10 +496,9 @@ double search_fitness(const RunState& state, size_t e) {
   const double obj = state.evals.objective[e];
   if (!(lambda > 0)) return obj;
   const size_t w = state.evals.n_weights;
-  const std::vector<double> row(
-      state.evals.weights.begin() + static_cast<std::ptrdiff_t>(e * w),
-      state.evals.weights.begin() + static_cast<std::ptrdiff_t>((e + 1) * w));
-  return obj - lambda * search::uniform_distance(row, state.meta.pool_names.size());
+  return obj - lambda * search::uniform_distance(
+                            std::span<const double>(state.evals.weights).subspan(e * w, w),
+                            state.meta.pool_names.size());
 }
 
 int64_t best_on_search(const RunState& state) {

@@ -190,11 +190,13 @@ TEST_CASE("bad parameterizations are input errors", "[search][param]") {
 
 TEST_CASE("uniform_distance: 0 at the uniform soup, 1 at one checkpoint, mean over groups",
           "[search][param]") {
-  CHECK(search::uniform_distance({0.25, 0.25, 0.25, 0.25}, 4) == Approx(0.0).margin(1e-15));
-  CHECK(search::uniform_distance({0, 0, 1, 0}, 4) == Approx(1.0));
+  CHECK(search::uniform_distance(std::vector<double>{0.25, 0.25, 0.25, 0.25}, 4) ==
+        Approx(0.0).margin(1e-15));
+  CHECK(search::uniform_distance(std::vector<double>{0, 0, 1, 0}, 4) == Approx(1.0));
   // Half way between uniform and one-hot: a quarter of the squared distance.
-  CHECK(search::uniform_distance({0.125, 0.125, 0.625, 0.125}, 4) == Approx(0.25));
+  CHECK(search::uniform_distance(std::vector<double>{0.125, 0.125, 0.625, 0.125}, 4) ==
+        Approx(0.25));
   // Two groups: one uniform, one one-hot.
-  CHECK(search::uniform_distance({0.5, 0.5, 1, 0}, 2) == Approx(0.5));
-  CHECK(search::uniform_distance({1.0}, 1) == 0.0);
+  CHECK(search::uniform_distance(std::vector<double>{0.5, 0.5, 1, 0}, 2) == Approx(0.5));
+  CHECK(search::uniform_distance(std::vector<double>{1.0}, 1) == 0.0);
 }

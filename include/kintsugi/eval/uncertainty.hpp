@@ -54,6 +54,9 @@ const char* transform_name(ExampleScores::Transform t);
 
 inline constexpr size_t kBootstrapResamples = 2000;
 
+// sqrt(p (1 - p) / n): a proportion's standard error; NaN for n < 2.
+double binomial_standard_error(double p, size_t n);
+
 // The metric's standard error: sqrt(p (1 - p) / n) for a proportion, else the
 // standard deviation of the metric over `resamples` bootstrap resamples.
 // NaN with fewer than 2 examples or a non-finite value.
@@ -69,9 +72,12 @@ struct PairedInterval {
   bool significant() const { return low > 0 || high < 0; }
 };
 // InputError when a and b differ in example count or transform; NaN fields
-// when a value is not finite or there are no examples.
+// when a value is not finite or there are no examples. With
+// higher_is_better false (a metric where lower is better) the difference and
+// interval are of b - a, so that positive still means a is better.
 PairedInterval paired_bootstrap(const ExampleScores& a, const ExampleScores& b,
-                                size_t resamples = kBootstrapResamples, uint64_t seed = 0);
+                                size_t resamples = kBootstrapResamples, uint64_t seed = 0,
+                                bool higher_is_better = true);
 
 // The same over several tasks at once, for a mean of task metrics with
 // coefficients c_k (the objective's weights): each resample draws every

@@ -53,6 +53,12 @@ void matmul(size_t M, const float* A, size_t lda, const PackedWeight& W, float* 
 struct KvRows {
   const float *k, *v, *k2, *v2;
   size_t split, stride;
+  const float* key(size_t j) const {
+    return j < split ? k + j * stride : k2 + (j - split) * stride;
+  }
+  const float* value(size_t j) const {
+    return j < split ? v + j * stride : v2 + (j - split) * stride;
+  }
 };
 // Causal attention of n consecutive query tokens at positions past .. past +
 // n - 1, for the g query heads that share one KV head (GQA): token i's query

@@ -29,8 +29,9 @@ struct ModelRequest {
 
 struct Scored {
   std::vector<double> scores;  // one per task, the task's primary metric (raw orientation)
-  // Per task, the primary metric's per-example numbers (builtin evaluator;
-  // empty from an external scorer or a failed model).
+  // Per task, the primary metric's per-example numbers (builtin evaluator,
+  // held-out splits; empty on the search split, from an external scorer or
+  // for a failed model).
   std::vector<ExampleScores> examples;
   bool ok = true;
   std::string error;  // why it failed

@@ -131,6 +131,12 @@ struct TestScores {
   std::vector<double> objective;    // M
   ExampleTable examples;            // M rows
   size_t size() const { return eval_index.size(); }
+  // The row holding evaluation e, or -1 when e was not scored on this split.
+  int64_t row_of(int64_t e) const {
+    for (size_t i = 0; i < eval_index.size(); ++i)
+      if (eval_index[i] == e) return static_cast<int64_t>(i);
+    return -1;
+  }
   void check() const;
 };
 
