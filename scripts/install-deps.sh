@@ -9,7 +9,7 @@ packages=(
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev
   libeigen3-dev libbenchmark-dev libpcre2-dev libicu-dev
-  clang clang-format libclang-rt-14-dev
+  clang clang-format libclang-rt-14-dev libomp-14-dev
   python3 python3-numpy python3-h5py python3-yaml python3-torch
   # PyTorch's BLAS (kintsugi links none): OpenBLAS, not the reference BLAS apt
   # would otherwise pick, so the PyTorch peers in `bench` run at their best.

@@ -96,7 +96,7 @@ HfCheckpoint HfCheckpoint::open(const fs::path& path_in) {
         const fs::path sp = path / shard;
         if (!fs::exists(sp)) {
           const auto user = std::find_if(shard_of.begin(), shard_of.end(),
-                                         [&](const auto& e) { return e.second == shard; });
+                                         [&s = shard](const auto& e) { return e.second == s; });
           throw_input("{}: shard {} named by model.safetensors.index.json (tensor {}) is missing",
                       path.string(), shard, user->first);
         }

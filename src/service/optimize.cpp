@@ -53,8 +53,9 @@ JobConfig job_with_overrides(const OptimizeOptions& o) {
                   job.objective.kind);
     const auto pref = parse_preference(o.preference);
     for (const auto& [task, v] : pref) {
-      const bool known = std::any_of(job.tasks.begin(), job.tasks.end(),
-                                     [&](const TaskConfig& t) { return t.name == task; });
+      const bool known =
+          std::any_of(job.tasks.begin(), job.tasks.end(),
+                      [&name = task](const TaskConfig& t) { return t.name == name; });
       if (!known) throw_input("--preference: no task named '{}'", task);
       if (!(v >= 0) || !std::isfinite(v))
         throw_input("--preference: {} for {} must be >= 0", v, task);

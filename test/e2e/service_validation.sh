@@ -14,7 +14,8 @@ for t in add rev bal; do
   for s in search test; do
     cp "$KINTSUGI_SOURCE_DIR/examples/demo/tasks/$t.$s.jsonl" "$work/tasks/"
   done
-  tac "$KINTSUGI_SOURCE_DIR/examples/demo/tasks/$t.test.jsonl" | head -30 >"$work/tasks/$t.validation.jsonl"
+  # (tail before tac: `tac | head` would die of SIGPIPE under pipefail)
+  tail -n 30 "$KINTSUGI_SOURCE_DIR/examples/demo/tasks/$t.test.jsonl" | tac >"$work/tasks/$t.validation.jsonl"
 done
 make_job "$work/job.yaml" budget=18
 /usr/bin/python3 - "$work/job.yaml" "$work/tasks" <<'PY'

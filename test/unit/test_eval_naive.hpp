@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -19,6 +20,8 @@
 #include "kintsugi/pool/tp_plan.hpp"
 
 namespace kintsugi::test {
+
+inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
 using Weights = std::map<std::string, std::vector<float>>;
 
@@ -141,7 +144,7 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < D; ++i)
       x[static_cast<size_t>(t)].push_back(
-          E[static_cast<size_t>(tokens[static_cast<size_t>(t)] * D + i)]);
+          static_cast<double>(E[static_cast<size_t>(tokens[static_cast<size_t>(t)] * D + i)]));
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::vector<float>* bq = c.qkv_bias ? &W(p + "self_attn.q_proj.bias") : nullptr;
@@ -163,7 +166,7 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
         std::vector<double> sc;
         for (int64_t j = 0; j <= t; ++j) {
           if (c.sliding_window > 0 && t - j >= c.sliding_window) {
-            sc.push_back(-INFINITY);
+            sc.push_back(-kInf);
             continue;
           }
           double d = 0;
@@ -172,7 +175,7 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
                  k[static_cast<size_t>(j)][static_cast<size_t>(g * hd + i)];
           sc.push_back(d / std::sqrt(static_cast<double>(hd)));
         }
-        double mx = -INFINITY, sum = 0;
+        double mx = -kInf, sum = 0;
         for (double s : sc) mx = std::max(mx, s);
         for (double& s : sc) sum += (s = std::exp(s - mx));
         for (int64_t j = 0; j <= t; ++j)
@@ -204,7 +207,7 @@ inline std::vector<std::vector<double>> naive_log_probs(const ModelConfig& c, co
   for (int64_t t = 0; t < T; ++t) {
     auto h = rmsnorm(x[static_cast<size_t>(t)], W("model.norm.weight"));
     auto lg = linear(head, h, V, nullptr);
-    double mx = -INFINITY, sum = 0;
+    double mx = -kInf, sum = 0;
     for (double z : lg) mx = std::max(mx, z);
     for (double z : lg) sum += std::exp(z - mx);
     for (double& z : lg) z = z - mx - std::log(sum);

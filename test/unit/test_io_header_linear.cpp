@@ -8,6 +8,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/io/safetensors.hpp"
+#include "test_support.hpp"
 
 using namespace kintsugi;
 
@@ -29,7 +30,7 @@ std::string header_of(size_t n, uint64_t* data_size, const std::string& dup = ""
 }  // namespace
 
 TEST_CASE("safetensors header: parsing is linear in the number of tensors", "[io]") {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(KINTSUGI_TEST_ASAN)
   // The sanitizer build checks memory safety, which 10,000 tensors show as
   // well as 100,000 (50 s there, at -O0); the release build checks the time.
   constexpr size_t kTensors = 10000;

@@ -24,6 +24,8 @@ using kintsugi::test::same_bits;
 
 namespace {
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
 // The temporary files that saves left beside `path` ("NAME.tmp-XXXXXX", also
 // "NAME.prev.tmp-XXXXXX"); with `remove`, they are deleted.
 int leftover_tmps(const fs::path& path, bool remove = false) {
@@ -66,8 +68,8 @@ RunState make_state(int64_t k, size_t extra_reals = 0) {
       w[j] = 1.0 / (x + static_cast<double>(j) + 1.0);
     }
     const bool failed = i == 1;
-    const std::vector<double> sc =
-        failed ? std::vector<double>{NAN, NAN} : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
+    const std::vector<double> sc = failed ? std::vector<double>{kNaN, kNaN}
+                                          : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
     e.append(z, w, sc, failed ? -1e30 : x / 3.0, failed ? EvalStatus::Failed : EvalStatus::Ok,
              failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x);
   }
@@ -83,7 +85,7 @@ RunState make_state(int64_t k, size_t extra_reals = 0) {
   b.append("uniform_soup", "linear 1/3 each", std::vector<double>{1.0 / 3, 1.0 / 3, 1.0 / 3},
            std::vector<double>{0.5, 0.25}, std::vector<double>{0.4, 0.2}, 0.375, 0.3);
   b.append("a", "checkpoint a alone", std::vector<double>{1, 0, 0}, std::vector<double>{0.75, 0.0},
-           std::vector<double>{NAN, NAN}, 0.375, NAN);
+           std::vector<double>{kNaN, kNaN}, 0.375, kNaN);
   s.pareto = {0, rows - 1};
   s.test.n_tasks = 2;
   s.test.eval_index = {rows - 1};

@@ -52,7 +52,7 @@ void write_file(const std::filesystem::path& p, const std::string& text) {
 // stacks that reach MPI_Init. The test binary itself checks before
 // MPI_Finalize (unit/main.cpp) and keeps ASan's fast unwinder (5x faster on
 // allocation-heavy tests).
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(KINTSUGI_TEST_ASAN)
 constexpr const char* kChildEnv = "ASAN_OPTIONS=fast_unwind_on_malloc=0 ";
 #else
 constexpr const char* kChildEnv = "";

@@ -6,6 +6,16 @@
 #include <string>
 #include <vector>
 
+// KINTSUGI_TEST_ASAN: this build runs under AddressSanitizer (GCC defines
+// __SANITIZE_ADDRESS__; clang 14 answers only __has_feature).
+#if defined(__SANITIZE_ADDRESS__)
+#define KINTSUGI_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KINTSUGI_TEST_ASAN 1
+#endif
+#endif
+
 namespace kintsugi::test {
 
 // A fresh folder under the system temp dir, removed when the object dies.

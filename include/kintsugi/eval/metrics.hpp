@@ -4,10 +4,14 @@
 #include <optional>
 // GCC 12 with -fsanitize=address,undefined reports a false -Wmaybe-uninitialized
 // inside std::regex; the warning is off for this include only.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <regex>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #include <span>
 #include <string>
 #include <string_view>
