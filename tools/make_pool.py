@@ -7,7 +7,7 @@ Writes, under --out (default: examples/demo next to this script's repository):
   pool/base/, pool/<run>/   HF folders (config.json, model.safetensors in bf16,
                             tokenizer.json, tokenizer_config.json)
   pool/README.md            how it was made, time, score table, merge numbers
-  tasks/<family>.<split>.jsonl   search and test splits (schema: docs/tasks.md)
+  tasks/<family>.<split>.jsonl   search, validation and test splits (docs/tasks.md)
   reference_logprobs.json   float32 log-probs the C++ evaluator must reproduce
   job.yaml                  the demo job (pool, base, tasks, search)
 
@@ -423,24 +423,28 @@ def ex_text(ex):
     return ex["context"], ex["choices"][ex["label"]] + "\n"
 
 
-def make_splits(n_search, n_test):
-    """Fixed-seed search/test splits, unique contexts, disjoint from each other."""
+def make_splits(sizes):
+    """Fixed-seed splits ({"search": n, "validation": n, "test": n}; a split of
+    size 0 is not written), unique contexts, disjoint from each other."""
     splits = {}
     for fam, (g, *_rest) in FAMILIES.items():
         r = random.Random(1000 + FAMILY_SEEDS[fam])
         seen, rows = set(), []
-        while len(rows) < n_search + n_test:
+        while len(rows) < sum(sizes.values()):
             ex = g(r)
             if ex["context"] in seen:
                 continue
             seen.add(ex["context"])
             rows.append(ex)
-        search, test = rows[:n_search], rows[n_search:]
-        for i, ex in enumerate(search):
-            ex["id"] = f"{fam}-search-{i}"
-        for i, ex in enumerate(test):
-            ex["id"] = f"{fam}-test-{i}"
-        splits[fam] = {"search": search, "test": test}
+        splits[fam], start = {}, 0
+        for split, n in sizes.items():
+            if n == 0:
+                continue
+            part = rows[start:start + n]
+            start += n
+            for i, ex in enumerate(part):
+                ex["id"] = f"{fam}-{split}-{i}"
+            splits[fam][split] = part
     return splits
 
 
@@ -684,7 +688,7 @@ def full_plan():
         # one run, two stages
         ("sft-rev-sort-lr1e-4-step{step}", {"steps": 300, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
     ]
-    return cfg, base, runs, 150, 150
+    return cfg, base, runs, {"search": 300, "validation": 300, "test": 1000}
 
 
 def tiny_plan():
@@ -693,7 +697,7 @@ def tiny_plan():
     runs = [
         ("sft-add-step{step}", {"steps": 10, "lr": 1e-3, "batch": 16, "mixture": emph("add")}, (5,)),
     ]
-    return cfg, base, runs, 20, 10
+    return cfg, base, runs, {"search": 20, "validation": 10, "test": 10}
 
 
 # ----------------------------------------------------------------------------
@@ -803,10 +807,15 @@ def validate(out, names, cfg, flats):
     for e in ref["entries"]:
         assert math.isfinite(e["logprob"]) and e["logprob"] <= 0
     for fam in FAMILIES:
-        for split in ("search", "test"):
+        for split in splits_of(out, fam):
             rows = [json.loads(l) for l in open(os.path.join(out, "tasks", f"{fam}.{split}.jsonl"))]
             assert rows, f"{fam}.{split}: empty"
     print(f"validated {len(names)} checkpoints, reference log-probs and task files under {out}", file=sys.stderr)
+
+
+def splits_of(out, fam):
+    return [sp for sp in ("search", "validation", "test")
+            if sp != "validation" or os.path.exists(os.path.join(out, "tasks", f"{fam}.{sp}.jsonl"))]
 
 
 def fmt_row(name, s):
@@ -824,13 +833,19 @@ def main():
     ap.add_argument("--seed", type=int, default=1,
                     help="seed of the initialization and the training data; the task splits "
                          "stay fixed (1: the checked-in demo)")
+    ap.add_argument("--split-sizes", metavar="S,V,T",
+                    help="examples per family in the search, validation and test splits "
+                         "(default 300,300,1000; --tiny 20,10,10); a validation split of 0 "
+                         "is not written, and the search then selects in-sample")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.time()
     out = os.path.abspath(args.out)
-    cfg, base_stages, runs, n_search, n_test = tiny_plan() if args.tiny else full_plan()
-    splits = make_splits(n_search, n_test)
+    cfg, base_stages, runs, sizes = tiny_plan() if args.tiny else full_plan()
+    if args.split_sizes:
+        sizes = dict(zip(("search", "validation", "test"), (int(x) for x in args.split_sizes.split(","))))
+    splits = make_splits(sizes)
     exclude = {r["context"] for sp in splits.values() for rows in sp.values() for r in rows}
     write_tasks(out, splits)
 

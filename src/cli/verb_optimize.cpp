@@ -40,6 +40,9 @@ VerbRegistration optimize_verb{
                       "the Pareto set) are scored there to choose the returned merge")
            ->capture_default_str()
            ->check(CLI::Range(size_t{1}, size_t{1} << 30));
+       sub.add_option("--html", a->o.html,
+                      "Rewrite this HTML report page after every generation (reload it to "
+                      "follow the search)");
        sub.add_flag("--print-state-path", a->print_state_path,
                     "Print the state file this job would use, and exit");
        return std::function<int()>([a, budget, seed] {

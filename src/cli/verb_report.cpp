@@ -1,5 +1,6 @@
 // `kintsugi report STATE`: the table users came for (src/service/report.cpp).
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <memory>
@@ -7,6 +8,7 @@
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/service/report.hpp"
+#include "kintsugi/service/report_html.hpp"
 
 namespace kintsugi::cli {
 namespace {
@@ -14,6 +16,7 @@ namespace {
 struct ReportArgs {
   std::string state;
   bool json = false, csv = false, status = false;
+  std::string html;
 };
 
 VerbRegistration report_verb{
@@ -23,13 +26,24 @@ VerbRegistration report_verb{
        sub.add_option("state", a->state, "State file (HDF5)")->required();
        auto* j = sub.add_flag("--json", a->json, "One JSON object on stdout");
        auto* c = sub.add_flag("--csv", a->csv, "CSV rows on stdout")->excludes(j);
-       sub.add_flag("--status", a->status,
-                    "Print only how the last run ended: running, stopped by signal N, finished")
+       auto* st =
+           sub.add_flag("--status", a->status,
+                        "Print only how the last run ended: running, stopped by signal N, finished")
+               ->excludes(j)
+               ->excludes(c);
+       sub.add_option("--html", a->html,
+                      "Write the report as one self-contained HTML page (interactive plots; "
+                      "opens offline)")
            ->excludes(j)
-           ->excludes(c);
+           ->excludes(c)
+           ->excludes(st);
        return std::function<int()>([a] {
+         if (!a->html.empty()) check_report_html_target(a->html);  // before reading anything
          const RunState s = load_state(a->state);
-         if (a->status)
+         if (!a->html.empty()) {
+           write_report_html(a->html, s);
+           spdlog::info("report: wrote {}", a->html);
+         } else if (a->status)
            print_out("{}\n", run_status_text(s));
          else if (a->json)
            print_out("{}\n", report_json(s).dump());

@@ -99,6 +99,8 @@ void Cmaes::start_restart() {
   lambda <<= common_.restart;  // IPOP: the population doubles at each restart
   CmaesState s;
   s.restart_log = std::move(s_.restart_log);
+  s.sigma_history = std::move(s_.sigma_history);
+  s.mean_history = std::move(s_.mean_history);
   s.p = CmaesParameters::defaults(n, lambda, o.active);
   s.sigma = o.sigma0;
   s.mean = common_.x0;
@@ -232,6 +234,8 @@ void Cmaes::tell_minimize(const std::vector<double>& f) {
 
   s_.gen_in_restart += 1;
   s_.restart_evals += p.lambda;
+  s_.sigma_history.push_back(s_.sigma);
+  s_.mean_history.insert(s_.mean_history.end(), s_.mean.begin(), s_.mean.end());
   push_capped(s_.best_history, sorted_f.front());
   push_capped(s_.median_history, median_of(sorted_f));
   s_.last_worst = sorted_f.back();
@@ -353,6 +357,8 @@ Record Cmaes::save() const {
   r.reals["best_history"] = s_.best_history;
   r.reals["median_history"] = s_.median_history;
   r.strings["restart_log"] = s_.restart_log;
+  r.reals["sigma_history"] = s_.sigma_history;
+  r.reals["mean_history"] = s_.mean_history;
   return r;
 }
 
@@ -396,6 +402,12 @@ void Cmaes::load(const Record& r) {
   if (s.best_history.size() != s.median_history.size())
     throw_input("optimizer state: best_history and median_history differ in length");
   s.restart_log = get_string(r, "restart_log");
+  // States written before the histories were kept have none.
+  if (r.reals.count("sigma_history")) s.sigma_history = get_reals(r, "sigma_history");
+  if (r.reals.count("mean_history")) s.mean_history = get_reals(r, "mean_history");
+  if (s.mean_history.size() != s.sigma_history.size() * static_cast<size_t>(n))
+    throw_input("optimizer state: mean_history holds {} values, not {} generations x {}",
+                s.mean_history.size(), s.sigma_history.size(), n);
   s_ = std::move(s);
 }
 

@@ -13,6 +13,7 @@
 #include "kintsugi/search/optimizer.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/pareto.hpp"
+#include "kintsugi/service/report_html.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
 
@@ -79,8 +80,21 @@ struct SearchRun {
   RunState& state;
   const std::filesystem::path& path;
   const search::Objective& objective;
-  double penalty;  // the objective value of a failed evaluation
+  double penalty;              // the objective value of a failed evaluation
+  std::filesystem::path html;  // --html: the page rewritten after each save ("" = none)
 };
+
+// Saves the state, then rewrites the --html page from it. A page that cannot
+// be written is a warning: the search and its state go on.
+void save(SearchRun& run) {
+  save_state(run.path, run.state);
+  if (run.html.empty()) return;
+  try {
+    write_report_html(run.html, run.state);
+  } catch (const std::exception& e) {
+    spdlog::warn("--html: {}", e.what());
+  }
+}
 
 // A new search's optimizer, or a resumed search's saved one with the job's
 // budget (--budget may extend a finished search). A state stopped before its
@@ -152,7 +166,7 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
   opt.tell(values);
   run.state.optimizer = opt.save();
   run.state.pareto = archive.indices();
-  save_state(run.path, run.state);
+  save(run);
 }
 
 // Generations until the optimizer is done (true) or a stop signal arrives
@@ -262,14 +276,14 @@ bool score_held_out(SearchRun& run, const std::vector<int64_t>& todo, const std:
     table.objective.push_back(s.ok ? objective_of(run.objective, run.rt, s, run.penalty)
                                    : std::nan(""));
   }
-  save_state(run.path, state);
+  save(run);
   return true;
 }
 
 // Saves the state with how this run ended (StateMeta::run_status).
 void record_run_status(SearchRun& run, const std::string& status) {
   run.state.meta.run_status = status;
-  save_state(run.path, run.state);
+  save(run);
 }
 
 // Rank 0: the search itself.
@@ -280,7 +294,7 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   Coordinator co(rt, &stop);
   ensure_checkpoint_baselines(co, rt, state, path);
   const auto objective = build_objective(state, rt);
-  SearchRun run{rt, co, state, path, objective, failure_penalty(state)};
+  SearchRun run{rt, co, state, path, objective, failure_penalty(state), o.html};
 
   const auto param = search::Parameterization::from_config(job.search, rt.num_checkpoints());
   const auto opt = start_optimizer(run, o.resume, param);
@@ -328,6 +342,9 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
 int run_optimize(const OptimizeOptions& o) {
   const auto& stop = install_stop_handlers();
   JobConfig job = job_with_overrides(o);
+  // A page that could never be written is refused before any work (on every
+  // rank: they all exit 2 together).
+  if (!o.html.empty()) check_report_html_target(o.html);
   // One writer per state, for the whole run (released when this returns).
   const auto lock = claim_state(job, state_path_for(job, o.state), "optimize");
   Runtime rt(std::move(job));

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/eval/uncertainty.hpp"
+#include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/pareto.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
@@ -39,6 +41,18 @@ std::vector<bool> higher_is_better(const RunState& s) {
     h.push_back(it == settings.end() || metric_higher_is_better(it->second));
   }
   return h;
+}
+
+// The job as the state recorded it (its text), relative paths resolved
+// against the job file's folder; nullopt when the text no longer parses
+// (a state written by another version).
+std::optional<JobConfig> job_of(const RunState& s) {
+  try {
+    return parse_job(s.meta.config, s.meta.job_file,
+                     std::filesystem::path(s.meta.job_file).parent_path());
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 json entry(const RunState& s, const std::string& name, const std::vector<double>& weights,
@@ -80,17 +94,14 @@ std::vector<double> mean_coefficients(const RunState& s) {
   const size_t k = s.meta.task_names.size();
   if (kind == settings.end() || kind->second == "mean") return std::vector<double>(k, 1.0);
   if (kind->second != "weighted") return {};
-  try {  // the job's own weights, from the job text the state keeps
-    const JobConfig job = parse_job(s.meta.config, s.meta.job_file, ".");
-    std::vector<double> c;
-    for (const auto& t : s.meta.task_names) {
-      const auto it = job.objective.weights.find(t);
-      c.push_back(it == job.objective.weights.end() ? 0.0 : it->second);
-    }
-    return c;
-  } catch (const std::exception&) {
-    return {};
+  const auto job = job_of(s);  // the job's own weights, from the job text the state keeps
+  if (!job) return {};
+  std::vector<double> c;
+  for (const auto& t : s.meta.task_names) {
+    const auto it = job->objective.weights.find(t);
+    c.push_back(it == job->objective.weights.end() ? 0.0 : it->second);
   }
+  return c;
 }
 
 json interval_json(const PairedInterval& p, double scale, const std::string& unit) {
@@ -151,6 +162,117 @@ json comparisons(const RunState& s, int64_t best) {
                                      all_points ? "points" : "mixed units, oriented");
     }
     out.push_back(c);
+  }
+  return out;
+}
+
+// Bytes of the pool's weight files, when the checkpoints are readable from
+// here (a report copied off the cluster has no pool beside it: null).
+json pool_bytes(const JobConfig& job) {
+  std::error_code ec;
+  uintmax_t total = 0;
+  for (const auto& c : job.pool.checkpoints) {
+    if (!std::filesystem::is_directory(c, ec)) return nullptr;
+    for (const auto& f : std::filesystem::directory_iterator(c, ec))
+      if (f.path().extension() == ".safetensors") total += f.file_size(ec);
+    if (ec) return nullptr;
+  }
+  return total;
+}
+
+// The run's settings: what the report's summary names.
+json run_json(const RunState& s, const std::optional<JobConfig>& job) {
+  const auto hib = higher_is_better(s);
+  json h = json::object();
+  for (size_t k = 0; k < s.meta.task_names.size(); ++k) h[s.meta.task_names[k]] = bool(hib[k]);
+  json r{{"job_file", s.meta.job_file},
+         {"created", s.meta.created},
+         {"kintsugi_version", s.meta.kintsugi_version},
+         {"seed", s.meta.seed},
+         {"pool_checkpoints", s.meta.pool_names.size()},
+         {"tasks", s.meta.task_names},
+         {"higher_is_better", h},
+         {"method", nullptr},
+         {"budget", nullptr},
+         {"population", nullptr},
+         {"parameterization", nullptr},
+         {"granularity", nullptr},
+         {"layer_groups", 1},
+         {"objective", nullptr},
+         {"pool_bytes", nullptr}};
+  if (job) {
+    const auto& se = job->search;
+    r["method"] = se.method;
+    r["budget"] = se.budget;
+    r["population"] = se.population > 0 ? json(se.population) : json(nullptr);
+    r["parameterization"] = se.parameterization;
+    r["granularity"] = se.granularity;
+    r["layer_groups"] = se.granularity == "layer_group" ? se.layer_groups : 1;
+    r["objective"] = job->objective.kind;
+    r["pool_bytes"] = pool_bytes(*job);
+  }
+  return r;
+}
+
+// Every evaluation: what the progress, trade-off and timing plots draw.
+json evaluations_json(const RunState& s) {
+  const size_t k = s.meta.task_names.size();
+  std::vector<bool> front(s.evals.size(), false);
+  for (int64_t e : s.pareto)
+    if (e >= 0 && static_cast<size_t>(e) < front.size()) front[static_cast<size_t>(e)] = true;
+  json out = json::array();
+  for (size_t e = 0; e < s.evals.size(); ++e) {
+    const bool ok = s.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok);
+    json scores = json::object();
+    const auto sc = row(s.evals.scores, e, k);
+    for (size_t j = 0; j < k; ++j) scores[s.meta.task_names[j]] = number(sc[j]);
+    out.push_back({{"index", e},
+                   {"generation", s.evals.generation[e]},
+                   {"ok", ok},
+                   {"error", s.evals.error[e]},
+                   {"objective", ok ? number(s.evals.objective[e]) : json(nullptr)},
+                   {"scores", scores},
+                   {"seconds", number(s.evals.seconds[e])},
+                   {"merge_seconds", number(s.evals.merge_seconds[e])},
+                   {"score_seconds", number(s.evals.score_seconds[e])},
+                   {"pareto", bool(front[e])}});
+  }
+  return out;
+}
+
+// CMA-ES's step size and distribution mean (as merge weights) after each
+// generation, from the optimizer's histories (search/cmaes.hpp), beside the
+// best objective so far; empty for random search and for states written
+// before the histories were kept.
+json generations_json(const RunState& s, const std::optional<JobConfig>& job) {
+  json out = json::array();
+  const auto sig = s.optimizer.reals.find("sigma_history");
+  const auto mean = s.optimizer.reals.find("mean_history");
+  if (sig == s.optimizer.reals.end() || mean == s.optimizer.reals.end() || !job) return out;
+  std::optional<search::Parameterization> param;
+  try {
+    param.emplace(search::Parameterization::from_config(job->search, s.meta.pool_names.size()));
+  } catch (const std::exception&) {
+  }
+  const size_t g_count = sig->second.size();
+  const size_t d = g_count > 0 ? mean->second.size() / g_count : 0;
+  double best = -std::numeric_limits<double>::infinity();
+  size_t e = 0;
+  for (size_t g = 0; g < g_count; ++g) {
+    for (; e < s.evals.size() && s.evals.generation[e] <= static_cast<int64_t>(g); ++e)
+      if (s.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
+        best = std::max(best, s.evals.objective[e]);
+    json w = nullptr;
+    if (param && param->dimension() == d) {
+      Eigen::VectorXd z(static_cast<Eigen::Index>(d));
+      for (size_t i = 0; i < d; ++i) z[static_cast<Eigen::Index>(i)] = mean->second[g * d + i];
+      w = json::array();
+      for (double v : param->weights(z)) w.push_back(number(v));
+    }
+    out.push_back({{"generation", g},
+                   {"sigma", number(sig->second[g])},
+                   {"mean_weights", w},
+                   {"best_so_far", number(best)}});
   }
   return out;
 }
@@ -273,6 +395,10 @@ json report_json(const RunState& s) {
                    {"run_status", run_status_text(s)},
                    {"tasks", s.meta.task_names},
                    {"checkpoint_names", s.meta.pool_names}};
+  const auto job = job_of(s);
+  out["run"] = run_json(s, job);
+  out["evaluations"] = evaluations_json(s);
+  out["generations"] = generations_json(s, job);
   return out;
 }
 
@@ -444,29 +570,93 @@ std::string csv_field(const std::string& v) {
 
 std::string report_csv(const RunState& s) {
   const json r = report_json(s);
+  const auto& tasks = s.meta.task_names;
+  // Long format: every number the JSON (and the HTML page) holds, one row per
+  // model and split, per evaluation, per weight, per generation; the
+  // trailing columns serve the rows that need them and are empty elsewhere.
   std::string out = "kind,name,split,objective";
-  for (const auto& t : s.meta.task_names) {
+  for (const auto& t : tasks) {
     out.push_back(',');
     out += csv_field(t);
   }
-  out += "\n";
-  auto csv_num = [](const json& v) {
+  out += ",generation,status,seconds,merge_seconds,score_seconds,value\n";
+  auto num = [](const json& v) {
     return v.is_null() ? std::string() : fmt::format("{}", v.get<double>());
   };
+  // One row: the task columns from `scores` (task -> number; null: none).
+  auto line = [&](const std::string& kind, const std::string& name, const std::string& split,
+                  const json& objective, const json& scores, const std::string& tail = ",,,,,") {
+    out += fmt::format("{},{},{},{}", kind, csv_field(name), split, num(objective));
+    for (const auto& t : tasks) {
+      out.push_back(',');
+      if (scores.is_object() && scores.contains(t)) out += num(scores[t]);
+    }
+    out += fmt::format(",{}\n", tail);
+  };
   auto rows = [&](const std::string& kind, const json& e) {
-    for (const char* split : {"search", "test"}) {
-      const std::string name = e["name"].get<std::string>();
-      out +=
-          fmt::format("{},{},{},{}", kind, csv_field(name), split, csv_num(e["objective"][split]));
-      for (const auto& t : s.meta.task_names)
-        out += fmt::format(",{}", csv_num(e["scores"][t][split]));
-      out += "\n";
+    for (const char* split : {"search", "validation", "test", "test_stderr"}) {
+      const std::string key = split == std::string("test_stderr") ? "test" : split;
+      json scores = json::object();
+      bool any = false;
+      for (const auto& t : tasks)
+        if (e["scores"][t].contains(split)) {
+          scores[t] = e["scores"][t][split];
+          any = true;
+        }
+      const bool extra = split == std::string("validation") || split == std::string("test_stderr");
+      if (extra && !any) continue;
+      line(kind, e["name"].get<std::string>(), split,
+           split == std::string("test_stderr") ? json(nullptr) : e["objective"].value(key, json()),
+           scores);
     }
   };
   for (const auto& e : r["checkpoints"]) rows("checkpoint", e);
   for (const auto& e : r["baselines"]) rows("baseline", e);
   if (!r["best"].is_null()) rows("best", r["best"]);
   for (const auto& e : r["pareto"]) rows("pareto", e);
+  for (const auto& e : r["evaluations"])
+    line("evaluation", fmt::format("evaluation {}", e["index"].get<int64_t>()), "search",
+         e["objective"], e["scores"],
+         fmt::format("{},{},{},{},{},", e["generation"].get<int64_t>(),
+                     e["ok"].get<bool>() ? "ok" : "failed", num(e["seconds"]),
+                     num(e["merge_seconds"]), num(e["score_seconds"])));
+  // Weights: checkpoint i of layer group g is entry g*N + i.
+  const auto& names = s.meta.pool_names;
+  auto weight_name = [&](size_t i, size_t count) {
+    const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
+    return count > names.size() ? fmt::format("{} (group {})", nm, i / names.size()) : nm;
+  };
+  if (!r["best"].is_null()) {
+    const auto& w = r["best"]["weights"];
+    for (size_t i = 0; i < w.size(); ++i)
+      line("weight", weight_name(i, w.size()), "", nullptr, nullptr,
+           fmt::format(",,,,,{}", num(w[i])));
+  }
+  for (const auto& g : r["generations"]) {
+    const int64_t gen = g["generation"].get<int64_t>();
+    line("sigma", fmt::format("generation {}", gen), "", nullptr, nullptr,
+         fmt::format("{},,,,,{}", gen, num(g["sigma"])));
+    line("best_so_far", fmt::format("generation {}", gen), "search", nullptr, nullptr,
+         fmt::format("{},,,,,{}", gen, num(g["best_so_far"])));
+    if (!g["mean_weights"].is_null())
+      for (size_t i = 0; i < g["mean_weights"].size(); ++i)
+        line("mean_weight", weight_name(i, g["mean_weights"].size()), "", nullptr, nullptr,
+             fmt::format("{},,,,,{}", gen, num(g["mean_weights"][i])));
+  }
+  // The held-out comparisons: difference and interval ends, objective and tasks.
+  for (const auto& c : r["comparisons"])
+    for (const char* part : {"difference", "low", "high"}) {
+      json scores = json::object();
+      for (const auto& t : tasks) scores[t] = c["tasks"][t][part];
+      line(fmt::format("comparison_{}", part),
+           fmt::format("{} ({})", c["role"].get<std::string>(), c["reference"].get<std::string>()),
+           c["split"].get<std::string>(),
+           c["objective"].is_null() ? json(nullptr) : c["objective"][part], scores);
+    }
+  json ref = json::object();
+  for (size_t k = 0; k < tasks.size(); ++k) ref[tasks[k]] = r["hypervolume_reference"][k];
+  line("hypervolume", "Pareto front", "search", nullptr, ref,
+       fmt::format(",,,,,{}", num(r["hypervolume"])));
   return out;
 }
 

@@ -494,3 +494,46 @@ TEST_CASE("extend_budget: a search stopped at its budget continues like one with
   CHECK(stopped->done());
   CHECK(stopped->stop_reason() == "flatfitness");
 }
+
+TEST_CASE("CMA-ES keeps sigma and the mean of every generation, across restarts", "[search]") {
+  // What the HTML report draws: after each tell, the step size and the mean
+  // the next generation samples around, in order, over IPOP restarts too.
+  auto o = minimize_options(5, 0.5, 100000);
+  o.max_restarts = 2;
+  o.tolfun = 1e-3;  // restart early
+  const Eigen::VectorXd x0 = Eigen::VectorXd::Constant(3, 0.7);
+  auto opt = make_optimizer(o, x0);
+  size_t told = 0;
+  for (int g = 0; g < 200 && !opt->done(); ++g) {
+    const auto xs = opt->ask();
+    std::vector<double> v;
+    for (const auto& x : xs) v.push_back(sphere(x));
+    opt->tell(v);
+    ++told;
+    const auto& s = dynamic_cast<const Cmaes&>(*opt).state();
+    REQUIRE(s.sigma_history.size() == told);
+    REQUIRE(s.mean_history.size() == 3 * told);
+    // After a restart the state holds the new restart's start point; the
+    // history keeps what this generation's update left.
+    if (s.gen_in_restart > 0) {
+      CHECK(s.sigma_history.back() == s.sigma);
+      CHECK(std::equal(s.mean.begin(), s.mean.end(), s.mean_history.end() - 3));
+    }
+  }
+  const auto& s = dynamic_cast<const Cmaes&>(*opt).state();
+  CHECK(!s.restart_log.empty());  // the histories crossed a restart
+  // The record carries them; a fresh optimizer loads them back exactly.
+  const Record r = opt->save();
+  auto loaded = load_optimizer(r);
+  const auto& t = dynamic_cast<const Cmaes&>(*loaded).state();
+  CHECK(t.sigma_history == s.sigma_history);
+  CHECK(t.mean_history == s.mean_history);
+  // A state from before the histories loads with none; a torn one is refused.
+  Record old = r;
+  old.reals.erase("sigma_history");
+  old.reals.erase("mean_history");
+  CHECK(dynamic_cast<const Cmaes&>(*load_optimizer(old)).state().sigma_history.empty());
+  Record torn = r;
+  torn.reals["mean_history"].pop_back();
+  CHECK_THROWS_AS(load_optimizer(torn), InputError);
+}

@@ -55,6 +55,10 @@ struct CmaesState {
   int64_t flat_generations = 0;
   // One line per restart: "restart R at evaluation E after RULE".
   std::string restart_log;
+  // The step size and the mean (n values) at the end of every generation
+  // told, across restarts (oldest first): what the report draws. Kept whole
+  // (a few hundred bytes per generation); states written before them: empty.
+  std::vector<double> sigma_history, mean_history;
 };
 
 // Flat generations in a row after which the search stops ("flatfitness"):

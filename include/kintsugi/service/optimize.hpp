@@ -18,6 +18,7 @@ struct OptimizeOptions {
   std::string preference;        // --preference "task=w,..." (chebyshev sweeps)
   size_t test_top = 10;          // Pareto members also scored on the test split
   size_t validation_top = 10;    // best candidates on search scored on validation
+  std::string html;              // --html: the report page, rewritten at every save
 };
 
 // Returns the exit code: 0 done, kExitStopped (3) when a signal stopped it

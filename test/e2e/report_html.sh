@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Issue #18, `kintsugi report STATE --html OUT.html` and `optimize --html`:
+# each page opens in headless Chromium (Debian's, driven by puppeteer-core:
+# tools/report-web/check_report.js) from a file:// URL with every network
+# request blocked; no console errors; every plot renders a non-empty SVG. The
+# numbers drawn are the state's: the page's embedded data and the rendered
+# marks are read back and compared with h5py reads of the state (one point
+# per evaluation, one bar per checkpoint weight, the front equal to an
+# independent non-dominated filter). States: a 3-task search written with
+# --html while it ran; pages written by a reader looping while optimize
+# writes the state; a layer_group search; one task with failed candidates;
+# two tasks (a scatter, not a matrix). Bad input: exit 2, one line, nothing
+# written.
+source "$(dirname "$0")/service_lib.sh"
+web=$KINTSUGI_SOURCE_DIR/tools/report-web
+[[ -x /usr/bin/chromium ]] || fail "/usr/bin/chromium is missing (scripts/install-deps.sh)"
+[[ -d $web/node_modules/puppeteer-core ]] || fail "$web/node_modules is missing (scripts/install-deps.sh)"
+
+# check PAGE NAME: the page renders cleanly; its result JSON is $work/NAME.json
+check() {
+  node "$web/check_report.js" "$1" --screenshot "$work/$2.png" --out "$work/$2.json" \
+    2>"$work/$2.check.log" || { cat "$work/$2.check.log" >&2; fail "$2: the page did not render cleanly"; }
+  [[ -s $work/$2.png ]] || fail "$2: no screenshot"
+  echo "$2: rendered, no console errors, no network requests"
+}
+
+# same_numbers STATE RESULT.json: the drawn data are the state's.
+same_numbers() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, math, sys
+import h5py, numpy as np
+st, res = h5py.File(sys.argv[1], "r"), json.load(open(sys.argv[2]))
+d = res["data"]
+ev = st["evals"]
+obj, status, scores = ev["objective"][()], ev["status"][()], ev["scores"][()]
+tasks = [t.decode() if isinstance(t, bytes) else t for t in st["meta"]["task_names"][()]]
+E, K = len(obj), len(tasks)
+# One point per evaluation, with the state's values.
+assert len(d["evaluations"]) == E, (len(d["evaluations"]), E)
+assert res["marks"]["evaluations"] == E, (res["marks"], E)
+for e, row in enumerate(d["evaluations"]):
+    assert row["index"] == e and row["ok"] == (status[e] == 0)
+    if status[e] == 0:
+        assert row["objective"] == obj[e], (e, row["objective"], obj[e])
+        for k, t in enumerate(tasks):
+            assert row["scores"][t] == scores[e, k] or (math.isnan(scores[e, k]) and row["scores"][t] is None)
+# The front: an independent non-dominated filter over the successful
+# evaluations (scores oriented so that higher is better).
+# Each task's direction from its metric, as the job (kept in the state) names it.
+settings = dict(zip(st["meta"]["settings_keys"].asstr()[()], st["meta"]["settings_values"].asstr()[()]))
+lower = {"bits_per_byte", "perplexity", "word_perplexity", "byte_perplexity"}
+sign = np.array([-1.0 if settings.get(f"tasks.{t}.metric") in lower else 1.0 for t in tasks])
+ok = [e for e in range(E) if status[e] == 0]
+pts = {e: scores[e] * sign for e in ok}
+front = sorted(e for e in ok if not any(np.all(pts[f] >= pts[e]) and np.any(pts[f] > pts[e]) for f in ok))
+drawn = sorted(r["index"] for r in d["evaluations"] if r["pareto"])
+assert drawn == front, (drawn, front)  # equal score vectors are all on the front
+if K >= 2:
+    pairs = K * (K - 1) // 2  # the lower triangle of the scatter matrix (one panel for two tasks)
+    assert res["marks"]["front"] == len(drawn) * pairs, (res["marks"]["front"], len(drawn), pairs)
+# One bar per weight of the optimized merge (checkpoints x layer groups).
+best = d["best"]
+if best is not None:
+    assert res["marks"]["weight_bars"] == len(best["weights"]), (res["marks"], len(best["weights"]))
+    w = ev["weights"][()][best["evaluation"]]
+    assert np.array_equal(np.array(best["weights"], dtype=float), w), "best weights differ"
+# Per task: one mark per score of the task's best checkpoint (on search),
+# every recipe and the optimized merge, on the search and test splits.
+b = st["baselines"]
+recipes = b["recipes"].asstr()[()]
+bs, bt = b["scores"][()], b["test_scores"][()]
+ck = [i for i, r in enumerate(recipes) if r == "checkpoint"]
+rc = [i for i, r in enumerate(recipes) if r != "checkpoint"]
+drawn_values = 0
+for k in range(K):
+    best_ck = max(ck, key=lambda i: bs[i, k] * sign[k]) if ck else None
+    rows = ([best_ck] if best_ck is not None else []) + rc
+    drawn_values += sum(int(np.isfinite(bs[i, k])) + int(np.isfinite(bt[i, k])) for i in rows)
+    if best is not None:
+        e = best["evaluation"]
+        t = list(st["test"]["eval_index"][()]) if "test" in st else []
+        drawn_values += int(np.isfinite(scores[e, k])) + (int(np.isfinite(st["test"]["scores"][()][t.index(e), k])) if e in t else 0)
+assert res["marks"]["task_bars"] == drawn_values, (res["marks"]["task_bars"], drawn_values)
+# ... with the state's values: every recipe's search scores as drawn.
+for i in rc:
+    e = next(x for x in d["baselines"] if x["name"] == b["names"].asstr()[i])
+    for k, t in enumerate(tasks):
+        assert e["scores"][t]["search"] == bs[i, k], (e["name"], t)
+print(f"{sys.argv[2]}: {E} evaluations, front {drawn}, marks {res['marks']}")
+PY
+}
+
+echo "--- 1. a 3-task search with optimize --html; report --html of its state"
+make_job "$work/job.yaml" budget=18
+mpi 2 "$KINTSUGI" baselines "$work/job.yaml" --state "$work/s.h5" 2>"$work/log" ||
+  { cat "$work/log" >&2; fail "baselines"; }
+mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/s.h5" --html "$work/live.html" \
+  2>"$work/log" || { cat "$work/log" >&2; fail "optimize --html"; }
+[[ -s $work/live.html ]] || fail "optimize --html wrote no page"
+"$KINTSUGI" report "$work/s.h5" --html "$work/report.html" 2>>"$work/log" || { cat "$work/log" >&2; fail "report --html"; }
+check "$work/report.html" three
+same_numbers "$work/s.h5" "$work/three.json"
+cmp -s "$work/live.html" "$work/report.html" || fail "the page optimize left differs from report --html of the same state"
+
+echo "--- 2. pages written while optimize writes the state (a reader in a loop)"
+make_job "$work/loop.yaml" budget=30 population=6
+mpi 2 "$KINTSUGI" optimize "$work/loop.yaml" --state "$work/loop.h5" 2>"$work/loop.log" &
+opt=$!
+pages=0
+while kill -0 "$opt" 2>/dev/null; do
+  if [[ -f $work/loop.h5 ]]; then
+    "$KINTSUGI" report "$work/loop.h5" --html "$work/loop-$pages.html" 2>"$work/loop-report.log" ||
+      { cat "$work/loop-report.log" >&2; fail "report --html failed while optimize wrote the state"; }
+    pages=$((pages + 1))
+  fi
+  sleep 0.2
+done
+wait "$opt" || { cat "$work/loop.log" >&2; fail "optimize (the loop's writer)"; }
+((pages >= 3)) || fail "only $pages pages written while the search ran"
+# Every page holds whole data (a state between two generations, never a torn one).
+/usr/bin/python3 - "$work" "$pages" <<'PY'
+import json, re, sys
+w, n = sys.argv[1], int(sys.argv[2])
+counts = []
+for i in range(n):
+    html = open(f"{w}/loop-{i}.html", encoding="utf-8").read()
+    m = re.search(r'<script type="application/json" id="kintsugi-report-data">(.*?)</script>', html, re.S)
+    assert m, f"loop-{i}.html: no data"
+    d = json.loads(m.group(1))
+    assert len(d["evaluations"]) % 6 == 0, (i, len(d["evaluations"]))  # whole generations
+    counts.append(len(d["evaluations"]))
+assert counts == sorted(counts), counts
+print(f"{n} pages while the search ran, evaluations {counts[0]} .. {counts[-1]}")
+PY
+check "$work/loop-$((pages / 2)).html" loop-mid
+
+echo "--- 3. a layer_group search (weights heatmap: checkpoints x 3 groups)"
+make_job "$work/lg.yaml" budget=12 granularity=layer_group layer_groups=3
+mpi 2 "$KINTSUGI" optimize "$work/lg.yaml" --state "$work/lg.h5" 2>"$work/lg.log" ||
+  { cat "$work/lg.log" >&2; fail "layer_group optimize"; }
+"$KINTSUGI" report "$work/lg.h5" --html "$work/lg.html"
+check "$work/lg.html" lg
+same_numbers "$work/lg.h5" "$work/lg.json"
+/usr/bin/python3 -c "
+import json, sys
+r = json.load(open('$work/lg.json'))
+assert 'weights-heatmap' in r['plots'], r['plots']
+assert r['data']['run']['layer_groups'] == 3 and len(r['data']['best']['weights']) == 12
+"
+
+echo "--- 4. one task, failed candidates (bits per byte, lower is better)"
+for split in search test; do
+  for i in 1 2 3 4 5 6; do echo "{\"text\": \"the quick brown fox $i jumps over the lazy dog\"}"; done \
+    >"$work/ppl.$split.jsonl"
+done
+/usr/bin/python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+job = json.load(open(f"{w}/job.yaml"))
+job["tasks"] = [{"name": "ppl", "file": w + "/ppl.{split}.jsonl", "kind": "perplexity",
+                 "metric": "bits_per_byte"}]
+job["search"] = {"method": "cmaes", "parameterization": "free", "budget": 12, "population": 6,
+                 "sigma0": 1e300, "seed": 3}
+json.dump(job, open(f"{w}/fail.yaml", "w"))
+PY
+mpi 2 "$KINTSUGI" optimize "$work/fail.yaml" --state "$work/fail.h5" 2>"$work/fail.log" ||
+  { cat "$work/fail.log" >&2; fail "optimize with failing candidates"; }
+"$KINTSUGI" report "$work/fail.h5" --html "$work/fail.html"
+check "$work/fail.html" fail
+same_numbers "$work/fail.h5" "$work/fail.json"
+/usr/bin/python3 -c "
+import json
+r = json.load(open('$work/fail.json'))
+failed = [e for e in r['data']['evaluations'] if not e['ok']]
+assert failed and all('bits_per_byte' in e['error'] for e in failed), failed
+assert 'plot-tradeoffs' in r['notes'], r['notes']  # one task: no trade-off to draw
+"
+
+echo "--- 5. two tasks: a scatter of the pair"
+/usr/bin/python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+job = json.load(open(f"{w}/job.yaml"))
+job["tasks"] = job["tasks"][:2]
+json.dump(job, open(f"{w}/two.yaml", "w"))
+PY
+mpi 2 "$KINTSUGI" optimize "$work/two.yaml" --state "$work/two.h5" 2>"$work/two.log" ||
+  { cat "$work/two.log" >&2; fail "two-task optimize"; }
+"$KINTSUGI" report "$work/two.h5" --html "$work/two.html"
+check "$work/two.html" two
+same_numbers "$work/two.h5" "$work/two.json"
+
+echo "--- 6. bad input: one line, exit 2, nothing written"
+# expect_exit2 WHAT OUT -- ARGV...: exit 2, one stderr line naming WHAT, OUT not created
+expect_exit2() {
+  local what=$1 out=$2 rc=0
+  shift 3
+  "$@" >"$work/bad.out" 2>"$work/bad.err" || rc=$?
+  [[ $rc -eq 2 ]] || { cat "$work/bad.err" >&2; fail "$*: exit $rc, not 2"; }
+  [[ $(wc -l <"$work/bad.err") -eq 1 ]] || { cat "$work/bad.err" >&2; fail "$*: not one line"; }
+  grep -qF -- "$what" "$work/bad.err" || { cat "$work/bad.err" >&2; fail "$*: does not name $what"; }
+  [[ ! -e $out ]] || fail "$*: wrote $out"
+}
+expect_exit2 "$work/none.h5" "$work/a.html" -- "$KINTSUGI" report "$work/none.h5" --html "$work/a.html"
+echo "not a state" >"$work/text.h5"
+expect_exit2 "$work/text.h5" "$work/b.html" -- "$KINTSUGI" report "$work/text.h5" --html "$work/b.html"
+expect_exit2 "$work/missing/c.html" "$work/missing/c.html" -- \
+  "$KINTSUGI" report "$work/s.h5" --html "$work/missing/c.html"
+expect_exit2 "$work/missing/d.html" "$work/missing/d.html" -- \
+  "$KINTSUGI" optimize "$work/job.yaml" --state "$work/d.h5" --html "$work/missing/d.html"
+[[ ! -e $work/d.h5 ]] || fail "optimize --html into a missing folder started a search"
+echo "report_html: all checks passed"
