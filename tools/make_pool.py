@@ -429,9 +429,14 @@ def make_splits(sizes):
     splits = {}
     for fam, (g, *_rest) in FAMILIES.items():
         r = random.Random(1000 + FAMILY_SEEDS[fam])
-        seen, rows = set(), []
+        seen, rows, draws = set(), [], 0
         while len(rows) < sum(sizes.values()):
             ex = g(r)
+            draws += 1
+            if draws > 200 * sum(sizes.values()):
+                # e.g. add's generator has 1,000 distinct contexts (a < 100, b < 10)
+                sys.exit(f"make_pool: family {fam} gave {len(rows)} distinct contexts in {draws} "
+                         f"draws; the splits ask for {sum(sizes.values())} (--split-sizes)")
             if ex["context"] in seen:
                 continue
             seen.add(ex["context"])
@@ -688,7 +693,9 @@ def full_plan():
         # one run, two stages
         ("sft-rev-sort-lr1e-4-step{step}", {"steps": 300, "lr": LR, "batch": B, "mixture": emph("rev", "sort")}, (100,)),
     ]
-    return cfg, base, runs, {"search": 300, "validation": 300, "test": 1000}
+    # The checked-in demo's splits. Larger ones (issue #20: 300/300/1000) need
+    # a wider `add` generator first: it has 1,000 distinct contexts.
+    return cfg, base, runs, {"search": 150, "validation": 0, "test": 150}
 
 
 def tiny_plan():
@@ -835,8 +842,9 @@ def main():
                          "stay fixed (1: the checked-in demo)")
     ap.add_argument("--split-sizes", metavar="S,V,T",
                     help="examples per family in the search, validation and test splits "
-                         "(default 300,300,1000; --tiny 20,10,10); a validation split of 0 "
-                         "is not written, and the search then selects in-sample")
+                         "(default 150,0,150, the checked-in demo; --tiny 20,10,10); a "
+                         "validation split of 0 is not written, and the search then selects "
+                         "in-sample")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

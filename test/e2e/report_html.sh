@@ -21,6 +21,10 @@ check() {
   node "$web/check_report.js" "$1" --screenshot "$work/$2.png" --out "$work/$2.json" \
     2>"$work/$2.check.log" || { cat "$work/$2.check.log" >&2; fail "$2: the page did not render cleanly"; }
   [[ -s $work/$2.png ]] || fail "$2: no screenshot"
+  # The 3-task page's screenshot stays in the build folder, for the docs.
+  if [[ $2 == three && -n ${KINTSUGI_BUILD_DIR:-} ]]; then
+    cp "$work/$2.png" "$KINTSUGI_BUILD_DIR/report_html.png"
+  fi
   echo "$2: rendered, no console errors, no network requests"
 }
 
@@ -101,6 +105,24 @@ mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/s.h5" --html "$work/l
 check "$work/report.html" three
 same_numbers "$work/s.h5" "$work/three.json"
 cmp -s "$work/live.html" "$work/report.html" || fail "the page optimize left differs from report --html of the same state"
+# --csv carries the page's numbers too: every evaluation, sigma per generation.
+"$KINTSUGI" report "$work/s.h5" --csv >"$work/report.csv"
+/usr/bin/python3 - "$work/s.h5" "$work/report.csv" <<'PY'
+import csv, sys
+import h5py
+st = h5py.File(sys.argv[1], "r")
+rows = list(csv.DictReader(open(sys.argv[2], newline="")))
+ev = [r for r in rows if r["kind"] == "evaluation"]
+obj, status = st["evals"]["objective"][()], st["evals"]["status"][()]
+assert len(ev) == len(obj), (len(ev), len(obj))
+for e, r in enumerate(ev):
+    assert r["status"] == ("ok" if status[e] == 0 else "failed")
+    assert status[e] != 0 or float(r["objective"]) == obj[e], (e, r["objective"], obj[e])
+sig = st["optimizer"]["sigma_history"][()]
+got = [float(r["value"]) for r in rows if r["kind"] == "sigma"]
+assert len(sig) > 0 and got == list(sig), (got, list(sig))
+print(f"report.csv: {len(ev)} evaluations, {len(got)} generations' sigma, as the state holds them")
+PY
 
 echo "--- 2. pages written while optimize writes the state (a reader in a loop)"
 make_job "$work/loop.yaml" budget=30 population=6
@@ -174,6 +196,32 @@ r = json.load(open('$work/fail.json'))
 failed = [e for e in r['data']['evaluations'] if not e['ok']]
 assert failed and all('bits_per_byte' in e['error'] for e in failed), failed
 assert 'plot-tradeoffs' in r['notes'], r['notes']  # one task: no trade-off to draw
+"
+
+echo "--- 4b. three tasks, some candidates failed, some scored (a command scorer)"
+# score.sh MODEL OUTPUT: every third candidate fails (its error text names it);
+# the others get scores that vary with their order. Checkpoints always score.
+command_setup
+cat >"$work/score.sh" <<SH
+n=\$(( \$(cat "$work/count" 2>/dev/null || echo 0) + 1 )); echo \$n >"$work/count"
+if [[ \$1 == $scratch/* ]] && (( n % 3 == 0 )); then echo "candidate \$n refused by score.sh" >&2; exit 1; fi
+printf '{"add": {"exact_match": %s}, "rev": {"exact_match": %s}, "bal": {"acc": %s}}' \\
+  "0.\$(( (n * 37) % 90 + 10 ))" "0.\$(( (n * 53) % 90 + 10 ))" "0.\$(( (n * 71) % 90 + 10 ))" >"\$2/scores.json"
+SH
+make_job "$work/cmd-base.yaml" budget=12 population=6
+command_job "$work/cmd-base.yaml" "$work/mixed.yaml" json "$scratch" none 60 -- bash "$work/score.sh" "{model}" "{output}"
+"$KINTSUGI" optimize "$work/mixed.yaml" --state "$work/mixed.h5" 2>"$work/mixed.log" ||
+  { cat "$work/mixed.log" >&2; fail "optimize with a scorer that fails some candidates"; }
+"$KINTSUGI" report "$work/mixed.h5" --html "$work/mixed.html"
+check "$work/mixed.html" mixed
+same_numbers "$work/mixed.h5" "$work/mixed.json"
+/usr/bin/python3 -c "
+import json
+r = json.load(open('$work/mixed.json'))
+ev = r['data']['evaluations']
+failed = [e for e in ev if not e['ok']]
+assert failed and len(failed) < len(ev), [e['ok'] for e in ev]
+assert all('refused by score.sh' in e['error'] for e in failed), failed
 "
 
 echo "--- 5. two tasks: a scatter of the pair"

@@ -49,7 +49,9 @@ assert rows[0].startswith("kind,name,split,objective,add,rev,bal"), rows[0]
 # hypervolume_flat_tasks, recomputed from the front and the worst checkpoint
 # score per task (every task here is higher-is-better; the reference is in the
 # CSV header's task order).
-tasks = rows[0].split(",")[4:]
+head = rows[0].split(",")
+assert head[-6:] == ["generation", "status", "seconds", "merge_seconds", "score_seconds", "value"], head
+tasks = head[4:-6]
 ref = [min(c["scores"][t]["search"] for c in rep["checkpoints"]) for t in tasks]
 assert rep["hypervolume_reference"] == ref, (rep["hypervolume_reference"], ref)
 flat = [t for t, r in zip(tasks, ref) if all(p["scores"][t]["search"] <= r for p in rep["pareto"])]
