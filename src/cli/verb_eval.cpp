@@ -56,8 +56,8 @@ std::vector<float> parse_weights(const std::string& text) {
 }
 
 void check_args(const EvalArgs& a) {
-  if (a.split != "search" && a.split != "test")
-    throw_input("--split: '{}' is not search or test", a.split);
+  if (a.split != "search" && a.split != "validation" && a.split != "test")
+    throw_input("--split: '{}' is not search, validation or test", a.split);
   if (!a.weights.empty() && !a.checkpoints.empty())
     throw_input("--weights merges the job's pool; it cannot be combined with --checkpoint");
 }
@@ -247,7 +247,8 @@ VerbRegistration reg{
        sub.add_option("--weights", a->weights,
                       "Score the linear merge of the pool with these weights "
                       "(w1,w2,...; or layer_groups x N values)");
-       sub.add_option("--split", a->split, "Task split: search or test")->capture_default_str();
+       sub.add_option("--split", a->split, "Task split: search, validation or test")
+           ->capture_default_str();
        sub.add_flag("--json", a->json, "Print a JSON summary as the last line");
        sub.add_option("--samples", a->samples, "Write one JSON line per example to this file");
        return std::function<int()>([a] { return run_eval(*a); });

@@ -64,12 +64,15 @@ class BaselineTable {
       : state_(state), rt_(rt), obj_(obj), penalty_(penalty) {}
 
   void add(const std::string& name, const std::string& recipe, const std::vector<double>& weights,
-           const Scored& search, const Scored& test) {
+           const Scored& search, const Scored& test, const Scored* validation = nullptr) {
     if (!search.ok) spdlog::warn("baseline {} failed on the search split: {}", name, search.error);
     state_.baselines.append(name, recipe, weights, search.scores, test.scores,
                             objective_of(obj_, rt_, search, penalty_),
                             test.ok ? objective_of(obj_, rt_, test, penalty_) : std::nan(""),
                             test.ok ? test.examples : std::vector<ExampleScores>{});
+    if (validation && validation->ok)
+      state_.baselines.set_validation(state_.baselines.size() - 1, validation->scores,
+                                      objective_of(obj_, rt_, *validation, penalty_));
     spdlog::info("baseline {}: objective {:.4f} (test {:.4f})", name,
                  state_.baselines.objective.back(), state_.baselines.test_objective.back());
   }
@@ -101,11 +104,20 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
                 table_row(state.baselines.weights, b, w), table_row(state.baselines.scores, b, k),
                 table_row(state.baselines.test_scores, b, k), state.baselines.objective[b],
                 state.baselines.test_objective[b], state.baselines.test_examples.row(b));
+    kept.set_validation(kept.size() - 1, table_row(state.baselines.validation_scores, b, k),
+                        state.baselines.validation_objective[b]);
     ckpt_objective.push_back(state.baselines.objective[b]);
   }
   state.baselines = kept;
   BaselineTable table(state, rt, obj, penalty);
   const size_t n = rt.num_checkpoints();
+  // With a validation split every reference is scored there too (the
+  // returned merge is compared with them on it; docs/service.md).
+  const bool validation = rt.has_validation_split();
+  auto score_validation = [&](const std::vector<ModelRequest>& models) {
+    return validation ? co.score(models, "validation", false).value()
+                      : std::vector<Scored>(models.size());
+  };
 
   // Uniform soup.
   {
@@ -114,7 +126,9 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     const auto wts = uniform_over(rt, all);
     const auto s = co.score({{wts, {}}}, "search", false).value();
     const auto t = score_test(co, rt, {{wts, {}}}, false).value();
-    table.add("uniform_soup", "linear: every checkpoint, weight 1/N", wts, s[0], t[0]);
+    const auto v = score_validation({{wts, {}}});
+    table.add("uniform_soup", "linear: every checkpoint, weight 1/N", wts, s[0], t[0],
+              validation ? &v[0] : nullptr);
   }
 
   // Greedy soup: checkpoints by decreasing objective; each joins the soup
@@ -143,7 +157,9 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     for (size_t i : soup) members += (members.empty() ? "" : ", ") + rt.checkpoint_names()[i];
     const auto wts = uniform_over(rt, soup);
     const auto t = score_test(co, rt, {{wts, {}}}, false).value()[0];
-    table.add("greedy_soup", "linear: uniform average of " + members, wts, best_scores, t);
+    const auto v = score_validation({{wts, {}}});
+    table.add("greedy_soup", "linear: uniform average of " + members, wts, best_scores, t,
+              validation ? &v[0] : nullptr);
   }
 
   // Task-vector recipes, merged to disk by the merge engine and scored from there.
@@ -170,8 +186,10 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
     }
     const auto s = co.score(folders, "search", false).value();
     const auto t = score_test(co, rt, folders, false).value();
+    const auto v = score_validation(folders);
     const std::vector<double> ones(w, 1.0);
-    for (size_t i = 0; i < grid.size(); ++i) table.add(grid[i].name, texts[i], ones, s[i], t[i]);
+    for (size_t i = 0; i < grid.size(); ++i)
+      table.add(grid[i].name, texts[i], ones, s[i], t[i], validation ? &v[i] : nullptr);
   }
   state.meta.run_status = "finished";
   save_state(path, state);

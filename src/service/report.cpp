@@ -295,6 +295,12 @@ json report_json(const RunState& s) {
                    s.baselines.test_examples.row(b));
     const bool ckpt = s.baselines.recipes[b] == kCheckpointRecipe;
     if (!ckpt) e["recipe"] = s.baselines.recipes[b];
+    // The validation split's scores, where the references were scored there.
+    const auto v = row(s.baselines.validation_scores, b, k);
+    if (std::any_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); })) {
+      for (size_t j = 0; j < k; ++j) e["scores"][s.meta.task_names[j]]["validation"] = number(v[j]);
+      e["objective"]["validation"] = number(s.baselines.validation_objective[b]);
+    }
     out[ckpt ? "checkpoints" : "baselines"].push_back(e);
   }
   const int64_t best = best_evaluation(s);

@@ -151,11 +151,15 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
   bool all = true;
   for (const auto& n : names) all = all && checkpoint_row(state, n) >= 0;
   if (all) return;
-  spdlog::info("scoring the {} checkpoints alone (search and test splits)", names.size());
+  const bool validation = rt.has_validation_split();
+  spdlog::info("scoring the {} checkpoints alone (search{} and test splits)", names.size(),
+               validation ? ", validation" : "");
   std::vector<ModelRequest> models;
   for (size_t i = 0; i < names.size(); ++i) models.push_back({one_hot_weights(rt, i), {}});
   const auto search = co.score(models, "search", false).value();
   const auto test = score_test(co, rt, models, false).value();
+  const auto valid = validation ? co.score(models, "validation", false).value()
+                                : std::vector<Scored>(names.size());
   for (size_t i = 0; i < names.size(); ++i)
     if (!search[i].ok || !test[i].ok)
       throw_runtime("checkpoint {} could not be scored: {}", names[i],
@@ -179,6 +183,13 @@ void ensure_checkpoint_baselines(Coordinator& co, Runtime& rt, RunState& state,
     };
     with_rows.baselines.objective[b] = objective(row(with_rows.baselines.scores));
     with_rows.baselines.test_objective[b] = objective(row(with_rows.baselines.test_scores));
+    // The validation split (the job has one): every checkpoint, as a
+    // reference the returned merge is compared with there.
+    const auto it = std::find(names.begin(), names.end(), with_rows.baselines.names[b]);
+    if (validation && it != names.end()) {
+      const Scored& v = valid[static_cast<size_t>(it - names.begin())];
+      if (v.ok) with_rows.baselines.set_validation(b, v.scores, objective(v.scores));
+    }
   }
   state = std::move(with_rows);
   save_state(path, state);

@@ -141,13 +141,24 @@ void Baselines::append(std::string name, std::string recipe, std::span<const dou
   test_examples.append(names.size() - 1, test_example_row);
   objective.push_back(objective_value);
   test_objective.push_back(test_objective_value);
+  validation_scores.insert(validation_scores.end(), n_tasks, std::nan(""));
+  validation_objective.push_back(std::nan(""));
+}
+
+void Baselines::set_validation(size_t b, std::span<const double> score_row,
+                               double objective_value) {
+  KS_CHECK(b < size() && score_row.size() == n_tasks, "baseline validation row out of range");
+  std::copy(score_row.begin(), score_row.end(),
+            validation_scores.begin() + static_cast<std::ptrdiff_t>(b * n_tasks));
+  validation_objective[b] = objective_value;
 }
 
 void Baselines::check() const {
   const size_t b = size();
   KS_CHECK(recipes.size() == b && weights.size() == b * n_weights && scores.size() == b * n_tasks &&
                test_scores.size() == b * n_tasks && objective.size() == b &&
-               test_objective.size() == b,
+               test_objective.size() == b && validation_scores.size() == b * n_tasks &&
+               validation_objective.size() == b,
            fmt::format("baseline columns disagree for {} rows", b));
   test_examples.check(b);
 }
@@ -227,6 +238,8 @@ void write_baselines(const h5::Loc& root, const Baselines& b) {
   h5::write_f64(loc, "test_scores", b.test_scores, {n, b.n_tasks});
   h5::write_f64(loc, "objective", b.objective, {n});
   h5::write_f64(loc, "test_objective", b.test_objective, {n});
+  h5::write_f64(loc, "validation_scores", b.validation_scores, {n, b.n_tasks});
+  h5::write_f64(loc, "validation_objective", b.validation_objective, {n});
   write_examples(loc, "test_example_", b.test_examples, n);
 }
 
@@ -380,6 +393,17 @@ Baselines read_baselines(const h5::Loc& root, size_t n_tasks) {
     bad(loc, "scores", fmt::format("has {} columns for {} tasks", b.n_tasks, n_tasks));
   b.objective = read_vector(loc, "objective", n);
   b.test_objective = read_vector(loc, "test_objective", n);
+  // States written before references were scored on validation have none.
+  if (h5::exists(loc, "validation_scores")) {
+    size_t k3 = 0;
+    b.validation_scores = read_matrix(loc, "validation_scores", n, &k3);
+    if (k3 != n_tasks)
+      bad(loc, "validation_scores", fmt::format("has {} columns for {} tasks", k3, n_tasks));
+    b.validation_objective = read_vector(loc, "validation_objective", n);
+  } else {
+    b.validation_scores.assign(n * n_tasks, std::nan(""));
+    b.validation_objective.assign(n, std::nan(""));
+  }
   b.test_examples = read_examples(loc, "test_example_", n, n_tasks);
   return b;
 }

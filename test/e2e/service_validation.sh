@@ -25,8 +25,16 @@ for t in job["tasks"]:
     t["file"] = os.path.join(sys.argv[2], os.path.basename(t["file"]))
 json.dump(job, open(sys.argv[1], "w"), indent=1)
 PY
+# The references first: every checkpoint and recipe is scored on validation too.
+mpi 2 "$KINTSUGI" baselines "$work/job.yaml" --state "$work/s.h5" 2>"$work/log" ||
+  { cat "$work/log" >&2; fail "baselines with a validation split"; }
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/s.h5" --validation-top 4 \
-  2>"$work/log" || { cat "$work/log" >&2; fail "optimize with a validation split"; }
+  2>>"$work/log" || { cat "$work/log" >&2; fail "optimize with a validation split"; }
+# The same references, scored by `kintsugi eval` on its own (one checkpoint,
+# and uniform soup as an in-memory merge of the pool).
+ckpt0=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pool"]["checkpoints"][0])' "$work/job.yaml")
+"$KINTSUGI" -q eval "$work/job.yaml" --checkpoint "$ckpt0" --split validation --json >"$work/ckpt0.json"
+"$KINTSUGI" -q eval "$work/job.yaml" --weights 0.25,0.25,0.25,0.25 --split validation --json >"$work/soup.json"
 grep -q "validation: evaluation" "$work/log" || { cat "$work/log" >&2; fail "no validation line in the log"; }
 "$KINTSUGI" report "$work/s.h5" --json >"$work/report.json"
 "$KINTSUGI" report "$work/s.h5" >"$work/report.txt"
@@ -36,7 +44,7 @@ mpi 2 "$KINTSUGI" export "$work/s.h5" --out "$work/best" --dtype float32 2>>"$wo
   { cat "$work/log" >&2; fail "export"; }
 /usr/bin/python3 - "$work" <<'PY'
 import json, sys
-import h5py
+import h5py, numpy as np
 w = sys.argv[1]
 st = h5py.File(f"{w}/s.h5", "r")
 ev = st["evals"]
@@ -59,6 +67,20 @@ assert rep["best"]["objective"]["validation"] == max(vobj), rep["best"]["objecti
 assert chosen in st["test/eval_index"][()].tolist()
 recipe = open(f"{w}/best/kintsugi_recipe.yaml").read()
 assert f"evaluation {chosen}" in recipe.splitlines()[0], recipe.splitlines()[0]
+# Every reference has validation scores, equal to kintsugi eval's own.
+b = st["baselines"]
+names = b["names"].asstr()[()].tolist()
+vs = b["validation_scores"][()]
+assert np.isfinite(vs).all(), vs
+tasks = st["meta/task_names"].asstr()[()].tolist()
+def eval_scores(path):
+    r = json.loads(open(path).read().strip().splitlines()[-1])["results"][0]["tasks"]
+    return [r[t]["acc" if t == "bal" else "exact_match"] for t in tasks]
+assert vs[0].tolist() == eval_scores(f"{w}/ckpt0.json"), (vs[0], eval_scores(f"{w}/ckpt0.json"))
+u = names.index("uniform_soup")
+assert vs[u].tolist() == eval_scores(f"{w}/soup.json"), (vs[u], eval_scores(f"{w}/soup.json"))
+assert len(names) > 6 and all(x["scores"]["add"]["validation"] is not None
+                              for x in rep["checkpoints"] + rep["baselines"])
 print(f"validation: {len(cand)} candidates, chose evaluation {chosen} "
       f"(best on search: {top[0]})")
 PY

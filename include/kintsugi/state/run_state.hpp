@@ -112,12 +112,18 @@ struct Baselines {
   std::vector<double> objective;       // B: search split
   std::vector<double> test_objective;  // B: test split (NaN when not scored)
   ExampleTable test_examples;          // B rows
+  // B x K and B: the validation split, where the job has one (NaN elsewhere,
+  // and in states written before references were scored there).
+  std::vector<double> validation_scores;
+  std::vector<double> validation_objective;
 
   size_t size() const { return names.size(); }
   void append(std::string name, std::string recipe, std::span<const double> w_row,
               std::span<const double> score_row, std::span<const double> test_row,
               double objective_value, double test_objective_value,
               const std::vector<ExampleScores>& test_example_row = {});
+  // Row b's validation scores and objective (append() leaves them NaN).
+  void set_validation(size_t b, std::span<const double> score_row, double objective_value);
   void check() const;
 };
 
