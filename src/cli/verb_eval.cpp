@@ -252,7 +252,10 @@ VerbRegistration reg{
        sub.add_flag("--json", a->json, "Print a JSON summary as the last line");
        sub.add_option("--samples", a->samples, "Write one JSON line per example to this file");
        return std::function<int()>([a] { return run_eval(*a); });
-     }}};
+     },
+     // Run alone (an external scorer's command, a quick check) it starts no
+     // MPI: no singleton start-up, and no Open MPI inside a scorer's process.
+     Verb::Mpi::UnderLauncher}};
 
 }  // namespace
 }  // namespace kintsugi::cli

@@ -47,9 +47,8 @@ size_t z(int64_t x) {
 }  // namespace
 
 Transformer::Transformer(const ModelShard& shard, MPI_Comm group) : shard_(shard), group_(group) {
-  int size = 0, rank = 0;
-  MPI_CHECK(MPI_Comm_size(group, &size));
-  MPI_CHECK(MPI_Comm_rank(group, &rank));
+  // A group of one when MPI is not started (dist/mpi.hpp).
+  const int size = comm_size(group), rank = comm_rank(group);
   if (size != shard.tp_size() || rank != shard.tp_rank())
     throw_runtime("model shard is for rank {} of {} but the group has this rank as {} of {}",
                   shard.tp_rank(), shard.tp_size(), rank, size);
