@@ -38,9 +38,16 @@ VerbRegistration report_verb{
            ->excludes(c)
            ->excludes(st);
        return std::function<int()>([a] {
-         if (!a->html.empty()) check_report_html_target(a->html);  // before reading anything
+         // Before reading anything: the page must not land on the state (or
+         // its previous copy); after, not on the job file the state names.
+         const std::vector<NamedPath> state_files{{"state", a->state},
+                                                  {"previous state", prev_path_of(a->state)}};
+         if (!a->html.empty()) check_report_html_target(a->html, state_files);
          const RunState s = load_state(a->state);
          if (!a->html.empty()) {
+           auto inputs = state_files;
+           inputs.push_back({"job file", s.meta.job_file});
+           check_report_html_target(a->html, inputs);
            write_report_html(a->html, s);
            spdlog::info("report: wrote {}", a->html);
          } else if (a->status)

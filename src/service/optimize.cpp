@@ -344,7 +344,16 @@ int run_optimize(const OptimizeOptions& o) {
   JobConfig job = job_with_overrides(o);
   // A page that could never be written is refused before any work (on every
   // rank: they all exit 2 together).
-  if (!o.html.empty()) check_report_html_target(o.html);
+  if (!o.html.empty()) {
+    const auto state = state_path_for(job, o.state);
+    std::vector<NamedPath> inputs{
+        {"job file", job.file}, {"state", state}, {"previous state", prev_path_of(state)}};
+    for (const auto& t : job.tasks)
+      if (!t.file.empty())
+        for (const std::string& split : {t.split, std::string("validation"), std::string("test")})
+          inputs.push_back({"task file", t.file_for(split)});
+    check_report_html_target(o.html, inputs);
+  }
   // One writer per state, for the whole run (released when this returns).
   const auto lock = claim_state(job, state_path_for(job, o.state), "optimize");
   Runtime rt(std::move(job));

@@ -128,7 +128,8 @@ std::string report_html(const RunState& state) {
 #endif
 }
 
-void check_report_html_target(const std::filesystem::path& path) {
+void check_report_html_target(const std::filesystem::path& path,
+                              const std::vector<NamedPath>& inputs) {
   if (!report_html_available())
     throw_input("{}: cannot write the page: {}", path.string(), kNoPageScripts);
   std::error_code ec;
@@ -138,6 +139,7 @@ void check_report_html_target(const std::filesystem::path& path) {
                 parent.string());
   if (std::filesystem::is_directory(path, ec))
     throw_input("{}: cannot write the page: it is a folder", path.string());
+  check_output_apart("--html", path, inputs);
 }
 
 void write_report_html(const std::filesystem::path& path, const RunState& state) {

@@ -257,4 +257,17 @@ expect_exit2 "$work/missing/c.html" "$work/missing/c.html" -- \
 expect_exit2 "$work/missing/d.html" "$work/missing/d.html" -- \
   "$KINTSUGI" optimize "$work/job.yaml" --state "$work/d.h5" --html "$work/missing/d.html"
 [[ ! -e $work/d.h5 ]] || fail "optimize --html into a missing folder started a search"
+# never_over INPUT -- ARGV...: exit 2, one line naming INPUT, INPUT unchanged
+never_over() {
+  local input=$1 rc=0
+  shift 2
+  cp "$input" "$work/before"
+  "$@" >"$work/bad.out" 2>"$work/bad.err" || rc=$?
+  [[ $rc -eq 2 && $(wc -l <"$work/bad.err") -eq 1 ]] || { cat "$work/bad.err" >&2; fail "$*: exit $rc"; }
+  grep -qF "refusing to write over an input" "$work/bad.err" || { cat "$work/bad.err" >&2; fail "$*: message"; }
+  cmp -s "$input" "$work/before" || fail "$*: wrote over $input"
+}
+never_over "$work/s.h5" -- "$KINTSUGI" report "$work/s.h5" --html "$work/s.h5"
+never_over "$work/job.yaml" -- "$KINTSUGI" report "$work/s.h5" --html "$work/job.yaml"
+never_over "$work/job.yaml" -- "$KINTSUGI" optimize "$work/job.yaml" --state "$work/e.h5" --html "$work/job.yaml"
 echo "report_html: all checks passed"

@@ -7,7 +7,9 @@
 // file:// URL with no network access.
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/state/run_state.hpp"
 
 namespace kintsugi {
@@ -21,8 +23,10 @@ std::string report_html(const RunState& state);
 
 // The checks a page's output path gets before any work is done: InputError
 // (one line naming the path) when its folder does not exist, it is a
-// folder, or this build has no page scripts.
-void check_report_html_target(const std::filesystem::path& path);
+// folder, it is one of `inputs` (the state, its previous copy, the job file,
+// a task file: never written over), or this build has no page scripts.
+void check_report_html_target(const std::filesystem::path& path,
+                              const std::vector<NamedPath>& inputs = {});
 
 // Writes report_html(state) to `path` atomically (a reader sees the old page
 // or the new one, never a torn file).
