@@ -346,12 +346,9 @@ int run_optimize(const OptimizeOptions& o) {
   // rank: they all exit 2 together).
   if (!o.html.empty()) {
     const auto state = state_path_for(job, o.state);
-    std::vector<NamedPath> inputs{
-        {"job file", job.file}, {"state", state}, {"previous state", prev_path_of(state)}};
-    for (const auto& t : job.tasks)
-      if (!t.file.empty())
-        for (const std::string& split : {t.split, std::string("validation"), std::string("test")})
-          inputs.push_back({"task file", t.file_for(split)});
+    auto inputs = job_input_files(job);
+    inputs.push_back({"state", state});
+    inputs.push_back({"previous state", prev_path_of(state)});
     check_report_html_target(o.html, inputs);
   }
   // One writer per state, for the whole run (released when this returns).

@@ -88,14 +88,13 @@ std::vector<ExampleScores> test_examples_of(const RunState& s, int64_t e) {
 
 // The objective's task coefficients when it is a (weighted) mean of task
 // scores; empty for chebyshev and constrained, which are not.
-std::vector<double> mean_coefficients(const RunState& s) {
+std::vector<double> mean_coefficients(const RunState& s, const std::optional<JobConfig>& job) {
   const std::map<std::string, std::string> settings(s.meta.settings.begin(), s.meta.settings.end());
   const auto kind = settings.find("objective.kind");
   const size_t k = s.meta.task_names.size();
   if (kind == settings.end() || kind->second == "mean") return std::vector<double>(k, 1.0);
   if (kind->second != "weighted") return {};
-  const auto job = job_of(s);  // the job's own weights, from the job text the state keeps
-  if (!job) return {};
+  if (!job) return {};  // the job's own weights, from the job text the state keeps
   std::vector<double> c;
   for (const auto& t : s.meta.task_names) {
     const auto it = job->objective.weights.find(t);
@@ -118,7 +117,7 @@ json interval_json(const PairedInterval& p, double scale, const std::string& uni
 // objective, and uniform soup. Paired bootstrap over the test examples
 // (eval/uncertainty.hpp); differences oriented so that positive means the
 // merge is better, in points for proportions (x 100).
-json comparisons(const RunState& s, int64_t best) {
+json comparisons(const RunState& s, int64_t best, const std::optional<JobConfig>& job) {
   json out = json::array();
   const auto merged = best >= 0 ? test_examples_of(s, best) : std::vector<ExampleScores>{};
   if (merged.empty()) return out;
@@ -133,7 +132,7 @@ json comparisons(const RunState& s, int64_t best) {
       slot = static_cast<int64_t>(b);
     if (s.baselines.names[b] == "uniform_soup") uniform = static_cast<int64_t>(b);
   }
-  const auto coef = mean_coefficients(s);
+  const auto coef = mean_coefficients(s, job);
   const bool all_points = std::all_of(merged.begin(), merged.end(), [](const ExampleScores& e) {
     return e.transform == ExampleScores::Transform::Mean;
   });
@@ -164,6 +163,13 @@ json comparisons(const RunState& s, int64_t best) {
     out.push_back(c);
   }
   return out;
+}
+
+// The label of merge weight i of `count` (N checkpoints x G layer groups,
+// group-major): the checkpoint's name, with "(group G)" when there are groups.
+std::string weight_label(const std::vector<std::string>& names, size_t i, size_t count) {
+  const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
+  return count > names.size() ? fmt::format("{} (group {})", nm, i / names.size()) : nm;
 }
 
 // Bytes of the pool's weight files, when the checkpoints are readable from
@@ -284,6 +290,7 @@ std::string run_status_text(const RunState& s) {
 }
 
 json report_json(const RunState& s) {
+  const auto job = job_of(s);
   const size_t k = s.meta.task_names.size(), w = s.baselines.n_weights;
   json out;
   out["checkpoints"] = json::array();
@@ -338,7 +345,7 @@ json report_json(const RunState& s) {
   } else {
     out["selection"] = {{"split", "search"}, {"in_sample", true}};
   }
-  out["comparisons"] = comparisons(s, best);
+  out["comparisons"] = comparisons(s, best, job);
   // Pareto front over the search split, and its hypervolume against the
   // worst checkpoint score of each task (oriented: higher is better).
   const auto hib = higher_is_better(s);
@@ -401,7 +408,6 @@ json report_json(const RunState& s) {
                    {"run_status", run_status_text(s)},
                    {"tasks", s.meta.task_names},
                    {"checkpoint_names", s.meta.pool_names}};
-  const auto job = job_of(s);
   out["run"] = run_json(s, job);
   out["evaluations"] = evaluations_json(s);
   out["generations"] = generations_json(s, job);
@@ -532,12 +538,9 @@ std::string report_text(const RunState& s) {
                        r["best"]["nonzero_weights"].get<size_t>(), r["best"]["weights"].size());
     const auto& names = s.meta.pool_names;
     const auto& w = r["best"]["weights"];
-    for (size_t i = 0; i < w.size(); ++i) {
-      const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
-      const std::string grp =
-          w.size() > names.size() ? fmt::format(" (group {})", i / names.size()) : "";
-      out += fmt::format("  {:<{}} {:>8}\n", fmt::format("{}{}", nm, grp), width + 6, cell(w[i]));
-    }
+    for (size_t i = 0; i < w.size(); ++i)
+      out +=
+          fmt::format("  {:<{}} {:>8}\n", weight_label(names, i, w.size()), width + 6, cell(w[i]));
   }
   bool has_test = false;
   if (!r["best"].is_null())
@@ -626,16 +629,11 @@ std::string report_csv(const RunState& s) {
          fmt::format("{},{},{},{},{},", e["generation"].get<int64_t>(),
                      e["ok"].get<bool>() ? "ok" : "failed", num(e["seconds"]),
                      num(e["merge_seconds"]), num(e["score_seconds"])));
-  // Weights: checkpoint i of layer group g is entry g*N + i.
   const auto& names = s.meta.pool_names;
-  auto weight_name = [&](size_t i, size_t count) {
-    const std::string nm = names.empty() ? std::to_string(i) : names[i % names.size()];
-    return count > names.size() ? fmt::format("{} (group {})", nm, i / names.size()) : nm;
-  };
   if (!r["best"].is_null()) {
     const auto& w = r["best"]["weights"];
     for (size_t i = 0; i < w.size(); ++i)
-      line("weight", weight_name(i, w.size()), "", nullptr, nullptr,
+      line("weight", weight_label(names, i, w.size()), "", nullptr, nullptr,
            fmt::format(",,,,,{}", num(w[i])));
   }
   for (const auto& g : r["generations"]) {
@@ -646,7 +644,7 @@ std::string report_csv(const RunState& s) {
          fmt::format("{},,,,,{}", gen, num(g["best_so_far"])));
     if (!g["mean_weights"].is_null())
       for (size_t i = 0; i < g["mean_weights"].size(); ++i)
-        line("mean_weight", weight_name(i, g["mean_weights"].size()), "", nullptr, nullptr,
+        line("mean_weight", weight_label(names, i, g["mean_weights"].size()), "", nullptr, nullptr,
              fmt::format("{},,,,,{}", gen, num(g["mean_weights"][i])));
   }
   // The held-out comparisons: difference and interval ends, objective and tasks.

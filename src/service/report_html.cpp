@@ -96,31 +96,44 @@ std::string report_html(const RunState& state) {
   std::string data = report_json(state).dump();
   for (size_t at = 0; (at = data.find('<', at)) != std::string::npos; at += 6)
     data.replace(at, 1, "\\u003c");
+  // The page's constant parts (about 1 MB of style, libraries and licences),
+  // checked and assembled once per process: `optimize --html` writes a page
+  // after every generation.
+  struct Parts {
+    std::string head, body;
+  };
+  static const Parts parts = [] {
+    Parts p;
+    p.head += "<style>\n";
+    p.head += KINTSUGI_ASSET_TEXT(kintsugi_page_css);
+    p.head += "</style>\n";
+    for (auto [js, name] : {std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_js), "vega"},
+                            std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_lite_js), "vega-lite"},
+                            std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_embed_js), "vega-embed"}})
+      p.head += "<script>\n" + inline_script(js, name) + "\n</script>\n";
+    p.body += "<script>\n";
+    p.body += inline_script(KINTSUGI_ASSET_TEXT(kintsugi_page_js), "report_page.js");
+    p.body +=
+        "\n</script>\n<footer id=\"licences\"><details><summary>Licences of the inlined "
+        "libraries (vega, vega-lite, vega-embed)</summary><pre>";
+    for (auto text : {KINTSUGI_ASSET_TEXT(kintsugi_vega_license),
+                      KINTSUGI_ASSET_TEXT(kintsugi_vega_lite_license),
+                      KINTSUGI_ASSET_TEXT(kintsugi_vega_embed_license)})
+      p.body += html_text(text) + "\n";
+    p.body += "</pre></details></footer>\n</body></html>\n";
+    return p;
+  }();
   const std::string job = std::filesystem::path(state.meta.job_file).filename().string();
   std::string page;
-  page.reserve(data.size() + (1u << 20));
+  page.reserve(data.size() + parts.head.size() + parts.body.size() + 1024);
   page += "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
   page += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
   page += fmt::format("<title>kintsugi report{}</title>\n",
                       job.empty() ? std::string() : ": " + html_text(job));
-  page += "<style>\n";
-  page += KINTSUGI_ASSET_TEXT(kintsugi_page_css);
-  page += "</style>\n";
-  for (auto [js, name] : {std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_js), "vega"},
-                          std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_lite_js), "vega-lite"},
-                          std::pair{KINTSUGI_ASSET_TEXT(kintsugi_vega_embed_js), "vega-embed"}})
-    page += "<script>\n" + inline_script(js, name) + "\n</script>\n";
+  page += parts.head;
   page += "<script type=\"application/json\" id=\"kintsugi-report-data\">" + data + "</script>\n";
-  page += "</head><body><main id=\"report\"></main>\n<script>\n";
-  page += inline_script(KINTSUGI_ASSET_TEXT(kintsugi_page_js), "report_page.js");
-  page +=
-      "\n</script>\n<footer id=\"licences\"><details><summary>Licences of the inlined "
-      "libraries (vega, vega-lite, vega-embed)</summary><pre>";
-  for (auto text :
-       {KINTSUGI_ASSET_TEXT(kintsugi_vega_license), KINTSUGI_ASSET_TEXT(kintsugi_vega_lite_license),
-        KINTSUGI_ASSET_TEXT(kintsugi_vega_embed_license)})
-    page += html_text(text) + "\n";
-  page += "</pre></details></footer>\n</body></html>\n";
+  page += "</head><body><main id=\"report\"></main>\n";
+  page += parts.body;
   return page;
 #else
   (void)state;

@@ -16,18 +16,23 @@ std::filesystem::path state_path_for(const JobConfig& job, const std::string& fl
   return flag.empty() ? job.output.state : std::filesystem::absolute(flag);
 }
 
+std::vector<NamedPath> job_input_files(const JobConfig& job) {
+  std::vector<NamedPath> inputs;
+  if (!job.file.empty()) inputs.push_back({"job file", job.file});
+  for (const auto& t : job.tasks)
+    if (!t.file.empty())
+      for (const std::string& split : {t.split, std::string("validation"), std::string("test")})
+        inputs.push_back({"task file", t.file_for(split)});
+  return inputs;
+}
+
 std::optional<StateLock> claim_state(const JobConfig& job, const std::filesystem::path& path,
                                      std::string_view verb) {
   std::optional<StateLock> lock;
   run_on_root(MPI_COMM_WORLD, [&] {
-    std::vector<NamedPath> inputs;
-    if (!job.file.empty()) inputs.push_back({"job file", job.file});
+    std::vector<NamedPath> inputs = job_input_files(job);
     if (job.pool.base) inputs.push_back({"base checkpoint", *job.pool.base});
     for (const auto& c : job.pool.checkpoints) inputs.push_back({"checkpoint", c});
-    for (const auto& t : job.tasks)
-      if (!t.file.empty())
-        for (const std::string& split : {t.split, std::string("test")})
-          inputs.push_back({"task file", t.file_for(split)});
     check_output_apart("--state", path, inputs);
     lock.emplace(StateLock::acquire(path, verb));
   });

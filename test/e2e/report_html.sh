@@ -94,6 +94,19 @@ print(f"{sys.argv[2]}: {E} evaluations, front {drawn}, marks {res['marks']}")
 PY
 }
 
+# searched_page NAME [LAUNCHER...]: optimize $work/NAME.yaml into $work/NAME.h5
+# (under LAUNCHER, e.g. `mpi 2`; alone without one), then its page, checked
+# in the browser and compared with the state.
+searched_page() {
+  local name=$1
+  shift
+  "$@" "$KINTSUGI" optimize "$work/$name.yaml" --state "$work/$name.h5" 2>"$work/$name.log" ||
+    { cat "$work/$name.log" >&2; fail "$name: optimize"; }
+  "$KINTSUGI" report "$work/$name.h5" --html "$work/$name.html"
+  check "$work/$name.html" "$name"
+  same_numbers "$work/$name.h5" "$work/$name.json"
+}
+
 echo "--- 1. a 3-task search with optimize --html; report --html of its state"
 make_job "$work/job.yaml" budget=18
 mpi 2 "$KINTSUGI" baselines "$work/job.yaml" --state "$work/s.h5" 2>"$work/log" ||
@@ -158,11 +171,7 @@ check "$work/loop-$((pages / 2)).html" loop-mid
 
 echo "--- 3. a layer_group search (weights heatmap: checkpoints x 3 groups)"
 make_job "$work/lg.yaml" budget=12 granularity=layer_group layer_groups=3
-mpi 2 "$KINTSUGI" optimize "$work/lg.yaml" --state "$work/lg.h5" 2>"$work/lg.log" ||
-  { cat "$work/lg.log" >&2; fail "layer_group optimize"; }
-"$KINTSUGI" report "$work/lg.h5" --html "$work/lg.html"
-check "$work/lg.html" lg
-same_numbers "$work/lg.h5" "$work/lg.json"
+searched_page lg mpi 2
 /usr/bin/python3 -c "
 import json, sys
 r = json.load(open('$work/lg.json'))
@@ -171,25 +180,8 @@ assert r['data']['run']['layer_groups'] == 3 and len(r['data']['best']['weights'
 "
 
 echo "--- 4. one task, failed candidates (bits per byte, lower is better)"
-for split in search test; do
-  for i in 1 2 3 4 5 6; do echo "{\"text\": \"the quick brown fox $i jumps over the lazy dog\"}"; done \
-    >"$work/ppl.$split.jsonl"
-done
-/usr/bin/python3 - "$work" <<'PY'
-import json, sys
-w = sys.argv[1]
-job = json.load(open(f"{w}/job.yaml"))
-job["tasks"] = [{"name": "ppl", "file": w + "/ppl.{split}.jsonl", "kind": "perplexity",
-                 "metric": "bits_per_byte"}]
-job["search"] = {"method": "cmaes", "parameterization": "free", "budget": 12, "population": 6,
-                 "sigma0": 1e300, "seed": 3}
-json.dump(job, open(f"{w}/fail.yaml", "w"))
-PY
-mpi 2 "$KINTSUGI" optimize "$work/fail.yaml" --state "$work/fail.h5" 2>"$work/fail.log" ||
-  { cat "$work/fail.log" >&2; fail "optimize with failing candidates"; }
-"$KINTSUGI" report "$work/fail.h5" --html "$work/fail.html"
-check "$work/fail.html" fail
-same_numbers "$work/fail.h5" "$work/fail.json"
+failing_job "$work/job.yaml" "$work/fail.yaml"
+searched_page fail mpi 2
 /usr/bin/python3 -c "
 import json
 r = json.load(open('$work/fail.json'))
@@ -210,11 +202,7 @@ printf '{"add": {"exact_match": %s}, "rev": {"exact_match": %s}, "bal": {"acc": 
 SH
 make_job "$work/cmd-base.yaml" budget=12 population=6
 command_job "$work/cmd-base.yaml" "$work/mixed.yaml" json "$scratch" none 60 -- bash "$work/score.sh" "{model}" "{output}"
-"$KINTSUGI" optimize "$work/mixed.yaml" --state "$work/mixed.h5" 2>"$work/mixed.log" ||
-  { cat "$work/mixed.log" >&2; fail "optimize with a scorer that fails some candidates"; }
-"$KINTSUGI" report "$work/mixed.h5" --html "$work/mixed.html"
-check "$work/mixed.html" mixed
-same_numbers "$work/mixed.h5" "$work/mixed.json"
+searched_page mixed
 /usr/bin/python3 -c "
 import json
 r = json.load(open('$work/mixed.json'))
@@ -232,11 +220,7 @@ job = json.load(open(f"{w}/job.yaml"))
 job["tasks"] = job["tasks"][:2]
 json.dump(job, open(f"{w}/two.yaml", "w"))
 PY
-mpi 2 "$KINTSUGI" optimize "$work/two.yaml" --state "$work/two.h5" 2>"$work/two.log" ||
-  { cat "$work/two.log" >&2; fail "two-task optimize"; }
-"$KINTSUGI" report "$work/two.h5" --html "$work/two.html"
-check "$work/two.html" two
-same_numbers "$work/two.h5" "$work/two.json"
+searched_page two mpi 2
 
 echo "--- 6. bad input: one line, exit 2, nothing written"
 # expect_exit2 WHAT OUT -- ARGV...: exit 2, one stderr line naming WHAT, OUT not created

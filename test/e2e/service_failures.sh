@@ -5,21 +5,8 @@
 # checkpoint's objective minus 1), and the search goes on: it ends normally,
 # by its budget or a stop rule (all-equal penalties trip tolfun), exit 0.
 source "$(dirname "$0")/service_lib.sh"
-for split in search test; do
-  for i in 1 2 3 4 5 6; do echo "{\"text\": \"the quick brown fox $i jumps over the lazy dog\"}"; done \
-    >"$work/ppl.$split.jsonl"
-done
 make_job "$work/base.yaml"
-/usr/bin/python3 - "$work" <<'PY'
-import json, sys
-w = sys.argv[1]
-job = json.load(open(f"{w}/base.yaml"))
-job["tasks"] = [{"name": "ppl", "file": w + "/ppl.{split}.jsonl", "kind": "perplexity",
-                 "metric": "bits_per_byte"}]
-job["search"] = {"method": "cmaes", "parameterization": "free", "budget": 12, "population": 6,
-                 "sigma0": 1e300, "seed": 3}
-json.dump(job, open(f"{w}/job.yaml", "w"))
-PY
+failing_job "$work/base.yaml" "$work/job.yaml"
 mpi 2 "$KINTSUGI" optimize "$work/job.yaml" --state "$work/s.h5" 2>"$work/log" ||
   { cat "$work/log" >&2; fail "the search did not survive failing candidates"; }
 grep -q "failed:" "$work/log" || { cat "$work/log" >&2; fail "no warning logged for a failed candidate"; }

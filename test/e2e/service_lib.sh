@@ -43,6 +43,27 @@ json.dump(job, open(out, "w"), indent=1)  # JSON is YAML, and keeps "\n" exact
 PY
 }
 
+# failing_job BASE.yaml OUT.yaml: BASE's pool with one perplexity task (bits
+# per byte, lower is better; $work/ppl.{search,test}.jsonl) and a free
+# search whose steps are so large (sigma0 1e300) that candidates fail: their
+# forward pass overflows and bits per byte is not finite.
+failing_job() {
+  for split in search test; do
+    for i in 1 2 3 4 5 6; do echo "{\"text\": \"the quick brown fox $i jumps over the lazy dog\"}"; done \
+      >"$work/ppl.$split.jsonl"
+  done
+  /usr/bin/python3 - "$1" "$2" "$work" <<'PY'
+import json, sys
+base, out, w = sys.argv[1:4]
+job = json.load(open(base))
+job["tasks"] = [{"name": "ppl", "file": w + "/ppl.{split}.jsonl", "kind": "perplexity",
+                 "metric": "bits_per_byte"}]
+job["search"] = {"method": "cmaes", "parameterization": "free", "budget": 12, "population": 6,
+                 "sigma0": 1e300, "seed": 3}
+json.dump(job, open(out, "w"))
+PY
+}
+
 # same_evals A.h5 B.h5: the evaluation arrays of two states are identical
 # (every column but the wall-clock seconds), bit for bit.
 same_evals() {

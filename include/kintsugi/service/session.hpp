@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/search/objective.hpp"
 #include "kintsugi/service/runtime.hpp"
 #include "kintsugi/service/work.hpp"
@@ -18,6 +19,11 @@ namespace kintsugi {
 
 // The state file: --state, else the job's output.state.
 std::filesystem::path state_path_for(const JobConfig& job, const std::string& flag);
+
+// The files a run reads that no output of it may land on: the job file and
+// each task's search, validation and test files (check_output_apart skips
+// those that do not exist).
+std::vector<NamedPath> job_input_files(const JobConfig& job);
 
 // Collective over MPI_COMM_WORLD, before the pool is loaded: rank 0 checks
 // that the state at `path` is not one of the job's inputs (the job file, a
