@@ -2,6 +2,7 @@
 // one function; every value goes through YamlField so errors carry file:line.
 #include "kintsugi/config/job.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -281,10 +282,11 @@ EvaluatorConfig read_evaluator(const YamlField& f, const fs::path& base_dir) {
   return e;
 }
 
-SearchConfig read_search(const YamlField& f) {
-  const YamlMap m =
-      f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget", "population",
-                "sigma0", "seed", "active", "restarts", "lower", "upper", "uniform_penalty"});
+// `job` holds the evaluator already (search.rescore_top needs the builtin).
+SearchConfig read_search(const YamlField& f, const JobConfig& job) {
+  const YamlMap m = f.as_map({"method", "parameterization", "granularity", "layer_groups",
+                              "budget", "population", "sigma0", "seed", "active", "restarts",
+                              "lower", "upper", "uniform_penalty", "rescore_top", "first_pass"});
   SearchConfig s;
   if (auto v = m.get("method")) s.method = v->as_enum({"cmaes", "random"});
   if (auto v = m.get("parameterization"))
@@ -304,6 +306,20 @@ SearchConfig read_search(const YamlField& f) {
   if (auto v = m.get("uniform_penalty")) {
     s.uniform_penalty = v->as_finite_double();
     if (s.uniform_penalty < 0) v->fail(fmt::format("must be >= 0, got {}", s.uniform_penalty));
+  }
+  // The re-scoring reads the search split past the first pass: the builtin
+  // evaluator's examples (a command scorer chooses its own).
+  if (auto v = m.get("rescore_top")) {
+    s.rescore_top = v->as_uint();
+    if (s.rescore_top > 0 && job.evaluator.kind != "builtin")
+      v->fail("needs evaluator.kind builtin (it re-scores on more of each task's examples)");
+    if (s.rescore_top > 0 && !m.get("first_pass"))
+      v->fail("needs search.first_pass, the examples per task of the first pass");
+  }
+  if (auto v = m.get("first_pass")) {
+    s.first_pass = v->as_uint(1);
+    if (s.rescore_top == 0)
+      v->fail("only applies with search.rescore_top (the candidates re-scored on every example)");
   }
   if (auto v = m.get("sigma0")) {
     s.sigma0 = v->as_finite_double();
@@ -426,7 +442,7 @@ JobConfig parse_job(const std::string& yaml_text, const std::string& origin,
   }
   if (job.tasks.empty()) tasks.fail("needs at least one task");
 
-  if (auto v = m.get("search")) job.search = read_search(*v);
+  if (auto v = m.get("search")) job.search = read_search(*v, job);
   if (auto v = m.get("objective")) job.objective = read_objective(*v, names);
   if (auto v = m.get("parallel")) job.parallel = read_parallel(*v);
   // Defaults resolve against the job folder too.

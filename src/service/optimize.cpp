@@ -13,6 +13,7 @@
 #include "kintsugi/search/optimizer.hpp"
 #include "kintsugi/search/parameterization.hpp"
 #include "kintsugi/search/pareto.hpp"
+#include "kintsugi/search/uniform_distance.hpp"
 #include "kintsugi/service/report_html.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
@@ -141,7 +142,8 @@ search::ParetoArchive pareto_of(const RunState& state, const Runtime& rt) {
 void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArchive& archive,
                        const std::vector<Eigen::VectorXd>& zs,
                        const std::vector<std::vector<double>>& weights,
-                       const std::vector<Scored>& scored, double& best) {
+                       const std::vector<Scored>& scored, const std::vector<double>& first_pass,
+                       double& best) {
   const auto hib = run.rt.higher_is_better();
   std::vector<double> values;
   const int64_t gen = opt.generation();
@@ -151,7 +153,7 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
     const std::vector<double> zrow(zs[c].data(), zs[c].data() + zs[c].size());
     run.state.evals.append(zrow, weights[c], s.scores, v,
                            s.ok ? EvalStatus::Ok : EvalStatus::Failed, s.error, gen, s.seconds,
-                           s.merge_seconds, s.score_seconds);
+                           s.merge_seconds, s.score_seconds, first_pass[c]);
     // The optimizer maximizes the fitness (search.uniform_penalty pulls it
     // toward the uniform soup); the state records the objective itself.
     values.push_back(s.ok ? search_fitness(run.state, run.state.evals.size() - 1) : v);
@@ -167,6 +169,60 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
   run.state.optimizer = opt.save();
   run.state.pareto = archive.indices();
   save(run);
+}
+
+// search.rescore_top: the generation's fittest candidates (on the first pass,
+// search.first_pass examples per task) scored again on every search example; their
+// new scores replace the first pass's in `scored`, and `first_pass` gets
+// their first-pass objective (NaN for the rest). False when a stop signal
+// abandoned the re-scoring (the generation is then not recorded).
+bool rescore_fittest(SearchRun& run, const std::vector<std::vector<double>>& weights,
+                     std::vector<Scored>& scored, std::vector<double>& first_pass) {
+  const size_t top = run.rt.job().search.rescore_top;
+  first_pass.assign(scored.size(), std::nan(""));
+  if (top == 0) return true;
+  const double lambda = run.rt.job().search.uniform_penalty;
+  std::vector<size_t> ok;
+  std::vector<double> objective(scored.size()), fitness(scored.size());
+  for (size_t c = 0; c < scored.size(); ++c) {
+    if (!scored[c].ok) continue;
+    ok.push_back(c);
+    objective[c] = objective_of(run.objective, run.rt, scored[c], run.penalty);
+    fitness[c] = objective[c] - lambda * search::uniform_distance(weights[c],
+                                                                  run.rt.num_checkpoints());
+  }
+  // Stable: among equal fitness the earlier candidate first.
+  std::stable_sort(ok.begin(), ok.end(),
+                   [&](size_t a, size_t b) { return fitness[a] > fitness[b]; });
+  ok.resize(std::min(top, ok.size()));
+  std::vector<ModelRequest> models;
+  for (size_t c : ok) models.push_back({weights[c], {}});
+  const auto again = run.co.score(models, "search", true);
+  if (!again) return false;
+  for (size_t i = 0; i < ok.size(); ++i) {
+    const size_t c = ok[i];
+    Scored s = (*again)[i];
+    s.seconds += scored[c].seconds;
+    s.merge_seconds += scored[c].merge_seconds;
+    s.score_seconds += scored[c].score_seconds;
+    first_pass[c] = objective[c];
+    if (!s.ok) s.error = "re-scoring on every search example: " + s.error;
+    scored[c] = std::move(s);
+  }
+  if (!ok.empty()) {
+    double before = 0, after = 0;
+    size_t n = 0;
+    for (size_t c : ok)
+      if (scored[c].ok) {
+        before += first_pass[c];
+        after += objective_of(run.objective, run.rt, scored[c], run.penalty);
+        ++n;
+      }
+    if (n > 0)
+      spdlog::info("re-scored the {} fittest on every search example: mean objective {:.4f} -> {:.4f}",
+                   n, before / static_cast<double>(n), after / static_cast<double>(n));
+  }
+  return true;
 }
 
 // Generations until the optimizer is done (true) or a stop signal arrives
@@ -187,10 +243,13 @@ bool run_generations(SearchRun& run, search::Optimizer& opt, const search::Param
       models.push_back({weights.back(), {}});
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const auto scored = run.co.score(models, "search", true);
+    const bool rescore = run.rt.job().search.rescore_top > 0;
+    auto scored = run.co.score(models, rescore ? kFirstPassSplit : "search", true);
     if (!scored) break;
+    std::vector<double> first_pass;
+    if (!rescore_fittest(run, weights, *scored, first_pass)) break;
     const int64_t gen = opt.generation();
-    record_generation(run, opt, archive, zs, weights, *scored, best);
+    record_generation(run, opt, archive, zs, weights, *scored, first_pass, best);
 
     evaluated_here += zs.size();
     const double elapsed =
@@ -216,13 +275,13 @@ std::vector<int64_t> not_scored_in(const TestScores& table, const std::vector<in
 }
 
 // With a validation split: the candidates the returned merge is chosen among,
-// the `top` best on the search objective and the Pareto set, less those
-// already scored on validation (a resumed run scores only the rest).
+// the `top` fittest on search among the selectable ones (the re-scored ones
+// with search.rescore_top) and the Pareto set, less those already scored on
+// validation (a resumed run scores only the rest).
 std::vector<int64_t> validation_candidates(const RunState& state, size_t top) {
   std::vector<int64_t> ok;
   for (size_t e = 0; e < state.evals.size(); ++e)
-    if (state.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
-      ok.push_back(static_cast<int64_t>(e));
+    if (selectable(state, e)) ok.push_back(static_cast<int64_t>(e));
   std::vector<double> fitness(state.evals.size());
   for (int64_t e : ok)
     fitness[static_cast<size_t>(e)] = search_fitness(state, static_cast<size_t>(e));

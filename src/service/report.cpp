@@ -241,9 +241,33 @@ json evaluations_json(const RunState& s) {
                    {"seconds", number(s.evals.seconds[e])},
                    {"merge_seconds", number(s.evals.merge_seconds[e])},
                    {"score_seconds", number(s.evals.score_seconds[e])},
+                   {"first_pass_objective", number(s.evals.first_pass_objective[e])},
                    {"pareto", bool(front[e])}});
   }
   return out;
+}
+
+// search.rescore_top: how many evaluations were re-scored on every search
+// example, and their mean objective before and after (the first pass's
+// winner's curse, measured); null when the search did not re-score.
+json rescoring_json(const RunState& s) {
+  std::optional<size_t> top;
+  for (const auto& [key, v] : s.meta.settings)
+    if (key == "search.rescore_top") top = std::strtoull(v.c_str(), nullptr, 10);
+  if (!top) return nullptr;
+  size_t n = 0;
+  double before = 0, after = 0;
+  for (size_t e = 0; e < s.evals.size(); ++e)
+    if (s.evals.rescored(e) && s.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok)) {
+      ++n;
+      before += s.evals.first_pass_objective[e];
+      after += s.evals.objective[e];
+    }
+  const double d = static_cast<double>(std::max<size_t>(n, 1));
+  return {{"top", *top},
+          {"evaluations", n},
+          {"mean_first_pass_objective", n ? number(before / d) : json(nullptr)},
+          {"mean_objective", n ? number(after / d) : json(nullptr)}};
 }
 
 // CMA-ES's step size and distribution mean (as merge weights) after each
@@ -345,6 +369,7 @@ json report_json(const RunState& s) {
   } else {
     out["selection"] = {{"split", "search"}, {"in_sample", true}};
   }
+  out["selection"]["rescoring"] = rescoring_json(s);
   out["comparisons"] = comparisons(s, best, job);
   // Pareto front over the search split, and its hypervolume against the
   // worst checkpoint score of each task (oriented: higher is better).
@@ -443,6 +468,13 @@ std::string comparisons_text(const json& r, const std::vector<std::string>& task
             ? std::string(" (also the best on search)")
             : fmt::format(" (the best on search was evaluation {})",
                           sel["best_on_search"].get<int64_t>()));
+  if (const auto& rs = sel["rescoring"]; !rs.is_null() && rs["evaluations"].get<size_t>() > 0)
+    out += fmt::format(
+        "re-scoring: the {} fittest of each generation were scored again on every search\n"
+        "  example ({} evaluations; only they can be returned): their mean objective went from\n"
+        "  {:.4f} on the first pass to {:.4f}.\n",
+        rs["top"].get<size_t>(), rs["evaluations"].get<size_t>(),
+        rs["mean_first_pass_objective"].get<double>(), rs["mean_objective"].get<double>());
   if (!has_test) return out;
   if (r["comparisons"].empty()) {
     out +=

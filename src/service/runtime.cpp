@@ -49,6 +49,7 @@ void Runtime::load_builtin_evaluator() {
   // Task files are read now, so that a bad file is an input error before any
   // scoring starts. The test split is optional (reports then show no test scores).
   tasks("search");
+  if (job_.search.rescore_top > 0) rescore_examples_note();
   has_test_ = std::all_of(job_.tasks.begin(), job_.tasks.end(), [](const TaskConfig& t) {
     return std::filesystem::exists(t.file_for("test"));
   });
@@ -64,6 +65,26 @@ void Runtime::load_builtin_evaluator() {
   spdlog::info("pool: {} checkpoints, {} MB of shards on this rank (T = {}, {} groups)",
                checkpoints_.size(), pool_->total_bytes() / 1000000, groups_->tp_size,
                groups_->num_groups);
+}
+
+// search.rescore_top: what the first pass and the re-scoring read, said once
+// (and a first pass that already covers every example, warned about).
+void Runtime::rescore_examples_note() {
+  size_t first = 0, all = 0;
+  const auto& limited = tasks(kFirstPassSplit);
+  const auto& every = tasks("search");
+  for (size_t k = 0; k < limited.size(); ++k) {
+    first += limited[k].examples.size();
+    all += every[k].examples.size();
+  }
+  if (first == all)
+    spdlog::warn(
+        "search.first_pass covers every task's whole search split ({} examples): re-scoring "
+        "adds none",
+        all);
+  else
+    spdlog::info("search.rescore_top {}: first pass on {} search examples, re-scoring on {}",
+                 job_.search.rescore_top, first, all);
 }
 
 // Nothing in memory: the command scores every split, the held-out one too.
@@ -218,8 +239,14 @@ const std::vector<EvalTask>& Runtime::tasks(const std::string& split) {
   if (it == tasks_.end()) {
     std::vector<EvalTask> loaded;
     // "search" means each task's own configured search split.
-    for (const auto& t : job_.tasks)
-      loaded.push_back(load_task(t, split == "search" ? t.split : split));
+    const bool first = split == kFirstPassSplit;
+    for (TaskConfig t : job_.tasks) {
+      if (first) {
+        const size_t n = job_.search.first_pass;
+        t.limit = t.limit == 0 ? n : std::min(t.limit, n);
+      }
+      loaded.push_back(load_task(t, split == "search" || first ? t.split : split));
+    }
     it = tasks_.emplace(split, std::move(loaded)).first;
   }
   return it->second;

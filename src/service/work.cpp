@@ -145,7 +145,7 @@ std::optional<std::vector<Scored>> run_score(Runtime& rt, const json& cmd,
       Scored s = score_one(rt, models[mine], split);
       // The state keeps per-example results of held-out splits only; a
       // search candidate's would cross the ranks for nothing.
-      if (split == "search") s.examples.clear();
+      if (split == "search" || split == kFirstPassSplit) s.examples.clear();
       if (rt.groups().tp_rank == 0) text = json{{"index", mine}, {"result", to_json(s)}}.dump();
     }
     // An external scorer may run for hours: the groups that finish first

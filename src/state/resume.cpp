@@ -109,6 +109,10 @@ std::vector<std::pair<std::string, std::string>> resume_settings(const JobConfig
   add("search.upper", opt_text(c.upper));
   // Recorded only when on, so that states from before the option resume.
   if (c.uniform_penalty > 0) add("search.uniform_penalty", fmt::format("{}", c.uniform_penalty));
+  if (c.rescore_top > 0) {
+    add("search.rescore_top", fmt::format("{}", c.rescore_top));
+    add("search.first_pass", fmt::format("{}", c.first_pass));
+  }
   const ObjectiveConfig& o = job.objective;
   add("objective.kind", o.kind);
   if (o.kind == "weighted") add("objective.weights", map_text(o.weights));

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 void EvalTable::append(std::span<const double> z_row, std::span<const double> w_row,
                        std::span<const double> score_row, double objective_value, EvalStatus st,
                        std::string error_text, int64_t generation_index, double secs,
-                       double merge_secs, double score_secs) {
+                       double merge_secs, double score_secs, double first_pass) {
   KS_CHECK(z_row.size() == dims, fmt::format("z has {} values, dims is {}", z_row.size(), dims));
   KS_CHECK(w_row.size() == n_weights,
            fmt::format("weights has {} values, n_weights is {}", w_row.size(), n_weights));
@@ -35,6 +35,7 @@ void EvalTable::append(std::span<const double> z_row, std::span<const double> w_
   seconds.push_back(secs);
   merge_seconds.push_back(merge_secs);
   score_seconds.push_back(score_secs);
+  first_pass_objective.push_back(first_pass);
 }
 
 void EvalTable::truncate(size_t e) {
@@ -49,6 +50,7 @@ void EvalTable::truncate(size_t e) {
   seconds.resize(e);
   merge_seconds.resize(e);
   score_seconds.resize(e);
+  first_pass_objective.resize(e);
 }
 
 void EvalTable::check() const {
@@ -56,7 +58,7 @@ void EvalTable::check() const {
   KS_CHECK(z.size() == e * dims && weights.size() == e * n_weights &&
                scores.size() == e * n_tasks && status.size() == e && error.size() == e &&
                generation.size() == e && seconds.size() == e && merge_seconds.size() == e &&
-               score_seconds.size() == e,
+               score_seconds.size() == e && first_pass_objective.size() == e,
            fmt::format("evaluation columns disagree for {} rows", e));
 }
 
@@ -212,6 +214,7 @@ void write_evals(const h5::Loc& root, const EvalTable& t) {
   h5::write_f64(loc, "seconds", t.seconds, {e});
   h5::write_f64(loc, "merge_seconds", t.merge_seconds, {e});
   h5::write_f64(loc, "score_seconds", t.score_seconds, {e});
+  h5::write_f64(loc, "first_pass_objective", t.first_pass_objective, {e});
 }
 
 // A table's per-example results as PREFIX{counts,transforms,values,weights};
@@ -350,7 +353,8 @@ EvalTable read_evals(const h5::Loc& root, size_t n_tasks) {
   t.seconds = read_vector(loc, "seconds", e);
   // Added after format 1 was first written: older states read as unknown.
   for (auto [name, column] :
-       {std::pair{"merge_seconds", &t.merge_seconds}, std::pair{"score_seconds", &t.score_seconds}})
+       {std::pair{"merge_seconds", &t.merge_seconds}, std::pair{"score_seconds", &t.score_seconds},
+        std::pair{"first_pass_objective", &t.first_pass_objective}})
     *column =
         h5::exists(loc, name) ? read_vector(loc, name, e) : std::vector<double>(e, std::nan(""));
   return t;
@@ -525,11 +529,18 @@ double search_fitness(const RunState& state, size_t e) {
                             state.meta.pool_names.size());
 }
 
+bool selectable(const RunState& state, size_t e) {
+  if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) return false;
+  for (const auto& [k, v] : state.meta.settings)
+    if (k == "search.rescore_top") return state.evals.rescored(e);
+  return true;
+}
+
 int64_t best_on_search(const RunState& state) {
   int64_t best = -1;
   double best_fit = 0.0;
   for (size_t e = 0; e < state.evals.size(); ++e) {
-    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
+    if (!selectable(state, e)) continue;
     const double f = search_fitness(state, e);
     if (best < 0 || f > best_fit) {
       best = static_cast<int64_t>(e);

@@ -296,7 +296,20 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
       {"unknown nested key", pool + tasks + "search:\n  budget: 3\n  sigma: 0.1\n",
        "job.yaml:5: search.sigma: unknown key (known keys: method, parameterization, granularity, "
        "layer_groups, budget, population, sigma0, seed, active, restarts, lower, upper, "
-       "uniform_penalty)"},
+       "uniform_penalty, rescore_top, first_pass)"},
+      {"rescore_top without first_pass", pool + tasks + "search:\n  rescore_top: 3\n",
+       "job.yaml:4: search.rescore_top: needs search.first_pass, the examples per task of the "
+       "first pass"},
+      {"first_pass without rescore_top", pool + tasks + "search:\n  first_pass: 30\n",
+       "job.yaml:4: search.first_pass: only applies with search.rescore_top (the candidates "
+       "re-scored on every example)"},
+      {"first_pass 0", pool + tasks + "search:\n  rescore_top: 2\n  first_pass: 0\n",
+       "job.yaml:5: search.first_pass: must be >= 1, got 0"},
+      {"rescore_top with a command scorer",
+       pool + "evaluator: {kind: command, command: [s, '{model}']}\n" +
+           "tasks: [{name: t, metric: acc}]\nsearch:\n  rescore_top: 1\n  first_pass: 5\n",
+       "job.yaml:5: search.rescore_top: needs evaluator.kind builtin (it re-scores on more of "
+       "each task's examples)"},
       {"negative uniform_penalty", pool + tasks + "search:\n  uniform_penalty: -0.1\n",
        "job.yaml:4: search.uniform_penalty: must be >= 0, got -0.1"},
       {"unknown task key", pool + "tasks:\n  - name: t\n    file: t.jsonl\n    shots: 5\n",

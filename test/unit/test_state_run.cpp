@@ -70,8 +70,10 @@ RunState make_state(int64_t k, size_t extra_reals = 0) {
     const bool failed = i == 1;
     const std::vector<double> sc = failed ? std::vector<double>{kNaN, kNaN}
                                           : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
+    // Rows 0 and 2 re-scored (search.rescore_top): a first-pass objective.
     e.append(z, w, sc, failed ? -1e30 : x / 3.0, failed ? EvalStatus::Failed : EvalStatus::Ok,
-             failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x);
+             failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x, kNaN,
+             kNaN, i % 2 == 0 && i < 3 ? x / 3.0 + 0.5 : kNaN);
   }
   s.optimizer.reals["mean"] = {static_cast<double>(k), 0.5, -0.5};
   s.optimizer.reals["sigma"] = {0.3 / static_cast<double>(k + 1)};
@@ -110,7 +112,8 @@ bool same_state(const RunState& a, const RunState& b) {
                      same_bits(ea.weights, eb.weights) && same_bits(ea.scores, eb.scores) &&
                      same_bits(ea.objective, eb.objective) && ea.status == eb.status &&
                      ea.error == eb.error && ea.generation == eb.generation &&
-                     same_bits(ea.seconds, eb.seconds);
+                     same_bits(ea.seconds, eb.seconds) &&
+                     same_bits(ea.first_pass_objective, eb.first_pass_objective);
   const auto& ba = a.baselines;
   const auto& bb = b.baselines;
   const bool base =
@@ -256,6 +259,9 @@ assert e["status"][()].tolist() == [0, 1, 0, 0, 0] and e["status"].dtype == np.i
 assert e["error"].asstr()[()].tolist() == ["", "evaluation failed: NaN score in task add", "", "", ""]
 assert e["generation"][()].tolist() == [0, 0, 1, 1, 2]
 assert e["seconds"][()].tolist() == [175.0, 175.25, 175.5, 175.75, 176.0]
+fp = e["first_pass_objective"][()].tolist()
+assert fp[0] == 700 / 3 + 0.5 and fp[2] == 702 / 3 + 0.5, fp
+assert all(math.isnan(fp[i]) for i in (1, 3, 4)), fp
 o = f["optimizer"]
 assert o["mean"][()].tolist() == [7.0, 0.5, -0.5]
 assert o["sigma"][()].tolist() == [0.3 / 8]
@@ -457,6 +463,22 @@ TEST_CASE("state: with validation scores the returned merge is the best on valid
   // States without /validation read with an empty table.
   save_state(tmp / "old.h5", make_state(7));
   CHECK(load_state(tmp / "old.h5").validation.size() == 0);
+}
+
+TEST_CASE("state: with search.rescore_top only re-scored evaluations are returned", "[state]") {
+  RunState s = make_state(7);  // rows 0 and 2 re-scored, row 4 the best objective
+  REQUIRE(best_on_search(s) == 4);
+  s.meta.settings.emplace_back("search.rescore_top", "2");
+  CHECK(selectable(s, 0));
+  CHECK_FALSE(selectable(s, 1));  // failed
+  CHECK_FALSE(selectable(s, 3));  // first pass only
+  CHECK(best_on_search(s) == 2);
+  CHECK(best_evaluation(s) == 2);
+  s.evals.status[2] = static_cast<int64_t>(EvalStatus::Failed);
+  CHECK(best_on_search(s) == 0);
+  // A state without the setting (no re-scoring) ranks every success.
+  s.meta.settings.pop_back();
+  CHECK(best_on_search(s) == 4);
 }
 
 TEST_CASE("state: search.uniform_penalty makes the search's best the fitter one", "[state]") {

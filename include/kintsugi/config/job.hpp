@@ -104,6 +104,13 @@ struct SearchConfig {
   // uniform_penalty * d(w), d the normalized squared distance of the weights
   // from the uniform soup (search::uniform_distance); 0 = off.
   double uniform_penalty = 0.0;
+  // More examples for promising candidates: each generation is first scored
+  // on the first `first_pass` search examples of every task, then its
+  // rescore_top fittest candidates on the whole search split, and those
+  // scores are what the optimizer ranks them by; 0 = off (every candidate
+  // on the whole split). Needs the builtin evaluator.
+  size_t rescore_top = 0;
+  size_t first_pass = 0;  // examples per task of the first pass (with rescore_top)
 };
 
 struct ObjectiveConfig {

@@ -42,6 +42,10 @@ MergeWeights merge_weights_for(const SearchConfig& search, size_t n, size_t laye
 
 class CommandScoring;
 
+// The first `search.first_pass` examples of each task's search split: the
+// first pass of a search that re-scores its best (search.rescore_top).
+inline constexpr const char* kFirstPassSplit = "search (first pass)";
+
 class Runtime {
  public:
   // Collective over MPI_COMM_WORLD. InputError for an unreadable or
@@ -83,7 +87,8 @@ class Runtime {
   const Tokenizer& tokenizer() const;
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   // The tasks of one split, loaded on first use; "search" is each task's own
-  // `split` setting (default search), anything else (e.g. "test") is used as is.
+  // `split` setting (default search), kFirstPassSplit its first
+  // search.first_pass examples, anything else (e.g. "test") is used as is.
   const std::vector<EvalTask>& tasks(const std::string& split);
   // Whether every task has a test split file.
   bool has_test_split() const { return has_test_; }
@@ -99,6 +104,7 @@ class Runtime {
 
  private:
   void load_builtin_evaluator();
+  void rescore_examples_note();
   void start_command_evaluator();
   void check_ranks_agree() const;
 

@@ -67,12 +67,18 @@ struct EvalTable {
   std::vector<double> seconds;        // E: wall time of the evaluation
   std::vector<double> merge_seconds;  // E: of which merging (and writing the candidate)
   std::vector<double> score_seconds;  // E: of which scoring (NaN in states that predate them)
+  // E: with search.rescore_top, the objective on the first pass (search.first_pass examples)
+  // of an evaluation then re-scored on every search example (`objective` and
+  // `scores` are the re-scored ones); NaN for every other evaluation.
+  std::vector<double> first_pass_objective;
 
   size_t size() const { return objective.size(); }
   void append(std::span<const double> z_row, std::span<const double> w_row,
               std::span<const double> score_row, double objective_value, EvalStatus st,
               std::string error_text, int64_t generation_index, double secs,
-              double merge_secs = std::nan(""), double score_secs = std::nan(""));
+              double merge_secs = std::nan(""), double score_secs = std::nan(""),
+              double first_pass = std::nan(""));
+  bool rescored(size_t e) const { return std::isfinite(first_pass_objective[e]); }
   void truncate(size_t e);  // keep the first e rows
   void check() const;       // RuntimeError when the columns disagree in length
 };
@@ -167,8 +173,13 @@ int64_t best_evaluation(const RunState& state);
 // search.uniform_penalty (from the state's settings; 0 when absent) times the
 // weights' distance from the uniform soup (search::uniform_distance).
 double search_fitness(const RunState& state, size_t e);
-// The evaluation with the highest search fitness among those that succeeded.
+// The evaluation with the highest search fitness among those that succeeded
+// (with search.rescore_top, among the re-scored ones: their scores cover every
+// search example, the others' only the first pass).
 int64_t best_on_search(const RunState& state);
+// Whether evaluation e may be returned or validated: it succeeded and, when
+// the search re-scored its generations' best, it is one of those.
+bool selectable(const RunState& state, size_t e);
 
 // Writes `state` to `path` atomically (see io/atomic_file.hpp). RuntimeError on I/O
 // failure; the previous state stays in place.
