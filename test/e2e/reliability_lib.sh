@@ -1,16 +1,19 @@
 # Shared by the reliability end-to-end tests (sourced after service_lib.sh).
 
 # copy_demo DIR: a private copy of the demo pool and tasks (the tests change
-# and remove files in it; the checkout's copy is never a test's input).
+# and remove files in it; the checkout's copy is never a test's input),
+# without the validation split (the search selects in-sample, as make_job's).
 copy_demo() {
   mkdir -p "$1/examples"
   cp -r "$KINTSUGI_SOURCE_DIR/examples/demo" "$1/examples/demo"
+  rm -f "$1"/examples/demo/tasks/*.validation.jsonl
 }
 
-# demo_job SRC OUT [KEY=VALUE ...]: make_job (service_lib.sh) on the copy at SRC.
+# demo_job SRC OUT [KEY=VALUE ...]: make_job (service_lib.sh) on the copy at
+# SRC, naming its task files in place.
 demo_job() {
   local src=$1; shift
-  KINTSUGI_SOURCE_DIR=$src make_job "$@"
+  KINTSUGI_SOURCE_DIR=$src KINTSUGI_DEMO_IN_PLACE=1 make_job "$@"
 }
 
 # tree_sum DIR|FILE: one hash of a folder's (or a file's) names and bytes.

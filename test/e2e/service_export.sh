@@ -105,7 +105,7 @@ d, lo, hi = pb.paired(merged, ref, [1.0] * 3, [True] * 3, 2000, 0)
 got = c["objective"]
 assert all(abs(100 * x - y) < 1e-9 for x, y in
            zip((d, lo, hi), (got["difference"], got["low"], got["high"]))), (d, lo, hi, got)
-assert rep["selection"] == {"split": "search", "in_sample": True}, rep["selection"]
+assert rep["selection"] == {"split": "search", "in_sample": True, "rescoring": None}, rep["selection"]
 text = open(f"{w}/report.txt").read()
 assert "selection: in-sample" in text and "held-out comparisons (test split" in text, text
 assert f"vs the best checkpoint on search ({best_ckpt})" in text, text

@@ -12,6 +12,10 @@ mpi() { local np=$1; shift; "$MPIEXEC" --allow-run-as-root --oversubscribe --bin
 
 # make_job OUT.yaml [KEY=VALUE ...]: a small job on the demo pool: its first
 # four checkpoints, three task families with 30 examples each, budget 20.
+# Their search and test files are copied beside OUT without the demo's
+# validation split, so the search selects in-sample (service_validation adds
+# one of its own); with KINTSUGI_DEMO_IN_PLACE=1 (a private copy of the demo
+# that has none, reliability_lib.sh) the job names the demo's own files.
 # With 12 examples 49 of 60 candidates tie on this pool (two distinct scores
 # in all), so the search would mostly widen its step on flat generations
 # instead of exercising ranked updates.
@@ -19,16 +23,26 @@ mpi() { local np=$1; shift; "$MPIEXEC" --allow-run-as-root --oversubscribe --bin
 make_job() {
   local out=$1; shift
   /usr/bin/python3 - "$KINTSUGI_SOURCE_DIR/examples/demo/job.yaml" "$out" "$@" <<'PY'
-import json, os, sys, yaml
+import json, os, shutil, sys, yaml
 src, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 demo = yaml.safe_load(open(src))
 root = os.path.dirname(os.path.abspath(src))
 absp = lambda p: os.path.join(root, p)
+files = os.path.join(os.path.dirname(os.path.abspath(out)), "demo-tasks")
+if not os.environ.get("KINTSUGI_DEMO_IN_PLACE"):
+    os.makedirs(files, exist_ok=True)
 tasks = []
 for t in demo["tasks"]:
     if t["name"] not in ("add", "rev", "bal"):
         continue
-    t = dict(t, file=absp(t["file"]), limit=30)
+    if os.environ.get("KINTSUGI_DEMO_IN_PLACE"):
+        t = dict(t, file=absp(t["file"]), limit=30)
+        tasks.append(t)
+        continue
+    for split in ("search", "test"):
+        shutil.copyfile(absp(t["file"]).replace("{split}", split),
+                        os.path.join(files, os.path.basename(t["file"]).replace("{split}", split)))
+    t = dict(t, file=os.path.join(files, os.path.basename(t["file"])), limit=30)
     tasks.append(t)
 search = {"method": "cmaes", "parameterization": "simplex", "budget": 20, "population": 6,
           "sigma0": 0.5, "seed": 7}
