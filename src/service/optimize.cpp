@@ -123,13 +123,15 @@ std::unique_ptr<search::Optimizer> start_optimizer(const SearchRun& run, bool re
   return opt;
 }
 
-// The Pareto front of the state's successful evaluations so far.
+// The Pareto front of the state's selectable evaluations so far (those that
+// succeeded; with search.rescore_top, the re-scored ones: the front compares
+// scores on the same examples).
 search::ParetoArchive pareto_of(const RunState& state, const Runtime& rt) {
   search::ParetoArchive archive(rt.job().tasks.size());
   const auto hib = rt.higher_is_better();
   const size_t k = rt.job().tasks.size();
   for (size_t e = 0; e < state.evals.size(); ++e) {
-    if (state.evals.status[e] != static_cast<int64_t>(EvalStatus::Ok)) continue;
+    if (!selectable(state, e)) continue;
     archive.add(static_cast<int64_t>(e),
                 search::orient_scores(table_row(state.evals.scores, e, k), hib));
   }
@@ -158,9 +160,11 @@ void record_generation(SearchRun& run, search::Optimizer& opt, search::ParetoArc
     // toward the uniform soup); the state records the objective itself.
     values.push_back(s.ok ? search_fitness(run.state, run.state.evals.size() - 1) : v);
     if (s.ok) {
-      archive.add(static_cast<int64_t>(run.state.evals.size() - 1),
-                  search::orient_scores(s.scores, hib));
-      best = std::max(best, v);
+      if (selectable(run.state, run.state.evals.size() - 1)) {
+        archive.add(static_cast<int64_t>(run.state.evals.size() - 1),
+                    search::orient_scores(s.scores, hib));
+        best = std::max(best, v);
+      }
     } else {
       spdlog::warn("generation {} candidate {} failed: {}", gen, c, s.error);
     }
@@ -359,7 +363,8 @@ int coordinate(Runtime& rt, const OptimizeOptions& o, const std::atomic<bool>& s
   const auto opt = start_optimizer(run, o.resume, param);
   search::ParetoArchive archive = pareto_of(state, rt);
   double best = -std::numeric_limits<double>::infinity();
-  for (double v : state.evals.objective) best = std::max(best, v);
+  for (size_t e = 0; e < state.evals.size(); ++e)
+    if (selectable(state, e)) best = std::max(best, state.evals.objective[e]);
   if (!run_generations(run, *opt, param, archive, stop, best)) {
     record_run_status(run, fmt::format("stopped by signal {}", stop_signal_number()));
     spdlog::warn("stopped by signal {}: state saved at {} ({} evaluations); resume with --resume",

@@ -290,8 +290,7 @@ json generations_json(const RunState& s, const std::optional<JobConfig>& job) {
   size_t e = 0;
   for (size_t g = 0; g < g_count; ++g) {
     for (; e < s.evals.size() && s.evals.generation[e] <= static_cast<int64_t>(g); ++e)
-      if (s.evals.status[e] == static_cast<int64_t>(EvalStatus::Ok))
-        best = std::max(best, s.evals.objective[e]);
+      if (selectable(s, e)) best = std::max(best, s.evals.objective[e]);
     json w = nullptr;
     if (param && param->dimension() == d) {
       Eigen::VectorXd z(static_cast<Eigen::Index>(d));
@@ -471,8 +470,8 @@ std::string comparisons_text(const json& r, const std::vector<std::string>& task
   if (const auto& rs = sel["rescoring"]; !rs.is_null() && rs["evaluations"].get<size_t>() > 0)
     out += fmt::format(
         "re-scoring: the {} fittest of each generation were scored again on every search\n"
-        "  example ({} evaluations; only they can be returned): their mean objective went from\n"
-        "  {:.4f} on the first pass to {:.4f}.\n",
+        "  example ({} evaluations; only they can be returned or on the Pareto front):\n"
+        "  their mean objective went from {:.4f} on the first pass to {:.4f}.\n",
         rs["top"].get<size_t>(), rs["evaluations"].get<size_t>(),
         rs["mean_first_pass_objective"].get<double>(), rs["mean_objective"].get<double>());
   if (!has_test) return out;

@@ -42,6 +42,9 @@ for g in sorted(set(gen.tolist())):
     assert min(fp[i] for i in mine) >= max(obj[i] for i in rest), (g, fp[mine], obj[rest])
 # Most re-scorings change the objective (90 examples instead of 30).
 assert sum(obj[i] != fp[i] for i in re) >= len(re) // 2, [(obj[i], fp[i]) for i in re]
+# The Pareto front compares scores on the same examples: re-scored ones only.
+front = h5py.File(sys.argv[1], "r")["pareto/indices"][()].tolist()
+assert front and set(front) <= set(re), (front, re)
 print(" ".join(map(str, re)))
 print(max(range(len(obj)), key=lambda i: obj[i]))
 PY
