@@ -284,9 +284,9 @@ EvaluatorConfig read_evaluator(const YamlField& f, const fs::path& base_dir) {
 
 // `job` holds the evaluator already (search.rescore_top needs the builtin).
 SearchConfig read_search(const YamlField& f, const JobConfig& job) {
-  const YamlMap m = f.as_map({"method", "parameterization", "granularity", "layer_groups",
-                              "budget", "population", "sigma0", "seed", "active", "restarts",
-                              "lower", "upper", "uniform_penalty", "rescore_top", "first_pass"});
+  const YamlMap m = f.as_map({"method", "parameterization", "granularity", "layer_groups", "budget",
+                              "population", "sigma0", "seed", "active", "restarts", "lower",
+                              "upper", "uniform_penalty", "rescore_top", "first_pass"});
   SearchConfig s;
   if (auto v = m.get("method")) s.method = v->as_enum({"cmaes", "random"});
   if (auto v = m.get("parameterization"))

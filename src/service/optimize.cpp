@@ -192,8 +192,8 @@ bool rescore_fittest(SearchRun& run, const std::vector<std::vector<double>>& wei
     if (!scored[c].ok) continue;
     ok.push_back(c);
     objective[c] = objective_of(run.objective, run.rt, scored[c], run.penalty);
-    fitness[c] = objective[c] - lambda * search::uniform_distance(weights[c],
-                                                                  run.rt.num_checkpoints());
+    fitness[c] =
+        objective[c] - lambda * search::uniform_distance(weights[c], run.rt.num_checkpoints());
   }
   // Stable: among equal fitness the earlier candidate first.
   std::stable_sort(ok.begin(), ok.end(),
@@ -223,8 +223,9 @@ bool rescore_fittest(SearchRun& run, const std::vector<std::vector<double>>& wei
         ++n;
       }
     if (n > 0)
-      spdlog::info("re-scored the {} fittest on every search example: mean objective {:.4f} -> {:.4f}",
-                   n, before / static_cast<double>(n), after / static_cast<double>(n));
+      spdlog::info(
+          "re-scored the {} fittest on every search example: mean objective {:.4f} -> {:.4f}", n,
+          before / static_cast<double>(n), after / static_cast<double>(n));
   }
   return true;
 }

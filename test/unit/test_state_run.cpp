@@ -72,8 +72,8 @@ RunState make_state(int64_t k, size_t extra_reals = 0) {
                                           : std::vector<double>{x / 1000.0, 1.0 - x / 1000.0};
     // Rows 0 and 2 re-scored (search.rescore_top): a first-pass objective.
     e.append(z, w, sc, failed ? -1e30 : x / 3.0, failed ? EvalStatus::Failed : EvalStatus::Ok,
-             failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x, kNaN,
-             kNaN, i % 2 == 0 && i < 3 ? x / 3.0 + 0.5 : kNaN);
+             failed ? "evaluation failed: NaN score in task add" : "", i / 2, 0.25 * x, kNaN, kNaN,
+             i % 2 == 0 && i < 3 ? x / 3.0 + 0.5 : kNaN);
   }
   s.optimizer.reals["mean"] = {static_cast<double>(k), 0.5, -0.5};
   s.optimizer.reals["sigma"] = {0.3 / static_cast<double>(k + 1)};
