@@ -49,8 +49,12 @@ std::filesystem::path safetensors_temp_path(const std::filesystem::path& path) {
   return std::filesystem::path(path.string() + ".tmp");
 }
 
-SafetensorsWriter::SafetensorsWriter(std::filesystem::path path, SafetensorsLayout layout)
-    : path_(std::move(path)), tmp_(safetensors_temp_path(path_)), layout_(std::move(layout)) {
+SafetensorsWriter::SafetensorsWriter(std::filesystem::path path, SafetensorsLayout layout,
+                                     SafetensorsFill fill)
+    : path_(std::move(path)),
+      tmp_(safetensors_temp_path(path_)),
+      layout_(std::move(layout)),
+      positional_(fill == SafetensorsFill::Positional) {
   KS_CHECK(layout_.data_offset == 8 + layout_.header.size(), "inconsistent layout");
   fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw_runtime("{}: cannot create: {}", tmp_.string(), std::strerror(errno));
@@ -92,8 +96,7 @@ void SafetensorsWriter::write(std::string_view name, std::span<const std::byte> 
 
 void SafetensorsWriter::pwrite(std::string_view name, uint64_t offset,
                                std::span<const std::byte> data) {
-  KS_CHECK(next_ == 0, "positional write after streaming writes");
-  positional_ = true;
+  KS_CHECK(positional_, "positional write to a streaming writer");
   pwrite_all(fd_, data.data(), data.size(), place(layout_, name, offset, data.size(), tmp_), tmp_);
 }
 

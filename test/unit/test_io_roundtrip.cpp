@@ -146,7 +146,7 @@ TEST_CASE("positional writes from several writers fill one file", "[io][roundtri
   for (const auto& t : tensors) specs.push_back(t.spec);
   const auto layout = plan_safetensors(specs, {});
   const fs::path p = tmp / "pos.safetensors";
-  SafetensorsWriter w(p, layout);
+  SafetensorsWriter w(p, layout, SafetensorsFill::Positional);
   // Every tensor split in two halves: first halves here, second halves through
   // a second handle on the temporary file, in reverse order.
   {
@@ -162,6 +162,30 @@ TEST_CASE("positional writes from several writers fill one file", "[io][roundtri
   CHECK_FALSE(fs::exists(p));
   w.commit();
   check_same_tensors(HfCheckpoint::open(p), tensors);
+}
+
+TEST_CASE("a positional file written wholly by another writer commits", "[io][roundtrip]") {
+  // What a merge on several ranks does with a small shard that holds only
+  // another rank's ranges: the owner of the file writes none of its bytes.
+  test::TempDir tmp;
+  const auto tensors = sample_tensors(2);
+  std::vector<TensorSpec> specs;
+  for (const auto& t : tensors) specs.push_back(t.spec);
+  const auto layout = plan_safetensors(specs, {});
+  const fs::path p = tmp / "other.safetensors";
+  SafetensorsWriter w(p, layout, SafetensorsFill::Positional);
+  {
+    SafetensorsRangeWriter other(p, layout);
+    for (const auto& t : tensors) other.pwrite(t.spec.name, 0, t.bytes);
+    other.close();
+  }
+  w.commit();
+  check_same_tensors(HfCheckpoint::open(p), tensors);
+  // A streaming writer still refuses positional writes, and the reverse.
+  SafetensorsWriter s(tmp / "s.safetensors", layout);
+  CHECK_THROWS(s.pwrite(tensors[0].spec.name, 0, tensors[0].bytes));
+  SafetensorsWriter q(tmp / "q.safetensors", layout, SafetensorsFill::Positional);
+  CHECK_THROWS(q.write(tensors[0].spec.name, tensors[0].bytes));
 }
 
 TEST_CASE("unfinished writers leave nothing behind", "[io][roundtrip]") {

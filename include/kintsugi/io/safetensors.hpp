@@ -113,9 +113,16 @@ std::filesystem::path safetensors_temp_path(const std::filesystem::path& path);
 //    open the temporary file with a SafetensorsRangeWriter (after this
 //    constructor returned, e.g. behind a barrier); commit() after all of them
 //    closed.
+// How a SafetensorsWriter's file is filled: Streaming, every tensor whole and
+// in layout order through write() (commit() checks that all were written);
+// Positional, byte ranges through pwrite() from this and other processes
+// (SafetensorsRangeWriter), where this process may write none of them.
+enum class SafetensorsFill { Streaming, Positional };
+
 class SafetensorsWriter {
  public:
-  SafetensorsWriter(std::filesystem::path path, SafetensorsLayout layout);
+  SafetensorsWriter(std::filesystem::path path, SafetensorsLayout layout,
+                    SafetensorsFill fill = SafetensorsFill::Streaming);
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
