@@ -36,6 +36,8 @@ struct Params {
   float density[kMax];
   unsigned thr[kMax];
   unsigned long long cutoff[kMax];
+  unsigned othr[kMax];
+  unsigned long long ocutoff[kMax];
   const void* base;
   void* out;
   unsigned long long n;
@@ -50,6 +52,8 @@ struct Params {
   int normalize;
   int sign_consensus;
   int rescale;
+  int outliers;  // breadcrumbs: drop the top set given by othr / ocutoff
+  float t;       // nearswap
 };
 
 int code(DType d) {
@@ -92,7 +96,9 @@ __device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned
   float d = ops::sub(load(p.in[i], j, p.in_dtype), b);
   if (p.sparsify == 1) {
     const unsigned key = ops::f32_bits(d) & 0x7fffffffu;
-    const bool keep = key > p.thr[i] || (key == p.thr[i] && p.first_index + j < p.cutoff[i]);
+    const unsigned long long idx = p.first_index + j;
+    bool keep = key > p.thr[i] || (key == p.thr[i] && idx < p.cutoff[i]);
+    if (p.outliers) keep = keep && !(key > p.othr[i] || (key == p.othr[i] && idx < p.ocutoff[i]));
     d = keep ? d : 0.0f;
   } else if (p.sparsify == 2) {
     const bool keep =
@@ -128,6 +134,15 @@ __global__ void task_merge_kernel(const Params p) {
     if (p.lambda != 1.0f) mixed = ops::mul(mixed, p.lambda);
     store(p.out, j, p.out_dtype, ops::add(b, mixed));
   }
+}
+
+__global__ void nearswap_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride)
+    store(p.out, j, p.out_dtype,
+          ops::nearswap(load(p.base, j, p.in_dtype), load(p.in[0], j, p.in_dtype), p.t));
 }
 
 unsigned grid_for(size_t n) {
@@ -197,6 +212,10 @@ void fused_task_merge(const TaskMergeArgs& a) {
     if (a.sparsify == Sparsify::Magnitude) {
       p.thr[i] = a.thr_bits[i];
       p.cutoff[i] = a.tie_cutoff[i];
+      if (!a.outlier_thr_bits.empty()) {
+        p.othr[i] = a.outlier_thr_bits[i];
+        p.ocutoff[i] = a.outlier_tie_cutoff[i];
+      }
     }
   }
   p.plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
@@ -212,7 +231,25 @@ void fused_task_merge(const TaskMergeArgs& a) {
   p.normalize = a.normalize;
   p.sign_consensus = a.sign_consensus;
   p.rescale = a.rescale;
+  p.outliers = a.sparsify == Sparsify::Magnitude && !a.outlier_thr_bits.empty();
   task_merge_kernel<<<grid_for(a.n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
+                    DType out_dtype, size_t n) {
+  if (n == 0) return;
+  Params p{};
+  p.count = 1;
+  p.base = d_v0;
+  p.in[0] = d_v1;
+  p.t = t;
+  p.out = d_out;
+  p.n = n;
+  p.in_dtype = code(in_dtype);
+  p.out_dtype = code(out_dtype);
+  nearswap_kernel<<<grid_for(n), 256>>>(p);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
 }

@@ -397,10 +397,23 @@ template <DType IN, DType OUT>
       if (a.sparsify == Sparsify::Magnitude) {
         const uint32_t thr = a.thr_bits[i];
         const uint64_t cut = a.tie_cutoff[i];
-        for (size_t k = 0; k < len; ++k) {
-          const uint32_t key = ops::f32_bits(row[k]) & 0x7fffffffu;
-          const bool keep = key > thr || (key == thr && a.first_index + j0 + k < cut);
-          row[k] = keep ? row[k] : 0.0f;
+        if (a.outlier_thr_bits.empty()) {
+          for (size_t k = 0; k < len; ++k) {
+            const uint32_t key = ops::f32_bits(row[k]) & 0x7fffffffu;
+            const bool keep = key > thr || (key == thr && a.first_index + j0 + k < cut);
+            row[k] = keep ? row[k] : 0.0f;
+          }
+        } else {
+          // breadcrumbs: in the top set, and not in the top outlier set.
+          const uint32_t othr = a.outlier_thr_bits[i];
+          const uint64_t ocut = a.outlier_tie_cutoff[i];
+          for (size_t k = 0; k < len; ++k) {
+            const uint32_t key = ops::f32_bits(row[k]) & 0x7fffffffu;
+            const uint64_t idx = a.first_index + j0 + k;
+            const bool top = key > thr || (key == thr && idx < cut);
+            const bool outlier = key > othr || (key == othr && idx < ocut);
+            row[k] = top && !outlier ? row[k] : 0.0f;
+          }
         }
       } else if (a.sparsify == Sparsify::Random) {
         const float dens = a.density[i];
@@ -477,6 +490,45 @@ void task_merge_impl(const TaskMergeArgs& a) {
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
 }
 
+// Blocks [b0, b1) of nearswap.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void nearswap_blocks(const void* v0, const void* v1, float t,
+                                                   void* out, size_t n, size_t b0, size_t b1) {
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    alignas(64) float r[kBlock];
+    for (size_t k = 0; k < len; ++k)
+      r[k] = ops::nearswap(load<IN>(v0, j0 + k), load<IN>(v1, j0 + k), t);
+    for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, r[k]);
+  }
+}
+
+template <DType IN, DType OUT>
+void nearswap_generic(const void* v0, const void* v1, float t, void* out, size_t n, size_t b0,
+                      size_t b1) {
+  nearswap_blocks<IN, OUT>(v0, v1, t, out, n, b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void nearswap_avx2(const void* v0, const void* v1, float t, void* out,
+                                           size_t n, size_t b0, size_t b1) {
+  nearswap_blocks<IN, OUT>(v0, v1, t, out, n, b0, b1);
+}
+#endif
+
+template <DType IN, DType OUT>
+void nearswap_impl(const void* v0, const void* v1, float t, void* out, size_t n) {
+  const size_t traffic = (2 * dtype_size(IN) + dtype_size(OUT)) * n;
+#if KINTSUGI_AVX2_COPY
+  const auto range = isa_for(traffic) == 1 ? &nearswap_avx2<IN, OUT> : &nearswap_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &nearswap_generic<IN, OUT>;
+#endif
+  for_block_ranges(n, [&](size_t b0, size_t b1) { range(v0, v1, t, out, n, b0, b1); });
+}
+
 }  // namespace
 
 void fused_weighted_sum(std::span<const void* const> inputs, DType in_dtype,
@@ -499,8 +551,19 @@ void fused_task_merge(const TaskMergeArgs& a) {
   KS_CHECK(
       a.sparsify != Sparsify::Magnitude || (a.thr_bits.size() == N && a.tie_cutoff.size() == N),
       "one threshold per input");
+  KS_CHECK(a.outlier_thr_bits.size() == a.outlier_tie_cutoff.size() &&
+               (a.outlier_thr_bits.empty() || a.outlier_thr_bits.size() == N),
+           "one outlier threshold per input, or none");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { task_merge_impl<I, O>(a); });
+}
+
+void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,
+                    DType out_dtype, size_t n) {
+  check_dtypes(in_dtype, out_dtype);
+  if (n == 0) return;
+  dispatch(in_dtype, out_dtype,
+           [&]<DType I, DType O>() { nearswap_impl<I, O>(v0, v1, t, out, n); });
 }
 
 std::vector<std::string_view> cpu_kernel_isas() {

@@ -56,7 +56,9 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
   m.method = r.method;
   m.seed = seed;
   const bool task = r.method == MergeMethod::TaskArithmetic || r.method == MergeMethod::Ties ||
-                    r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies;
+                    r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
+                    r.method == MergeMethod::Breadcrumbs ||
+                    r.method == MergeMethod::BreadcrumbsTies;
   if (r.method == MergeMethod::Linear || task) {
     std::vector<double> w;
     for (const auto* rm : models) w.push_back(recipe_param(r, rm, "weight", name, t, std::nullopt));
@@ -83,9 +85,17 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
           throw_input("{}: density {} for tensor {} is outside [0, 1]", rm->where, d, name);
         m.density.push_back(d);
       }
+    if (r.method == MergeMethod::Breadcrumbs || r.method == MergeMethod::BreadcrumbsTies)
+      for (const auto* rm : models) {
+        const double g = recipe_param(r, rm, "gamma", name, t, 0.01);  // mergekit's default
+        if (g < 0.0 || g > 1.0)
+          throw_input("{}: gamma {} for tensor {} is outside [0, 1]", rm->where, g, name);
+        m.gamma.push_back(g);
+      }
     return m;
   }
-  if (r.method == MergeMethod::Slerp) m.t = recipe_param(r, nullptr, "t", name, t, std::nullopt);
+  if (r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap)
+    m.t = recipe_param(r, nullptr, "t", name, t, std::nullopt);
   return m;
 }
 
@@ -109,9 +119,9 @@ MergeInputs open_inputs(const Recipe& r) {
   }
   const std::string method(merge_method_name(r.method));
   const size_t n = in.ckpts.size();
-  if (r.method == MergeMethod::Slerp && n != 1)
-    throw_input("{}: slerp merges the base with exactly one other model, got {}", r.file.string(),
-                n);
+  if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
+    throw_input("{}: {} merges the base with exactly one other model, got {}", r.file.string(),
+                method, n);
   if (r.method == MergeMethod::ModelStock && n < 2)
     throw_input("{}: model_stock needs at least two models besides the base, got {}",
                 r.file.string(), n);
@@ -197,8 +207,11 @@ OutputFiles create_output(const OutputPlan& plan, const MergeOptions& opt,
     check_output_apart("output folder", opt.out_dir, inputs);
     out.folder = std::make_unique<HfFolderWriter>(opt.out_dir, opt.overwrite);
     for (size_t f = 0; f < files.file_names.size(); ++f)
-      out.writers.push_back(std::make_unique<SafetensorsWriter>(
-          out.folder->temp_dir() / files.file_names[f], files.layouts[f]));
+      // Positional: rank 0 may own no byte of a shard (a small one that
+      // holds only another rank's ranges) and still commits it.
+      out.writers.push_back(
+          std::make_unique<SafetensorsWriter>(out.folder->temp_dir() / files.file_names[f],
+                                              files.layouts[f], SafetensorsFill::Positional));
   });
   // Every rank must agree on the temporary folder's name.
   const fs::path tmp_dir =

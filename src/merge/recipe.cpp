@@ -28,16 +28,31 @@ struct ParamSpec {
 using M = MergeMethod;
 const std::vector<ParamSpec>& param_specs() {
   static const std::vector<ParamSpec> specs = {
-      {"weight", Kind::Number, {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
+      {"weight",
+       Kind::Number,
+       {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
+        M::BreadcrumbsTies}},
       {"normalize",
        Kind::Bool,
-       {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
-      {"lambda", Kind::Number, {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
-      {"density", Kind::Number, {M::Ties, M::DareLinear, M::DareTies}},
-      {"rescale", Kind::Bool, {M::Ties, M::DareLinear, M::DareTies}},
-      {"int8_mask", Kind::Bool, {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies}},
+       {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
+        M::BreadcrumbsTies}},
+      {"lambda",
+       Kind::Number,
+       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
+        M::BreadcrumbsTies}},
+      {"density",
+       Kind::Number,
+       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies}},
+      {"gamma", Kind::Number, {M::Breadcrumbs, M::BreadcrumbsTies}},
+      {"rescale",
+       Kind::Bool,
+       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies}},
+      {"int8_mask",
+       Kind::Bool,
+       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
+        M::BreadcrumbsTies}},
       {"filter_wise", Kind::Bool, {M::ModelStock}},
-      {"t", Kind::Number, {M::Slerp}},
+      {"t", Kind::Number, {M::Slerp, M::Nearswap}},
   };
   return specs;
 }
@@ -47,11 +62,16 @@ std::string where(const YamlField& f) {
 }
 
 std::optional<MergeMethod> method_from(const std::string& s) {
-  static const std::map<std::string, MergeMethod> m = {
-      {"linear", M::Linear},      {"task_arithmetic", M::TaskArithmetic},
-      {"ties", M::Ties},          {"dare_linear", M::DareLinear},
-      {"dare_ties", M::DareTies}, {"model_stock", M::ModelStock},
-      {"slerp", M::Slerp}};
+  static const std::map<std::string, MergeMethod> m = {{"linear", M::Linear},
+                                                       {"task_arithmetic", M::TaskArithmetic},
+                                                       {"ties", M::Ties},
+                                                       {"dare_linear", M::DareLinear},
+                                                       {"dare_ties", M::DareTies},
+                                                       {"model_stock", M::ModelStock},
+                                                       {"slerp", M::Slerp},
+                                                       {"breadcrumbs", M::Breadcrumbs},
+                                                       {"breadcrumbs_ties", M::BreadcrumbsTies},
+                                                       {"nearswap", M::Nearswap}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -164,6 +184,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "model_stock";
     case M::Slerp:
       return "slerp";
+    case M::Breadcrumbs:
+      return "breadcrumbs";
+    case M::BreadcrumbsTies:
+      return "breadcrumbs_ties";
+    case M::Nearswap:
+      return "nearswap";
   }
   return "?";
 }
@@ -193,8 +219,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname = method_field.as_enum(
-      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp"});
+  const std::string mname =
+      method_field.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
+                            "model_stock", "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap"});
   r.method = *method_from(mname);
   const YamlField models = top.require("models");
   const auto items = models.items();
@@ -219,14 +246,49 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const auto& rm : r.models)
     for (const auto& [k, pv] : rm.params)
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
-          k == "filter_wise")
+          k == "filter_wise" || (k == "t" && r.method == M::Nearswap))
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
-  if (r.method == M::Ties && flag("rescale").value_or(false))
-    throw_input(
-        "{}: ties: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
-        r.params.at("rescale").where);
+  if ((r.method == M::Ties || r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies) &&
+      flag("rescale").value_or(false))
+    throw_input("{}: {}: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
+                r.params.at("rescale").where, mname);
+  // Ranges a gradient cannot leave: checked on every value as written.
+  auto check_values = [](const ParamValue& pv, const std::string& key, auto ok,
+                         const char* expected) {
+    for (const auto& e : pv.entries)
+      for (double v : e.values)
+        if (!ok(v)) throw_input("{}: {}: {} is {}", pv.where, key, v, expected);
+  };
+  auto in_unit = [](double v) { return v >= 0.0 && v <= 1.0; };
+  std::vector<const std::map<std::string, ParamValue>*> all_params{&r.params};
+  for (const auto& rm : r.models) all_params.push_back(&rm.params);
+  for (const auto* ps : all_params)
+    for (const auto& [k, pv] : *ps) {
+      if (k == "gamma") check_values(pv, k, in_unit, "outside [0, 1]");
+      if (k == "density" && (r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies))
+        check_values(pv, k, in_unit, "outside [0, 1]");
+      if (k == "t" && r.method == M::Nearswap)
+        check_values(
+            pv, k, [](double v) { return v > 0.0; }, "not > 0 (nearswap needs t > 0)");
+    }
+  if (r.method == M::Nearswap) {
+    if (!r.params.count("t")) method_field.fail("nearswap needs parameters: t");
+    // mergekit's nearswap takes exactly two models, the base and one other.
+    std::error_code e1;
+    const auto base = std::filesystem::weakly_canonical(*r.base_model, e1);
+    size_t others = 0;
+    for (const auto& rm : r.models) {
+      std::error_code e2;
+      const auto p = std::filesystem::weakly_canonical(rm.path, e2);
+      if (!((!e1 && !e2) ? p == base : rm.path == *r.base_model)) ++others;
+    }
+    if (others != 1)
+      models.fail(fmt::format(
+          "nearswap merges base_model with exactly one other model, got {} besides the base",
+          others));
+  }
   if (r.method == M::ModelStock && flag("filter_wise").value_or(false))
     throw_input("{}: model_stock: filter_wise: true is not supported",
                 r.params.at("filter_wise").where);

@@ -153,15 +153,40 @@ void key_histogram(const TensorSources& s, const std::vector<char>& active, Elem
 
 TopKSelection ties_select(const TensorSources& s, std::span<const double> density,
                           ElementRange range, uint64_t chunk_elems, MPI_Comm comm) {
+  std::vector<uint64_t> k(s.models.size(), s.numel);
+  for (size_t i = 0; i < k.size(); ++i)
+    if (density[i] < 1.0)
+      k[i] = static_cast<uint64_t>(std::max(0.0, density[i]) * static_cast<double>(s.numel));
+  return topk_select(s, k, range, chunk_elems, comm);
+}
+
+OutlierCounts breadcrumbs_counts(uint64_t numel, double density, double gamma) {
+  OutlierCounts c;
+  if (density >= 1.0) return c;
+  // As mergekit: int(density * numel), int(gamma * numel), the rest at the bottom.
+  const auto n = static_cast<double>(numel);
+  const auto target = static_cast<int64_t>(std::max(0.0, density) * n);
+  auto top = static_cast<int64_t>(std::clamp(gamma, 0.0, 1.0) * n);
+  int64_t bot = static_cast<int64_t>(numel) - target - top;
+  if (bot < 0) {
+    top += bot;
+    bot = 0;
+  }
+  c.n_bot = static_cast<uint64_t>(bot);
+  c.n_top = static_cast<uint64_t>(std::max<int64_t>(0, top));
+  return c;
+}
+
+TopKSelection topk_select(const TensorSources& s, std::span<const uint64_t> kk, ElementRange range,
+                          uint64_t chunk_elems, MPI_Comm comm) {
   const size_t N = s.models.size();
   TopKSelection sel;
   sel.thr_bits.assign(N, 0);
   sel.tie_cutoff.assign(N, std::numeric_limits<uint64_t>::max());  // keep all
-  std::vector<uint64_t> k(N, 0);
+  std::vector<uint64_t> k(kk.begin(), kk.end());
   std::vector<char> active(N, 0);
   for (size_t i = 0; i < N; ++i) {
-    if (density[i] >= 1.0) continue;
-    k[i] = static_cast<uint64_t>(std::max(0.0, density[i]) * static_cast<double>(s.numel));
+    if (k[i] >= s.numel) continue;
     if (k[i] == 0) {  // keep nothing
       sel.thr_bits[i] = 0xffffffffu;
       sel.tie_cutoff[i] = 0;
@@ -310,6 +335,17 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       weighted_sum_chunks(inputs, s.dtype, w, range, out_dtype, chunk_elems, sink);
       return stats;
     }
+    case MergeMethod::Nearswap: {
+      const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+      std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
+      for (const auto& c : chunks_of(range, chunk_elems)) {
+        fused_nearswap(static_cast<const char*>(s.base) + c.begin * isz,
+                       static_cast<const char*>(s.models[0]) + c.begin * isz, s.dtype,
+                       static_cast<float>(m.t), out.data(), out_dtype, c.size());
+        sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+      }
+      return stats;
+    }
     default:
       break;
   }
@@ -324,8 +360,32 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
   a.rescale = m.rescale;
   std::vector<float> dens_f;
   TopKSelection sel;
-  if (m.method == MergeMethod::Ties || m.method == MergeMethod::DareTies) a.sign_consensus = true;
-  if (m.method == MergeMethod::Ties) {
+  TopKSelection outliers;
+  if (m.method == MergeMethod::Ties || m.method == MergeMethod::DareTies ||
+      m.method == MergeMethod::BreadcrumbsTies)
+    a.sign_consensus = true;
+  if (m.method == MergeMethod::Breadcrumbs || m.method == MergeMethod::BreadcrumbsTies) {
+    // Keep ranks [n_bot, numel - n_top) of ascending |delta|: the top
+    // (numel - n_bot) minus the top n_top, both in the same total order.
+    std::vector<uint64_t> keep(N), top(N);
+    bool any_top = false;
+    for (size_t i = 0; i < N; ++i) {
+      const OutlierCounts c = breadcrumbs_counts(s.numel, m.density[i], m.gamma[i]);
+      keep[i] = s.numel - c.n_bot;
+      top[i] = c.n_top;
+      any_top = any_top || c.n_top > 0;
+    }
+    sel = topk_select(s, keep, range, chunk_elems, comm);
+    a.sparsify = Sparsify::Magnitude;
+    a.thr_bits = sel.thr_bits;
+    a.tie_cutoff = sel.tie_cutoff;
+    stats.ties_threshold_bits = sel.thr_bits;
+    if (any_top) {  // the same decision on every rank (it depends on numel only)
+      outliers = topk_select(s, top, range, chunk_elems, comm);
+      a.outlier_thr_bits = outliers.thr_bits;
+      a.outlier_tie_cutoff = outliers.tie_cutoff;
+    }
+  } else if (m.method == MergeMethod::Ties) {
     sel = ties_select(s, m.density, range, chunk_elems, comm);
     a.sparsify = Sparsify::Magnitude;
     a.thr_bits = sel.thr_bits;

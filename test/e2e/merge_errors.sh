@@ -31,6 +31,14 @@ expect "bad.yaml:4:1: YAML syntax error" $'merge_method: linear\nmodels: [ {mode
 expect "incompatible pool: pool/odd: tensor model.layers.1.mlp.up_proj.weight: shape [32, 48] here," $'merge_method: task_arithmetic\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/odd\n    parameters: {weight: 1}'
 expect "pool/nothere" $'merge_method: linear\nmodels:\n  - model: pool/nothere\n    parameters: {weight: 1}'
 expect "slerp merges the base with exactly one other model" $'merge_method: slerp\nbase_model: pool/base\nparameters: {t: 0.5}\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+# breadcrumbs, breadcrumbs_ties, nearswap (mergekit parity, issue #19).
+expect "bad.yaml:5: models[0].parameters.t: unknown parameter for merge_method breadcrumbs" $'merge_method: breadcrumbs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, t: 0.5}'
+expect "bad.yaml:5: gamma: 1.5 is outside [0, 1]" $'merge_method: breadcrumbs_ties\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, gamma: 1.5}'
+expect "bad.yaml:4: breadcrumbs: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported" $'merge_method: breadcrumbs\nbase_model: pool/base\nparameters:\n  rescale: true\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "bad.yaml:4: models: nearswap merges base_model with exactly one other model, got 2" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/base\n  - model: pool/m1\n  - model: pool/m2\nparameters: {t: 0.1}'
+expect "bad.yaml:1: merge_method: nearswap needs base_model" $'merge_method: nearswap\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {t: 0.1}'
+expect "bad.yaml:5: t: 0 is not > 0 (nearswap needs t > 0)" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: 0}'
+expect "bad.yaml:5: t: -0.5 is not > 0" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: -0.5}'
 expect "no value of parameter 'weight'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep

@@ -27,4 +27,24 @@ for c in $cases; do
     { echo "FAIL: $c: merge_method missing from the metadata"; exit 1; }
   python3 "$ref" check "$work" "$c" "out-$c-2"
 done
+# Shards so small that some hold only the ranges of ranks other than 0 (the
+# f32 pool at 8 KB: 5 files): rank 0 still commits every file, and the
+# output equals np 1's (this once aborted with "0 of 1 tensors written").
+cat >shards.yaml <<'YAML'
+merge_method: linear
+models:
+  - model: f32/m1
+    parameters: {weight: 0.25}
+  - model: f32/m2
+    parameters: {weight: 0.75}
+YAML
+for np in 1 2 3; do
+  "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np $np \
+    "$KINTSUGI" -q merge shards.yaml --out "shards-$np" --chunk-mib 1 --max-shard-size 8KB >/dev/null
+done
+n=$(find shards-1 -name "model-*.safetensors" | wc -l)
+(( n >= 4 )) || { echo "FAIL: expected at least 4 shards at 8 KB, got $n"; exit 1; }
+for np in 2 3; do
+  diff -r shards-1 "shards-$np" >/dev/null || { echo "FAIL: 8 KB shards: np=$np differs from np=1"; exit 1; }
+done
 echo "all merge method checks passed"

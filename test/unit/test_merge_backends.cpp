@@ -93,6 +93,53 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         INFO("task kind " << kind);
         CHECK(cpu == gpu);
       }
+      // breadcrumbs: the kept band is a top set minus an outlier top set.
+      std::vector<uint64_t> keep(N), top(N);
+      for (size_t i = 0; i < N; ++i) {
+        const OutlierCounts c = breadcrumbs_counts(n, dens[i], 0.01 * static_cast<double>(i));
+        keep[i] = n - c.n_bot;
+        top[i] = c.n_top;
+      }
+      const auto band = topk_select(src, keep, {0, n}, 1 << 16, MPI_COMM_SELF);
+      const auto outl = topk_select(src, top, {0, n}, 1 << 16, MPI_COMM_SELF);
+      for (int consensus = 0; consensus < 2; ++consensus) {
+        TaskMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.weights = w;
+        a.lambda = 0.75f;
+        a.sign_consensus = consensus == 1;
+        a.sparsify = Sparsify::Magnitude;
+        a.thr_bits = band.thr_bits;
+        a.tie_cutoff = band.tie_cutoff;
+        a.outlier_thr_bits = outl.thr_bits;
+        a.outlier_tie_cutoff = outl.tie_cutoff;
+        a.first_index = 0;
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = hp[N];
+        a.out = cpu.data();
+        fused_task_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = dp[N];
+        a.out = dout;
+        cuda::fused_task_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("breadcrumbs consensus " << consensus);
+        CHECK(cpu == gpu);
+      }
+      // nearswap, including the elements where the inputs are equal (w = t / 0).
+      for (float t : {1e-3f, 0.02f, 1.0f}) {
+        fused_nearswap(hp[N], hp[0], in, t, cpu.data(), out, n);
+        cuda::fused_nearswap(dp[N], dp[0], in, t, dout, out, n);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("nearswap t " << t);
+        CHECK(cpu == gpu);
+        fused_nearswap(hp[N], hp[N], in, t, cpu.data(), out, n);
+        cuda::fused_nearswap(dp[N], dp[N], in, t, dout, out, n);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        CHECK(cpu == gpu);
+      }
       cuda::free(dout);
     }
     for (void* p : d) cuda::free(p);

@@ -69,11 +69,15 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
       };
       CHECK(run_with("generic", weighted) == run_with("avx2", weighted));
 
-      for (int variant = 0; variant < 4; ++variant) {
+      // Variants 4 and 5: breadcrumbs (top set minus an outlier top set),
+      // without and with sign consensus.
+      for (int variant = 0; variant < 6; ++variant) {
         INFO("task merge variant " << variant);
         const std::vector<float> dens(N, 0.6f);
         const std::vector<uint32_t> thr(N, 0x3c800000u);  // |d| above 1/64
         const std::vector<uint64_t> cut(N, n / 2);
+        const std::vector<uint32_t> othr(N, 0x3d800000u);  // |d| above 1/16 dropped
+        const std::vector<uint64_t> ocut(N, n / 3);
         auto task = [&] {
           std::vector<std::byte> o(n * os);
           TaskMergeArgs a;
@@ -84,9 +88,14 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           a.lambda = variant == 0 ? 1.0f : 0.8f;
           a.normalize = variant >= 2;
           a.sign_consensus = variant >= 2;
-          a.sparsify = variant == 1 || variant == 3 ? Sparsify::Random
-                       : variant == 2               ? Sparsify::Magnitude
-                                                    : Sparsify::None;
+          a.sparsify = variant == 1 || variant == 3   ? Sparsify::Random
+                       : variant == 2 || variant >= 4 ? Sparsify::Magnitude
+                                                      : Sparsify::None;
+          if (variant == 5) a.sign_consensus = true;
+          if (variant >= 4) {
+            a.outlier_thr_bits = othr;
+            a.outlier_tie_cutoff = ocut;
+          }
           a.density = dens;
           a.seed_key = dare_seed_key(5, "t");
           a.thr_bits = thr;
@@ -99,6 +108,17 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           return o;
         };
         CHECK(run_with("generic", task) == run_with("avx2", task));
+      }
+      // nearswap: random bit patterns include zeros, Inf and NaN (w = t / 0,
+      // t / Inf, NaN differences), and t both small and large.
+      for (float t : {1e-3f, 0.05f, 4.0f}) {
+        INFO("nearswap t " << t);
+        auto swap = [&] {
+          std::vector<std::byte> o(n * os);
+          fused_nearswap(base.data(), ptrs[0], in, t, o.data(), out, n);
+          return o;
+        };
+        CHECK(run_with("generic", swap) == run_with("avx2", swap));
       }
     }
   }

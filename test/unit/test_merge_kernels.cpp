@@ -247,6 +247,90 @@ TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[me
   }
 }
 
+TEST_CASE("breadcrumbs keeps the band of a stable sort, ties included", "[merge][kernels]") {
+  // mergekit's counts: target = floor(density N), n_top = floor(gamma N),
+  // n_bot = N - target - n_top (moved into n_top when negative).
+  CHECK(breadcrumbs_counts(1000, 0.9, 0.01).n_bot == 90);
+  CHECK(breadcrumbs_counts(1000, 0.9, 0.01).n_top == 10);
+  CHECK(breadcrumbs_counts(1000, 0.5, 0.7).n_bot == 0);
+  CHECK(breadcrumbs_counts(1000, 0.5, 0.7).n_top == 500);
+  CHECK(breadcrumbs_counts(1000, 1.0, 0.3).n_top == 0);
+  CHECK(breadcrumbs_counts(1000, 1.0, 0.3).n_bot == 0);
+  CHECK(breadcrumbs_counts(1000, 0.3, 0.0).n_bot == 700);
+  std::mt19937 rng(9);
+  const size_t n = 2999;
+  std::uniform_int_distribution<int> small(-6, 6);  // many equal magnitudes
+  std::vector<float> base(n), x0(n), x1(n);
+  for (size_t j = 0; j < n; ++j) {
+    base[j] = 0.25f * static_cast<float>(small(rng));
+    x0[j] = base[j] + 0.5f * static_cast<float>(small(rng));
+    x1[j] = base[j] + 0.125f * static_cast<float>(small(rng));
+  }
+  TensorSources s;
+  s.name = "t";
+  s.numel = n;
+  s.dtype = DType::F32;
+  s.base = base.data();
+  s.models = {x0.data(), x1.data()};
+  const std::vector<const std::vector<float>*> xs = {&x0, &x1};
+  for (const auto& [density, gamma] : std::vector<std::pair<double, double>>{
+           {0.9, 0.01}, {0.4, 0.2}, {0.5, 0.7}, {0.3, 0.0}, {0.0, 0.0}, {1.0, 0.5}}) {
+    INFO("density " << density << " gamma " << gamma);
+    std::vector<uint64_t> keep(2), top(2);
+    const OutlierCounts c = breadcrumbs_counts(n, density, gamma);
+    keep[0] = keep[1] = n - c.n_bot;
+    top[0] = top[1] = c.n_top;
+    const auto band = topk_select(s, keep, {0, n}, 700, MPI_COMM_SELF);
+    const auto outl = topk_select(s, top, {0, n}, 700, MPI_COMM_SELF);
+    for (size_t i = 0; i < 2; ++i) {
+      // Descending |d|, lowest index first among equals; the band is ranks
+      // [n_top, n - n_bot) of that order.
+      std::vector<size_t> idx(n);
+      std::iota(idx.begin(), idx.end(), 0);
+      auto mag = [&](size_t j) { return std::fabs((*xs[i])[j] - base[j]); };
+      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mag(a) > mag(b); });
+      std::vector<char> want(n, 0);
+      for (size_t r = c.n_top; r < n - c.n_bot; ++r) want[idx[r]] = 1;
+      for (size_t j = 0; j < n; ++j) {
+        uint32_t key;
+        const float d = mag(j);
+        std::memcpy(&key, &d, 4);
+        auto in = [&](const TopKSelection& t) {
+          return key > t.thr_bits[i] || (key == t.thr_bits[i] && j < t.tie_cutoff[i]);
+        };
+        REQUIRE((in(band) && !in(outl)) == static_cast<bool>(want[j]));
+      }
+    }
+  }
+}
+
+TEST_CASE("nearswap against its formula, special cases included", "[merge][kernels]") {
+  // w = t / |v0 - v1| (1 when NaN or Inf), clamped to [0, 1]; w v1 + (1 - w) v0.
+  const std::vector<float> v0 = {1.0f, 1.0f, 0.0f, 2.0f, -3.0f, INFINITY, 5.0f};
+  const std::vector<float> v1 = {1.5f, 1.0f, 0.01f, -2.0f, -3.5f, 1.0f, INFINITY};
+  std::vector<float> out(v0.size());
+  fused_nearswap(v0.data(), v1.data(), DType::F32, 0.1f, out.data(), DType::F32, v0.size());
+  auto ref = [](float a, float b, float t) {
+    volatile float d = std::fabs(a - b);
+    volatile float w = t / d;
+    float ww = std::isfinite(w) ? std::clamp(static_cast<float>(w), 0.0f, 1.0f) : 1.0f;
+    volatile float p = ww * b;
+    volatile float q = (1.0f - ww) * a;
+    return p + q;
+  };
+  for (size_t j = 0; j < v0.size(); ++j) {
+    INFO(j);
+    const float want = ref(v0[j], v1[j], 0.1f);
+    if (std::isnan(want))
+      CHECK(std::isnan(out[j]));
+    else
+      CHECK(out[j] == want);
+  }
+  CHECK(out[1] == 1.0f);      // equal inputs: w = 1, the model's value
+  CHECK(out[2] == 0.01f);     // |d| below t: the model's value
+  CHECK(out[5] == INFINITY);  // w = t / Inf = 0: the base
+}
+
 TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
   const size_t n = 200000;
   std::vector<uint16_t> base(n, ref_f32_to_bf16(0.0f)), x(n, ref_f32_to_bf16(1.0f));

@@ -81,10 +81,24 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
   methods[4].method = MergeMethod::ModelStock;
   methods[5].method = MergeMethod::Slerp;
   methods[5].t = 0.35;
+  // breadcrumbs: many equal magnitudes, so the tie cutoffs of both selections
+  // (the band and the outliers) fall inside ranks' ranges.
+  methods.resize(9);
+  methods[6].method = MergeMethod::Breadcrumbs;
+  methods[6].weights = {1.0f, 0.5f, 0.7f};
+  methods[6].density = {0.9, 0.5, 1.0};
+  methods[6].gamma = {0.01, 0.7, 0.1};
+  methods[7].method = MergeMethod::BreadcrumbsTies;
+  methods[7].weights = {1.0f, -0.5f, 0.7f};
+  methods[7].density = {0.8, 0.33, 0.6};
+  methods[7].gamma = {0.05, 0.0, 0.2};
+  methods[7].normalize = true;
+  methods[8].method = MergeMethod::Nearswap;
+  methods[8].t = 0.01;
   for (const auto& m : methods) {
     INFO("method " << static_cast<int>(m.method) << " on " << size << " ranks");
     TensorSources src = s;
-    if (m.method == MergeMethod::Slerp) src.models.resize(1);
+    if (m.method == MergeMethod::Slerp || m.method == MergeMethod::Nearswap) src.models.resize(1);
     // The reference: this rank alone, whole tensor, one odd chunk size.
     const auto whole = run(src, m, {0, n}, 7777, MPI_COMM_SELF);
     // Distributed: each rank its share, another chunk size; gather the shares.

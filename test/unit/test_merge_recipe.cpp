@@ -186,3 +186,56 @@ TEST_CASE("sha256 known answers", "[merge][recipe]") {
   CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
+
+TEST_CASE("recipe: breadcrumbs and nearswap parameters and errors", "[merge][recipe]") {
+  auto err = [](const std::string& text) {
+    try {
+      parse_recipe(text, "r.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string bc = "merge_method: breadcrumbs\nbase_model: b\nmodels:\n  - model: a\n";
+  const Recipe r = parse_recipe(
+      bc + "    parameters: {weight: 1, density: 0.9, gamma: 0.02}\nparameters: {lambda: 0.5, "
+           "normalize: true, int8_mask: true}\n",
+      "r.yaml");
+  CHECK(r.method == MergeMethod::Breadcrumbs);
+  CHECK(merge_method_name(r.method) == "breadcrumbs");
+  CHECK(merge_method_name(MergeMethod::BreadcrumbsTies) == "breadcrumbs_ties");
+  CHECK(merge_method_name(MergeMethod::Nearswap) == "nearswap");
+  CHECK(recipe_param(r, &r.models[0], "gamma", "x", 0, std::nullopt) == 0.02);
+  CHECK_THAT(err(bc + "    parameters: {weight: 1, t: 0.5}\n"),
+             Catch::Contains("r.yaml:5: models[0].parameters.t: unknown parameter for "
+                             "merge_method breadcrumbs"));
+  CHECK_THAT(err(bc + "    parameters: {weight: 1, gamma: 1.5}\n"),
+             Catch::Contains("r.yaml:5: gamma: 1.5 is outside [0, 1]"));
+  CHECK_THAT(err(bc + "    parameters:\n      gamma: [0.1, -0.2]\n"),
+             Catch::Contains("r.yaml:6: gamma: -0.2 is outside [0, 1]"));
+  CHECK_THAT(err(bc + "parameters:\n  rescale: true\n"),
+             Catch::Contains("r.yaml:6: breadcrumbs: rescale: true"));
+  CHECK_THAT(err("merge_method: breadcrumbs_ties\nbase_model: b\nparameters:\n  rescale: "
+                 "true\nmodels:\n  - model: a\n"),
+             Catch::Contains("r.yaml:4: breadcrumbs_ties: rescale: true"));
+  CHECK_THAT(err("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
+                 "{gamma: 0.1}\n"),
+             Catch::Contains("r.yaml:5: models[0].parameters.gamma: unknown parameter"));
+  const std::string ns = "merge_method: nearswap\nbase_model: b\n";
+  CHECK(parse_recipe(ns + "models:\n  - model: b\n  - model: a\nparameters: {t: 0.1}\n", "r.yaml")
+            .method == MergeMethod::Nearswap);
+  CHECK(err(ns + "models:\n  - model: a\nparameters: {t: 0.1}\n") == "no error");
+  CHECK_THAT(err(ns + "models:\n  - model: a\n  - model: c\nparameters: {t: 0.1}\n"),
+             Catch::Contains("r.yaml:4: models: nearswap merges base_model with exactly one "
+                             "other model, got 2"));
+  CHECK_THAT(err("merge_method: nearswap\nmodels:\n  - model: a\nparameters: {t: 0.1}\n"),
+             Catch::Contains("r.yaml:1: merge_method: nearswap needs base_model"));
+  CHECK_THAT(err(ns + "models:\n  - model: a\nparameters: {t: 0}\n"),
+             Catch::Contains("r.yaml:5: t: 0 is not > 0"));
+  CHECK_THAT(err(ns + "models:\n  - model: a\nparameters: {t: -1}\n"),
+             Catch::Contains("r.yaml:5: t: -1 is not > 0"));
+  CHECK_THAT(err(ns + "models:\n  - model: a\n"), Catch::Contains("nearswap needs parameters: t"));
+  CHECK_THAT(err(ns + "models:\n  - model: a\n    parameters: {weight: 1}\nparameters: {t: 1}\n"),
+             Catch::Contains("r.yaml:5: models[0].parameters.weight: unknown parameter for "
+                             "merge_method nearswap"));
+}

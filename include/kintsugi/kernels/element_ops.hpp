@@ -117,4 +117,17 @@ KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
   return static_cast<float>(r.v[index & 3u] >> 8) * 5.9604644775390625e-8f;  // * 2^-24
 }
 
+// mergekit's nearswap for one element (v0 the base): w = t / |v0 - v1|, 1 when
+// that is NaN or +-Inf, clamped to [0, 1]; w * v1 + (1 - w) * v0, each
+// operation rounded on its own in this order. Selects, not branches, so the
+// CPU loops vectorize.
+KS_HD float nearswap(float v0, float v1, float t) {
+  const float d = bits_f32(f32_bits(sub(v0, v1)) & 0x7fffffffu);
+  float w = div(t, d);
+  w = (f32_bits(w) & 0x7f800000u) == 0x7f800000u ? 1.0f : w;  // NaN, +-Inf
+  w = w < 0.0f ? 0.0f : w;
+  w = w > 1.0f ? 1.0f : w;
+  return add(mul(w, v1), mul(sub(1.0f, w), v0));
+}
+
 }  // namespace kintsugi::ops

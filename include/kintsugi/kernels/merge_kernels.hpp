@@ -29,7 +29,8 @@ void fused_weighted_sum(std::span<const void* const> inputs, DType in_dtype,
 // How task vectors (delta_i = input_i - base, in fp32) are sparsified.
 enum class Sparsify : uint8_t {
   None,
-  Magnitude,  // TIES: keep delta_i[j] when its magnitude ranks in the top-k (see below)
+  Magnitude,  // TIES / breadcrumbs: keep delta_i[j] when its magnitude ranks in the top-k,
+              // and (breadcrumbs) not in the top outlier set (see below)
   Random,     // DARE: keep delta_i[j] with probability density[i] (counter-based RNG)
 };
 
@@ -37,8 +38,10 @@ enum class Sparsify : uint8_t {
 // dare_ties) over elements [0, n) of a chunk whose first element has global
 // index `first_index` within its tensor. Per element j, in fp32:
 //   b = base[j]; d_i = x_i[j] - b
-//   Magnitude: keep iff key(d_i) > thr_bits[i], or key(d_i) == thr_bits[i] and
-//              first_index + j < tie_cutoff[i]   (key = |d| as IEEE bits)
+//   Magnitude: keep iff top(thr_bits, tie_cutoff) and, when outlier_thr_bits is
+//              not empty, not top(outlier_thr_bits, outlier_tie_cutoff), where
+//              top(t, c) = key(d_i) > t[i], or key(d_i) == t[i] and
+//              first_index + j < c[i]   (key = |d| as IEEE bits)
 //   Random:    keep iff dare_keep(seed_key, i, first_index + j, density[i]);
 //              survivors d_i / density[i] when rescale
 //   dropped entries become 0; wd_i = weights[i] * d_i
@@ -64,12 +67,22 @@ struct TaskMergeArgs {
   // Magnitude
   std::span<const uint32_t> thr_bits;
   std::span<const uint64_t> tie_cutoff;
+  // Magnitude, breadcrumbs: the largest entries dropped (empty: none dropped)
+  std::span<const uint32_t> outlier_thr_bits;
+  std::span<const uint64_t> outlier_tie_cutoff;
   uint64_t first_index = 0;
   void* out = nullptr;
   DType out_dtype = DType::BF16;
   size_t n = 0;
 };
 void fused_task_merge(const TaskMergeArgs& args);
+
+// mergekit's nearswap over elements [0, n): per element, in fp32,
+//   d = |v0[j] - v1[j]|; w = t / d; w = 1 when w is NaN or +-Inf;
+//   w = min(max(w, 0), 1); out[j] = round(w * v1[j] + (1 - w) * v0[j])
+// (each operation rounded on its own, in that order). v0 is the base.
+void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,
+                    DType out_dtype, size_t n);
 
 // The key of DARE's counter-based generator for one tensor: mixes the seed and
 // a 64-bit FNV-1a hash of the tensor name.

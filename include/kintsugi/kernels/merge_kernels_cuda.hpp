@@ -29,4 +29,7 @@ void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype,
 // the spans of weights, densities, thresholds and cutoffs are host memory.
 void fused_task_merge(const TaskMergeArgs& args);
 
+void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
+                    DType out_dtype, size_t n);
+
 }  // namespace kintsugi::cuda

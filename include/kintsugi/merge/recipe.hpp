@@ -3,6 +3,7 @@
 //   models: [{model: PATH, parameters: {weight: .., density: ..}}, ...]
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
+//                 | breadcrumbs | breadcrumbs_ties | nearswap
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 // A parameter value is a scalar, a list of numbers interpolated over the layer
@@ -23,7 +24,18 @@
 
 namespace kintsugi {
 
-enum class MergeMethod { Linear, TaskArithmetic, Ties, DareLinear, DareTies, ModelStock, Slerp };
+enum class MergeMethod {
+  Linear,
+  TaskArithmetic,
+  Ties,
+  DareLinear,
+  DareTies,
+  ModelStock,
+  Slerp,
+  Breadcrumbs,      // mergekit's magnitude_outliers sparsification, no sign consensus
+  BreadcrumbsTies,  // the same with TIES's sign consensus
+  Nearswap,         // mergekit's nearswap: the base and one other model
+};
 std::string_view merge_method_name(MergeMethod m);
 
 // One parameter's setting as written in the recipe.

@@ -31,11 +31,12 @@ struct TensorSources {
 struct TensorMethod {
   MergeMethod method = MergeMethod::Linear;
   std::vector<float> weights;   // per model (linear: already normalized)
-  std::vector<double> density;  // per model (ties, dare_*)
+  std::vector<double> density;  // per model (ties, dare_*, breadcrumbs*)
+  std::vector<double> gamma;    // per model (breadcrumbs*)
   double lambda = 1.0;
   bool normalize = false;
   bool rescale = true;
-  double t = 0.5;     // slerp
+  double t = 0.5;     // slerp, nearswap
   uint64_t seed = 0;  // dare_*
 };
 
@@ -63,5 +64,17 @@ struct TopKSelection {
 };
 TopKSelection ties_select(const TensorSources& src, std::span<const double> density,
                           ElementRange range, uint64_t chunk_elems, MPI_Comm comm);
+// The same selection for given counts: per model, the k[i] entries of largest
+// |delta| (ties: lowest index first); k[i] >= numel keeps everything, 0 nothing.
+TopKSelection topk_select(const TensorSources& src, std::span<const uint64_t> k, ElementRange range,
+                          uint64_t chunk_elems, MPI_Comm comm);
+
+// mergekit's magnitude_outliers (breadcrumbs) counts for a tensor of numel
+// entries: in ascending |delta| order, the entries ranked [n_bot, numel - n_top)
+// are kept. density >= 1 keeps everything (n_bot = n_top = 0).
+struct OutlierCounts {
+  uint64_t n_bot = 0, n_top = 0;
+};
+OutlierCounts breadcrumbs_counts(uint64_t numel, double density, double gamma);
 
 }  // namespace kintsugi
