@@ -13,6 +13,9 @@ check WORK CASE OUT: compares the merged folder OUT with the reference
 """
 import json, math, os, random, struct, sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from merge_pool import write_safetensors, read_safetensors  # noqa: E402
+
 def f32(x):
     return struct.unpack('<f', struct.pack('<f', x))[0]
 
@@ -34,36 +37,24 @@ SHAPES = [('model.embed_tokens.weight', [40, 50]),
           ('lm_head.weight', [2, 513])]
 
 def write_st(path, dtype, tensors):
-    header, blobs, off = {'__metadata__': {'format': 'pt'}}, [], 0
-    for name, shape, vals in tensors:
+    def raw(vals):
         if dtype == 'BF16':
-            data = struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
-        else:
-            data = struct.pack('<%df' % len(vals), *vals)
-        header[name] = {'dtype': dtype, 'shape': shape, 'data_offsets': [off, off + len(data)]}
-        blobs.append(data); off += len(data)
-    h = json.dumps(header).encode()
-    h += b' ' * ((8 - len(h) % 8) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h))); f.write(h)
-        for b in blobs: f.write(b)
+            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
+        return struct.pack('<%df' % len(vals), *vals)
+    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
+                      {'format': 'pt'})
 
 def read_st(path):
     """{name: list of fp32 values} (bf16 widened exactly)."""
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n)); data = f.read()
     out, dtypes = {}, {}
-    for k, v in header.items():
-        if k == '__metadata__': continue
-        b, e = v['data_offsets']
-        if v['dtype'] == 'BF16':
-            out[k] = [from_bf16(h) for h in struct.unpack('<%dH' % ((e - b) // 2), data[b:e])]
-        elif v['dtype'] == 'F32':
-            out[k] = list(struct.unpack('<%df' % ((e - b) // 4), data[b:e]))
+    for k, (dtype, b) in read_safetensors(path)[1].items():
+        if dtype == 'BF16':
+            out[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
+        elif dtype == 'F32':
+            out[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
         else:
-            sys.exit('unexpected dtype ' + v['dtype'])
-        dtypes[k] = v['dtype']
+            sys.exit('unexpected dtype ' + dtype)
+        dtypes[k] = dtype
     return out, dtypes
 
 def read_folder(d):

@@ -16,18 +16,36 @@ def bf16(x):
 def unbf16(h):
     return struct.unpack('<f', struct.pack('<I', h << 16))[0]
 
-def write_st(path, tensors, meta=None):
+def write_safetensors(path, entries, meta=None):
+    """A safetensors file, written by hand from the format's definition:
+    entries are (name, dtype, shape, raw little-endian bytes), in file order
+    (also used by merge_methods_ref.py)."""
     header, blobs, off = {}, [], 0
     if meta: header['__metadata__'] = meta
-    for name, shape, vals in tensors:
-        data = struct.pack('<%dH' % len(vals), *vals)
-        header[name] = {'dtype': 'BF16', 'shape': shape, 'data_offsets': [off, off + len(data)]}
+    for name, dtype, shape, data in entries:
+        header[name] = {'dtype': dtype, 'shape': shape, 'data_offsets': [off, off + len(data)]}
         blobs.append(data); off += len(data)
     h = json.dumps(header).encode()
     h += b' ' * ((8 - len(h) % 8) % 8)
     with open(path, 'wb') as f:
         f.write(struct.pack('<Q', len(h))); f.write(h)
         for b in blobs: f.write(b)
+
+def read_safetensors(path):
+    """(metadata, {name: (dtype, raw bytes)})."""
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n)); data = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == '__metadata__': continue
+        b, e = v['data_offsets']
+        out[k] = (v['dtype'], data[b:e])
+    return header.get('__metadata__', {}), out
+
+def write_st(path, tensors, meta=None):
+    write_safetensors(path, [(name, 'BF16', shape, struct.pack('<%dH' % len(vals), *vals))
+                             for name, shape, vals in tensors], meta)
 
 def linear_error_ulps(got, xs, w):
     """How far bf16 `got` is from the double-precision sum(w_i x_i) / sum(w_i),
@@ -39,16 +57,8 @@ def linear_error_ulps(got, xs, w):
     return max(0.0, abs(got - ref) - 2 * len(w) * mag * 2.0 ** -24) / ulp, ref
 
 def read_st(path):
-    with open(path, 'rb') as f:
-        n = struct.unpack('<Q', f.read(8))[0]
-        header = json.loads(f.read(n)); data = f.read()
-    out = {}
-    for k, v in header.items():
-        if k == '__metadata__': continue
-        b, e = v['data_offsets']
-        cnt = (e - b) // 2
-        out[k] = list(struct.unpack('<%dH' % cnt, data[b:e]))
-    return header.get('__metadata__', {}), out
+    meta, raw = read_safetensors(path)
+    return meta, {k: list(struct.unpack('<%dH' % (len(b) // 2), b)) for k, (_, b) in raw.items()}
 
 def read_folder(d):
     res = {}
