@@ -74,6 +74,44 @@ std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models,
   return out;
 }
 
+// Two task vectors over one base with many equal magnitudes (small integer
+// multiples), for the exact selections: the sources, and per model the
+// element order a stable sort by descending |delta| gives (lowest index first
+// among equals, the order the selections promise).
+struct TiedVectors {
+  std::vector<float> base, x0, x1;
+  TensorSources sources;
+  TiedVectors(uint32_t seed, size_t n) : base(n), x0(n), x1(n) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> small(-6, 6);
+    for (size_t j = 0; j < n; ++j) {
+      base[j] = 0.25f * static_cast<float>(small(rng));
+      x0[j] = base[j] + 0.5f * static_cast<float>(small(rng));
+      x1[j] = base[j] + 0.125f * static_cast<float>(small(rng));
+    }
+    sources.name = "t";
+    sources.numel = n;
+    sources.dtype = DType::F32;
+    sources.base = base.data();
+    sources.models = {x0.data(), x1.data()};
+  }
+  float magnitude(size_t i, size_t j) const { return std::fabs((i == 0 ? x0 : x1)[j] - base[j]); }
+  std::vector<size_t> descending(size_t i) const {
+    std::vector<size_t> idx(base.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(),
+                     [&](size_t a, size_t b) { return magnitude(i, a) > magnitude(i, b); });
+    return idx;
+  }
+  // Whether element j of model i is in selection t.
+  bool selected(const TopKSelection& t, size_t i, size_t j) const {
+    uint32_t key;
+    const float d = magnitude(i, j);
+    std::memcpy(&key, &d, 4);
+    return key > t.thr_bits[i] || (key == t.thr_bits[i] && j < t.tie_cutoff[i]);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double reference within 1 ulp",
@@ -208,38 +246,18 @@ TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
 }
 
 TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[merge][kernels]") {
-  std::mt19937 rng(5);
   const size_t n = 3001;
-  std::uniform_int_distribution<int> small(-6, 6);  // many equal magnitudes
-  std::vector<float> base(n), x0(n), x1(n);
-  for (size_t j = 0; j < n; ++j) {
-    base[j] = 0.25f * static_cast<float>(small(rng));
-    x0[j] = base[j] + 0.5f * static_cast<float>(small(rng));
-    x1[j] = base[j] + 0.125f * static_cast<float>(small(rng));
-  }
-  TensorSources s;
-  s.name = "t";
-  s.numel = n;
-  s.dtype = DType::F32;
-  s.base = base.data();
-  s.models = {x0.data(), x1.data()};
+  const TiedVectors v(5, n);
   const std::vector<double> density = {0.3, 0.77};
-  const auto sel = ties_select(s, density, {0, n}, 500, MPI_COMM_SELF);
-  const std::vector<const std::vector<float>*> xs = {&x0, &x1};
+  const auto sel = ties_select(v.sources, density, {0, n}, 500, MPI_COMM_SELF);
   for (size_t i = 0; i < 2; ++i) {
-    std::vector<size_t> idx(n);
-    std::iota(idx.begin(), idx.end(), 0);
-    auto mag = [&](size_t j) { return std::fabs((*xs[i])[j] - base[j]); };
-    std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mag(a) > mag(b); });
+    const auto idx = v.descending(i);
     const auto k = static_cast<size_t>(density[i] * n);
     std::vector<char> want(n, 0);
     for (size_t r = 0; r < k; ++r) want[idx[r]] = 1;
     size_t kept = 0;
     for (size_t j = 0; j < n; ++j) {
-      uint32_t key;
-      const float d = std::fabs((*xs[i])[j] - base[j]);
-      std::memcpy(&key, &d, 4);
-      const bool keep = key > sel.thr_bits[i] || (key == sel.thr_bits[i] && j < sel.tie_cutoff[i]);
+      const bool keep = v.selected(sel, i, j);
       REQUIRE(keep == static_cast<bool>(want[j]));
       kept += keep;
     }
@@ -257,22 +275,8 @@ TEST_CASE("breadcrumbs keeps the band of a stable sort, ties included", "[merge]
   CHECK(breadcrumbs_counts(1000, 1.0, 0.3).n_top == 0);
   CHECK(breadcrumbs_counts(1000, 1.0, 0.3).n_bot == 0);
   CHECK(breadcrumbs_counts(1000, 0.3, 0.0).n_bot == 700);
-  std::mt19937 rng(9);
   const size_t n = 2999;
-  std::uniform_int_distribution<int> small(-6, 6);  // many equal magnitudes
-  std::vector<float> base(n), x0(n), x1(n);
-  for (size_t j = 0; j < n; ++j) {
-    base[j] = 0.25f * static_cast<float>(small(rng));
-    x0[j] = base[j] + 0.5f * static_cast<float>(small(rng));
-    x1[j] = base[j] + 0.125f * static_cast<float>(small(rng));
-  }
-  TensorSources s;
-  s.name = "t";
-  s.numel = n;
-  s.dtype = DType::F32;
-  s.base = base.data();
-  s.models = {x0.data(), x1.data()};
-  const std::vector<const std::vector<float>*> xs = {&x0, &x1};
+  const TiedVectors v(9, n);
   for (const auto& [density, gamma] : std::vector<std::pair<double, double>>{
            {0.9, 0.01}, {0.4, 0.2}, {0.5, 0.7}, {0.3, 0.0}, {0.0, 0.0}, {1.0, 0.5}}) {
     INFO("density " << density << " gamma " << gamma);
@@ -280,26 +284,15 @@ TEST_CASE("breadcrumbs keeps the band of a stable sort, ties included", "[merge]
     const OutlierCounts c = breadcrumbs_counts(n, density, gamma);
     keep[0] = keep[1] = n - c.n_bot;
     top[0] = top[1] = c.n_top;
-    const auto band = topk_select(s, keep, {0, n}, 700, MPI_COMM_SELF);
-    const auto outl = topk_select(s, top, {0, n}, 700, MPI_COMM_SELF);
+    const auto band = topk_select(v.sources, keep, {0, n}, 700, MPI_COMM_SELF);
+    const auto outl = topk_select(v.sources, top, {0, n}, 700, MPI_COMM_SELF);
     for (size_t i = 0; i < 2; ++i) {
-      // Descending |d|, lowest index first among equals; the band is ranks
-      // [n_top, n - n_bot) of that order.
-      std::vector<size_t> idx(n);
-      std::iota(idx.begin(), idx.end(), 0);
-      auto mag = [&](size_t j) { return std::fabs((*xs[i])[j] - base[j]); };
-      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return mag(a) > mag(b); });
+      // The band is ranks [n_top, n - n_bot) of the descending order.
+      const auto idx = v.descending(i);
       std::vector<char> want(n, 0);
       for (size_t r = c.n_top; r < n - c.n_bot; ++r) want[idx[r]] = 1;
-      for (size_t j = 0; j < n; ++j) {
-        uint32_t key;
-        const float d = mag(j);
-        std::memcpy(&key, &d, 4);
-        auto in = [&](const TopKSelection& t) {
-          return key > t.thr_bits[i] || (key == t.thr_bits[i] && j < t.tie_cutoff[i]);
-        };
-        REQUIRE((in(band) && !in(outl)) == static_cast<bool>(want[j]));
-      }
+      for (size_t j = 0; j < n; ++j)
+        REQUIRE((v.selected(band, i, j) && !v.selected(outl, i, j)) == static_cast<bool>(want[j]));
     }
   }
 }
