@@ -15,3 +15,5 @@ kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge
 kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_merge.sh LABELS merge)
 # Streaming: each rank under a data limit smaller than one tensor of a 640 MiB pool.
 kintsugi_cli_test(NAME merge_bounded_memory SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_bounded_memory.sh LABELS merge)
+# Differing vocabularies (tokenizer_source / tokenizer:) against a Python reference of mergekit's rules.
+kintsugi_cli_test(NAME merge_vocab SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_vocab.sh LABELS merge)

@@ -4,6 +4,7 @@
 
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "kintsugi/merge/tensor_merge.hpp"
 #include "kintsugi/pool/flat_plan.hpp"
 #include "kintsugi/pool/pool.hpp"
+#include "kintsugi/pool/vocab.hpp"
 
 namespace kintsugi {
 namespace fs = std::filesystem;
@@ -105,8 +107,67 @@ struct MergeInputs {
   std::optional<HfCheckpoint> base;
   std::vector<const RecipeModel*> models;  // recipe entries of `ckpts`, same order
   std::vector<HfCheckpoint> ckpts;
+  // With tokenizer_source: the output vocabulary and each input's rows of it.
+  // Its members are base (when opened) then ckpts.
+  std::optional<VocabPlan> vocab;
   // The checkpoint whose names, shapes, config and extra files the output takes.
   const HfCheckpoint& reference() const { return base ? *base : ckpts[0]; }
+  std::vector<const HfCheckpoint*> members() const {
+    std::vector<const HfCheckpoint*> all;
+    if (base) all.push_back(&*base);
+    for (const auto& c : ckpts) all.push_back(&c);
+    return all;
+  }
+};
+
+// The recipe's tokenizer settings with models as indices of `members`.
+VocabSpec vocab_spec(const RecipeVocab& v, std::span<const HfCheckpoint* const> members) {
+  auto index_of = [&](const fs::path& p, const std::string& where) {
+    for (size_t i = 0; i < members.size(); ++i)
+      if (same_path(members[i]->path(), p)) return i;
+    throw_input("{}: {} takes no part in this merge (linear ignores base_model)", where,
+                p.string());
+  };
+  VocabSpec s;
+  s.source = v.source;
+  s.where = v.where;
+  s.pad_to_multiple_of = v.pad_to_multiple_of;
+  if (v.source == VocabSpec::Source::Model) s.model = index_of(v.model, v.where);
+  for (const auto& [token, rule] : v.tokens) {
+    TokenRowRule t;
+    t.kind = rule.kind;
+    t.force = rule.force;
+    t.token_id = rule.token_id;
+    t.token = rule.token;
+    t.where = rule.where;
+    if (rule.kind == TokenRowRule::Kind::Model || rule.kind == TokenRowRule::Kind::ModelToken)
+      t.member = index_of(rule.model, rule.where);
+    s.tokens.emplace_back(token, std::move(t));
+  }
+  return s;
+}
+
+// Member `m`'s re-indexed copy of a token-indexed tensor, of which only the
+// rank's range is filled: anonymous memory reserves no pages it does not touch.
+class ReindexedTensor {
+ public:
+  ReindexedTensor(const VocabPlan& plan, std::span<const HfCheckpoint* const> members, size_t m,
+                  const std::string& name, DType dtype, uint64_t numel, ElementRange range)
+      : bytes_(std::max<uint64_t>(1, numel * dtype_size(dtype))) {
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    data_ = static_cast<std::byte*>(p);
+    reindex_vocab_tensor(plan, members, m, name, dtype, range, data_);
+  }
+  ReindexedTensor(const ReindexedTensor&) = delete;
+  ReindexedTensor& operator=(const ReindexedTensor&) = delete;
+  ~ReindexedTensor() { ::munmap(data_, bytes_); }
+  const void* data() const { return data_; }
+
+ private:
+  uint64_t bytes_;
+  std::byte* data_ = nullptr;
 };
 
 MergeInputs open_inputs(const Recipe& r) {
@@ -129,10 +190,15 @@ MergeInputs open_inputs(const Recipe& r) {
     throw_input("{}: {} needs at least one model besides the base", r.file.string(), method);
   if (n > kMaxMergeInputs)
     throw_input("{}: {} models, at most {} supported", r.file.string(), n, kMaxMergeInputs);
-  std::vector<const HfCheckpoint*> all;
-  if (in.base) all.push_back(&*in.base);
-  for (const auto& c : in.ckpts) all.push_back(&c);
-  check_pool_compatible(all);
+  const std::vector<const HfCheckpoint*> all = in.members();
+  if (!r.vocab) {
+    check_pool_compatible(all);
+    return in;
+  }
+  check_pool_compatible_vocab(all);
+  in.vocab = plan_vocab(all, vocab_spec(*r.vocab, all));
+  spdlog::info("vocabulary: {} tokens ({} added to the source's), {} rows", in.vocab->vocab,
+               in.vocab->added, in.vocab->rows);
   return in;
 }
 
@@ -166,14 +232,17 @@ int64_t num_layers_of(const HfCheckpoint& ref) {
   return n;
 }
 
-OutputPlan plan_output(const Recipe& r, const HfCheckpoint& ref, const MergeOptions& opt) {
+OutputPlan plan_output(const Recipe& r, const MergeInputs& in, const MergeOptions& opt) {
+  const HfCheckpoint& ref = in.reference();
   OutputPlan out;
   out.out_float = r.out_dtype ? r.out_dtype : r.dtype;
   out.num_layers = num_layers_of(ref);
   for (const auto& n : ref.tensor_names()) {
     const auto& info = ref.info(n);
     const DType od = mergeable(info.dtype) && out.out_float ? *out.out_float : info.dtype;
-    out.specs.push_back({n, od, info.shape});
+    auto shape = info.shape;
+    if (in.vocab && is_vocab_tensor(n)) shape[0] = in.vocab->rows;
+    out.specs.push_back({n, od, shape});
   }
   const Metadata meta = {{"format", "pt"},
                          {"merged_by", "kintsugi"},
@@ -271,17 +340,23 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
                      OutputFiles& out, const MergeOptions& opt, MPI_Comm comm, int rank, int size) {
   const HfCheckpoint& ref = in.reference();
   uint64_t my_elems = 0;
-  for (const auto& n : ref.tensor_names())
-    my_elems += flat_share(ref.info(n).numel(), rank, size).size();
+  for (const TensorSpec& spec : plan.specs) {
+    uint64_t numel = 1;
+    for (int64_t d : spec.shape) numel *= static_cast<uint64_t>(d);
+    my_elems += flat_share(numel, rank, size).size();
+  }
   MergeProgress progress(std::string(merge_method_name(r.method)), my_elems,
                          opt.progress && rank == 0);
   Traffic traffic;
+  const std::vector<const HfCheckpoint*> members = in.members();
   for (const TensorSpec& spec : plan.specs) {
     const std::string& name = spec.name;
     progress.start_tensor(name);
     const TensorInfo& info = ref.info(name);
     const size_t file = plan.files.shard_of.at(name);
-    const ElementRange range = flat_share(info.numel(), rank, size);
+    uint64_t numel = 1;
+    for (int64_t d : spec.shape) numel *= static_cast<uint64_t>(d);
+    const ElementRange range = flat_share(numel, rank, size);
     auto write = [&](ElementRange c, std::span<const std::byte> bytes) {
       out.pwrite(file, name, c.begin * dtype_size(spec.dtype), bytes);
       traffic.written += bytes.size();
@@ -298,13 +373,24 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     }
     TensorSources src;
     src.name = name;
-    src.numel = info.numel();
+    src.numel = numel;
     src.dtype = info.dtype;
-    auto data_of = [&](const HfCheckpoint& c) -> const void* {
-      return c.file_of(name).bytes(c.info(name)).data();
-    };
-    if (in.base) src.base = data_of(*in.base);
-    for (const auto& c : in.ckpts) src.models.push_back(data_of(c));
+    std::vector<const void*> inputs;
+    std::vector<std::unique_ptr<ReindexedTensor>> reindexed;
+    if (in.vocab && is_vocab_tensor(name)) {
+      // In the recipe's dtype when it has one: mergekit averages rows in it.
+      if (r.dtype) src.dtype = *r.dtype;
+      for (size_t m = 0; m < members.size(); ++m) {
+        reindexed.push_back(std::make_unique<ReindexedTensor>(*in.vocab, members, m, name,
+                                                              src.dtype, numel, range));
+        inputs.push_back(reindexed.back()->data());
+      }
+    } else {
+      for (const auto* c : members) inputs.push_back(c->file_of(name).bytes(c->info(name)).data());
+    }
+    const size_t first_model = in.base ? 1 : 0;
+    if (in.base) src.base = inputs.front();
+    src.models.assign(inputs.begin() + static_cast<std::ptrdiff_t>(first_model), inputs.end());
     const TensorMethod m =
         resolve_method(r, in.models, name, layer_t(name, plan.num_layers), opt.seed);
     try {
@@ -316,7 +402,7 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
           "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
           opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
     }
-    traffic.read += range.size() * dtype_size(info.dtype) * (src.models.size() + (in.base ? 1 : 0));
+    traffic.read += range.size() * dtype_size(src.dtype) * (src.models.size() + (in.base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
   }
   progress.finish();
@@ -326,8 +412,16 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
 // Rank 0, after every rank closed its ranges: shard files renamed into the
 // temporary folder, the index, config.json (torch_dtype of the output), the
 // reference's other files (tokenizer, ...), the recipe; then the folder.
-void commit_output(const Recipe& r, const HfCheckpoint& ref, const OutputPlan& plan,
+// Tokenizer files, which tokenizer_source replaces as a set.
+bool is_tokenizer_file(const std::string& n) {
+  return n.rfind("tokenizer", 0) == 0 || n.rfind("chat_template", 0) == 0 ||
+         n == "special_tokens_map.json" || n == "added_tokens.json" || n == "vocab.json" ||
+         n == "vocab.txt" || n == "merges.txt";
+}
+
+void commit_output(const Recipe& r, const MergeInputs& in, const OutputPlan& plan,
                    OutputFiles& out) {
+  const HfCheckpoint& ref = in.reference();
   for (auto& w : out.writers) w->commit();
   if (plan.files.file_names.size() > 1)
     out.folder->write_text("model.safetensors.index.json", plan.files.index_json());
@@ -341,9 +435,35 @@ void commit_output(const Recipe& r, const HfCheckpoint& ref, const OutputPlan& p
           break;
         }
     config["torch_dtype"] = torch_dtype(shown);
+    if (in.vocab) config["vocab_size"] = in.vocab->rows;
     out.folder->write_text("config.json", config.dump(2) + "\n");
   }
-  for (const auto& p : ref.passthrough_files()) out.folder->copy_file(p);
+  if (!in.vocab) {
+    for (const auto& p : ref.passthrough_files()) out.folder->copy_file(p);
+  } else {
+    // The reference's other files; the tokenizer's from the vocabulary's source.
+    const VocabPlan& v = *in.vocab;
+    for (const auto& p : ref.passthrough_files())
+      if (!is_tokenizer_file(p.filename().string())) out.folder->copy_file(p);
+    for (const auto* c : in.members()) {
+      if (!same_path(c->path(), v.tokenizer_folder)) continue;
+      for (const auto& p : c->passthrough_files()) {
+        const std::string n = p.filename().string();
+        if (!is_tokenizer_file(n)) continue;
+        // Rewritten below, or stale once tokens are added (added_tokens.json).
+        if (v.tokenizer_changed &&
+            (n == "tokenizer.json" || n == "tokenizer_config.json" || n == "added_tokens.json"))
+          continue;
+        out.folder->copy_file(p);
+      }
+      break;
+    }
+    if (v.tokenizer_changed) {
+      out.folder->write_text("tokenizer.json", v.tokenizer_json.dump(2) + "\n");
+      if (v.tokenizer_config.is_object())
+        out.folder->write_text("tokenizer_config.json", v.tokenizer_config.dump(2) + "\n");
+    }
+  }
   out.folder->write_text(kRecipeFileName, r.text);
   out.folder->commit();
 }
@@ -355,7 +475,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   const int rank = comm_rank(comm), size = comm_size(comm);
 
   const MergeInputs in = open_inputs(r);
-  const OutputPlan plan = plan_output(r, in.reference(), opt);
+  const OutputPlan plan = plan_output(r, in, opt);
   OutputFiles out = create_output(plan, opt, input_paths(r, opt), comm, rank);
   // A write that fails on one rank (a full disk) fails the merge on all of
   // them; the unfinished output removes its temporary files.
@@ -364,7 +484,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     traffic = merge_shares(r, in, plan, out, opt, comm, rank, size);
     for (auto& w : out.range_writers) w->close();
   });
-  run_on_root(comm, [&] { commit_output(r, in.reference(), plan, out); });
+  run_on_root(comm, [&] { commit_output(r, in, plan, out); });
 
   MergeReport rep;
   uint64_t global[2] = {traffic.read, traffic.written};

@@ -166,6 +166,89 @@ RecipeModel parse_model(const YamlField& f, const std::filesystem::path& file, M
   return rm;
 }
 
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code e1, e2;
+  const auto ca = std::filesystem::weakly_canonical(a, e1);
+  const auto cb = std::filesystem::weakly_canonical(b, e2);
+  return (!e1 && !e2) ? ca == cb : a == b;
+}
+
+// A model named in the tokenizer settings: one of the recipe's models or its base.
+std::filesystem::path recipe_member(const YamlField& f, const Recipe& r) {
+  const std::string spec = f.as_string();
+  for (const auto& m : r.models)
+    if (m.spec == spec) return m.path;
+  if (r.base_model && same_file(resolve(r.file, spec), *r.base_model)) return *r.base_model;
+  for (const auto& m : r.models)
+    if (same_file(resolve(r.file, spec), m.path)) return m.path;
+  f.fail(fmt::format("\"{}\" is not one of the recipe's models", spec));
+}
+
+void parse_vocab_source(const YamlField& f, const Recipe& r, RecipeVocab& v) {
+  const std::string s = f.as_string();
+  if (s == "base") {
+    v.source = VocabSpec::Source::Base;
+  } else if (s == "union") {
+    v.source = VocabSpec::Source::Union;
+  } else {
+    v.source = VocabSpec::Source::Model;
+    v.model = recipe_member(f, r);
+  }
+}
+
+RecipeVocab::Rule parse_token_rule(const YamlField& f, const Recipe& r) {
+  const YamlMap m = f.as_map({"source", "force"});
+  RecipeVocab::Rule rule;
+  rule.where = where(f);
+  if (auto force = m.get("force")) rule.force = force->as_bool();
+  const YamlField src = m.require("source");
+  if (!src.node().IsMap()) {
+    rule.kind = TokenRowRule::Kind::Model;
+    rule.model = recipe_member(src, r);
+    return rule;
+  }
+  const YamlMap sm = src.as_map({"kind", "model", "token_id", "token"});
+  const std::string kind = sm.require("kind").as_enum({"zero", "model_token"});
+  if (kind == "zero") {
+    for (const char* k : {"model", "token_id", "token"})
+      if (auto e = sm.get(k)) e->fail("a zero source takes no other key");
+    rule.kind = TokenRowRule::Kind::Zero;
+    return rule;
+  }
+  rule.kind = TokenRowRule::Kind::ModelToken;
+  rule.model = recipe_member(sm.require("model"), r);
+  const auto id = sm.get("token_id");
+  const auto tok = sm.get("token");
+  if (id && tok) tok->fail("give token_id or token, not both");
+  if (!id && !tok) src.fail("a model_token source needs token_id or token");
+  if (id) rule.token_id = static_cast<int64_t>(id->as_uint(0, INT32_MAX));
+  if (tok) rule.token = tok->as_string();
+  return rule;
+}
+
+RecipeVocab parse_vocab(const YamlMap& top, const Recipe& r) {
+  RecipeVocab v;
+  const auto ts = top.get("tokenizer_source");
+  const auto t = top.get("tokenizer");
+  if (ts && t) t->fail("give tokenizer_source or tokenizer, not both");
+  if (ts) {
+    v.where = where(*ts);
+    parse_vocab_source(*ts, r, v);
+    return v;
+  }
+  v.where = where(*t);
+  const YamlMap m = t->as_map({"source", "tokens", "pad_to_multiple_of"});
+  if (auto s = m.get("source")) parse_vocab_source(*s, r, v);  // default: union
+  if (auto p = m.get("pad_to_multiple_of"))
+    v.pad_to_multiple_of = static_cast<int64_t>(p->as_uint(1, 1u << 20));
+  if (auto toks = m.get("tokens"))
+    for (const auto& [token, rule] : toks->entries()) {
+      if (token.empty()) rule.fail("an empty token");
+      v.tokens.emplace_back(token, parse_token_rule(rule, r));
+    }
+  return v;
+}
+
 }  // namespace
 
 std::string_view merge_method_name(MergeMethod m) {
@@ -211,8 +294,8 @@ std::optional<double> ParamValue::at(std::string_view tensor, double t) const {
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) {
   const std::string origin = file.string();
   const YamlField root(origin, parse_yaml(text, origin), "", 1);
-  const YamlMap top =
-      root.as_map({"models", "base_model", "merge_method", "parameters", "dtype", "out_dtype"});
+  const YamlMap top = root.as_map({"models", "base_model", "merge_method", "parameters", "dtype",
+                                   "out_dtype", "tokenizer_source", "tokenizer"});
   Recipe r;
   r.file = file;
   r.text = text;
@@ -234,6 +317,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   if (auto p = top.get("parameters")) r.params = parse_params(*p, r.method);
   if (auto d = top.get("dtype")) r.dtype = parse_dtype(*d);
   if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
+  if (top.has("tokenizer_source") || top.has("tokenizer")) r.vocab = parse_vocab(top, r);
 
   // Method-level rules that do not need the checkpoints.
   const bool needs_base = r.method != M::Linear;

@@ -67,7 +67,10 @@ std::vector<PoolDifference> pool_differences(std::span<const HfCheckpoint* const
 }
 
 void check_pool_compatible(std::span<const HfCheckpoint* const> members) {
-  const auto d = pool_differences(members);
+  check_no_differences(pool_differences(members));
+}
+
+void check_no_differences(std::span<const PoolDifference> d) {
   if (d.size() == 1) throw_input("incompatible pool: {}", d[0].text());
   if (d.size() > 1)
     throw_input("incompatible pool: {} (and {} more differences)", d[0].text(), d.size() - 1);

@@ -3,6 +3,7 @@
 // normalized pieces (normalized ones), pre-tokenizer, BPE, post-processor.
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <unordered_set>
@@ -311,6 +312,19 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   if (a != impl_->added_by_id.end()) return impl_->added[a->second].decoded;
   if (const std::string* t = impl_->model->id_to_token(id)) return *t;
   return std::nullopt;
+}
+
+std::vector<Tokenizer::VocabEntry> Tokenizer::vocab() const {
+  std::vector<VocabEntry> out;
+  for (int32_t id = 0; id <= impl_->model->max_id(); ++id)
+    if (const std::string* t = impl_->model->id_to_token(id); t && !t->empty())
+      out.push_back({*t, id, false});
+  std::vector<VocabEntry> added;
+  for (const auto& a : impl_->added) added.push_back({a.content, a.id, true});
+  std::stable_sort(added.begin(), added.end(),
+                   [](const VocabEntry& x, const VocabEntry& y) { return x.id < y.id; });
+  out.insert(out.end(), added.begin(), added.end());
+  return out;
 }
 
 bool Tokenizer::is_special(int32_t id) const {

@@ -40,6 +40,15 @@ expect "bad.yaml:1: merge_method: nearswap needs base_model" $'merge_method: nea
 expect "bad.yaml:5: t: 0 is not > 0 (nearswap needs t > 0)" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: 0}'
 expect "bad.yaml:5: t: -0.5 is not > 0" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: -0.5}'
 expect "no value of parameter 'weight'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+# Vocabulary settings (tokenizer_source / tokenizer:, issue #19).
+two=$'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2\n    parameters: {weight: 1}'
+expect "bad.yaml:8: tokenizer: give tokenizer_source or tokenizer, not both" "$two"$'\ntokenizer_source: union\ntokenizer: {source: base}'
+expect "bad.yaml:7: tokenizer_source: \"pool/m3\" is not one of the recipe's models" "$two"$'\ntokenizer_source: pool/m3'
+expect "bad.yaml:9: tokenizer.tokens.<x>.source: a model_token source needs token_id or token" "$two"$'\ntokenizer:\n  tokens:\n    "<x>": {source: {kind: model_token, model: pool/m1}}'
+expect "bad.yaml:7: tokenizer.sourze: unknown key" "$two"$'\ntokenizer: {sourze: union}'
+expect "bad.yaml:7: tokenizer.pad_to_multiple_of: must be >= 1, got 0" "$two"$'\ntokenizer: {pad_to_multiple_of: 0}'
+expect "bad.yaml:9: tokenizer.tokens.<x>.source.model: a zero source takes no other key" "$two"$'\ntokenizer:\n  tokens:\n    "<x>": {source: {kind: zero, model: pool/m1}}'
+expect "pool/m1/tokenizer.json: model: missing key 'vocab'" "$two"$'\ntokenizer_source: union'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

@@ -6,6 +6,7 @@
 //                 | breadcrumbs | breadcrumbs_ties | nearswap
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
+//   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
 // A parameter value is a scalar, a list of numbers interpolated over the layer
 // index (mergekit's "gradient"), or a list of {filter: SUBSTRING, value: V}
 // where the first entry whose filter occurs in the tensor name wins.
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "kintsugi/io/dtype.hpp"
+#include "kintsugi/pool/vocab.hpp"
 
 namespace kintsugi {
 
@@ -60,6 +62,26 @@ struct RecipeModel {
   std::string where;
 };
 
+// `tokenizer_source: base | union | MODEL` or the `tokenizer:` section
+// (source, tokens, pad_to_multiple_of): checkpoints whose vocabularies differ
+// are re-indexed to one output vocabulary (pool/vocab.hpp). Models are named
+// as in `models:` / `base_model:` and resolved to their paths here.
+struct RecipeVocab {
+  struct Rule {
+    TokenRowRule::Kind kind = TokenRowRule::Kind::Auto;
+    std::filesystem::path model;
+    std::optional<int64_t> token_id;
+    std::string token;
+    bool force = false;
+    std::string where;
+  };
+  VocabSpec::Source source = VocabSpec::Source::Union;
+  std::filesystem::path model;  // Source::Model
+  std::vector<std::pair<std::string, Rule>> tokens;
+  int64_t pad_to_multiple_of = 0;
+  std::string where;
+};
+
 struct Recipe {
   std::filesystem::path file;
   std::string text;    // the file's bytes (copied beside the output)
@@ -71,6 +93,7 @@ struct Recipe {
   std::map<std::string, ParamValue> params;  // global
   std::optional<DType> dtype;
   std::optional<DType> out_dtype;
+  std::optional<RecipeVocab> vocab;
 };
 
 // Parses `text` as the recipe at `file` (paths in it are resolved as given,

@@ -31,6 +31,8 @@ std::vector<PoolDifference> pool_differences(std::span<const HfCheckpoint* const
 // Throws InputError "incompatible pool: <first difference> (and N more
 // differences)" when a member differs from the first.
 void check_pool_compatible(std::span<const HfCheckpoint* const> members);
+// The same message for a list of differences found otherwise (nothing when empty).
+void check_no_differences(std::span<const PoolDifference> differences);
 
 class Pool {
  public:

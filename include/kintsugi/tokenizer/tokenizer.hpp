@@ -49,6 +49,14 @@ class Tokenizer {
   std::optional<int32_t> eos_id() const;
   // 1 + the largest id of the model or of an added token.
   int32_t vocab_size() const;
+  // HF's get_vocab(): every token of the model, then every added token (its
+  // content as written in tokenizer.json), each group by ascending id.
+  struct VocabEntry {
+    std::string token;
+    int32_t id;
+    bool added;
+  };
+  std::vector<VocabEntry> vocab() const;
 
   struct Impl;  // opaque: src/tokenizer/tokenizer.cpp
 
