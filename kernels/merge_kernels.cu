@@ -53,7 +53,7 @@ struct Params {
   int sign_consensus;
   int rescale;
   int outliers;  // breadcrumbs: drop the top set given by othr / ocutoff
-  float t;       // nearswap
+  float t;       // nearswap; passthrough's scale
 };
 
 int code(DType d) {
@@ -143,6 +143,14 @@ __global__ void nearswap_kernel(const Params p) {
        j < p.n; j += stride)
     store(p.out, j, p.out_dtype,
           ops::nearswap(load(p.base, j, p.in_dtype), load(p.in[0], j, p.in_dtype), p.t));
+}
+
+__global__ void scale_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride)
+    store(p.out, j, p.out_dtype, ops::mul(load(p.in[0], j, p.in_dtype), p.t));
 }
 
 unsigned grid_for(size_t n) {
@@ -250,6 +258,22 @@ void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t,
   p.in_dtype = code(in_dtype);
   p.out_dtype = code(out_dtype);
   nearswap_kernel<<<grid_for(n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_scale(const void* d_x, DType in_dtype, float scale, void* d_out, DType out_dtype,
+                 size_t n) {
+  if (n == 0) return;
+  Params p{};
+  p.count = 1;
+  p.in[0] = d_x;
+  p.t = scale;  // the one scalar of this kernel
+  p.out = d_out;
+  p.n = n;
+  p.in_dtype = code(in_dtype);
+  p.out_dtype = code(out_dtype);
+  scale_kernel<<<grid_for(n), 256>>>(p);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
 }

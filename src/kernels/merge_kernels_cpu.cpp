@@ -529,6 +529,43 @@ void nearswap_impl(const void* v0, const void* v1, float t, void* out, size_t n)
   for_block_ranges(n, [&](size_t b0, size_t b1) { range(v0, v1, t, out, n, b0, b1); });
 }
 
+// Blocks [b0, b1) of passthrough's scale.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void scale_blocks(const void* x, float s, void* out, size_t n,
+                                                size_t b0, size_t b1) {
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    alignas(64) float r[kBlock];
+    for (size_t k = 0; k < len; ++k) r[k] = ops::mul(load<IN>(x, j0 + k), s);
+    for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, r[k]);
+  }
+}
+
+template <DType IN, DType OUT>
+void scale_generic(const void* x, float s, void* out, size_t n, size_t b0, size_t b1) {
+  scale_blocks<IN, OUT>(x, s, out, n, b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void scale_avx2(const void* x, float s, void* out, size_t n, size_t b0,
+                                        size_t b1) {
+  scale_blocks<IN, OUT>(x, s, out, n, b0, b1);
+}
+#endif
+
+template <DType IN, DType OUT>
+void scale_impl(const void* x, float s, void* out, size_t n) {
+  const size_t traffic = (dtype_size(IN) + dtype_size(OUT)) * n;
+#if KINTSUGI_AVX2_COPY
+  const auto range = isa_for(traffic) == 1 ? &scale_avx2<IN, OUT> : &scale_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &scale_generic<IN, OUT>;
+#endif
+  for_block_ranges(n, [&](size_t b0, size_t b1) { range(x, s, out, n, b0, b1); });
+}
+
 }  // namespace
 
 void fused_weighted_sum(std::span<const void* const> inputs, DType in_dtype,
@@ -564,6 +601,12 @@ void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, voi
   if (n == 0) return;
   dispatch(in_dtype, out_dtype,
            [&]<DType I, DType O>() { nearswap_impl<I, O>(v0, v1, t, out, n); });
+}
+
+void fused_scale(const void* x, DType in_dtype, float scale, void* out, DType out_dtype, size_t n) {
+  check_dtypes(in_dtype, out_dtype);
+  if (n == 0) return;
+  dispatch(in_dtype, out_dtype, [&]<DType I, DType O>() { scale_impl<I, O>(x, scale, out, n); });
 }
 
 std::vector<std::string_view> cpu_kernel_isas() {

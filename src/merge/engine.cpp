@@ -8,9 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <deque>
+#include <map>
 #include <memory>
 #include <new>
 #include <optional>
@@ -51,21 +54,57 @@ bool same_path(const fs::path& a, const fs::path& b) {
   return (!e1 && !e2) ? ca == cb : a == b;
 }
 
-// Per-tensor method settings from the recipe.
-TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel*>& models,
-                            const std::string& name, double t, uint64_t seed) {
+// One input of an output tensor: a tensor of an opened checkpoint.
+struct TensorInput {
+  const HfCheckpoint* ckpt = nullptr;
+  std::string name;  // its name there
+  const TensorInfo& info() const { return ckpt->info(name); }
+  const void* data() const { return ckpt->file_of(name).bytes(info()).data(); }
+};
+
+// One output tensor as the plan has it: its name, dtype and shape, the input
+// tensors it is made of (the base, when the method has one, and the models in
+// recipe order; with slices, each at its own layer) and the method with its
+// parameters resolved for this tensor.
+struct PlannedTensor {
+  TensorSpec spec;
+  std::optional<TensorInput> base;
+  std::vector<TensorInput> models;
+  TensorMethod method;
+  // Tensors the kernels do not merge (integers, ...) are copied from here.
+  const TensorInput& first() const { return base ? *base : models.front(); }
+};
+
+// Per-tensor method settings from the recipe. Per-model parameters are looked
+// up with each input's own tensor name, the method's global ones with the
+// output tensor's (as mergekit does; the names differ only with slices).
+TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
+                            const std::vector<const RecipeModel*>& models, const PlannedTensor& pt,
+                            double t, uint64_t seed) {
   TensorMethod m;
   m.method = r.method;
   m.seed = seed;
+  const std::string& name = pt.spec.name;
+  auto model_param = [&](size_t i, const std::string& key, std::optional<double> fallback) {
+    return recipe_param(r, slice, models[i], key, pt.models[i].name, t, fallback);
+  };
+  auto global_param = [&](const std::string& key, std::optional<double> fallback) {
+    return recipe_param(r, slice, nullptr, key, name, t, fallback);
+  };
   const bool task = r.method == MergeMethod::TaskArithmetic || r.method == MergeMethod::Ties ||
                     r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
                     r.method == MergeMethod::Breadcrumbs ||
                     r.method == MergeMethod::BreadcrumbsTies;
+  if (r.method == MergeMethod::Passthrough) {
+    if (auto scale = find_param(r, slice, models[0], "scale", pt.models[0].name, t))
+      m.weights.push_back(static_cast<float>(*scale));
+    return m;
+  }
   if (r.method == MergeMethod::Linear || task) {
     std::vector<double> w;
-    for (const auto* rm : models) w.push_back(recipe_param(r, rm, "weight", name, t, std::nullopt));
+    for (size_t i = 0; i < models.size(); ++i) w.push_back(model_param(i, "weight", std::nullopt));
     if (r.method == MergeMethod::Linear) {
-      const bool normalize = recipe_param(r, nullptr, "normalize", name, t, 1.0) != 0.0;
+      const bool normalize = global_param("normalize", 1.0) != 0.0;
       double sum = 0;
       for (double x : w) sum += x;
       if (normalize && std::fabs(sum) < 1e-12)
@@ -77,46 +116,86 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
     for (double x : w) m.weights.push_back(static_cast<float>(x));
     const bool ties_like = r.method == MergeMethod::Ties;
     const bool dare = r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies;
-    m.lambda = recipe_param(r, nullptr, "lambda", name, t, 1.0);
-    m.normalize = recipe_param(r, nullptr, "normalize", name, t, ties_like ? 1.0 : 0.0) != 0.0;
-    m.rescale = recipe_param(r, nullptr, "rescale", name, t, dare ? 1.0 : 0.0) != 0.0;
+    m.lambda = global_param("lambda", 1.0);
+    m.normalize = global_param("normalize", ties_like ? 1.0 : 0.0) != 0.0;
+    m.rescale = global_param("rescale", dare ? 1.0 : 0.0) != 0.0;
     if (r.method != MergeMethod::TaskArithmetic)
-      for (const auto* rm : models) {
-        const double d = recipe_param(r, rm, "density", name, t, 1.0);
+      for (size_t i = 0; i < models.size(); ++i) {
+        const double d = model_param(i, "density", 1.0);
         if (d < 0.0 || d > 1.0)
-          throw_input("{}: density {} for tensor {} is outside [0, 1]", rm->where, d, name);
+          throw_input("{}: density {} for tensor {} is outside [0, 1]", models[i]->where, d, name);
         m.density.push_back(d);
       }
     if (r.method == MergeMethod::Breadcrumbs || r.method == MergeMethod::BreadcrumbsTies)
-      for (const auto* rm : models) {
-        const double g = recipe_param(r, rm, "gamma", name, t, 0.01);  // mergekit's default
+      for (size_t i = 0; i < models.size(); ++i) {
+        const double g = model_param(i, "gamma", 0.01);  // mergekit's default
         if (g < 0.0 || g > 1.0)
-          throw_input("{}: gamma {} for tensor {} is outside [0, 1]", rm->where, g, name);
+          throw_input("{}: gamma {} for tensor {} is outside [0, 1]", models[i]->where, g, name);
         m.gamma.push_back(g);
       }
     return m;
   }
   if (r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap)
-    m.t = recipe_param(r, nullptr, "t", name, t, std::nullopt);
+    m.t = global_param("t", std::nullopt);
   return m;
 }
 
-// The recipe's checkpoints, opened: the base (when the method uses one) and
-// the models that are not the base, checked for count and compatibility.
+// Methods that take a base model apart from the others (every method but
+// linear and passthrough, which merge all their inputs alike).
+bool uses_base(MergeMethod m) {
+  return m != MergeMethod::Linear && m != MergeMethod::Passthrough;
+}
+
+// How many models besides the base a method takes: checked per merge (models)
+// or per slice; `where` names the place in the recipe.
+void check_model_count(const Recipe& r, size_t n, const std::string& where) {
+  const std::string method(merge_method_name(r.method));
+  if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
+    throw_input("{}: {} merges the base with exactly one other model, got {}", where, method, n);
+  if (r.method == MergeMethod::ModelStock && n < 2)
+    throw_input("{}: model_stock needs at least two models besides the base, got {}", where, n);
+  if (n == 0) throw_input("{}: {} needs at least one model besides the base", where, method);
+  if (n > kMaxMergeInputs)
+    throw_input("{}: {} models, at most {} supported", where, n, kMaxMergeInputs);
+}
+
+// Layers of a checkpoint: num_hidden_layers in config.json, else the
+// largest layer index + 1.
+int64_t num_layers_of(const HfCheckpoint& ref) {
+  const auto& cfg = ref.config();
+  if (cfg.is_object() && cfg.contains("num_hidden_layers") &&
+      cfg["num_hidden_layers"].is_number_integer() && cfg["num_hidden_layers"].get<int64_t>() > 0)
+    return cfg["num_hidden_layers"].get<int64_t>();
+  int64_t n = 0;
+  for (const auto& name : ref.tensor_names())
+    if (auto l = layer_index(name)) n = std::max(n, *l + 1);
+  return n;
+}
+
+// The recipe's checkpoints, each opened once.
 struct MergeInputs {
-  std::optional<HfCheckpoint> base;
+  std::deque<HfCheckpoint> opened;  // stable addresses
+  // models: the base (when the method uses one) and the models that are not
+  // the base, checked for count and compatibility.
+  const HfCheckpoint* base = nullptr;
   std::vector<const RecipeModel*> models;  // recipe entries of `ckpts`, same order
-  std::vector<HfCheckpoint> ckpts;
-  // With tokenizer_source: the output vocabulary and each input's rows of it.
-  // Its members are base (when opened) then ckpts.
+  std::vector<const HfCheckpoint*> ckpts;
+  // slices: each slice's sources' checkpoints, in order, and which source is
+  // the base (methods with a base).
+  std::vector<std::vector<const HfCheckpoint*>> slice_ckpts;
+  std::vector<std::optional<size_t>> slice_base;
+  // The checkpoint whose config.json and extra files the output takes (and,
+  // for models, whose tensor names and shapes).
+  const HfCheckpoint* donor = nullptr;
+  // With tokenizer_source (models only): the output vocabulary and each
+  // input's rows of it; its members are the base (when used), then ckpts.
   std::optional<VocabPlan> vocab;
-  // The checkpoint whose names, shapes, config and extra files the output takes.
-  const HfCheckpoint& reference() const { return base ? *base : ckpts[0]; }
-  std::vector<const HfCheckpoint*> members() const {
-    std::vector<const HfCheckpoint*> all;
-    if (base) all.push_back(&*base);
-    for (const auto& c : ckpts) all.push_back(&c);
-    return all;
+  std::vector<const HfCheckpoint*> vocab_members;
+
+  const HfCheckpoint& open(const fs::path& p) {
+    for (const auto& c : opened)
+      if (same_path(c.path(), p)) return c;
+    return opened.emplace_back(HfCheckpoint::open(p));
   }
 };
 
@@ -172,31 +251,49 @@ class ReindexedTensor {
 
 MergeInputs open_inputs(const Recipe& r) {
   MergeInputs in;
-  if (r.base_model && r.method != MergeMethod::Linear) in.base = HfCheckpoint::open(*r.base_model);
+  if (!r.slices.empty()) {
+    // base_model gives the config (mergekit's donor) even where the method
+    // does not merge against it; else the first slice's first source.
+    in.donor = r.base_model ? &in.open(*r.base_model) : &in.open(r.slices[0].sources[0].path);
+    for (const auto& sl : r.slices) {
+      auto& ckpts = in.slice_ckpts.emplace_back();
+      auto& base = in.slice_base.emplace_back();
+      for (size_t i = 0; i < sl.sources.size(); ++i) {
+        const RecipeModel& src = sl.sources[i];
+        ckpts.push_back(&in.open(src.path));
+        const int64_t n = num_layers_of(*ckpts.back());
+        if (src.layers->end > n)
+          throw_input("{}: layer_range [{}, {}) is outside the {} layers of {}", src.layers->where,
+                      src.layers->begin, src.layers->end, n, src.spec);
+        // At most once: a slice lists a model once (parse_recipe).
+        if (uses_base(r.method) && same_path(src.path, *r.base_model)) base = i;
+      }
+      if (uses_base(r.method) && !base)
+        throw_input("{}: {} needs base_model ({}) among this slice's sources", sl.where,
+                    merge_method_name(r.method), r.base_model->string());
+      if (r.method != MergeMethod::Passthrough)
+        check_model_count(r, sl.sources.size() - (base ? 1 : 0), sl.where);
+    }
+    return in;
+  }
+  if (r.base_model && uses_base(r.method)) in.base = &in.open(*r.base_model);
   for (const auto& rm : r.models) {
     if (in.base && same_path(rm.path, *r.base_model)) continue;
     in.models.push_back(&rm);
-    in.ckpts.push_back(HfCheckpoint::open(rm.path));
+    in.ckpts.push_back(&in.open(rm.path));
   }
-  const std::string method(merge_method_name(r.method));
-  const size_t n = in.ckpts.size();
-  if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
-    throw_input("{}: {} merges the base with exactly one other model, got {}", r.file.string(),
-                method, n);
-  if (r.method == MergeMethod::ModelStock && n < 2)
-    throw_input("{}: model_stock needs at least two models besides the base, got {}",
-                r.file.string(), n);
-  if (n == 0)
-    throw_input("{}: {} needs at least one model besides the base", r.file.string(), method);
-  if (n > kMaxMergeInputs)
-    throw_input("{}: {} models, at most {} supported", r.file.string(), n, kMaxMergeInputs);
-  const std::vector<const HfCheckpoint*> all = in.members();
+  if (r.method != MergeMethod::Passthrough) check_model_count(r, in.ckpts.size(), r.file.string());
+  std::vector<const HfCheckpoint*> all;
+  if (in.base) all.push_back(in.base);
+  for (const auto* c : in.ckpts) all.push_back(c);
+  in.donor = in.base ? in.base : in.ckpts[0];
   if (!r.vocab) {
     check_pool_compatible(all);
     return in;
   }
   check_pool_compatible_vocab(all);
   in.vocab = plan_vocab(all, vocab_spec(*r.vocab, all));
+  in.vocab_members = all;
   spdlog::info("vocabulary: {} tokens ({} added to the source's), {} rows", in.vocab->vocab,
                in.vocab->added, in.vocab->rows);
   return in;
@@ -208,47 +305,189 @@ std::vector<NamedPath> input_paths(const Recipe& r, const MergeOptions& opt) {
   if (!r.file.empty()) in.push_back({"recipe", r.file});
   if (r.base_model) in.push_back({"base model", *r.base_model});
   for (const auto& m : r.models) in.push_back({"checkpoint", m.path});
+  for (const auto& sl : r.slices)
+    for (const auto& src : sl.sources) in.push_back({"checkpoint", src.path});
   for (const auto& p : opt.other_inputs) in.push_back(p);
   return in;
 }
 
-// What the output holds: every tensor of the reference (floating tensors in
-// the recipe's dtype), laid out in shards.
+// What the output holds, tensor by tensor (floating tensors in the recipe's
+// dtype), laid out in shards, and its config.json.
 struct OutputPlan {
-  std::vector<TensorSpec> specs;  // in the reference's (sorted) tensor order
+  std::vector<PlannedTensor> tensors;  // sorted by output name
   ShardedPlan files;
   std::optional<DType> out_float;  // the recipe's dtype for floating tensors
-  int64_t num_layers = 0;          // for gradients over layers
+  nlohmann::json config;           // config.json (null: none)
 };
 
-int64_t num_layers_of(const HfCheckpoint& ref) {
-  const auto& cfg = ref.config();
-  if (cfg.is_object() && cfg.contains("num_hidden_layers") &&
-      cfg["num_hidden_layers"].is_number_integer() && cfg["num_hidden_layers"].get<int64_t>() > 0)
-    return cfg["num_hidden_layers"].get<int64_t>();
-  int64_t n = 0;
-  for (const auto& name : ref.tensor_names())
-    if (auto l = layer_index(name)) n = std::max(n, *l + 1);
-  return n;
+DType out_dtype_of(const OutputPlan& plan, DType in) {
+  return mergeable(in) && plan.out_float ? *plan.out_float : in;
+}
+
+// models: every tensor of the donor, merged from the same tensor of every input.
+void plan_models(const Recipe& r, const MergeInputs& in, const MergeOptions& opt, OutputPlan& out) {
+  const HfCheckpoint& ref = *in.donor;
+  const int64_t num_layers = num_layers_of(ref);
+  out.config = ref.config();
+  out.tensors.reserve(ref.tensor_names().size());
+  for (const auto& n : ref.tensor_names()) {
+    const auto& info = ref.info(n);
+    PlannedTensor pt;
+    pt.spec = {n, out_dtype_of(out, info.dtype), info.shape};
+    if (in.vocab && is_vocab_tensor(n)) pt.spec.shape[0] = in.vocab->rows;
+    if (in.base) pt.base = TensorInput{in.base, n};
+    for (const auto* c : in.ckpts) pt.models.push_back({c, n});
+    if (mergeable(info.dtype))
+      pt.method = resolve_method(r, nullptr, in.models, pt, layer_t(n, num_layers), opt.seed);
+    out.tensors.push_back(std::move(pt));
+  }
+}
+
+// `name` with its layer number replaced by `layer`.
+std::string with_layer(const std::string& name, const LayerDigits& d, int64_t layer) {
+  return name.substr(0, d.pos) + std::to_string(layer) + name.substr(d.pos + d.count);
+}
+
+// Config arrays with one entry per layer: rebuilt for the output's layers.
+constexpr std::array<const char*, 2> kPerLayerConfigKeys = {"layer_types", "no_rope_layers"};
+
+// slices (mergekit's plan): the donor's non-layer tensors that name an
+// embedding from the first slice's sources at t = 0, the slices' layers in
+// order (output layer k of a slice from layer begin + k of each source, at
+// t = k / (n - 1), or 1 for a one-layer slice), the other non-layer tensors
+// (final norm, lm_head) from the last slice's sources at t = 1.
+void plan_slices(const Recipe& r, const MergeInputs& in, const MergeOptions& opt, OutputPlan& out) {
+  // Each checkpoint's layer tensors by layer, names sorted.
+  std::map<const HfCheckpoint*, std::map<int64_t, std::vector<std::string>>> layers_of;
+  auto layer_names = [&](const HfCheckpoint* c, int64_t layer) -> const std::vector<std::string>& {
+    auto it = layers_of.find(c);
+    if (it == layers_of.end()) {
+      it = layers_of.emplace(c, std::map<int64_t, std::vector<std::string>>()).first;
+      for (const auto& n : c->tensor_names())
+        if (auto l = layer_index(n)) it->second[*l].push_back(n);
+    }
+    static const std::vector<std::string> none;
+    auto l = it->second.find(layer);
+    return l == it->second.end() ? none : l->second;
+  };
+  // The inputs of one output tensor: same dtype and shape everywhere.
+  const auto& ckpts = in.slice_ckpts;
+  auto add = [&](size_t k, const std::vector<std::string>& names, const std::string& out_name,
+                 double t) {
+    const RecipeSlice& sl = r.slices[k];
+    PlannedTensor pt;
+    std::vector<const RecipeModel*> models;
+    for (size_t i = 0; i < sl.sources.size(); ++i) {
+      const HfCheckpoint* c = ckpts[k][i];
+      if (!c->has(names[i]))
+        throw_input("{}: {} has no tensor {} (for output tensor {}, from {} in {})",
+                    sl.sources[i].where, c->path().string(), names[i], out_name, names[0],
+                    ckpts[k][0]->path().string());
+      const TensorInfo& a = ckpts[k][0]->info(names[0]);
+      const TensorInfo& b = c->info(names[i]);
+      if (a.dtype != b.dtype || a.shape != b.shape)
+        throw_input("{}: incompatible slice: {}: tensor {}: {} {} here, {} {} in {} ({})",
+                    sl.sources[i].where, c->path().string(), names[i], dtype_name(b.dtype),
+                    shape_text(b.shape), dtype_name(a.dtype), shape_text(a.shape),
+                    ckpts[k][0]->path().string(), names[0]);
+      const TensorInput ti{c, names[i]};
+      if (in.slice_base[k] == i) {
+        pt.base = ti;
+      } else {
+        pt.models.push_back(ti);
+        models.push_back(&sl.sources[i]);
+      }
+    }
+    const TensorInfo& info = ckpts[k][0]->info(names[0]);
+    pt.spec = {out_name, out_dtype_of(out, info.dtype), info.shape};
+    if (mergeable(info.dtype)) pt.method = resolve_method(r, &sl, models, pt, t, opt.seed);
+    out.tensors.push_back(std::move(pt));
+  };
+  // Non-layer tensors of the first source of a slice, embeddings or not.
+  auto non_layer = [&](size_t k, bool embed, double t) {
+    const RecipeSlice& sl = r.slices[k];
+    for (const auto& n : ckpts[k][0]->tensor_names()) {
+      if (layer_index(n) || (n.find("embed") != std::string::npos) != embed) continue;
+      add(k, std::vector<std::string>(sl.sources.size(), n), n, t);
+    }
+  };
+  non_layer(0, true, 0.0);
+  int64_t out_layer = 0;
+  std::vector<std::pair<const HfCheckpoint*, int64_t>> origin;  // of each output layer
+  for (size_t k = 0; k < r.slices.size(); ++k) {
+    const RecipeSlice& sl = r.slices[k];
+    const int64_t n = sl.num_layers();
+    for (int64_t off = 0; off < n; ++off, ++out_layer) {
+      const double t = n > 1 ? static_cast<double>(off) / static_cast<double>(n - 1) : 1.0;
+      const int64_t first = sl.sources[0].layers->begin + off;
+      origin.emplace_back(ckpts[k][0], first);
+      const auto& names0 = layer_names(ckpts[k][0], first);
+      if (names0.empty())
+        throw_input("{}: {} has no tensors of layer {} (config.json: num_hidden_layers {})",
+                    sl.sources[0].layers->where, sl.sources[0].spec, first,
+                    num_layers_of(*ckpts[k][0]));
+      for (size_t i = 1; i < sl.sources.size(); ++i) {
+        const int64_t li = sl.sources[i].layers->begin + off;
+        const size_t count = layer_names(ckpts[k][i], li).size();
+        if (count != names0.size())
+          throw_input("{}: layer {} of {} has {} tensors, layer {} of {} has {}",
+                      sl.sources[i].where, li, sl.sources[i].spec, count, first, sl.sources[0].spec,
+                      names0.size());
+      }
+      for (const auto& n0 : names0) {
+        const LayerDigits d = *layer_digits(n0);
+        std::vector<std::string> names;
+        for (const auto& src : sl.sources)
+          names.push_back(with_layer(n0, d, src.layers->begin + off));
+        add(k, names, with_layer(n0, d, out_layer), t);
+      }
+    }
+  }
+  non_layer(r.slices.size() - 1, false, 1.0);
+  std::sort(
+      out.tensors.begin(), out.tensors.end(),
+      [](const PlannedTensor& a, const PlannedTensor& b) { return a.spec.name < b.spec.name; });
+  for (size_t i = 1; i < out.tensors.size(); ++i)
+    if (out.tensors[i].spec.name == out.tensors[i - 1].spec.name)
+      throw_input("{}: the slices give output tensor {} twice", r.file.string(),
+                  out.tensors[i].spec.name);
+
+  // config.json: the donor's, with the output's layer count and per-layer arrays.
+  out.config = in.donor->config();
+  if (!out.config.is_object()) out.config = nlohmann::json::object();
+  out.config["num_hidden_layers"] = out_layer;
+  for (const char* key : kPerLayerConfigKeys) {
+    if (!out.config.contains(key) || !out.config[key].is_array()) continue;
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& [c, layer] : origin) {
+      const auto& cfg = c->config();
+      if (!cfg.is_object() || !cfg.contains(key) || !cfg[key].is_array() ||
+          layer >= static_cast<int64_t>(cfg[key].size()))
+        throw_input(
+            "{}: config.json of {} has no {} entry for layer {} (the output's {} is "
+            "rebuilt from its sources')",
+            r.file.string(), c->path().string(), key, layer, key);
+      arr.push_back(cfg[key][static_cast<size_t>(layer)]);
+    }
+    out.config[key] = std::move(arr);
+  }
 }
 
 OutputPlan plan_output(const Recipe& r, const MergeInputs& in, const MergeOptions& opt) {
-  const HfCheckpoint& ref = in.reference();
   OutputPlan out;
   out.out_float = r.out_dtype ? r.out_dtype : r.dtype;
-  out.num_layers = num_layers_of(ref);
-  for (const auto& n : ref.tensor_names()) {
-    const auto& info = ref.info(n);
-    const DType od = mergeable(info.dtype) && out.out_float ? *out.out_float : info.dtype;
-    auto shape = info.shape;
-    if (in.vocab && is_vocab_tensor(n)) shape[0] = in.vocab->rows;
-    out.specs.push_back({n, od, shape});
-  }
+  if (r.slices.empty())
+    plan_models(r, in, opt, out);
+  else
+    plan_slices(r, in, opt, out);
+  std::vector<TensorSpec> specs;
+  specs.reserve(out.tensors.size());
+  for (const auto& pt : out.tensors) specs.push_back(pt.spec);
   const Metadata meta = {{"format", "pt"},
                          {"merged_by", "kintsugi"},
                          {"merge_method", std::string(merge_method_name(r.method))},
                          {"recipe_sha256", r.sha256}};
-  out.files = plan_sharded(out.specs, meta, opt.max_shard_bytes);
+  out.files = plan_sharded(specs, meta, opt.max_shard_bytes);
   return out;
 }
 
@@ -334,28 +573,29 @@ struct Traffic {
   uint64_t read = 0, written = 0;  // this rank's bytes
 };
 
-// Merges this rank's flat share of every tensor and writes it in place.
-// Tensors the kernels do not merge (integers, ...) are copied from the reference.
+// Merges this rank's flat share of every planned tensor and writes it in
+// place. Tensors the kernels do not merge (integers, ...) are copied from
+// their first input.
+uint64_t numel_of(const TensorSpec& spec) {
+  uint64_t n = 1;
+  for (int64_t d : spec.shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
 Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& plan,
                      OutputFiles& out, const MergeOptions& opt, MPI_Comm comm, int rank, int size) {
-  const HfCheckpoint& ref = in.reference();
   uint64_t my_elems = 0;
-  for (const TensorSpec& spec : plan.specs) {
-    uint64_t numel = 1;
-    for (int64_t d : spec.shape) numel *= static_cast<uint64_t>(d);
-    my_elems += flat_share(numel, rank, size).size();
-  }
+  for (const auto& pt : plan.tensors) my_elems += flat_share(numel_of(pt.spec), rank, size).size();
   MergeProgress progress(std::string(merge_method_name(r.method)), my_elems,
                          opt.progress && rank == 0);
   Traffic traffic;
-  const std::vector<const HfCheckpoint*> members = in.members();
-  for (const TensorSpec& spec : plan.specs) {
+  for (const PlannedTensor& pt : plan.tensors) {
+    const TensorSpec& spec = pt.spec;
     const std::string& name = spec.name;
     progress.start_tensor(name);
-    const TensorInfo& info = ref.info(name);
+    const TensorInfo& info = pt.first().info();
     const size_t file = plan.files.shard_of.at(name);
-    uint64_t numel = 1;
-    for (int64_t d : spec.shape) numel *= static_cast<uint64_t>(d);
+    const uint64_t numel = numel_of(spec);
     const ElementRange range = flat_share(numel, rank, size);
     auto write = [&](ElementRange c, std::span<const std::byte> bytes) {
       out.pwrite(file, name, c.begin * dtype_size(spec.dtype), bytes);
@@ -365,7 +605,8 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     if (!mergeable(info.dtype)) {
       const uint64_t es = dtype_size(info.dtype);
       if (!range.empty()) {
-        auto src = ref.file_of(name).bytes(info, range.begin * es, range.size() * es);
+        const TensorInput& from = pt.first();
+        auto src = from.ckpt->file_of(from.name).bytes(info, range.begin * es, range.size() * es);
         write(range, src);
         traffic.read += src.size();
       }
@@ -375,26 +616,25 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     src.name = name;
     src.numel = numel;
     src.dtype = info.dtype;
-    std::vector<const void*> inputs;
-    std::vector<std::unique_ptr<ReindexedTensor>> reindexed;
+    std::deque<ReindexedTensor> reindexed;  // in place: not movable
     if (in.vocab && is_vocab_tensor(name)) {
-      // In the recipe's dtype when it has one: mergekit averages rows in it.
+      // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.
       if (r.dtype) src.dtype = *r.dtype;
-      for (size_t m = 0; m < members.size(); ++m) {
-        reindexed.push_back(std::make_unique<ReindexedTensor>(*in.vocab, members, m, name,
-                                                              src.dtype, numel, range));
-        inputs.push_back(reindexed.back()->data());
+      for (size_t m = 0; m < in.vocab_members.size(); ++m) {
+        const void* p =
+            reindexed.emplace_back(*in.vocab, in.vocab_members, m, name, src.dtype, numel, range)
+                .data();
+        if (m == 0 && pt.base)
+          src.base = p;
+        else
+          src.models.push_back(p);
       }
     } else {
-      for (const auto* c : members) inputs.push_back(c->file_of(name).bytes(c->info(name)).data());
+      if (pt.base) src.base = pt.base->data();
+      for (const auto& ti : pt.models) src.models.push_back(ti.data());
     }
-    const size_t first_model = in.base ? 1 : 0;
-    if (in.base) src.base = inputs.front();
-    src.models.assign(inputs.begin() + static_cast<std::ptrdiff_t>(first_model), inputs.end());
-    const TensorMethod m =
-        resolve_method(r, in.models, name, layer_t(name, plan.num_layers), opt.seed);
     try {
-      merge_tensor(src, m, range, spec.dtype, opt.chunk_elems, comm, write);
+      merge_tensor(src, pt.method, range, spec.dtype, opt.chunk_elems, comm, write);
     } catch (const std::bad_alloc&) {
       // What a rank holds is a few chunk buffers per input: say which knob sets it.
       throw_runtime(
@@ -402,7 +642,7 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
           "as fp32; --chunk-mib): lower the chunk or raise this rank's memory limit",
           opt.out_dir.string(), name, opt.chunk_elems, opt.chunk_elems * 4 >> 20);
     }
-    traffic.read += range.size() * dtype_size(src.dtype) * (src.models.size() + (in.base ? 1 : 0));
+    traffic.read += range.size() * dtype_size(src.dtype) * (src.models.size() + (pt.base ? 1 : 0));
     spdlog::debug("merged {} ({} elements here)", name, range.size());
   }
   progress.finish();
@@ -410,8 +650,8 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
 }
 
 // Rank 0, after every rank closed its ranges: shard files renamed into the
-// temporary folder, the index, config.json (torch_dtype of the output), the
-// reference's other files (tokenizer, ...), the recipe; then the folder.
+// temporary folder, the index, config.json (the plan's, torch_dtype of the
+// output), the donor's other files (tokenizer, ...), the recipe; then the folder.
 // Tokenizer files, which tokenizer_source replaces as a set.
 bool is_tokenizer_file(const std::string& n) {
   return n.rfind("tokenizer", 0) == 0 || n.rfind("chat_template", 0) == 0 ||
@@ -419,51 +659,55 @@ bool is_tokenizer_file(const std::string& n) {
          n == "vocab.txt" || n == "merges.txt";
 }
 
+// The tokenizer files of a merge with tokenizer_source: the donor's other
+// files, the tokenizer's from the vocabulary's source, rewritten where the
+// vocabulary changed.
+void write_vocab_files(const MergeInputs& in, OutputFiles& out) {
+  const VocabPlan& v = *in.vocab;
+  for (const auto& p : in.donor->passthrough_files())
+    if (!is_tokenizer_file(p.filename().string())) out.folder->copy_file(p);
+  for (const auto* c : in.vocab_members) {
+    if (!same_path(c->path(), v.tokenizer_folder)) continue;
+    for (const auto& p : c->passthrough_files()) {
+      const std::string n = p.filename().string();
+      if (!is_tokenizer_file(n)) continue;
+      // Rewritten below, or stale once tokens are added (added_tokens.json).
+      if (v.tokenizer_changed &&
+          (n == "tokenizer.json" || n == "tokenizer_config.json" || n == "added_tokens.json"))
+        continue;
+      out.folder->copy_file(p);
+    }
+    break;
+  }
+  if (v.tokenizer_changed) {
+    out.folder->write_text("tokenizer.json", v.tokenizer_json.dump(2) + "\n");
+    if (v.tokenizer_config.is_object())
+      out.folder->write_text("tokenizer_config.json", v.tokenizer_config.dump(2) + "\n");
+  }
+}
+
 void commit_output(const Recipe& r, const MergeInputs& in, const OutputPlan& plan,
                    OutputFiles& out) {
-  const HfCheckpoint& ref = in.reference();
   for (auto& w : out.writers) w->commit();
   if (plan.files.file_names.size() > 1)
     out.folder->write_text("model.safetensors.index.json", plan.files.index_json());
-  if (ref.config().is_object() || plan.out_float) {
-    nlohmann::json config = ref.config().is_object() ? ref.config() : nlohmann::json::object();
+  if (plan.config.is_object() || plan.out_float) {
+    nlohmann::json config = plan.config.is_object() ? plan.config : nlohmann::json::object();
     DType shown = plan.out_float ? *plan.out_float : DType::F32;
     if (!plan.out_float)
-      for (const auto& s : plan.specs)
-        if (mergeable(s.dtype)) {
-          shown = s.dtype;
+      for (const auto& pt : plan.tensors)
+        if (mergeable(pt.spec.dtype)) {
+          shown = pt.spec.dtype;
           break;
         }
     config["torch_dtype"] = torch_dtype(shown);
     if (in.vocab) config["vocab_size"] = in.vocab->rows;
     out.folder->write_text("config.json", config.dump(2) + "\n");
   }
-  if (!in.vocab) {
-    for (const auto& p : ref.passthrough_files()) out.folder->copy_file(p);
-  } else {
-    // The reference's other files; the tokenizer's from the vocabulary's source.
-    const VocabPlan& v = *in.vocab;
-    for (const auto& p : ref.passthrough_files())
-      if (!is_tokenizer_file(p.filename().string())) out.folder->copy_file(p);
-    for (const auto* c : in.members()) {
-      if (!same_path(c->path(), v.tokenizer_folder)) continue;
-      for (const auto& p : c->passthrough_files()) {
-        const std::string n = p.filename().string();
-        if (!is_tokenizer_file(n)) continue;
-        // Rewritten below, or stale once tokens are added (added_tokens.json).
-        if (v.tokenizer_changed &&
-            (n == "tokenizer.json" || n == "tokenizer_config.json" || n == "added_tokens.json"))
-          continue;
-        out.folder->copy_file(p);
-      }
-      break;
-    }
-    if (v.tokenizer_changed) {
-      out.folder->write_text("tokenizer.json", v.tokenizer_json.dump(2) + "\n");
-      if (v.tokenizer_config.is_object())
-        out.folder->write_text("tokenizer_config.json", v.tokenizer_config.dump(2) + "\n");
-    }
-  }
+  if (in.vocab)
+    write_vocab_files(in, out);
+  else
+    for (const auto& p : in.donor->passthrough_files()) out.folder->copy_file(p);
   out.folder->write_text(kRecipeFileName, r.text);
   out.folder->commit();
 }
@@ -491,7 +735,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
   allreduce_in_place(std::span<uint64_t>(global), MPI_SUM, comm);
   rep.bytes_read = global[0];
   rep.bytes_written = global[1];
-  rep.tensors = plan.specs.size();
+  rep.tensors = plan.tensors.size();
   rep.shards = plan.files.file_names.size();
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return rep;

@@ -53,6 +53,7 @@ const std::vector<ParamSpec>& param_specs() {
         M::BreadcrumbsTies}},
       {"filter_wise", Kind::Bool, {M::ModelStock}},
       {"t", Kind::Number, {M::Slerp, M::Nearswap}},
+      {"scale", Kind::Number, {M::Passthrough}},
   };
   return specs;
 }
@@ -71,7 +72,8 @@ std::optional<MergeMethod> method_from(const std::string& s) {
                                                        {"slerp", M::Slerp},
                                                        {"breadcrumbs", M::Breadcrumbs},
                                                        {"breadcrumbs_ties", M::BreadcrumbsTies},
-                                                       {"nearswap", M::Nearswap}};
+                                                       {"nearswap", M::Nearswap},
+                                                       {"passthrough", M::Passthrough}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -155,22 +157,70 @@ std::filesystem::path resolve(const std::filesystem::path& recipe, const std::st
   return p;
 }
 
-RecipeModel parse_model(const YamlField& f, const std::filesystem::path& file, MergeMethod method) {
-  const YamlMap m = f.as_map({"model", "parameters"});
+// An entry of `models`, or (slice_source) a source of a slice with its layer_range.
+RecipeModel parse_model(const YamlField& f, const std::filesystem::path& file, MergeMethod method,
+                        bool slice_source) {
+  const YamlMap m = slice_source ? f.as_map({"model", "layer_range", "parameters"})
+                                 : f.as_map({"model", "parameters"});
   RecipeModel rm;
   rm.where = where(f);
   rm.spec = m.require("model").as_string();
   if (rm.spec.empty()) m.require("model").fail("must not be empty");
   rm.path = resolve(file, rm.spec);
   if (auto p = m.get("parameters")) rm.params = parse_params(*p, method);
+  if (slice_source) {
+    // mergekit's layer_range: [first, end), end exclusive; required.
+    const YamlField lr = m.require("layer_range");
+    const auto ends = lr.items();
+    if (ends.size() != 2)
+      lr.fail(fmt::format("expected [first, end) (two layer indices), got {} values", ends.size()));
+    LayerRange range;
+    range.begin = ends[0].as_int();
+    range.end = ends[1].as_int();
+    range.where = where(lr);
+    if (range.begin < 0) lr.fail(fmt::format("layer {} is negative", range.begin));
+    if (range.end <= range.begin)
+      lr.fail(fmt::format("[{}, {}) is an empty or inverted range (the end is exclusive)",
+                          range.begin, range.end));
+    rm.layers = range;
+  }
   return rm;
 }
 
-bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+bool same_model(const std::filesystem::path& a, const std::filesystem::path& b) {
   std::error_code e1, e2;
   const auto ca = std::filesystem::weakly_canonical(a, e1);
   const auto cb = std::filesystem::weakly_canonical(b, e2);
   return (!e1 && !e2) ? ca == cb : a == b;
+}
+
+RecipeSlice parse_slice(const YamlField& f, const std::filesystem::path& file, MergeMethod method) {
+  const YamlMap m = f.as_map({"sources", "parameters"});
+  RecipeSlice s;
+  s.where = where(f);
+  const YamlField sources = m.require("sources");
+  const auto items = sources.items();
+  if (items.empty()) sources.fail("expected a non-empty list");
+  for (const auto& e : items) {
+    s.sources.push_back(parse_model(e, file, method, true));
+    const RecipeModel& added = s.sources.back();
+    // mergekit keys a slice's inputs by model: a second source of the same
+    // model would silently replace the first.
+    for (size_t i = 0; i + 1 < s.sources.size(); ++i)
+      if (same_model(s.sources[i].path, added.path))
+        e.fail(fmt::format("model {} is already a source of this slice (at {})", added.spec,
+                           s.sources[i].where));
+    if (added.layers->size() != s.sources.front().layers->size())
+      e.fail(fmt::format(
+          "layer_range [{}, {}) has a length of {}, the slice's first source's {}: all sources "
+          "of a slice need the same number of layers",
+          added.layers->begin, added.layers->end, added.layers->size(),
+          s.sources.front().layers->size()));
+  }
+  if (method == M::Passthrough && s.sources.size() != 1)
+    sources.fail(fmt::format("passthrough takes one source per slice, got {}", s.sources.size()));
+  if (auto p = m.get("parameters")) s.params = parse_params(*p, method);
+  return s;
 }
 
 // A model named in the tokenizer settings: one of the recipe's models or its base.
@@ -178,9 +228,9 @@ std::filesystem::path recipe_member(const YamlField& f, const Recipe& r) {
   const std::string spec = f.as_string();
   for (const auto& m : r.models)
     if (m.spec == spec) return m.path;
-  if (r.base_model && same_file(resolve(r.file, spec), *r.base_model)) return *r.base_model;
+  if (r.base_model && same_model(resolve(r.file, spec), *r.base_model)) return *r.base_model;
   for (const auto& m : r.models)
-    if (same_file(resolve(r.file, spec), m.path)) return m.path;
+    if (same_model(resolve(r.file, spec), m.path)) return m.path;
   f.fail(fmt::format("\"{}\" is not one of the recipe's models", spec));
 }
 
@@ -273,6 +323,8 @@ std::string_view merge_method_name(MergeMethod m) {
       return "breadcrumbs_ties";
     case M::Nearswap:
       return "nearswap";
+    case M::Passthrough:
+      return "passthrough";
   }
   return "?";
 }
@@ -294,22 +346,31 @@ std::optional<double> ParamValue::at(std::string_view tensor, double t) const {
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) {
   const std::string origin = file.string();
   const YamlField root(origin, parse_yaml(text, origin), "", 1);
-  const YamlMap top = root.as_map({"models", "base_model", "merge_method", "parameters", "dtype",
-                                   "out_dtype", "tokenizer_source", "tokenizer"});
+  const YamlMap top = root.as_map({"models", "slices", "base_model", "merge_method", "parameters",
+                                   "dtype", "out_dtype", "tokenizer_source", "tokenizer"});
   Recipe r;
   r.file = file;
   r.text = text;
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname =
-      method_field.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-                            "model_stock", "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap"});
+  const std::string mname = method_field.as_enum(
+      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
+       "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough"});
   r.method = *method_from(mname);
-  const YamlField models = top.require("models");
+  // Either models or slices (mergekit: exactly one of them).
+  const std::optional<YamlField> slices = top.get("slices");
+  if (slices && top.has("models"))
+    top.require("models").fail("a recipe has models or slices, not both");
+  const YamlField models = slices ? *slices : top.require("models");
   const auto items = models.items();
   if (items.empty()) models.fail("expected a non-empty list");
-  for (const auto& e : items) r.models.push_back(parse_model(e, file, r.method));
+  for (const auto& e : items) {
+    if (slices)
+      r.slices.push_back(parse_slice(e, file, r.method));
+    else
+      r.models.push_back(parse_model(e, file, r.method, false));
+  }
   if (auto b = top.get("base_model")) {
     r.base_model = resolve(file, b->as_string());
     r.base_where = where(*b);
@@ -317,27 +378,44 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   if (auto p = top.get("parameters")) r.params = parse_params(*p, r.method);
   if (auto d = top.get("dtype")) r.dtype = parse_dtype(*d);
   if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
-  if (top.has("tokenizer_source") || top.has("tokenizer")) r.vocab = parse_vocab(top, r);
+  if (top.has("tokenizer_source") || top.has("tokenizer")) {
+    if (!r.slices.empty())
+      (top.has("tokenizer") ? top.require("tokenizer") : top.require("tokenizer_source"))
+          .fail("differing vocabularies are not supported with slices yet (use models:)");
+    r.vocab = parse_vocab(top, r);
+  }
 
   // Method-level rules that do not need the checkpoints.
-  const bool needs_base = r.method != M::Linear;
+  const bool needs_base = r.method != M::Linear && r.method != M::Passthrough;
   if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
-  auto flag = [&](const std::string& key) -> std::optional<bool> {
-    auto it = r.params.find(key);
-    if (it == r.params.end()) return std::nullopt;
-    return it->second.entries[0].values[0] != 0.0;
+  // Every model entry and slice source, and the levels that hold whole-merge
+  // settings: the global parameters and each slice's.
+  std::vector<const RecipeModel*> inputs;
+  for (const auto& rm : r.models) inputs.push_back(&rm);
+  for (const auto& sl : r.slices)
+    for (const auto& src : sl.sources) inputs.push_back(&src);
+  std::vector<const std::map<std::string, ParamValue>*> merge_levels{&r.params};
+  for (const auto& sl : r.slices) merge_levels.push_back(&sl.params);
+  // A boolean set to true at any whole-merge level.
+  auto set_true = [&](const std::string& key) -> const ParamValue* {
+    for (const auto* ps : merge_levels) {
+      auto it = ps->find(key);
+      if (it != ps->end() && it->second.entries[0].values[0] != 0.0) return &it->second;
+    }
+    return nullptr;
   };
-  for (const auto& rm : r.models)
-    for (const auto& [k, pv] : rm.params)
+  for (const RecipeModel* rm : inputs)
+    for (const auto& [k, pv] : rm->params)
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
           k == "filter_wise" || (k == "t" && r.method == M::Nearswap))
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
-  if ((r.method == M::Ties || r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies) &&
-      flag("rescale").value_or(false))
-    throw_input("{}: {}: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
-                r.params.at("rescale").where, mname);
+  if (r.method == M::Ties || r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies)
+    if (const ParamValue* pv = set_true("rescale"))
+      throw_input(
+          "{}: {}: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
+          pv->where, mname);
   // Ranges a gradient cannot leave: checked on every value as written.
   auto check_values = [](const ParamValue& pv, const std::string& key, auto ok,
                          const char* expected) {
@@ -346,8 +424,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
         if (!ok(v)) throw_input("{}: {}: {} is {}", pv.where, key, v, expected);
   };
   auto in_unit = [](double v) { return v >= 0.0 && v <= 1.0; };
-  std::vector<const std::map<std::string, ParamValue>*> all_params{&r.params};
-  for (const auto& rm : r.models) all_params.push_back(&rm.params);
+  std::vector<const std::map<std::string, ParamValue>*> all_params = merge_levels;
+  for (const RecipeModel* rm : inputs) all_params.push_back(&rm->params);
   for (const auto* ps : all_params)
     for (const auto& [k, pv] : *ps) {
       if (k == "gamma") check_values(pv, k, in_unit, "outside [0, 1]");
@@ -357,8 +435,17 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
         check_values(
             pv, k, [](double v) { return v > 0.0; }, "not > 0 (nearswap needs t > 0)");
     }
-  if (r.method == M::Nearswap) {
-    if (!r.params.count("t")) method_field.fail("nearswap needs parameters: t");
+  // A required whole-merge parameter: global, or in every slice.
+  auto require_param = [&](const std::string& key) {
+    if (r.params.count(key)) return;
+    for (const auto& sl : r.slices)
+      if (!sl.params.count(key))
+        throw_input("{}: {} needs parameters: {} (globally or in this slice)", sl.where, mname,
+                    key);
+    if (r.slices.empty()) method_field.fail(fmt::format("{} needs parameters: {}", mname, key));
+  };
+  if (r.method == M::Nearswap) require_param("t");
+  if (r.method == M::Nearswap && r.slices.empty()) {
     // mergekit's nearswap takes exactly two models, the base and one other.
     std::error_code e1;
     const auto base = std::filesystem::weakly_canonical(*r.base_model, e1);
@@ -373,10 +460,19 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
           "nearswap merges base_model with exactly one other model, got {} besides the base",
           others));
   }
-  if (r.method == M::ModelStock && flag("filter_wise").value_or(false))
-    throw_input("{}: model_stock: filter_wise: true is not supported",
-                r.params.at("filter_wise").where);
-  if (r.method == M::Slerp && !r.params.count("t")) method_field.fail("slerp needs parameters: t");
+  if (r.method == M::ModelStock)
+    if (const ParamValue* pv = set_true("filter_wise"))
+      throw_input("{}: model_stock: filter_wise: true is not supported", pv->where);
+  if (r.method == M::Slerp) require_param("t");
+  // passthrough over models copies one model (mergekit adds a base_model that
+  // is not listed as a second input, which passthrough refuses).
+  if (r.method == M::Passthrough && r.slices.empty()) {
+    if (r.models.size() != 1)
+      models.fail(fmt::format("passthrough copies exactly one model, got {}", r.models.size()));
+    if (r.base_model && !same_model(*r.base_model, r.models[0].path))
+      throw_input("{}: passthrough copies one model: base_model would be a second one",
+                  r.base_where);
+  }
   return r;
 }
 
@@ -448,16 +544,23 @@ Recipe parse_recipe_file(const std::filesystem::path& file) {
   return parse_recipe(read_input_file(file, "recipe", kMaxTextFileBytes), file);
 }
 
-double recipe_param(const Recipe& r, const RecipeModel* model, const std::string& key,
-                    std::string_view tensor, double t, std::optional<double> fallback) {
-  if (model) {
-    auto it = model->params.find(key);
-    if (it != model->params.end())
-      if (auto v = it->second.at(tensor, t)) return *v;
+std::optional<double> find_param(const Recipe& r, const RecipeSlice* slice,
+                                 const RecipeModel* model, const std::string& key,
+                                 std::string_view tensor, double t) {
+  for (const auto* ps :
+       {model ? &model->params : nullptr, slice ? &slice->params : nullptr, &r.params}) {
+    if (!ps) continue;
+    auto it = ps->find(key);
+    if (it != ps->end())
+      if (auto v = it->second.at(tensor, t)) return v;
   }
-  auto it = r.params.find(key);
-  if (it != r.params.end())
-    if (auto v = it->second.at(tensor, t)) return *v;
+  return std::nullopt;
+}
+
+double recipe_param(const Recipe& r, const RecipeSlice* slice, const RecipeModel* model,
+                    const std::string& key, std::string_view tensor, double t,
+                    std::optional<double> fallback) {
+  if (auto v = find_param(r, slice, model, key, tensor, t)) return *v;
   if (fallback) return *fallback;
   throw_input("{}: {}: no value of parameter '{}' for tensor {}",
               model ? model->where : r.file.string(),
@@ -465,6 +568,11 @@ double recipe_param(const Recipe& r, const RecipeModel* model, const std::string
 }
 
 std::optional<int64_t> layer_index(std::string_view tensor) {
+  if (auto d = layer_digits(tensor)) return d->index;
+  return std::nullopt;
+}
+
+std::optional<LayerDigits> layer_digits(std::string_view tensor) {
   static constexpr std::string_view kKey = "layers.";
   size_t pos = 0;
   while ((pos = tensor.find(kKey, pos)) != std::string_view::npos) {
@@ -478,7 +586,7 @@ std::optional<int64_t> layer_index(std::string_view tensor) {
     }
     if (digits > 0 && (i == tensor.size() || tensor[i] == '.') &&
         (pos == 0 || tensor[pos - 1] == '.'))
-      return v;
+      return LayerDigits{v, pos + kKey.size(), digits};
     pos += kKey.size();
   }
   return std::nullopt;

@@ -346,6 +346,24 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       }
       return stats;
     }
+    case MergeMethod::Passthrough: {
+      // The one model's elements: its bytes as they are when no scale and no
+      // dtype change, else round(x * scale) (scale 1 when absent).
+      const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+      const auto* x = static_cast<const std::byte*>(s.models[0]);
+      if (m.weights.empty() && out_dtype == s.dtype) {
+        for (const auto& c : chunks_of(range, chunk_elems))
+          sink(c, std::span<const std::byte>(x + c.begin * isz, c.size() * isz));
+        return stats;
+      }
+      const float scale = m.weights.empty() ? 1.0f : m.weights[0];
+      std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
+      for (const auto& c : chunks_of(range, chunk_elems)) {
+        fused_scale(x + c.begin * isz, s.dtype, scale, out.data(), out_dtype, c.size());
+        sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+      }
+      return stats;
+    }
     default:
       break;
   }

@@ -37,9 +37,9 @@ json read_json_file(const fs::path& p, std::string_view what) {
 struct MemberVocab {
   bool own = false;  // false: no tokenizer.json, the base's is assumed (as mergekit)
   json tokenizer_json, tokenizer_config;
-  std::vector<Tokenizer::VocabEntry> entries;  // all of get_vocab(), ascending id per group
-  std::unordered_map<std::string, int64_t> ids;         // usable tokens (id < limit)
-  std::unordered_map<std::string, int64_t> all_ids;     // every token (tokens: rules)
+  std::vector<Tokenizer::VocabEntry> entries;        // all of get_vocab(), ascending id per group
+  std::unordered_map<std::string, int64_t> ids;      // usable tokens (id < limit)
+  std::unordered_map<std::string, int64_t> all_ids;  // every token (tokens: rules)
   std::unordered_map<std::string, size_t> added_entry;  // content -> index in added_tokens
   int64_t limit = 0;                                    // rows that carry tokens
 };
@@ -89,7 +89,8 @@ bool strip_json(json& tj, int64_t limit, const std::string& origin) {
   std::set<std::string> gone;
   if (model.contains("vocab") && model["vocab"].is_object()) {
     for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it)
-      if (it.value().is_number_integer() && it.value().get<int64_t>() >= limit) gone.insert(it.key());
+      if (it.value().is_number_integer() && it.value().get<int64_t>() >= limit)
+        gone.insert(it.key());
   }
   if (!gone.empty()) {
     if (!model.contains("type") || model["type"] != "BPE")
@@ -107,9 +108,8 @@ bool strip_json(json& tj, int64_t limit, const std::string& origin) {
         } else if (m.is_array()) {
           for (const auto& p : m) parts.push_back(p.get<std::string>());
         }
-        if (std::none_of(parts.begin(), parts.end(), [&](const std::string& p) {
-              return gone.count(p) > 0;
-            }))
+        if (std::none_of(parts.begin(), parts.end(),
+                         [&](const std::string& p) { return gone.count(p) > 0; }))
           kept.push_back(m);
       }
       model["merges"] = std::move(kept);
@@ -128,8 +128,8 @@ bool strip_json(json& tj, int64_t limit, const std::string& origin) {
 
 json plain_added_token(const std::string& content, int64_t id) {
   // transformers' add_tokens(str): not special, normalized.
-  return json{{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-              {"rstrip", false},   {"normalized", true}, {"special", false}};
+  return json{{"id", id},        {"content", content}, {"single_word", false}, {"lstrip", false},
+              {"rstrip", false}, {"normalized", true}, {"special", false}};
 }
 
 float load(const std::byte* p, DType d, uint64_t i) {
@@ -223,7 +223,8 @@ VocabPlan plan_vocab(std::span<const HfCheckpoint* const> members, const VocabSp
     if (!tj.contains("added_tokens") || !tj["added_tokens"].is_array())
       tj["added_tokens"] = json::array();
     tj["added_tokens"].push_back(entry);
-    if (plan.tokenizer_config.is_object() && plan.tokenizer_config.contains("added_tokens_decoder") &&
+    if (plan.tokenizer_config.is_object() &&
+        plan.tokenizer_config.contains("added_tokens_decoder") &&
         plan.tokenizer_config["added_tokens_decoder"].is_object()) {
       json d = entry;
       d.erase("id");
@@ -357,11 +358,11 @@ void check_pool_compatible_vocab(std::span<const HfCheckpoint* const> members) {
       }
       const TensorInfo& b = c.info(n);
       if (a.shape.size() != 2 || b.shape.size() != 2 || a.shape[1] != b.shape[1])
-        diffs.push_back({path, n,
-                         fmt::format("shape {} here, {} in {}: token-indexed tensors must be "
-                                     "[tokens, width] with the same width",
-                                     shape_text(b.shape), shape_text(a.shape),
-                                     first.path().string())});
+        diffs.push_back(
+            {path, n,
+             fmt::format("shape {} here, {} in {}: token-indexed tensors must be "
+                         "[tokens, width] with the same width",
+                         shape_text(b.shape), shape_text(a.shape), first.path().string())});
       else if (a.dtype != DType::BF16 && a.dtype != DType::F16 && a.dtype != DType::F32)
         diffs.push_back({first.path().string(), n,
                          fmt::format("dtype {}: token-indexed tensors must be bf16, f16 or f32 "

@@ -49,6 +49,20 @@ expect "bad.yaml:7: tokenizer.sourze: unknown key" "$two"$'\ntokenizer: {sourze:
 expect "bad.yaml:7: tokenizer.pad_to_multiple_of: must be >= 1, got 0" "$two"$'\ntokenizer: {pad_to_multiple_of: 0}'
 expect "bad.yaml:9: tokenizer.tokens.<x>.source.model: a zero source takes no other key" "$two"$'\ntokenizer:\n  tokens:\n    "<x>": {source: {kind: zero, model: pool/m1}}'
 expect "pool/m1/tokenizer.json: model: missing key 'vocab'" "$two"$'\ntokenizer_source: union'
+# slices: and passthrough (mergekit parity, issue #19).
+expect "bad.yaml:6: models: a recipe has models or slices, not both" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\nmodels:\n  - model: pool/m1'
+expect "bad.yaml:4: layer_range [0, 3) is outside the 2 layers of pool/m1" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 3]}'
+expect "bad.yaml:4: slices[0].sources[0].layer_range: [1, 1) is an empty or inverted range" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [1, 1]}'
+expect "bad.yaml:4: slices[0].sources[0].layer_range: [2, 0) is an empty or inverted range" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [2, 0]}'
+expect "bad.yaml:5: slices[0].sources[1]: layer_range [1, 2) has a length of 1, the slice's first source's 2" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\n      - {model: pool/m2, layer_range: [1, 2]}'
+expect "bad.yaml:4: slices[0].sources: passthrough takes one source per slice, got 2" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 1]}\n      - {model: pool/m2, layer_range: [1, 2]}'
+expect "bad.yaml:5: slices[0].residual_weight: unknown key" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}\n    residual_weight: 0.5'
+expect "bad.yaml:4: slices[0].sources[0].layers: unknown key" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layers: [0, 2]}'
+expect "bad.yaml:4: ties needs base_model" $'merge_method: ties\nbase_model: pool/base\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}'
+expect "bad.yaml:3: models: passthrough copies exactly one model, got 2" $'merge_method: passthrough\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+expect "bad.yaml:4: models[0].parameters.scale: unknown parameter for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, scale: 2}'
+expect "incompatible slice: pool/odd: tensor model.layers.1.mlp.up_proj.weight: BF16 [32, 48] here" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}\n      - {model: pool/odd, layer_range: [0, 2], parameters: {weight: 1}}'
+expect "bad.yaml:5: tokenizer_source: differing vocabularies are not supported with slices yet" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\ntokenizer_source: union'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

@@ -140,6 +140,14 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         cuda::copy_to_host(gpu.data(), dout, ob);
         CHECK(cpu == gpu);
       }
+      // passthrough's scale, and the plain dtype conversion (scale 1).
+      for (float s : {1.0f, 0.3f, -2.5f}) {
+        fused_scale(hp[0], in, s, cpu.data(), out, n);
+        cuda::fused_scale(dp[0], in, s, dout, out, n);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("scale " << s);
+        CHECK(cpu == gpu);
+      }
       cuda::free(dout);
     }
     for (void* p : d) cuda::free(p);

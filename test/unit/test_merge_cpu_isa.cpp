@@ -120,6 +120,16 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         };
         CHECK(run_with("generic", swap) == run_with("avx2", swap));
       }
+      // passthrough's scale (1: the dtype conversion alone).
+      for (float s : {1.0f, 0.3f, -7.5f}) {
+        INFO("scale " << s);
+        auto scaled = [&] {
+          std::vector<std::byte> o(n * os);
+          fused_scale(ptrs[0], in, s, o.data(), out, n);
+          return o;
+        };
+        CHECK(run_with("generic", scaled) == run_with("avx2", scaled));
+      }
     }
   }
 }

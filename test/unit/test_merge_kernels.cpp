@@ -324,6 +324,40 @@ TEST_CASE("nearswap against its formula, special cases included", "[merge][kerne
   CHECK(out[5] == INFINITY);  // w = t / Inf = 0: the base
 }
 
+TEST_CASE("passthrough: a copy, or x * scale rounded, signed zeros and NaN included",
+          "[merge][kernels]") {
+  std::mt19937 rng(9);
+  std::vector<uint16_t> x = random_bf16(3001, rng);
+  x[0] = 0x8000;  // -0
+  x[1] = 0x7f80;  // +Inf
+  x[2] = 0x7fa1;  // a signalling NaN with a payload
+  x[3] = 0x0001;  // the smallest subnormal
+  const std::vector<uint16_t> unused(x.size());
+  TensorMethod m;
+  m.method = MergeMethod::Passthrough;
+  // No scale, same dtype: the bytes as they are, NaN payload included.
+  CHECK(run_task({x}, unused, m) == x);
+  for (float scale : {0.3f, -2.0f, 1.0f}) {
+    INFO("scale " << scale);
+    m.weights = {scale};
+    const auto out = run_task({x}, unused, m);
+    for (size_t j = 0; j < x.size(); ++j) {
+      const float want = ref_bf16_to_f32(x[j]) * scale;
+      if (std::isnan(want))
+        CHECK(out[j] == 0x7fc0);  // the canonical quiet NaN
+      else
+        CHECK(out[j] == ref_f32_to_bf16(want));
+    }
+    CHECK(out[0] == (scale < 0 ? 0x0000 : 0x8000));  // -0 * scale keeps its sign rule
+  }
+  // A dtype change without a scale: the exact conversion (fp32 -> bf16, RNE).
+  const std::vector<float> f = {-0.0f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -3.14159f, 1e-40f};
+  std::vector<uint16_t> o(f.size());
+  fused_scale(f.data(), DType::F32, 1.0f, o.data(), DType::BF16, f.size());
+  for (size_t j = 0; j < f.size(); ++j) CHECK(o[j] == ref_f32_to_bf16(f[j]));
+  CHECK(o[0] == 0x8000);
+}
+
 TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
   const size_t n = 200000;
   std::vector<uint16_t> base(n, ref_f32_to_bf16(0.0f)), x(n, ref_f32_to_bf16(1.0f));

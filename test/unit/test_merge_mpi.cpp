@@ -95,10 +95,16 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
   methods[7].normalize = true;
   methods[8].method = MergeMethod::Nearswap;
   methods[8].t = 0.01;
+  methods.resize(11);
+  methods[9].method = MergeMethod::Passthrough;  // a copy
+  methods[10].method = MergeMethod::Passthrough;
+  methods[10].weights = {0.3f};  // scaled
   for (const auto& m : methods) {
     INFO("method " << static_cast<int>(m.method) << " on " << size << " ranks");
     TensorSources src = s;
-    if (m.method == MergeMethod::Slerp || m.method == MergeMethod::Nearswap) src.models.resize(1);
+    if (m.method == MergeMethod::Slerp || m.method == MergeMethod::Nearswap ||
+        m.method == MergeMethod::Passthrough)
+      src.models.resize(1);
     // The reference: this rank alone, whole tensor, one odd chunk size.
     const auto whole = run(src, m, {0, n}, 7777, MPI_COMM_SELF);
     // Distributed: each rank its share, another chunk size; gather the shares.

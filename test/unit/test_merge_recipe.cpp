@@ -239,3 +239,119 @@ TEST_CASE("recipe: breadcrumbs and nearswap parameters and errors", "[merge][rec
              Catch::Contains("r.yaml:5: models[0].parameters.weight: unknown parameter for "
                              "merge_method nearswap"));
 }
+
+TEST_CASE("recipe: slices, layer ranges and the precedence of settings", "[merge][recipe]") {
+  const std::string text =
+      "merge_method: ties\n"
+      "base_model: /nonexistent/base\n"
+      "parameters: {weight: 0.5, lambda: [0.5, 1.5], density: 0.9}\n"
+      "slices:\n"
+      "  - sources:\n"
+      "      - model: /nonexistent/base\n"
+      "        layer_range: [0, 4]\n"
+      "      - model: /nonexistent/a\n"
+      "        layer_range: [2, 6]\n"
+      "        parameters: {weight: [1.0, 2.0], density: [{filter: mlp, value: 0.2}]}\n"
+      "    parameters: {density: 0.4, lambda: 2}\n"
+      "  - sources:\n"
+      "      - model: /nonexistent/a\n"
+      "        layer_range: [0, 1]\n"
+      "      - model: /nonexistent/base\n"
+      "        layer_range: [5, 6]\n";
+  const Recipe r = parse_recipe(text, "/tmp/r.yaml");
+  REQUIRE(r.models.empty());
+  REQUIRE(r.slices.size() == 2);
+  const RecipeSlice& s0 = r.slices[0];
+  REQUIRE(s0.sources.size() == 2);
+  CHECK(s0.num_layers() == 4);
+  CHECK(s0.sources[1].layers->begin == 2);
+  CHECK(s0.sources[1].layers->end == 6);
+  CHECK(s0.sources[1].layers->where == "/tmp/r.yaml:9");
+  CHECK(r.slices[1].num_layers() == 1);
+  const RecipeModel* a = &s0.sources[1];
+  // A source's own setting, then its slice's, then the global one.
+  CHECK(recipe_param(r, &s0, a, "weight", "x", 0.5, std::nullopt) == 1.5);
+  CHECK(recipe_param(r, &s0, &s0.sources[0], "weight", "x", 0.5, std::nullopt) == 0.5);
+  CHECK(recipe_param(r, &s0, a, "density", "model.layers.0.mlp.w", 0, std::nullopt) == 0.2);
+  CHECK(recipe_param(r, &s0, a, "density", "model.layers.0.attn.w", 0, std::nullopt) == 0.4);
+  CHECK(recipe_param(r, &r.slices[1], &r.slices[1].sources[0], "density", "x", 0, 1.0) == 0.9);
+  CHECK(recipe_param(r, &s0, nullptr, "lambda", "x", 0.5, std::nullopt) == 2.0);
+  CHECK(recipe_param(r, &r.slices[1], nullptr, "lambda", "x", 0.5, std::nullopt) == 1.0);
+  CHECK_FALSE(find_param(r, &r.slices[1], nullptr, "normalize", "x", 0).has_value());
+  const auto d = layer_digits("model.layers.12.mlp.up_proj.weight");
+  REQUIRE(d);
+  CHECK(d->index == 12);
+  CHECK(d->pos == 13);
+  CHECK(d->count == 2);
+
+  const Recipe p = parse_recipe(
+      "merge_method: passthrough\nslices:\n  - sources:\n      - model: /nonexistent/a\n"
+      "        layer_range: [0, 2]\n        parameters: {scale: 0.5}\n",
+      "/tmp/p.yaml");
+  CHECK(p.method == MergeMethod::Passthrough);
+  CHECK(merge_method_name(p.method) == "passthrough");
+  CHECK(recipe_param(p, &p.slices[0], &p.slices[0].sources[0], "scale", "x", 0, std::nullopt) ==
+        0.5);
+}
+
+TEST_CASE("recipe: slice and passthrough errors name file and line", "[merge][recipe]") {
+  auto err = [](const std::string& text) {
+    try {
+      parse_recipe(text, "r.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string head = "merge_method: linear\nslices:\n  - sources:\n      - model: a\n";
+  CHECK(err(head + "        layer_range: [0, 2]\n") == "no error");
+  CHECK_THAT(err(head + "        layer_range: [2, 2]\n"),
+             Catch::Contains("r.yaml:5: slices[0].sources[0].layer_range: [2, 2) is an empty or "
+                             "inverted range"));
+  CHECK_THAT(err(head + "        layer_range: [3, 1]\n"),
+             Catch::Contains("[3, 1) is an empty or inverted range"));
+  CHECK_THAT(err(head + "        layer_range: [-1, 1]\n"), Catch::Contains("layer -1 is negative"));
+  CHECK_THAT(err(head + "        layer_range: [0, 1, 2]\n"),
+             Catch::Contains("expected [first, end) (two layer indices), got 3 values"));
+  CHECK_THAT(err(head), Catch::Contains("r.yaml:4: slices[0].sources[0].layer_range: missing"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\n        layers: 2\n"),
+             Catch::Contains("r.yaml:6: slices[0].sources[0].layers: unknown key"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\n    base_model: a\n"),
+             Catch::Contains("r.yaml:6: slices[0].base_model: unknown key"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\n      - model: b\n        layer_range: [0, "
+                        "3]\n"),
+             Catch::Contains("r.yaml:6: slices[0].sources[1]: layer_range [0, 3) has a length "
+                             "of 3, the slice's first source's 2"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\n      - model: a\n        layer_range: [2, "
+                        "4]\n"),
+             Catch::Contains("model a is already a source of this slice"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\nmodels:\n  - model: a\n"),
+             Catch::Contains("r.yaml:7: models: a recipe has models or slices, not both"));
+  CHECK_THAT(err("merge_method: linear\nslices: []\n"),
+             Catch::Contains("r.yaml:2: slices: expected a non-empty list"));
+  CHECK_THAT(err("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        "
+                 "layer_range: [0, 2]\n      - model: b\n        layer_range: [0, 2]\n"),
+             Catch::Contains("r.yaml:4: slices[0].sources: passthrough takes one source per "
+                             "slice, got 2"));
+  CHECK_THAT(err("merge_method: passthrough\nmodels:\n  - model: a\n  - model: b\n"),
+             Catch::Contains("r.yaml:3: models: passthrough copies exactly one model, got 2"));
+  CHECK_THAT(err("merge_method: passthrough\nbase_model: b\nmodels:\n  - model: a\n"),
+             Catch::Contains("r.yaml:2: passthrough copies one model: base_model would be"));
+  CHECK_THAT(err("merge_method: passthrough\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"),
+             Catch::Contains("unknown parameter for merge_method passthrough"));
+  CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters: {scale: 1}\n"),
+             Catch::Contains("unknown parameter for merge_method linear"));
+  // Whole-merge settings: allowed on a slice, not on a source.
+  CHECK(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n        "
+            "layer_range: [0, 2]\n    parameters: {lambda: 0.5, normalize: false}\n") ==
+        "no error");
+  CHECK_THAT(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
+                 "     layer_range: [0, 2]\n        parameters: {lambda: 0.5}\n"),
+             Catch::Contains("r.yaml:7: parameter lambda applies to the whole merge"));
+  CHECK_THAT(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
+                 "     layer_range: [0, 2]\n    parameters: {rescale: true}\n"),
+             Catch::Contains("r.yaml:7: ties: rescale: true"));
+  CHECK_THAT(err("merge_method: slerp\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
+                 "     layer_range: [0, 2]\n"),
+             Catch::Contains("r.yaml:4: slerp needs parameters: t (globally or in this slice)"));
+}

@@ -84,6 +84,10 @@ void fused_task_merge(const TaskMergeArgs& args);
 void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,
                     DType out_dtype, size_t n);
 
+// mergekit's passthrough with a scale over elements [0, n): out[j] =
+// round(x[j] * scale) in fp32 (scale 1 converts the dtype exactly; -0 stays -0).
+void fused_scale(const void* x, DType in_dtype, float scale, void* out, DType out_dtype, size_t n);
+
 // The key of DARE's counter-based generator for one tensor: mixes the seed and
 // a 64-bit FNV-1a hash of the tensor name.
 uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);

@@ -32,4 +32,7 @@ void fused_task_merge(const TaskMergeArgs& args);
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
                     DType out_dtype, size_t n);
 
+void fused_scale(const void* d_x, DType in_dtype, float scale, void* d_out, DType out_dtype,
+                 size_t n);
+
 }  // namespace kintsugi::cuda

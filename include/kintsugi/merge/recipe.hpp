@@ -1,15 +1,18 @@
 #pragma once
 // Merge recipes in mergekit's YAML format:
 //   models: [{model: PATH, parameters: {weight: .., density: ..}}, ...]
+//   or slices: [{sources: [{model: PATH, layer_range: [FIRST, END), parameters: {..}}, ...],
+//                parameters: {..}}, ...]   (output layers: the slices' layers in order)
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
-//                 | breadcrumbs | breadcrumbs_ties | nearswap
+//                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
 // A parameter value is a scalar, a list of numbers interpolated over the layer
 // index (mergekit's "gradient"), or a list of {filter: SUBSTRING, value: V}
-// where the first entry whose filter occurs in the tensor name wins.
+// where the first entry whose filter occurs in the tensor name wins. A slice
+// source's parameters win over its slice's, which win over the global ones.
 // Any unknown key, method or parameter, or a value of the wrong type, is an
 // InputError naming file:line.
 #include <filesystem>
@@ -37,6 +40,7 @@ enum class MergeMethod {
   Breadcrumbs,      // mergekit's magnitude_outliers sparsification, no sign consensus
   BreadcrumbsTies,  // the same with TIES's sign consensus
   Nearswap,         // mergekit's nearswap: the base and one other model
+  Passthrough,      // one model per tensor, copied (times `scale` when given)
 };
 std::string_view merge_method_name(MergeMethod m);
 
@@ -55,11 +59,29 @@ struct ParamValue {
   std::optional<double> at(std::string_view tensor, double t) const;
 };
 
+// A slice source's layers [begin, end) of its model.
+struct LayerRange {
+  int64_t begin = 0, end = 0;
+  std::string where;  // "file:line" of layer_range
+  int64_t size() const { return end - begin; }
+};
+
+// An entry of `models`, or a source of a slice (then with its layer range).
 struct RecipeModel {
   std::string spec;            // as written
   std::filesystem::path path;  // resolved
   std::map<std::string, ParamValue> params;
   std::string where;
+  std::optional<LayerRange> layers;  // slice sources only
+};
+
+// One output slice: layers merged from its sources, all of the same length
+// (output layer k of the slice is layer begin + k of every source).
+struct RecipeSlice {
+  std::vector<RecipeModel> sources;
+  std::map<std::string, ParamValue> params;
+  std::string where;
+  int64_t num_layers() const { return sources.front().layers->size(); }
 };
 
 // `tokenizer_source: base | union | MODEL` or the `tokenizer:` section
@@ -87,7 +109,8 @@ struct Recipe {
   std::string text;    // the file's bytes (copied beside the output)
   std::string sha256;  // of text
   MergeMethod method = MergeMethod::Linear;
-  std::vector<RecipeModel> models;
+  std::vector<RecipeModel> models;  // empty when the recipe has slices
+  std::vector<RecipeSlice> slices;  // empty when the recipe has models
   std::optional<std::filesystem::path> base_model;
   std::string base_where;
   std::map<std::string, ParamValue> params;  // global
@@ -125,13 +148,29 @@ struct RecipeToWrite {
 // valid UTF-8 (YAML text is UTF-8; such a path could not be read back).
 std::string emit_recipe(const RecipeToWrite& r);
 
-// Per-tensor view of the parameters: a model's own setting wins over the
-// global one; `fallback` when neither gives a value.
-double recipe_param(const Recipe& r, const RecipeModel* model, const std::string& key,
-                    std::string_view tensor, double t, std::optional<double> fallback);
+// Per-tensor view of the parameters: a model's (or slice source's) own
+// setting wins over its slice's, which wins over the global one (mergekit's
+// precedence); nullopt when none gives a value.
+std::optional<double> find_param(const Recipe& r, const RecipeSlice* slice,
+                                 const RecipeModel* model, const std::string& key,
+                                 std::string_view tensor, double t);
+// The same, `fallback` when nothing gives a value (InputError without one).
+double recipe_param(const Recipe& r, const RecipeSlice* slice, const RecipeModel* model,
+                    const std::string& key, std::string_view tensor, double t,
+                    std::optional<double> fallback);
+inline double recipe_param(const Recipe& r, const RecipeModel* model, const std::string& key,
+                           std::string_view tensor, double t, std::optional<double> fallback) {
+  return recipe_param(r, nullptr, model, key, tensor, t, fallback);
+}
 
 // Layer position of a tensor for gradients: "model.layers.N." -> N / (L - 1);
 // other tensors: 0 for embeddings (name contains "embed"), 1 otherwise.
+// layer_digits: where N's digits are in the name (pos, count), to rename it.
+struct LayerDigits {
+  int64_t index = 0;
+  size_t pos = 0, count = 0;
+};
+std::optional<LayerDigits> layer_digits(std::string_view tensor);
 std::optional<int64_t> layer_index(std::string_view tensor);
 double layer_t(std::string_view tensor, int64_t num_layers);
 

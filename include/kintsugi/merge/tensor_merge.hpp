@@ -30,7 +30,8 @@ struct TensorSources {
 // The method and its parameter values resolved for one tensor.
 struct TensorMethod {
   MergeMethod method = MergeMethod::Linear;
-  std::vector<float> weights;   // per model (linear: already normalized)
+  std::vector<float> weights;   // per model (linear: already normalized; passthrough: the
+                                // scale, or empty for none)
   std::vector<double> density;  // per model (ties, dare_*, breadcrumbs*)
   std::vector<double> gamma;    // per model (breadcrumbs*)
   double lambda = 1.0;

@@ -31,9 +31,9 @@ namespace kintsugi {
 struct TokenRowRule {
   enum class Kind { Auto, Zero, Model, ModelToken };
   Kind kind = Kind::Auto;
-  size_t member = 0;               // Model, ModelToken: index into the members
+  size_t member = 0;                // Model, ModelToken: index into the members
   std::optional<int64_t> token_id;  // ModelToken: the member's row ...
-  std::string token;               // ... or the member's token (when no token_id)
+  std::string token;                // ... or the member's token (when no token_id)
   bool force = false;
   std::string where;  // "file:line"
 };
