@@ -58,7 +58,12 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
   const bool task = r.method == MergeMethod::TaskArithmetic || r.method == MergeMethod::Ties ||
                     r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
                     r.method == MergeMethod::Breadcrumbs ||
-                    r.method == MergeMethod::BreadcrumbsTies;
+                    r.method == MergeMethod::BreadcrumbsTies || r.method == MergeMethod::Della ||
+                    r.method == MergeMethod::DellaLinear;
+  if (r.method == MergeMethod::Sce) {
+    m.select_topk = recipe_param(r, nullptr, "select_topk", name, t, 1.0);
+    return m;
+  }
   if (r.method == MergeMethod::Linear || task) {
     std::vector<double> w;
     for (const auto* rm : models) w.push_back(recipe_param(r, rm, "weight", name, t, std::nullopt));
@@ -73,8 +78,9 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
       return m;
     }
     for (double x : w) m.weights.push_back(static_cast<float>(x));
-    const bool ties_like = r.method == MergeMethod::Ties;
-    const bool dare = r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies;
+    const bool ties_like = r.method == MergeMethod::Ties || r.method == MergeMethod::Della;
+    const bool dare = r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
+                      r.method == MergeMethod::Della || r.method == MergeMethod::DellaLinear;
     m.lambda = recipe_param(r, nullptr, "lambda", name, t, 1.0);
     m.normalize = recipe_param(r, nullptr, "normalize", name, t, ties_like ? 1.0 : 0.0) != 0.0;
     m.rescale = recipe_param(r, nullptr, "rescale", name, t, dare ? 1.0 : 0.0) != 0.0;
@@ -91,6 +97,18 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
         if (g < 0.0 || g > 1.0)
           throw_input("{}: gamma {} for tensor {} is outside [0, 1]", rm->where, g, name);
         m.gamma.push_back(g);
+      }
+    if (r.method == MergeMethod::Della || r.method == MergeMethod::DellaLinear)
+      for (size_t i = 0; i < models.size(); ++i) {
+        const double e = recipe_param(r, models[i], "epsilon", name, t, 0.15);  // mergekit's
+        const double d = m.density[i];
+        // mergekit refuses probabilities density -+ epsilon outside (0, 1)
+        // (where it prunes at all: 0 < density < 1).
+        if (d > 0.0 && d < 1.0 && !(d - e > 0.0 && d + e < 1.0 && d + e > 0.0 && d - e < 1.0))
+          throw_input(
+              "{}: density {} and epsilon {} for tensor {}: density -+ epsilon must lie in (0, 1)",
+              models[i]->where, d, e, name);
+        m.epsilon.push_back(e);
       }
     return m;
   }
@@ -300,6 +318,9 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     src.name = name;
     src.numel = info.numel();
     src.dtype = info.dtype;
+    // Rows for per-row statistics (DELLA's ranks): the last dimension, as
+    // mergekit ranks a 2-D tensor (a 1-D or 0-D tensor is one row).
+    src.row_len = info.shape.size() >= 2 ? static_cast<uint64_t>(info.shape.back()) : src.numel;
     auto data_of = [&](const HfCheckpoint& c) -> const void* {
       return c.file_of(name).bytes(c.info(name)).data();
     };
