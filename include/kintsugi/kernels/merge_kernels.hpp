@@ -35,8 +35,8 @@ enum class Sparsify : uint8_t {
   Ranked,     // DELLA: keep delta_i[j] with a probability set by its magnitude rank in its row
 };
 
-// One fused pass of the task-vector family (task_arithmetic, ties, dare_linear,
-// dare_ties) over elements [0, n) of a chunk whose first element has global
+// One fused pass of the task-vector family (task_arithmetic, ties, dare_*,
+// breadcrumbs*, della*) over elements [0, n) of a chunk whose first element has global
 // index `first_index` within its tensor. Per element j, in fp32:
 //   b = base[j]; d_i = x_i[j] - b
 //   Magnitude: keep iff top(thr_bits, tie_cutoff) and, when outlier_thr_bits is
