@@ -54,6 +54,14 @@ struct Params {
   int rescale;
   int outliers;  // breadcrumbs: drop the top set given by othr / ocutoff
   float t;       // nearswap; passthrough's scale
+  // della (sparsify 3): ranks on the device, input i's at ranks + i * n
+  const unsigned* ranks;
+  unsigned long long row_len;
+  float low[kMax];
+  float eps[kMax];
+  float scale[kMax];
+  // sce
+  int select;
 };
 
 int code(DType d) {
@@ -105,6 +113,11 @@ __device__ __forceinline__ float weighted_delta(const Params& p, int i, unsigned
         ops::dare_uniform(p.seed_key, static_cast<uint32_t>(i), p.first_index + j) < p.density[i];
     const float v = p.rescale ? ops::div(d, p.density[i]) : d;
     d = keep ? v : 0.0f;
+  } else if (p.sparsify == 3) {
+    const bool keep = ops::dare_uniform(p.seed_key, static_cast<uint32_t>(i), p.first_index + j) <
+                      ops::della_prob(p.ranks[static_cast<unsigned long long>(i) * p.n + j],
+                                      p.row_len, p.low[i], p.eps[i]);
+    d = keep ? ops::mul(d, p.scale[i]) : 0.0f;
   }
   return ops::mul(p.w[i], d);
 }
@@ -133,6 +146,34 @@ __global__ void task_merge_kernel(const Params p) {
     if (p.normalize) mixed = ops::div(mixed, divisor);
     if (p.lambda != 1.0f) mixed = ops::mul(mixed, p.lambda);
     store(p.out, j, p.out_dtype, ops::add(b, mixed));
+  }
+}
+
+// SCE (see SceMergeArgs): thr[0] / cutoff[0] select by the variance key.
+__global__ void sce_merge_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
+    const float b = load(p.base, j, p.in_dtype);
+    auto delta = [&](int i) { return ops::sub(load(p.in[i], j, p.in_dtype), b); };
+    bool keep = true;
+    if (p.select) {
+      const unsigned key = ops::f32_bits(ops::population_variance(delta, p.count)) & 0x7fffffffu;
+      keep = key > p.thr[0] || (key == p.thr[0] && p.first_index + j < p.cutoff[0]);
+    }
+    float s = 0.0f;
+    for (int i = 0; i < p.count; ++i) s = ops::add(s, keep ? delta(i) : 0.0f);
+    float m = 0.0f, div = 0.0f;
+    for (int i = 0; i < p.count; ++i) {
+      const float d = keep ? delta(i) : 0.0f;
+      const bool agree = s >= 0.0f ? d > 0.0f : d < 0.0f;
+      const float e = agree ? p.w[i] : 0.0f;
+      m = ops::add(m, ops::mul(d, e));
+      div = ops::add(div, e);
+    }
+    div = div < 1e-6f ? 1e-6f : div;
+    store(p.out, j, p.out_dtype, ops::add(b, ops::div(m, div)));
   }
 }
 
@@ -225,6 +266,11 @@ void fused_task_merge(const TaskMergeArgs& a) {
         p.ocutoff[i] = a.outlier_tie_cutoff[i];
       }
     }
+    if (a.sparsify == Sparsify::Ranked) {
+      p.low[i] = a.ranked_low[i];
+      p.eps[i] = a.ranked_eps[i];
+      p.scale[i] = a.ranked_scale[i];
+    }
   }
   p.plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
   p.base = a.base;
@@ -235,12 +281,42 @@ void fused_task_merge(const TaskMergeArgs& a) {
   p.lambda = a.lambda;
   p.in_dtype = code(a.in_dtype);
   p.out_dtype = code(a.out_dtype);
-  p.sparsify = a.sparsify == Sparsify::Magnitude ? 1 : a.sparsify == Sparsify::Random ? 2 : 0;
+  p.sparsify = a.sparsify == Sparsify::Magnitude ? 1
+               : a.sparsify == Sparsify::Random  ? 2
+               : a.sparsify == Sparsify::Ranked  ? 3
+                                                 : 0;
+  p.ranks = a.ranks.data();
+  p.row_len = a.row_len;
   p.normalize = a.normalize;
   p.sign_consensus = a.sign_consensus;
   p.rescale = a.rescale;
   p.outliers = a.sparsify == Sparsify::Magnitude && !a.outlier_thr_bits.empty();
   task_merge_kernel<<<grid_for(a.n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_sce_merge(const SceMergeArgs& a) {
+  const size_t N = a.inputs.size();
+  CU_REQUIRE(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  CU_REQUIRE(a.weights.size() == N, "one weight per input");
+  if (a.n == 0) return;
+  Params p{};
+  p.count = static_cast<int>(N);
+  for (size_t i = 0; i < N; ++i) {
+    p.in[i] = a.inputs[i];
+    p.w[i] = a.weights[i];
+  }
+  p.select = a.select;
+  p.thr[0] = a.thr_bits;
+  p.cutoff[0] = a.tie_cutoff;
+  p.base = a.base;
+  p.out = a.out;
+  p.n = a.n;
+  p.first_index = a.first_index;
+  p.in_dtype = code(a.in_dtype);
+  p.out_dtype = code(a.out_dtype);
+  sce_merge_kernel<<<grid_for(a.n), 256>>>(p);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
 }

@@ -13,6 +13,8 @@ kintsugi_cli_test(NAME merge_e2e SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_in
 kintsugi_cli_test(NAME merge_methods SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_methods.sh LABELS merge)
 # slices: and passthrough (frankenmerges, gradients over slices), np 1..3.
 kintsugi_cli_test(NAME merge_slices SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_slices.sh LABELS merge)
+# della, della_linear, sce against a Python reference (and DELLA's statistics), np 1..3.
+kintsugi_cli_test(NAME merge_della SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_della.sh LABELS merge)
 kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_errors.sh LABELS merge)
 kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_merge.sh LABELS merge)
 # Streaming: each rank under a data limit smaller than one tensor of a 640 MiB pool.

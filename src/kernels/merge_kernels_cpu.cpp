@@ -423,6 +423,15 @@ template <DType IN, DType OUT>
           const float v = a.rescale ? ops::div(row[k], dens) : row[k];
           row[k] = keep ? v : 0.0f;
         }
+      } else if (a.sparsify == Sparsify::Ranked) {
+        const float low = a.ranked_low[i], eps = a.ranked_eps[i], scale = a.ranked_scale[i];
+        const uint32_t* rk = a.ranks.data() + i * n + j0;
+        for (size_t k = 0; k < len; ++k) {
+          const bool keep =
+              ops::dare_uniform(a.seed_key, static_cast<uint32_t>(i), a.first_index + j0 + k) <
+              ops::della_prob(rk[k], a.row_len, low, eps);
+          row[k] = keep ? ops::mul(row[k], scale) : 0.0f;
+        }
       }
       for (size_t k = 0; k < len; ++k) row[k] = ops::mul(wi, row[k]);
     }
@@ -488,6 +497,95 @@ void task_merge_impl(const TaskMergeArgs& a) {
   const auto range = &task_merge_generic<IN, OUT>;
 #endif
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
+}
+
+// Blocks [b0, b1) of SCE.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void sce_merge_blocks(const SceMergeArgs& a, size_t b0, size_t b1) {
+  const size_t N = a.inputs.size();
+  const size_t n = a.n;
+  const auto fN = static_cast<float>(N);
+  std::vector<float> d(N * kBlock);
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    alignas(64) float b[kBlock], s[kBlock], m[kBlock], div[kBlock];
+    for (size_t k = 0; k < len; ++k) b[k] = load<IN>(a.base, j0 + k);
+    for (size_t i = 0; i < N; ++i) {
+      float* row = d.data() + i * kBlock;
+      for (size_t k = 0; k < len; ++k) row[k] = ops::sub(load<IN>(a.inputs[i], j0 + k), b[k]);
+    }
+    if (a.select) {
+      // population_variance, one input at a time across the block.
+      alignas(64) float mean[kBlock], acc[kBlock];
+      for (size_t k = 0; k < len; ++k) mean[k] = acc[k] = 0.0f;
+      for (size_t i = 0; i < N; ++i) {
+        const float* row = d.data() + i * kBlock;
+        for (size_t k = 0; k < len; ++k) mean[k] = ops::add(mean[k], row[k]);
+      }
+      for (size_t k = 0; k < len; ++k) mean[k] = ops::div(mean[k], fN);
+      for (size_t i = 0; i < N; ++i) {
+        const float* row = d.data() + i * kBlock;
+        for (size_t k = 0; k < len; ++k) {
+          const float t = ops::sub(row[k], mean[k]);
+          acc[k] = ops::add(acc[k], ops::mul(t, t));
+        }
+      }
+      alignas(64) float sel[kBlock];
+      for (size_t k = 0; k < len; ++k) {
+        const uint32_t key = ops::f32_bits(ops::div(acc[k], fN)) & 0x7fffffffu;
+        const bool keep =
+            key > a.thr_bits || (key == a.thr_bits && a.first_index + j0 + k < a.tie_cutoff);
+        sel[k] = keep ? 1.0f : 0.0f;
+      }
+      for (size_t i = 0; i < N; ++i) {
+        float* row = d.data() + i * kBlock;
+        for (size_t k = 0; k < len; ++k) row[k] = sel[k] != 0.0f ? row[k] : 0.0f;
+      }
+    }
+    for (size_t k = 0; k < len; ++k) s[k] = m[k] = div[k] = 0.0f;
+    for (size_t i = 0; i < N; ++i) {
+      const float* row = d.data() + i * kBlock;
+      for (size_t k = 0; k < len; ++k) s[k] = ops::add(s[k], row[k]);
+    }
+    for (size_t i = 0; i < N; ++i) {
+      const float* row = d.data() + i * kBlock;
+      const float wi = a.weights[i];
+      for (size_t k = 0; k < len; ++k) {
+        const bool agree = s[k] >= 0.0f ? row[k] > 0.0f : row[k] < 0.0f;
+        const float e = agree ? wi : 0.0f;
+        m[k] = ops::add(m[k], ops::mul(row[k], e));
+        div[k] = ops::add(div[k], e);
+      }
+    }
+    for (size_t k = 0; k < len; ++k) {
+      const float dv = div[k] < 1e-6f ? 1e-6f : div[k];
+      store<OUT>(a.out, j0 + k, ops::add(b[k], ops::div(m[k], dv)));
+    }
+  }
+}
+
+template <DType IN, DType OUT>
+void sce_merge_generic(const SceMergeArgs& a, size_t b0, size_t b1) {
+  sce_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void sce_merge_avx2(const SceMergeArgs& a, size_t b0, size_t b1) {
+  sce_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#endif
+
+template <DType IN, DType OUT>
+void sce_merge_impl(const SceMergeArgs& a) {
+  const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
+#if KINTSUGI_AVX2_COPY
+  const auto range = isa_for(traffic) == 1 ? &sce_merge_avx2<IN, OUT> : &sce_merge_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &sce_merge_generic<IN, OUT>;
+#endif
+  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
 }
 
 // Blocks [b0, b1) of nearswap.
@@ -588,11 +686,24 @@ void fused_task_merge(const TaskMergeArgs& a) {
   KS_CHECK(
       a.sparsify != Sparsify::Magnitude || (a.thr_bits.size() == N && a.tie_cutoff.size() == N),
       "one threshold per input");
+  KS_CHECK(
+      a.sparsify != Sparsify::Ranked || (a.ranked_low.size() == N && a.ranked_eps.size() == N &&
+                                         a.ranked_scale.size() == N && a.ranks.size() >= N * a.n),
+      "one rank per element and input, one probability setting per input");
   KS_CHECK(a.outlier_thr_bits.size() == a.outlier_tie_cutoff.size() &&
                (a.outlier_thr_bits.empty() || a.outlier_thr_bits.size() == N),
            "one outlier threshold per input, or none");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { task_merge_impl<I, O>(a); });
+}
+
+void fused_sce_merge(const SceMergeArgs& a) {
+  check_dtypes(a.in_dtype, a.out_dtype);
+  const size_t N = a.inputs.size();
+  KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  KS_CHECK(a.weights.size() == N, "one weight per input");
+  if (a.n == 0) return;
+  dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { sce_merge_impl<I, O>(a); });
 }
 
 void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,

@@ -94,10 +94,15 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
   const bool task = r.method == MergeMethod::TaskArithmetic || r.method == MergeMethod::Ties ||
                     r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
                     r.method == MergeMethod::Breadcrumbs ||
-                    r.method == MergeMethod::BreadcrumbsTies;
+                    r.method == MergeMethod::BreadcrumbsTies || r.method == MergeMethod::Della ||
+                    r.method == MergeMethod::DellaLinear;
   if (r.method == MergeMethod::Passthrough) {
     if (auto scale = find_param(r, slice, models[0], "scale", pt.models[0].name, t))
       m.weights.push_back(static_cast<float>(*scale));
+    return m;
+  }
+  if (r.method == MergeMethod::Sce) {
+    m.select_topk = global_param("select_topk", 1.0);
     return m;
   }
   if (r.method == MergeMethod::Linear || task) {
@@ -114,8 +119,9 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
       return m;
     }
     for (double x : w) m.weights.push_back(static_cast<float>(x));
-    const bool ties_like = r.method == MergeMethod::Ties;
-    const bool dare = r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies;
+    const bool ties_like = r.method == MergeMethod::Ties || r.method == MergeMethod::Della;
+    const bool dare = r.method == MergeMethod::DareLinear || r.method == MergeMethod::DareTies ||
+                      r.method == MergeMethod::Della || r.method == MergeMethod::DellaLinear;
     m.lambda = global_param("lambda", 1.0);
     m.normalize = global_param("normalize", ties_like ? 1.0 : 0.0) != 0.0;
     m.rescale = global_param("rescale", dare ? 1.0 : 0.0) != 0.0;
@@ -132,6 +138,18 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
         if (g < 0.0 || g > 1.0)
           throw_input("{}: gamma {} for tensor {} is outside [0, 1]", models[i]->where, g, name);
         m.gamma.push_back(g);
+      }
+    if (r.method == MergeMethod::Della || r.method == MergeMethod::DellaLinear)
+      for (size_t i = 0; i < models.size(); ++i) {
+        const double e = model_param(i, "epsilon", 0.15);  // mergekit's
+        const double d = m.density[i];
+        // mergekit refuses probabilities density -+ epsilon outside (0, 1)
+        // (where it prunes at all: 0 < density < 1).
+        if (d > 0.0 && d < 1.0 && !(d - e > 0.0 && d + e < 1.0 && d + e > 0.0 && d - e < 1.0))
+          throw_input(
+              "{}: density {} and epsilon {} for tensor {}: density -+ epsilon must lie in (0, 1)",
+              models[i]->where, d, e, name);
+        m.epsilon.push_back(e);
       }
     return m;
   }
@@ -616,6 +634,9 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     src.name = name;
     src.numel = numel;
     src.dtype = info.dtype;
+    // Rows for per-row statistics (DELLA's ranks): the last dimension, as
+    // mergekit ranks a 2-D tensor (a 1-D or 0-D tensor is one row).
+    src.row_len = spec.shape.size() >= 2 ? static_cast<uint64_t>(spec.shape.back()) : src.numel;
     std::deque<ReindexedTensor> reindexed;  // in place: not movable
     if (in.vocab && is_vocab_tensor(name)) {
       // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.

@@ -31,26 +31,30 @@ const std::vector<ParamSpec>& param_specs() {
       {"weight",
        Kind::Number,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies}},
+        M::BreadcrumbsTies, M::Della, M::DellaLinear}},
       {"normalize",
        Kind::Bool,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies}},
+        M::BreadcrumbsTies, M::Della, M::DellaLinear}},
       {"lambda",
        Kind::Number,
-       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies}},
+       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies,
+        M::Della, M::DellaLinear}},
       {"density",
        Kind::Number,
-       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies}},
+       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies, M::Della,
+        M::DellaLinear}},
       {"gamma", Kind::Number, {M::Breadcrumbs, M::BreadcrumbsTies}},
+      {"epsilon", Kind::Number, {M::Della, M::DellaLinear}},
       {"rescale",
        Kind::Bool,
-       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies}},
+       {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies, M::Della,
+        M::DellaLinear}},
       {"int8_mask",
        Kind::Bool,
-       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies}},
+       {M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies,
+        M::Della, M::DellaLinear, M::Sce}},
+      {"select_topk", Kind::Number, {M::Sce}},
       {"filter_wise", Kind::Bool, {M::ModelStock}},
       {"t", Kind::Number, {M::Slerp, M::Nearswap}},
       {"scale", Kind::Number, {M::Passthrough}},
@@ -73,7 +77,10 @@ std::optional<MergeMethod> method_from(const std::string& s) {
                                                        {"breadcrumbs", M::Breadcrumbs},
                                                        {"breadcrumbs_ties", M::BreadcrumbsTies},
                                                        {"nearswap", M::Nearswap},
-                                                       {"passthrough", M::Passthrough}};
+                                                       {"passthrough", M::Passthrough},
+                                                       {"della", M::Della},
+                                                       {"della_linear", M::DellaLinear},
+                                                       {"sce", M::Sce}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -325,6 +332,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "nearswap";
     case M::Passthrough:
       return "passthrough";
+    case M::Della:
+      return "della";
+    case M::DellaLinear:
+      return "della_linear";
+    case M::Sce:
+      return "sce";
   }
   return "?";
 }
@@ -354,9 +367,10 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname = method_field.as_enum(
-      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
-       "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough"});
+  const std::string mname =
+      method_field.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
+                            "model_stock", "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap",
+                            "passthrough", "della", "della_linear", "sce"});
   r.method = *method_from(mname);
   // Either models or slices (mergekit: exactly one of them).
   const std::optional<YamlField> slices = top.get("slices");
@@ -407,7 +421,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const RecipeModel* rm : inputs)
     for (const auto& [k, pv] : rm->params)
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
-          k == "filter_wise" || (k == "t" && r.method == M::Nearswap))
+          k == "filter_wise" || k == "select_topk" || (k == "t" && r.method == M::Nearswap))
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
@@ -429,8 +443,15 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const auto* ps : all_params)
     for (const auto& [k, pv] : *ps) {
       if (k == "gamma") check_values(pv, k, in_unit, "outside [0, 1]");
-      if (k == "density" && (r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies))
+      if (k == "density" && (r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies ||
+                             r.method == M::Della || r.method == M::DellaLinear))
         check_values(pv, k, in_unit, "outside [0, 1]");
+      if (k == "select_topk") check_values(pv, k, in_unit, "outside [0, 1]");
+      // DELLA's drop probabilities span density -+ epsilon: |epsilon| < 1/2
+      // at least (each density is checked against it per tensor).
+      if (k == "epsilon")
+        check_values(
+            pv, k, [](double v) { return v > -0.5 && v < 0.5; }, "outside (-0.5, 0.5)");
       if (k == "t" && r.method == M::Nearswap)
         check_values(
             pv, k, [](double v) { return v > 0.0; }, "not > 0 (nearswap needs t > 0)");

@@ -122,25 +122,25 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
   }
 }
 
-// One pass of TIES's radix select: for each active input, the histogram
-// (kBuckets bins) of bucket_of(input, key) over the deltas of this rank's
-// range (a negative bucket is not counted); `local` gets this rank's counts,
-// `global` their sum over all ranks.
-template <typename BucketOf>
-void key_histogram(const TensorSources& s, const std::vector<char>& active, ElementRange range,
-                   uint64_t chunk_elems, MPI_Comm comm, std::vector<uint64_t>& local,
-                   std::vector<uint64_t>& global, BucketOf bucket_of) {
-  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
-  std::vector<float> b(cap), d(cap);
+// One pass of the radix select: for each active set, the histogram (kBuckets
+// bins) of bucket_of(set, key) over the keys of this rank's range (a negative
+// bucket is not counted); `local` gets this rank's counts, `global` their sum
+// over all ranks. fill(chunk, i, keys) writes set i's keys of the chunk to
+// keys[0..chunk size); it is called for the chunks in order, and within a
+// chunk for the sets in order.
+template <typename KeyFill, typename BucketOf>
+void key_histogram(const std::vector<char>& active, ElementRange range, uint64_t chunk_elems,
+                   MPI_Comm comm, std::vector<uint64_t>& local, std::vector<uint64_t>& global,
+                   KeyFill& fill, BucketOf bucket_of) {
+  std::vector<uint32_t> keys(std::min<uint64_t>(chunk_elems, range.size()));
   std::fill(local.begin(), local.end(), 0);
   for (const auto& c : chunks_of(range, chunk_elems)) {
-    decode(s.dtype, s.base, c.begin, c.size(), b.data());
     for (size_t i = 0; i < active.size(); ++i) {
       if (!active[i]) continue;
-      decode_delta(s, i, c, b.data(), d.data());
+      fill(c, i, keys.data());
       uint64_t* h = local.data() + i * kBuckets;
       for (uint64_t j = 0; j < c.size(); ++j) {
-        const int64_t bucket = bucket_of(i, key_of(d[j]));
+        const int64_t bucket = bucket_of(i, keys[j]);
         if (bucket >= 0) ++h[bucket];
       }
     }
@@ -148,6 +148,164 @@ void key_histogram(const TensorSources& s, const std::vector<char>& active, Elem
   std::copy(local.begin(), local.end(), global.begin());
   allreduce_in_place(std::span(global), MPI_SUM, comm);
 }
+
+// The exact top-k selection over `sets` key sequences of numel keys each (the
+// keys of element range c come from `fill`): per set, the k[i] largest keys,
+// among equal keys the lowest global index first. k[i] >= numel keeps all, 0
+// none. Two histogram passes, then an exclusive scan of the per-rank counts of
+// keys equal to the threshold, and where a rank's quota of them ends inside
+// its range, one more pass to find where.
+template <typename KeyFill>
+TopKSelection topk_by_keys(size_t sets, uint64_t numel, std::span<const uint64_t> kk,
+                           ElementRange range, uint64_t chunk_elems, MPI_Comm comm, KeyFill& fill) {
+  const size_t N = sets;
+  TopKSelection sel;
+  sel.thr_bits.assign(N, 0);
+  sel.tie_cutoff.assign(N, std::numeric_limits<uint64_t>::max());  // keep all
+  std::vector<uint64_t> k(kk.begin(), kk.end());
+  std::vector<char> active(N, 0);
+  for (size_t i = 0; i < N; ++i) {
+    if (k[i] >= numel) continue;
+    if (k[i] == 0) {  // keep nothing
+      sel.thr_bits[i] = 0xffffffffu;
+      sel.tie_cutoff[i] = 0;
+    } else if (k[i] < numel) {
+      active[i] = 1;
+    }
+  }
+  // Pass 1: histogram of the high 16 bits of the key.
+  std::vector<uint64_t> local(N * kBuckets, 0), global(N * kBuckets, 0);
+  key_histogram(active, range, chunk_elems, comm, local, global, fill,
+                [](size_t, uint32_t key) { return static_cast<int64_t>(key >> 16); });
+  std::vector<uint32_t> hb(N, 0);
+  std::vector<uint64_t> above(N, 0);
+  for (size_t i = 0; i < N; ++i) {
+    if (!active[i]) continue;
+    const uint64_t* h = global.data() + i * kBuckets;
+    uint64_t cum = 0;
+    for (size_t bkt = kBuckets; bkt-- > 0;) {
+      if (cum + h[bkt] >= k[i]) {
+        hb[i] = static_cast<uint32_t>(bkt);
+        above[i] = cum;
+        break;
+      }
+      cum += h[bkt];
+    }
+  }
+  // Pass 2: histogram of the low 16 bits among keys in the selected bucket.
+  key_histogram(active, range, chunk_elems, comm, local, global, fill, [&](size_t i, uint32_t key) {
+    return (key >> 16) == hb[i] ? static_cast<int64_t>(key & 0xffffu) : int64_t{-1};
+  });
+  std::vector<uint64_t> ties_to_keep(N, 0), local_eq(N, 0), eq_before(N, 0);
+  for (size_t i = 0; i < N; ++i) {
+    if (!active[i]) continue;
+    const uint64_t* h = global.data() + i * kBuckets;
+    uint64_t cum = above[i];
+    for (size_t bkt = kBuckets; bkt-- > 0;) {
+      if (cum + h[bkt] >= k[i]) {
+        sel.thr_bits[i] = (hb[i] << 16) | static_cast<uint32_t>(bkt);
+        ties_to_keep[i] = k[i] - cum;
+        local_eq[i] = local[i * kBuckets + bkt];
+        break;
+      }
+      cum += h[bkt];
+    }
+  }
+  // Ties (key == threshold) are kept in global index order: ranks own
+  // ascending ranges, so an exclusive scan tells each rank how many precede it.
+  exscan_sum(local_eq, eq_before, comm);
+  std::vector<uint64_t> quota(N, 0);
+  std::vector<char> scan(N, 0);
+  bool any_scan = false;
+  for (size_t i = 0; i < N; ++i) {
+    if (!active[i]) continue;
+    quota[i] =
+        ties_to_keep[i] > eq_before[i] ? std::min(ties_to_keep[i] - eq_before[i], local_eq[i]) : 0;
+    if (quota[i] == 0) {
+      sel.tie_cutoff[i] = range.begin;
+    } else if (quota[i] == local_eq[i]) {
+      sel.tie_cutoff[i] = range.end;
+    } else {
+      sel.tie_cutoff[i] = range.begin;  // found by the scan below
+      scan[i] = 1;
+      any_scan = true;
+    }
+  }
+  if (any_scan) {
+    std::vector<uint32_t> keys(std::min<uint64_t>(chunk_elems, range.size()));
+    std::vector<uint64_t> seen(N, 0);
+    for (const auto& c : chunks_of(range, chunk_elems)) {
+      for (size_t i = 0; i < N; ++i) {
+        if (!scan[i] || seen[i] == quota[i]) continue;
+        fill(c, i, keys.data());
+        for (uint64_t j = 0; j < c.size() && seen[i] < quota[i]; ++j)
+          if (keys[j] == sel.thr_bits[i] && ++seen[i] == quota[i])
+            sel.tie_cutoff[i] = c.begin + j + 1;
+      }
+    }
+  }
+  return sel;
+}
+
+// Keys of the task vectors: |delta_i| as IEEE bits (the base decoded once per chunk).
+struct DeltaKeys {
+  const TensorSources& s;
+  std::vector<float> b, d;
+  uint64_t decoded = std::numeric_limits<uint64_t>::max();  // chunk whose base b holds
+  DeltaKeys(const TensorSources& src, uint64_t cap) : s(src), b(cap), d(cap) {}
+  void operator()(ElementRange c, size_t i, uint32_t* keys) {
+    if (decoded != c.begin) {
+      decode(s.dtype, s.base, c.begin, c.size(), b.data());
+      decoded = c.begin;
+    }
+    decode_delta(s, i, c, b.data(), d.data());
+    for (uint64_t j = 0; j < c.size(); ++j) keys[j] = key_of(d[j]);
+  }
+};
+
+// The chunks of `range` for per-row work: boundaries at multiples of
+// rows_per_chunk rows (whole rows, except where the range cuts one), at least
+// one row per chunk.
+std::vector<ElementRange> row_chunks(ElementRange range, uint64_t row_len, uint64_t chunk_elems) {
+  std::vector<ElementRange> out;
+  const uint64_t step = std::max<uint64_t>(1, chunk_elems / row_len) * row_len;
+  for (uint64_t b = range.begin; b < range.end;) {
+    const uint64_t e = std::min(range.end, (b / step + 1) * step);
+    out.push_back({b, e});
+    b = e;
+  }
+  return out;
+}
+
+// SCE's per-element variance of the task vectors over chunk c, as IEEE bits:
+// population_variance's operations in its order, one task vector at a time
+// (each decoded twice) so that memory does not grow with the model count.
+struct SceVariance {
+  const TensorSources& s;
+  std::vector<float> b, d, mean, acc;
+  SceVariance(const TensorSources& src, uint64_t cap)
+      : s(src), b(cap), d(cap), mean(cap), acc(cap) {}
+  void operator()(ElementRange c, size_t, uint32_t* keys) {
+    const uint64_t n = c.size();
+    const auto fN = static_cast<float>(s.models.size());
+    decode(s.dtype, s.base, c.begin, n, b.data());
+    std::fill_n(mean.begin(), n, 0.0f);
+    std::fill_n(acc.begin(), n, 0.0f);
+    for (size_t i = 0; i < s.models.size(); ++i) {
+      decode_delta(s, i, c, b.data(), d.data());
+      for (uint64_t j = 0; j < n; ++j) mean[j] = ops::add(mean[j], d[j]);
+    }
+    for (uint64_t j = 0; j < n; ++j) mean[j] = ops::div(mean[j], fN);
+    for (size_t i = 0; i < s.models.size(); ++i) {
+      decode_delta(s, i, c, b.data(), d.data());
+      for (uint64_t j = 0; j < n; ++j) {
+        const float t = ops::sub(d[j], mean[j]);
+        acc[j] = ops::add(acc[j], ops::mul(t, t));
+      }
+    }
+    for (uint64_t j = 0; j < n; ++j) keys[j] = key_of(ops::div(acc[j], fN));
+  }
+};
 
 }  // namespace
 
@@ -179,94 +337,306 @@ OutlierCounts breadcrumbs_counts(uint64_t numel, double density, double gamma) {
 
 TopKSelection topk_select(const TensorSources& s, std::span<const uint64_t> kk, ElementRange range,
                           uint64_t chunk_elems, MPI_Comm comm) {
+  DeltaKeys keys(s, std::min<uint64_t>(chunk_elems, range.size()));
+  return topk_by_keys(s.models.size(), s.numel, kk, range, chunk_elems, comm, keys);
+}
+
+void della_ranks(const TensorSources& s, size_t i, ElementRange c, uint64_t L, uint32_t* out) {
+  if (c.empty()) return;
+  KS_CHECK(L >= 1 && L <= 0xffffffffull, "della: rows of 1 to 2^32 - 1 elements");
+  std::vector<float> b(L), x(L);
+  std::vector<uint64_t> order(L);
+  for (uint64_t row = c.begin / L; row * L < c.end; ++row) {
+    const uint64_t r0 = row * L;
+    decode(s.dtype, s.base, r0, L, b.data());
+    decode(s.dtype, s.models[i], r0, L, x.data());
+    // Ascending (key, then descending index): the lower index ranks higher.
+    for (uint64_t j = 0; j < L; ++j)
+      order[j] = (static_cast<uint64_t>(key_of(ops::sub(x[j], b[j]))) << 32) | (0xffffffffull - j);
+    std::sort(order.begin(), order.end());
+    for (uint64_t p = 0; p < L; ++p) {
+      const uint64_t idx = r0 + (0xffffffffull - (order[p] & 0xffffffffull));
+      if (idx >= c.begin && idx < c.end) out[idx - c.begin] = static_cast<uint32_t>(p);
+    }
+  }
+}
+
+void ExactSum::add(float x) {
+  const uint32_t u = ops::f32_bits(x) & 0x7fffffffu;
+  const uint32_t e = u >> 23;
+  if (e == 255) {
+    ++((u & 0x7fffffu) != 0 ? nan_ : inf_);
+    return;
+  }
+  // |x| = m 2^(max(e, 1) - 150) with m < 2^24 (the implicit bit for normals).
+  const uint64_t m = (u & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
+  bins_[e] += power_ == 1 ? m : m * m;
+}
+
+void ExactSum::allreduce(MPI_Comm comm) {
+  std::vector<u128> mine(bins_, bins_ + 255);
+  mine.push_back(inf_);
+  mine.push_back(nan_);
+  const std::vector<std::byte> bytes = allgather_bytes(std::as_bytes(std::span(mine)), comm);
+  std::vector<u128> all(bytes.size() / sizeof(u128));
+  std::memcpy(all.data(), bytes.data(), bytes.size());
+  std::fill(std::begin(bins_), std::end(bins_), 0);
+  inf_ = nan_ = 0;
+  for (size_t r = 0; r < all.size() / mine.size(); ++r) {
+    const u128* a = all.data() + r * mine.size();
+    for (size_t e = 0; e < 255; ++e) bins_[e] += a[e];
+    inf_ += static_cast<uint64_t>(a[255]);
+    nan_ += static_cast<uint64_t>(a[256]);
+  }
+}
+
+double ExactSum::value() const {
+  if (nan_ != 0) return std::numeric_limits<double>::quiet_NaN();
+  if (inf_ != 0) return std::numeric_limits<double>::infinity();
+  // The total as an integer multiple of 2^-149 (power 1) or 2^-298 (power 2):
+  // bin e shifted by power * (max(e, 1) - 1) bits, below 2^640.
+  constexpr size_t kLimbs = 10;
+  uint64_t limb[kLimbs] = {};
+  auto add_at = [&](size_t q, uint64_t v) {
+    for (; v != 0 && q < kLimbs; ++q) {
+      const uint64_t before = limb[q];
+      limb[q] += v;
+      v = limb[q] < before ? 1 : 0;
+    }
+  };
+  for (uint32_t e = 0; e < 255; ++e) {
+    if (bins_[e] == 0) continue;
+    const uint32_t shift = static_cast<uint32_t>(power_) * (std::max(e, 1u) - 1u);
+    const uint32_t q = shift / 64, r = shift % 64;
+    const auto lo = static_cast<uint64_t>(bins_[e]), hi = static_cast<uint64_t>(bins_[e] >> 64);
+    add_at(q, lo << r);
+    add_at(q + 1, (hi << r) | (r != 0 ? lo >> (64 - r) : 0));
+    if (r != 0) add_at(q + 2, hi >> (64 - r));
+  }
+  size_t top = kLimbs;
+  while (top > 0 && limb[top - 1] == 0) --top;
+  if (top == 0) return 0.0;
+  // The 64 bits from the highest set bit down, the bits below folded into
+  // the lowest one (sticky): converting that rounds like the exact value.
+  const int h = 64 * static_cast<int>(top - 1) + 63 - __builtin_clzll(limb[top - 1]);
+  auto bit_window = [&](int lo_bit) {  // bits [lo_bit, lo_bit + 64)
+    uint64_t w = 0;
+    const int q = lo_bit / 64, r = lo_bit % 64;
+    w = limb[q] >> r;
+    if (r != 0 && static_cast<size_t>(q + 1) < kLimbs) w |= limb[q + 1] << (64 - r);
+    return w;
+  };
+  uint64_t w;
+  int lo_bit = 0;
+  if (h < 64) {
+    w = limb[0];
+  } else {
+    lo_bit = h - 63;
+    w = bit_window(lo_bit);
+    bool sticky = false;
+    for (int q = 0; q < lo_bit / 64; ++q) sticky = sticky || limb[q] != 0;
+    if (lo_bit % 64 != 0)
+      sticky = sticky || (limb[lo_bit / 64] & ((1ull << (lo_bit % 64)) - 1)) != 0;
+    if (sticky) w |= 1;
+  }
+  return std::ldexp(static_cast<double>(w), lo_bit - (power_ == 1 ? 149 : 298));
+}
+
+namespace {
+
+// mergekit's della / della_linear (della_magprune): per task vector, each
+// entry kept with a probability from density - epsilon (smallest |delta| of
+// its row) to density + epsilon (largest), survivors rescaled so that the
+// task vector keeps its L1 norm (rescale), then combined as TIES (della) or
+// task arithmetic (della_linear). The keep decisions are counter-based per
+// element, the L1 norms exact sums, so any split among ranks gives the same
+// bytes.
+MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                             DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
+                             const ChunkSink& sink) {
+  MergeTensorStats stats;
   const size_t N = s.models.size();
-  TopKSelection sel;
-  sel.thr_bits.assign(N, 0);
-  sel.tie_cutoff.assign(N, std::numeric_limits<uint64_t>::max());  // keep all
-  std::vector<uint64_t> k(kk.begin(), kk.end());
-  std::vector<char> active(N, 0);
+  const uint64_t L = s.row_len != 0 ? s.row_len : std::max<uint64_t>(s.numel, 1);
+  if (L > 0xffffffffull)
+    throw_input("tensor {}: della ranks rows of at most 2^32 - 1 elements, this one has {}", s.name,
+                L);
+  // Per model: fp32(density - epsilon), epsilon, and whether ranks matter.
+  // density >= 1 keeps everything as it is, density <= 0 nothing.
+  std::vector<float> low(N), eps(N), scale(N, 1.0f);
+  std::vector<char> pruned(N, 0), ranked(N, 0);
   for (size_t i = 0; i < N; ++i) {
-    if (k[i] >= s.numel) continue;
-    if (k[i] == 0) {  // keep nothing
-      sel.thr_bits[i] = 0xffffffffu;
-      sel.tie_cutoff[i] = 0;
-    } else if (k[i] < s.numel) {
-      active[i] = 1;
-    }
-  }
-  // Pass 1: histogram of the high 16 bits of the key.
-  std::vector<uint64_t> local(N * kBuckets, 0), global(N * kBuckets, 0);
-  key_histogram(s, active, range, chunk_elems, comm, local, global,
-                [](size_t, uint32_t key) { return static_cast<int64_t>(key >> 16); });
-  std::vector<uint32_t> hb(N, 0);
-  std::vector<uint64_t> above(N, 0);
-  for (size_t i = 0; i < N; ++i) {
-    if (!active[i]) continue;
-    const uint64_t* h = global.data() + i * kBuckets;
-    uint64_t cum = 0;
-    for (size_t bkt = kBuckets; bkt-- > 0;) {
-      if (cum + h[bkt] >= k[i]) {
-        hb[i] = static_cast<uint32_t>(bkt);
-        above[i] = cum;
-        break;
-      }
-      cum += h[bkt];
-    }
-  }
-  // Pass 2: histogram of the low 16 bits among keys in the selected bucket.
-  key_histogram(s, active, range, chunk_elems, comm, local, global, [&](size_t i, uint32_t key) {
-    return (key >> 16) == hb[i] ? static_cast<int64_t>(key & 0xffffu) : int64_t{-1};
-  });
-  std::vector<uint64_t> ties_to_keep(N, 0), local_eq(N, 0), eq_before(N, 0);
-  for (size_t i = 0; i < N; ++i) {
-    if (!active[i]) continue;
-    const uint64_t* h = global.data() + i * kBuckets;
-    uint64_t cum = above[i];
-    for (size_t bkt = kBuckets; bkt-- > 0;) {
-      if (cum + h[bkt] >= k[i]) {
-        sel.thr_bits[i] = (hb[i] << 16) | static_cast<uint32_t>(bkt);
-        ties_to_keep[i] = k[i] - cum;
-        local_eq[i] = local[i * kBuckets + bkt];
-        break;
-      }
-      cum += h[bkt];
-    }
-  }
-  // Ties (key == threshold) are kept in global index order: ranks own
-  // ascending ranges, so an exclusive scan tells each rank how many precede it.
-  exscan_sum(local_eq, eq_before, comm);
-  std::vector<uint64_t> quota(N, 0);
-  bool scan = false;
-  for (size_t i = 0; i < N; ++i) {
-    if (!active[i]) continue;
-    quota[i] =
-        ties_to_keep[i] > eq_before[i] ? std::min(ties_to_keep[i] - eq_before[i], local_eq[i]) : 0;
-    if (quota[i] == 0) {
-      sel.tie_cutoff[i] = range.begin;
-    } else if (quota[i] == local_eq[i]) {
-      sel.tie_cutoff[i] = range.end;
+    const double d = m.density[i], e = m.epsilon[i];
+    if (d >= 1.0) {
+      low[i] = 2.0f;  // above any uniform in [0, 1)
+    } else if (d <= 0.0) {
+      low[i] = 0.0f;  // below every one
     } else {
-      sel.tie_cutoff[i] = range.begin;  // found by the scan below
-      scan = true;
+      low[i] = static_cast<float>(d - e);
+      eps[i] = static_cast<float>(e);
+      pruned[i] = 1;
+      ranked[i] = eps[i] != 0.0f;
     }
   }
-  if (scan) {
-    const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+  const uint64_t seed_key = dare_seed_key(m.seed, s.name);
+  // The ranks of all N inputs for a chunk take 4 N bytes per element: chunks
+  // of chunk_elems / N elements (whole rows, at least one) keep that to one
+  // chunk of fp32.
+  const auto chunks = row_chunks(range, L, std::max<uint64_t>(1, chunk_elems / N));
+  uint64_t cap = 0;
+  for (const auto& c : chunks) cap = std::max(cap, c.size());
+  std::vector<uint32_t> ranks(N * cap, 0);
+  auto fill_ranks = [&](ElementRange c, size_t i) {
+    if (ranked[i]) della_ranks(s, i, c, L, ranks.data() + i * c.size());
+  };
+  // The L1 rescale: sum |delta| over the whole task vector, and over its survivors.
+  bool any_rescale = false;
+  for (size_t i = 0; i < N; ++i) any_rescale = any_rescale || (m.rescale && pruned[i]);
+  if (any_rescale) {
+    std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
     std::vector<float> b(cap), d(cap);
-    std::vector<uint64_t> seen(N, 0);
-    for (const auto& c : chunks_of(range, chunk_elems)) {
+    for (const auto& c : chunks) {
       decode(s.dtype, s.base, c.begin, c.size(), b.data());
       for (size_t i = 0; i < N; ++i) {
-        if (!active[i] || quota[i] == 0 || quota[i] == local_eq[i] || seen[i] == quota[i]) continue;
+        if (!pruned[i]) continue;
+        fill_ranks(c, i);
         decode_delta(s, i, c, b.data(), d.data());
-        for (uint64_t j = 0; j < c.size() && seen[i] < quota[i]; ++j)
-          if (key_of(d[j]) == sel.thr_bits[i] && ++seen[i] == quota[i])
-            sel.tie_cutoff[i] = c.begin + j + 1;
+        const uint32_t* rk = ranks.data() + i * c.size();
+        for (uint64_t j = 0; j < c.size(); ++j) {
+          before[i].add(d[j]);
+          if (ops::dare_uniform(seed_key, static_cast<uint32_t>(i), c.begin + j) <
+              ops::della_prob(rk[j], L, low[i], eps[i]))
+            after[i].add(d[j]);
+        }
+      }
+    }
+    for (size_t i = 0; i < N; ++i) {
+      if (!pruned[i]) continue;
+      before[i].allreduce(comm);
+      after[i].allreduce(comm);
+      // mergekit: masked * (before / after) in fp32, unless either is below 1e-7.
+      const auto bs = static_cast<float>(before[i].value());
+      const auto as = static_cast<float>(after[i].value());
+      if (!(bs < 1e-7f || as < 1e-7f)) scale[i] = ops::div(bs, as);
+    }
+  }
+  stats.della_scale = scale;
+  TaskMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.weights = m.weights;
+  a.lambda = static_cast<float>(m.lambda);
+  a.normalize = m.normalize;
+  a.sign_consensus = m.method == MergeMethod::Della;
+  a.out_dtype = out_dtype;
+  a.sparsify = Sparsify::Ranked;
+  a.seed_key = seed_key;
+  a.row_len = L;
+  a.ranked_low = low;
+  a.ranked_eps = eps;
+  a.ranked_scale = scale;
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out(cap * osz);
+  std::vector<const void*> ptrs(N);
+  for (const auto& c : chunks) {
+    for (size_t i = 0; i < N; ++i) {
+      ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
+      fill_ranks(c, i);
+    }
+    a.inputs = ptrs;
+    a.base = static_cast<const char*>(s.base) + c.begin * isz;
+    a.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
+    a.first_index = c.begin;
+    a.out = out.data();
+    a.n = c.size();
+    fused_task_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+  return stats;
+}
+
+// mergekit's sce: optionally keep only the select_topk fraction of entries
+// (among those of nonzero variance) whose variance across the task vectors is
+// largest; weight each task vector by its mean square (normalized to sum 1);
+// erase entries against the elected sign; weighted mean of the rest.
+MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                           DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
+                           const ChunkSink& sink) {
+  MergeTensorStats stats;
+  const size_t N = s.models.size();
+  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+  SceVariance variance(s, cap);
+  std::vector<uint32_t> vkeys(cap);
+  SceMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.out_dtype = out_dtype;
+  a.thr_bits = 0;
+  a.tie_cutoff = std::numeric_limits<uint64_t>::max();  // all
+  stats.sce_selected = s.numel;
+  if (m.select_topk < 1.0) {
+    a.select = true;
+    uint64_t k = 0;
+    if (m.select_topk > 0.0) {
+      // k = int(count_nonzero(var) * select_topk), a float32 product in mergekit.
+      uint64_t nonzero = 0;
+      for (const auto& c : chunks_of(range, chunk_elems)) {
+        variance(c, 0, vkeys.data());
+        for (uint64_t j = 0; j < c.size(); ++j) nonzero += vkeys[j] != 0;
+      }
+      allreduce_in_place(std::span<uint64_t>(&nonzero, 1), MPI_SUM, comm);
+      k = static_cast<uint64_t>(
+          ops::mul(static_cast<float>(nonzero), static_cast<float>(m.select_topk)));
+    }
+    const std::vector<uint64_t> kk{k};
+    const TopKSelection sel = topk_by_keys(1, s.numel, kk, range, chunk_elems, comm, variance);
+    a.thr_bits = sel.thr_bits[0];
+    a.tie_cutoff = sel.tie_cutoff[0];
+    stats.sce_selected = std::min(k, s.numel);
+  }
+  // Weights: the mean square of each (selected) task vector, normalized.
+  std::vector<ExactSum> sq(N, ExactSum(2));
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    if (a.select)
+      variance(c, 0, vkeys.data());  // leaves the base in variance.b
+    else
+      decode(s.dtype, s.base, c.begin, c.size(), variance.b.data());
+    for (size_t i = 0; i < N; ++i) {
+      decode_delta(s, i, c, variance.b.data(), variance.d.data());
+      for (uint64_t j = 0; j < c.size(); ++j) {
+        const uint32_t key = vkeys[j];
+        if (!a.select || key > a.thr_bits || (key == a.thr_bits && c.begin + j < a.tie_cutoff))
+          sq[i].add(variance.d[j]);
       }
     }
   }
-  return sel;
+  std::vector<float> w(N);
+  float wsum = 0.0f;
+  for (size_t i = 0; i < N; ++i) {
+    sq[i].allreduce(comm);
+    // torch.mean(tvs ** 2) in fp32, then the sum of those means.
+    w[i] = static_cast<float>(sq[i].value() / static_cast<double>(std::max<uint64_t>(s.numel, 1)));
+    wsum = ops::add(wsum, w[i]);
+  }
+  for (size_t i = 0; i < N; ++i)
+    w[i] = std::fabs(static_cast<double>(wsum)) < 1e-6 ? ops::div(1.0f, static_cast<float>(N))
+                                                       : ops::div(w[i], wsum);
+  stats.sce_weights = w;
+  a.weights = w;
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out(cap * osz);
+  std::vector<const void*> ptrs(N);
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    for (size_t i = 0; i < N; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
+    a.inputs = ptrs;
+    a.base = static_cast<const char*>(s.base) + c.begin * isz;
+    a.first_index = c.begin;
+    a.out = out.data();
+    a.n = c.size();
+    fused_sce_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+  return stats;
 }
+
+}  // namespace
 
 MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, ElementRange range,
                               DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
@@ -364,9 +734,13 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       }
       return stats;
     }
+    case MergeMethod::Sce:
+      return sce_merge(s, m, range, out_dtype, chunk_elems, comm, sink);
     default:
       break;
   }
+  if (m.method == MergeMethod::Della || m.method == MergeMethod::DellaLinear)
+    return della_merge(s, m, range, out_dtype, chunk_elems, comm, sink);
   // The task-vector family.
   TaskMergeArgs a;
   a.base = s.base;

@@ -63,6 +63,15 @@ expect "bad.yaml:3: models: passthrough copies exactly one model, got 2" $'merge
 expect "bad.yaml:4: models[0].parameters.scale: unknown parameter for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, scale: 2}'
 expect "incompatible slice: pool/odd: tensor model.layers.1.mlp.up_proj.weight: BF16 [32, 48] here" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}\n      - {model: pool/odd, layer_range: [0, 2], parameters: {weight: 1}}'
 expect "bad.yaml:5: tokenizer_source: differing vocabularies are not supported with slices yet" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\ntokenizer_source: union'
+# della, della_linear, sce (mergekit parity, issue #19).
+expect "bad.yaml:5: models[0].parameters.gamma: unknown parameter for merge_method della" $'merge_method: della\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 0.5, gamma: 0.1}'
+expect "bad.yaml:5: epsilon: 0.6 is outside (-0.5, 0.5)" $'merge_method: della_linear\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 0.5, epsilon: 0.6}'
+expect "bad.yaml:4: density 0.9 and epsilon 0.15 for tensor lm_head.weight: density -+ epsilon must lie in (0, 1)" $'merge_method: della\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 0.9}'
+expect "bad.yaml:5: density: 1.2 is outside [0, 1]" $'merge_method: della\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 1.2}'
+expect "bad.yaml:5: models[0].parameters.weight: unknown parameter for merge_method sce" $'merge_method: sce\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "bad.yaml:6: select_topk: -0.1 is outside [0, 1]" $'merge_method: sce\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {select_topk: -0.1}'
+expect "bad.yaml:1: merge_method: sce needs base_model" $'merge_method: sce\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+expect "sce needs at least one model besides the base" $'merge_method: sce\nbase_model: pool/base\nmodels:\n  - model: pool/base'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

@@ -128,6 +128,70 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         INFO("breadcrumbs consensus " << consensus);
         CHECK(cpu == gpu);
       }
+      // della: ranks within rows of 1000 (on the device too), rescaled survivors.
+      {
+        std::vector<uint32_t> ranks(N * n);
+        for (size_t i = 0; i < N; ++i)
+          della_ranks(src, i, {0, n}, n, ranks.data() + i * n);  // one row
+        void* dranks = cuda::alloc(ranks.size() * 4);
+        cuda::copy_to_device(dranks, ranks.data(), ranks.size() * 4);
+        const std::vector<float> low = {0.1f, 0.35f, 2.0f, 0.0f}, eps = {0.05f, 0.15f, 0.0f, 0.0f},
+                                 scale = {4.0f, 1.9f, 1.0f, 1.0f};
+        for (int consensus = 0; consensus < 2; ++consensus) {
+          TaskMergeArgs a;
+          a.in_dtype = in;
+          a.out_dtype = out;
+          a.weights = w;
+          a.lambda = 0.75f;
+          a.normalize = consensus == 1;
+          a.sign_consensus = consensus == 1;
+          a.sparsify = Sparsify::Ranked;
+          a.seed_key = dare_seed_key(99, "t");
+          a.row_len = n;
+          a.ranked_low = low;
+          a.ranked_eps = eps;
+          a.ranked_scale = scale;
+          a.first_index = 0;
+          a.n = n;
+          a.ranks = ranks;
+          a.inputs = std::span(hp.data(), N);
+          a.base = hp[N];
+          a.out = cpu.data();
+          fused_task_merge(a);
+          a.ranks = std::span(static_cast<const uint32_t*>(dranks), ranks.size());
+          a.inputs = std::span(dp.data(), N);
+          a.base = dp[N];
+          a.out = dout;
+          cuda::fused_task_merge(a);
+          cuda::copy_to_host(gpu.data(), dout, ob);
+          INFO("della consensus " << consensus);
+          CHECK(cpu == gpu);
+        }
+        cuda::free(dranks);
+      }
+      // sce, with and without the variance selection.
+      for (int select = 0; select < 2; ++select) {
+        SceMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.weights = std::span(w.data(), N);
+        a.select = select == 1;
+        a.thr_bits = 0x3b000000u;
+        a.tie_cutoff = n / 2 + 1000;
+        a.first_index = 1000;
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = hp[N];
+        a.out = cpu.data();
+        fused_sce_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = dp[N];
+        a.out = dout;
+        cuda::fused_sce_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("sce select " << select);
+        CHECK(cpu == gpu);
+      }
       // nearswap, including the elements where the inputs are equal (w = t / 0).
       for (float t : {1e-3f, 0.02f, 1.0f}) {
         fused_nearswap(hp[N], hp[0], in, t, cpu.data(), out, n);

@@ -109,6 +109,63 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         };
         CHECK(run_with("generic", task) == run_with("avx2", task));
       }
+      // della (Ranked): per-element ranks, a scale per input, with and without
+      // sign consensus; one input at density 1 (low 2), one at 0 (low 0).
+      std::vector<uint32_t> ranks(N * n);
+      for (auto& r : ranks) r = static_cast<uint32_t>(rng() % 1000);
+      const std::vector<float> low = {0.3f, 2.0f, 0.0f, 0.45f, 0.1f, 0.5f, 0.2f};
+      const std::vector<float> eps = {0.2f, 0.0f, 0.0f, 0.05f, 0.1f, 0.3f, 0.15f};
+      const std::vector<float> scale = {2.5f, 1.0f, 1.0f, 1.7f, 3.0f, 1.25f, 1.0f};
+      for (int consensus = 0; consensus < 2; ++consensus) {
+        INFO("della consensus " << consensus);
+        auto della = [&] {
+          std::vector<std::byte> o(n * os);
+          TaskMergeArgs a;
+          a.inputs = ptrs;
+          a.base = base.data();
+          a.in_dtype = in;
+          a.weights = w;
+          a.lambda = 0.9f;
+          a.normalize = consensus == 1;
+          a.sign_consensus = consensus == 1;
+          a.sparsify = Sparsify::Ranked;
+          a.seed_key = dare_seed_key(6, "t");
+          a.ranks = ranks;
+          a.row_len = 1000;
+          a.ranked_low = low;
+          a.ranked_eps = eps;
+          a.ranked_scale = scale;
+          a.first_index = 777;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_task_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", della) == run_with("avx2", della));
+      }
+      // sce, selecting by variance or not.
+      for (int select = 0; select < 2; ++select) {
+        INFO("sce select " << select);
+        auto sce = [&] {
+          std::vector<std::byte> o(n * os);
+          SceMergeArgs a;
+          a.inputs = ptrs;
+          a.base = base.data();
+          a.in_dtype = in;
+          a.weights = w;
+          a.select = select == 1;
+          a.thr_bits = 0x3a800000u;  // variance above 2^-10
+          a.tie_cutoff = 12345 + n / 2;
+          a.first_index = 12345;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_sce_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", sce) == run_with("avx2", sce));
+      }
       // nearswap: random bit patterns include zeros, Inf and NaN (w = t / 0,
       // t / Inf, NaN differences), and t both small and large.
       for (float t : {1e-3f, 0.05f, 4.0f}) {

@@ -95,25 +95,48 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
   methods[7].normalize = true;
   methods[8].method = MergeMethod::Nearswap;
   methods[8].t = 0.01;
-  methods.resize(11);
+  methods.resize(15);
   methods[9].method = MergeMethod::Passthrough;  // a copy
   methods[10].method = MergeMethod::Passthrough;
   methods[10].weights = {0.3f};  // scaled
+  // della: ranks within rows of 800 (rows cut by rank boundaries, which fall
+  // on multiples of 64, and by chunks), exact L1 sums for the rescale.
+  methods[11].method = MergeMethod::Della;
+  methods[11].weights = {1.0f, 0.5f, 0.7f};
+  methods[11].density = {0.3, 0.5, 1.0};
+  methods[11].epsilon = {0.2, 0.1, 0.15};
+  methods[11].normalize = true;
+  methods[11].seed = 99;
+  methods[12].method = MergeMethod::DellaLinear;
+  methods[12].weights = {1.0f, -0.5f, 0.7f};
+  methods[12].density = {0.6, 0.0, 0.45};
+  methods[12].epsilon = {0.3, 0.15, 0.0};
+  methods[12].lambda = 1.3;
+  methods[12].seed = 5;
+  // sce: variance top-k with ties inside ranks' ranges, exact mean squares.
+  methods[13].method = MergeMethod::Sce;
+  methods[13].select_topk = 0.3;
+  methods[14].method = MergeMethod::Sce;
   for (const auto& m : methods) {
     INFO("method " << static_cast<int>(m.method) << " on " << size << " ranks");
     TensorSources src = s;
+    if (m.method == MergeMethod::Della || m.method == MergeMethod::DellaLinear) {
+      src.numel = n - 3;  // 125 rows of 800
+      src.row_len = 800;
+    }
     if (m.method == MergeMethod::Slerp || m.method == MergeMethod::Nearswap ||
         m.method == MergeMethod::Passthrough)
       src.models.resize(1);
     // The reference: this rank alone, whole tensor, one odd chunk size.
-    const auto whole = run(src, m, {0, n}, 7777, MPI_COMM_SELF);
+    const uint64_t numel = src.numel;
+    const auto whole = run(src, m, {0, numel}, 7777, MPI_COMM_SELF);
     // Distributed: each rank its share, another chunk size; gather the shares.
-    const ElementRange mine = flat_share(n, rank, size);
+    const ElementRange mine = flat_share(numel, rank, size);
     auto part = run(src, m, mine, 4096, MPI_COMM_WORLD);
-    std::vector<uint16_t> all(n);
+    std::vector<uint16_t> all(numel);
     std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
     for (int r = 0; r < size; ++r) {
-      const auto rr = flat_share(n, r, size);
+      const auto rr = flat_share(numel, r, size);
       counts[static_cast<size_t>(r)] = static_cast<int>(rr.size());
       displs[static_cast<size_t>(r)] = static_cast<int>(rr.begin);
     }

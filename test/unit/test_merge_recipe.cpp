@@ -355,3 +355,57 @@ TEST_CASE("recipe: slice and passthrough errors name file and line", "[merge][re
                  "     layer_range: [0, 2]\n"),
              Catch::Contains("r.yaml:4: slerp needs parameters: t (globally or in this slice)"));
 }
+
+TEST_CASE("recipe: della, della_linear and sce parameters and errors", "[merge][recipe]") {
+  auto err = [](const std::string& text) {
+    try {
+      parse_recipe(text, "r.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string de = "merge_method: della\nbase_model: b\nmodels:\n  - model: a\n";
+  const Recipe r = parse_recipe(
+      de + "    parameters: {weight: 1, density: 0.5, epsilon: 0.1}\nparameters: {lambda: 0.5, "
+           "normalize: false, rescale: false, int8_mask: true, epsilon: 0.2}\n",
+      "r.yaml");
+  CHECK(r.method == MergeMethod::Della);
+  CHECK(merge_method_name(r.method) == "della");
+  CHECK(merge_method_name(MergeMethod::DellaLinear) == "della_linear");
+  CHECK(merge_method_name(MergeMethod::Sce) == "sce");
+  CHECK(recipe_param(r, &r.models[0], "epsilon", "x", 0, std::nullopt) == 0.1);
+  CHECK(recipe_param(r, nullptr, "epsilon", "x", 0, std::nullopt) == 0.2);
+  CHECK(err("merge_method: della_linear\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
+            "{weight: 1, density: 0.3}\n") == "no error");
+  CHECK_THAT(err(de + "    parameters: {weight: 1, gamma: 0.1}\n"),
+             Catch::Contains("r.yaml:5: models[0].parameters.gamma: unknown parameter for "
+                             "merge_method della"));
+  CHECK_THAT(err(de + "    parameters: {weight: 1, density: 1.5}\n"),
+             Catch::Contains("r.yaml:5: density: 1.5 is outside [0, 1]"));
+  CHECK_THAT(err(de + "    parameters: {weight: 1, epsilon: 0.5}\n"),
+             Catch::Contains("r.yaml:5: epsilon: 0.5 is outside (-0.5, 0.5)"));
+  CHECK_THAT(err(de + "parameters:\n  epsilon: [0.1, -0.7]\n"),
+             Catch::Contains("r.yaml:6: epsilon: -0.7 is outside (-0.5, 0.5)"));
+  CHECK_THAT(err("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
+                 "{weight: 1, epsilon: 0.1}\n"),
+             Catch::Contains("r.yaml:5: models[0].parameters.epsilon: unknown parameter"));
+  const std::string sce = "merge_method: sce\nbase_model: b\nmodels:\n  - model: a\n  - model: c\n";
+  const Recipe s =
+      parse_recipe(sce + "parameters: {select_topk: 0.3, int8_mask: true}\n", "r.yaml");
+  CHECK(s.method == MergeMethod::Sce);
+  CHECK(recipe_param(s, nullptr, "select_topk", "x", 0, 1.0) == 0.3);
+  CHECK(err(sce) == "no error");
+  CHECK_THAT(err(sce + "    parameters: {weight: 1}\n"),
+             Catch::Contains("r.yaml:6: models[1].parameters.weight: unknown parameter for "
+                             "merge_method sce"));
+  CHECK_THAT(
+      err(sce + "parameters: {density: 0.5}\n"),
+      Catch::Contains("r.yaml:6: parameters.density: unknown parameter for merge_method sce"));
+  CHECK_THAT(err(sce + "parameters: {select_topk: 1.2}\n"),
+             Catch::Contains("r.yaml:6: select_topk: 1.2 is outside [0, 1]"));
+  CHECK_THAT(err(sce + "    parameters: {select_topk: 0.5}\n"),
+             Catch::Contains("r.yaml:6: parameter select_topk applies to the whole merge"));
+  CHECK_THAT(err("merge_method: sce\nmodels:\n  - model: a\n"),
+             Catch::Contains("r.yaml:1: merge_method: sce needs base_model"));
+}

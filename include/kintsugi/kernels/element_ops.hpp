@@ -117,6 +117,34 @@ KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
   return static_cast<float>(r.v[index & 3u] >> 8) * 5.9604644775390625e-8f;  // * 2^-24
 }
 
+// DELLA's keep probability (mergekit's della_magprune) of the element ranked
+// `rank` (0-based, ascending |delta|) in a row of row_len elements:
+//   rn = rank / (row_len - 1)   (0.5 for a row of one, where mergekit divides 0 by 0)
+//   p = low + (rn * 2) * eps    with low = fp32(density - epsilon)
+// each operation rounded on its own in this order, as mergekit's fp32 tensors
+// compute (density - epsilon) + rank_norm * 2 * epsilon.
+KS_HD float della_prob(uint32_t rank, uint64_t row_len, float low, float eps) {
+  const float rn =
+      row_len > 1 ? div(static_cast<float>(rank), static_cast<float>(row_len - 1)) : 0.5f;
+  return add(low, mul(mul(rn, 2.0f), eps));
+}
+
+// The population variance of n values v(0), ..., v(n-1) (torch.var with
+// unbiased=False, as mergekit's SCE takes it), in a fixed order:
+// mean = (v0 + v1 + ...) / n, var = ((v0 - mean)^2 + (v1 - mean)^2 + ...) / n.
+template <typename V>
+KS_HD float population_variance(const V& v, int n) {
+  float mean = 0.0f;
+  for (int i = 0; i < n; ++i) mean = add(mean, v(i));
+  mean = div(mean, static_cast<float>(n));
+  float acc = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float t = sub(v(i), mean);
+    acc = add(acc, mul(t, t));
+  }
+  return div(acc, static_cast<float>(n));
+}
+
 // mergekit's nearswap for one element (v0 the base): w = t / |v0 - v1|, 1 when
 // that is NaN or +-Inf, clamped to [0, 1]; w * v1 + (1 - w) * v0, each
 // operation rounded on its own in this order. Selects, not branches, so the

@@ -32,10 +32,11 @@ enum class Sparsify : uint8_t {
   Magnitude,  // TIES / breadcrumbs: keep delta_i[j] when its magnitude ranks in the top-k,
               // and (breadcrumbs) not in the top outlier set (see below)
   Random,     // DARE: keep delta_i[j] with probability density[i] (counter-based RNG)
+  Ranked,     // DELLA: keep delta_i[j] with a probability set by its magnitude rank in its row
 };
 
-// One fused pass of the task-vector family (task_arithmetic, ties, dare_linear,
-// dare_ties) over elements [0, n) of a chunk whose first element has global
+// One fused pass of the task-vector family (task_arithmetic, ties, dare_*,
+// breadcrumbs*, della*) over elements [0, n) of a chunk whose first element has global
 // index `first_index` within its tensor. Per element j, in fp32:
 //   b = base[j]; d_i = x_i[j] - b
 //   Magnitude: keep iff top(thr_bits, tie_cutoff) and, when outlier_thr_bits is
@@ -44,6 +45,9 @@ enum class Sparsify : uint8_t {
 //              first_index + j < c[i]   (key = |d| as IEEE bits)
 //   Random:    keep iff dare_keep(seed_key, i, first_index + j, density[i]);
 //              survivors d_i / density[i] when rescale
+//   Ranked:    keep iff dare_uniform(seed_key, i, first_index + j) <
+//              della_prob(ranks[i * n + j], row_len, ranked_low[i], ranked_eps[i]);
+//              survivors d_i * ranked_scale[i] (always; pass 1 for none)
 //   dropped entries become 0; wd_i = weights[i] * d_i
 //   sign_consensus: maj = (wd_0 + ... + wd_{N-1} >= 0) ? +1 : -1; sum wd_i and
 //              weights[i] over the i whose sign(wd_i) == maj (zeros never agree);
@@ -63,7 +67,14 @@ struct TaskMergeArgs {
   // Random
   std::span<const float> density;
   bool rescale = true;
-  uint64_t seed_key = 0;  // dare_seed_key(seed, tensor name)
+  uint64_t seed_key = 0;  // dare_seed_key(seed, tensor name); also Ranked
+  // Ranked (della): per element and input, the 0-based ascending |delta| rank
+  // within its row (input i's ranks at ranks[i * n]; a device pointer's span
+  // in the CUDA version); per input fp32(density - epsilon), epsilon and the
+  // survivors' factor.
+  std::span<const uint32_t> ranks;
+  uint64_t row_len = 0;
+  std::span<const float> ranked_low, ranked_eps, ranked_scale;
   // Magnitude
   std::span<const uint32_t> thr_bits;
   std::span<const uint64_t> tie_cutoff;
@@ -76,6 +87,31 @@ struct TaskMergeArgs {
   size_t n = 0;
 };
 void fused_task_merge(const TaskMergeArgs& args);
+
+// mergekit's SCE over elements [0, n) of a chunk whose first element has
+// global index first_index. Per element j, in fp32, each operation rounded on
+// its own in this order:
+//   b = base[j]; d_i = x_i[j] - b
+//   when select: var = population_variance(d_0..d_{N-1}) (element_ops.hpp);
+//     unless key(var) > thr_bits, or key(var) == thr_bits and
+//     first_index + j < tie_cutoff, every d_i becomes 0
+//   s = d_0 + ... + d_{N-1}; agree_i = s >= 0 ? d_i > 0 : d_i < 0
+//   e_i = agree_i ? weights[i] : 0; m = sum d_i * e_i; div = max(sum e_i, 1e-6)
+//   out[j] = round(b + m / div)
+struct SceMergeArgs {
+  std::span<const void* const> inputs;  // N models (not the base)
+  const void* base = nullptr;
+  DType in_dtype = DType::BF16;
+  std::span<const float> weights;
+  bool select = false;
+  uint32_t thr_bits = 0;
+  uint64_t tie_cutoff = 0;
+  uint64_t first_index = 0;
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+void fused_sce_merge(const SceMergeArgs& args);
 
 // mergekit's nearswap over elements [0, n): per element, in fp32,
 //   d = |v0[j] - v1[j]|; w = t / d; w = 1 when w is NaN or +-Inf;

@@ -26,8 +26,12 @@ void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype,
                         std::span<const float> weights, void* d_out, DType out_dtype, size_t n);
 
 // fused_task_merge: args.inputs, args.base and args.out are device pointers;
-// the spans of weights, densities, thresholds and cutoffs are host memory.
+// the spans of weights, densities, thresholds and cutoffs are host memory;
+// della's args.ranks is device memory (N * n ranks).
 void fused_task_merge(const TaskMergeArgs& args);
+
+// fused_sce_merge: args.inputs, args.base and args.out are device pointers.
+void fused_sce_merge(const SceMergeArgs& args);
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
                     DType out_dtype, size_t n);

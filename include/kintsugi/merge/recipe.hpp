@@ -5,7 +5,8 @@
 //                parameters: {..}}, ...]   (output layers: the slices' layers in order)
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
-//                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough
+//                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough | della
+//                 | della_linear | sce
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
@@ -41,6 +42,9 @@ enum class MergeMethod {
   BreadcrumbsTies,  // the same with TIES's sign consensus
   Nearswap,         // mergekit's nearswap: the base and one other model
   Passthrough,      // one model per tensor, copied (times `scale` when given)
+  Della,            // mergekit's della_magprune sparsification with TIES's sign consensus
+  DellaLinear,      // the same without sign consensus
+  Sce,              // mergekit's SCE: variance top-k, mean-square weights, sign erase
 };
 std::string_view merge_method_name(MergeMethod m);
 

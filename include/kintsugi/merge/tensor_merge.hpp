@@ -25,6 +25,9 @@ struct TensorSources {
   DType dtype = DType::BF16;
   const void* base = nullptr;       // methods with a base model
   std::vector<const void*> models;  // the other inputs, in recipe order
+  // Elements per row for per-row statistics (della ranks |delta| within each
+  // row): the tensor's last dimension; 0 means one row of numel elements.
+  uint64_t row_len = 0;
 };
 
 // The method and its parameter values resolved for one tensor.
@@ -34,11 +37,13 @@ struct TensorMethod {
                                 // scale, or empty for none)
   std::vector<double> density;  // per model (ties, dare_*, breadcrumbs*)
   std::vector<double> gamma;    // per model (breadcrumbs*)
+  std::vector<double> epsilon;  // per model (della*)
   double lambda = 1.0;
   bool normalize = false;
   bool rescale = true;
-  double t = 0.5;     // slerp, nearswap
-  uint64_t seed = 0;  // dare_*
+  double t = 0.5;            // slerp, nearswap
+  double select_topk = 1.0;  // sce
+  uint64_t seed = 0;         // dare_*, della*
 };
 
 // Called for each finished chunk with the output bytes of elements
@@ -49,6 +54,9 @@ struct MergeTensorStats {
   double slerp_dot = 0;                       // slerp: cosine between base and model
   double model_stock_t = 0;                   // model_stock: interpolation ratio
   std::vector<uint32_t> ties_threshold_bits;  // ties: |delta| threshold per model
+  std::vector<float> della_scale;             // della*: the L1 rescale factor per model
+  std::vector<float> sce_weights;             // sce: the per-model weights
+  uint64_t sce_selected = 0;                  // sce: entries kept by select_topk (numel if all)
 };
 
 MergeTensorStats merge_tensor(const TensorSources& src, const TensorMethod& m, ElementRange range,
@@ -77,5 +85,33 @@ struct OutlierCounts {
   uint64_t n_bot = 0, n_top = 0;
 };
 OutlierCounts breadcrumbs_counts(uint64_t numel, double density, double gamma);
+
+// DELLA's ranks (exposed for tests): for input i, the 0-based ascending rank
+// of |delta| of each element [c.begin, c.end) within its row of `row_len`
+// elements (rows start at multiples of row_len). Order: |delta| as IEEE bit
+// patterns, and among equal keys the lower index ranks higher (the order
+// TIES keeps them in). Reads whole rows, also outside c.
+void della_ranks(const TensorSources& src, size_t i, ElementRange c, uint64_t row_len,
+                 uint32_t* out);
+
+// Exact sum of |x| (power 1) or x^2 (power 2) over fp32 values, independent
+// of order and of how the values are split: per binary exponent, the integer
+// sum of the significands. value() is the exact total rounded once to the
+// nearest double (ties to even); NaN if any value was NaN, else +Inf if any
+// was infinite.
+class ExactSum {
+ public:
+  explicit ExactSum(int power) : power_(power) {}
+  void add(float x);
+  // Adds another rank's sums in: every rank of comm ends with the total.
+  void allreduce(MPI_Comm comm);
+  double value() const;
+
+ private:
+  __extension__ typedef unsigned __int128 u128;
+  int power_;
+  u128 bins_[255] = {};
+  uint64_t inf_ = 0, nan_ = 0;
+};
 
 }  // namespace kintsugi
