@@ -96,6 +96,42 @@ TensorMethod resolve_method(const Recipe& r, const std::vector<const RecipeModel
   }
   if (r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap)
     m.t = recipe_param(r, nullptr, "t", name, t, std::nullopt);
+  if (r.method == MergeMethod::Nuslerp) {
+    // mergekit: t = weight_1 / (weight_0 + weight_1), 0.5 when that sum is ~0.
+    const double w0 = recipe_param(r, models[0], "weight", name, t, std::nullopt);
+    const double w1 = recipe_param(r, models[1], "weight", name, t, std::nullopt);
+    m.t = std::fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+    m.flatten = recipe_param(r, nullptr, "nuslerp_flatten", name, t, 1.0) != 0.0;
+    m.row_wise = recipe_param(r, nullptr, "nuslerp_row_wise", name, t, 0.0) != 0.0;
+  }
+  if (r.method == MergeMethod::Multislerp) {
+    m.normalize_weights = recipe_param(r, nullptr, "normalize_weights", name, t, 1.0) != 0.0;
+    m.eps = recipe_param(r, nullptr, "eps", name, t, 1e-8);
+    if (!(m.eps > 0.0))
+      throw_input("{}: multislerp: eps {} for tensor {} is not > 0", r.file.string(), m.eps, name);
+    double sum = 0;
+    for (const auto* rm : models) {
+      m.sphere_weights.push_back(recipe_param(r, rm, "weight", name, t, std::nullopt));
+      sum += m.sphere_weights.back();
+    }
+    if (m.normalize_weights && models.size() > 1) {
+      if (std::fabs(sum) < 1e-12)
+        throw_input(
+            "{}: multislerp: the weights of tensor {} sum to zero (set normalize_weights: false)",
+            r.file.string(), name);
+      for (double& w : m.sphere_weights) w /= sum;
+    }
+  }
+  if (r.method == MergeMethod::Karcher) {
+    const double it = recipe_param(r, nullptr, "max_iter", name, t, 10.0);
+    if (it < 0.0 || it != std::floor(it))
+      throw_input("{}: karcher: max_iter {} for tensor {} is not a whole number >= 0",
+                  r.file.string(), it, name);
+    m.max_iter = static_cast<int64_t>(it);
+    m.tol = recipe_param(r, nullptr, "tol", name, t, 1e-5);
+    if (m.tol < 0.0)
+      throw_input("{}: karcher: tol {} for tensor {} is negative", r.file.string(), m.tol, name);
+  }
   return m;
 }
 
@@ -122,6 +158,9 @@ MergeInputs open_inputs(const Recipe& r) {
   if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
     throw_input("{}: {} merges the base with exactly one other model, got {}", r.file.string(),
                 method, n);
+  if (r.method == MergeMethod::Nuslerp && n != 2)
+    throw_input("{}: nuslerp merges exactly two models (and an optional base_model), got {}{}",
+                r.file.string(), n, in.base ? " besides the base" : "");
   if (r.method == MergeMethod::ModelStock && n < 2)
     throw_input("{}: model_stock needs at least two models besides the base, got {}",
                 r.file.string(), n);
@@ -305,6 +344,7 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     };
     if (in.base) src.base = data_of(*in.base);
     for (const auto& c : in.ckpts) src.models.push_back(data_of(c));
+    src.shape = info.shape;
     const TensorMethod m =
         resolve_method(r, in.models, name, layer_t(name, plan.num_layers), opt.seed);
     try {

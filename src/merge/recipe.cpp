@@ -31,7 +31,7 @@ const std::vector<ParamSpec>& param_specs() {
       {"weight",
        Kind::Number,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies}},
+        M::BreadcrumbsTies, M::Nuslerp, M::Multislerp}},
       {"normalize",
        Kind::Bool,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
@@ -53,6 +53,12 @@ const std::vector<ParamSpec>& param_specs() {
         M::BreadcrumbsTies}},
       {"filter_wise", Kind::Bool, {M::ModelStock}},
       {"t", Kind::Number, {M::Slerp, M::Nearswap}},
+      {"nuslerp_flatten", Kind::Bool, {M::Nuslerp}},
+      {"nuslerp_row_wise", Kind::Bool, {M::Nuslerp}},
+      {"normalize_weights", Kind::Bool, {M::Multislerp}},
+      {"eps", Kind::Number, {M::Multislerp}},
+      {"max_iter", Kind::Number, {M::Karcher}},
+      {"tol", Kind::Number, {M::Karcher}},
   };
   return specs;
 }
@@ -71,7 +77,10 @@ std::optional<MergeMethod> method_from(const std::string& s) {
                                                        {"slerp", M::Slerp},
                                                        {"breadcrumbs", M::Breadcrumbs},
                                                        {"breadcrumbs_ties", M::BreadcrumbsTies},
-                                                       {"nearswap", M::Nearswap}};
+                                                       {"nearswap", M::Nearswap},
+                                                       {"nuslerp", M::Nuslerp},
+                                                       {"multislerp", M::Multislerp},
+                                                       {"karcher", M::Karcher}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -190,6 +199,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "breadcrumbs_ties";
     case M::Nearswap:
       return "nearswap";
+    case M::Nuslerp:
+      return "nuslerp";
+    case M::Multislerp:
+      return "multislerp";
+    case M::Karcher:
+      return "karcher";
   }
   return "?";
 }
@@ -219,9 +234,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname =
-      method_field.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-                            "model_stock", "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap"});
+  const std::string mname = method_field.as_enum(
+      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
+       "breadcrumbs", "breadcrumbs_ties", "nearswap", "nuslerp", "multislerp", "karcher"});
   r.method = *method_from(mname);
   const YamlField models = top.require("models");
   const auto items = models.items();
@@ -236,7 +251,10 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
 
   // Method-level rules that do not need the checkpoints.
-  const bool needs_base = r.method != M::Linear;
+  // nuslerp and multislerp take an optional base (task vectors when given);
+  // karcher averages it as one more input.
+  const bool needs_base = r.method != M::Linear && r.method != M::Nuslerp &&
+                          r.method != M::Multislerp && r.method != M::Karcher;
   if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
   auto flag = [&](const std::string& key) -> std::optional<bool> {
     auto it = r.params.find(key);
@@ -246,7 +264,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const auto& rm : r.models)
     for (const auto& [k, pv] : rm.params)
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
-          k == "filter_wise" || (k == "t" && r.method == M::Nearswap))
+          k == "filter_wise" || (k == "t" && r.method == M::Nearswap) || k == "nuslerp_flatten" ||
+          k == "nuslerp_row_wise" || k == "normalize_weights" || k == "eps" || k == "max_iter" ||
+          k == "tol")
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
@@ -272,6 +292,16 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (k == "t" && r.method == M::Nearswap)
         check_values(
             pv, k, [](double v) { return v > 0.0; }, "not > 0 (nearswap needs t > 0)");
+      if (k == "eps")
+        check_values(
+            pv, k, [](double v) { return v > 0.0; }, "not > 0");
+      if (k == "tol")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0; }, "negative");
+      if (k == "max_iter")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0 && v == std::floor(v); },
+            "not a whole number >= 0");
     }
   if (r.method == M::Nearswap) {
     if (!r.params.count("t")) method_field.fail("nearswap needs parameters: t");

@@ -29,6 +29,10 @@ void fused_weighted_sum(std::span<const void* const> d_inputs, DType in_dtype,
 // the spans of weights, densities, thresholds and cutoffs are host memory.
 void fused_task_merge(const TaskMergeArgs& args);
 
+// fused_vector_merge: args.inputs, args.base and args.out are device
+// pointers; args.weights is host memory (copied to the device here).
+void fused_vector_merge(const VectorMergeArgs& args);
+
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
                     DType out_dtype, size_t n);
 

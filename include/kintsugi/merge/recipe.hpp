@@ -3,7 +3,7 @@
 //   models: [{model: PATH, parameters: {weight: .., density: ..}}, ...]
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
-//                 | breadcrumbs | breadcrumbs_ties | nearswap
+//                 | breadcrumbs | breadcrumbs_ties | nearswap | nuslerp | multislerp | karcher
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 // A parameter value is a scalar, a list of numbers interpolated over the layer
@@ -35,6 +35,9 @@ enum class MergeMethod {
   Breadcrumbs,      // mergekit's magnitude_outliers sparsification, no sign consensus
   BreadcrumbsTies,  // the same with TIES's sign consensus
   Nearswap,         // mergekit's nearswap: the base and one other model
+  Nuslerp,          // mergekit's nuslerp: two models (task vectors when a base is given)
+  Multislerp,       // mergekit's multislerp: N models on the hypersphere, optional base
+  Karcher,          // mergekit's karcher: the Riemannian mean of the inputs' directions
 };
 std::string_view merge_method_name(MergeMethod m);
 
