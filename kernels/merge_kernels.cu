@@ -62,6 +62,11 @@ struct Params {
   float scale[kMax];
   // sce
   int select;
+  // vector_merge: per-vector weights (device memory), the matrix view
+  const float* vw;
+  unsigned long long segment;
+  unsigned long long first_vector;
+  int by_column;
 };
 
 int code(DType d) {
@@ -194,6 +199,29 @@ __global__ void scale_kernel(const Params p) {
     store(p.out, j, p.out_dtype, ops::mul(load(p.in[0], j, p.in_dtype), p.t));
 }
 
+__global__ void vector_merge_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
+    const unsigned long long g = p.first_index + j;
+    const unsigned long long v = p.by_column ? g % p.segment : g / p.segment;
+    const float* w = p.vw + (v - p.first_vector) * static_cast<unsigned long long>(p.count);
+    if (p.base != nullptr) {
+      const float b = load(p.base, j, p.in_dtype);
+      float m = 0.0f;
+      for (int i = 0; i < p.count; ++i)
+        m = ops::add(m, ops::mul(w[i], ops::sub(load(p.in[i], j, p.in_dtype), b)));
+      store(p.out, j, p.out_dtype, ops::add(b, m));
+    } else {
+      float acc = 0.0f;
+      for (int i = 0; i < p.count; ++i)
+        acc = ops::add(acc, ops::mul(w[i], load(p.in[i], j, p.in_dtype)));
+      store(p.out, j, p.out_dtype, acc);
+    }
+  }
+}
+
 unsigned grid_for(size_t n) {
   const size_t blocks = (n + 255) / 256;
   return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
@@ -319,6 +347,37 @@ void fused_sce_merge(const SceMergeArgs& a) {
   sce_merge_kernel<<<grid_for(a.n), 256>>>(p);
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_vector_merge(const VectorMergeArgs& a) {
+  const size_t N = a.inputs.size();
+  CU_REQUIRE(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  CU_REQUIRE(a.segment > 0, "a segment of at least one element");
+  if (a.n == 0) return;
+  Params p{};
+  p.count = static_cast<int>(N);
+  for (size_t i = 0; i < N; ++i) p.in[i] = a.inputs[i];
+  p.base = a.base;
+  p.out = a.out;
+  p.n = a.n;
+  p.first_index = a.first_index;
+  p.in_dtype = code(a.in_dtype);
+  p.out_dtype = code(a.out_dtype);
+  p.segment = a.segment;
+  p.first_vector = a.first_vector;
+  p.by_column = a.by_column;
+  void* dw = alloc(a.weights.size_bytes());
+  p.vw = static_cast<const float*>(dw);
+  try {
+    copy_to_device(dw, a.weights.data(), a.weights.size_bytes());
+    vector_merge_kernel<<<grid_for(a.n), 256>>>(p);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (...) {
+    cudaFree(dw);
+    throw;
+  }
+  free(dw);
 }
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,

@@ -9,7 +9,8 @@ kintsugi_mpi_test(NAME merge_np2 NP 2 TAGS "[mpi][merge]")
 kintsugi_mpi_test(NAME merge_np3 NP 3 TAGS "[mpi][merge]")
 kintsugi_mpi_test(NAME merge_np4 NP 4 TAGS "[mpi][merge]")
 kintsugi_cli_test(NAME merge_e2e SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_invariance.sh LABELS merge)
-# breadcrumbs, breadcrumbs_ties, nearswap against a Python reference, np 1..3.
+# breadcrumbs, breadcrumbs_ties, nearswap, nuslerp, multislerp, karcher against a
+# Python reference, np 1..3.
 kintsugi_cli_test(NAME merge_methods SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_methods.sh LABELS merge)
 # slices: and passthrough (frankenmerges, gradients over slices), np 1..3.
 kintsugi_cli_test(NAME merge_slices SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_slices.sh LABELS merge)

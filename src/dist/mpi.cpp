@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <thread>
 
@@ -171,6 +172,34 @@ void exscan_sum(std::span<const uint64_t> mine, std::span<uint64_t> before, MPI_
                        MPI_SUM, comm));
   // MPI leaves rank 0's buffer undefined.
   if (comm_rank(comm) == 0) std::fill(before.begin(), before.end(), uint64_t{0});
+}
+
+namespace {
+void sum_i128(void* in, void* inout, int* len, MPI_Datatype*) {
+  for (int k = 0; k < *len; ++k) {
+    int128_t a, b;
+    std::memcpy(&a, static_cast<const char*>(in) + 16 * k, 16);
+    std::memcpy(&b, static_cast<const char*>(inout) + 16 * k, 16);
+    b += a;
+    std::memcpy(static_cast<char*>(inout) + 16 * k, &b, 16);
+  }
+}
+}  // namespace
+
+void allreduce_sum_i128(std::span<int128_t> data, MPI_Comm comm) {
+  if (!mpi_started() || data.empty()) return;
+  if (data.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw_runtime("allreduce_sum_i128: {} values, at most 2^31 - 1", data.size());
+  MPI_Datatype type;
+  MPI_CHECK(MPI_Type_contiguous(16, MPI_BYTE, &type));
+  MPI_CHECK(MPI_Type_commit(&type));
+  MPI_Op op;
+  MPI_CHECK(MPI_Op_create(&sum_i128, 1, &op));
+  const int rc =
+      MPI_Allreduce(MPI_IN_PLACE, data.data(), static_cast<int>(data.size()), type, op, comm);
+  MPI_Op_free(&op);
+  MPI_Type_free(&type);
+  MPI_CHECK(rc);
 }
 
 std::vector<std::byte> allgather_bytes(std::span<const std::byte> mine, MPI_Comm comm) {

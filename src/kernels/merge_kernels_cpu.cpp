@@ -565,6 +565,58 @@ template <DType IN, DType OUT>
   }
 }
 
+// Blocks [b0, b1) of the per-vector weighted sum (fused_vector_merge).
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void vector_merge_blocks(const VectorMergeArgs& a, size_t b0,
+                                                       size_t b1) {
+  const size_t N = a.inputs.size();
+  const size_t n = a.n;
+  const uint64_t seg = a.segment;
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    // Each element's offset into the weights: one division per block, then
+    // counters (row, position in the row) or (column).
+    alignas(64) size_t widx[kBlock];
+    const uint64_t g0 = a.first_index + j0;
+    if (a.by_column) {
+      uint64_t col = g0 % seg;
+      for (size_t k = 0; k < len; ++k) {
+        widx[k] = static_cast<size_t>(col - a.first_vector) * N;
+        if (++col == seg) col = 0;
+      }
+    } else {
+      uint64_t row = g0 / seg, pos = g0 % seg;
+      for (size_t k = 0; k < len; ++k) {
+        widx[k] = static_cast<size_t>(row - a.first_vector) * N;
+        if (++pos == seg) {
+          pos = 0;
+          ++row;
+        }
+      }
+    }
+    alignas(64) float b[kBlock], acc[kBlock], wk[kBlock];
+    for (size_t k = 0; k < len; ++k) acc[k] = 0.0f;
+    if (a.base != nullptr)
+      for (size_t k = 0; k < len; ++k) b[k] = load<IN>(a.base, j0 + k);
+    for (size_t i = 0; i < N; ++i) {
+      const void* x = a.inputs[i];
+      for (size_t k = 0; k < len; ++k) wk[k] = a.weights[widx[k] + i];
+      if (a.base != nullptr) {
+        for (size_t k = 0; k < len; ++k)
+          acc[k] = ops::add(acc[k], ops::mul(wk[k], ops::sub(load<IN>(x, j0 + k), b[k])));
+      } else {
+        for (size_t k = 0; k < len; ++k)
+          acc[k] = ops::add(acc[k], ops::mul(wk[k], load<IN>(x, j0 + k)));
+      }
+    }
+    if (a.base != nullptr)
+      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, ops::add(b[k], acc[k]));
+    else
+      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, acc[k]);
+  }
+}
+
 template <DType IN, DType OUT>
 void sce_merge_generic(const SceMergeArgs& a, size_t b0, size_t b1) {
   sce_merge_blocks<IN, OUT>(a, b0, b1);
@@ -577,6 +629,17 @@ template <DType IN, DType OUT>
 #endif
 
 template <DType IN, DType OUT>
+void vector_merge_generic(const VectorMergeArgs& a, size_t b0, size_t b1) {
+  vector_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void vector_merge_avx2(const VectorMergeArgs& a, size_t b0, size_t b1) {
+  vector_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#endif
+
+template <DType IN, DType OUT>
 void sce_merge_impl(const SceMergeArgs& a) {
   const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
 #if KINTSUGI_AVX2_COPY
@@ -584,6 +647,20 @@ void sce_merge_impl(const SceMergeArgs& a) {
 #else
   (void)traffic;
   const auto range = &sce_merge_generic<IN, OUT>;
+#endif
+  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+}
+
+template <DType IN, DType OUT>
+void vector_merge_impl(const VectorMergeArgs& a) {
+  const size_t traffic =
+      ((a.inputs.size() + (a.base != nullptr ? 1 : 0)) * dtype_size(IN) + dtype_size(OUT)) * a.n;
+#if KINTSUGI_AVX2_COPY
+  const auto range =
+      isa_for(traffic) == 1 ? &vector_merge_avx2<IN, OUT> : &vector_merge_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &vector_merge_generic<IN, OUT>;
 #endif
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
 }
@@ -704,6 +781,29 @@ void fused_sce_merge(const SceMergeArgs& a) {
   KS_CHECK(a.weights.size() == N, "one weight per input");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { sce_merge_impl<I, O>(a); });
+}
+
+void fused_vector_merge(const VectorMergeArgs& a) {
+  check_dtypes(a.in_dtype, a.out_dtype);
+  const size_t N = a.inputs.size();
+  KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  KS_CHECK(a.segment > 0, "a segment of at least one element");
+  if (a.n == 0) return;
+  // The vectors the chunk touches must have weights.
+  const uint64_t last = a.first_index + a.n - 1;
+  uint64_t v0 = 0, v1 = 0;
+  if (!a.by_column) {
+    v0 = a.first_index / a.segment;
+    v1 = last / a.segment;
+  } else if (a.n >= a.segment || last % a.segment < a.first_index % a.segment) {
+    v1 = a.segment - 1;  // every column
+  } else {
+    v0 = a.first_index % a.segment;
+    v1 = last % a.segment;
+  }
+  KS_CHECK(v0 >= a.first_vector && (v1 - a.first_vector + 1) * N <= a.weights.size(),
+           "weights for every vector of the chunk");
+  dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { vector_merge_impl<I, O>(a); });
 }
 
 void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,

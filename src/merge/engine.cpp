@@ -155,6 +155,42 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
   }
   if (r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap)
     m.t = global_param("t", std::nullopt);
+  if (r.method == MergeMethod::Nuslerp) {
+    // mergekit: t = weight_1 / (weight_0 + weight_1), 0.5 when that sum is ~0.
+    const double w0 = model_param(0, "weight", std::nullopt);
+    const double w1 = model_param(1, "weight", std::nullopt);
+    m.t = std::fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+    m.flatten = global_param("nuslerp_flatten", 1.0) != 0.0;
+    m.row_wise = global_param("nuslerp_row_wise", 0.0) != 0.0;
+  }
+  if (r.method == MergeMethod::Multislerp) {
+    m.normalize_weights = global_param("normalize_weights", 1.0) != 0.0;
+    m.eps = global_param("eps", 1e-8);
+    if (!(m.eps > 0.0))
+      throw_input("{}: multislerp: eps {} for tensor {} is not > 0", r.file.string(), m.eps, name);
+    double sum = 0;
+    for (size_t i = 0; i < models.size(); ++i) {
+      m.sphere_weights.push_back(model_param(i, "weight", std::nullopt));
+      sum += m.sphere_weights.back();
+    }
+    if (m.normalize_weights && models.size() > 1) {
+      if (std::fabs(sum) < 1e-12)
+        throw_input(
+            "{}: multislerp: the weights of tensor {} sum to zero (set normalize_weights: false)",
+            r.file.string(), name);
+      for (double& w : m.sphere_weights) w /= sum;
+    }
+  }
+  if (r.method == MergeMethod::Karcher) {
+    const double it = global_param("max_iter", 10.0);
+    if (it < 0.0 || it != std::floor(it))
+      throw_input("{}: karcher: max_iter {} for tensor {} is not a whole number >= 0",
+                  r.file.string(), it, name);
+    m.max_iter = static_cast<int64_t>(it);
+    m.tol = global_param("tol", 1e-5);
+    if (m.tol < 0.0)
+      throw_input("{}: karcher: tol {} for tensor {} is negative", r.file.string(), m.tol, name);
+  }
   return m;
 }
 
@@ -165,11 +201,15 @@ bool uses_base(MergeMethod m) {
 }
 
 // How many models besides the base a method takes: checked per merge (models)
-// or per slice; `where` names the place in the recipe.
-void check_model_count(const Recipe& r, size_t n, const std::string& where) {
+// or per slice (has_base: the base is among the inputs); `where` names the
+// place in the recipe.
+void check_model_count(const Recipe& r, size_t n, bool has_base, const std::string& where) {
   const std::string method(merge_method_name(r.method));
   if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
     throw_input("{}: {} merges the base with exactly one other model, got {}", where, method, n);
+  if (r.method == MergeMethod::Nuslerp && n != 2)
+    throw_input("{}: nuslerp merges exactly two models (and an optional base_model), got {}{}",
+                where, n, has_base ? " besides the base" : "");
   if (r.method == MergeMethod::ModelStock && n < 2)
     throw_input("{}: model_stock needs at least two models besides the base, got {}", where, n);
   if (n == 0) throw_input("{}: {} needs at least one model besides the base", where, method);
@@ -284,13 +324,13 @@ MergeInputs open_inputs(const Recipe& r) {
           throw_input("{}: layer_range [{}, {}) is outside the {} layers of {}", src.layers->where,
                       src.layers->begin, src.layers->end, n, src.spec);
         // At most once: a slice lists a model once (parse_recipe).
-        if (uses_base(r.method) && same_path(src.path, *r.base_model)) base = i;
+        if (uses_base(r.method) && r.base_model && same_path(src.path, *r.base_model)) base = i;
       }
-      if (uses_base(r.method) && !base)
+      if (uses_base(r.method) && r.base_model && !base)
         throw_input("{}: {} needs base_model ({}) among this slice's sources", sl.where,
                     merge_method_name(r.method), r.base_model->string());
       if (r.method != MergeMethod::Passthrough)
-        check_model_count(r, sl.sources.size() - (base ? 1 : 0), sl.where);
+        check_model_count(r, sl.sources.size() - (base ? 1 : 0), base.has_value(), sl.where);
     }
     return in;
   }
@@ -300,7 +340,8 @@ MergeInputs open_inputs(const Recipe& r) {
     in.models.push_back(&rm);
     in.ckpts.push_back(&in.open(rm.path));
   }
-  if (r.method != MergeMethod::Passthrough) check_model_count(r, in.ckpts.size(), r.file.string());
+  if (r.method != MergeMethod::Passthrough)
+    check_model_count(r, in.ckpts.size(), in.base != nullptr, r.file.string());
   std::vector<const HfCheckpoint*> all;
   if (in.base) all.push_back(in.base);
   for (const auto* c : in.ckpts) all.push_back(c);
@@ -634,9 +675,7 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     src.name = name;
     src.numel = numel;
     src.dtype = info.dtype;
-    // Rows for per-row statistics (DELLA's ranks): the last dimension, as
-    // mergekit ranks a 2-D tensor (a 1-D or 0-D tensor is one row).
-    src.row_len = spec.shape.size() >= 2 ? static_cast<uint64_t>(spec.shape.back()) : src.numel;
+    src.shape = spec.shape;                 // della's rows, nuslerp's rows and columns
     std::deque<ReindexedTensor> reindexed;  // in place: not movable
     if (in.vocab && is_vocab_tensor(name)) {
       // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.

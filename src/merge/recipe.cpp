@@ -31,7 +31,7 @@ const std::vector<ParamSpec>& param_specs() {
       {"weight",
        Kind::Number,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies, M::Della, M::DellaLinear}},
+        M::BreadcrumbsTies, M::Della, M::DellaLinear, M::Nuslerp, M::Multislerp}},
       {"normalize",
        Kind::Bool,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
@@ -58,6 +58,12 @@ const std::vector<ParamSpec>& param_specs() {
       {"filter_wise", Kind::Bool, {M::ModelStock}},
       {"t", Kind::Number, {M::Slerp, M::Nearswap}},
       {"scale", Kind::Number, {M::Passthrough}},
+      {"nuslerp_flatten", Kind::Bool, {M::Nuslerp}},
+      {"nuslerp_row_wise", Kind::Bool, {M::Nuslerp}},
+      {"normalize_weights", Kind::Bool, {M::Multislerp}},
+      {"eps", Kind::Number, {M::Multislerp}},
+      {"max_iter", Kind::Number, {M::Karcher}},
+      {"tol", Kind::Number, {M::Karcher}},
   };
   return specs;
 }
@@ -80,7 +86,10 @@ std::optional<MergeMethod> method_from(const std::string& s) {
                                                        {"passthrough", M::Passthrough},
                                                        {"della", M::Della},
                                                        {"della_linear", M::DellaLinear},
-                                                       {"sce", M::Sce}};
+                                                       {"sce", M::Sce},
+                                                       {"nuslerp", M::Nuslerp},
+                                                       {"multislerp", M::Multislerp},
+                                                       {"karcher", M::Karcher}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -338,6 +347,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "della_linear";
     case M::Sce:
       return "sce";
+    case M::Nuslerp:
+      return "nuslerp";
+    case M::Multislerp:
+      return "multislerp";
+    case M::Karcher:
+      return "karcher";
   }
   return "?";
 }
@@ -367,10 +382,10 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname =
-      method_field.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-                            "model_stock", "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap",
-                            "passthrough", "della", "della_linear", "sce"});
+  const std::string mname = method_field.as_enum(
+      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
+       "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough", "della", "della_linear", "sce",
+       "nuslerp", "multislerp", "karcher"});
   r.method = *method_from(mname);
   // Either models or slices (mergekit: exactly one of them).
   const std::optional<YamlField> slices = top.get("slices");
@@ -400,7 +415,11 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   }
 
   // Method-level rules that do not need the checkpoints.
-  const bool needs_base = r.method != M::Linear && r.method != M::Passthrough;
+  // nuslerp and multislerp take an optional base (task vectors when given);
+  // karcher averages it as one more input.
+  const bool needs_base = r.method != M::Linear && r.method != M::Passthrough &&
+                          r.method != M::Nuslerp && r.method != M::Multislerp &&
+                          r.method != M::Karcher;
   if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
   // Every model entry and slice source, and the levels that hold whole-merge
   // settings: the global parameters and each slice's.
@@ -421,7 +440,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const RecipeModel* rm : inputs)
     for (const auto& [k, pv] : rm->params)
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
-          k == "filter_wise" || k == "select_topk" || (k == "t" && r.method == M::Nearswap))
+          k == "filter_wise" || k == "select_topk" || (k == "t" && r.method == M::Nearswap) ||
+          k == "nuslerp_flatten" || k == "nuslerp_row_wise" || k == "normalize_weights" ||
+          k == "eps" || k == "max_iter" || k == "tol")
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
@@ -455,6 +476,16 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (k == "t" && r.method == M::Nearswap)
         check_values(
             pv, k, [](double v) { return v > 0.0; }, "not > 0 (nearswap needs t > 0)");
+      if (k == "eps")
+        check_values(
+            pv, k, [](double v) { return v > 0.0; }, "not > 0");
+      if (k == "tol")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0; }, "negative");
+      if (k == "max_iter")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0 && v == std::floor(v); },
+            "not a whole number >= 0");
     }
   // A required whole-merge parameter: global, or in every slice.
   auto require_param = [&](const std::string& key) {

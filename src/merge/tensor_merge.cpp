@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/dist/mpi.hpp"
@@ -50,6 +51,34 @@ inline uint32_t key_of(float d) {
   return ops::f32_bits(d) & 0x7fffffffu;
 }
 
+// The fixed-point scale 2^E of a Gram matrix whose vectors' largest
+// magnitude is gmax > 0 (tensor_merge.hpp): gmax < 2^e, E = 62 - 2e, so
+// |x_a x_b| 2^E < 2^62 and a 128-bit sum of 2^64 such terms cannot overflow.
+double gram_scale(float gmax) {
+  int e = 0;
+  std::frexp(static_cast<double>(gmax), &e);
+  return std::ldexp(1.0, 62 - 2 * e);
+}
+
+// sum_k trunc(x[k] y[k] scale): each product is exact in double (two 24-bit
+// significands), the scaling by a power of two too.
+inline i128 fixed_dot(const float* x, const float* y, uint64_t n, double scale) {
+  i128 s = 0;
+  for (uint64_t k = 0; k < n; ++k)
+    s += static_cast<int64_t>(static_cast<double>(x[k]) * static_cast<double>(y[k]) * scale);
+  return s;
+}
+
+// Largest magnitude of n values; `bad` set when one is not finite.
+inline float max_magnitude(const float* x, uint64_t n, float m, int& bad) {
+  for (uint64_t k = 0; k < n; ++k) {
+    const float a = std::fabs(x[k]);
+    if (!std::isfinite(a)) bad = 1;
+    m = std::max(m, a);
+  }
+  return m;
+}
+
 // Exact Gram matrix of the vectors produced by `fill(v, chunk, out)` for
 // v < nv over the whole tensor: max-magnitude pass, then products summed as
 // 64-bit fixed point in 128-bit integers (exact, hence order-independent).
@@ -58,52 +87,31 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
                                const std::string& name, Fill fill) {
   std::vector<std::vector<float>> v(
       nv, std::vector<float>(std::min<uint64_t>(chunk_elems, range.size())));
-  float local_max = 0.0f;
-  int local_bad = 0;
+  float gmax = 0.0f;
+  int bad = 0;
   for (const auto& c : chunks_of(range, chunk_elems)) {
     for (size_t a = 0; a < nv; ++a) {
       fill(a, c, v[a].data());
-      for (uint64_t k = 0; k < c.size(); ++k) {
-        const float m = std::fabs(v[a][k]);
-        if (!std::isfinite(m)) local_bad = 1;
-        local_max = std::max(local_max, m);
-      }
+      gmax = max_magnitude(v[a].data(), c.size(), gmax, bad);
     }
   }
-  float gmax = local_max;
-  int bad = local_bad;
   allreduce_in_place(std::span<float>(&gmax, 1), MPI_MAX, comm);
   allreduce_in_place(std::span<int>(&bad, 1), MPI_MAX, comm);
   if (bad) throw_input("tensor {}: non-finite values in the inputs", name);
   std::vector<double> gram(nv * nv, 0.0);
   if (gmax == 0.0f) return gram;
-  int e = 0;
-  std::frexp(static_cast<double>(gmax), &e);  // gmax < 2^e
-  const int E = 62 - 2 * e;                   // |x_a x_b| 2^E < 2^62
-  const double scale = std::ldexp(1.0, E);
+  const double scale = gram_scale(gmax);
   std::vector<i128> acc(nv * nv, 0);
   for (const auto& c : chunks_of(range, chunk_elems)) {
     for (size_t a = 0; a < nv; ++a) fill(a, c, v[a].data());
     for (size_t a = 0; a < nv; ++a)
-      for (size_t b = a; b < nv; ++b) {
-        i128 s = 0;
-        const float* x = v[a].data();
-        const float* y = v[b].data();
-        for (uint64_t k = 0; k < c.size(); ++k)
-          s += static_cast<int64_t>(static_cast<double>(x[k]) * static_cast<double>(y[k]) * scale);
-        acc[a * nv + b] += s;
-      }
+      for (size_t b = a; b < nv; ++b)
+        acc[a * nv + b] += fixed_dot(v[a].data(), v[b].data(), c.size(), scale);
   }
-  const int size = comm_size(comm);
-  const std::vector<std::byte> bytes = allgather_bytes(std::as_bytes(std::span(acc)), comm);
-  std::vector<i128> all(acc.size() * static_cast<size_t>(size));
-  std::memcpy(all.data(), bytes.data(), bytes.size());
+  allreduce_sum_i128(std::span(acc), comm);
   for (size_t a = 0; a < nv; ++a)
-    for (size_t b = a; b < nv; ++b) {
-      i128 s = 0;
-      for (int r = 0; r < size; ++r) s += all[static_cast<size_t>(r) * acc.size() + a * nv + b];
-      gram[a * nv + b] = gram[b * nv + a] = static_cast<double>(s) / scale;
-    }
+    for (size_t b = a; b < nv; ++b)
+      gram[a * nv + b] = gram[b * nv + a] = static_cast<double>(acc[a * nv + b]) / scale;
   return gram;
 }
 
@@ -456,7 +464,10 @@ MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, Elem
                              const ChunkSink& sink) {
   MergeTensorStats stats;
   const size_t N = s.models.size();
-  const uint64_t L = s.row_len != 0 ? s.row_len : std::max<uint64_t>(s.numel, 1);
+  // Rows: the last dimension, as mergekit ranks a 2-D tensor (a 1-D or 0-D
+  // tensor is one row).
+  const uint64_t L =
+      std::max<uint64_t>(s.shape.empty() ? s.numel : static_cast<uint64_t>(s.shape.back()), 1);
   if (L > 0xffffffffull)
     throw_input("tensor {}: della ranks rows of at most 2^32 - 1 elements, this one has {}", s.name,
                 L);
@@ -638,6 +649,342 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
 
 }  // namespace
 
+std::array<double, 2> nuslerp_coefficients(double g00, double g01, double g11, double t) {
+  // mergekit's _normalize divides by the norm clamped to >= 1e-7.
+  const double n0 = std::max(std::sqrt(g00), 1e-7), n1 = std::max(std::sqrt(g11), 1e-7);
+  const double cos = std::clamp(g01 / (n0 * n1), -1.0, 1.0);
+  const double theta = std::acos(cos);
+  const double sin_theta = std::sin(theta);
+  if (std::fabs(sin_theta) < 1e-8) return {1.0 - t, t};  // (nearly) colinear: lerp
+  return {std::sin((1.0 - t) * theta) / sin_theta, std::sin(t * theta) / sin_theta};
+}
+
+namespace {
+
+// x^T Q x for a symmetric n x n matrix Q (row-major), in a fixed order:
+// sum over i of x_i * (sum over j of Q_ij x_j); a rounding below zero is 0.
+double quad(std::span<const double> q, std::span<const double> x) {
+  const size_t n = x.size();
+  double s = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    double r = 0.0;
+    for (size_t j = 0; j < n; ++j) r += q[i * n + j] * x[j];
+    s += x[i] * r;
+  }
+  return std::max(s, 0.0);
+}
+
+}  // namespace
+
+std::optional<std::vector<double>> multislerp_coefficients(std::span<const double> gram,
+                                                           std::span<const double> w, double eps) {
+  // Every vector of mergekit's multislerp lies in the span of the inputs x_i:
+  // it is carried as its coefficients on the unit vectors u_i = x_i / (|x_i| + eps),
+  // whose Gram matrix is U_ij = G_ij / ((|x_i| + eps)(|x_j| + eps)).
+  const size_t n = w.size();
+  std::vector<double> norm(n), u(n * n);
+  for (size_t i = 0; i < n; ++i) norm[i] = std::sqrt(gram[i * n + i]);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j)
+      u[i * n + j] = gram[i * n + j] / ((norm[i] + eps) * (norm[j] + eps));
+  // mean = sum_i w_i u_i, normalized
+  const double mean_norm = std::sqrt(quad(u, w));
+  if (mean_norm < eps) return std::nullopt;
+  std::vector<double> alpha(n);
+  for (size_t i = 0; i < n; ++i) alpha[i] = w[i] / mean_norm;
+  // dots_i = u_i . mean; tangent = sum_i w_i (u_i - dots_i mean)
+  double wdots = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = 0.0;
+    for (size_t j = 0; j < n; ++j) d += u[i * n + j] * alpha[j];
+    wdots += w[i] * d;
+  }
+  std::vector<double> beta(n);
+  for (size_t k = 0; k < n; ++k) beta[k] = w[k] - wdots * alpha[k];
+  // Exponential map back to the sphere, then the weighted mean norm.
+  const double tangent_norm = std::sqrt(quad(u, beta)) + eps;
+  const double c = std::cos(tangent_norm), sn = std::sin(tangent_norm) / tangent_norm;
+  double avg_norm = 0.0;
+  for (size_t i = 0; i < n; ++i) avg_norm += norm[i] * w[i];
+  std::vector<double> coef(n);
+  for (size_t k = 0; k < n; ++k)
+    coef[k] = (alpha[k] * c + beta[k] * sn) * avg_norm / (norm[k] + eps);
+  return coef;
+}
+
+std::vector<double> karcher_coefficients(std::span<const double> gram, int64_t max_iter, double tol,
+                                         int64_t* iterations) {
+  // mergekit's karcher_merge_tensors with alphas 1/N, on the span of the
+  // inputs: the mean is carried as its coefficients g on the unit vectors
+  // x_i / |x_i| of the inputs whose norm exceeds tol (the valid ones).
+  size_t n = 0;
+  while (n * n < gram.size()) ++n;
+  const double alpha = 1.0 / static_cast<double>(n);
+  std::vector<double> norm(n);
+  std::vector<size_t> valid;
+  for (size_t i = 0; i < n; ++i) {
+    norm[i] = std::sqrt(gram[i * n + i]);
+    if (norm[i] > tol) valid.push_back(i);
+  }
+  if (iterations) *iterations = 0;
+  std::vector<double> coef(n, 0.0);
+  if (valid.empty()) return coef;  // zeros
+  const size_t v = valid.size();
+  double alpha_sum = 0.0;
+  for (size_t k = 0; k < v; ++k) alpha_sum += alpha;
+  const double a = alpha / alpha_sum;  // the normalized alphas, all equal
+  std::vector<double> unit(v * v);
+  for (size_t p = 0; p < v; ++p)
+    for (size_t q = 0; q < v; ++q)
+      unit[p * v + q] = gram[valid[p] * n + valid[q]] / (norm[valid[p]] * norm[valid[q]]);
+  // Initial guess: the normalized weighted arithmetic mean of the units.
+  std::vector<double> g(v, a), tangent(v);
+  const double norm_g = std::sqrt(quad(unit, g));
+  if (norm_g < tol) {
+    std::fill(g.begin(), g.end(), 0.0);
+    g[0] = 1.0;
+  } else {
+    for (double& x : g) x /= norm_g;
+  }
+  for (int64_t it = 0; it < max_iter; ++it) {
+    std::fill(tangent.begin(), tangent.end(), 0.0);
+    for (size_t p = 0; p < v; ++p) {
+      double dot = 0.0;
+      for (size_t q = 0; q < v; ++q) dot += g[q] * unit[q * v + p];
+      dot = std::clamp(dot, -1.0, 1.0);
+      const double theta = std::acos(dot);
+      if (theta < tol) continue;
+      // tangent += a (theta / sin theta) (unit_p - dot * mean)
+      const double k = a * (theta / std::sin(theta));
+      for (size_t q = 0; q < v; ++q) tangent[q] -= k * (dot * g[q]);
+      tangent[p] += k;
+    }
+    const double norm_t = std::sqrt(quad(unit, tangent));
+    if (norm_t < tol) break;
+    const double c = std::cos(norm_t), sn = std::sin(norm_t);
+    for (size_t q = 0; q < v; ++q) g[q] = c * g[q] + sn * (tangent[q] / norm_t);
+    const double norm_u = std::sqrt(quad(unit, g));
+    if (norm_u > tol)
+      for (double& x : g) x /= norm_u;
+    if (iterations) ++*iterations;
+  }
+  // The global scale: the alphas' weighted sum of all the norms (zeros included).
+  double scale = 0.0;
+  for (size_t i = 0; i < n; ++i) scale += alpha * norm[i];
+  for (size_t p = 0; p < v; ++p) coef[valid[p]] = scale * g[p] / norm[valid[p]];
+  return coef;
+}
+
+namespace {
+
+// out = sum_i w_i x_i (no base), or base + sum_i w_i (x_i - base), over this
+// rank's range in chunks: the fused kernels' operations (tensor_merge.hpp).
+void combine_chunks(const TensorSources& s, std::span<const void* const> inputs, const void* base,
+                    const std::vector<double>& coef, ElementRange range, DType out_dtype,
+                    uint64_t chunk_elems, const ChunkSink& sink) {
+  std::vector<float> w(coef.size());
+  for (size_t i = 0; i < coef.size(); ++i) w[i] = static_cast<float>(coef[i]);
+  if (base == nullptr) {
+    weighted_sum_chunks({inputs.begin(), inputs.end()}, s.dtype, w, range, out_dtype, chunk_elems,
+                        sink);
+    return;
+  }
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
+  std::vector<const void*> ptrs(inputs.size());
+  TaskMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.out_dtype = out_dtype;
+  a.weights = w;  // no sparsification, no normalization, lambda 1
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    for (size_t i = 0; i < inputs.size(); ++i)
+      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
+    a.inputs = ptrs;
+    a.base = static_cast<const char*>(base) + c.begin * isz;
+    a.first_index = c.begin;
+    a.out = out.data();
+    a.n = c.size();
+    fused_task_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+}
+
+// The two vectors of nuslerp over elements [c.begin, c.end): the models, or
+// their task vectors when there is a base.
+struct NuslerpReader {
+  const TensorSources& s;
+  std::vector<float> base, v0, v1;
+  ElementRange last{1, 0};  // what the buffers hold (none yet)
+  NuslerpReader(const TensorSources& src, uint64_t cap) : s(src), base(cap), v0(cap), v1(cap) {}
+  void read(ElementRange c) {
+    if (c.begin == last.begin && c.end == last.end) return;
+    last = c;
+    decode(s.dtype, s.models[0], c.begin, c.size(), v0.data());
+    decode(s.dtype, s.models[1], c.begin, c.size(), v1.data());
+    if (s.base == nullptr) return;
+    decode(s.dtype, s.base, c.begin, c.size(), base.data());
+    for (uint64_t k = 0; k < c.size(); ++k) {
+      v0[k] = ops::sub(v0[k], base[k]);
+      v1[k] = ops::sub(v1[k], base[k]);
+    }
+  }
+};
+
+// nuslerp's Gram entries (g00, g01, g11) of elements `row` of the tensor,
+// read whole by this rank whatever its range (pieces of the reader's size).
+std::array<double, 3> row_gram(NuslerpReader& r, ElementRange row, int& bad) {
+  const uint64_t cap = r.v0.size();
+  float m = 0.0f;
+  const bool one_piece = row.size() <= cap;
+  for (const auto& c : chunks_of(row, cap)) {
+    r.read(c);
+    m = max_magnitude(r.v0.data(), c.size(), m, bad);
+    m = max_magnitude(r.v1.data(), c.size(), m, bad);
+  }
+  if (m == 0.0f || bad) return {0.0, 0.0, 0.0};
+  const double scale = gram_scale(m);
+  i128 acc[3] = {0, 0, 0};
+  for (const auto& c : chunks_of(row, cap)) {
+    if (!one_piece) r.read(c);
+    acc[0] += fixed_dot(r.v0.data(), r.v0.data(), c.size(), scale);
+    acc[1] += fixed_dot(r.v0.data(), r.v1.data(), c.size(), scale);
+    acc[2] += fixed_dot(r.v1.data(), r.v1.data(), c.size(), scale);
+  }
+  return {static_cast<double>(acc[0]) / scale, static_cast<double>(acc[1]) / scale,
+          static_cast<double>(acc[2]) / scale};
+}
+
+void merge_nuslerp(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                   DType out_dtype, uint64_t chunk_elems, MPI_Comm comm, const ChunkSink& sink,
+                   MergeTensorStats& stats) {
+  KS_CHECK(s.models.size() == 2, "nuslerp merges two models");
+  const uint64_t numel = s.numel;
+  if (numel == 0) return;
+  // Which vectors: the whole tensor, its rows (along the last dimension), or
+  // (row_wise, mergekit's dim 0) the vectors along dimension 0, i.e. the
+  // columns of the [shape[0], numel / shape[0]] view.
+  uint64_t segment = numel;
+  bool by_column = false;
+  if (!m.flatten && s.shape.size() >= 2) {
+    by_column = m.row_wise;
+    segment = by_column ? numel / static_cast<uint64_t>(s.shape[0])
+                        : static_cast<uint64_t>(s.shape.back());
+  }
+  const bool whole = by_column ? segment == 1 : segment == numel;
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  if (whole) {
+    NuslerpReader r(s, std::min<uint64_t>(chunk_elems, std::max<uint64_t>(range.size(), 1)));
+    const auto gram =
+        exact_gram(2, range, chunk_elems, comm, s.name, [&](size_t a, ElementRange c, float* out) {
+          r.read(c);
+          std::memcpy(out, (a == 0 ? r.v0 : r.v1).data(), c.size() * 4);
+        });
+    const auto ab = nuslerp_coefficients(gram[0], gram[1], gram[3], m.t);
+    stats.coefficients = {ab[0], ab[1]};
+    combine_chunks(s, s.models, s.base, stats.coefficients, range, out_dtype, chunk_elems, sink);
+    return;
+  }
+  // Per vector: weights table for the kernel, two per vector.
+  std::vector<float> table;
+  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
+  std::vector<const void*> ptrs(2);
+  VectorMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.out_dtype = out_dtype;
+  a.segment = segment;
+  a.by_column = by_column;
+  int bad = 0;
+  auto put = [&](size_t v, const std::array<double, 3>& g) {
+    const auto ab = nuslerp_coefficients(g[0], g[1], g[2], m.t);
+    table[2 * v] = static_cast<float>(ab[0]);
+    table[2 * v + 1] = static_cast<float>(ab[1]);
+  };
+  if (by_column) {
+    // Columns cross every rank's range: per-column largest magnitudes
+    // (MPI_MAX), then per-column 128-bit fixed-point sums (exact), on all ranks.
+    const uint64_t cols = segment;
+    NuslerpReader r(s, std::min<uint64_t>(chunk_elems, std::max<uint64_t>(range.size(), 1)));
+    std::vector<float> cmax(cols, 0.0f);
+    for (const auto& c : chunks_of(range, chunk_elems)) {
+      r.read(c);
+      uint64_t col = c.begin % cols;
+      for (uint64_t k = 0; k < c.size(); ++k) {
+        const float x = std::fabs(r.v0[k]), y = std::fabs(r.v1[k]);
+        if (!std::isfinite(x) || !std::isfinite(y)) bad = 1;
+        cmax[col] = std::max(cmax[col], std::max(x, y));
+        if (++col == cols) col = 0;
+      }
+    }
+    allreduce_in_place(std::span(cmax), MPI_MAX, comm);
+    allreduce_in_place(std::span<int>(&bad, 1), MPI_MAX, comm);
+    if (bad) throw_input("tensor {}: non-finite values in the inputs", s.name);
+    std::vector<double> scale(cols, 0.0);
+    for (uint64_t col = 0; col < cols; ++col)
+      if (cmax[col] > 0.0f) scale[col] = gram_scale(cmax[col]);
+    std::vector<i128> acc(3 * cols, 0);
+    for (const auto& c : chunks_of(range, chunk_elems)) {
+      r.read(c);
+      uint64_t col = c.begin % cols;
+      for (uint64_t k = 0; k < c.size(); ++k) {
+        const double x = static_cast<double>(r.v0[k]), y = static_cast<double>(r.v1[k]);
+        const double sc = scale[col];
+        acc[3 * col] += static_cast<int64_t>(x * x * sc);
+        acc[3 * col + 1] += static_cast<int64_t>(x * y * sc);
+        acc[3 * col + 2] += static_cast<int64_t>(y * y * sc);
+        if (++col == cols) col = 0;
+      }
+    }
+    allreduce_sum_i128(std::span(acc), comm);
+    table.assign(2 * cols, 0.0f);
+    for (uint64_t col = 0; col < cols; ++col) {
+      std::array<double, 3> g = {0.0, 0.0, 0.0};
+      if (scale[col] != 0.0)
+        for (int e = 0; e < 3; ++e) g[e] = static_cast<double>(acc[3 * col + e]) / scale[col];
+      put(col, g);
+    }
+    a.first_vector = 0;
+    a.weights = table;
+  }
+  // Rows: each rank reads every row its range touches whole (the sources
+  // address the whole tensor), so a row's statistics need no collective and
+  // are the same on every rank that touches it.
+  std::optional<NuslerpReader> rr;
+  if (!by_column) rr.emplace(s, std::min(chunk_elems, segment));
+  uint64_t cached_row = std::numeric_limits<uint64_t>::max();
+  std::array<double, 3> cached{};
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    if (!by_column) {
+      const uint64_t r0 = c.begin / segment, r1 = (c.end - 1) / segment;
+      table.assign(2 * (r1 - r0 + 1), 0.0f);
+      for (uint64_t row = r0; row <= r1; ++row) {
+        if (row != cached_row) {
+          cached = row_gram(*rr, {row * segment, std::min(numel, (row + 1) * segment)}, bad);
+          cached_row = row;
+        }
+        put(row - r0, cached);
+      }
+      a.first_vector = r0;
+      a.weights = table;
+    }
+    for (size_t i = 0; i < 2; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
+    a.inputs = ptrs;
+    a.base = s.base == nullptr ? nullptr : static_cast<const char*>(s.base) + c.begin * isz;
+    a.first_index = c.begin;
+    a.out = out.data();
+    a.n = c.size();
+    fused_vector_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+  if (!by_column) {
+    // A non-finite value fails the merge on every rank (it was found by the
+    // ranks whose rows hold it).
+    allreduce_in_place(std::span<int>(&bad, 1), MPI_MAX, comm);
+    if (bad) throw_input("tensor {}: non-finite values in the inputs", s.name);
+  }
+}
+
+}  // namespace
+
 MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, ElementRange range,
                               DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
                               const ChunkSink& sink) {
@@ -703,6 +1050,59 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
         w = {static_cast<float>(s0), static_cast<float>(s1)};
       }
       weighted_sum_chunks(inputs, s.dtype, w, range, out_dtype, chunk_elems, sink);
+      return stats;
+    }
+    case MergeMethod::Nuslerp:
+      merge_nuslerp(s, m, range, out_dtype, chunk_elems, comm, sink, stats);
+      return stats;
+    case MergeMethod::Multislerp: {
+      if (N == 1) {  // mergekit returns the one model as it is
+        stats.coefficients = {1.0};
+        combine_chunks(s, s.models, nullptr, stats.coefficients, range, out_dtype, chunk_elems,
+                       sink);
+        return stats;
+      }
+      std::vector<float> base_buf(std::min<uint64_t>(chunk_elems, range.size()));
+      const auto gram = exact_gram(N, range, chunk_elems, comm, s.name,
+                                   [&](size_t a, ElementRange c, float* out) {
+                                     if (s.base == nullptr) {
+                                       decode(s.dtype, s.models[a], c.begin, c.size(), out);
+                                       return;
+                                     }
+                                     decode(s.dtype, s.base, c.begin, c.size(), base_buf.data());
+                                     decode_delta(s, a, c, base_buf.data(), out);
+                                   });
+      auto coef = multislerp_coefficients(gram, m.sphere_weights, m.eps);
+      if (!coef) {
+        if (N != 2)
+          throw_input(
+              "tensor {}: multislerp: the weighted mean of the inputs' directions is zero "
+              "(antipodal inputs whose weights balance out); use other weights",
+              s.name);
+        coef = m.sphere_weights;  // mergekit's fallback for two inputs: linear interpolation
+        stats.multislerp_lerp = true;
+      }
+      stats.coefficients = *coef;
+      combine_chunks(s, s.models, s.base, stats.coefficients, range, out_dtype, chunk_elems, sink);
+      return stats;
+    }
+    case MergeMethod::Karcher: {
+      // Every input is a point to average, the base (when given) first.
+      std::vector<const void*> inputs;
+      if (s.base != nullptr) inputs.push_back(s.base);
+      inputs.insert(inputs.end(), s.models.begin(), s.models.end());
+      const size_t n = inputs.size();
+      if (n == 1) {
+        stats.coefficients = {1.0};
+      } else {
+        const auto gram = exact_gram(n, range, chunk_elems, comm, s.name,
+                                     [&](size_t a, ElementRange c, float* out) {
+                                       decode(s.dtype, inputs[a], c.begin, c.size(), out);
+                                     });
+        stats.coefficients =
+            karcher_coefficients(gram, m.max_iter, m.tol, &stats.karcher_iterations);
+      }
+      combine_chunks(s, inputs, nullptr, stats.coefficients, range, out_dtype, chunk_elems, sink);
       return stats;
     }
     case MergeMethod::Nearswap: {

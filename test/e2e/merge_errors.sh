@@ -39,6 +39,13 @@ expect "bad.yaml:4: models: nearswap merges base_model with exactly one other mo
 expect "bad.yaml:1: merge_method: nearswap needs base_model" $'merge_method: nearswap\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {t: 0.1}'
 expect "bad.yaml:5: t: 0 is not > 0 (nearswap needs t > 0)" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: 0}'
 expect "bad.yaml:5: t: -0.5 is not > 0" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: -0.5}'
+# nuslerp, multislerp, karcher (issue #19).
+expect "bad.yaml: nuslerp merges exactly two models (and an optional base_model), got 3" $'merge_method: nuslerp\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2\n    parameters: {weight: 1}\n  - model: pool/m3\n    parameters: {weight: 1}'
+expect "got 1 besides the base" $'merge_method: nuslerp\nbase_model: pool/base\nmodels:\n  - model: pool/base\n  - model: pool/m2\n    parameters: {weight: 1}'
+expect "no value of parameter 'weight'" $'merge_method: nuslerp\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2'
+expect "multislerp: the weights of tensor" $'merge_method: multislerp\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2\n    parameters: {weight: -1}'
+expect "bad.yaml:5: max_iter: 2.5 is not a whole number >= 0" $'merge_method: karcher\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {max_iter: 2.5}'
+expect "bad.yaml:6: parameters.weight: unknown parameter for merge_method karcher" $'merge_method: karcher\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters:\n  weight: 1'
 expect "no value of parameter 'weight'" $'merge_method: linear\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 # Vocabulary settings (tokenizer_source / tokenizer:, issue #19).
 two=$'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2\n    parameters: {weight: 1}'

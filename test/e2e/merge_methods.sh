@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mergekit-parity methods end to end (breadcrumbs, breadcrumbs_ties, nearswap):
+# mergekit-parity methods end to end (breadcrumbs, breadcrumbs_ties, nearswap,
+# nuslerp, multislerp, karcher):
 # each recipe on a bf16 and an f32 pool, through mpirun -np 1, 2 and 3 with
 # byte-identical output folders, checked against an independent Python
 # reference (test/e2e/merge_methods_ref.py): fp32 outputs bit for bit, bf16

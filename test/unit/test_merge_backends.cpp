@@ -192,6 +192,35 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         INFO("sce select " << select);
         CHECK(cpu == gpu);
       }
+      // Per-row and per-column weights (nuslerp), with and without a base.
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool by_column = variant >= 2;
+        const uint64_t seg = by_column ? 4096 : 1000, first = 777;
+        const uint64_t v0 = by_column ? 0 : first / seg;
+        const uint64_t nvec = by_column ? seg : (first + n - 1) / seg - v0 + 1;
+        std::vector<float> vw(nvec * N);
+        for (size_t k = 0; k < vw.size(); ++k) vw[k] = w[k % N] * static_cast<float>(1 + k % 7);
+        VectorMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.weights = vw;
+        a.segment = seg;
+        a.by_column = by_column;
+        a.first_vector = v0;
+        a.first_index = first;
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = variant % 2 ? hp[N] : nullptr;
+        a.out = cpu.data();
+        fused_vector_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = variant % 2 ? dp[N] : nullptr;
+        a.out = dout;
+        cuda::fused_vector_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("vector merge variant " << variant);
+        CHECK(cpu == gpu);
+      }
       // nearswap, including the elements where the inputs are equal (w = t / 0).
       for (float t : {1e-3f, 0.02f, 1.0f}) {
         fused_nearswap(hp[N], hp[0], in, t, cpu.data(), out, n);

@@ -166,6 +166,35 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         };
         CHECK(run_with("generic", sce) == run_with("avx2", sce));
       }
+      // Per-row and per-column weights (nuslerp), with and without a base; rows
+      // of 333 elements and columns of a [n / 7, 7] view, a chunk starting at 12345.
+      for (int variant = 0; variant < 4; ++variant) {
+        INFO("vector merge variant " << variant);
+        const bool by_column = variant >= 2;
+        const uint64_t seg = by_column ? 7 : 333, first = 12345;
+        const uint64_t v0 = by_column ? 0 : first / seg;
+        const uint64_t nvec = by_column ? seg : (first + n - 1) / seg - v0 + 1;
+        std::vector<float> vw(nvec * N);
+        for (size_t k = 0; k < vw.size(); ++k) vw[k] = w[k % N] * static_cast<float>(1 + k % 5);
+        auto vec = [&] {
+          std::vector<std::byte> o(n * os);
+          VectorMergeArgs a;
+          a.inputs = ptrs;
+          a.base = variant % 2 ? base.data() : nullptr;
+          a.in_dtype = in;
+          a.weights = vw;
+          a.segment = seg;
+          a.by_column = by_column;
+          a.first_vector = v0;
+          a.first_index = first;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_vector_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", vec) == run_with("avx2", vec));
+      }
       // nearswap: random bit patterns include zeros, Inf and NaN (w = t / 0,
       // t / Inf, NaN differences), and t both small and large.
       for (float t : {1e-3f, 0.05f, 4.0f}) {

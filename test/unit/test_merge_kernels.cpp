@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "kintsugi/common/error.hpp"
 #include "kintsugi/kernels/element_ops.hpp"
 #include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
@@ -577,7 +578,7 @@ TEST_CASE("della: keep rate per magnitude rank, L1 rescale", "[merge][kernels]")
   s.dtype = DType::F32;
   s.base = base.data();
   s.models = {x.data()};
-  s.row_len = L;
+  s.shape = {static_cast<int64_t>(rows), static_cast<int64_t>(L)};
   TensorMethod m;
   m.method = MergeMethod::DellaLinear;
   m.weights = {1.0f};
@@ -710,5 +711,353 @@ TEST_CASE("sce: variance top-k, mean-square weights, sign erase", "[merge][kerne
       REQUIRE(out[j] == ops::add(base[j], mix / std::max(div, 1e-6f)));
     }
     if (topk == 0.0) CHECK(out == base);
+  }
+}
+
+TEST_CASE("fused_vector_merge: per-row and per-column weights, the fused sums' operations",
+          "[merge][kernels]") {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const size_t rows = 37, cols = 29, n = rows * cols, N = 3;
+  std::vector<std::vector<float>> x(N, std::vector<float>(n));
+  std::vector<float> base(n);
+  for (auto& v : x)
+    for (auto& f : v) f = dist(rng);
+  for (auto& f : base) f = dist(rng);
+  std::vector<const void*> ptrs;
+  for (auto& v : x) ptrs.push_back(v.data());
+  for (int by_column = 0; by_column < 2; ++by_column)
+    for (int with_base = 0; with_base < 2; ++with_base) {
+      INFO("by_column " << by_column << " base " << with_base);
+      const size_t nvec = by_column ? cols : rows;
+      std::vector<float> w(nvec * N);
+      for (auto& f : w) f = dist(rng);
+      // A chunk that starts and ends inside rows: elements [40, 1000).
+      const size_t first = 40, len = 960;
+      const size_t v0 = by_column ? 0 : first / cols;
+      std::vector<float> out(len);
+      std::vector<const void*> p(N);
+      for (size_t i = 0; i < N; ++i) p[i] = x[i].data() + first;
+      VectorMergeArgs a;
+      a.inputs = p;
+      a.base = with_base ? base.data() + first : nullptr;
+      a.in_dtype = DType::F32;
+      a.weights = std::span<const float>(w).subspan(v0 * N);
+      a.segment = cols;
+      a.by_column = by_column;
+      a.first_vector = v0;
+      a.first_index = first;
+      a.out = out.data();
+      a.out_dtype = DType::F32;
+      a.n = len;
+      fused_vector_merge(a);
+      for (size_t k = 0; k < len; ++k) {
+        const size_t g = first + k, v = by_column ? g % cols : g / cols;
+        float acc = 0.0f;
+        for (size_t i = 0; i < N; ++i) {
+          const float xi = with_base ? x[i][g] - base[g] : x[i][g];
+          acc = acc + w[v * N + i] * xi;
+        }
+        if (with_base) acc = base[g] + acc;
+        REQUIRE(out[k] == acc);
+      }
+      // One vector over the whole tensor: the bytes of fused_weighted_sum / fused_task_merge.
+      std::vector<float> one(w.begin(), w.begin() + N), whole(n), fused(n);
+      a.inputs = ptrs;
+      a.base = with_base ? base.data() : nullptr;
+      a.weights = one;
+      a.segment = n;
+      a.by_column = false;
+      a.first_vector = 0;
+      a.first_index = 0;
+      a.out = whole.data();
+      a.n = n;
+      fused_vector_merge(a);
+      if (with_base) {
+        TaskMergeArgs t;
+        t.inputs = ptrs;
+        t.base = base.data();
+        t.in_dtype = DType::F32;
+        t.weights = one;
+        t.out = fused.data();
+        t.out_dtype = DType::F32;
+        t.n = n;
+        fused_task_merge(t);
+      } else {
+        fused_weighted_sum(ptrs, DType::F32, one, fused.data(), DType::F32, n);
+      }
+      REQUIRE(std::memcmp(whole.data(), fused.data(), n * 4) == 0);
+    }
+  // Weights missing for a vector the chunk touches: refused.
+  std::vector<float> out(10), w(N);
+  std::vector<const void*> p(ptrs);
+  VectorMergeArgs a;
+  a.inputs = p;
+  a.in_dtype = DType::F32;
+  a.weights = w;
+  a.segment = 4;
+  a.out = out.data();
+  a.out_dtype = DType::F32;
+  a.n = 10;  // rows 0..2, weights for row 0 only
+  CHECK_THROWS(fused_vector_merge(a));
+}
+
+namespace {
+
+// mergekit's nuslerp, multislerp and karcher as written (on the vectors, in
+// double), for the tests below.
+double dnorm(const std::vector<double>& x) {
+  double s = 0;
+  for (double v : x) s += v * v;
+  return std::sqrt(s);
+}
+double ddot(const std::vector<double>& x, const std::vector<double>& y) {
+  double s = 0;
+  for (size_t j = 0; j < x.size(); ++j) s += x[j] * y[j];
+  return s;
+}
+std::vector<double> nuslerp_ref(double t, const std::vector<double>& v0,
+                                const std::vector<double>& v1) {
+  const double n0 = std::max(dnorm(v0), 1e-7), n1 = std::max(dnorm(v1), 1e-7);
+  const double th = std::acos(std::clamp(ddot(v0, v1) / (n0 * n1), -1.0, 1.0));
+  std::vector<double> r(v0.size());
+  for (size_t j = 0; j < r.size(); ++j)
+    r[j] = std::fabs(std::sin(th)) < 1e-8
+               ? (1 - t) * v0[j] + t * v1[j]
+               : (std::sin((1 - t) * th) * v0[j] + std::sin(t * th) * v1[j]) / std::sin(th);
+  return r;
+}
+std::vector<double> multislerp_ref(const std::vector<std::vector<double>>& x,
+                                   const std::vector<double>& w, double eps) {
+  const size_t n = x[0].size();
+  std::vector<std::vector<double>> u;
+  std::vector<double> norms, mean(n, 0.0);
+  for (const auto& v : x) {
+    norms.push_back(dnorm(v));
+    u.emplace_back(v.size());
+    for (size_t j = 0; j < n; ++j) u.back()[j] = v[j] / (norms.back() + eps);
+  }
+  for (size_t i = 0; i < x.size(); ++i)
+    for (size_t j = 0; j < n; ++j) mean[j] += w[i] * u[i][j];
+  const double mn = dnorm(mean);
+  for (auto& m : mean) m /= mn;
+  std::vector<double> tangent(n, 0.0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double d = ddot(u[i], mean);
+    for (size_t j = 0; j < n; ++j) tangent[j] += w[i] * (u[i][j] - d * mean[j]);
+  }
+  const double tn = dnorm(tangent) + eps;
+  double avg = 0;
+  for (size_t i = 0; i < x.size(); ++i) avg += norms[i] * w[i];
+  std::vector<double> r(n);
+  for (size_t j = 0; j < n; ++j)
+    r[j] = (mean[j] * std::cos(tn) + tangent[j] * (std::sin(tn) / tn)) * avg;
+  return r;
+}
+std::vector<double> karcher_ref(const std::vector<std::vector<double>>& x, int max_iter, double tol,
+                                int* iters) {
+  const size_t n = x[0].size(), N = x.size();
+  const double alpha = 1.0 / static_cast<double>(N);
+  std::vector<double> norms;
+  std::vector<std::vector<double>> units;
+  for (const auto& v : x) {
+    norms.push_back(dnorm(v));
+    units.emplace_back(n, 0.0);
+    if (norms.back() > tol)
+      for (size_t j = 0; j < n; ++j) units.back()[j] = v[j] / norms.back();
+  }
+  std::vector<size_t> valid;
+  for (size_t i = 0; i < N; ++i)
+    if (norms[i] > tol) valid.push_back(i);
+  *iters = 0;
+  if (valid.empty()) return std::vector<double>(n, 0.0);
+  const double a = alpha / (alpha * static_cast<double>(valid.size()));
+  std::vector<double> u(n, 0.0);
+  for (size_t i : valid)
+    for (size_t j = 0; j < n; ++j) u[j] += a * units[i][j];
+  const double nu = dnorm(u);
+  if (nu < tol)
+    u = units[valid[0]];
+  else
+    for (auto& v : u) v /= nu;
+  for (int it = 0; it < max_iter; ++it) {
+    std::vector<double> T(n, 0.0);
+    for (size_t i : valid) {
+      const double d = std::clamp(ddot(u, units[i]), -1.0, 1.0);
+      const double th = std::acos(d);
+      if (th < tol) continue;
+      for (size_t j = 0; j < n; ++j) T[j] += a * (th / std::sin(th)) * (units[i][j] - d * u[j]);
+    }
+    const double nt = dnorm(T);
+    if (nt < tol) break;
+    for (size_t j = 0; j < n; ++j) u[j] = std::cos(nt) * u[j] + std::sin(nt) * (T[j] / nt);
+    const double un = dnorm(u);
+    if (un > tol)
+      for (auto& v : u) v /= un;
+    ++*iters;
+  }
+  double s = 0;
+  for (size_t i = 0; i < N; ++i) s += alpha * norms[i];
+  for (auto& v : u) v *= s;
+  return u;
+}
+
+struct SphereRun {
+  std::vector<float> out;
+  MergeTensorStats stats;
+};
+SphereRun run_sphere(const TensorMethod& m, const float* base, std::vector<const float*> models,
+                     size_t n, std::vector<int64_t> shape = {}) {
+  TensorSources s;
+  s.name = "w";
+  s.numel = n;
+  s.dtype = DType::F32;
+  s.base = base;
+  for (const float* p : models) s.models.push_back(p);
+  s.shape = std::move(shape);
+  SphereRun r;
+  r.out.resize(n);
+  r.stats = merge_tensor(s, m, {0, n}, DType::F32, 300, MPI_COMM_SELF,
+                         [&](ElementRange c, std::span<const std::byte> by) {
+                           std::memcpy(r.out.data() + c.begin, by.data(), by.size());
+                         });
+  return r;
+}
+
+std::vector<double> widen(const float* p, size_t n, const float* minus = nullptr) {
+  std::vector<double> v(n);
+  for (size_t j = 0; j < n; ++j) v[j] = minus ? double(p[j] - minus[j]) : double(p[j]);
+  return v;
+}
+
+// |got - ref| within a few fp32 roundings of the final sum's terms.
+void check_close(const std::vector<float>& got, const std::vector<double>& ref, double scale) {
+  for (size_t j = 0; j < got.size(); ++j) REQUIRE(std::fabs(got[j] - ref[j]) <= 1e-6 * scale);
+}
+
+}  // namespace
+
+TEST_CASE("nuslerp, multislerp and karcher against mergekit's algorithms as written",
+          "[merge][kernels]") {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const size_t R = 24, C = 50, n = R * C;
+  std::vector<float> base(n), a(n), b(n), c(n);
+  for (size_t j = 0; j < n; ++j) {
+    base[j] = dist(rng);
+    const float shared = dist(rng);
+    a[j] = base[j] + 0.1f * (shared + dist(rng));
+    b[j] = base[j] + 0.1f * (shared + dist(rng));
+    c[j] = base[j] + 0.1f * (shared + 0.5f * dist(rng));
+  }
+  // Row 3: both models equal the base (zero task vectors); row 5: b's task
+  // vector is twice a's (colinear: lerp); column 7 likewise.
+  for (size_t k = 0; k < C; ++k) a[3 * C + k] = b[3 * C + k] = base[3 * C + k];
+  for (size_t k = 0; k < C; ++k)
+    b[5 * C + k] = base[5 * C + k] + 2 * (a[5 * C + k] - base[5 * C + k]);
+  for (size_t r = 0; r < R; ++r)
+    if (r != 3 && r != 5) b[r * C + 7] = base[r * C + 7] + 2 * (a[r * C + 7] - base[r * C + 7]);
+  SECTION("nuslerp: the whole tensor, with and without a base") {
+    TensorMethod m;
+    m.method = MergeMethod::Nuslerp;
+    m.t = 0.3;
+    auto r = run_sphere(m, nullptr, {a.data(), b.data()}, n);
+    auto ref = nuslerp_ref(0.3, widen(a.data(), n), widen(b.data(), n));
+    check_close(r.out, ref, 4.0);
+    REQUIRE(r.stats.coefficients.size() == 2);
+    r = run_sphere(m, base.data(), {a.data(), b.data()}, n);
+    ref = nuslerp_ref(0.3, widen(a.data(), n, base.data()), widen(b.data(), n, base.data()));
+    for (size_t j = 0; j < n; ++j) ref[j] += base[j];
+    check_close(r.out, ref, 4.0);
+  }
+  SECTION("nuslerp per row and per column (row_wise)") {
+    TensorMethod m;
+    m.method = MergeMethod::Nuslerp;
+    m.t = 0.65;
+    m.flatten = false;
+    for (int row_wise = 0; row_wise < 2; ++row_wise) {
+      INFO("row_wise " << row_wise);
+      m.row_wise = row_wise;
+      const auto r = run_sphere(m, base.data(), {a.data(), b.data()}, n,
+                                {static_cast<int64_t>(R), static_cast<int64_t>(C)});
+      const size_t nvec = row_wise ? C : R, len = row_wise ? R : C;
+      auto at = [&](size_t v, size_t k) { return row_wise ? k * C + v : v * C + k; };
+      for (size_t v = 0; v < nvec; ++v) {
+        std::vector<double> v0(len), v1(len);
+        for (size_t k = 0; k < len; ++k) {
+          v0[k] = double(a[at(v, k)] - base[at(v, k)]);
+          v1[k] = double(b[at(v, k)] - base[at(v, k)]);
+        }
+        const auto ref = nuslerp_ref(0.65, v0, v1);
+        for (size_t k = 0; k < len; ++k)
+          REQUIRE(std::fabs(r.out[at(v, k)] - (base[at(v, k)] + ref[k])) <= 4e-6);
+      }
+      // The zero row is the base; the colinear vector is lerp.
+      if (!row_wise)
+        for (size_t k = 0; k < C; ++k) REQUIRE(r.out[3 * C + k] == base[3 * C + k]);
+    }
+    // A [1, n] tensor per row is the whole tensor: flatten's bytes.
+    m.row_wise = false;
+    const auto one_row = run_sphere(m, base.data(), {a.data(), b.data()}, n, {1, int64_t(n)});
+    m.flatten = true;
+    CHECK(one_row.out == run_sphere(m, base.data(), {a.data(), b.data()}, n).out);
+  }
+  SECTION("multislerp") {
+    TensorMethod m;
+    m.method = MergeMethod::Multislerp;
+    m.sphere_weights = {0.2, 0.5, 0.3};
+    auto r = run_sphere(m, nullptr, {a.data(), b.data(), c.data()}, n);
+    auto ref = multislerp_ref({widen(a.data(), n), widen(b.data(), n), widen(c.data(), n)},
+                              m.sphere_weights, 1e-8);
+    check_close(r.out, ref, 4.0);
+    CHECK_FALSE(r.stats.multislerp_lerp);
+    m.eps = 1e-3;
+    r = run_sphere(m, base.data(), {a.data(), b.data(), c.data()}, n);
+    ref = multislerp_ref({widen(a.data(), n, base.data()), widen(b.data(), n, base.data()),
+                          widen(c.data(), n, base.data())},
+                         m.sphere_weights, 1e-3);
+    for (size_t j = 0; j < n; ++j) ref[j] += base[j];
+    check_close(r.out, ref, 4.0);
+    // One model: returned as it is, base or not.
+    m.sphere_weights = {0.4};
+    r = run_sphere(m, base.data(), {b.data()}, n);
+    CHECK(r.out == b);
+    // Antipodal pair with equal weights: linear interpolation (mergekit's
+    // fallback for two inputs); three inputs that cancel: an error.
+    std::vector<float> neg(n);
+    for (size_t j = 0; j < n; ++j) neg[j] = -a[j];
+    m.sphere_weights = {0.5, 0.5};
+    r = run_sphere(m, nullptr, {a.data(), neg.data()}, n);
+    CHECK(r.stats.multislerp_lerp);
+    for (size_t j = 0; j < n; ++j) REQUIRE(r.out[j] == 0.5f * a[j] + 0.5f * neg[j]);
+    m.sphere_weights = {0.25, 0.25, 0.5};
+    CHECK_THROWS_AS(run_sphere(m, nullptr, {a.data(), a.data(), neg.data()}, n), InputError);
+  }
+  SECTION("karcher") {
+    TensorMethod m;
+    m.method = MergeMethod::Karcher;
+    for (int max_iter : {0, 1, 10, 100}) {
+      INFO("max_iter " << max_iter);
+      m.max_iter = max_iter;
+      auto r = run_sphere(m, base.data(), {a.data(), c.data()}, n);
+      int iters = 0;
+      const auto ref = karcher_ref({widen(base.data(), n), widen(a.data(), n), widen(c.data(), n)},
+                                   max_iter, 1e-5, &iters);
+      CHECK(r.stats.karcher_iterations == iters);
+      check_close(r.out, ref, 4.0);
+    }
+    // Converges before 100 iterations; a zero input counts in the scale only.
+    std::vector<float> zero(n, 0.0f);
+    m.max_iter = 100;
+    auto r = run_sphere(m, nullptr, {a.data(), zero.data(), b.data()}, n);
+    CHECK(r.stats.karcher_iterations < 100);
+    CHECK(r.stats.coefficients[1] == 0.0);
+    int iters = 0;
+    const auto ref = karcher_ref(
+        {widen(a.data(), n), std::vector<double>(n, 0.0), widen(b.data(), n)}, 100, 1e-5, &iters);
+    check_close(r.out, ref, 4.0);
+    // Every input zero: zeros.
+    r = run_sphere(m, nullptr, {zero.data(), zero.data()}, n);
+    CHECK(r.out == zero);
   }
 }

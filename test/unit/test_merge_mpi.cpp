@@ -36,13 +36,11 @@ std::vector<uint16_t> run(const TensorSources& s, const TensorMethod& m, Element
   return out;
 }
 
-}  // namespace
-
-TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge]") {
-  const int rank = world_rank(), size = world_size();
-  const size_t n = 100003;
-  const auto base = make_bf16(n, 1, 0.5f, 8);
-  std::vector<std::vector<uint16_t>> models;
+// `n` values of the base and three models near it (bf16).
+std::vector<std::vector<uint16_t>> make_pool(size_t n) {
+  std::vector<std::vector<uint16_t>> pool{make_bf16(n, 1, 0.5f, 8)};
+  pool.reserve(4);  // `base` stays valid
+  const auto& base = pool[0];
   for (unsigned i = 0; i < 3; ++i) {
     auto d = make_bf16(n, 10 + i, 0.125f, 5);
     for (size_t j = 0; j < n; ++j) {
@@ -55,8 +53,41 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
       std::memcpy(&u, &f, 4);
       d[j] = static_cast<uint16_t>(u >> 16);
     }
-    models.push_back(std::move(d));
+    pool.push_back(std::move(d));
   }
+  return pool;
+}
+
+// The one-rank bytes of `m` on s over [0, numel), against this world's ranks
+// each merging their flat share (gathered).
+void require_rank_invariant(const TensorSources& s, const TensorMethod& m) {
+  const int rank = world_rank(), size = world_size();
+  const size_t n = s.numel;
+  // The reference: this rank alone, whole tensor, one odd chunk size.
+  const auto whole = run(s, m, {0, n}, 7777, MPI_COMM_SELF);
+  // Distributed: each rank its share, another chunk size; gather the shares.
+  const ElementRange mine = flat_share(n, rank, size);
+  auto part = run(s, m, mine, 4096, MPI_COMM_WORLD);
+  std::vector<uint16_t> all(n);
+  std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
+  for (int r = 0; r < size; ++r) {
+    const auto rr = flat_share(n, r, size);
+    counts[static_cast<size_t>(r)] = static_cast<int>(rr.size());
+    displs[static_cast<size_t>(r)] = static_cast<int>(rr.begin);
+  }
+  MPI_Allgatherv(part.data() + mine.begin, static_cast<int>(mine.size()), MPI_UINT16_T, all.data(),
+                 counts.data(), displs.data(), MPI_UINT16_T, MPI_COMM_WORLD);
+  REQUIRE(all == whole);
+}
+
+}  // namespace
+
+TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge]") {
+  const int size = world_size();
+  const size_t n = 100003;
+  const auto pool = make_pool(n);
+  const auto& base = pool[0];
+  const std::vector<std::vector<uint16_t>> models(pool.begin() + 1, pool.end());
   TensorSources s;
   s.name = "model.layers.3.self_attn.q_proj.weight";
   s.numel = n;
@@ -122,27 +153,53 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
     TensorSources src = s;
     if (m.method == MergeMethod::Della || m.method == MergeMethod::DellaLinear) {
       src.numel = n - 3;  // 125 rows of 800
-      src.row_len = 800;
+      src.shape = {125, 800};
     }
     if (m.method == MergeMethod::Slerp || m.method == MergeMethod::Nearswap ||
         m.method == MergeMethod::Passthrough)
       src.models.resize(1);
-    // The reference: this rank alone, whole tensor, one odd chunk size.
-    const uint64_t numel = src.numel;
-    const auto whole = run(src, m, {0, numel}, 7777, MPI_COMM_SELF);
-    // Distributed: each rank its share, another chunk size; gather the shares.
-    const ElementRange mine = flat_share(numel, rank, size);
-    auto part = run(src, m, mine, 4096, MPI_COMM_WORLD);
-    std::vector<uint16_t> all(numel);
-    std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
-    for (int r = 0; r < size; ++r) {
-      const auto rr = flat_share(numel, r, size);
-      counts[static_cast<size_t>(r)] = static_cast<int>(rr.size());
-      displs[static_cast<size_t>(r)] = static_cast<int>(rr.begin);
+    require_rank_invariant(src, m);
+  }
+}
+
+TEST_CASE("nuslerp, multislerp and karcher are byte-identical for any number of ranks",
+          "[mpi][merge]") {
+  // [300, 333]: rows of 333 and columns of 300 cross the ranks' ranges
+  // (multiples of 64 elements); [33300, 3]: many short rows per chunk.
+  const size_t n = 99900;
+  const auto pool = make_pool(n);
+  TensorSources s;
+  s.name = "model.layers.3.mlp.down_proj.weight";
+  s.numel = n;
+  s.dtype = DType::BF16;
+  for (size_t i = 1; i < pool.size(); ++i) s.models.push_back(pool[i].data());
+  for (int with_base = 0; with_base < 2; ++with_base) {
+    s.base = with_base ? pool[0].data() : nullptr;
+    TensorSources two = s;
+    two.models.resize(2);
+    for (const std::vector<int64_t>& shape :
+         {std::vector<int64_t>{300, 333}, std::vector<int64_t>{33300, 3}}) {
+      two.shape = shape;
+      for (int mode = 0; mode < 3; ++mode) {
+        TensorMethod m;
+        m.method = MergeMethod::Nuslerp;
+        m.t = 0.4;
+        m.flatten = mode == 0;
+        m.row_wise = mode == 2;
+        INFO("nuslerp base " << with_base << " shape " << shape[0] << " mode " << mode);
+        require_rank_invariant(two, m);
+      }
     }
-    MPI_Allgatherv(part.data() + mine.begin, static_cast<int>(mine.size()), MPI_UINT16_T,
-                   all.data(), counts.data(), displs.data(), MPI_UINT16_T, MPI_COMM_WORLD);
-    REQUIRE(all == whole);
+    TensorMethod ms;
+    ms.method = MergeMethod::Multislerp;
+    ms.sphere_weights = {0.2, 0.5, 0.3};
+    INFO("multislerp base " << with_base);
+    require_rank_invariant(s, ms);
+    TensorMethod ka;
+    ka.method = MergeMethod::Karcher;
+    ka.max_iter = 50;
+    INFO("karcher base " << with_base);
+    require_rank_invariant(s, ka);
   }
 }
 

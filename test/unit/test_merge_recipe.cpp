@@ -409,3 +409,50 @@ TEST_CASE("recipe: della, della_linear and sce parameters and errors", "[merge][
   CHECK_THAT(err("merge_method: sce\nmodels:\n  - model: a\n"),
              Catch::Contains("r.yaml:1: merge_method: sce needs base_model"));
 }
+
+TEST_CASE("recipe: nuslerp, multislerp and karcher parameters and errors", "[merge][recipe]") {
+  auto err = [](const std::string& text) {
+    try {
+      parse_recipe(text, "r.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string two =
+      "models:\n  - model: a\n    parameters: {weight: 1}\n  - model: c\n    parameters: {weight: "
+      "3}\n";
+  // No base needed; the base is optional.
+  const Recipe nu =
+      parse_recipe("merge_method: nuslerp\n" + two +
+                       "parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}\n",
+                   "r.yaml");
+  CHECK(nu.method == MergeMethod::Nuslerp);
+  CHECK(merge_method_name(nu.method) == "nuslerp");
+  CHECK(merge_method_name(MergeMethod::Multislerp) == "multislerp");
+  CHECK(merge_method_name(MergeMethod::Karcher) == "karcher");
+  CHECK(recipe_param(nu, nullptr, "nuslerp_flatten", "x", 0, 1.0) == 0.0);
+  CHECK(err("merge_method: nuslerp\nbase_model: b\n" + two) == "no error");
+  CHECK(err("merge_method: multislerp\n" + two +
+            "parameters: {normalize_weights: false, eps: 1e-6}\n") == "no error");
+  CHECK(err("merge_method: karcher\nmodels:\n  - model: a\n  - model: c\nparameters: {max_iter: "
+            "20, tol: 1e-7}\n") == "no error");
+  CHECK(err("merge_method: karcher\nbase_model: b\nmodels:\n  - model: a\n") == "no error");
+  CHECK_THAT(err("merge_method: karcher\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"),
+             Catch::Contains("r.yaml:4: models[0].parameters.weight: unknown parameter for "
+                             "merge_method karcher"));
+  CHECK_THAT(err("merge_method: nuslerp\n" + two + "parameters: {t: 0.5}\n"),
+             Catch::Contains("r.yaml:7: parameters.t: unknown parameter for merge_method nuslerp"));
+  CHECK_THAT(err("merge_method: multislerp\n" + two + "parameters: {eps: 0}\n"),
+             Catch::Contains("r.yaml:7: eps: 0 is not > 0"));
+  CHECK_THAT(err("merge_method: karcher\nmodels:\n  - model: a\nparameters: {tol: -1}\n"),
+             Catch::Contains("r.yaml:4: tol: -1 is negative"));
+  CHECK_THAT(err("merge_method: karcher\nmodels:\n  - model: a\nparameters: {max_iter: 2.5}\n"),
+             Catch::Contains("r.yaml:4: max_iter: 2.5 is not a whole number >= 0"));
+  CHECK_THAT(err("merge_method: multislerp\nmodels:\n  - model: a\n    parameters: {weight: 1, "
+                 "eps: 0.1}\n"),
+             Catch::Contains("r.yaml:4: parameter eps applies to the whole merge"));
+  CHECK_THAT(err("merge_method: nuslerp\nmodels:\n  - model: a\n    parameters: {weight: 1, "
+                 "nuslerp_flatten: false}\n"),
+             Catch::Contains("parameter nuslerp_flatten applies to the whole merge"));
+}

@@ -78,6 +78,11 @@ void allreduce_in_place(std::span<T> data, MPI_Op op, MPI_Comm comm);
 // before[i] = the sum of mine[i] over the ranks below this one (MPI_Exscan);
 // zeros on rank 0.
 void exscan_sum(std::span<const uint64_t> mine, std::span<uint64_t> before, MPI_Comm comm);
+// 128-bit integers summed element-wise over the ranks of `comm`, in place on
+// every rank (a user-defined MPI_Allreduce operation; integer sums are exact,
+// so the result does not depend on the reduction order).
+__extension__ typedef __int128 int128_t;
+void allreduce_sum_i128(std::span<int128_t> data, MPI_Comm comm);
 // Every rank's `mine` (the same size on every rank), concatenated in rank
 // order, on every rank (MPI_Allgather).
 std::vector<std::byte> allgather_bytes(std::span<const std::byte> mine, MPI_Comm comm);

@@ -123,6 +123,33 @@ void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, voi
 // mergekit's passthrough with a scale over elements [0, n): out[j] =
 // round(x[j] * scale) in fp32 (scale 1 converts the dtype exactly; -0 stays -0).
 void fused_scale(const void* x, DType in_dtype, float scale, void* out, DType out_dtype, size_t n);
+// A weighted sum whose weights change along the tensor: the tensor is viewed
+// as a matrix of `segment` columns (row-major), and its vectors are its rows
+// (by_column false: element g is in vector g / segment) or its columns
+// (by_column true: vector g % segment), g = first_index + j being the global
+// index of element j of the chunk. Input i's weight for vector v is
+// weights[(v - first_vector) * N + i]. Per element, in fp32, each operation
+// rounded on its own:
+//   base == nullptr: acc = 0; acc = acc + w_i * x_i[j] for i = 0..N-1; out[j] = round(acc)
+//   base != nullptr: b = base[j]; m = 0; m = m + w_i * (x_i[j] - b) for i = 0..N-1;
+//                    out[j] = round(b + m)
+// which are fused_weighted_sum's and fused_task_merge's (no sparsification,
+// no normalization, lambda 1) operations, so one vector's weights for a
+// whole tensor give their bits. nuslerp's per-row and per-column slerps.
+struct VectorMergeArgs {
+  std::span<const void* const> inputs;  // N models
+  const void* base = nullptr;           // task-vector form when set
+  DType in_dtype = DType::BF16;
+  std::span<const float> weights;  // N per vector, from first_vector on
+  uint64_t segment = 1;            // > 0
+  bool by_column = false;
+  uint64_t first_vector = 0;
+  uint64_t first_index = 0;
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+void fused_vector_merge(const VectorMergeArgs& args);
 
 // The key of DARE's counter-based generator for one tensor: mixes the seed and
 // a 64-bit FNV-1a hash of the tensor name.

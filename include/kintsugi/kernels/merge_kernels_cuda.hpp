@@ -32,6 +32,9 @@ void fused_task_merge(const TaskMergeArgs& args);
 
 // fused_sce_merge: args.inputs, args.base and args.out are device pointers.
 void fused_sce_merge(const SceMergeArgs& args);
+// fused_vector_merge: args.inputs, args.base and args.out are device
+// pointers; args.weights is host memory (copied to the device here).
+void fused_vector_merge(const VectorMergeArgs& args);
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
                     DType out_dtype, size_t n);

@@ -6,7 +6,7 @@
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
 //                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough | della
-//                 | della_linear | sce
+//                 | della_linear | sce | nuslerp | multislerp | karcher
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
@@ -45,6 +45,9 @@ enum class MergeMethod {
   Della,            // mergekit's della_magprune sparsification with TIES's sign consensus
   DellaLinear,      // the same without sign consensus
   Sce,              // mergekit's SCE: variance top-k, mean-square weights, sign erase
+  Nuslerp,          // mergekit's nuslerp: two models (task vectors when a base is given)
+  Multislerp,       // mergekit's multislerp: N models on the hypersphere, optional base
+  Karcher,          // mergekit's karcher: the Riemannian mean of the inputs' directions
 };
 std::string_view merge_method_name(MergeMethod m);
 

@@ -5,8 +5,10 @@
 // the same tensor with its own range (possibly empty), in the same order.
 #include <mpi.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,9 +27,9 @@ struct TensorSources {
   DType dtype = DType::BF16;
   const void* base = nullptr;       // methods with a base model
   std::vector<const void*> models;  // the other inputs, in recipe order
-  // Elements per row for per-row statistics (della ranks |delta| within each
-  // row): the tensor's last dimension; 0 means one row of numel elements.
-  uint64_t row_len = 0;
+  // Its shape (empty: [numel]): della ranks |delta| within rows of the last
+  // dimension; nuslerp's rows and columns.
+  std::vector<int64_t> shape;
 };
 
 // The method and its parameter values resolved for one tensor.
@@ -41,9 +43,21 @@ struct TensorMethod {
   double lambda = 1.0;
   bool normalize = false;
   bool rescale = true;
-  double t = 0.5;            // slerp, nearswap
+  double t = 0.5;            // slerp, nearswap, nuslerp (weight_1 / (weight_0 + weight_1))
   double select_topk = 1.0;  // sce
   uint64_t seed = 0;         // dare_*, della*
+  // nuslerp: slerp of the whole tensor as one vector (flatten), else of each
+  // row (vectors along the last dimension) or, with row_wise, of each
+  // vector along dimension 0 (a matrix's columns), as mergekit's dim = 0.
+  bool flatten = true;
+  bool row_wise = false;
+  // multislerp: the weights as written (double), normalized to sum 1 when normalize_weights.
+  std::vector<double> sphere_weights;
+  bool normalize_weights = true;
+  double eps = 1e-8;
+  // karcher
+  int64_t max_iter = 10;
+  double tol = 1e-5;
 };
 
 // Called for each finished chunk with the output bytes of elements
@@ -57,6 +71,11 @@ struct MergeTensorStats {
   std::vector<float> della_scale;             // della*: the L1 rescale factor per model
   std::vector<float> sce_weights;             // sce: the per-model weights
   uint64_t sce_selected = 0;                  // sce: entries kept by select_topk (numel if all)
+  // multislerp, karcher, flattened nuslerp: the weight of each input of the
+  // final sum (before rounding to fp32; karcher: the base first when given)
+  std::vector<double> coefficients;
+  int64_t karcher_iterations = 0;  // karcher: updates of the mean done
+  bool multislerp_lerp = false;    // multislerp: two antipodal inputs, linear fallback
 };
 
 MergeTensorStats merge_tensor(const TensorSources& src, const TensorMethod& m, ElementRange range,
@@ -77,6 +96,34 @@ TopKSelection ties_select(const TensorSources& src, std::span<const double> dens
 // |delta| (ties: lowest index first); k[i] >= numel keeps everything, 0 nothing.
 TopKSelection topk_select(const TensorSources& src, std::span<const uint64_t> k, ElementRange range,
                           uint64_t chunk_elems, MPI_Comm comm);
+
+// The Gram matrix of nv vectors (row-major nv x nv), as every method that
+// rescales by norms computes it: with m the largest magnitude over all the
+// vectors' elements and e the exponent such that m < 2^e (frexp), E = 62 - 2e,
+//   G_ab = double(sum_k trunc(x_a[k] * x_b[k] * 2^E)) * 2^-E,
+// each product exact in double, truncated toward zero, summed exactly in a
+// 128-bit integer and rounded once to double (nearest even): the same value
+// for any split of the elements among ranks or chunks. G = 0 when m = 0.
+
+// The slerp weights of nuslerp for one vector pair with Gram entries g00,
+// g01, g11 (mergekit's nuslerp, in double): norms clamped to >= 1e-7,
+// cos = g01 / (n0 n1) clamped to [-1, 1], theta = acos(cos); when
+// |sin theta| < 1e-8, (1 - t, t); else (sin((1 - t) theta), sin(t theta)) / sin theta.
+std::array<double, 2> nuslerp_coefficients(double g00, double g01, double g11, double t);
+
+// multislerp's weights of its N inputs (mergekit's multislerp on the span of
+// the inputs, in double) from their Gram matrix and the weights (already
+// normalized when normalize_weights). nullopt when the weighted mean of the
+// unit vectors has norm < eps (mergekit: linear fallback for two inputs, an
+// error otherwise).
+std::optional<std::vector<double>> multislerp_coefficients(std::span<const double> gram,
+                                                           std::span<const double> w, double eps);
+
+// karcher's weights of its N inputs (mergekit's karcher_merge_tensors with
+// equal alphas, iterated on the span of the inputs in double) from their Gram
+// matrix; `iterations` gets the number of updates of the mean.
+std::vector<double> karcher_coefficients(std::span<const double> gram, int64_t max_iter, double tol,
+                                         int64_t* iterations);
 
 // mergekit's magnitude_outliers (breadcrumbs) counts for a tensor of numel
 // entries: in ascending |delta| order, the entries ranked [n_bot, numel - n_top)
