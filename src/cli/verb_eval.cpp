@@ -104,15 +104,17 @@ LoadedModel load_checkpoint(const std::filesystem::path& path, const EvalGroups&
 LoadedModel load_merge(const JobConfig& job, const std::vector<float>& weights,
                        const EvalGroups& groups) {
   const std::vector<HfCheckpoint> pool = open_compatible_pool(job);
-  const PoolShards ps = load_pool_shards(pool, groups);
+  const auto vocab = pool_vocab(job, pool);
+  const VocabPlan* v = vocab ? &*vocab : nullptr;
+  const PoolShards ps = load_pool_shards(pool, groups, v);
   const MergeWeights mw = merge_weights_for(
       job.search, pool.size(), static_cast<size_t>(ps.config().num_layers), weights, "--weights");
   LoadedModel m;
   m.shard = std::make_unique<ModelShard>(ps.config(), groups.tp_rank, groups.tp_size);
   merge_into(*m.shard, ps, mw);
   m.name = fmt::format("merge[{}]", fmt::join(weights, ","));
-  m.tok = std::make_unique<Tokenizer>(load_tokenizer(pool[0]));
-  m.eos_ids = load_eos_ids(pool[0]);
+  m.tok = std::make_unique<Tokenizer>(pool_tokenizer(pool, v));
+  m.eos_ids = load_eos_ids(vocab_source(pool, v));
   return m;
 }
 

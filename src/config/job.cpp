@@ -130,7 +130,7 @@ fs::path path_value(const YamlField& f, const fs::path& base_dir) {
 }
 
 PoolConfig read_pool(const YamlField& f, const fs::path& base_dir) {
-  const YamlMap m = f.as_map({"checkpoints", "base"});
+  const YamlMap m = f.as_map({"checkpoints", "base", "tokenizer_source"});
   PoolConfig pool;
   const YamlField cps = m.require("checkpoints");
   std::set<fs::path> seen;
@@ -143,6 +143,20 @@ PoolConfig read_pool(const YamlField& f, const fs::path& base_dir) {
   if (auto b = m.get("base")) {
     pool.base = path_value(*b, base_dir);
     if (seen.count(*pool.base)) b->fail("the base must not also be a pool checkpoint");
+  }
+  if (auto t = m.get("tokenizer_source")) {
+    pool.tokenizer_where = fmt::format("{}:{}", t->origin(), t->line());
+    const std::string v = t->as_string();
+    if (v == "base" || v == "union") {
+      pool.tokenizer_source = v;
+    } else {
+      const fs::path p = path_value(*t, base_dir);
+      const auto it = std::find(pool.checkpoints.begin(), pool.checkpoints.end(), p);
+      if (it == pool.checkpoints.end())
+        t->fail(fmt::format("must be base, union or one of pool.checkpoints, got {}", v));
+      pool.tokenizer_source = "model";
+      pool.tokenizer_model = static_cast<size_t>(it - pool.checkpoints.begin());
+    }
   }
   return pool;
 }

@@ -4,7 +4,6 @@
 
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -283,29 +282,6 @@ VocabSpec vocab_spec(const RecipeVocab& v, std::span<const HfCheckpoint* const> 
   }
   return s;
 }
-
-// Member `m`'s re-indexed copy of a token-indexed tensor, of which only the
-// rank's range is filled: anonymous memory reserves no pages it does not touch.
-class ReindexedTensor {
- public:
-  ReindexedTensor(const VocabPlan& plan, std::span<const HfCheckpoint* const> members, size_t m,
-                  const std::string& name, DType dtype, uint64_t numel, ElementRange range)
-      : bytes_(std::max<uint64_t>(1, numel * dtype_size(dtype))) {
-    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    data_ = static_cast<std::byte*>(p);
-    reindex_vocab_tensor(plan, members, m, name, dtype, range, data_);
-  }
-  ReindexedTensor(const ReindexedTensor&) = delete;
-  ReindexedTensor& operator=(const ReindexedTensor&) = delete;
-  ~ReindexedTensor() { ::munmap(data_, bytes_); }
-  const void* data() const { return data_; }
-
- private:
-  uint64_t bytes_;
-  std::byte* data_ = nullptr;
-};
 
 MergeInputs open_inputs(const Recipe& r) {
   MergeInputs in;

@@ -557,6 +557,11 @@ std::string emit_recipe(const RecipeToWrite& r) {
         << utf8_path(*r.base_model);
   out << YAML::Key << "dtype" << YAML::Value << r.dtype;
   out << YAML::Key << "out_dtype" << YAML::Value << r.out_dtype;
+  if (r.tokenizer_source == "base" || r.tokenizer_source == "union")
+    out << YAML::Key << "tokenizer_source" << YAML::Value << r.tokenizer_source;
+  else if (!r.tokenizer_source.empty())
+    out << YAML::Key << "tokenizer_source" << YAML::Value << YAML::DoubleQuoted
+        << utf8_path(r.tokenizer_source);
   if (!r.parameters.empty()) {
     out << YAML::Key << "parameters" << YAML::Value << YAML::BeginMap;
     for (const auto& [k, v] : r.parameters) {

@@ -79,33 +79,53 @@ ModelShard load_model_shard(const HfCheckpoint& checkpoint, int tp_rank, int tp_
 }
 
 PoolShards PoolShards::load(const std::vector<const HfCheckpoint*>& checkpoints, int tp_rank,
-                            int tp_size) {
+                            int tp_size, const VocabPlan* vocab) {
   if (checkpoints.empty()) throw_input("the pool has no checkpoints");
   PoolShards p;
   p.config_ = model_config_of(*checkpoints[0]);
+  if (vocab) p.config_.vocab_size = vocab->rows;
   p.tp_rank_ = tp_rank;
   p.tp_size_ = tp_size;
   const TpPlan plan(p.config_, tp_size);
   const auto& ts = plan.tensors();
-  for (const HfCheckpoint* ck : checkpoints) {
+  for (size_t m = 0; m < checkpoints.size(); ++m) {
+    const HfCheckpoint* ck = checkpoints[m];
     const ModelConfig c = model_config_of(*ck);
     if (c.architecture != p.config_.architecture || c.hidden_size != p.config_.hidden_size ||
-        c.num_layers != p.config_.num_layers || c.vocab_size != p.config_.vocab_size ||
+        c.num_layers != p.config_.num_layers || (!vocab && c.vocab_size != p.config_.vocab_size) ||
         c.tie_word_embeddings != p.config_.tie_word_embeddings)
       throw_input("{}: config.json describes another model than {}", ck->path().string(),
                   checkpoints[0]->path().string());
-    check_tensors(*ck, plan);
+    // Each checkpoint holds the tensors its own config implies (its own vocabulary).
+    check_tensors(*ck, vocab ? TpPlan(c, tp_size) : plan);
     p.names_.push_back(ck->name());
     std::vector<std::vector<std::byte>> tensors;
     for (size_t t = 0; t < ts.size(); ++t) {
-      const DType d = ck->info(ts[t].name).dtype;
+      const bool reindexed = vocab && is_vocab_tensor(ts[t].name);
+      // Re-indexed rows are kept in fp32: the rows a checkpoint lacks may be
+      // averages, computed in fp32 as the merge engine does for the recipes
+      // the service writes (dtype float32), so both give the same model.
+      const DType d = reindexed ? DType::F32 : ck->info(ts[t].name).dtype;
       if (p.dtypes_.size() <= t)
         p.dtypes_.push_back(d);
       else if (p.dtypes_[t] != d)
         throw_input("{}: tensor {}: dtype {} differs from {} in {}", ck->path().string(),
                     ts[t].name, dtype_name(d), dtype_name(p.dtypes_[t]),
                     checkpoints[0]->path().string());
-      tensors.push_back(read_slice(*ck, ts[t], plan.slice(ts[t], tp_rank)));
+      const TpSlice s = plan.slice(ts[t], tp_rank);
+      if (reindexed) {
+        // Row-split (the vocabulary axis): this rank's rows of the re-indexed tensor.
+        KS_CHECK(s.split == TpSplit::Rows && ts[t].shape.size() == 2, ts[t].name);
+        const auto cols = static_cast<uint64_t>(ts[t].shape[1]);
+        const ElementRange range{static_cast<uint64_t>(s.begin) * cols,
+                                 static_cast<uint64_t>(s.end) * cols};
+        const ReindexedTensor r(*vocab, checkpoints, m, ts[t].name, d,
+                                static_cast<uint64_t>(vocab->rows) * cols, range);
+        const uint64_t es = dtype_size(d);
+        tensors.emplace_back(r.data() + range.begin * es, r.data() + range.end * es);
+        continue;
+      }
+      tensors.push_back(read_slice(*ck, ts[t], s));
     }
     p.data_.push_back(std::move(tensors));
   }

@@ -4,10 +4,12 @@
 #include "kintsugi/pool/vocab.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <new>
 #include <set>
 #include <unordered_map>
 
@@ -461,6 +463,27 @@ void reindex_vocab_tensor(const VocabPlan& plan, std::span<const HfCheckpoint* c
     const uint64_t c1 = r == last_row ? range.end - r * width : width;
     for (uint64_t j = c0; j < c1; ++j) store(out, dtype, r * width + j, v[j]);
   }
+}
+
+ReindexedTensor::ReindexedTensor(const VocabPlan& plan,
+                                 std::span<const HfCheckpoint* const> members, size_t m,
+                                 const std::string& name, DType dtype, uint64_t numel,
+                                 ElementRange range)
+    : bytes_(std::max<uint64_t>(1, numel * dtype_size(dtype))) {
+  void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  data_ = static_cast<std::byte*>(p);
+  try {
+    reindex_vocab_tensor(plan, members, m, name, dtype, range, data_);
+  } catch (...) {
+    ::munmap(data_, bytes_);
+    throw;
+  }
+}
+
+ReindexedTensor::~ReindexedTensor() {
+  ::munmap(data_, bytes_);
 }
 
 }  // namespace kintsugi

@@ -10,6 +10,7 @@
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/atomic_file.hpp"
 #include "kintsugi/merge/recipe.hpp"
+#include "kintsugi/pool/vocab.hpp"
 #include "kintsugi/service/export.hpp"
 #include "kintsugi/service/session.hpp"
 #include "kintsugi/service/stop_signal.hpp"
@@ -45,9 +46,34 @@ std::string recipe_text(const RecipeBaseline& b, const Runtime& rt) {
   r.merge_method = b.method;
   r.base_model = rt.job().pool.base->string();
   r.parameters = {{"lambda", b.lambda}};
+  r.tokenizer_source = recipe_tokenizer_source(rt.job().pool, true);
   if (b.method != "task_arithmetic") r.parameters.emplace_back("density", b.density);
   for (const auto& c : rt.checkpoints()) r.models.push_back({c.path().string(), {{"", 1.0}}});
   return emit_recipe(r);
+}
+
+// With pool.tokenizer_source, a task-vector recipe reconciles pool.base's
+// vocabulary too (as mergekit, the base first), and its output is scored
+// with the pool's tokenizer: it must come out with the pool's token ids.
+// True when every checkpoint's rows land at the same ids in both plans.
+bool baseline_vocab_matches(const Runtime& rt) {
+  const VocabPlan* pool_plan = rt.vocab();
+  if (!pool_plan) return true;
+  const PoolConfig& pool = rt.job().pool;
+  const HfCheckpoint base = HfCheckpoint::open(*pool.base);
+  std::vector<const HfCheckpoint*> members{&base};
+  for (const auto& c : rt.checkpoints()) members.push_back(&c);
+  check_pool_compatible_vocab(members);
+  VocabSpec spec;
+  spec.where = pool.tokenizer_where;
+  spec.source =
+      pool.tokenizer_source == "union" ? VocabSpec::Source::Union : VocabSpec::Source::Model;
+  spec.model = 1 + (pool.tokenizer_source == "model" ? pool.tokenizer_model : 0);
+  const VocabPlan p = plan_vocab(members, spec);
+  if (p.vocab != pool_plan->vocab || p.rows != pool_plan->rows) return false;
+  for (size_t i = 0; i < rt.checkpoints().size(); ++i)
+    if (p.perm[i + 1] != pool_plan->perm[i]) return false;
+  return true;
 }
 
 std::vector<double> uniform_over(const Runtime& rt, const std::vector<size_t>& members) {
@@ -165,6 +191,11 @@ int coordinate(Runtime& rt, const BaselinesOptions& o) {
   // Task-vector recipes, merged to disk by the merge engine and scored from there.
   if (!rt.job().pool.base) {
     spdlog::warn("pool.base is not set: skipping task arithmetic, TIES and DARE-TIES");
+  } else if (!baseline_vocab_matches(rt)) {
+    spdlog::warn(
+        "pool.base's vocabulary reconciled with the pool's (pool.tokenizer_source {}) gives other "
+        "token ids than the pool's own: skipping task arithmetic, TIES and DARE-TIES",
+        rt.job().pool.tokenizer_source);
   } else {
     // A folder of this run's own beside the state (never someone else's).
     const auto tmp = unique_dir_beside(resolve_write_target(path), "baselines");

@@ -299,7 +299,8 @@ fs::path CommandScoring::model_for(const std::vector<double>& weights, const Can
   std::vector<std::string> paths;
   for (const auto& ck : pool_) paths.push_back(ck.path().string());
   const std::string text =
-      linear_recipe_text(paths, weights, num_layers_, out_dtype_, "kintsugi candidate");
+      linear_recipe_text(paths, weights, num_layers_, out_dtype_, "kintsugi candidate",
+                         recipe_tokenizer_source(job_.pool));
   const Recipe recipe = parse_recipe(text, c.dir / "candidate.yaml");
   MergeOptions opt;
   opt.out_dir = c.dir / "model";

@@ -21,9 +21,16 @@
 
 namespace kintsugi {
 
+std::string recipe_tokenizer_source(const PoolConfig& pool, bool base_named_apart) {
+  if (pool.tokenizer_source == "model") return pool.checkpoints.at(pool.tokenizer_model).string();
+  if (pool.tokenizer_source == "base" && base_named_apart) return pool.checkpoints.front().string();
+  return pool.tokenizer_source;
+}
+
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                                const std::vector<double>& w, size_t num_layers,
-                               const std::string& out_dtype, const std::string& comment) {
+                               const std::string& out_dtype, const std::string& comment,
+                               const std::string& tokenizer_source) {
   const size_t n = checkpoints.size();
   KS_CHECK(n > 0 && w.size() % n == 0, "weights are N x G");
   const size_t groups = w.size() / n;
@@ -32,6 +39,7 @@ std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
   r.merge_method = "linear";
   r.out_dtype = out_dtype;
   r.parameters = {{"normalize", false}};
+  r.tokenizer_source = tokenizer_source;
   for (size_t i = 0; i < n; ++i) {
     RecipeToWrite::Model& m = r.models.emplace_back();
     m.path = checkpoints[i];
@@ -122,7 +130,8 @@ ExportPlan plan_export(const ExportOptions& o) {
   const std::vector<double> weights = table_row(state.evals.weights, static_cast<size_t>(e), w);
   p.recipe_text =
       linear_recipe_text(p.paths, weights, num_layers, dtype,
-                         fmt::format("kintsugi export of evaluation {} from {}", e, o.state));
+                         fmt::format("kintsugi export of evaluation {} from {}", e, o.state),
+                         recipe_tokenizer_source(job.pool));
   p.eval = e;
   p.objective = state.evals.objective[static_cast<size_t>(e)];
   p.job_file = job_file.string();

@@ -15,6 +15,7 @@
 #include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/pool/pool.hpp"
+#include "kintsugi/pool/vocab.hpp"
 #include "kintsugi/pool/xxhash64.hpp"
 #include "kintsugi/service/command_scoring.hpp"
 #include "kintsugi/service/stop_signal.hpp"
@@ -41,11 +42,13 @@ Runtime::Runtime(JobConfig job) : job_(std::move(job)) {
 // The pool in memory (this rank's shard of every checkpoint), the tokenizer,
 // and the task files of both splits.
 void Runtime::load_builtin_evaluator() {
-  pool_ = std::make_unique<PoolShards>(load_pool_shards(checkpoints_, *groups_));
+  vocab_ = pool_vocab(job_, checkpoints_);
+  const VocabPlan* vocab = vocab_ ? &*vocab_ : nullptr;
+  pool_ = std::make_unique<PoolShards>(load_pool_shards(checkpoints_, *groups_, vocab));
   num_layers_ = static_cast<size_t>(pool_->config().num_layers);
   scratch_ = std::make_unique<ModelShard>(pool_->config(), groups_->tp_rank, groups_->tp_size);
-  tokenizer_ = std::make_unique<Tokenizer>(load_tokenizer(checkpoints_.front()));
-  eos_ids_ = load_eos_ids(checkpoints_.front());
+  tokenizer_ = std::make_unique<Tokenizer>(pool_tokenizer(checkpoints_, vocab));
+  eos_ids_ = load_eos_ids(vocab_source(checkpoints_, vocab));
   // Task files are read now, so that a bad file is an input error before any
   // scoring starts. The test split is optional (reports then show no test scores).
   tasks("search");
@@ -259,17 +262,61 @@ MergeWeights Runtime::merge_weights(const std::vector<double>& weights) const {
   return merge_weights_for(job_.search, checkpoints_.size(), num_layers(), w, "merge weights");
 }
 
+namespace {
+
+std::vector<const HfCheckpoint*> pointers_to(const std::vector<HfCheckpoint>& checkpoints) {
+  std::vector<const HfCheckpoint*> ptrs;
+  for (const auto& c : checkpoints) ptrs.push_back(&c);
+  return ptrs;
+}
+
+}  // namespace
+
 std::vector<HfCheckpoint> open_compatible_pool(const JobConfig& job) {
   Pool pool = Pool::open(job.pool.checkpoints);
-  pool.check_compatible();
+  const auto ptrs = pointers_to(pool.members());
+  if (!job.pool.tokenizer_source.empty()) {
+    check_pool_compatible_vocab(ptrs);
+    return pool.members();
+  }
+  const auto diffs = pool.differences();
+  if (!diffs.empty() && std::all_of(diffs.begin(), diffs.end(),
+                                    [](const auto& d) { return is_vocab_tensor(d.tensor); }))
+    throw_input(
+        "incompatible pool: {} (the checkpoints' vocabularies differ: set pool.tokenizer_source "
+        "in {} to base, union or one of the checkpoints to reconcile them)",
+        diffs[0].text(), job.file.string());
+  check_no_differences(diffs);
   return pool.members();
 }
 
-PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints,
-                            const EvalGroups& groups) {
-  std::vector<const HfCheckpoint*> ptrs;
-  for (const auto& c : checkpoints) ptrs.push_back(&c);
-  return PoolShards::load(ptrs, groups.tp_rank, groups.tp_size);
+std::optional<VocabPlan> pool_vocab(const JobConfig& job,
+                                    const std::vector<HfCheckpoint>& checkpoints) {
+  if (job.pool.tokenizer_source.empty()) return std::nullopt;
+  VocabSpec spec;
+  spec.where = job.pool.tokenizer_where;
+  const std::string& s = job.pool.tokenizer_source;
+  spec.source = s == "base"    ? VocabSpec::Source::Base
+                : s == "union" ? VocabSpec::Source::Union
+                               : VocabSpec::Source::Model;
+  spec.model = job.pool.tokenizer_model;
+  VocabPlan plan = plan_vocab(pointers_to(checkpoints), spec);
+  spdlog::info("pool vocabulary ({}): {} tokens ({} added to the source's), {} rows", s, plan.vocab,
+               plan.added, plan.rows);
+  return plan;
+}
+
+const HfCheckpoint& vocab_source(const std::vector<HfCheckpoint>& checkpoints,
+                                 const VocabPlan* vocab) {
+  if (vocab)
+    for (const auto& c : checkpoints)
+      if (std::filesystem::equivalent(c.path(), vocab->tokenizer_folder)) return c;
+  return checkpoints.front();
+}
+
+PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints, const EvalGroups& groups,
+                            const VocabPlan* vocab) {
+  return PoolShards::load(pointers_to(checkpoints), groups.tp_rank, groups.tp_size, vocab);
 }
 
 Tokenizer load_tokenizer(const HfCheckpoint& checkpoint) {
@@ -277,6 +324,14 @@ Tokenizer load_tokenizer(const HfCheckpoint& checkpoint) {
   if (!std::filesystem::exists(tok))
     throw_input("{}: no tokenizer.json", checkpoint.path().string());
   return Tokenizer::load(checkpoint.path());
+}
+
+Tokenizer pool_tokenizer(const std::vector<HfCheckpoint>& checkpoints, const VocabPlan* vocab) {
+  if (!vocab || !vocab->tokenizer_changed) return load_tokenizer(vocab_source(checkpoints, vocab));
+  return Tokenizer::from_json(
+      vocab->tokenizer_json,
+      (vocab->tokenizer_folder / "tokenizer.json").string() + " (reconciled vocabulary)",
+      vocab->tokenizer_config);
 }
 
 std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint) {

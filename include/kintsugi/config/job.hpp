@@ -16,6 +16,13 @@ namespace kintsugi {
 struct PoolConfig {
   std::vector<std::filesystem::path> checkpoints;  // pool.checkpoints (at least 1)
   std::optional<std::filesystem::path> base;       // pool.base (task-vector methods)
+  // pool.tokenizer_source: checkpoints whose vocabularies differ (added
+  // tokens) are reconciled as mergekit's tokenizer_source does: "base" (the
+  // first checkpoint's vocabulary), "union", or "model" (that of checkpoint
+  // tokenizer_model). Empty: every checkpoint must have the same vocabulary.
+  std::string tokenizer_source;
+  size_t tokenizer_model = 0;
+  std::string tokenizer_where;  // "file:line" for messages
 };
 
 enum class TaskKind { Generate, Choice, Perplexity };

@@ -150,6 +150,8 @@ struct RecipeToWrite {
   std::string out_dtype = "float32";
   std::vector<std::pair<std::string, std::variant<double, bool>>> parameters;  // top level
   std::vector<Model> models;
+  // tokenizer_source: empty (none), "base", "union", or a model's path.
+  std::string tokenizer_source;
 };
 // The YAML text. InputError when a number is not finite or a path is not
 // valid UTF-8 (YAML text is UTF-8; such a path could not be read back).

@@ -16,6 +16,7 @@
 
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/pool/model_shard.hpp"
+#include "kintsugi/pool/vocab.hpp"
 
 namespace kintsugi {
 
@@ -33,8 +34,12 @@ class PoolShards {
  public:
   // All checkpoints must share the config's architecture and every tensor's
   // shape and dtype (InputError naming the checkpoint and tensor otherwise).
+  // With `vocab` (a plan whose members are `checkpoints`, in order), their
+  // vocabularies may differ: the token-indexed tensors are read re-indexed to
+  // the plan's rows (in fp32, the dtype the service's recipes average them
+  // in), and config().vocab_size is the plan's row count.
   static PoolShards load(const std::vector<const HfCheckpoint*>& checkpoints, int tp_rank,
-                         int tp_size);
+                         int tp_size, const VocabPlan* vocab = nullptr);
 
   const ModelConfig& config() const { return config_; }
   int tp_rank() const { return tp_rank_; }

@@ -94,4 +94,23 @@ void reindex_vocab_tensor(const VocabPlan& plan, std::span<const HfCheckpoint* c
                           size_t m, const std::string& name, DType dtype, ElementRange range,
                           std::byte* out);
 
+// Member m's re-indexed copy of token-indexed tensor `name` (numel elements
+// in `dtype`), of which only `range` is filled: anonymous memory the size of
+// the whole tensor, which reserves no page that is not touched, so a rank
+// that needs a slice pays for the slice (the merge engine, the search's pool).
+class ReindexedTensor {
+ public:
+  ReindexedTensor(const VocabPlan& plan, std::span<const HfCheckpoint* const> members, size_t m,
+                  const std::string& name, DType dtype, uint64_t numel, ElementRange range);
+  ReindexedTensor(const ReindexedTensor&) = delete;
+  ReindexedTensor& operator=(const ReindexedTensor&) = delete;
+  ~ReindexedTensor();
+  // Element 0 of the whole tensor (only `range` holds values).
+  const std::byte* data() const { return data_; }
+
+ private:
+  uint64_t bytes_;
+  std::byte* data_ = nullptr;
+};
+
 }  // namespace kintsugi

@@ -26,9 +26,18 @@ struct ExportOptions {
 // group-major) over `checkpoints`, with `num_layers` layers (written by
 // emit_recipe(): any path reads back as itself; InputError for a non-finite
 // weight).
+// `tokenizer_source` as recipe_tokenizer_source() gives it.
 std::string linear_recipe_text(const std::vector<std::string>& checkpoints,
                                const std::vector<double>& w, size_t num_layers,
-                               const std::string& out_dtype, const std::string& comment);
+                               const std::string& out_dtype, const std::string& comment,
+                               const std::string& tokenizer_source);
+
+// The recipes' tokenizer_source for the job's pool.tokenizer_source: empty
+// (none), "base" (with `linear`, the first checkpoint), "union", or the
+// chosen checkpoint's path. With `base_model` in the recipe (task-vector
+// baselines), "base" would name that model: the first checkpoint's path is
+// given instead (base_named_apart).
+std::string recipe_tokenizer_source(const PoolConfig& pool, bool base_named_apart = false);
 
 // The floating dtype of the pool's first checkpoint as a recipe writes it:
 // bfloat16, float16 or float32 (what export and candidates are written in by

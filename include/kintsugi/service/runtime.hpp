@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/pool/model_shard.hpp"
 #include "kintsugi/pool/shard_loader.hpp"
+#include "kintsugi/pool/vocab.hpp"
 #include "kintsugi/tokenizer/tokenizer.hpp"
 
 namespace kintsugi {
@@ -24,12 +26,27 @@ namespace kintsugi {
 // with the Runtime.
 //
 // The job's pool.checkpoints opened (InputError for an unreadable one) and
-// checked compatible (InputError: the first difference, one line).
+// checked compatible (InputError: the first difference, one line). With
+// pool.tokenizer_source their token-indexed tensors may differ in length
+// (check_pool_compatible_vocab); without it, a pool that differs only there
+// is refused with a hint to set it.
 std::vector<HfCheckpoint> open_compatible_pool(const JobConfig& job);
-// This rank's tensor-parallel shard of every checkpoint (collective over the group).
-PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints, const EvalGroups& groups);
+// The pool's reconciled vocabulary (pool.tokenizer_source, mergekit's rules
+// with the first checkpoint as the base); nullopt when the job sets none.
+std::optional<VocabPlan> pool_vocab(const JobConfig& job,
+                                    const std::vector<HfCheckpoint>& checkpoints);
+// The checkpoint whose tokenizer files the vocabulary starts from (the first
+// one without a plan): its generation settings (eos ids) go with it.
+const HfCheckpoint& vocab_source(const std::vector<HfCheckpoint>& checkpoints,
+                                 const VocabPlan* vocab);
+// This rank's tensor-parallel shard of every checkpoint (collective over the
+// group), re-indexed to `vocab` when given.
+PoolShards load_pool_shards(const std::vector<HfCheckpoint>& checkpoints, const EvalGroups& groups,
+                            const VocabPlan* vocab = nullptr);
 // The checkpoint's tokenizer.json (InputError when it has none).
 Tokenizer load_tokenizer(const HfCheckpoint& checkpoint);
+// The pool's tokenizer: the reconciled vocabulary's, else the first checkpoint's.
+Tokenizer pool_tokenizer(const std::vector<HfCheckpoint>& checkpoints, const VocabPlan* vocab);
 // The ids generation stops at: generation_config.json's eos_token_id (one id
 // or a list), else config.json's; empty when neither names one.
 std::vector<int32_t> load_eos_ids(const HfCheckpoint& checkpoint);
@@ -85,6 +102,9 @@ class Runtime {
   // The builtin evaluator's pieces (a logic error to ask for them otherwise).
   const PoolShards& pool() const;
   const Tokenizer& tokenizer() const;
+  // The pool's reconciled vocabulary (pool.tokenizer_source; builtin
+  // evaluator), null when the checkpoints share theirs.
+  const VocabPlan* vocab() const { return vocab_ ? &*vocab_ : nullptr; }
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   // The tasks of one split, loaded on first use; "search" is each task's own
   // `split` setting (default search), kFirstPassSplit its first
@@ -114,6 +134,7 @@ class Runtime {
   std::vector<std::pair<std::string, std::string>> task_data_;
   std::unique_ptr<EvalGroups> groups_;
   std::unique_ptr<PoolShards> pool_;
+  std::optional<VocabPlan> vocab_;  // pool.tokenizer_source
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<ModelShard> scratch_;
