@@ -39,7 +39,8 @@ struct BenchArgs {
   int repeat = 5;
   bool json = false;
   std::string dir;
-  std::string isa;  // "" (the copy that runs), "all", or copies separated by commas
+  std::string isa;      // "" (the copy that runs), "all", or copies separated by commas
+  std::string methods;  // "" (none), "all", or merge methods separated by commas
 };
 
 // Seconds `f` takes on the slowest rank when all ranks start it together: with
@@ -87,7 +88,8 @@ class Triad {
   std::unique_ptr<float[]> a_, b_, c_;
 };
 
-constexpr size_t kFileParts = 8;  // tensors per bench checkpoint
+constexpr size_t kFileParts = 8;    // tensors per bench checkpoint
+constexpr size_t kBenchRow = 4096;  // their row length, where it divides them
 
 void check_same(std::span<const std::byte> want, std::span<const std::byte> got, size_t es,
                 const std::string& a, const std::string& b) {
@@ -260,7 +262,12 @@ void write_bench_pool(const fs::path& dir, const std::vector<std::vector<std::by
     for (size_t p = 0; p < parts; ++p) {
       const size_t cnt = p + 1 == parts ? n - per * (parts - 1) : per;
       TensorData t;
-      t.spec = {fmt::format("model.layers.{}.mlp.weight", p), dt, {static_cast<int64_t>(cnt)}};
+      // Rows of 4096 (a hidden size) where they fit: methods with per-row
+      // statistics (della, nuslerp) see the shapes of a real checkpoint.
+      std::vector<int64_t> shape = {static_cast<int64_t>(cnt)};
+      if (cnt % kBenchRow == 0)
+        shape = {static_cast<int64_t>(cnt / kBenchRow), static_cast<int64_t>(kBenchRow)};
+      t.spec = {fmt::format("model.layers.{}.mlp.weight", p), dt, shape};
       t.bytes.assign(in[i].begin() + static_cast<long>(p * per * es),
                      in[i].begin() + static_cast<long>((p * per + cnt) * es));
       td.push_back(std::move(t));
@@ -275,6 +282,18 @@ void write_bench_pool(const fs::path& dir, const std::vector<std::vector<std::by
   KS_CHECK(f != nullptr, "write the bench recipe");
   std::fputs(y.c_str(), f);
   std::fclose(f);
+}
+
+// The merged tensors' bytes (rank 0), in the bench pool's order.
+std::vector<std::byte> merged_bytes(const fs::path& folder) {
+  const HfCheckpoint merged = HfCheckpoint::open(folder);
+  std::vector<std::byte> got;
+  for (size_t p = 0; p < kFileParts; ++p) {
+    const auto& t = merged.info(fmt::format("model.layers.{}.mlp.weight", p));
+    const auto b = merged.file_of(t.name).bytes(t);
+    got.insert(got.end(), b.begin(), b.end());
+  }
+  return got;
 }
 
 struct FileMerge {
@@ -303,17 +322,125 @@ FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
     if (r > 0) fm.seconds = std::min(fm.seconds, steady_seconds() - t0);
   }
-  if (rank == 0) {
-    const HfCheckpoint merged = HfCheckpoint::open(mo.out_dir);
-    std::vector<std::byte> got;
-    for (size_t p = 0; p < kFileParts; ++p) {
-      const auto& t = merged.info(fmt::format("model.layers.{}.mlp.weight", p));
-      const auto b = merged.file_of(t.name).bytes(t);
-      got.insert(got.end(), b.begin(), b.end());
-    }
-    check_same(out, got, es, "the fused kernel", "the file-to-file merge");
-  }
+  if (rank == 0)
+    check_same(out, merged_bytes(mo.out_dir), es, "the fused kernel", "the file-to-file merge");
   return fm;
+}
+
+// 6. Each merge method (--methods) file to file over the same pool: ckpt0 is
+// the base of the methods that need one, the others its models (slerp,
+// nearswap: the first; nuslerp: ckpt0 and ckpt1 without a base;
+// passthrough: ckpt0 alone; linear, multislerp, karcher: all of them), with
+// parameters that make the sparsifying ones do their work (density 0.5,
+// select_topk 0.5). Timed as the linear merge (best of `repeat` after a
+// warm-up run); bytes are what the engine read and wrote.
+struct MethodMerge {
+  std::string method;
+  size_t inputs = 0;
+  double seconds = 1e300;
+  MergeReport report;
+};
+
+std::vector<std::string> methods_to_measure(const std::string& list, size_t N) {
+  const std::vector<std::string> every = {
+      "linear", "task_arithmetic", "ties",        "dare_linear",      "dare_ties",  "model_stock",
+      "slerp",  "nearswap",        "breadcrumbs", "breadcrumbs_ties", "della",      "della_linear",
+      "sce",    "nuslerp",         "multislerp",  "karcher",          "passthrough"};
+  std::vector<std::string> out;
+  if (list.empty()) return out;
+  if (list == "all") {
+    out = every;
+  } else {
+    for (size_t at = 0; at <= list.size();) {
+      const size_t comma = std::min(list.find(',', at), list.size());
+      std::string m = list.substr(at, comma - at);
+      if (std::find(every.begin(), every.end(), m) == every.end())
+        throw_input("bench merge: --methods {}: unknown merge method '{}' (known: all, {})", list,
+                    m, fmt::join(every, ", "));
+      if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(std::move(m));
+      at = comma + 1;
+    }
+  }
+  // model_stock needs two models besides the base.
+  if (N < 3) std::erase(out, std::string("model_stock"));
+  if (N < 2)
+    std::erase_if(out, [](const std::string& m) {
+      return m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher";
+    });
+  return out;
+}
+
+std::string method_recipe(const std::string& m, size_t N) {
+  const bool base =
+      m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher" && m != "nuslerp";
+  size_t first = base ? 1 : 0, last = N;  // models ckpt[first, last)
+  if (m == "slerp" || m == "nearswap") last = 2;
+  if (m == "nuslerp") last = first + 2;
+  if (m == "passthrough") last = 1;
+  std::string y = fmt::format("merge_method: {}\n", m);
+  if (base) y += "base_model: ckpt0\n";
+  if (m == "slerp") y += "parameters: {t: 0.5}\n";
+  if (m == "nearswap") y += "parameters: {t: 0.001}\n";
+  if (m == "sce") y += "parameters: {select_topk: 0.5}\n";
+  const bool weighted = m != "model_stock" && m != "slerp" && m != "nearswap" && m != "sce" &&
+                        m != "karcher" && m != "passthrough";
+  const bool density = m == "ties" || m == "dare_linear" || m == "dare_ties" ||
+                       m.rfind("breadcrumbs", 0) == 0 || m.rfind("della", 0) == 0;
+  y += "models:\n";
+  for (size_t i = first; i < last; ++i) {
+    y += fmt::format("  - model: ckpt{}\n", i);
+    if (weighted || density)
+      y += fmt::format("    parameters: {{{}{}}}\n", weighted ? "weight: 1.0" : "",
+                       density ? ", density: 0.5" : "");
+  }
+  return y;
+}
+
+// Verification: every run of a method writes the same bytes (the first,
+// untimed, run is the reference); linear equals the fused kernel's `out` and
+// passthrough the first input. The methods' values themselves are held to
+// independent references by the tests (test/e2e/merge_*_ref.py).
+MethodMerge time_method_merge(const fs::path& dir, const std::string& method, size_t N,
+                              const std::vector<std::byte>& out, size_t es, int repeat) {
+  const int rank = world_rank();
+  const fs::path file = dir / fmt::format("recipe-{}.yaml", method);
+  if (rank == 0) {
+    FILE* f = std::fopen(file.c_str(), "w");
+    KS_CHECK(f != nullptr, "write a bench recipe");
+    std::fputs(method_recipe(method, N).c_str(), f);
+    std::fclose(f);
+  }
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  const Recipe recipe = parse_recipe_file(file);
+  MergeOptions mo;
+  mo.out_dir = dir / fmt::format("out-{}", method);
+  mo.progress = false;
+  MethodMerge mm;
+  mm.method = method;
+  mm.inputs = recipe.models.size() + (recipe.base_model ? 1 : 0);
+  std::vector<std::byte> first;
+  for (int r = 0; r < repeat + 1; ++r) {
+    if (rank == 0) fs::remove_all(mo.out_dir);
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    const double t0 = steady_seconds();
+    mm.report = run_merge(recipe, mo, MPI_COMM_WORLD);
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    if (r > 0) mm.seconds = std::min(mm.seconds, steady_seconds() - t0);
+    if (rank != 0) continue;
+    auto got = merged_bytes(mo.out_dir);
+    if (r == 0)
+      first = std::move(got);
+    else
+      check_same(first, got, es, fmt::format("{} (run 1)", method),
+                 fmt::format("{} (run {})", method, r + 1));
+  }
+  if (rank == 0) {
+    if (method == "linear") check_same(out, first, es, "the fused kernel", "linear");
+    if (method == "passthrough")
+      check_same(merged_bytes(dir / "ckpt0"), first, es, "the first input", "passthrough");
+    fs::remove_all(mo.out_dir);
+  }
+  return mm;
 }
 
 struct PageCacheSeconds {
@@ -372,7 +499,8 @@ struct KernelCopies {
 };
 
 void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& fm,
-                   const fs::path& dir, const KernelCopies& kc) {
+                   const fs::path& dir, const KernelCopies& kc,
+                   const std::vector<MethodMerge>& methods) {
   const int threads = omp_get_max_threads();
   const std::string cpu = cpu_model();
   std::printf("bench merge: %zu checkpoints x %zu MiB %s, %d thread(s), %d rank(s)\n",
@@ -397,6 +525,15 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
         "  file ceiling          %8.2f GB/s  (kernel + page cache, no overlap; file merge at "
         "%.2f of it)\n",
         f.ceiling, f.file / f.ceiling);
+  auto method_gbps = [](const MethodMerge& m) {
+    return static_cast<double>(m.report.bytes_read + m.report.bytes_written) / m.seconds / 1e9;
+  };
+  if (!methods.empty())
+    std::printf(
+        "  file to file by method (GB/s read + written; ratio to the triad; runs agree):\n");
+  for (const auto& m : methods)
+    std::printf("    %-17s %2zu inputs %8.2f GB/s  (%.2f of triad; %.3f s)\n", m.method.c_str(),
+                m.inputs, method_gbps(m), method_gbps(m) / f.stream, m.seconds);
   if (a.json) {
     auto round3 = [](double v) { return std::round(v * 1000.0) / 1000.0; };
     nlohmann::ordered_json j;
@@ -425,6 +562,14 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     j["map_first_touch_gbps"] = round3(f.map);
     j["file_ceiling_gbps"] =
         world_size() == 1 ? nlohmann::ordered_json(round3(f.ceiling)) : nullptr;
+    nlohmann::ordered_json ms = nlohmann::ordered_json::array();
+    for (const auto& m : methods)
+      ms.push_back({{"method", m.method},
+                    {"inputs", m.inputs},
+                    {"gbps", round3(method_gbps(m))},
+                    {"ratio", round3(method_gbps(m) / f.stream)},
+                    {"seconds", round3(m.seconds)}});
+    j["methods"] = ms;
     std::printf("%s\n", j.dump().c_str());
   }
 }
@@ -432,6 +577,7 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
 int run_bench(const BenchArgs& a) {
   const DType dt = parse_bench_dtype(a.dtype);
   check_args(a);
+  (void)methods_to_measure(a.methods, a.checkpoints);  // a bad --methods fails before any work
   const size_t N = a.checkpoints;
   const size_t es = dtype_size(dt);
   const size_t n = a.mib * (size_t{1} << 20) / es;  // values per input
@@ -460,11 +606,14 @@ int run_bench(const BenchArgs& a) {
   in.shrink_to_fit();
   const FileMerge fm = time_file_merge(dir, out, es, a.repeat);
   const PageCacheSeconds pc = time_page_cache(dir, out, es, a.repeat);
+  std::vector<MethodMerge> methods;
+  for (const auto& m : methods_to_measure(a.methods, N))
+    methods.push_back(time_method_merge(dir, m, N, out, es, a.repeat));
   const MergeFigures f = figures_of(triad, mem, default_k, fm, pc, N, n * es);
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
   if (world_rank() == 0 && a.dir.empty()) fs::remove_all(dir);
 
-  if (world_rank() == 0) print_figures(a, f, fm, dir, kc);
+  if (world_rank() == 0) print_figures(a, f, fm, dir, kc, methods);
   return 0;
 }
 
@@ -482,6 +631,9 @@ BenchRegistration merge_bench{
        sub.add_option("--isa", a->isa,
                       "Copies of the CPU kernels to measure side by side: all, or names "
                       "separated by commas (default: the copy that runs)");
+       sub.add_option("--methods", a->methods,
+                      "Also merge the pool file to file with these merge methods: all, or "
+                      "names separated by commas");
        sub.add_flag("--json", a->json, "Print a JSON object as the last line");
        return std::function<int()>([a] { return run_bench(*a); });
      }}};

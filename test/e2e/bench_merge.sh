@@ -4,7 +4,8 @@
 # naive, file merge vs kernel: a mismatch exits non-zero), and its --json line
 # carries the documented keys: the CPU model (as lscpu names it), each copy
 # measured (--isa all: every copy this CPU runs), the copy that runs and how
-# it was chosen (timed: the faster of the two it reports). Timings are not
+# it was chosen (timed: the faster of the two it reports), and with --methods
+# each merge method's file-to-file run (verified by the bench). Timings are not
 # checked otherwise: benchmarks measure, tests do not.
 set -euo pipefail
 : "${KINTSUGI:?}" "${MPIEXEC:?}"
@@ -74,8 +75,37 @@ got=$(python3 -c 'import json, sys; print(",".join(k["isa"] for k in json.loads(
 grep -q "fused kernel \[generic\]" "$work/out0.txt" || { echo "no generic line in the table" >&2; exit 1; }
 
 "$MPIEXEC" --bind-to none -np 2 -x OMP_NUM_THREADS=1 "$KINTSUGI" bench merge --checkpoints 3 --mib 1 \
-  --dtype fp16 --repeat 1 --dir "$work/b2" --json >"$work/out2.txt"
+  --dtype fp16 --repeat 1 --dir "$work/b2" --json --methods linear,ties,della,nuslerp,passthrough \
+  >"$work/out2.txt"
 check_json "$work/out2.txt" 2
+
+# --methods all: every method merged file to file (each run's bytes equal,
+# linear's the kernel's, passthrough's its input), one JSON entry each.
+"$KINTSUGI" bench merge --checkpoints 3 --mib 1 --repeat 1 --methods all --dir "$work/b7" --json \
+  >"$work/out7.txt"
+python3 - "$work/out7.txt" "$work/out2.txt" <<'PY'
+import json, sys
+every = ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
+         "nearswap", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nuslerp",
+         "multislerp", "karcher", "passthrough"]
+for path, want in ((sys.argv[1], every), (sys.argv[2], ["linear", "ties", "della", "nuslerp", "passthrough"])):
+    d = json.loads(open(path).read().splitlines()[-1])
+    ms = d["methods"]
+    assert [m["method"] for m in ms] == want, (path, ms)
+    for m in ms:
+        assert m["gbps"] > 0 and abs(m["ratio"] - m["gbps"] / d["stream_gbps"]) < 2e-3, m
+    inputs = {m["method"]: m["inputs"] for m in ms}
+    assert inputs["passthrough"] == 1 and inputs["nuslerp"] == 2 and inputs["linear"] == 3, inputs
+print("ok: --methods", len(every), "methods")
+PY
+set +e
+"$KINTSUGI" bench merge --checkpoints 2 --mib 1 --repeat 1 --methods linear,frankenmerge \
+  --dir "$work/b8" 2>"$work/err8.txt" >/dev/null
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || { echo "--methods frankenmerge: exit $rc, expected 2" >&2; exit 1; }
+grep -q "unknown merge method 'frankenmerge'" "$work/err8.txt" || { echo "--methods: unclear message" >&2; cat "$work/err8.txt" >&2; exit 1; }
+[[ ! -e "$work/b8" ]] || { echo "--methods frankenmerge: wrote $work/b8" >&2; exit 1; }
 
 # Bad input: exit 2 with a message, nothing written.
 set +e
