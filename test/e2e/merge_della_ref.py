@@ -23,26 +23,11 @@ check WORK:    every case's WORK/out-CASE-1 against the reference (fp32 bit for
 import json, math, os, random, struct, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from merge_pool import write_safetensors, read_safetensors  # noqa: E402
+from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
+                        from_bf16, rounder, ulps_bf16, write_typed as write_st,
+                        read_values_folder as read_folder)
 
 SEED = 7  # kintsugi merge --seed
-
-def f32(x):
-    return struct.unpack('<f', struct.pack('<f', x))[0]
-
-def f32_bits(x):
-    return struct.unpack('<I', struct.pack('<f', x))[0]
-
-def bf16_bits(x):
-    u = f32_bits(x)
-    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-def from_bf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
-
-def rounder(dtype):
-    return (lambda x: from_bf16(bf16_bits(x))) if dtype == 'BF16' else f32
 
 # ---- the counter-based generator (Philox4x32-10, Random123's constants) ----
 M32 = 0xFFFFFFFF
@@ -83,28 +68,6 @@ SHAPES = [('model.embed_tokens.weight', [24, 50]),
           ('model.layers.1.self_attn.q_proj.weight', [700]),
           ('model.layers.1.mlp.down_proj.weight', [5, 1]),     # rows of one element
           ('lm_head.weight', [2, 513])]
-
-def write_st(path, dtype, tensors):
-    def raw(vals):
-        if dtype == 'BF16':
-            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
-        return struct.pack('<%df' % len(vals), *vals)
-    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
-                      {'format': 'pt'})
-
-def read_folder(d):
-    vals, dts = {}, {}
-    for f in sorted(os.listdir(d)):
-        if not f.endswith('.safetensors'): continue
-        for k, (dtype, b) in read_safetensors(os.path.join(d, f))[1].items():
-            if dtype == 'BF16':
-                vals[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
-            elif dtype == 'F32':
-                vals[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
-            else:
-                sys.exit('unexpected dtype ' + dtype)
-            dts[k] = dtype
-    return vals, dts
 
 def make_pool(d, dtype):
     """base, m1..m3. In the embedding the deltas are small multiples of 1/64
@@ -293,12 +256,6 @@ def sce(base, xs, topk):
         div = max(div, f32(1e-6))
         out.append(f32(base[j] + f32(m / div)))
     return out
-
-def ulps_bf16(got, ref):
-    def ordered(x):
-        u = f32_bits(x) >> 16
-        return -(u & 0x7FFF) if u & 0x8000 else u
-    return abs(ordered(got) - ordered(ref))
 
 def shapes():
     return dict(SHAPES)

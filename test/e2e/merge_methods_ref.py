@@ -26,58 +26,15 @@ check WORK CASE OUT: compares the merged folder OUT with the reference
 import json, math, os, random, struct, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from merge_pool import write_safetensors, read_safetensors  # noqa: E402
-
-def f32(x):
-    return struct.unpack('<f', struct.pack('<f', x))[0]
-
-def bf16_bits(x):
-    u = struct.unpack('<I', struct.pack('<f', x))[0]
-    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-def from_bf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
-
-def f32_bits(x):
-    return struct.unpack('<I', struct.pack('<f', x))[0]
+from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
+                        from_bf16, rounder, ulps_bf16, write_typed as write_st,
+                        read_values_folder as read_folder)
 
 SHAPES = [('model.embed_tokens.weight', [40, 50]),
           ('model.layers.0.mlp.up_proj.weight', [300, 7]),
           ('model.layers.0.input_layernorm.weight', [37]),  # gamma * 37 < 1: n_top == 0
           ('model.layers.1.self_attn.q_proj.weight', [1000]),
           ('lm_head.weight', [2, 513])]
-
-def write_st(path, dtype, tensors):
-    def raw(vals):
-        if dtype == 'BF16':
-            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
-        return struct.pack('<%df' % len(vals), *vals)
-    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
-                      {'format': 'pt'})
-
-def read_st(path):
-    """{name: list of fp32 values} (bf16 widened exactly)."""
-    out, dtypes = {}, {}
-    for k, (dtype, b) in read_safetensors(path)[1].items():
-        if dtype == 'BF16':
-            out[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
-        elif dtype == 'F32':
-            out[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
-        else:
-            sys.exit('unexpected dtype ' + dtype)
-        dtypes[k] = dtype
-    return out, dtypes
-
-def read_folder(d):
-    vals, dts = {}, {}
-    for f in sorted(os.listdir(d)):
-        if f.endswith('.safetensors'):
-            v, t = read_st(os.path.join(d, f)); vals.update(v); dts.update(t)
-    return vals, dts
-
-def rounder(dtype):
-    return (lambda x: from_bf16(bf16_bits(x))) if dtype == 'BF16' else f32
 
 def make_pool(d, dtype):
     """base, m1..m3 whose deltas to the base have pairwise distinct magnitudes
@@ -466,13 +423,6 @@ def sphere_recipe(case, pool):
             for k, v in params.items()))
     # Half the cases write fp32 from the bf16 pool: the fp32 sums compared bit for bit.
     return '\n'.join(lines) + '\n' + ('out_dtype: float32\n' if len(case) % 2 else '')
-
-def ulps_bf16(got, ref):
-    """Distance in bf16 steps between two bf16-representable values."""
-    def ordered(x):
-        u = f32_bits(x) >> 16
-        return -(u & 0x7FFF) if u & 0x8000 else u
-    return abs(ordered(got) - ordered(ref))
 
 def check(work, case, out):
     pool = 'f32' if case.endswith('@f32') else 'bf16'

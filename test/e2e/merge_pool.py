@@ -9,13 +9,6 @@ meta OUT: prints the __metadata__ of every .safetensors file in OUT as JSON.
 """
 import json, math, os, random, struct, sys
 
-def bf16(x):
-    u = struct.unpack('<I', struct.pack('<f', x))[0]
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-def unbf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
-
 def write_safetensors(path, entries, meta=None):
     """A safetensors file, written by hand from the format's definition:
     entries are (name, dtype, shape, raw little-endian bytes), in file order
@@ -42,6 +35,60 @@ def read_safetensors(path):
         b, e = v['data_offsets']
         out[k] = (v['dtype'], data[b:e])
     return header.get('__metadata__', {}), out
+
+# fp32 and bf16 as the references emulate them (shared by merge_*_ref.py).
+def f32(x):
+    """x rounded to fp32 (round to nearest even)."""
+    return struct.unpack('<f', struct.pack('<f', x))[0]
+
+def f32_bits(x):
+    return struct.unpack('<I', struct.pack('<f', x))[0]
+
+def bf16_bits(x):
+    """fp32 x rounded to bf16 bits (nearest even; NaN -> the canonical quiet NaN)."""
+    u = f32_bits(x)
+    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+def from_bf16(h):
+    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
+
+def rounder(dtype):
+    """Rounding of an fp32 value to a tensor dtype ('BF16' or 'F32')."""
+    return (lambda x: from_bf16(bf16_bits(x))) if dtype == 'BF16' else f32
+
+def ulps_bf16(got, ref):
+    """Distance in bf16 steps between two bf16-representable values."""
+    def ordered(x):
+        u = f32_bits(x) >> 16
+        return -(u & 0x7FFF) if u & 0x8000 else u
+    return abs(ordered(got) - ordered(ref))
+
+bf16, unbf16 = bf16_bits, from_bf16  # the names this module's own pool uses
+
+def write_typed(path, dtype, tensors, meta=None):
+    """tensors: (name, shape, fp32 values), stored as dtype 'BF16' or 'F32'."""
+    def raw(vals):
+        if dtype == 'BF16':
+            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
+        return struct.pack('<%df' % len(vals), *vals)
+    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
+                      meta if meta is not None else {'format': 'pt'})
+
+def read_values_folder(d):
+    """({name: fp32 values (bf16 widened exactly)}, {name: dtype}) over d's .safetensors files."""
+    vals, dts = {}, {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith('.safetensors'): continue
+        for k, (dtype, b) in read_safetensors(os.path.join(d, f))[1].items():
+            if dtype == 'BF16':
+                vals[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
+            elif dtype == 'F32':
+                vals[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
+            else:
+                sys.exit('unexpected dtype ' + dtype)
+            dts[k] = dtype
+    return vals, dts
 
 def write_st(path, tensors, meta=None):
     write_safetensors(path, [(name, 'BF16', shape, struct.pack('<%dH' % len(vals), *vals))

@@ -31,21 +31,8 @@ compare-layers WORK CASE OUT: OUT's layer K (and its non-layer tensors) against 
 import json, math, os, random, struct, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from merge_pool import write_safetensors, read_safetensors  # noqa: E402
-
-def f32(x):
-    return struct.unpack('<f', struct.pack('<f', x))[0]
-
-def bf16_bits(x):
-    u = struct.unpack('<I', struct.pack('<f', x))[0]
-    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-def from_bf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
-
-def f32_bits(x):
-    return struct.unpack('<I', struct.pack('<f', x))[0]
+from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
+                        from_bf16)
 
 LAYER = [('self_attn.q_proj.weight', [16, 24]),
          ('mlp.up_proj.weight', [40, 16]),
