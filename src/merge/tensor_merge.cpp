@@ -471,6 +471,32 @@ double ExactSum::value() const {
 
 namespace {
 
+// The fused kernel's pass over `chunks` of this rank's range: per chunk c,
+// `a` gets the inputs (and the base, when there is one) advanced to c.begin,
+// first_index, out and n; `run(a, c)` sets anything else the chunk needs
+// and calls the kernel; the sink receives the chunk's output bytes.
+template <typename Args, typename Run>
+void fused_chunks(Args& a, std::span<const void* const> inputs, const void* base, DType in_dtype,
+                  std::span<const ElementRange> chunks, DType out_dtype, const ChunkSink& sink,
+                  Run&& run) {
+  const size_t isz = elem_size(in_dtype), osz = elem_size(out_dtype);
+  uint64_t cap = 0;
+  for (const auto& c : chunks) cap = std::max(cap, c.size());
+  std::vector<std::byte> out(cap * osz);
+  std::vector<const void*> ptrs(inputs.size());
+  for (const auto& c : chunks) {
+    for (size_t i = 0; i < inputs.size(); ++i)
+      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
+    a.inputs = ptrs;
+    a.base = base == nullptr ? nullptr : static_cast<const char*>(base) + c.begin * isz;
+    a.first_index = c.begin;
+    a.out = out.data();
+    a.n = c.size();
+    run(a, c);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+}
+
 // mergekit's della / della_linear (della_magprune): per task vector, each
 // entry kept with a probability from density - epsilon (smallest |delta| of
 // its row) to density + epsilon (largest), survivors rescaled so that the
@@ -563,23 +589,12 @@ MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, Elem
   a.ranked_low = low;
   a.ranked_eps = eps;
   a.ranked_scale = scale;
-  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
-  std::vector<std::byte> out(cap * osz);
-  std::vector<const void*> ptrs(N);
-  for (const auto& c : chunks) {
-    for (size_t i = 0; i < N; ++i) {
-      ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
-      fill_ranks(c, i);
-    }
-    a.inputs = ptrs;
-    a.base = static_cast<const char*>(s.base) + c.begin * isz;
-    a.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
-    fused_task_merge(a);
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  }
+  fused_chunks(a, s.models, s.base, s.dtype, chunks, out_dtype, sink,
+               [&](TaskMergeArgs& args, ElementRange c) {
+                 for (size_t i = 0; i < N; ++i) fill_ranks(c, i);
+                 args.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
+                 fused_task_merge(args);
+               });
   return stats;
 }
 
@@ -650,19 +665,8 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
                                                        : ops::div(w[i], wsum);
   stats.sce_weights = w;
   a.weights = w;
-  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
-  std::vector<std::byte> out(cap * osz);
-  std::vector<const void*> ptrs(N);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    for (size_t i = 0; i < N; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
-    a.inputs = ptrs;
-    a.base = static_cast<const char*>(s.base) + c.begin * isz;
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
-    fused_sce_merge(a);
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  }
+  fused_chunks(a, s.models, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
+               [](SceMergeArgs& args, ElementRange) { fused_sce_merge(args); });
   return stats;
 }
 
@@ -808,24 +812,12 @@ void combine_chunks(const TensorSources& s, std::span<const void* const> inputs,
                         sink);
     return;
   }
-  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
-  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
-  std::vector<const void*> ptrs(inputs.size());
   TaskMergeArgs a;
   a.in_dtype = s.dtype;
   a.out_dtype = out_dtype;
   a.weights = w;  // no sparsification, no normalization, lambda 1
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
-    a.inputs = ptrs;
-    a.base = static_cast<const char*>(base) + c.begin * isz;
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
-    fused_task_merge(a);
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  }
+  fused_chunks(a, inputs, base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
+               [](TaskMergeArgs& args, ElementRange) { fused_task_merge(args); });
 }
 
 // The two vectors of nuslerp over elements [c.begin, c.end): the models, or
@@ -890,7 +882,6 @@ void merge_nuslerp(const TensorSources& s, const TensorMethod& m, ElementRange r
                         : static_cast<uint64_t>(s.shape.back());
   }
   const bool whole = by_column ? segment == 1 : segment == numel;
-  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
   if (whole) {
     NuslerpReader r(s, std::min<uint64_t>(chunk_elems, std::max<uint64_t>(range.size(), 1)));
     const auto gram =
@@ -905,8 +896,6 @@ void merge_nuslerp(const TensorSources& s, const TensorMethod& m, ElementRange r
   }
   // Per vector: weights table for the kernel, two per vector.
   std::vector<float> table;
-  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
-  std::vector<const void*> ptrs(2);
   VectorMergeArgs a;
   a.in_dtype = s.dtype;
   a.out_dtype = out_dtype;
@@ -971,29 +960,25 @@ void merge_nuslerp(const TensorSources& s, const TensorMethod& m, ElementRange r
   if (!by_column) rr.emplace(s, std::min(chunk_elems, segment));
   uint64_t cached_row = std::numeric_limits<uint64_t>::max();
   std::array<double, 3> cached{};
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    if (!by_column) {
-      const uint64_t r0 = c.begin / segment, r1 = (c.end - 1) / segment;
-      table.assign(2 * (r1 - r0 + 1), 0.0f);
-      for (uint64_t row = r0; row <= r1; ++row) {
-        if (row != cached_row) {
-          cached = row_gram(*rr, {row * segment, std::min(numel, (row + 1) * segment)}, bad);
-          cached_row = row;
+  const std::vector<const void*> two(s.models.begin(), s.models.begin() + 2);
+  fused_chunks(
+      a, two, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
+      [&](VectorMergeArgs& args, ElementRange c) {
+        if (!by_column) {
+          const uint64_t r0 = c.begin / segment, r1 = (c.end - 1) / segment;
+          table.assign(2 * (r1 - r0 + 1), 0.0f);
+          for (uint64_t row = r0; row <= r1; ++row) {
+            if (row != cached_row) {
+              cached = row_gram(*rr, {row * segment, std::min(numel, (row + 1) * segment)}, bad);
+              cached_row = row;
+            }
+            put(row - r0, cached);
+          }
+          args.first_vector = r0;
+          args.weights = table;
         }
-        put(row - r0, cached);
-      }
-      a.first_vector = r0;
-      a.weights = table;
-    }
-    for (size_t i = 0; i < 2; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
-    a.inputs = ptrs;
-    a.base = s.base == nullptr ? nullptr : static_cast<const char*>(s.base) + c.begin * isz;
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
-    fused_vector_merge(a);
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  }
+        fused_vector_merge(args);
+      });
   if (!by_column) {
     // A non-finite value fails the merge on every rank (it was found by the
     // ranks whose rows hold it).
@@ -1209,19 +1194,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     a.density = dens_f;
     a.seed_key = dare_seed_key(m.seed, s.name);
   }
-  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
-  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
-  std::vector<const void*> ptrs(N);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
-    for (size_t i = 0; i < N; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
-    a.inputs = ptrs;
-    a.base = static_cast<const char*>(s.base) + c.begin * isz;
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
-    fused_task_merge(a);
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  }
+  fused_chunks(a, s.models, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
+               [](TaskMergeArgs& args, ElementRange) { fused_task_merge(args); });
   return stats;
 }
 
