@@ -22,3 +22,7 @@ kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_
 kintsugi_cli_test(NAME merge_bounded_memory SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_bounded_memory.sh LABELS merge)
 # Differing vocabularies (tokenizer_source / tokenizer:) against a Python reference of mergekit's rules.
 kintsugi_cli_test(NAME merge_vocab SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_vocab.sh LABELS merge)
+# mergekit's own examples/ (test/data/mergekit_examples) against stand-in checkpoints of
+# each model's layout: those kintsugi runs checked against a Python reference, the
+# others refused with one line naming the part.
+kintsugi_cli_test(NAME merge_mergekit_examples SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_mergekit_examples.sh LABELS merge)

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <set>
+#include <vector>
 
 #include "kintsugi/common/error.hpp"
 
@@ -60,12 +61,21 @@ std::errc parse_whole(const std::string& s, T& v) {
 }  // namespace
 
 YAML::Node parse_yaml(const std::string& text, const std::string& origin) {
+  std::vector<YAML::Node> docs;
   try {
-    return YAML::Load(text);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     throw_input("{}:{}:{}: YAML syntax error: {}", origin, e.mark.line + 1, e.mark.column + 1,
                 e.msg);
   }
+  // YAML::Load would return the first document and drop the rest unread.
+  for (size_t i = 1; i < docs.size(); ++i)
+    if (!docs[i].IsNull())
+      throw_input(
+          "{}:{}: a second YAML document (after ---): a file holds one document (multi-document "
+          "files, such as mergekit-mega's, are not supported)",
+          origin, node_line(docs[i], 1));
+  return docs.empty() ? YAML::Node() : docs[0];
 }
 
 YamlField::YamlField(std::string origin, YAML::Node node, std::string path, int fallback_line,

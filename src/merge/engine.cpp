@@ -25,6 +25,7 @@
 #include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
 #include "kintsugi/pool/flat_plan.hpp"
+#include "kintsugi/pool/model_config.hpp"
 #include "kintsugi/pool/pool.hpp"
 #include "kintsugi/pool/vocab.hpp"
 
@@ -229,6 +230,46 @@ int64_t num_layers_of(const HfCheckpoint& ref) {
   return n;
 }
 
+// Where the recipe needs to know which tensors are layers, as "file:line:
+// what" for messages: slices, or a gradient (evaluated at the layer index).
+std::optional<std::string> layer_mapping_use(const Recipe& r) {
+  if (!r.slices.empty()) return r.slices[0].where + ": slices";
+  std::vector<const std::map<std::string, ParamValue>*> levels{&r.params};
+  for (const auto& m : r.models) levels.push_back(&m.params);
+  for (const auto* ps : levels)
+    for (const auto& [k, pv] : *ps)
+      for (const auto& e : pv.entries)
+        if (e.values.size() > 1) return fmt::format("{}: the gradient of {}", pv.where, k);
+  return std::nullopt;
+}
+
+// Slices and gradients over a checkpoint whose layers kintsugi cannot name
+// (GPT-2's h.N, BERT's encoder.layer.N, an encoder-decoder's two stacks, a
+// VLM's vision tower) would silently treat its layers as other tensors:
+// refused, naming the checkpoint and its architecture. A checkpoint without
+// config.json's architectures passes when it has model.layers.N tensors.
+void check_layer_layout(const HfCheckpoint& c, const std::string& use) {
+  const auto& cfg = c.config();
+  if (cfg.is_object() && cfg.contains("architectures") && cfg["architectures"].is_array() &&
+      !cfg["architectures"].empty()) {
+    for (const auto& a : cfg["architectures"]) {
+      const std::string arch = a.is_string() ? a.get<std::string>() : a.dump();
+      if (!is_supported_architecture(arch))
+        throw_input(
+            "{} over layers: {} is {} (config.json architectures), whose layers kintsugi does "
+            "not map (it maps model.layers.N of {})",
+            use, c.path().string(), arch, supported_architectures_text());
+    }
+    return;
+  }
+  for (const auto& n : c.tensor_names())
+    if (layer_index(n)) return;
+  throw_input(
+      "{} over layers: {} has no architectures in a config.json and no tensor named "
+      "model.layers.N.*: its layers are unknown",
+      use, c.path().string());
+}
+
 // The recipe's checkpoints, each opened once.
 struct MergeInputs {
   std::deque<HfCheckpoint> opened;  // stable addresses
@@ -285,16 +326,19 @@ VocabSpec vocab_spec(const RecipeVocab& v, std::span<const HfCheckpoint* const> 
 
 MergeInputs open_inputs(const Recipe& r) {
   MergeInputs in;
+  const std::optional<std::string> layer_use = layer_mapping_use(r);
   if (!r.slices.empty()) {
     // base_model gives the config (mergekit's donor) even where the method
     // does not merge against it; else the first slice's first source.
     in.donor = r.base_model ? &in.open(*r.base_model) : &in.open(r.slices[0].sources[0].path);
+    check_layer_layout(*in.donor, *layer_use);
     for (const auto& sl : r.slices) {
       auto& ckpts = in.slice_ckpts.emplace_back();
       auto& base = in.slice_base.emplace_back();
       for (size_t i = 0; i < sl.sources.size(); ++i) {
         const RecipeModel& src = sl.sources[i];
         ckpts.push_back(&in.open(src.path));
+        check_layer_layout(*ckpts.back(), *layer_use);
         const int64_t n = num_layers_of(*ckpts.back());
         if (src.layers->end > n)
           throw_input("{}: layer_range [{}, {}) is outside the {} layers of {}", src.layers->where,
@@ -321,6 +365,8 @@ MergeInputs open_inputs(const Recipe& r) {
   std::vector<const HfCheckpoint*> all;
   if (in.base) all.push_back(in.base);
   for (const auto* c : in.ckpts) all.push_back(c);
+  if (layer_use)
+    for (const auto* c : all) check_layer_layout(*c, *layer_use);
   in.donor = in.base ? in.base : in.ckpts[0];
   if (!r.vocab) {
     check_pool_compatible(all);

@@ -72,6 +72,55 @@ std::string where(const YamlField& f) {
   return fmt::format("{}:{}", f.origin(), f.line());
 }
 
+// Keys of mergekit's files that kintsugi knows of and does not support, with
+// what they are: refused by name, not as an unknown key. `map` is checked
+// only when it is a map (as_map names any other problem).
+void refuse_unsupported_keys(
+    const YamlField& map, const std::vector<std::pair<std::string_view, std::string_view>>& keys) {
+  if (!map.node().IsMap()) return;
+  for (auto it = map.node().begin(); it != map.node().end(); ++it) {
+    if (!it->first.IsScalar()) continue;
+    for (const auto& [key, why] : keys)
+      if (it->first.Scalar() == key) {
+        const int line = it->first.Mark().line >= 0 ? it->first.Mark().line + 1 : map.line();
+        const std::string path =
+            map.path().empty() ? std::string(key) : map.path() + "." + std::string(key);
+        throw_input("{}:{}: {}: {}", map.origin(), line, path, why);
+      }
+  }
+}
+
+void refuse_unsupported_top_keys(const YamlField& root) {
+  constexpr std::string_view evolve =
+      "a mergekit-evolve configuration, not a merge recipe: not supported (kintsugi optimize "
+      "searches merge weights from its own job file)";
+  refuse_unsupported_keys(
+      root,
+      {{"modules",
+        "mergekit's per-module merges (modules:, for multimodal models) are not supported"},
+       {"metric_method",
+        "a mergekit metrics recipe (metric_method), not a merge: not supported (a merge recipe "
+        "names merge_method)"},
+       {"genome", evolve},
+       {"tasks", evolve},
+       {"align_weights",
+        "aligning the models' weights before merging (align_weights) is not supported"}});
+}
+
+void refuse_unsupported_model_keys(const YamlField& entry) {
+  refuse_unsupported_keys(entry,
+                          {{"lora",
+                            "LoRA adapters (lora:) are not supported: merge the adapter into its "
+                            "model first"}});
+}
+
+// The value of merge_method, one of kintsugi's methods.
+std::string method_name(const YamlField& f) {
+  return f.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock",
+                    "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough", "della",
+                    "della_linear", "sce", "nuslerp", "multislerp", "karcher"});
+}
+
 std::optional<MergeMethod> method_from(const std::string& s) {
   static const std::map<std::string, MergeMethod> m = {{"linear", M::Linear},
                                                        {"task_arithmetic", M::TaskArithmetic},
@@ -176,6 +225,7 @@ std::filesystem::path resolve(const std::filesystem::path& recipe, const std::st
 // An entry of `models`, or (slice_source) a source of a slice with its layer_range.
 RecipeModel parse_model(const YamlField& f, const std::filesystem::path& file, MergeMethod method,
                         bool slice_source) {
+  refuse_unsupported_model_keys(f);
   const YamlMap m = slice_source ? f.as_map({"model", "layer_range", "parameters"})
                                  : f.as_map({"model", "parameters"});
   RecipeModel rm;
@@ -374,6 +424,13 @@ std::optional<double> ParamValue::at(std::string_view tensor, double t) const {
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) {
   const std::string origin = file.string();
   const YamlField root(origin, parse_yaml(text, origin), "", 1);
+  // What the file is before which keys it may have: mergekit's other kinds of
+  // files and keys kintsugi does not support, then a method it does not have
+  // (whose own keys would otherwise be reported as unknown first).
+  refuse_unsupported_top_keys(root);
+  if (root.node().IsMap())
+    for (const auto& [k, v] : root.entries())
+      if (k == "merge_method") (void)method_name(v);
   const YamlMap top = root.as_map({"models", "slices", "base_model", "merge_method", "parameters",
                                    "dtype", "out_dtype", "tokenizer_source", "tokenizer"});
   Recipe r;
@@ -382,10 +439,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   r.sha256 = sha256_hex(text);
   // The method decides which parameters are valid: read it first.
   const YamlField method_field = top.require("merge_method");
-  const std::string mname = method_field.as_enum(
-      {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
-       "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough", "della", "della_linear", "sce",
-       "nuslerp", "multislerp", "karcher"});
+  const std::string mname = method_name(method_field);
   r.method = *method_from(mname);
   // Either models or slices (mergekit: exactly one of them).
   const std::optional<YamlField> slices = top.get("slices");

@@ -50,6 +50,21 @@ int64_t first_token_id(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
+bool is_supported_architecture(std::string_view architecture) {
+  for (auto a : kSupportedArchitectures)
+    if (a == architecture) return true;
+  return false;
+}
+
+std::string supported_architectures_text() {
+  std::string out;
+  for (auto a : kSupportedArchitectures) {
+    if (!out.empty()) out += ", ";
+    out += a;
+  }
+  return out;
+}
+
 ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& origin) try {
   if (!j.is_object()) throw_input("{}: not a JSON object (config.json expected)", origin);
   ModelConfig c;
@@ -58,13 +73,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
     throw_input("{}: 'architectures' must list exactly one architecture", origin);
   c.architecture = j["architectures"][0].get<std::string>();
   const bool llama = c.architecture == "LlamaForCausalLM";
-  const bool mistral = c.architecture == "MistralForCausalLM";
   const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
-  if (!llama && !mistral && !qwen2)
-    throw_input(
-        "{}: architecture '{}' is not supported by the built-in evaluator "
-        "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
-        origin, c.architecture);
+  if (!is_supported_architecture(c.architecture))
+    throw_input("{}: architecture '{}' is not supported by the built-in evaluator ({})", origin,
+                c.architecture, supported_architectures_text());
 
   c.vocab_size = get_int(j, origin, "vocab_size");
   c.hidden_size = get_int(j, origin, "hidden_size");

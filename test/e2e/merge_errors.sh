@@ -79,6 +79,9 @@ expect "bad.yaml:5: models[0].parameters.weight: unknown parameter for merge_met
 expect "bad.yaml:6: select_topk: -0.1 is outside [0, 1]" $'merge_method: sce\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {select_topk: -0.1}'
 expect "bad.yaml:1: merge_method: sce needs base_model" $'merge_method: sce\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 expect "sce needs at least one model besides the base" $'merge_method: sce\nbase_model: pool/base\nmodels:\n  - model: pool/base'
+# mergekit keys kintsugi does not support, by name (issue #19, mergekit's examples).
+expect "bad.yaml:5: modules: mergekit's per-module merges (modules:, for multimodal models) are not supported" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\nmodules:\n  text: {}'
+expect "bad.yaml:4: models[0].lora: LoRA adapters (lora:) are not supported" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    lora: pool/m2\n    parameters: {weight: 1}'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

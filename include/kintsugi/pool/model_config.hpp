@@ -4,11 +4,25 @@
 // built-in evaluator cannot run exactly (another architecture, an activation
 // other than SiLU, an unknown rope_scaling type, MLP biases, ...) is an
 // InputError naming the file and the option.
+#include <array>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 namespace kintsugi {
+
+// The architectures (config.json's `architectures`) kintsugi reads: decoders
+// whose layers are the tensors model.layers.N.* and whose other tensors are
+// the embeddings, the final norm and lm_head. The merge planner maps layers
+// (slices, gradients) only for these.
+inline constexpr std::array<std::string_view, 3> kSupportedArchitectures = {
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+
+bool is_supported_architecture(std::string_view architecture);
+
+// "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM", for messages.
+std::string supported_architectures_text();
 
 struct RopeScaling {
   enum class Kind { None, Linear, Llama3 };
