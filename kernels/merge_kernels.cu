@@ -67,6 +67,11 @@ struct Params {
   unsigned long long segment;
   unsigned long long first_vector;
   int by_column;
+  // ram / ramplus_tl: epsilon (in t), lam[] when plus
+  int plus;
+  float lam[kMax];
+  // arcee_fusion: per-row divergences (device memory) from first_vector on,
+  // rows of `segment` elements, the threshold (in t)
 };
 
 int code(DType d) {
@@ -219,6 +224,43 @@ __global__ void vector_merge_kernel(const Params p) {
         acc = ops::add(acc, ops::mul(w[i], load(p.in[i], j, p.in_dtype)));
       store(p.out, j, p.out_dtype, acc);
     }
+  }
+}
+
+// ram / ramplus_tl (see RamMergeArgs): p.t is epsilon.
+__global__ void ram_merge_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
+    const float b = load(p.base, j, p.in_dtype);
+    float cnt = 0.0f;
+    for (int i = 0; i < p.count; ++i) {
+      const float d = ops::sub(load(p.in[i], j, p.in_dtype), b);
+      cnt = ops::add(cnt, ops::ram_counts(d, p.t) ? 1.0f : 0.0f);
+    }
+    float acc = 0.0f;
+    for (int i = 0; i < p.count; ++i) {
+      const float d = ops::sub(load(p.in[i], j, p.in_dtype), b);
+      const float alone = p.plus ? ops::mul(d, p.lam[i]) : d;
+      const float t = cnt == 1.0f ? alone : ops::div(d, cnt);
+      acc = ops::add(acc, ops::ram_counts(d, p.t) ? t : 0.0f);
+    }
+    store(p.out, j, p.out_dtype, ops::add(b, acc));
+  }
+}
+
+// arcee_fusion (see FusionMergeArgs): p.vw the row divergences, p.t the threshold.
+__global__ void fusion_merge_kernel(const Params p) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < p.n; j += stride) {
+    const float kl = p.vw[(p.first_index + j) / p.segment - p.first_vector];
+    const float b = load(p.base, j, p.in_dtype);
+    const float d = ops::sub(load(p.in[0], j, p.in_dtype), b);
+    const bool keep = ops::fusion_importance(d, kl) >= p.t;
+    store(p.out, j, p.out_dtype, ops::add(b, ops::mul(d, keep ? 1.0f : 0.0f)));
   }
 }
 
@@ -378,6 +420,62 @@ void fused_vector_merge(const VectorMergeArgs& a) {
     throw;
   }
   free(dw);
+}
+
+void fused_ram_merge(const RamMergeArgs& a) {
+  const size_t N = a.inputs.size();
+  CU_REQUIRE(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  CU_REQUIRE(a.lambda.empty() || a.lambda.size() == N, "no lambda, or one per input");
+  if (a.n == 0) return;
+  Params p{};
+  p.count = static_cast<int>(N);
+  p.plus = a.lambda.empty() ? 0 : 1;
+  for (size_t i = 0; i < N; ++i) {
+    p.in[i] = a.inputs[i];
+    if (p.plus) p.lam[i] = a.lambda[i];
+  }
+  p.t = a.epsilon;
+  p.base = a.base;
+  p.out = a.out;
+  p.n = a.n;
+  p.in_dtype = code(a.in_dtype);
+  p.out_dtype = code(a.out_dtype);
+  ram_merge_kernel<<<grid_for(a.n), 256>>>(p);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void fused_fusion_merge(const FusionMergeArgs& a) {
+  CU_REQUIRE(a.row_len > 0, "rows of at least one element");
+  if (a.n == 0) return;
+  const unsigned long long r0 = a.first_index / a.row_len;
+  const unsigned long long r1 = (a.first_index + a.n - 1) / a.row_len;
+  CU_REQUIRE(r0 >= a.first_row && r1 - a.first_row < a.kl_rows.size(),
+             "a divergence for every row of the chunk");
+  Params p{};
+  p.count = 1;
+  p.base = a.base;
+  p.in[0] = a.model;
+  p.t = a.threshold;
+  p.out = a.out;
+  p.n = a.n;
+  p.first_index = a.first_index;
+  p.in_dtype = code(a.in_dtype);
+  p.out_dtype = code(a.out_dtype);
+  p.segment = a.row_len;
+  p.first_vector = a.first_row;
+  void* dk = alloc(a.kl_rows.size_bytes());
+  p.vw = static_cast<const float*>(dk);
+  try {
+    copy_to_device(dk, a.kl_rows.data(), a.kl_rows.size_bytes());
+    fusion_merge_kernel<<<grid_for(a.n), 256>>>(p);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (...) {
+    cudaFree(dk);
+    throw;
+  }
+  free(dk);
 }
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,

@@ -665,6 +665,120 @@ void vector_merge_impl(const VectorMergeArgs& a) {
   for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
 }
 
+// Blocks [b0, b1) of ram / ramplus_tl (fused_ram_merge): the count of
+// entries above epsilon, then the sum of their shares; each delta computed
+// twice rather than kept, so the block's state does not grow with N.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void ram_merge_blocks(const RamMergeArgs& a, size_t b0, size_t b1) {
+  const size_t N = a.inputs.size();
+  const size_t n = a.n;
+  const float eps = a.epsilon;
+  const bool plus = !a.lambda.empty();
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    alignas(64) float b[kBlock], cnt[kBlock], acc[kBlock];
+    for (size_t k = 0; k < len; ++k) {
+      b[k] = load<IN>(a.base, j0 + k);
+      cnt[k] = 0.0f;
+      acc[k] = 0.0f;
+    }
+    for (size_t i = 0; i < N; ++i) {
+      const void* x = a.inputs[i];
+      for (size_t k = 0; k < len; ++k) {
+        const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
+        cnt[k] = ops::add(cnt[k], ops::ram_counts(d, eps) ? 1.0f : 0.0f);
+      }
+    }
+    for (size_t i = 0; i < N; ++i) {
+      const void* x = a.inputs[i];
+      const float lam = plus ? a.lambda[i] : 1.0f;
+      for (size_t k = 0; k < len; ++k) {
+        const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
+        const float alone = plus ? ops::mul(d, lam) : d;
+        const float t = cnt[k] == 1.0f ? alone : ops::div(d, cnt[k]);
+        acc[k] = ops::add(acc[k], ops::ram_counts(d, eps) ? t : 0.0f);
+      }
+    }
+    for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, ops::add(b[k], acc[k]));
+  }
+}
+
+// Blocks [b0, b1) of arcee_fusion (fused_fusion_merge).
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void fusion_merge_blocks(const FusionMergeArgs& a, size_t b0,
+                                                       size_t b1) {
+  const size_t n = a.n;
+  const uint64_t L = a.row_len;
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    // Each element's row divergence: one division per block, then a counter.
+    alignas(64) float kl[kBlock];
+    const uint64_t g0 = a.first_index + j0;
+    uint64_t row = g0 / L, pos = g0 % L;
+    for (size_t k = 0; k < len; ++k) {
+      kl[k] = a.kl_rows[static_cast<size_t>(row - a.first_row)];
+      if (++pos == L) {
+        pos = 0;
+        ++row;
+      }
+    }
+    alignas(64) float r[kBlock];
+    for (size_t k = 0; k < len; ++k) {
+      const float b = load<IN>(a.base, j0 + k);
+      const float d = ops::sub(load<IN>(a.model, j0 + k), b);
+      const bool keep = ops::fusion_importance(d, kl[k]) >= a.threshold;
+      r[k] = ops::add(b, ops::mul(d, keep ? 1.0f : 0.0f));
+    }
+    for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, r[k]);
+  }
+}
+
+template <DType IN, DType OUT>
+void ram_merge_generic(const RamMergeArgs& a, size_t b0, size_t b1) {
+  ram_merge_blocks<IN, OUT>(a, b0, b1);
+}
+template <DType IN, DType OUT>
+void fusion_merge_generic(const FusionMergeArgs& a, size_t b0, size_t b1) {
+  fusion_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void ram_merge_avx2(const RamMergeArgs& a, size_t b0, size_t b1) {
+  ram_merge_blocks<IN, OUT>(a, b0, b1);
+}
+template <DType IN, DType OUT>
+[[gnu::target("avx2")]] void fusion_merge_avx2(const FusionMergeArgs& a, size_t b0, size_t b1) {
+  fusion_merge_blocks<IN, OUT>(a, b0, b1);
+}
+#endif
+
+template <DType IN, DType OUT>
+void ram_merge_impl(const RamMergeArgs& a) {
+  const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
+#if KINTSUGI_AVX2_COPY
+  const auto range = isa_for(traffic) == 1 ? &ram_merge_avx2<IN, OUT> : &ram_merge_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &ram_merge_generic<IN, OUT>;
+#endif
+  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+}
+
+template <DType IN, DType OUT>
+void fusion_merge_impl(const FusionMergeArgs& a) {
+  const size_t traffic = (2 * dtype_size(IN) + dtype_size(OUT)) * a.n;
+#if KINTSUGI_AVX2_COPY
+  const auto range =
+      isa_for(traffic) == 1 ? &fusion_merge_avx2<IN, OUT> : &fusion_merge_generic<IN, OUT>;
+#else
+  (void)traffic;
+  const auto range = &fusion_merge_generic<IN, OUT>;
+#endif
+  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+}
+
 // Blocks [b0, b1) of nearswap.
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void nearswap_blocks(const void* v0, const void* v1, float t,
@@ -804,6 +918,25 @@ void fused_vector_merge(const VectorMergeArgs& a) {
   KS_CHECK(v0 >= a.first_vector && (v1 - a.first_vector + 1) * N <= a.weights.size(),
            "weights for every vector of the chunk");
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { vector_merge_impl<I, O>(a); });
+}
+
+void fused_ram_merge(const RamMergeArgs& a) {
+  check_dtypes(a.in_dtype, a.out_dtype);
+  const size_t N = a.inputs.size();
+  KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  KS_CHECK(a.lambda.empty() || a.lambda.size() == N, "no lambda, or one per input");
+  if (a.n == 0) return;
+  dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { ram_merge_impl<I, O>(a); });
+}
+
+void fused_fusion_merge(const FusionMergeArgs& a) {
+  check_dtypes(a.in_dtype, a.out_dtype);
+  KS_CHECK(a.row_len > 0, "rows of at least one element");
+  if (a.n == 0) return;
+  const uint64_t r0 = a.first_index / a.row_len, r1 = (a.first_index + a.n - 1) / a.row_len;
+  KS_CHECK(r0 >= a.first_row && r1 - a.first_row < a.kl_rows.size(),
+           "a divergence for every row of the chunk");
+  dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { fusion_merge_impl<I, O>(a); });
 }
 
 void fused_nearswap(const void* v0, const void* v1, DType in_dtype, float t, void* out,

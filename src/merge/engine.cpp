@@ -105,6 +105,15 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
     m.select_topk = global_param("select_topk", 1.0);
     return m;
   }
+  if (r.method == MergeMethod::Ram || r.method == MergeMethod::RamplusTl) {
+    m.ram_epsilon = global_param("epsilon", 1e-5);  // mergekit's defaults
+    if (r.method == MergeMethod::RamplusTl) {
+      m.ram_r = global_param("r", 0.1);
+      m.ram_alpha = global_param("alpha", 0.2);
+    }
+    return m;
+  }
+  if (r.method == MergeMethod::ArceeFusion) return m;
   if (r.method == MergeMethod::Linear || task) {
     std::vector<double> w;
     for (size_t i = 0; i < models.size(); ++i) w.push_back(model_param(i, "weight", std::nullopt));
@@ -205,7 +214,9 @@ bool uses_base(MergeMethod m) {
 // place in the recipe.
 void check_model_count(const Recipe& r, size_t n, bool has_base, const std::string& where) {
   const std::string method(merge_method_name(r.method));
-  if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap) && n != 1)
+  if ((r.method == MergeMethod::Slerp || r.method == MergeMethod::Nearswap ||
+       r.method == MergeMethod::ArceeFusion) &&
+      n != 1)
     throw_input("{}: {} merges the base with exactly one other model, got {}", where, method, n);
   if (r.method == MergeMethod::Nuslerp && n != 2)
     throw_input("{}: nuslerp merges exactly two models (and an optional base_model), got {}{}",
@@ -702,9 +713,21 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     if (in.vocab && is_vocab_tensor(name)) {
       // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.
       if (r.dtype) src.dtype = *r.dtype;
+      // arcee_fusion, della* and nuslerp read every row their range touches
+      // whole: fill those rows.
+      ElementRange filled = range;
+      const bool whole_rows =
+          r.method == MergeMethod::ArceeFusion || r.method == MergeMethod::Della ||
+          r.method == MergeMethod::DellaLinear || r.method == MergeMethod::Nuslerp;
+      if (whole_rows && !range.empty()) {
+        const uint64_t row = spec.shape.empty() || spec.shape.back() <= 0
+                                 ? std::max<uint64_t>(numel, 1)
+                                 : static_cast<uint64_t>(spec.shape.back());
+        filled = {range.begin / row * row, std::min(numel, (range.end + row - 1) / row * row)};
+      }
       for (size_t m = 0; m < in.vocab_members.size(); ++m) {
         const void* p =
-            reindexed.emplace_back(*in.vocab, in.vocab_members, m, name, src.dtype, numel, range)
+            reindexed.emplace_back(*in.vocab, in.vocab_members, m, name, src.dtype, numel, filled)
                 .data();
         if (m == 0 && pt.base)
           src.base = p;

@@ -45,7 +45,9 @@ const std::vector<ParamSpec>& param_specs() {
        {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies, M::Della,
         M::DellaLinear}},
       {"gamma", Kind::Number, {M::Breadcrumbs, M::BreadcrumbsTies}},
-      {"epsilon", Kind::Number, {M::Della, M::DellaLinear}},
+      {"epsilon", Kind::Number, {M::Della, M::DellaLinear, M::Ram, M::RamplusTl}},
+      {"r", Kind::Number, {M::RamplusTl}},
+      {"alpha", Kind::Number, {M::RamplusTl}},
       {"rescale",
        Kind::Bool,
        {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies, M::Della,
@@ -116,9 +118,26 @@ void refuse_unsupported_model_keys(const YamlField& entry) {
 
 // The value of merge_method, one of kintsugi's methods.
 std::string method_name(const YamlField& f) {
-  return f.as_enum({"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock",
-                    "slerp", "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough", "della",
-                    "della_linear", "sce", "nuslerp", "multislerp", "karcher"});
+  return f.as_enum({"linear",
+                    "task_arithmetic",
+                    "ties",
+                    "dare_linear",
+                    "dare_ties",
+                    "model_stock",
+                    "slerp",
+                    "breadcrumbs",
+                    "breadcrumbs_ties",
+                    "nearswap",
+                    "passthrough",
+                    "della",
+                    "della_linear",
+                    "sce",
+                    "nuslerp",
+                    "multislerp",
+                    "karcher",
+                    "ram",
+                    "ramplus_tl",
+                    "arcee_fusion"});
 }
 
 std::optional<MergeMethod> method_from(const std::string& s) {
@@ -138,7 +157,10 @@ std::optional<MergeMethod> method_from(const std::string& s) {
                                                        {"sce", M::Sce},
                                                        {"nuslerp", M::Nuslerp},
                                                        {"multislerp", M::Multislerp},
-                                                       {"karcher", M::Karcher}};
+                                                       {"karcher", M::Karcher},
+                                                       {"ram", M::Ram},
+                                                       {"ramplus_tl", M::RamplusTl},
+                                                       {"arcee_fusion", M::ArceeFusion}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -403,6 +425,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "multislerp";
     case M::Karcher:
       return "karcher";
+    case M::Ram:
+      return "ram";
+    case M::RamplusTl:
+      return "ramplus_tl";
+    case M::ArceeFusion:
+      return "arcee_fusion";
   }
   return "?";
 }
@@ -496,7 +524,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (k == "normalize" || k == "lambda" || k == "rescale" || k == "int8_mask" ||
           k == "filter_wise" || k == "select_topk" || (k == "t" && r.method == M::Nearswap) ||
           k == "nuslerp_flatten" || k == "nuslerp_row_wise" || k == "normalize_weights" ||
-          k == "eps" || k == "max_iter" || k == "tol")
+          k == "eps" || k == "max_iter" || k == "tol" || k == "r" || k == "alpha" ||
+          (k == "epsilon" && (r.method == M::Ram || r.method == M::RamplusTl)))
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
@@ -524,7 +553,15 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (k == "select_topk") check_values(pv, k, in_unit, "outside [0, 1]");
       // DELLA's drop probabilities span density -+ epsilon: |epsilon| < 1/2
       // at least (each density is checked against it per tensor).
-      if (k == "epsilon")
+      const bool ram = r.method == M::Ram || r.method == M::RamplusTl;
+      // RAM's epsilon is the magnitude above which a task-vector entry counts.
+      if (k == "epsilon" && ram)
+        check_values(
+            pv, k, [](double v) { return v >= 0.0; }, "negative");
+      if (k == "alpha")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0; }, "negative (the clamp of rho is [0, alpha])");
+      if (k == "epsilon" && !ram)
         check_values(
             pv, k, [](double v) { return v > -0.5 && v < 0.5; }, "outside (-0.5, 0.5)");
       if (k == "t" && r.method == M::Nearswap)
@@ -551,8 +588,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
     if (r.slices.empty()) method_field.fail(fmt::format("{} needs parameters: {}", mname, key));
   };
   if (r.method == M::Nearswap) require_param("t");
-  if (r.method == M::Nearswap && r.slices.empty()) {
-    // mergekit's nearswap takes exactly two models, the base and one other.
+  if ((r.method == M::Nearswap || r.method == M::ArceeFusion) && r.slices.empty()) {
+    // mergekit's nearswap and arcee_fusion take exactly two models, the base and one other.
     std::error_code e1;
     const auto base = std::filesystem::weakly_canonical(*r.base_model, e1);
     size_t others = 0;
@@ -562,9 +599,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (!((!e1 && !e2) ? p == base : rm.path == *r.base_model)) ++others;
     }
     if (others != 1)
-      models.fail(fmt::format(
-          "nearswap merges base_model with exactly one other model, got {} besides the base",
-          others));
+      models.fail(
+          fmt::format("{} merges base_model with exactly one other model, got {} besides the base",
+                      mname, others));
   }
   if (r.method == M::ModelStock)
     if (const ParamValue* pv = set_true("filter_wise"))

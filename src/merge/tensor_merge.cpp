@@ -388,6 +388,27 @@ void della_ranks(const TensorSources& s, size_t i, ElementRange c, uint64_t L, u
   }
 }
 
+double fusion_row_divergence(const float* x, const float* base, uint64_t n) {
+  // softmax with the row's maximum subtracted, in double, in index order.
+  double mx = -std::numeric_limits<double>::infinity(), mb = mx;
+  for (uint64_t j = 0; j < n; ++j) {
+    mx = std::max(mx, static_cast<double>(x[j]));
+    mb = std::max(mb, static_cast<double>(base[j]));
+  }
+  double sx = 0.0, sb = 0.0;
+  for (uint64_t j = 0; j < n; ++j) {
+    sx += std::exp(static_cast<double>(x[j]) - mx);
+    sb += std::exp(static_cast<double>(base[j]) - mb);
+  }
+  double kl = 0.0;
+  for (uint64_t j = 0; j < n; ++j) {
+    const double p = std::exp(static_cast<double>(x[j]) - mx) / sx + 1e-8;
+    const double q = std::exp(static_cast<double>(base[j]) - mb) / sb + 1e-8;
+    kl += p * std::log(p / q);
+  }
+  return kl;
+}
+
 void ExactSum::add(float x) {
   const uint32_t u = ops::f32_bits(x) & 0x7fffffffu;
   const uint32_t e = u >> 23;
@@ -987,6 +1008,223 @@ void merge_nuslerp(const TensorSources& s, const TensorMethod& m, ElementRange r
   }
 }
 
+// mergekit's ram and ramplus_tl: an entry of a task vector counts when
+// |delta| > epsilon; an entry only one model changes is taken as it is
+// (ramplus_tl: scaled by that model's lambda), one several models change is
+// their mean. ramplus_tl's lambda_i = 1 + r * clamp(rho_i, 0, alpha), with
+// rho_i = shared_i / max(unique_i, epsilon) from whole-tensor counts of model
+// i's entries that count together with another model's (shared) or alone
+// (unique): integers summed over the ranks, so exact for any split.
+MergeTensorStats ram_merge_tensor(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                                  DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
+                                  const ChunkSink& sink) {
+  MergeTensorStats stats;
+  const size_t N = s.models.size();
+  const auto eps = static_cast<float>(m.ram_epsilon);
+  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+  std::vector<float> lambda;
+  if (m.method == MergeMethod::RamplusTl) {
+    std::vector<float> b(cap), d(cap);
+    std::vector<uint32_t> cnt(cap);
+    std::vector<uint64_t> counts(2 * N, 0);  // shared_i at i, unique_i at N + i
+    for (const auto& c : chunks_of(range, chunk_elems)) {
+      decode(s.dtype, s.base, c.begin, c.size(), b.data());
+      std::fill_n(cnt.begin(), c.size(), 0u);
+      for (size_t i = 0; i < N; ++i) {
+        decode_delta(s, i, c, b.data(), d.data());
+        for (uint64_t j = 0; j < c.size(); ++j) cnt[j] += ops::ram_counts(d[j], eps) ? 1u : 0u;
+      }
+      for (size_t i = 0; i < N; ++i) {
+        decode_delta(s, i, c, b.data(), d.data());
+        for (uint64_t j = 0; j < c.size(); ++j)
+          if (ops::ram_counts(d[j], eps)) ++counts[(cnt[j] == 1 ? N : 0) + i];
+      }
+    }
+    allreduce_in_place(std::span(counts), MPI_SUM, comm);
+    // In fp32 as mergekit's tensors: the counts converted to fp32, the unique
+    // count clamped below at epsilon, clamp propagating NaN (0 / 0 with epsilon 0).
+    const auto r = static_cast<float>(m.ram_r);
+    const auto alpha = static_cast<float>(m.ram_alpha);
+    for (size_t i = 0; i < N; ++i) {
+      const float rho =
+          ops::div(static_cast<float>(counts[i]), std::max(static_cast<float>(counts[N + i]), eps));
+      const float cl = rho != rho ? rho : std::min(std::max(rho, 0.0f), alpha);
+      lambda.push_back(ops::add(1.0f, ops::mul(r, cl)));
+      stats.ram_shared.push_back(counts[i]);
+      stats.ram_unique.push_back(counts[N + i]);
+    }
+    stats.ram_lambda = lambda;
+  }
+  RamMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.out_dtype = out_dtype;
+  a.epsilon = eps;
+  a.lambda = lambda;
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out(cap * osz);
+  std::vector<const void*> ptrs(N);
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    for (size_t i = 0; i < N; ++i) ptrs[i] = static_cast<const char*>(s.models[i]) + c.begin * isz;
+    a.inputs = ptrs;
+    a.base = static_cast<const char*>(s.base) + c.begin * isz;
+    a.out = out.data();
+    a.n = c.size();
+    fused_ram_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+  return stats;
+}
+
+// The divergences of arcee_fusion's rows, each computed from the whole row
+// (also outside the rank's range), so every rank that touches a row gets the
+// same value without a collective. Kept for all the rows of the range when
+// they are no more than a chunk's elements, else only the last row's.
+class FusionRows {
+ public:
+  FusionRows(const TensorSources& src, uint64_t row_len, ElementRange range, uint64_t chunk_elems)
+      : s_(src), L_(row_len), x_(row_len), b_(row_len) {
+    if (range.empty()) return;
+    first_ = range.begin / L_;
+    const uint64_t rows = (range.end - 1) / L_ - first_ + 1;
+    if (rows <= chunk_elems) {
+      table_.assign(rows, 0.0f);
+      done_.assign(rows, 0);
+    }
+  }
+  float kl(uint64_t row) {
+    if (!table_.empty()) {
+      const auto k = static_cast<size_t>(row - first_);
+      if (!done_[k]) {
+        table_[k] = compute(row);
+        done_[k] = 1;
+      }
+      return table_[k];
+    }
+    if (row != last_row_) {
+      last_ = compute(row);
+      last_row_ = row;
+    }
+    return last_;
+  }
+
+ private:
+  float compute(uint64_t row) {
+    decode(s_.dtype, s_.models[0], row * L_, L_, x_.data());
+    decode(s_.dtype, s_.base, row * L_, L_, b_.data());
+    return static_cast<float>(fusion_row_divergence(x_.data(), b_.data(), L_));
+  }
+  const TensorSources& s_;
+  uint64_t L_;
+  std::vector<float> x_, b_;
+  uint64_t first_ = 0;
+  std::vector<float> table_;
+  std::vector<char> done_;
+  uint64_t last_row_ = std::numeric_limits<uint64_t>::max();
+  float last_ = 0.0f;
+};
+
+// Importance as a key whose unsigned order is descending importance (the
+// order topk_by_keys selects the largest of): NaN made the positive quiet NaN
+// (sorted last, as torch.sort does), -0 made +0, then the IEEE total order
+// reversed.
+inline uint32_t fusion_desc_key(float v) {
+  v = ops::add(ops::canonical_nan(v), 0.0f);
+  const uint32_t u = ops::f32_bits(v);
+  const uint32_t asc = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);
+  return ~asc;
+}
+inline float fusion_key_value(uint32_t desc) {
+  const uint32_t asc = ~desc;
+  return ops::bits_f32((asc & 0x80000000u) != 0 ? (asc & 0x7fffffffu) : ~asc);
+}
+
+// The importance keys of a chunk, computed once per chunk for the three
+// quantiles' selections.
+struct FusionKeys {
+  const TensorSources& s;
+  FusionRows& rows;
+  uint64_t L;
+  std::vector<float> b, d;
+  std::vector<uint32_t> k;
+  uint64_t done = std::numeric_limits<uint64_t>::max();
+  FusionKeys(const TensorSources& src, FusionRows& r, uint64_t row_len, uint64_t cap)
+      : s(src), rows(r), L(row_len), b(cap), d(cap), k(cap) {}
+  void operator()(ElementRange c, size_t, uint32_t* keys) {
+    if (done != c.begin) {
+      decode(s.dtype, s.base, c.begin, c.size(), b.data());
+      decode_delta(s, 0, c, b.data(), d.data());
+      for (uint64_t j = 0; j < c.size(); ++j)
+        k[j] = fusion_desc_key(ops::fusion_importance(d[j], rows.kl((c.begin + j) / L)));
+      done = c.begin;
+    }
+    std::copy_n(k.begin(), c.size(), keys);
+  }
+};
+
+// mergekit's arcee_fusion: importance = |delta| * KL(softmax(model row) +
+// 1e-8 || softmax(base row) + 1e-8); the entries whose importance reaches
+// median + 1.5 (q3 - q1) take the model's value, the others keep the base's.
+// Quantile q is the entry at index floor(q (numel - 1)) of the importances
+// sorted ascending, found exactly by the radix select over all entries.
+MergeTensorStats fusion_merge_tensor(const TensorSources& s, ElementRange range, DType out_dtype,
+                                     uint64_t chunk_elems, MPI_Comm comm, const ChunkSink& sink) {
+  MergeTensorStats stats;
+  const uint64_t numel = s.numel;
+  if (numel == 0) return stats;
+  const uint64_t L = s.shape.empty() ? numel : static_cast<uint64_t>(s.shape.back());
+  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
+  FusionRows rows(s, L, range, chunk_elems);
+  FusionKeys keys(s, rows, L, cap);
+  std::array<float, 3> q{};
+  if (numel == 1) {
+    // One entry: every quantile is it (the rank that holds it tells the others).
+    uint64_t key = 0;
+    if (!range.empty()) {
+      uint32_t k1 = 0;
+      keys(range, 0, &k1);
+      key = uint64_t{1} + k1;
+    }
+    allreduce_in_place(std::span<uint64_t>(&key, 1), MPI_MAX, comm);
+    q.fill(fusion_key_value(static_cast<uint32_t>(key - 1)));
+  } else {
+    // The entry at ascending index p is the (p + 1)-th largest in descending keys.
+    const uint64_t last = numel - 1;
+    const std::vector<uint64_t> kk{last / 4 + 1, last / 2 + 1,
+                                   last / 4 * 3 + (last % 4) * 3 / 4 + 1};
+    const TopKSelection sel = topk_by_keys(3, numel, kk, range, chunk_elems, comm, keys);
+    for (size_t i = 0; i < 3; ++i) q[i] = fusion_key_value(sel.thr_bits[i]);
+  }
+  // torch: median + 1.5 * (q3 - q1), in fp32.
+  const float thr = ops::add(q[1], ops::mul(1.5f, ops::sub(q[2], q[0])));
+  stats.fusion_q1 = q[0];
+  stats.fusion_median = q[1];
+  stats.fusion_q3 = q[2];
+  stats.fusion_threshold = thr;
+  FusionMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.out_dtype = out_dtype;
+  a.row_len = L;
+  a.threshold = thr;
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out(cap * osz);
+  std::vector<float> table;
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    const uint64_t r0 = c.begin / L, r1 = (c.end - 1) / L;
+    table.resize(r1 - r0 + 1);
+    for (uint64_t row = r0; row <= r1; ++row) table[row - r0] = rows.kl(row);
+    a.kl_rows = table;
+    a.first_row = r0;
+    a.first_index = c.begin;
+    a.base = static_cast<const char*>(s.base) + c.begin * isz;
+    a.model = static_cast<const char*>(s.models[0]) + c.begin * isz;
+    a.out = out.data();
+    a.n = c.size();
+    fused_fusion_merge(a);
+    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  }
+  return stats;
+}
+
 }  // namespace
 
 MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, ElementRange range,
@@ -1140,6 +1378,11 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     }
     case MergeMethod::Sce:
       return sce_merge(s, m, range, out_dtype, chunk_elems, comm, sink);
+    case MergeMethod::Ram:
+    case MergeMethod::RamplusTl:
+      return ram_merge_tensor(s, m, range, out_dtype, chunk_elems, comm, sink);
+    case MergeMethod::ArceeFusion:
+      return fusion_merge_tensor(s, range, out_dtype, chunk_elems, comm, sink);
     default:
       break;
   }

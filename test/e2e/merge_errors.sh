@@ -82,6 +82,13 @@ expect "sce needs at least one model besides the base" $'merge_method: sce\nbase
 # mergekit keys kintsugi does not support, by name (issue #19, mergekit's examples).
 expect "bad.yaml:5: modules: mergekit's per-module merges (modules:, for multimodal models) are not supported" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\nmodules:\n  text: {}'
 expect "bad.yaml:4: models[0].lora: LoRA adapters (lora:) are not supported" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    lora: pool/m2\n    parameters: {weight: 1}'
+# ram, ramplus_tl, arcee_fusion (mergekit parity, issue #19).
+expect "bad.yaml:6: epsilon: -0.1 is negative" $'merge_method: ram\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {epsilon: -0.1}'
+expect "bad.yaml:6: alpha: -0.2 is negative" $'merge_method: ramplus_tl\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {alpha: -0.2}'
+expect "bad.yaml:5: parameter r applies to the whole merge" $'merge_method: ramplus_tl\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {r: 0.3}'
+expect "bad.yaml:1: merge_method: ram needs base_model" $'merge_method: ram\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+expect "bad.yaml:1: merge_method: arcee_fusion needs base_model" $'merge_method: arcee_fusion\nmodels:\n  - model: pool/m1'
+expect "arcee_fusion merges base_model with exactly one other model, got 2 besides the base" $'merge_method: arcee_fusion\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

@@ -4,7 +4,7 @@
 # placeholders) against tiny stand-in checkpoints of each model's layout
 # (test/e2e/mergekit_examples.py). Those that run: complete output folders,
 # values against an independent Python reference (linear, ties, slerp with
-# gradients over slices, passthrough frankenmerge); gradient-slerp also
+# gradients over slices, passthrough frankenmerge, arcee_fusion); gradient-slerp also
 # through mpirun -np 2 with the same bytes. Those refused: exit 2, one line
 # naming the file and the part, nothing written.
 set -euo pipefail

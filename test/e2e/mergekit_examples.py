@@ -10,7 +10,7 @@ hidden size 8) and the recipes with the placeholders mapped to them.
 
 EXPECTED says what kintsugi does with each example: 'runs', or refused
 (exit 2, one line, nothing written) with a message containing the given text.
-When kintsugi gains a method (arcee_fusion, cabs, ...), update its line.
+When kintsugi gains a method (cabs, lrp, ...), update its line.
 
 make WORK:        stand-ins in WORK/models, recipes in WORK/recipes; prints one line
                   per case: NAME<TAB>runs, or NAME<TAB>refused<TAB>MESSAGE TEXT
@@ -24,6 +24,7 @@ import json, math, os, random, re, struct, sys, zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import write_safetensors, read_safetensors  # noqa: E402
 from merge_slices_ref import evaluate_setting, f32  # noqa: E402
+from merge_ram_ref import arcee_fusion  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, '..', 'data', 'mergekit_examples')
@@ -32,7 +33,7 @@ DATA = os.path.join(HERE, '..', 'data', 'mergekit_examples')
 UNKNOWN = 'merge_method: "%s" is not one of: linear,'
 METRICS = 'metric_method: a mergekit metrics recipe (metric_method), not a merge: not supported'
 EXPECTED = {
-    'arcee_fusion.yml': ('refused', 'arcee_fusion.yml:5: ' + UNKNOWN % 'arcee_fusion'),
+    'arcee_fusion.yml': ('runs', None),
     'bio-merge.yml': ('runs', None),
     'cabs.yml': ('refused', 'cabs.yml:14: ' + UNKNOWN % 'cabs'),
     'chipalign.yml': ('refused',
@@ -465,6 +466,19 @@ def check(work, outs):
     for n, v in got.items():
         if v != want[n]: raise SystemExit('orcamini-platy-44layer.yml: %s differs from its source' % n)
     print('orcamini-platy-44layer.yml: 44 layers, %d tensors equal to their sources' % len(got))
+
+    # arcee_fusion.yml: MODEL_B's changes to MODEL_A kept where their importance
+    # (|delta| times the row's KL divergence) reaches median + 1.5 IQR.
+    fa, fb = 'MODEL_A', 'MODEL_B'
+    got = check_files(os.path.join(outs, 'arcee_fusion.yml'), names_of(fa), 'BF16', None, m(fa))
+    kept = 0
+    for n, (dt, shape, raw) in got.items():
+        base, x = decode(*model(fa)[n][::2]), decode(*model(fb)[n][::2])
+        ref = arcee_fusion(base, x, shape[-1] if shape else 1)
+        close(decode(dt, raw), ref, dt, 'arcee_fusion.yml: ' + n)
+        kept += sum(r != b for r, b in zip(ref, base))
+    if kept == 0: raise SystemExit('arcee_fusion.yml: the reference keeps no change: a vacuous check')
+    print('arcee_fusion.yml: %d tensors (%d changes kept) within 1 bf16 ulp of the reference' % (len(got), kept))
 
     # vlm-linear.yml, extra-bert-linear.yml: plain linear merges of other layouts.
     for case, (a, b), (wa, wb), dtype in (

@@ -192,6 +192,53 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         INFO("sce select " << select);
         CHECK(cpu == gpu);
       }
+      // ram and ramplus_tl, two epsilons.
+      for (int variant = 0; variant < 4; ++variant) {
+        const std::vector<float> lam = {1.02f, 1.0f, 1.2f, 1.1f};
+        RamMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.epsilon = variant % 2 ? 0.03f : 1e-5f;
+        if (variant >= 2) a.lambda = std::span(lam.data(), N);
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = hp[N];
+        a.out = cpu.data();
+        fused_ram_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = dp[N];
+        a.out = dout;
+        cuda::fused_ram_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("ram variant " << variant);
+        CHECK(cpu == gpu);
+      }
+      // arcee_fusion: rows of 1000 from a chunk starting at 777.
+      for (float thr : {0.0f, 1e-4f}) {
+        const uint64_t L = 1000, first = 777, r0 = first / L;
+        std::vector<float> kl((first + n - 1) / L - r0 + 1);
+        for (size_t k = 0; k < kl.size(); ++k) kl[k] = 1e-3f * static_cast<float>(k % 11);
+        FusionMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.kl_rows = kl;
+        a.row_len = L;
+        a.first_row = r0;
+        a.first_index = first;
+        a.threshold = thr;
+        a.n = n;
+        a.base = hp[N];
+        a.model = hp[0];
+        a.out = cpu.data();
+        fused_fusion_merge(a);
+        a.base = dp[N];
+        a.model = dp[0];
+        a.out = dout;
+        cuda::fused_fusion_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("fusion threshold " << thr);
+        CHECK(cpu == gpu);
+      }
       // Per-row and per-column weights (nuslerp), with and without a base.
       for (int variant = 0; variant < 4; ++variant) {
         const bool by_column = variant >= 2;

@@ -166,6 +166,53 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         };
         CHECK(run_with("generic", sce) == run_with("avx2", sce));
       }
+      // ram and ramplus_tl: epsilons that make every entry count, some, or
+      // (random bit patterns) special values decide it.
+      for (int variant = 0; variant < 4; ++variant) {
+        INFO("ram variant " << variant);
+        const std::vector<float> lam = {1.02f, 1.0f, 1.2f, 1.1f, 1.0f, 1.05f, 1.125f};
+        auto ram = [&] {
+          std::vector<std::byte> o(n * os);
+          RamMergeArgs a;
+          a.inputs = ptrs;
+          a.base = base.data();
+          a.in_dtype = in;
+          a.epsilon = variant % 2 ? 0.03f : 1e-5f;
+          if (variant >= 2) a.lambda = lam;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_ram_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", ram) == run_with("avx2", ram));
+      }
+      // arcee_fusion: rows of 333 from a chunk starting at 12345, thresholds
+      // that keep most, some, or no entries.
+      for (float thr : {0.0f, 1e-4f, 1e30f}) {
+        INFO("fusion threshold " << thr);
+        const uint64_t L = 333, first = 12345, r0 = first / L;
+        std::vector<float> kl((first + n - 1) / L - r0 + 1);
+        for (size_t k = 0; k < kl.size(); ++k) kl[k] = 1e-3f * static_cast<float>(k % 11);
+        auto fusion = [&] {
+          std::vector<std::byte> o(n * os);
+          FusionMergeArgs a;
+          a.base = base.data();
+          a.model = ptrs[0];
+          a.in_dtype = in;
+          a.kl_rows = kl;
+          a.row_len = L;
+          a.first_row = r0;
+          a.first_index = first;
+          a.threshold = thr;
+          a.out = o.data();
+          a.out_dtype = out;
+          a.n = n;
+          fused_fusion_merge(a);
+          return o;
+        };
+        CHECK(run_with("generic", fusion) == run_with("avx2", fusion));
+      }
       // Per-row and per-column weights (nuslerp), with and without a base; rows
       // of 333 elements and columns of a [n / 7, 7] view, a chunk starting at 12345.
       for (int variant = 0; variant < 4; ++variant) {

@@ -1061,3 +1061,154 @@ TEST_CASE("nuslerp, multislerp and karcher against mergekit's algorithms as writ
     CHECK(r.out == zero);
   }
 }
+
+namespace {
+
+// merge_tensor on fp32 inputs (base first) with chunks of `chunk` elements.
+std::vector<float> run_f32(const TensorMethod& m, const std::vector<std::vector<float>>& in,
+                           std::vector<int64_t> shape, uint64_t chunk,
+                           MergeTensorStats* stats = nullptr) {
+  TensorSources s;
+  s.name = "w";
+  s.numel = in[0].size();
+  s.dtype = DType::F32;
+  s.base = in[0].data();
+  for (size_t i = 1; i < in.size(); ++i) s.models.push_back(in[i].data());
+  s.shape = std::move(shape);
+  std::vector<float> out(s.numel);
+  const auto st = merge_tensor(s, m, {0, s.numel}, DType::F32, chunk, MPI_COMM_SELF,
+                               [&](ElementRange c, std::span<const std::byte> by) {
+                                 std::memcpy(out.data() + c.begin, by.data(), by.size());
+                               });
+  if (stats) *stats = st;
+  return out;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), 4 * a.size()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("ram and ramplus_tl against a naive loop, counts and lambdas", "[merge][kernels]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  const size_t n = 1000, N = 3;
+  std::vector<std::vector<float>> in(N + 1, std::vector<float>(n));
+  for (auto& b : in[0]) b = g(rng);
+  for (size_t i = 1; i <= N; ++i)
+    for (size_t j = 0; j < n; ++j) {
+      const float r = u(rng);
+      in[i][j] = r < 0.4f ? in[0][j] : r < 0.55f ? in[0][j] + 1e-6f : in[0][j] + g(rng);
+    }
+  for (double eps : {1e-5, 1e-7}) {
+    for (int plus = 0; plus < 2; ++plus) {
+      TensorMethod m;
+      m.method = plus ? MergeMethod::RamplusTl : MergeMethod::Ram;
+      m.ram_epsilon = eps;
+      m.ram_r = 0.5;
+      m.ram_alpha = 0.7;
+      const auto e = static_cast<float>(eps);
+      // Naive: counts, lambdas, then each element in model order.
+      std::vector<int> c(n, 0);
+      for (size_t j = 0; j < n; ++j)
+        for (size_t i = 1; i <= N; ++i) c[j] += std::fabs(in[i][j] - in[0][j]) > e;
+      std::vector<float> lam(N, 1.0f);
+      std::vector<uint64_t> sh(N, 0), un(N, 0);
+      for (size_t i = 0; i < N; ++i) {
+        for (size_t j = 0; j < n; ++j)
+          if (std::fabs(in[i + 1][j] - in[0][j]) > e) ++(c[j] > 1 ? sh[i] : un[i]);
+        const float rho = float(sh[i]) / std::max(float(un[i]), e);
+        lam[i] = 1.0f + 0.5f * std::clamp(rho, 0.0f, 0.7f);
+      }
+      std::vector<float> want(n);
+      for (size_t j = 0; j < n; ++j) {
+        float acc = 0.0f;
+        for (size_t i = 0; i < N; ++i) {
+          const float d = in[i + 1][j] - in[0][j];
+          if (!(std::fabs(d) > e)) {
+            acc += 0.0f;
+            continue;
+          }
+          acc += c[j] == 1 ? (plus ? d * lam[i] : d) : d / float(c[j]);
+        }
+        want[j] = in[0][j] + acc;
+      }
+      INFO("epsilon " << eps << " plus " << plus);
+      MergeTensorStats st;
+      CHECK(same_bits(run_f32(m, in, {}, 300, &st), want));
+      CHECK(same_bits(run_f32(m, in, {}, 7, nullptr), want));
+      if (plus) {
+        CHECK(st.ram_shared == sh);
+        CHECK(st.ram_unique == un);
+        CHECK(st.ram_lambda == lam);
+      }
+    }
+  }
+}
+
+TEST_CASE("arcee_fusion: row divergence, exact quartiles, threshold against a sort",
+          "[merge][kernels]") {
+  // Two-element rows: softmax is (s, 1 - s) with s = 1 / (1 + e^(b - a)).
+  {
+    const float x[2] = {0.5f, -0.25f}, b[2] = {0.0f, 0.0f};
+    const double p0 = 1.0 / (1.0 + std::exp(-0.75)) + 1e-8, p1 = 1.0 - p0 + 2e-8;
+    const double q0 = 0.5 + 1e-8, q1 = 0.5 + 1e-8;
+    const double want = p0 * std::log(p0 / q0) + p1 * std::log(p1 / q1);
+    CHECK(std::fabs(fusion_row_divergence(x, b, 2) - want) < 1e-15);
+    CHECK(fusion_row_divergence(b, b, 2) == 0.0);
+  }
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  const size_t R = 24, C = 50, n = R * C;
+  std::vector<std::vector<float>> in(2, std::vector<float>(n));
+  for (auto& v : in[0]) v = g(rng);
+  // Deltas of a few discrete sizes (ties in importance within rows), some zero.
+  for (size_t j = 0; j < n; ++j)
+    in[1][j] = in[0][j] + static_cast<float>(static_cast<int>(rng() % 7) - 3) / 64.0f;
+  // Rows 5 and 11 move much further: their importances are the outliers kept.
+  for (size_t r : {size_t{5}, size_t{11}})
+    for (size_t k = 0; k < C; ++k) in[1][r * C + k] += 8.0f * (in[1][r * C + k] - in[0][r * C + k]);
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{int64_t(R), int64_t(C)}, std::vector<int64_t>{}}) {
+    const size_t L = shape.empty() ? n : C;
+    std::vector<float> kl(n / L);
+    for (size_t r = 0; r < kl.size(); ++r)
+      kl[r] = float(fusion_row_divergence(in[1].data() + r * L, in[0].data() + r * L, L));
+    std::vector<float> imp(n), d(n);
+    for (size_t j = 0; j < n; ++j) {
+      d[j] = in[1][j] - in[0][j];
+      imp[j] = std::fabs(d[j]) * kl[j / L];
+    }
+    std::vector<float> srt = imp;
+    std::sort(srt.begin(), srt.end());
+    const float q1 = srt[(n - 1) / 4], med = srt[(n - 1) / 2], q3 = srt[3 * (n - 1) / 4];
+    const float thr = med + 1.5f * (q3 - q1);
+    std::vector<float> want(n);
+    size_t kept = 0;
+    for (size_t j = 0; j < n; ++j) {
+      want[j] = in[0][j] + d[j] * (imp[j] >= thr ? 1.0f : 0.0f);
+      kept += imp[j] >= thr;
+    }
+    INFO("rows of " << L << ", kept " << kept);
+    if (!shape.empty()) CHECK(kept > 0);  // one row: four importance levels, none an outlier
+    CHECK(kept < n);
+    TensorMethod m;
+    m.method = MergeMethod::ArceeFusion;
+    MergeTensorStats st;
+    // Chunks of 300 (the divergences kept for the range) and 7 (fewer
+    // elements per chunk than rows: recomputed per pass).
+    CHECK(same_bits(run_f32(m, in, shape, 300, &st), want));
+    CHECK(same_bits(run_f32(m, in, shape, 7, nullptr), want));
+    CHECK(st.fusion_q1 == q1);
+    CHECK(st.fusion_median == med);
+    CHECK(st.fusion_q3 == q3);
+    CHECK(st.fusion_threshold == thr);
+  }
+  // One entry: it is every quartile, and it is kept.
+  std::vector<std::vector<float>> one = {{0.25f}, {0.5f}};
+  TensorMethod m;
+  m.method = MergeMethod::ArceeFusion;
+  CHECK(run_f32(m, one, {}, 300)[0] == 0.5f);
+}

@@ -203,6 +203,45 @@ TEST_CASE("nuslerp, multislerp and karcher are byte-identical for any number of 
   }
 }
 
+TEST_CASE("ram, ramplus_tl and arcee_fusion are byte-identical for any number of ranks",
+          "[mpi][merge]") {
+  const size_t n = 100003;
+  const auto pool = make_pool(n);
+  TensorSources s;
+  s.name = "model.layers.3.self_attn.q_proj.weight";
+  s.numel = n;
+  s.dtype = DType::BF16;
+  s.base = pool[0].data();
+  for (size_t i = 1; i < pool.size(); ++i) s.models.push_back(pool[i].data());
+  // ram / ramplus_tl: an epsilon that some deltas fall under; ramplus_tl's
+  // counts summed across ranks.
+  for (auto method : {MergeMethod::Ram, MergeMethod::RamplusTl}) {
+    for (double eps : {1e-5, 0.03}) {
+      TensorMethod m;
+      m.method = method;
+      m.ram_epsilon = eps;
+      m.ram_r = 0.5;
+      m.ram_alpha = 0.9;
+      INFO("method " << static_cast<int>(method) << " epsilon " << eps);
+      require_rank_invariant(s, m);
+    }
+  }
+  // arcee_fusion: rows of 800 (few rows: the divergences kept for the range),
+  // of 2 (more rows than a chunk: recomputed per pass), one row (1-D).
+  TensorSources one = s;
+  one.models.resize(1);
+  one.numel = n - 3;
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{125, 800}, std::vector<int64_t>{50000, 2}, std::vector<int64_t>{}}) {
+    one.shape = shape;
+    if (shape.empty()) one.numel = 5000;
+    TensorMethod m;
+    m.method = MergeMethod::ArceeFusion;
+    INFO("arcee_fusion rows " << (shape.empty() ? 0 : shape.back()));
+    require_rank_invariant(one, m);
+  }
+}
+
 TEST_CASE("flat_share covers a tensor in order on granule boundaries", "[merge]") {
   for (uint64_t n : {0ull, 1ull, 63ull, 64ull, 1000ull, 100003ull}) {
     for (int p = 1; p <= 5; ++p) {

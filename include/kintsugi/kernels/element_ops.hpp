@@ -145,6 +145,18 @@ KS_HD float population_variance(const V& v, int n) {
   return div(acc, static_cast<float>(n));
 }
 
+// RAM's test of whether a task-vector entry counts (mergekit's ram and
+// ramplus_tl): |d| > epsilon, false for NaN.
+KS_HD bool ram_counts(float d, float epsilon) {
+  return bits_f32(f32_bits(d) & 0x7fffffffu) > epsilon;
+}
+
+// Arcee Fusion's importance of one entry: |d| * kl, kl being its row's
+// divergence (rounded to fp32), one rounded product.
+KS_HD float fusion_importance(float d, float kl) {
+  return mul(bits_f32(f32_bits(d) & 0x7fffffffu), kl);
+}
+
 // mergekit's nearswap for one element (v0 the base): w = t / |v0 - v1|, 1 when
 // that is NaN or +-Inf, clamped to [0, 1]; w * v1 + (1 - w) * v0, each
 // operation rounded on its own in this order. Selects, not branches, so the

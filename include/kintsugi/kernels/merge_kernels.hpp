@@ -113,6 +113,48 @@ struct SceMergeArgs {
 };
 void fused_sce_merge(const SceMergeArgs& args);
 
+// mergekit's ram and ramplus_tl over elements [0, n). Per element j, in fp32,
+// each operation rounded on its own in this order:
+//   b = base[j]; d_i = x_i[j] - b; nz_i = ram_counts(d_i, epsilon) (|d_i| > epsilon)
+//   c = number of i with nz_i
+//   t_i = c == 1 ? (lambda empty ? d_i : d_i * lambda[i]) : d_i / float(c)
+//   acc = 0; acc = acc + (nz_i ? t_i : 0) for i = 0..N-1
+//   out[j] = round(b + acc)
+// ram passes no lambda; ramplus_tl one per input (from whole-tensor counts).
+struct RamMergeArgs {
+  std::span<const void* const> inputs;  // N models (not the base)
+  const void* base = nullptr;
+  DType in_dtype = DType::BF16;
+  float epsilon = 1e-5f;
+  std::span<const float> lambda;  // empty, or one per input
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+void fused_ram_merge(const RamMergeArgs& args);
+
+// mergekit's arcee_fusion over elements [0, n) of a chunk whose first element
+// has global index first_index, the tensor viewed as rows of row_len elements.
+// Per element j, in fp32, each operation rounded on its own:
+//   g = first_index + j; kl = kl_rows[g / row_len - first_row]
+//   b = base[j]; d = x[j] - b
+//   keep = fusion_importance(d, kl) >= threshold
+//   out[j] = round(b + d * (keep ? 1 : 0))
+struct FusionMergeArgs {
+  const void* base = nullptr;
+  const void* model = nullptr;
+  DType in_dtype = DType::BF16;
+  std::span<const float> kl_rows;  // per row from first_row on (host memory, also for CUDA)
+  uint64_t row_len = 1;            // > 0
+  uint64_t first_row = 0;
+  uint64_t first_index = 0;
+  float threshold = 0.0f;
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+void fused_fusion_merge(const FusionMergeArgs& args);
+
 // mergekit's nearswap over elements [0, n): per element, in fp32,
 //   d = |v0[j] - v1[j]|; w = t / d; w = 1 when w is NaN or +-Inf;
 //   w = min(max(w, 0), 1); out[j] = round(w * v1[j] + (1 - w) * v0[j])

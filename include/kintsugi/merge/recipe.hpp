@@ -6,7 +6,8 @@
 //   base_model: PATH
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
 //                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough | della
-//                 | della_linear | sce | nuslerp | multislerp | karcher
+//                 | della_linear | sce | nuslerp | multislerp | karcher | ram | ramplus_tl
+//                 | arcee_fusion
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
@@ -48,6 +49,9 @@ enum class MergeMethod {
   Nuslerp,          // mergekit's nuslerp: two models (task vectors when a base is given)
   Multislerp,       // mergekit's multislerp: N models on the hypersphere, optional base
   Karcher,          // mergekit's karcher: the Riemannian mean of the inputs' directions
+  Ram,              // mergekit's ram: unique task-vector entries kept, shared ones averaged
+  RamplusTl,        // mergekit's ramplus_tl: ram with unique entries scaled per model
+  ArceeFusion,      // mergekit's arcee_fusion: the base and one model, KL-weighted selection
 };
 std::string_view merge_method_name(MergeMethod m);
 

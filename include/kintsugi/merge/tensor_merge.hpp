@@ -58,6 +58,11 @@ struct TensorMethod {
   // karcher
   int64_t max_iter = 10;
   double tol = 1e-5;
+  // ram, ramplus_tl: an entry of a task vector counts when |delta| > ram_epsilon;
+  // ramplus_tl scales a model's unique entries by 1 + r * clamp(rho, 0, alpha).
+  double ram_epsilon = 1e-5;
+  double ram_r = 0.1;
+  double ram_alpha = 0.2;
 };
 
 // Called for each finished chunk with the output bytes of elements
@@ -76,6 +81,12 @@ struct MergeTensorStats {
   std::vector<double> coefficients;
   int64_t karcher_iterations = 0;  // karcher: updates of the mean done
   bool multislerp_lerp = false;    // multislerp: two antipodal inputs, linear fallback
+  // ramplus_tl: per model, its entries that count shared with another model
+  // and unique to it, and the factor of its unique entries
+  std::vector<uint64_t> ram_shared, ram_unique;
+  std::vector<float> ram_lambda;
+  // arcee_fusion: the importance quartiles and the threshold
+  float fusion_q1 = 0, fusion_median = 0, fusion_q3 = 0, fusion_threshold = 0;
 };
 
 MergeTensorStats merge_tensor(const TensorSources& src, const TensorMethod& m, ElementRange range,
@@ -140,6 +151,11 @@ OutlierCounts breadcrumbs_counts(uint64_t numel, double density, double gamma);
 // TIES keeps them in). Reads whole rows, also outside c.
 void della_ranks(const TensorSources& src, size_t i, ElementRange c, uint64_t row_len,
                  uint32_t* out);
+
+// arcee_fusion's divergence of one row of n elements (exposed for tests), in
+// double, each sum in index order: p = softmax(x) + 1e-8, q = softmax(base) +
+// 1e-8 (softmax with the row's maximum subtracted), sum p log(p / q).
+double fusion_row_divergence(const float* x, const float* base, uint64_t n);
 
 // Exact sum of |x| (power 1) or x^2 (power 2) over fp32 values, independent
 // of order and of how the values are split: per binary exponent, the integer

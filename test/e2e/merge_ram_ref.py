@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Independent references for kintsugi's ram, ramplus_tl and arcee_fusion (stdlib only).
+
+Written from mergekit's published definitions (merge_methods/ram.py: RAM and
+RAM+ tensor-local, Reinforced Agent Merging; merge_methods/arcee_fusion.py)
+and from kintsugi's documented choices where it departs (docs/merge.md):
+arithmetic in fp32 (each operation emulated in double and rounded to fp32,
+which is the correctly rounded fp32 result), arcee_fusion's row divergence in
+double with each sum in index order, and its quartiles exact over every entry
+(mergekit samples a million entries of larger tensors). Not derived from
+kintsugi's code.
+
+make WORK:   pools WORK/bf16 and WORK/f32 (base, m1, m2, m3), recipes
+             WORK/CASE.yaml; prints one line per case: CASE and the rank counts
+             to run it with
+check WORK:  every case's WORK/out-CASE-1 against the reference (fp32 bit for
+             bit, bf16 within 1 ulp)
+"""
+import json, math, os, random, struct, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from merge_pool import write_safetensors, read_safetensors  # noqa: E402
+
+
+def f32(x):
+    return struct.unpack('<f', struct.pack('<f', x))[0]
+
+
+def f32_bits(x):
+    return struct.unpack('<I', struct.pack('<f', x))[0]
+
+
+def bf16_bits(x):
+    u = f32_bits(x)
+    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def from_bf16(h):
+    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
+
+
+def rounder(dtype):
+    return (lambda x: from_bf16(bf16_bits(x))) if dtype == 'BF16' else f32
+
+
+# ---- pools and cases ----
+SHAPES = [('model.embed_tokens.weight', [24, 50]),
+          ('model.layers.0.mlp.up_proj.weight', [300, 7]),
+          ('model.layers.0.input_layernorm.weight', [37]),
+          ('model.layers.1.self_attn.q_proj.weight', [700]),
+          ('model.layers.1.mlp.down_proj.weight', [5, 1]),     # rows of one element
+          ('lm_head.weight', [2, 513])]
+
+# How often each model changes an entry of the base: the rest stay equal to
+# the base or move by less than a few thousandths (below or near epsilon).
+CHANGE = {'m1': 0.5, 'm2': 0.35, 'm3': 0.6}
+
+
+def write_st(path, dtype, tensors):
+    def raw(vals):
+        if dtype == 'BF16':
+            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
+        return struct.pack('<%df' % len(vals), *vals)
+    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
+                      {'format': 'pt'})
+
+
+def read_folder(d):
+    vals, dts = {}, {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith('.safetensors'): continue
+        for k, (dtype, b) in read_safetensors(os.path.join(d, f))[1].items():
+            if dtype == 'BF16':
+                vals[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
+            elif dtype == 'F32':
+                vals[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
+            else:
+                sys.exit('unexpected dtype ' + dtype)
+            dts[k] = dtype
+    return vals, dts
+
+
+def make_pool(d, dtype):
+    """base, m1..m3: per entry a model keeps the base, nudges it (|change| <
+    0.003) or changes it (Gaussian, or in the embedding multiples of 1/64, so
+    that importances tie)."""
+    rnd = rounder(dtype)
+    rng = random.Random(41 if dtype == 'BF16' else 42)
+    models = {m: [] for m in ('base', 'm1', 'm2', 'm3')}
+    for name, shape in SHAPES:
+        n = math.prod(shape)
+        base = [rnd(rng.gauss(0, 0.05)) for _ in range(n)]
+        models['base'].append((name, shape, base))
+        for k, m in enumerate(('m1', 'm2', 'm3')):
+            vals = []
+            for b in base:
+                u = rng.random()
+                if u < CHANGE[m]:
+                    step = rng.randint(-3, 3) / 64.0 if 'embed' in name else rng.gauss(0, 0.02 * (k + 1))
+                    vals.append(rnd(b + step))
+                elif u < CHANGE[m] + 0.15:
+                    vals.append(rnd(b + rng.uniform(-0.003, 0.003)))
+                else:
+                    vals.append(b)
+            models[m].append((name, shape, vals))
+    for m, ts in models.items():
+        folder = os.path.join(d, m); os.makedirs(folder, exist_ok=True)
+        write_st(os.path.join(folder, 'model.safetensors'), dtype, ts)
+        with open(os.path.join(folder, 'config.json'), 'w') as f:
+            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
+                       'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
+
+
+# Each case: method, models, global parameters, extra lines.
+CASES = {
+    'ram_three': ('ram', ['m1', 'm2', 'm3'], {}, ''),
+    # An epsilon the nudges straddle; fp32 out of a bf16 pool.
+    'ram_eps': ('ram', ['m1', 'm3'], {'epsilon': 0.001}, 'out_dtype: float32\n'),
+    'rpt_three': ('ramplus_tl', ['m1', 'm2', 'm3'], {}, ''),
+    # rho below alpha (no clamp): lambda = 1 + r * rho.
+    'rpt_params': ('ramplus_tl', ['m1', 'm3'], {'r': 0.5, 'alpha': 0.9, 'epsilon': 0.002}, ''),
+    'fusion': ('arcee_fusion', ['m1'], {}, ''),
+    'fusion_f32': ('arcee_fusion', ['m3'], {}, 'out_dtype: float32\n'),
+}
+
+# np 1 runs every case; the byte comparison across 1, 2 and 3 ranks runs on
+# the cases whose statistics cross ranks (ramplus_tl's counts, arcee_fusion's
+# quartiles and rows split between ranks).
+RUNS = [('rpt_three@bf16', '1,2,3'), ('fusion@f32', '1,2,3'),
+        ('ram_three@bf16', '1'), ('ram_three@f32', '1'), ('ram_eps@bf16', '1'),
+        ('rpt_three@f32', '1'), ('rpt_params@f32', '1'), ('rpt_params@bf16', '1'),
+        ('fusion@bf16', '1'), ('fusion_f32@bf16', '1'), ('fusion_f32@f32', '1')]
+
+
+def fmt(v):
+    return ('true' if v else 'false') if isinstance(v, bool) else repr(v)
+
+
+def recipe_text(case, pool):
+    method, models, params, extra = CASES[case]
+    lines = ['merge_method: %s' % method, 'base_model: %s/base' % pool, 'models:',
+             '  - model: %s/base' % pool]
+    lines += ['  - model: %s/%s' % (pool, m) for m in models]
+    if params:
+        lines.append('parameters: {%s}' % ', '.join('%s: %s' % (k, fmt(v)) for k, v in params.items()))
+    return '\n'.join(lines) + '\n' + extra
+
+
+# ---- the definitions ----
+def ram(base, xs, epsilon, r=None, alpha=None):
+    """RAM: per entry, the task-vector entries above epsilon; one alone is
+    taken as it is (RAM+: times its model's lambda), several are averaged."""
+    eps = f32(epsilon)
+    deltas = [[f32(x - b) for x, b in zip(xs_i, base)] for xs_i in xs]
+    counts = [sum(1 for d in ds if abs(d) > eps) for ds in zip(*deltas)]
+    lam = None
+    if r is not None:
+        lam = []
+        for ds in deltas:
+            shared = sum(1 for d, c in zip(ds, counts) if abs(d) > eps and c > 1)
+            unique = sum(1 for d, c in zip(ds, counts) if abs(d) > eps and c == 1)
+            rho = f32(f32(shared) / max(f32(unique), eps))
+            lam.append(f32(1.0 + f32(f32(r) * min(max(rho, 0.0), f32(alpha)))))
+    out = []
+    for j, b in enumerate(base):
+        acc = 0.0
+        for i, ds in enumerate(deltas):
+            d = ds[j]
+            if abs(d) <= eps:
+                t = 0.0
+            elif counts[j] == 1:
+                t = d if lam is None else f32(d * lam[i])
+            else:
+                t = f32(d / counts[j])
+            acc = f32(acc + t)
+        out.append(f32(b + acc))
+    return out
+
+
+def softmax_plus(row):
+    """softmax(row) + 1e-8 in double: the row's maximum subtracted, the sum in order."""
+    mx = max(row)
+    e = [math.exp(v - mx) for v in row]
+    s = 0.0
+    for v in e: s += v
+    return [v / s + 1e-8 for v in e]
+
+
+def divergence(xrow, brow):
+    p, q = softmax_plus(xrow), softmax_plus(brow)
+    k = 0.0
+    for a, c in zip(p, q): k += a * math.log(a / c)
+    return k
+
+
+def arcee_fusion(base, x, L):
+    d = [f32(a - b) for a, b in zip(x, base)]
+    kl = [f32(divergence(x[r:r + L], base[r:r + L])) for r in range(0, len(base), L)]
+    imp = [f32(abs(dj) * kl[j // L]) for j, dj in enumerate(d)]
+    srt = sorted(imp)
+    n = len(srt)
+    q1, med, q3 = (srt[int(q * (n - 1))] for q in (0.25, 0.5, 0.75))
+    thr = f32(med + f32(1.5 * f32(q3 - q1)))
+    return [f32(b + f32(dj * (1.0 if i >= thr else 0.0))) for b, dj, i in zip(base, d, imp)]
+
+
+def ulps_bf16(got, ref):
+    def ordered(x):
+        u = f32_bits(x) >> 16
+        return -(u & 0x7FFF) if u & 0x8000 else u
+    return abs(ordered(got) - ordered(ref))
+
+
+POOLS = {}
+
+
+def load(work, pool, m):
+    if (pool, m) not in POOLS: POOLS[(pool, m)] = read_folder(os.path.join(work, pool, m))[0]
+    return POOLS[(pool, m)]
+
+
+def check(work, case_at, out):
+    case, pool = case_at.split('@')
+    method, models, params, extra = CASES[case]
+    base = load(work, pool, 'base')
+    ins = [load(work, pool, m) for m in models]
+    got, got_dt = read_folder(out)
+    assert sorted(got) == sorted(base), 'tensor names differ'
+    worst = 0
+    for name, shape in SHAPES:
+        L = shape[-1] if len(shape) >= 2 else math.prod(shape)
+        xs = [x[name] for x in ins]
+        if method == 'arcee_fusion':
+            ref = arcee_fusion(base[name], xs[0], L)
+        elif method == 'ramplus_tl':
+            ref = ram(base[name], xs, params.get('epsilon', 1e-5), params.get('r', 0.1),
+                      params.get('alpha', 0.2))
+        else:
+            ref = ram(base[name], xs, params.get('epsilon', 1e-5))
+        rnd = rounder(got_dt[name])
+        for j, (g, r) in enumerate(zip(got[name], ref)):
+            r = rnd(r)
+            if got_dt[name] == 'F32':
+                if f32_bits(g) != f32_bits(r):
+                    sys.exit('%s %s[%d]: got %r, reference %r (f32 must be exact)' % (case_at, name, j, g, r))
+            else:
+                e = ulps_bf16(g, r)
+                worst = max(worst, e)
+                if e > 1:
+                    sys.exit('%s %s[%d]: got %r, reference %r (%d bf16 ulps)' % (case_at, name, j, g, r, e))
+    print('ok: %s matches the reference (%s out); worst bf16 error %d ulp' %
+          (case_at, '/'.join(sorted(set(got_dt.values()))), worst))
+
+
+if __name__ == '__main__':
+    cmd = sys.argv[1]
+    if cmd == 'make':
+        work = sys.argv[2]
+        for dt, sub in (('BF16', 'bf16'), ('F32', 'f32')):
+            make_pool(os.path.join(work, sub), dt)
+        for case_at, nps in RUNS:
+            case, sub = case_at.split('@')
+            with open(os.path.join(work, case_at + '.yaml'), 'w') as f:
+                f.write(recipe_text(case, sub))
+            print(case_at, nps)
+    elif cmd == 'check':
+        work = sys.argv[2]
+        for case_at, _ in RUNS:
+            check(work, case_at, os.path.join(work, 'out-%s-1' % case_at))
+    else:
+        sys.exit('unknown command ' + cmd)
