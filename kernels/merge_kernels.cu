@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "kintsugi/kernels/element_ops.hpp"
 #include "kintsugi/kernels/merge_kernels_cuda.hpp"
@@ -250,6 +251,57 @@ __global__ void ram_merge_kernel(const Params p) {
   }
 }
 
+// CABS (see CabsMergeArgs), one launch per model in pruning order: acc the
+// running fp32 sum (starts as the base), prev the taken flags of the models
+// before, next those with this model's selection: no thread reads a flag
+// another thread writes in the same launch.
+__global__ void cabs_init_kernel(const void* base, int dt, float* acc, unsigned char* taken,
+                                 unsigned long long n) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < n; j += stride) {
+    acc[j] = load(base, j, dt);
+    taken[j] = 0;
+  }
+}
+
+__global__ void cabs_step_kernel(const void* x, const void* base, int dt, float w, unsigned keep,
+                                 unsigned m, const unsigned char* prev, unsigned char* next,
+                                 float* acc, unsigned long long n) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < n; j += stride) {
+    const unsigned long long q = j - j % m;
+    const unsigned long long e = q + m < n ? q + m : n;
+    auto candidate = [&](unsigned long long k) {
+      return prev[k] ? 0.0f : ops::sub(load(x, k, dt), load(base, k, dt));
+    };
+    const float c = candidate(j);
+    bool sel = keep > 0;
+    if (sel && keep < e - q) {
+      const unsigned kj = ops::cabs_key(c);
+      unsigned long long above = 0;
+      for (unsigned long long k = q; k < e; ++k) {
+        const unsigned kk = ops::cabs_key(candidate(k));
+        above += kk > kj || (kk == kj && k < j);
+      }
+      sel = above < keep;
+    }
+    acc[j] = ops::add(acc[j], sel ? ops::mul(w, c) : 0.0f);
+    next[j] = static_cast<unsigned char>(prev[j] | (sel ? 1 : 0));
+  }
+}
+
+__global__ void cabs_store_kernel(const float* acc, void* out, int dt, unsigned long long n) {
+  const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
+  for (unsigned long long j =
+           static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+       j < n; j += stride)
+    store(out, j, dt, acc[j]);
+}
+
 // arcee_fusion (see FusionMergeArgs): p.vw the row divergences, p.t the threshold.
 __global__ void fusion_merge_kernel(const Params p) {
   const unsigned long long stride = static_cast<unsigned long long>(gridDim.x) * blockDim.x;
@@ -476,6 +528,47 @@ void fused_fusion_merge(const FusionMergeArgs& a) {
     throw;
   }
   free(dk);
+}
+
+void fused_cabs_merge(const CabsMergeArgs& a) {
+  const size_t N = a.inputs.size();
+  CU_REQUIRE(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  CU_REQUIRE(a.weights.size() == N && a.keep_n.size() == N && a.block_m.size() == N,
+             "a weight, n and m per input");
+  for (size_t i = 0; i < N; ++i)
+    CU_REQUIRE(a.block_m[i] >= 1 && a.block_m[i] <= kMaxCabsBlock && a.keep_n[i] <= a.block_m[i],
+               "cabs: 0 <= n <= m, 1 <= m <= kMaxCabsBlock");
+  if (a.n == 0) return;
+  const int dt = code(a.in_dtype);
+  void* acc = alloc(a.n * sizeof(float));
+  void* t0 = nullptr;
+  void* t1 = nullptr;
+  try {
+    t0 = alloc(a.n);
+    t1 = alloc(a.n);
+    auto* fa = static_cast<float*>(acc);
+    auto* prev = static_cast<unsigned char*>(t0);
+    auto* next = static_cast<unsigned char*>(t1);
+    cabs_init_kernel<<<grid_for(a.n), 256>>>(a.base, dt, fa, prev, a.n);
+    CUDA_CHECK(cudaGetLastError());
+    for (size_t i = 0; i < N; ++i) {
+      cabs_step_kernel<<<grid_for(a.n), 256>>>(a.inputs[i], a.base, dt, a.weights[i], a.keep_n[i],
+                                               a.block_m[i], prev, next, fa, a.n);
+      CUDA_CHECK(cudaGetLastError());
+      std::swap(prev, next);
+    }
+    cabs_store_kernel<<<grid_for(a.n), 256>>>(fa, a.out, code(a.out_dtype), a.n);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (...) {
+    cudaFree(acc);
+    if (t0) cudaFree(t0);
+    if (t1) cudaFree(t1);
+    throw;
+  }
+  free(acc);
+  free(t0);
+  free(t1);
 }
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,

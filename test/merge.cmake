@@ -16,7 +16,7 @@ kintsugi_cli_test(NAME merge_methods SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merg
 kintsugi_cli_test(NAME merge_slices SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_slices.sh LABELS merge)
 # della, della_linear, sce against a Python reference (and DELLA's statistics), np 1..3.
 kintsugi_cli_test(NAME merge_della SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_della.sh LABELS merge)
-# ram, ramplus_tl, arcee_fusion against a Python reference, np 1..3.
+# ram, ramplus_tl, arcee_fusion, lrp, cabs against a Python reference, np 1..3.
 kintsugi_cli_test(NAME merge_ram SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_ram.sh LABELS merge)
 kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_errors.sh LABELS merge)
 kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_merge.sh LABELS merge)

@@ -329,10 +329,10 @@ FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out
 
 // 6. Each merge method (--methods) file to file over the same pool: ckpt0 is
 // the base of the methods that need one, the others its models (slerp,
-// nearswap: the first; nuslerp: ckpt0 and ckpt1 without a base;
+// nearswap, arcee_fusion: the first; nuslerp: ckpt0 and ckpt1 without a base;
 // passthrough: ckpt0 alone; linear, multislerp, karcher: all of them), with
 // parameters that make the sparsifying ones do their work (density 0.5,
-// select_topk 0.5). Timed as the linear merge (best of `repeat` after a
+// select_topk 0.5, cabs 2:4). Timed as the linear merge (best of `repeat` after a
 // warm-up run); bytes are what the engine read and wrote.
 struct MethodMerge {
   std::string method;
@@ -342,10 +342,17 @@ struct MethodMerge {
 };
 
 std::vector<std::string> methods_to_measure(const std::string& list, size_t N) {
-  const std::vector<std::string> every = {
-      "linear", "task_arithmetic", "ties",        "dare_linear",      "dare_ties",  "model_stock",
-      "slerp",  "nearswap",        "breadcrumbs", "breadcrumbs_ties", "della",      "della_linear",
-      "sce",    "nuslerp",         "multislerp",  "karcher",          "passthrough"};
+  const std::vector<std::string> every = {"linear",      "task_arithmetic",
+                                          "ties",        "dare_linear",
+                                          "dare_ties",   "model_stock",
+                                          "slerp",       "nearswap",
+                                          "breadcrumbs", "breadcrumbs_ties",
+                                          "della",       "della_linear",
+                                          "sce",         "nuslerp",
+                                          "multislerp",  "karcher",
+                                          "passthrough", "ram",
+                                          "ramplus_tl",  "arcee_fusion",
+                                          "lrp",         "cabs"};
   std::vector<std::string> out;
   if (list.empty()) return out;
   if (list == "all") {
@@ -374,7 +381,7 @@ std::string method_recipe(const std::string& m, size_t N) {
   const bool base =
       m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher" && m != "nuslerp";
   size_t first = base ? 1 : 0, last = N;  // models ckpt[first, last)
-  if (m == "slerp" || m == "nearswap") last = 2;
+  if (m == "slerp" || m == "nearswap" || m == "arcee_fusion") last = 2;
   if (m == "nuslerp") last = first + 2;
   if (m == "passthrough") last = 1;
   std::string y = fmt::format("merge_method: {}\n", m);
@@ -382,8 +389,11 @@ std::string method_recipe(const std::string& m, size_t N) {
   if (m == "slerp") y += "parameters: {t: 0.5}\n";
   if (m == "nearswap") y += "parameters: {t: 0.001}\n";
   if (m == "sce") y += "parameters: {select_topk: 0.5}\n";
+  if (m == "lrp") y += "parameters: {density: 0.5}\n";
+  if (m == "cabs") y += "parameters: {default_n_val: 2, default_m_val: 4}\n";
   const bool weighted = m != "model_stock" && m != "slerp" && m != "nearswap" && m != "sce" &&
-                        m != "karcher" && m != "passthrough";
+                        m != "karcher" && m != "passthrough" && m != "ram" && m != "ramplus_tl" &&
+                        m != "arcee_fusion";
   const bool density = m == "ties" || m == "dare_linear" || m == "dare_ties" ||
                        m.rfind("breadcrumbs", 0) == 0 || m.rfind("della", 0) == 0;
   y += "models:\n";

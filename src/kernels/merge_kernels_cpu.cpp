@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -927,6 +928,88 @@ void fused_ram_merge(const RamMergeArgs& a) {
   KS_CHECK(a.lambda.empty() || a.lambda.size() == N, "no lambda, or one per input");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { ram_merge_impl<I, O>(a); });
+}
+
+// CABS over superblocks of L = lcm(m_i) elements, each independent of the
+// others (every model's blocks nest in it). Per block, the n largest keys,
+// the lower index first among equal ones: by counting for short blocks, by
+// nth_element on (key descending, index ascending), a total order, above.
+template <DType IN, DType OUT>
+void cabs_merge_impl(const CabsMergeArgs& a, uint64_t L) {
+  const size_t N = a.inputs.size();
+  const size_t nsb = (a.n + L - 1) / L;
+  const auto nt = static_cast<long long>(nsb);
+#pragma omp parallel if (a.n >= kParallelMin)
+  {
+    std::vector<float> b(L), acc(L), c(L);
+    std::vector<uint32_t> key(L), order;
+    std::vector<uint8_t> taken(L), sel(L);
+#pragma omp for schedule(static)
+    for (long long sb = 0; sb < nt; ++sb) {
+      const size_t s0 = static_cast<size_t>(sb) * L;
+      const size_t len = std::min<size_t>(L, a.n - s0);
+      for (size_t k = 0; k < len; ++k) {
+        b[k] = load<IN>(a.base, s0 + k);
+        acc[k] = b[k];
+        taken[k] = 0;
+      }
+      for (size_t i = 0; i < N; ++i) {
+        const void* x = a.inputs[i];
+        const size_t m = a.block_m[i], keep = a.keep_n[i];
+        const float w = a.weights[i];
+        for (size_t k = 0; k < len; ++k) {
+          c[k] = taken[k] ? 0.0f : ops::sub(load<IN>(x, s0 + k), b[k]);
+          key[k] = ops::cabs_key(c[k]);
+        }
+        for (size_t q = 0; q < len; q += m) {
+          const size_t bl = std::min(m, len - q);
+          const uint32_t* kq = key.data() + q;
+          uint8_t* sq = sel.data() + q;
+          if (keep >= bl || keep == 0) {
+            std::fill(sq, sq + bl, keep == 0 ? 0 : 1);
+          } else if (bl <= 64) {
+            for (size_t j = 0; j < bl; ++j) {
+              size_t above = 0;
+              for (size_t k = 0; k < bl; ++k) above += kq[k] > kq[j] || (kq[k] == kq[j] && k < j);
+              sq[j] = above < keep;
+            }
+          } else {
+            order.resize(bl);
+            for (size_t j = 0; j < bl; ++j) order[j] = static_cast<uint32_t>(j);
+            auto first = [&](uint32_t u, uint32_t v) {
+              return kq[u] > kq[v] || (kq[u] == kq[v] && u < v);
+            };
+            std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep),
+                             order.end(), first);
+            std::fill(sq, sq + bl, 0);
+            for (size_t j = 0; j < keep; ++j) sq[order[j]] = 1;
+          }
+        }
+        for (size_t k = 0; k < len; ++k) {
+          acc[k] = ops::add(acc[k], sel[k] ? ops::mul(w, c[k]) : 0.0f);
+          taken[k] = taken[k] | sel[k];
+        }
+      }
+      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, s0 + k, acc[k]);
+    }
+  }
+}
+
+void fused_cabs_merge(const CabsMergeArgs& a) {
+  check_dtypes(a.in_dtype, a.out_dtype);
+  const size_t N = a.inputs.size();
+  KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
+  KS_CHECK(a.weights.size() == N && a.keep_n.size() == N && a.block_m.size() == N,
+           "a weight, n and m per input");
+  uint64_t L = 1;
+  for (size_t i = 0; i < N; ++i) {
+    KS_CHECK(a.block_m[i] >= 1 && a.block_m[i] <= kMaxCabsBlock && a.keep_n[i] <= a.block_m[i],
+             "cabs: 0 <= n <= m, 1 <= m <= kMaxCabsBlock");
+    L = std::lcm(L, uint64_t{a.block_m[i]});
+    KS_CHECK(L <= kMaxCabsBlock, "cabs: the blocks' least common multiple <= kMaxCabsBlock");
+  }
+  if (a.n == 0) return;
+  dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { cabs_merge_impl<I, O>(a, L); });
 }
 
 void fused_fusion_merge(const FusionMergeArgs& a) {

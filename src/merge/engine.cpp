@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <numeric>
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
@@ -114,6 +115,90 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
     return m;
   }
   if (r.method == MergeMethod::ArceeFusion) return m;
+  if (r.method == MergeMethod::EncoderDecoderWeighted) {
+    // mergekit's encoder_decoder_weighted: a linear merge whose weights are
+    // each model's decoder_weight for tensors named "decoder" (cross_weight,
+    // default the mean of the two, for "decoder" and "encoder_attn"), else its
+    // encoder_weight; each set normalized to sum 1 (all equal when it sums to 0).
+    const bool decoder = name.find("decoder") != std::string::npos;
+    const bool cross = decoder && name.find("encoder_attn") != std::string::npos;
+    std::vector<double> w;
+    double sum = 0;
+    for (size_t i = 0; i < models.size(); ++i) {
+      const double e = model_param(i, "encoder_weight", std::nullopt);
+      const double d = model_param(i, "decoder_weight", std::nullopt);
+      const auto c = find_param(r, slice, models[i], "cross_weight", pt.models[i].name, t);
+      w.push_back(cross ? (c ? *c : (e + d) / 2) : decoder ? d : e);
+      sum += w.back();
+    }
+    m.method = MergeMethod::Linear;
+    for (double x : w)
+      m.weights.push_back(
+          static_cast<float>(sum == 0.0 ? 1.0 / static_cast<double>(w.size()) : x / sum));
+    return m;
+  }
+  if (r.method == MergeMethod::Cabs) {
+    // mergekit's cabs: the models in pruning_order, else sorted by name; each
+    // model's n:m its own, else the merge's default_n_val:default_m_val,
+    // else 1:4.
+    std::vector<size_t> order;
+    for (const auto& want : r.pruning_order)
+      for (size_t i = 0; i < models.size(); ++i)
+        if (models[i]->spec == want) order.push_back(i);
+    if (r.pruning_order.empty()) {
+      for (size_t i = 0; i < models.size(); ++i) order.push_back(i);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return models[a]->spec < models[b]->spec; });
+    }
+    KS_CHECK(order.size() == models.size(), "cabs: every model once in pruning_order");
+    uint64_t lcm = 1;
+    for (size_t i : order) {
+      auto n = find_param(r, slice, models[i], "n_val", pt.models[i].name, t);
+      auto mv = find_param(r, slice, models[i], "m_val", pt.models[i].name, t);
+      if (!n || !mv) {
+        n = find_param(r, slice, nullptr, "default_n_val", name, t);
+        mv = find_param(r, slice, nullptr, "default_m_val", name, t);
+      }
+      const double nn = n && mv ? *n : 1.0, mm = n && mv ? *mv : 4.0;
+      if (nn != std::floor(nn) || mm != std::floor(mm) || nn < 0.0 || mm < 1.0 || nn > mm ||
+          mm > kMaxCabsBlock)
+        throw_input(
+            "{}: cabs: n_val {} and m_val {} for tensor {}: need whole numbers 0 <= n <= m, "
+            "1 <= m <= {}",
+            models[i]->where, nn, mm, name, kMaxCabsBlock);
+      lcm = std::lcm(lcm, static_cast<uint64_t>(mm));
+      if (lcm > kMaxCabsBlock)
+        throw_input(
+            "{}: cabs: the block sizes m_val of tensor {} have a least common multiple above {}",
+            r.file.string(), name, kMaxCabsBlock);
+      m.keep_n.push_back(static_cast<uint32_t>(nn));
+      m.block_m.push_back(static_cast<uint32_t>(mm));
+      m.weights.push_back(static_cast<float>(model_param(i, "weight", 1.0)));
+    }
+    m.order = order;
+    return m;
+  }
+  if (r.method == MergeMethod::Lrp) {
+    // mergekit's lrp: each model's delta keeps its int(density * numel)
+    // largest |entries| and is weighted by weight / (sum of the weights).
+    // (mergekit's optional LRP relevance files are torch pickles, not read.)
+    double sum = 0;
+    std::vector<double> w;
+    for (size_t i = 0; i < models.size(); ++i) {
+      w.push_back(model_param(i, "weight", 1.0));
+      sum += w.back();
+    }
+    if (sum == 0.0)
+      throw_input("{}: lrp: the weights of tensor {} sum to zero", r.file.string(), name);
+    for (double x : w) m.weights.push_back(static_cast<float>(x / sum));
+    const double d = global_param("density", 0.7);
+    if (d < 0.0 || d > 1.0)
+      throw_input("{}: lrp: density {} for tensor {} is outside [0, 1]", r.file.string(), d, name);
+    m.density.assign(models.size(), d);
+    m.normalize = false;
+    m.rescale = false;
+    return m;
+  }
   if (r.method == MergeMethod::Linear || task) {
     std::vector<double> w;
     for (size_t i = 0; i < models.size(); ++i) w.push_back(model_param(i, "weight", std::nullopt));
@@ -206,7 +291,8 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
 // Methods that take a base model apart from the others (every method but
 // linear and passthrough, which merge all their inputs alike).
 bool uses_base(MergeMethod m) {
-  return m != MergeMethod::Linear && m != MergeMethod::Passthrough;
+  return m != MergeMethod::Linear && m != MergeMethod::Passthrough &&
+         m != MergeMethod::EncoderDecoderWeighted;
 }
 
 // How many models besides the base a method takes: checked per merge (models)
@@ -724,6 +810,12 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
                                  ? std::max<uint64_t>(numel, 1)
                                  : static_cast<uint64_t>(spec.shape.back());
         filled = {range.begin / row * row, std::min(numel, (range.end + row - 1) / row * row)};
+      }
+      // cabs reads the whole superblocks its range touches.
+      if (r.method == MergeMethod::Cabs && !range.empty()) {
+        uint64_t L = 1;
+        for (uint32_t b : pt.method.block_m) L = std::lcm(L, uint64_t{b});
+        filled = {range.begin / L * L, std::min(numel, (range.end + L - 1) / L * L)};
       }
       for (size_t m = 0; m < in.vocab_members.size(); ++m) {
         const void* p =

@@ -3,6 +3,8 @@
 // the right type, and errors read "FILE:LINE: key.path: problem".
 #include "kintsugi/merge/recipe.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include "kintsugi/common/input_file.hpp"
 #include "kintsugi/config/yaml_reader.hpp"
 #include "kintsugi/io/utf8.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 #include "kintsugi/merge/sha256.hpp"
 
 namespace kintsugi {
@@ -31,7 +34,7 @@ const std::vector<ParamSpec>& param_specs() {
       {"weight",
        Kind::Number,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies, M::Della, M::DellaLinear, M::Nuslerp, M::Multislerp}},
+        M::BreadcrumbsTies, M::Della, M::DellaLinear, M::Nuslerp, M::Multislerp, M::Lrp, M::Cabs}},
       {"normalize",
        Kind::Bool,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
@@ -43,7 +46,7 @@ const std::vector<ParamSpec>& param_specs() {
       {"density",
        Kind::Number,
        {M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs, M::BreadcrumbsTies, M::Della,
-        M::DellaLinear}},
+        M::DellaLinear, M::Lrp}},
       {"gamma", Kind::Number, {M::Breadcrumbs, M::BreadcrumbsTies}},
       {"epsilon", Kind::Number, {M::Della, M::DellaLinear, M::Ram, M::RamplusTl}},
       {"r", Kind::Number, {M::RamplusTl}},
@@ -65,6 +68,13 @@ const std::vector<ParamSpec>& param_specs() {
       {"normalize_weights", Kind::Bool, {M::Multislerp}},
       {"eps", Kind::Number, {M::Multislerp}},
       {"max_iter", Kind::Number, {M::Karcher}},
+      {"n_val", Kind::Number, {M::Cabs}},
+      {"m_val", Kind::Number, {M::Cabs}},
+      {"default_n_val", Kind::Number, {M::Cabs}},
+      {"default_m_val", Kind::Number, {M::Cabs}},
+      {"encoder_weight", Kind::Number, {M::EncoderDecoderWeighted}},
+      {"decoder_weight", Kind::Number, {M::EncoderDecoderWeighted}},
+      {"cross_weight", Kind::Number, {M::EncoderDecoderWeighted}},
       {"tol", Kind::Number, {M::Karcher}},
   };
   return specs;
@@ -137,30 +147,37 @@ std::string method_name(const YamlField& f) {
                     "karcher",
                     "ram",
                     "ramplus_tl",
-                    "arcee_fusion"});
+                    "arcee_fusion",
+                    "lrp",
+                    "cabs",
+                    "encoder_decoder_weighted"});
 }
 
 std::optional<MergeMethod> method_from(const std::string& s) {
-  static const std::map<std::string, MergeMethod> m = {{"linear", M::Linear},
-                                                       {"task_arithmetic", M::TaskArithmetic},
-                                                       {"ties", M::Ties},
-                                                       {"dare_linear", M::DareLinear},
-                                                       {"dare_ties", M::DareTies},
-                                                       {"model_stock", M::ModelStock},
-                                                       {"slerp", M::Slerp},
-                                                       {"breadcrumbs", M::Breadcrumbs},
-                                                       {"breadcrumbs_ties", M::BreadcrumbsTies},
-                                                       {"nearswap", M::Nearswap},
-                                                       {"passthrough", M::Passthrough},
-                                                       {"della", M::Della},
-                                                       {"della_linear", M::DellaLinear},
-                                                       {"sce", M::Sce},
-                                                       {"nuslerp", M::Nuslerp},
-                                                       {"multislerp", M::Multislerp},
-                                                       {"karcher", M::Karcher},
-                                                       {"ram", M::Ram},
-                                                       {"ramplus_tl", M::RamplusTl},
-                                                       {"arcee_fusion", M::ArceeFusion}};
+  static const std::map<std::string, MergeMethod> m = {
+      {"linear", M::Linear},
+      {"task_arithmetic", M::TaskArithmetic},
+      {"ties", M::Ties},
+      {"dare_linear", M::DareLinear},
+      {"dare_ties", M::DareTies},
+      {"model_stock", M::ModelStock},
+      {"slerp", M::Slerp},
+      {"breadcrumbs", M::Breadcrumbs},
+      {"breadcrumbs_ties", M::BreadcrumbsTies},
+      {"nearswap", M::Nearswap},
+      {"passthrough", M::Passthrough},
+      {"della", M::Della},
+      {"della_linear", M::DellaLinear},
+      {"sce", M::Sce},
+      {"nuslerp", M::Nuslerp},
+      {"multislerp", M::Multislerp},
+      {"karcher", M::Karcher},
+      {"ram", M::Ram},
+      {"ramplus_tl", M::RamplusTl},
+      {"arcee_fusion", M::ArceeFusion},
+      {"lrp", M::Lrp},
+      {"cabs", M::Cabs},
+      {"encoder_decoder_weighted", M::EncoderDecoderWeighted}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -211,9 +228,26 @@ ParamValue parse_param(const YamlField& f, const ParamSpec& spec) {
   return pv;
 }
 
-std::map<std::string, ParamValue> parse_params(const YamlField& f, MergeMethod method) {
+// cabs's pruning_order: a list of model names as written.
+void parse_pruning_order(const YamlField& f, Recipe& r) {
+  if (!r.pruning_order_where.empty())
+    f.fail(fmt::format("given twice (also at {})", r.pruning_order_where));
+  const auto items = f.items();
+  if (items.empty()) f.fail("expected a non-empty list of model names");
+  for (const auto& e : items) r.pruning_order.push_back(e.as_string());
+  r.pruning_order_where = where(f);
+}
+
+// `order`: where cabs's pruning_order goes (global parameters only; elsewhere
+// it is an unknown parameter).
+std::map<std::string, ParamValue> parse_params(const YamlField& f, MergeMethod method,
+                                               Recipe* order = nullptr) {
   std::map<std::string, ParamValue> out;
   for (const auto& [k, v] : f.entries()) {
+    if (k == "pruning_order" && method == M::Cabs && order) {
+      parse_pruning_order(v, *order);
+      continue;
+    }
     const auto& specs = param_specs();
     const std::string& key = k;  // clang 14 (the fuzzers) cannot capture a structured binding
     auto it =
@@ -431,6 +465,12 @@ std::string_view merge_method_name(MergeMethod m) {
       return "ramplus_tl";
     case M::ArceeFusion:
       return "arcee_fusion";
+    case M::Lrp:
+      return "lrp";
+    case M::Cabs:
+      return "cabs";
+    case M::EncoderDecoderWeighted:
+      return "encoder_decoder_weighted";
   }
   return "?";
 }
@@ -449,6 +489,57 @@ std::optional<double> ParamValue::at(std::string_view tensor, double t) const {
   return std::nullopt;
 }
 
+// cabs: n_val and m_val (default_n_val and default_m_val) go in pairs, as
+// mergekit requires; pruning_order names each model besides the base once
+// (mergekit skips a name it does not know and leaves out a model it does not
+// list: refused here, as a typo would silently drop a model).
+void check_cabs(const Recipe& r, const std::vector<const RecipeModel*>& inputs,
+                const std::vector<const std::map<std::string, ParamValue>*>& merge_levels) {
+  auto paired = [](const std::map<std::string, ParamValue>& ps, const char* a, const char* b) {
+    for (auto [x, y] : {std::pair{a, b}, std::pair{b, a}})
+      if (ps.count(x) && !ps.count(y))
+        throw_input("{}: cabs: {} is given without {} (they go together)", ps.at(x).where, x, y);
+  };
+  for (const auto* ps : merge_levels) {
+    paired(*ps, "n_val", "m_val");
+    paired(*ps, "default_n_val", "default_m_val");
+  }
+  for (const RecipeModel* rm : inputs) paired(rm->params, "n_val", "m_val");
+  auto is_base = [&](const std::string& spec) {
+    return r.base_model && same_model(resolve(r.file, spec), *r.base_model);
+  };
+  if (!r.pruning_order.empty()) {
+    std::set<std::string> listed;
+    for (const auto& name : r.pruning_order) {
+      if (is_base(name)) continue;
+      const bool known = std::any_of(inputs.begin(), inputs.end(),
+                                     [&](const RecipeModel* rm) { return rm->spec == name; });
+      if (!known)
+        throw_input(
+            "{}: pruning_order: \"{}\" is not one of the recipe's models (as written there)",
+            r.pruning_order_where, name);
+      if (!listed.insert(name).second)
+        throw_input("{}: pruning_order: \"{}\" is listed twice", r.pruning_order_where, name);
+    }
+    for (const RecipeModel* rm : inputs)
+      if (!is_base(rm->spec) && !listed.count(rm->spec))
+        throw_input(
+            "{}: pruning_order: model {} (at {}) is not listed (mergekit would leave it out of "
+            "the merge)",
+            r.pruning_order_where, rm->spec, rm->where);
+  }
+  // mergekit's fallback when neither the model nor the merge sets n:m.
+  const bool defaults = std::any_of(merge_levels.begin(), merge_levels.end(), [](const auto* ps) {
+    return ps->count("default_n_val") || ps->count("n_val");
+  });
+  for (const RecipeModel* rm : inputs)
+    if (!defaults && !rm->params.count("n_val") && !is_base(rm->spec))
+      spdlog::warn(
+          "{}: cabs: no n_val/m_val for model {} and no default_n_val/default_m_val: "
+          "mergekit's fallback, 1:4",
+          rm->where, rm->spec);
+}
+
 Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) {
   const std::string origin = file.string();
   const YamlField root(origin, parse_yaml(text, origin), "", 1);
@@ -460,7 +551,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
     for (const auto& [k, v] : root.entries())
       if (k == "merge_method") (void)method_name(v);
   const YamlMap top = root.as_map({"models", "slices", "base_model", "merge_method", "parameters",
-                                   "dtype", "out_dtype", "tokenizer_source", "tokenizer"});
+                                   "dtype", "out_dtype", "tokenizer_source", "tokenizer",
+                                   "default_n_val", "default_m_val", "pruning_order"});
   Recipe r;
   r.file = file;
   r.text = text;
@@ -486,7 +578,24 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
     r.base_model = resolve(file, b->as_string());
     r.base_where = where(*b);
   }
-  if (auto p = top.get("parameters")) r.params = parse_params(*p, r.method);
+  if (auto p = top.get("parameters")) r.params = parse_params(*p, r.method, &r);
+  // cabs's settings as siblings of merge_method, where mergekit's example
+  // cabs.yml writes them (mergekit itself reads them under parameters:).
+  for (const char* key : {"default_n_val", "default_m_val", "pruning_order"}) {
+    auto f = top.get(key);
+    if (!f) continue;
+    if (r.method != M::Cabs) f->fail(fmt::format("a setting of merge_method cabs, not {}", mname));
+    if (std::string_view(key) == "pruning_order") {
+      parse_pruning_order(*f, r);
+      continue;
+    }
+    if (r.params.count(key))
+      f->fail(fmt::format("given twice (also under parameters, at {})", r.params.at(key).where));
+    const auto& specs = param_specs();
+    r.params[key] =
+        parse_param(*f, *std::find_if(specs.begin(), specs.end(),
+                                      [&](const ParamSpec& s) { return s.name == key; }));
+  }
   if (auto d = top.get("dtype")) r.dtype = parse_dtype(*d);
   if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
   if (top.has("tokenizer_source") || top.has("tokenizer")) {
@@ -500,8 +609,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   // nuslerp and multislerp take an optional base (task vectors when given);
   // karcher averages it as one more input.
   const bool needs_base = r.method != M::Linear && r.method != M::Passthrough &&
-                          r.method != M::Nuslerp && r.method != M::Multislerp &&
-                          r.method != M::Karcher;
+                          r.method != M::EncoderDecoderWeighted && r.method != M::Nuslerp &&
+                          r.method != M::Multislerp && r.method != M::Karcher;
   if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
   // Every model entry and slice source, and the levels that hold whole-merge
   // settings: the global parameters and each slice's.
@@ -525,7 +634,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
           k == "filter_wise" || k == "select_topk" || (k == "t" && r.method == M::Nearswap) ||
           k == "nuslerp_flatten" || k == "nuslerp_row_wise" || k == "normalize_weights" ||
           k == "eps" || k == "max_iter" || k == "tol" || k == "r" || k == "alpha" ||
-          (k == "epsilon" && (r.method == M::Ram || r.method == M::RamplusTl)))
+          (k == "epsilon" && (r.method == M::Ram || r.method == M::RamplusTl)) ||
+          (k == "density" && r.method == M::Lrp) || k == "default_n_val" || k == "default_m_val")
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
@@ -547,8 +657,9 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   for (const auto* ps : all_params)
     for (const auto& [k, pv] : *ps) {
       if (k == "gamma") check_values(pv, k, in_unit, "outside [0, 1]");
-      if (k == "density" && (r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies ||
-                             r.method == M::Della || r.method == M::DellaLinear))
+      if (k == "density" &&
+          (r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies || r.method == M::Della ||
+           r.method == M::DellaLinear || r.method == M::Lrp))
         check_values(pv, k, in_unit, "outside [0, 1]");
       if (k == "select_topk") check_values(pv, k, in_unit, "outside [0, 1]");
       // DELLA's drop probabilities span density -+ epsilon: |epsilon| < 1/2
@@ -573,6 +684,14 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
       if (k == "tol")
         check_values(
             pv, k, [](double v) { return v >= 0.0; }, "negative");
+      if (k == "n_val" || k == "default_n_val")
+        check_values(
+            pv, k, [](double v) { return v >= 0.0 && v <= kMaxCabsBlock && v == std::floor(v); },
+            "not a whole number in [0, 65536]");
+      if (k == "m_val" || k == "default_m_val")
+        check_values(
+            pv, k, [](double v) { return v >= 1.0 && v <= kMaxCabsBlock && v == std::floor(v); },
+            "not a whole number in [1, 65536]");
       if (k == "max_iter")
         check_values(
             pv, k, [](double v) { return v >= 0.0 && v == std::floor(v); },
@@ -603,6 +722,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
           fmt::format("{} merges base_model with exactly one other model, got {} besides the base",
                       mname, others));
   }
+  if (r.method == M::Cabs) check_cabs(r, inputs, merge_levels);
   if (r.method == M::ModelStock)
     if (const ParamValue* pv = set_true("filter_wise"))
       throw_input("{}: model_stock: filter_wise: true is not supported", pv->where);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
@@ -1161,6 +1162,46 @@ struct FusionKeys {
   }
 };
 
+// mergekit's cabs: each chunk widened to whole superblocks (the least common
+// multiple of the models' block sizes, at multiples of it from the tensor's
+// start), merged whole, and the chunk's part written. A superblock that
+// straddles two chunks or two ranks is computed by both, from the same
+// inputs: the same bytes for any split.
+MergeTensorStats cabs_merge_tensor(const TensorSources& s, const TensorMethod& m,
+                                   ElementRange range, DType out_dtype, uint64_t chunk_elems,
+                                   const ChunkSink& sink) {
+  MergeTensorStats stats;
+  const size_t N = s.models.size();
+  KS_CHECK(
+      m.order.size() == N && m.keep_n.size() == N && m.block_m.size() == N && m.weights.size() == N,
+      "cabs: an order, n:m and weight per model");
+  uint64_t L = 1;
+  for (uint32_t b : m.block_m) L = std::lcm(L, uint64_t{b});
+  std::vector<const void*> in(N);
+  const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
+  std::vector<std::byte> out;
+  for (const auto& c : chunks_of(range, chunk_elems)) {
+    const uint64_t r0 = c.begin / L * L;
+    const uint64_t r1 = std::min(s.numel, (c.end + L - 1) / L * L);
+    for (size_t k = 0; k < N; ++k)
+      in[k] = static_cast<const char*>(s.models[m.order[k]]) + r0 * isz;
+    out.resize((r1 - r0) * osz);
+    CabsMergeArgs a;
+    a.inputs = in;
+    a.base = static_cast<const char*>(s.base) + r0 * isz;
+    a.in_dtype = s.dtype;
+    a.weights = m.weights;
+    a.keep_n = m.keep_n;
+    a.block_m = m.block_m;
+    a.out = out.data();
+    a.out_dtype = out_dtype;
+    a.n = r1 - r0;
+    fused_cabs_merge(a);
+    sink(c, std::span<const std::byte>(out.data() + (c.begin - r0) * osz, c.size() * osz));
+  }
+  return stats;
+}
+
 // mergekit's arcee_fusion: importance = |delta| * KL(softmax(model row) +
 // 1e-8 || softmax(base row) + 1e-8); the entries whose importance reaches
 // median + 1.5 (q3 - q1) take the model's value, the others keep the base's.
@@ -1383,6 +1424,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       return ram_merge_tensor(s, m, range, out_dtype, chunk_elems, comm, sink);
     case MergeMethod::ArceeFusion:
       return fusion_merge_tensor(s, range, out_dtype, chunk_elems, comm, sink);
+    case MergeMethod::Cabs:
+      return cabs_merge_tensor(s, m, range, out_dtype, chunk_elems, sink);
     default:
       break;
   }
@@ -1424,7 +1467,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       a.outlier_thr_bits = outliers.thr_bits;
       a.outlier_tie_cutoff = outliers.tie_cutoff;
     }
-  } else if (m.method == MergeMethod::Ties) {
+  } else if (m.method == MergeMethod::Ties || m.method == MergeMethod::Lrp) {
+    // lrp: TIES's top-k per model without the sign election.
     sel = ties_select(s, m.density, range, chunk_elems, comm);
     a.sparsify = Sparsify::Magnitude;
     a.thr_bits = sel.thr_bits;

@@ -87,7 +87,7 @@ python3 - "$work/out7.txt" "$work/out2.txt" <<'PY'
 import json, sys
 every = ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
          "nearswap", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nuslerp",
-         "multislerp", "karcher", "passthrough"]
+         "multislerp", "karcher", "passthrough", "ram", "ramplus_tl", "arcee_fusion", "lrp", "cabs"]
 for path, want in ((sys.argv[1], every), (sys.argv[2], ["linear", "ties", "della", "nuslerp", "passthrough"])):
     d = json.loads(open(path).read().splitlines()[-1])
     ms = d["methods"]
@@ -96,6 +96,7 @@ for path, want in ((sys.argv[1], every), (sys.argv[2], ["linear", "ties", "della
         assert m["gbps"] > 0 and abs(m["ratio"] - m["gbps"] / d["stream_gbps"]) < 2e-3, m
     inputs = {m["method"]: m["inputs"] for m in ms}
     assert inputs["passthrough"] == 1 and inputs["nuslerp"] == 2 and inputs["linear"] == 3, inputs
+    assert path != sys.argv[1] or (inputs["arcee_fusion"] == 2 and inputs["cabs"] == 3), inputs
 print("ok: --methods", len(every), "methods")
 PY
 set +e

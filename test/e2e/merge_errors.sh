@@ -89,6 +89,21 @@ expect "bad.yaml:5: parameter r applies to the whole merge" $'merge_method: ramp
 expect "bad.yaml:1: merge_method: ram needs base_model" $'merge_method: ram\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 expect "bad.yaml:1: merge_method: arcee_fusion needs base_model" $'merge_method: arcee_fusion\nmodels:\n  - model: pool/m1'
 expect "arcee_fusion merges base_model with exactly one other model, got 2 besides the base" $'merge_method: arcee_fusion\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+# lrp and cabs (issue #19).
+expect "bad.yaml:5: parameter density applies to the whole merge" $'merge_method: lrp\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {density: 0.5}'
+expect "bad.yaml:6: density: 1.5 is outside [0, 1]" $'merge_method: lrp\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters:\n  density: 1.5'
+expect "lrp: the weights of tensor" $'merge_method: lrp\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}\n  - model: pool/m2\n    parameters: {weight: -1}'
+expect "bad.yaml:1: merge_method: lrp needs base_model" $'merge_method: lrp\nmodels:\n  - model: pool/m1'
+expect "bad.yaml:5: cabs: n_val is given without m_val (they go together)" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {n_val: 2}'
+expect "bad.yaml:5: m_val: 0 is not a whole number in [1, 65536]" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {n_val: 0, m_val: 0}'
+expect "bad.yaml:5: n_val: 2.5 is not a whole number in [0, 65536]" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {n_val: 2.5, m_val: 4}'
+expect "cabs: n_val 5 and m_val 4 for tensor" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {n_val: 5, m_val: 4}'
+expect 'bad.yaml:6: pruning_order: "pool/m9" is not one of the recipe'"'"'s models' $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\npruning_order: [pool/m2, pool/m9]'
+expect "pruning_order: model pool/m1 (at bad.yaml:4) is not listed" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters:\n  pruning_order: [pool/base, pool/m2]'
+expect 'bad.yaml:6: pruning_order: "pool/m2" is listed twice' $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2\npruning_order: [pool/m2, pool/m1, pool/m2]'
+expect "bad.yaml:7: default_n_val: given twice (also under parameters, at bad.yaml:5)" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {default_n_val: 1, default_m_val: 2}\ndefault_m_val: 4\ndefault_n_val: 2'
+expect "bad.yaml:4: default_n_val: a setting of merge_method cabs, not ties" $'merge_method: ties\nbase_model: pool/base\nmodels: [{model: pool/m1, parameters: {weight: 1}}]\ndefault_n_val: 2'
+expect "cabs: the block sizes m_val of tensor" $'merge_method: cabs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {n_val: 1, m_val: 65521}\n  - model: pool/m2\n    parameters: {n_val: 1, m_val: 3}'
 # An existing output folder is refused, and kept.
 mkdir out && touch out/keep
 set +e; "$KINTSUGI" merge <(printf 'merge_method: linear\nmodels:\n  - model: %s/pool/m1\n    parameters: {weight: 1}\n' "$work") --out out 2>/dev/null; rc=$?; set -e

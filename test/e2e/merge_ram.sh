@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# ram, ramplus_tl and arcee_fusion (mergekit parity) end to end, on bf16 and
+# ram, ramplus_tl, arcee_fusion, lrp and cabs (mergekit parity) end to end, on bf16 and
 # f32 pools, checked against the independent Python reference
 # (test/e2e/merge_ram_ref.py): fp32 outputs bit for bit, bf16 outputs within
 # 1 bf16 ulp (0 expected: the reference does the same fp32 operations, and
 # arcee_fusion's row divergences the same double operations in the same
-# order). Two recipes whose statistics cross ranks (ramplus_tl's counts,
-# arcee_fusion's quartiles and rows) also run under mpirun -np 2 and 3 and
+# order). Recipes whose statistics cross ranks (ramplus_tl's counts,
+# arcee_fusion's quartiles and rows) also run under mpirun -np 2 and 3, and
+# cabs (superblocks split between ranks) under -np 3 (lrp's top-k is TIES's,
+# held to every rank count in-process by merge_np2..4), and
 # must give np 1's bytes; np 1 runs without mpirun (a singleton MPI rank).
 set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
@@ -29,4 +31,4 @@ for run in "${runs[@]}"; do
   done
 done
 python3 "$ref" check "$work"
-echo "all ram, ramplus_tl and arcee_fusion checks passed"
+echo "all ram, ramplus_tl, arcee_fusion, lrp and cabs checks passed"

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Independent references for kintsugi's ram, ramplus_tl and arcee_fusion (stdlib only).
+"""Independent references for kintsugi's ram, ramplus_tl, arcee_fusion, lrp and cabs (stdlib only).
 
 Written from mergekit's published definitions (merge_methods/ram.py: RAM and
-RAM+ tensor-local, Reinforced Agent Merging; merge_methods/arcee_fusion.py)
+RAM+ tensor-local, Reinforced Agent Merging; merge_methods/arcee_fusion.py;
+merge_methods/lrp.py with sparsify.build_mask; merge_methods/cabs.py: n:m
+pruning in pruning order, positions taken once)
 and from kintsugi's documented choices where it departs (docs/merge.md):
 arithmetic in fp32 (each operation emulated in double and rounded to fp32,
-which is the correctly rounded fp32 result), arcee_fusion's row divergence in
+which is the correctly rounded fp32 result), equal magnitudes in a top-k
+taken lower index first (torch leaves that order unspecified), arcee_fusion's row divergence in
 double with each sum in index order, and its quartiles exact over every entry
 (mergekit samples a million entries of larger tensors). Not derived from
 kintsugi's code.
@@ -16,7 +19,7 @@ make WORK:   pools WORK/bf16 and WORK/f32 (base, m1, m2, m3), recipes
 check WORK:  every case's WORK/out-CASE-1 against the reference (fp32 bit for
              bit, bf16 within 1 ulp)
 """
-import json, math, os, random, struct, sys
+import json, math, os, random, re, struct, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import write_safetensors, read_safetensors  # noqa: E402
@@ -112,8 +115,23 @@ def make_pool(d, dtype):
                        'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
 
 
-# Each case: method, models, global parameters, extra lines.
+# Each case: method, models, global parameters, extra lines[, per-model parameters].
 CASES = {
+    'lrp_three': ('lrp', ['m1', 'm2', 'm3'], {'density': 0.4}, '',
+                  {'m1': {'weight': 1.0}, 'm2': {'weight': 0.5}, 'm3': {'weight': 2.5}}),
+    # mergekit's defaults: density 0.7, weight 1.
+    'lrp_default': ('lrp', ['m1', 'm3'], {}, 'out_dtype: float32\n'),
+    # Per-model n:m whose blocks nest in superblocks of 24, in a given order.
+    'cabs_three': ('cabs', ['m1', 'm2', 'm3'], {'pruning_order': ['m3', 'base', 'm1', 'm2']}, '',
+                   {'m1': {'weight': 0.6, 'n_val': 2, 'm_val': 4},
+                    'm2': {'weight': -0.4, 'n_val': 3, 'm_val': 8},
+                    'm3': {'n_val': 1, 'm_val': 3}}),
+    # Global defaults under parameters, the models sorted by name.
+    'cabs_default': ('cabs', ['m2', 'm1'], {'default_n_val': 8, 'default_m_val': 32}, '',
+                     {'m1': {'weight': 0.7}}),
+    # As mergekit's example cabs.yml writes them: siblings of merge_method.
+    'cabs_top': ('cabs', ['m1', 'm3'], {}, 'default_n_val: 1\ndefault_m_val: 2\npruning_order: [M3, M1]\n',
+                 {'m3': {'n_val': 5, 'm_val': 7}}),
     'ram_three': ('ram', ['m1', 'm2', 'm3'], {}, ''),
     # An epsilon the nudges straddle; fp32 out of a bf16 pool.
     'ram_eps': ('ram', ['m1', 'm3'], {'epsilon': 0.001}, 'out_dtype: float32\n'),
@@ -128,6 +146,8 @@ CASES = {
 # the cases whose statistics cross ranks (ramplus_tl's counts, arcee_fusion's
 # quartiles and rows split between ranks).
 RUNS = [('rpt_three@bf16', '1,2,3'), ('fusion@f32', '1,2,3'),
+        ('lrp_three@bf16', '1'), ('cabs_three@bf16', '1,3'), ('lrp_default@f32', '1'),
+        ('lrp_default@bf16', '1'), ('cabs_default@f32', '1'), ('cabs_top@bf16', '1'),
         ('ram_three@bf16', '1'), ('ram_three@f32', '1'), ('ram_eps@bf16', '1'),
         ('rpt_three@f32', '1'), ('rpt_params@f32', '1'), ('rpt_params@bf16', '1'),
         ('fusion@bf16', '1'), ('fusion_f32@bf16', '1'), ('fusion_f32@f32', '1')]
@@ -138,12 +158,20 @@ def fmt(v):
 
 
 def recipe_text(case, pool):
-    method, models, params, extra = CASES[case]
-    lines = ['merge_method: %s' % method, 'base_model: %s/base' % pool, 'models:',
-             '  - model: %s/base' % pool]
-    lines += ['  - model: %s/%s' % (pool, m) for m in models]
+    method, models, params, extra = CASES[case][:4]
+    per_model = CASES[case][4] if len(CASES[case]) > 4 else {}
+    spec = lambda m: '%s/%s' % (pool, m)  # noqa: E731
+    lines = ['merge_method: %s' % method, 'base_model: %s' % spec('base'), 'models:',
+             '  - model: %s' % spec('base')]
+    for m in models:
+        lines.append('  - model: %s' % spec(m))
+        if m in per_model:
+            lines.append('    parameters: {%s}' % ', '.join('%s: %s' % (k, fmt(v)) for k, v in per_model[m].items()))
     if params:
-        lines.append('parameters: {%s}' % ', '.join('%s: %s' % (k, fmt(v)) for k, v in params.items()))
+        lines.append('parameters: {%s}' % ', '.join(
+            '%s: %s' % (k, '[%s]' % ', '.join(spec(x) for x in v) if k == 'pruning_order' else fmt(v))
+            for k, v in params.items()))
+    extra = re.sub(r'\bM(\d)\b', lambda g: spec('m' + g.group(1)), extra)
     return '\n'.join(lines) + '\n' + extra
 
 
@@ -205,6 +233,60 @@ def arcee_fusion(base, x, L):
     return [f32(b + f32(dj * (1.0 if i >= thr else 0.0))) for b, dj, i in zip(base, d, imp)]
 
 
+def lrp(base, xs, weights, density):
+    """lrp: each delta keeps its k = int(density * n) largest |entries| (all
+    at density >= 1), weighted by w_i / sum(w); the weighted sum added to the base."""
+    n = len(base)
+    total = sum(weights)
+    acc = [0.0] * n
+    for x, w in zip(xs, weights):
+        d = [f32(a - b) for a, b in zip(x, base)]
+        k = n if density >= 1 else int(max(density, 0.0) * n)
+        keep = set(sorted(range(n), key=lambda j: (-abs(d[j]), j))[:k])
+        wn = f32(w / total)
+        for j in range(n):
+            acc[j] = f32(acc[j] + (f32(wn * d[j]) if j in keep else 0.0))
+    return [f32(b + a) for b, a in zip(base, acc)]
+
+
+def cabs(base, xs, weights, nms):
+    """cabs, the models in pruning order: a model's candidates are its deltas
+    at the positions no model before it took (0 elsewhere); in each block of m
+    (from the tensor's start; the last one shorter) the n largest |candidates|
+    are kept and taken; the base plus each model's weighted kept candidates."""
+    n = len(base)
+    acc = list(base)
+    taken = [False] * n
+    for x, w, (nv, mv) in zip(xs, weights, nms):
+        c = [0.0 if taken[j] else f32(x[j] - base[j]) for j in range(n)]
+        sel = [False] * n
+        for q in range(0, n, mv):
+            for j in sorted(range(q, min(q + mv, n)), key=lambda j: (-abs(c[j]), j))[:nv]:
+                sel[j] = True
+        for j in range(n):
+            acc[j] = f32(acc[j] + (f32(f32(w) * c[j]) if sel[j] else 0.0))
+            taken[j] = taken[j] or sel[j]
+    return acc
+
+
+def cabs_plan(case):
+    """The models in pruning order with their weights and n:m."""
+    method, models, params, extra = CASES[case][:4]
+    per_model = CASES[case][4] if len(CASES[case]) > 4 else {}
+    top = dict(re.findall(r'^(default_[nm]_val): (\d+)$', extra, re.M))
+    order = params.get('pruning_order')
+    m_top = re.search(r'^pruning_order: \[(.*)\]$', extra, re.M)
+    if m_top: order = [s.strip().lower() for s in m_top.group(1).split(',')]
+    order = [m for m in order if m != 'base'] if order else sorted(models)
+    dn = params.get('default_n_val', int(top.get('default_n_val', 1)))
+    dm = params.get('default_m_val', int(top.get('default_m_val', 4)))
+    plan = []
+    for m in order:
+        p = per_model.get(m, {})
+        plan.append((m, p.get('weight', 1.0), (p.get('n_val', dn), p.get('m_val', dm))))
+    return plan
+
+
 def ulps_bf16(got, ref):
     def ordered(x):
         u = f32_bits(x) >> 16
@@ -222,8 +304,12 @@ def load(work, pool, m):
 
 def check(work, case_at, out):
     case, pool = case_at.split('@')
-    method, models, params, extra = CASES[case]
+    method, models, params, extra = CASES[case][:4]
+    per_model = CASES[case][4] if len(CASES[case]) > 4 else {}
     base = load(work, pool, 'base')
+    if method == 'cabs':
+        plan = cabs_plan(case)
+        models = [m for m, _, _ in plan]
     ins = [load(work, pool, m) for m in models]
     got, got_dt = read_folder(out)
     assert sorted(got) == sorted(base), 'tensor names differ'
@@ -233,6 +319,11 @@ def check(work, case_at, out):
         xs = [x[name] for x in ins]
         if method == 'arcee_fusion':
             ref = arcee_fusion(base[name], xs[0], L)
+        elif method == 'lrp':
+            ref = lrp(base[name], xs, [per_model.get(m, {}).get('weight', 1.0) for m in models],
+                      params.get('density', 0.7))
+        elif method == 'cabs':
+            ref = cabs(base[name], xs, [w for _, w, _ in plan], [nm for _, _, nm in plan])
         elif method == 'ramplus_tl':
             ref = ram(base[name], xs, params.get('epsilon', 1e-5), params.get('r', 0.1),
                       params.get('alpha', 0.2))

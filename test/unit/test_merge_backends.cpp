@@ -239,6 +239,30 @@ TEST_CASE("CUDA kernels agree bitwise with the CPU kernels", "[merge][backends]"
         INFO("fusion threshold " << thr);
         CHECK(cpu == gpu);
       }
+      // cabs: n:m of 2:4, 3:8 and 1:3 (a short last block), then 0:5 and 5:5.
+      for (int variant = 0; variant < 2; ++variant) {
+        const std::vector<float> cw = {0.6f, -0.4f, 1.5f, 0.25f};
+        std::vector<uint32_t> cn = {2, 3, 1, 2}, cm = {4, 8, 3, 4};
+        if (variant == 1) cn = {0, 5, 5, 5}, cm = {5, 5, 5, 5};
+        CabsMergeArgs a;
+        a.in_dtype = in;
+        a.out_dtype = out;
+        a.weights = std::span(cw.data(), N);
+        a.keep_n = std::span(cn.data(), N);
+        a.block_m = std::span(cm.data(), N);
+        a.n = n;
+        a.inputs = std::span(hp.data(), N);
+        a.base = hp[N];
+        a.out = cpu.data();
+        fused_cabs_merge(a);
+        a.inputs = std::span(dp.data(), N);
+        a.base = dp[N];
+        a.out = dout;
+        cuda::fused_cabs_merge(a);
+        cuda::copy_to_host(gpu.data(), dout, ob);
+        INFO("cabs variant " << variant);
+        CHECK(cpu == gpu);
+      }
       // Per-row and per-column weights (nuslerp), with and without a base.
       for (int variant = 0; variant < 4; ++variant) {
         const bool by_column = variant >= 2;

@@ -1212,3 +1212,96 @@ TEST_CASE("arcee_fusion: row divergence, exact quartiles, threshold against a so
   m.method = MergeMethod::ArceeFusion;
   CHECK(run_f32(m, one, {}, 300)[0] == 0.5f);
 }
+
+TEST_CASE("cabs against a naive n:m loop: order, taken positions, ties, short blocks",
+          "[merge][kernels]") {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  const size_t n = 1003, N = 3;  // 1003: a short last block for every m below
+  std::vector<std::vector<float>> in(N + 1, std::vector<float>(n));
+  for (auto& b : in[0]) b = g(rng);
+  for (size_t i = 1; i <= N; ++i)
+    for (size_t j = 0; j < n; ++j) {
+      const auto r = rng() % 4;  // equal to the base, or deltas of a few sizes (ties)
+      in[i][j] = r == 0 ? in[0][j] : in[0][j] + static_cast<float>(int(rng() % 9) - 4) / 32.0f;
+    }
+  struct Case {
+    std::vector<size_t> order;
+    std::vector<uint32_t> keep, block;
+    std::vector<float> w;
+  };
+  for (const Case& c : {Case{{0, 1, 2}, {2, 3, 1}, {4, 8, 3}, {0.6f, 0.4f, 1.0f}},
+                        Case{{2, 0, 1}, {8, 8, 8}, {32, 32, 32}, {1.0f, -0.5f, 2.0f}},
+                        Case{{1, 2, 0}, {0, 5, 5}, {7, 5, 5}, {1.0f, 1.0f, 1.0f}},
+                        Case{{0, 1, 2}, {70, 1, 100}, {100, 1, 100}, {0.3f, 0.3f, 0.3f}}}) {
+    // Naive: per model in order, per block, a stable sort of the indices by
+    // descending |candidate|; the first n kept.
+    std::vector<float> acc(in[0]);
+    std::vector<bool> taken(n, false);
+    for (size_t k = 0; k < N; ++k) {
+      const auto& x = in[c.order[k] + 1];
+      std::vector<float> cand(n);
+      for (size_t j = 0; j < n; ++j) cand[j] = taken[j] ? 0.0f : x[j] - in[0][j];
+      std::vector<bool> sel(n, false);
+      for (size_t q = 0; q < n; q += c.block[k]) {
+        std::vector<size_t> idx;
+        for (size_t j = q; j < std::min(n, q + c.block[k]); ++j) idx.push_back(j);
+        std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+          return std::fabs(cand[a]) > std::fabs(cand[b]);
+        });
+        for (size_t t = 0; t < std::min<size_t>(c.keep[k], idx.size()); ++t) sel[idx[t]] = true;
+      }
+      for (size_t j = 0; j < n; ++j) {
+        acc[j] = acc[j] + (sel[j] ? c.w[k] * cand[j] : 0.0f);
+        taken[j] = taken[j] || sel[j];
+      }
+    }
+    TensorMethod m;
+    m.method = MergeMethod::Cabs;
+    m.order = c.order;
+    m.keep_n = c.keep;
+    m.block_m = c.block;
+    m.weights = c.w;
+    INFO("blocks " << c.block[0] << ", " << c.block[1] << ", " << c.block[2]);
+    CHECK(same_bits(run_f32(m, in, {}, 4096), acc));
+    CHECK(same_bits(run_f32(m, in, {}, 50), acc));  // chunks that split superblocks
+  }
+}
+
+TEST_CASE("lrp: magnitude top-k per model, weights over their sum, no election",
+          "[merge][kernels]") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> g(0.0f, 0.05f);
+  const size_t n = 800, N = 2;
+  std::vector<std::vector<float>> in(N + 1, std::vector<float>(n));
+  for (auto& b : in[0]) b = g(rng);
+  for (size_t i = 1; i <= N; ++i)
+    for (size_t j = 0; j < n; ++j)
+      in[i][j] = in[0][j] + static_cast<float>(int(rng() % 9) - 4) / 64.0f;
+  const std::vector<float> w = {1.0f / 3.0f, 2.0f / 3.0f};
+  for (double density : {0.0, 0.3, 0.7, 1.0}) {
+    std::vector<float> mixed(n, 0.0f);
+    for (size_t i = 0; i < N; ++i) {
+      std::vector<size_t> idx(n);
+      for (size_t j = 0; j < n; ++j) idx[j] = j;
+      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+        return std::fabs(in[i + 1][a] - in[0][a]) > std::fabs(in[i + 1][b] - in[0][b]);
+      });
+      const auto k = static_cast<size_t>(density * static_cast<double>(n));
+      std::vector<bool> keep(n, false);
+      for (size_t t = 0; t < k; ++t) keep[idx[t]] = true;
+      for (size_t j = 0; j < n; ++j)
+        mixed[j] = mixed[j] + (keep[j] ? w[i] * (in[i + 1][j] - in[0][j]) : 0.0f);
+    }
+    std::vector<float> want(n);
+    for (size_t j = 0; j < n; ++j) want[j] = in[0][j] + mixed[j];
+    TensorMethod m;
+    m.method = MergeMethod::Lrp;
+    m.weights = w;
+    m.density = {density, density};
+    m.normalize = false;
+    m.rescale = false;
+    INFO("density " << density);
+    CHECK(same_bits(run_f32(m, in, {}, 128), want));
+  }
+}

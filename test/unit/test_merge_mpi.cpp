@@ -242,6 +242,39 @@ TEST_CASE("ram, ramplus_tl and arcee_fusion are byte-identical for any number of
   }
 }
 
+TEST_CASE("cabs and lrp are byte-identical for any number of ranks", "[mpi][merge]") {
+  const size_t n = 100003;
+  const auto pool = make_pool(n);
+  TensorSources s;
+  s.name = "model.layers.3.mlp.up_proj.weight";
+  s.numel = n;
+  s.dtype = DType::BF16;
+  s.base = pool[0].data();
+  for (size_t i = 1; i < pool.size(); ++i) s.models.push_back(pool[i].data());
+  const size_t N = s.models.size();
+  // cabs: superblocks of lcm(3, 8) = 24 and of 1000 that straddle the ranks' ranges.
+  for (uint32_t big : {8u, 1000u}) {
+    TensorMethod m;
+    m.method = MergeMethod::Cabs;
+    for (size_t i = 0; i < N; ++i) {
+      m.order.push_back(N - 1 - i);
+      m.keep_n.push_back(i % 2 ? 1 : 2);
+      m.block_m.push_back(i % 2 ? 3 : big);
+      m.weights.push_back(0.5f + 0.25f * static_cast<float>(i));
+    }
+    INFO("cabs block " << big);
+    require_rank_invariant(s, m);
+  }
+  // lrp: the top-k threshold found across ranks.
+  TensorMethod m;
+  m.method = MergeMethod::Lrp;
+  for (size_t i = 0; i < N; ++i) m.weights.push_back(1.0f / static_cast<float>(N));
+  m.density.assign(N, 0.3);
+  m.normalize = false;
+  m.rescale = false;
+  require_rank_invariant(s, m);
+}
+
 TEST_CASE("flat_share covers a tensor in order on granule boundaries", "[merge]") {
   for (uint64_t n : {0ull, 1ull, 63ull, 64ull, 1000ull, 100003ull}) {
     for (int p = 1; p <= 5; ++p) {

@@ -151,6 +151,12 @@ KS_HD bool ram_counts(float d, float epsilon) {
   return bits_f32(f32_bits(d) & 0x7fffffffu) > epsilon;
 }
 
+// CABS's ranking key of a candidate entry: |c| as ordered bits (NaN above
+// infinity, as torch.topk ranks it; -0 = +0).
+KS_HD uint32_t cabs_key(float c) {
+  return f32_bits(c) & 0x7fffffffu;
+}
+
 // Arcee Fusion's importance of one entry: |d| * kl, kl being its row's
 // divergence (rounded to fp32), one rounded product.
 KS_HD float fusion_importance(float d, float kl) {

@@ -155,6 +155,33 @@ struct FusionMergeArgs {
 };
 void fused_fusion_merge(const FusionMergeArgs& args);
 
+// mergekit's CABS over elements [0, n) of a region that starts at a multiple
+// of every model's block size m_i (a tensor's whole blocks; a shorter block
+// only at the tensor's end). The models in pruning order; per element j, in
+// fp32, each operation rounded on its own:
+//   b = base[j]; acc = b; taken = false
+//   for each model i in order:
+//     c = taken ? 0 : x_i[j] - b
+//     sel = the block of m_i elements holding j (blocks at multiples of m_i)
+//           has fewer than n_i entries whose cabs_key(c) is larger, or equal
+//           at a lower index
+//     acc = acc + (sel ? w_i * c : 0); taken = taken or sel
+//   out[j] = round(acc)
+// Shapes: inputs N x n, base n, out n; keep_n, block_m and weights one per model.
+struct CabsMergeArgs {
+  std::span<const void* const> inputs;  // N models, in pruning order
+  const void* base = nullptr;
+  DType in_dtype = DType::BF16;
+  std::span<const float> weights;
+  std::span<const uint32_t> keep_n;   // 0 <= n_i <= m_i
+  std::span<const uint32_t> block_m;  // 1 <= m_i <= kMaxCabsBlock
+  void* out = nullptr;
+  DType out_dtype = DType::BF16;
+  size_t n = 0;
+};
+constexpr uint32_t kMaxCabsBlock = 65536;
+void fused_cabs_merge(const CabsMergeArgs& args);
+
 // mergekit's nearswap over elements [0, n): per element, in fp32,
 //   d = |v0[j] - v1[j]|; w = t / d; w = 1 when w is NaN or +-Inf;
 //   w = min(max(w, 0), 1); out[j] = round(w * v1[j] + (1 - w) * v0[j])

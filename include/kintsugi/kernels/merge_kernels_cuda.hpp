@@ -42,6 +42,9 @@ void fused_ram_merge(const RamMergeArgs& args);
 // fused_fusion_merge: args.base, args.model and args.out are device pointers;
 // args.kl_rows is host memory (copied to the device here).
 void fused_fusion_merge(const FusionMergeArgs& args);
+// fused_cabs_merge: args.inputs, args.base and args.out are device pointers;
+// the rest is host memory.
+void fused_cabs_merge(const CabsMergeArgs& args);
 
 void fused_nearswap(const void* d_v0, const void* d_v1, DType in_dtype, float t, void* d_out,
                     DType out_dtype, size_t n);

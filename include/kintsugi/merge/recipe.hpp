@@ -7,7 +7,7 @@
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
 //                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough | della
 //                 | della_linear | sce | nuslerp | multislerp | karcher | ram | ramplus_tl
-//                 | arcee_fusion
+//                 | arcee_fusion | lrp | cabs | encoder_decoder_weighted
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
@@ -39,19 +39,22 @@ enum class MergeMethod {
   DareTies,
   ModelStock,
   Slerp,
-  Breadcrumbs,      // mergekit's magnitude_outliers sparsification, no sign consensus
-  BreadcrumbsTies,  // the same with TIES's sign consensus
-  Nearswap,         // mergekit's nearswap: the base and one other model
-  Passthrough,      // one model per tensor, copied (times `scale` when given)
-  Della,            // mergekit's della_magprune sparsification with TIES's sign consensus
-  DellaLinear,      // the same without sign consensus
-  Sce,              // mergekit's SCE: variance top-k, mean-square weights, sign erase
-  Nuslerp,          // mergekit's nuslerp: two models (task vectors when a base is given)
-  Multislerp,       // mergekit's multislerp: N models on the hypersphere, optional base
-  Karcher,          // mergekit's karcher: the Riemannian mean of the inputs' directions
-  Ram,              // mergekit's ram: unique task-vector entries kept, shared ones averaged
-  RamplusTl,        // mergekit's ramplus_tl: ram with unique entries scaled per model
-  ArceeFusion,      // mergekit's arcee_fusion: the base and one model, KL-weighted selection
+  Breadcrumbs,             // mergekit's magnitude_outliers sparsification, no sign consensus
+  BreadcrumbsTies,         // the same with TIES's sign consensus
+  Nearswap,                // mergekit's nearswap: the base and one other model
+  Passthrough,             // one model per tensor, copied (times `scale` when given)
+  Della,                   // mergekit's della_magprune sparsification with TIES's sign consensus
+  DellaLinear,             // the same without sign consensus
+  Sce,                     // mergekit's SCE: variance top-k, mean-square weights, sign erase
+  Nuslerp,                 // mergekit's nuslerp: two models (task vectors when a base is given)
+  Multislerp,              // mergekit's multislerp: N models on the hypersphere, optional base
+  Karcher,                 // mergekit's karcher: the Riemannian mean of the inputs' directions
+  Ram,                     // mergekit's ram: unique task-vector entries kept, shared ones averaged
+  RamplusTl,               // mergekit's ramplus_tl: ram with unique entries scaled per model
+  ArceeFusion,             // mergekit's arcee_fusion: the base and one model, KL-weighted selection
+  Lrp,                     // mergekit's lrp: magnitude top-k per model, weights normalized to sum 1
+  Cabs,                    // mergekit's cabs: n:m pruning per model in order, positions taken once
+  EncoderDecoderWeighted,  // linear with per-model weights for encoder, decoder, cross-attention
 };
 std::string_view merge_method_name(MergeMethod m);
 
@@ -128,6 +131,10 @@ struct Recipe {
   std::optional<DType> dtype;
   std::optional<DType> out_dtype;
   std::optional<RecipeVocab> vocab;
+  // cabs: the models in the order they take positions (pruning_order, as
+  // written; the base may be named and is skipped), or empty: sorted by name.
+  std::vector<std::string> pruning_order;
+  std::string pruning_order_where;
 };
 
 // Parses `text` as the recipe at `file` (paths in it are resolved as given,

@@ -63,6 +63,10 @@ struct TensorMethod {
   double ram_epsilon = 1e-5;
   double ram_r = 0.1;
   double ram_alpha = 0.2;
+  // cabs: the models' indices in pruning order, and per position of that
+  // order the model's n:m (keep n of every m) and weight (in `weights`).
+  std::vector<size_t> order;
+  std::vector<uint32_t> keep_n, block_m;
 };
 
 // Called for each finished chunk with the output bytes of elements
