@@ -12,24 +12,6 @@
 # factor of the mask observed.
 set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-ref="$KINTSUGI_SOURCE_DIR/test/e2e/merge_della_ref.py"
-mapfile -t runs < <(python3 "$ref" make "$work")
-cd "$work"
-for run in "${runs[@]}"; do
-  read -r c nps <<<"$run"
-  for np in ${nps//,/ }; do
-    if [[ $np == 1 ]]; then
-      "$KINTSUGI" -q merge "$c.yaml" --out "out-$c-1" --seed 7 --chunk-mib 1 --max-shard-size 20KB >/dev/null
-    else
-      "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
-        "$KINTSUGI" -q merge "$c.yaml" --out "out-$c-$np" --seed 7 --chunk-mib 1 --max-shard-size 20KB >/dev/null
-      diff -r "out-$c-1" "out-$c-$np" >/dev/null || { echo "FAIL: $c: np=$np differs from np=1"; exit 1; }
-      echo "ok: $c: np=$np gives np=1's bytes"
-    fi
-  done
-done
-python3 "$ref" check "$work"
+source "$KINTSUGI_SOURCE_DIR/test/e2e/merge_cases.sh"
+run_reference_cases "$KINTSUGI_SOURCE_DIR/test/e2e/merge_della_ref.py" --seed 7
 echo "all della and sce checks passed"

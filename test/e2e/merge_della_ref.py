@@ -20,11 +20,11 @@ check WORK:    every case's WORK/out-CASE-1 against the reference (fp32 bit for
                probabilities, and every survivor rescaled by the L1 factor of the
                mask observed
 """
-import json, math, os, random, struct, sys
+import math, os, random, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
-                        from_bf16, rounder, ulps_bf16, write_typed as write_st,
+                        from_bf16, rounder, ulps_bf16, write_pool, make_runs,
                         read_values_folder as read_folder)
 
 SEED = 7  # kintsugi merge --seed
@@ -86,12 +86,7 @@ def make_pool(d, dtype):
             else:
                 vals = [rnd(b + rng.gauss(0.002 * (k - 1), 0.02 * (k + 1))) for b in base]
             models[m].append((name, shape, vals))
-    for m, ts in models.items():
-        folder = os.path.join(d, m); os.makedirs(folder, exist_ok=True)
-        write_st(os.path.join(folder, 'model.safetensors'), dtype, ts)
-        with open(os.path.join(folder, 'config.json'), 'w') as f:
-            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
-                       'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
+    write_pool(d, dtype, models)
 
 # Each case: method, models [(name, {per-model parameters})], global parameters, extra lines.
 CASES = {
@@ -333,14 +328,7 @@ def stats(work, out):
 if __name__ == '__main__':
     cmd = sys.argv[1]
     if cmd == 'make':
-        work = sys.argv[2]
-        for dt, sub in (('BF16', 'bf16'), ('F32', 'f32')):
-            make_pool(os.path.join(work, sub), dt)
-        for case_at, nps in RUNS:
-            case, sub = case_at.split('@')
-            with open(os.path.join(work, case_at + '.yaml'), 'w') as f:
-                f.write(recipe_text(case, sub))
-            print(case_at, nps)
+        make_runs(sys.argv[2], make_pool, RUNS, recipe_text)
     elif cmd == 'check':
         work = sys.argv[2]
         for case_at, _ in RUNS:

@@ -23,11 +23,11 @@ make WORK [CASE...]: pools WORK/bf16 and WORK/f32 (base, m1, m2, m3), the recipe
                   WORK/CASE.yaml and WORK/cases.json
 check WORK CASE OUT: compares the merged folder OUT with the reference
 """
-import json, math, os, random, struct, sys
+import math, os, random, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
-                        from_bf16, rounder, ulps_bf16, write_typed as write_st,
+                        from_bf16, rounder, ulps_bf16, write_pool,
                         read_values_folder as read_folder)
 
 SHAPES = [('model.embed_tokens.weight', [40, 50]),
@@ -55,12 +55,7 @@ def make_pool(d, dtype):
                     if key not in seen: break
                 seen.add(key); vals.append(x)
             models[m].append((name, shape, vals))
-    for m, ts in models.items():
-        folder = os.path.join(d, m); os.makedirs(folder, exist_ok=True)
-        write_st(os.path.join(folder, 'model.safetensors'), dtype, ts)
-        with open(os.path.join(folder, 'config.json'), 'w') as f:
-            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
-                       'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
+    write_pool(d, dtype, models)
 
 # Each case: method, models (name, weight, density, gamma: None = default),
 # global parameters, t (nearswap), extra recipe lines.

@@ -75,6 +75,28 @@ def write_typed(path, dtype, tensors, meta=None):
     write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
                       meta if meta is not None else {'format': 'pt'})
 
+def write_pool(d, dtype, models):
+    """models: {name: [(tensor name, shape, fp32 values)]}, each written to
+    d/name as model.safetensors (in dtype) and a two-layer Llama config.json."""
+    for m, ts in models.items():
+        folder = os.path.join(d, m); os.makedirs(folder, exist_ok=True)
+        write_typed(os.path.join(folder, 'model.safetensors'), dtype, ts)
+        with open(os.path.join(folder, 'config.json'), 'w') as f:
+            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
+                       'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
+
+def make_runs(work, make_pool, runs, recipe_text):
+    """A reference's `make`: the bf16 and f32 pools under work, each run's
+    recipe at work/CASE@POOL.yaml, and one line per run: CASE@POOL and its
+    rank counts."""
+    for dt, sub in (('BF16', 'bf16'), ('F32', 'f32')):
+        make_pool(os.path.join(work, sub), dt)
+    for case_at, nps in runs:
+        case, sub = case_at.split('@')
+        with open(os.path.join(work, case_at + '.yaml'), 'w') as f:
+            f.write(recipe_text(case, sub))
+        print(case_at, nps)
+
 def read_values_folder(d):
     """({name: fp32 values (bf16 widened exactly)}, {name: dtype}) over d's .safetensors files."""
     vals, dts = {}, {}

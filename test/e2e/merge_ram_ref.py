@@ -19,32 +19,11 @@ make WORK:   pools WORK/bf16 and WORK/f32 (base, m1, m2, m3), recipes
 check WORK:  every case's WORK/out-CASE-1 against the reference (fp32 bit for
              bit, bf16 within 1 ulp)
 """
-import json, math, os, random, re, struct, sys
+import math, os, random, re, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from merge_pool import write_safetensors, read_safetensors  # noqa: E402
-
-
-def f32(x):
-    return struct.unpack('<f', struct.pack('<f', x))[0]
-
-
-def f32_bits(x):
-    return struct.unpack('<I', struct.pack('<f', x))[0]
-
-
-def bf16_bits(x):
-    u = f32_bits(x)
-    if (u & 0x7FFFFFFF) > 0x7F800000: return 0x7FC0
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
-
-
-def from_bf16(h):
-    return struct.unpack('<f', struct.pack('<I', h << 16))[0]
-
-
-def rounder(dtype):
-    return (lambda x: from_bf16(bf16_bits(x))) if dtype == 'BF16' else f32
+from merge_pool import (f32, f32_bits, rounder, ulps_bf16, write_pool, make_runs,  # noqa: E402
+                        read_values_folder as read_folder)
 
 
 # ---- pools and cases ----
@@ -58,30 +37,6 @@ SHAPES = [('model.embed_tokens.weight', [24, 50]),
 # How often each model changes an entry of the base: the rest stay equal to
 # the base or move by less than a few thousandths (below or near epsilon).
 CHANGE = {'m1': 0.5, 'm2': 0.35, 'm3': 0.6}
-
-
-def write_st(path, dtype, tensors):
-    def raw(vals):
-        if dtype == 'BF16':
-            return struct.pack('<%dH' % len(vals), *[bf16_bits(v) for v in vals])
-        return struct.pack('<%df' % len(vals), *vals)
-    write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
-                      {'format': 'pt'})
-
-
-def read_folder(d):
-    vals, dts = {}, {}
-    for f in sorted(os.listdir(d)):
-        if not f.endswith('.safetensors'): continue
-        for k, (dtype, b) in read_safetensors(os.path.join(d, f))[1].items():
-            if dtype == 'BF16':
-                vals[k] = [from_bf16(h) for h in struct.unpack('<%dH' % (len(b) // 2), b)]
-            elif dtype == 'F32':
-                vals[k] = list(struct.unpack('<%df' % (len(b) // 4), b))
-            else:
-                sys.exit('unexpected dtype ' + dtype)
-            dts[k] = dtype
-    return vals, dts
 
 
 def make_pool(d, dtype):
@@ -107,12 +62,7 @@ def make_pool(d, dtype):
                 else:
                     vals.append(b)
             models[m].append((name, shape, vals))
-    for m, ts in models.items():
-        folder = os.path.join(d, m); os.makedirs(folder, exist_ok=True)
-        write_st(os.path.join(folder, 'model.safetensors'), dtype, ts)
-        with open(os.path.join(folder, 'config.json'), 'w') as f:
-            json.dump({'architectures': ['LlamaForCausalLM'], 'num_hidden_layers': 2,
-                       'torch_dtype': 'bfloat16' if dtype == 'BF16' else 'float32'}, f)
+    write_pool(d, dtype, models)
 
 
 # Each case: method, models, global parameters, extra lines[, per-model parameters].
@@ -287,13 +237,6 @@ def cabs_plan(case):
     return plan
 
 
-def ulps_bf16(got, ref):
-    def ordered(x):
-        u = f32_bits(x) >> 16
-        return -(u & 0x7FFF) if u & 0x8000 else u
-    return abs(ordered(got) - ordered(ref))
-
-
 POOLS = {}
 
 
@@ -347,14 +290,7 @@ def check(work, case_at, out):
 if __name__ == '__main__':
     cmd = sys.argv[1]
     if cmd == 'make':
-        work = sys.argv[2]
-        for dt, sub in (('BF16', 'bf16'), ('F32', 'f32')):
-            make_pool(os.path.join(work, sub), dt)
-        for case_at, nps in RUNS:
-            case, sub = case_at.split('@')
-            with open(os.path.join(work, case_at + '.yaml'), 'w') as f:
-                f.write(recipe_text(case, sub))
-            print(case_at, nps)
+        make_runs(sys.argv[2], make_pool, RUNS, recipe_text)
     elif cmd == 'check':
         work = sys.argv[2]
         for case_at, _ in RUNS:
