@@ -115,6 +115,19 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
     return m;
   }
   if (r.method == MergeMethod::ArceeFusion) return m;
+  if (r.method == MergeMethod::CoreSpace) {
+    // mergekit's core_space averages a dense tensor over its distinct inputs
+    // (the base among them; the plan leaves one of each); it merges only
+    // LoRA factors (names with lora_ or adapter) in its low-rank core space.
+    if (name.find("lora_") != std::string::npos || name.find("adapter") != std::string::npos)
+      throw_input(
+          "{}: core_space: tensor {} is a LoRA or adapter tensor: core_space's low-rank merge of "
+          "LoRA factors is not supported (kintsugi averages dense tensors only)",
+          r.file.string(), name);
+    m.method = MergeMethod::Linear;
+    m.weights.assign(models.size(), static_cast<float>(1.0 / static_cast<double>(models.size())));
+    return m;
+  }
   if (r.method == MergeMethod::EncoderDecoderWeighted) {
     // mergekit's encoder_decoder_weighted: a linear merge whose weights are
     // each model's decoder_weight for tensors named "decoder" (cross_weight,
@@ -292,7 +305,7 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
 // linear and passthrough, which merge all their inputs alike).
 bool uses_base(MergeMethod m) {
   return m != MergeMethod::Linear && m != MergeMethod::Passthrough &&
-         m != MergeMethod::EncoderDecoderWeighted;
+         m != MergeMethod::EncoderDecoderWeighted && m != MergeMethod::CoreSpace;
 }
 
 // How many models besides the base a method takes: checked per merge (models)
@@ -386,6 +399,8 @@ struct MergeInputs {
   // input's rows of it; its members are the base (when used), then ckpts.
   std::optional<VocabPlan> vocab;
   std::vector<const HfCheckpoint*> vocab_members;
+  // core_space: the base as an input when no model entry names it.
+  std::deque<RecipeModel> added;
 
   const HfCheckpoint& open(const fs::path& p) {
     for (const auto& c : opened)
@@ -452,8 +467,24 @@ MergeInputs open_inputs(const Recipe& r) {
     return in;
   }
   if (r.base_model && uses_base(r.method)) in.base = &in.open(*r.base_model);
+  // core_space merges its distinct inputs, the base among them (first, when
+  // no model entry names it): mergekit keys the tensors by model.
+  if (r.method == MergeMethod::CoreSpace && r.base_model &&
+      std::none_of(r.models.begin(), r.models.end(),
+                   [&](const RecipeModel& rm) { return same_path(rm.path, *r.base_model); })) {
+    RecipeModel& b = in.added.emplace_back();
+    b.spec = r.base_model->string();
+    b.path = *r.base_model;
+    b.where = r.base_where;
+    in.models.push_back(&b);
+    in.ckpts.push_back(&in.open(b.path));
+  }
   for (const auto& rm : r.models) {
     if (in.base && same_path(rm.path, *r.base_model)) continue;
+    if (r.method == MergeMethod::CoreSpace &&
+        std::any_of(in.models.begin(), in.models.end(),
+                    [&](const RecipeModel* m) { return same_path(m->path, rm.path); }))
+      continue;
     in.models.push_back(&rm);
     in.ckpts.push_back(&in.open(rm.path));
   }

@@ -34,7 +34,8 @@ const std::vector<ParamSpec>& param_specs() {
       {"weight",
        Kind::Number,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
-        M::BreadcrumbsTies, M::Della, M::DellaLinear, M::Nuslerp, M::Multislerp, M::Lrp, M::Cabs}},
+        M::BreadcrumbsTies, M::Della, M::DellaLinear, M::Nuslerp, M::Multislerp, M::Lrp, M::Cabs,
+        M::CoreSpace}},
       {"normalize",
        Kind::Bool,
        {M::Linear, M::TaskArithmetic, M::Ties, M::DareLinear, M::DareTies, M::Breadcrumbs,
@@ -150,7 +151,8 @@ std::string method_name(const YamlField& f) {
                     "arcee_fusion",
                     "lrp",
                     "cabs",
-                    "encoder_decoder_weighted"});
+                    "encoder_decoder_weighted",
+                    "core_space"});
 }
 
 std::optional<MergeMethod> method_from(const std::string& s) {
@@ -177,7 +179,8 @@ std::optional<MergeMethod> method_from(const std::string& s) {
       {"arcee_fusion", M::ArceeFusion},
       {"lrp", M::Lrp},
       {"cabs", M::Cabs},
-      {"encoder_decoder_weighted", M::EncoderDecoderWeighted}};
+      {"encoder_decoder_weighted", M::EncoderDecoderWeighted},
+      {"core_space", M::CoreSpace}};
   auto it = m.find(s);
   if (it == m.end()) return std::nullopt;
   return it->second;
@@ -471,6 +474,8 @@ std::string_view merge_method_name(MergeMethod m) {
       return "cabs";
     case M::EncoderDecoderWeighted:
       return "encoder_decoder_weighted";
+    case M::CoreSpace:
+      return "core_space";
   }
   return "?";
 }
@@ -610,7 +615,8 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   // karcher averages it as one more input.
   const bool needs_base = r.method != M::Linear && r.method != M::Passthrough &&
                           r.method != M::EncoderDecoderWeighted && r.method != M::Nuslerp &&
-                          r.method != M::Multislerp && r.method != M::Karcher;
+                          r.method != M::Multislerp && r.method != M::Karcher &&
+                          r.method != M::CoreSpace;
   if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
   // Every model entry and slice source, and the levels that hold whole-merge
   // settings: the global parameters and each slice's.

@@ -89,6 +89,17 @@ expect "bad.yaml:5: parameter r applies to the whole merge" $'merge_method: ramp
 expect "bad.yaml:1: merge_method: ram needs base_model" $'merge_method: ram\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 expect "bad.yaml:1: merge_method: arcee_fusion needs base_model" $'merge_method: arcee_fusion\nmodels:\n  - model: pool/m1'
 expect "arcee_fusion merges base_model with exactly one other model, got 2 besides the base" $'merge_method: arcee_fusion\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
+# core_space: LoRA factors (by name) refused; dense tensors are averaged (merge_ram.sh).
+python3 - "$work" "$KINTSUGI_SOURCE_DIR/test/e2e" <<'PY'
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from merge_pool import write_typed
+for m, v in (('la', 0.5), ('lb', -0.25)):
+    write_typed(os.path.join(sys.argv[1], m + '.safetensors'), 'F32',
+                [('model.layers.0.self_attn.q_proj.weight', [2, 2], [v] * 4),
+                 ('model.layers.0.self_attn.q_proj.lora_A.weight', [1, 2], [v] * 2)])
+PY
+expect "core_space: tensor model.layers.0.self_attn.q_proj.lora_A.weight is a LoRA or adapter tensor" $'merge_method: core_space\nmodels:\n  - model: la.safetensors\n  - model: lb.safetensors'
 # lrp and cabs (issue #19).
 expect "bad.yaml:5: parameter density applies to the whole merge" $'merge_method: lrp\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {density: 0.5}'
 expect "bad.yaml:6: density: 1.5 is outside [0, 1]" $'merge_method: lrp\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters:\n  density: 1.5'

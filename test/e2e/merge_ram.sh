@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ram, ramplus_tl, arcee_fusion, lrp and cabs (mergekit parity) end to end, on bf16 and
+# ram, ramplus_tl, arcee_fusion, lrp, cabs and core_space (mergekit parity) end to end, on bf16 and
 # f32 pools, checked against the independent Python reference
 # (test/e2e/merge_ram_ref.py): fp32 outputs bit for bit, bf16 outputs within
 # 1 bf16 ulp (0 expected: the reference does the same fp32 operations, and
@@ -13,4 +13,4 @@ set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
 source "$KINTSUGI_SOURCE_DIR/test/e2e/merge_cases.sh"
 run_reference_cases "$KINTSUGI_SOURCE_DIR/test/e2e/merge_ram_ref.py"
-echo "all ram, ramplus_tl, arcee_fusion, lrp and cabs checks passed"
+echo "all ram, ramplus_tl, arcee_fusion, lrp, cabs and core_space checks passed"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Independent references for kintsugi's ram, ramplus_tl, arcee_fusion, lrp and cabs (stdlib only).
+"""Independent references for kintsugi's ram, ramplus_tl, arcee_fusion, lrp, cabs and core_space (stdlib only).
 
 Written from mergekit's published definitions (merge_methods/ram.py: RAM and
 RAM+ tensor-local, Reinforced Agent Merging; merge_methods/arcee_fusion.py;
 merge_methods/lrp.py with sparsify.build_mask; merge_methods/cabs.py: n:m
-pruning in pruning order, positions taken once)
+pruning in pruning order, positions taken once; merge_methods/core_space.py
+on dense tensors: the mean of the distinct inputs)
 and from kintsugi's documented choices where it departs (docs/merge.md):
 arithmetic in fp32 (each operation emulated in double and rounded to fp32,
 which is the correctly rounded fp32 result), equal magnitudes in a top-k
@@ -67,6 +68,8 @@ def make_pool(d, dtype):
 
 # Each case: method, models, global parameters, extra lines[, per-model parameters].
 CASES = {
+    # The mean of the distinct inputs: base (listed first), m1 (listed twice), m2.
+    'core_three': ('core_space', ['m1', 'm2', 'm1'], {}, ''),
     'lrp_three': ('lrp', ['m1', 'm2', 'm3'], {'density': 0.4}, '',
                   {'m1': {'weight': 1.0}, 'm2': {'weight': 0.5}, 'm3': {'weight': 2.5}}),
     # mergekit's defaults: density 0.7, weight 1.
@@ -96,7 +99,7 @@ CASES = {
 # the cases whose statistics cross ranks (ramplus_tl's counts, arcee_fusion's
 # quartiles and rows split between ranks).
 RUNS = [('rpt_three@bf16', '1,2,3'), ('fusion@f32', '1,2,3'),
-        ('lrp_three@bf16', '1'), ('cabs_three@bf16', '1,3'), ('lrp_default@f32', '1'),
+        ('core_three@bf16', '1'), ('core_three@f32', '1'), ('lrp_three@bf16', '1'), ('cabs_three@bf16', '1,3'), ('lrp_default@f32', '1'),
         ('lrp_default@bf16', '1'), ('cabs_default@f32', '1'), ('cabs_top@bf16', '1'),
         ('ram_three@bf16', '1'), ('ram_three@f32', '1'), ('ram_eps@bf16', '1'),
         ('rpt_three@f32', '1'), ('rpt_params@f32', '1'), ('rpt_params@bf16', '1'),
@@ -219,6 +222,18 @@ def cabs(base, xs, weights, nms):
     return acc
 
 
+def core_space(inputs):
+    """core_space on dense tensors: the mean of the distinct inputs, as the
+    weighted sum with weights fp32(1/N) in input order."""
+    w = f32(1.0 / len(inputs))
+    out = []
+    for vals in zip(*inputs):
+        acc = 0.0
+        for v in vals: acc = f32(acc + f32(w * v))
+        out.append(acc)
+    return out
+
+
 def cabs_plan(case):
     """The models in pruning order with their weights and n:m."""
     method, models, params, extra = CASES[case][:4]
@@ -262,6 +277,9 @@ def check(work, case_at, out):
         xs = [x[name] for x in ins]
         if method == 'arcee_fusion':
             ref = arcee_fusion(base[name], xs[0], L)
+        elif method == 'core_space':
+            distinct = [m for k, m in enumerate(models) if m not in models[:k]]
+            ref = core_space([base[name]] + [ins[models.index(m)][name] for m in distinct])
         elif method == 'lrp':
             ref = lrp(base[name], xs, [per_model.get(m, {}).get('weight', 1.0) for m in models],
                       params.get('density', 0.7))

@@ -10,7 +10,7 @@ hidden size 8) and the recipes with the placeholders mapped to them.
 
 EXPECTED says what kintsugi does with each example: 'runs', or refused
 (exit 2, one line, nothing written) with a message containing the given text.
-When kintsugi gains a method (core_space, ...), update its line.
+When kintsugi gains a method or feature, update its line.
 
 make WORK:        stand-ins in WORK/models, recipes in WORK/recipes; prints one line
                   per case: NAME<TAB>runs, or NAME<TAB>refused<TAB>MESSAGE TEXT
@@ -38,7 +38,7 @@ EXPECTED = {
     'cabs.yml': ('runs', None),
     'chipalign.yml': ('refused',
                       'chipalign.yml:7: parameters.geodesic: unknown parameter for merge_method nuslerp'),
-    'core_space.yml': ('refused', 'core_space.yml:9: ' + UNKNOWN % 'core_space'),
+    'core_space.yml': ('runs', None),
     'evo_bert_large.yml': ('refused',
                            'evo_bert_large.yml:2: genome: a mergekit-evolve configuration, not a merge recipe'),
     'gpt2-small.yml': ('refused', 'gpt2-small.yml:3: slices over layers: {GPT2} is GPT2LMHeadModel '
@@ -494,6 +494,13 @@ def check(work, outs):
         kept += sum(r != b for r, b in zip(ref, base))
     if kept == 0: raise SystemExit('cabs.yml: the reference keeps no change: a vacuous check')
     print('cabs.yml: %d tensors (%d entries changed) within 1 bf16 ulp of the reference' % (len(got), kept))
+
+    # core_space.yml: GPT-2 listed twice and as the base is one distinct input,
+    # whose mean is itself, bit for bit (mergekit keys the tensors by model).
+    got = check_files(os.path.join(outs, 'core_space.yml'), names_of('GPT2'), 'F32', None, m('GPT2'))
+    for n, v in got.items():
+        if v != model('GPT2')[n]: raise SystemExit('core_space.yml: %s differs from GPT-2\'s' % n)
+    print('core_space.yml: %d tensors equal to the one distinct input' % len(got))
 
     # vlm-linear.yml, extra-bert-linear.yml: plain linear merges of other layouts.
     for case, (a, b), (wa, wb), dtype in (

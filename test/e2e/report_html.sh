@@ -138,7 +138,7 @@ print(f"report.csv: {len(ev)} evaluations, {len(got)} generations' sigma, as the
 PY
 
 echo "--- 2. pages written while optimize writes the state (a reader in a loop)"
-make_job "$work/loop.yaml" budget=30 population=6
+make_job "$work/loop.yaml" budget=36 population=6
 mpi 2 "$KINTSUGI" optimize "$work/loop.yaml" --state "$work/loop.h5" 2>"$work/loop.log" &
 opt=$!
 pages=0
@@ -148,7 +148,7 @@ while kill -0 "$opt" 2>/dev/null; do
       { cat "$work/loop-report.log" >&2; fail "report --html failed while optimize wrote the state"; }
     pages=$((pages + 1))
   fi
-  sleep 0.2
+  sleep 0.05
 done
 wait "$opt" || { cat "$work/loop.log" >&2; fail "optimize (the loop's writer)"; }
 ((pages >= 3)) || fail "only $pages pages written while the search ran"

@@ -7,7 +7,7 @@
 //   merge_method: linear | task_arithmetic | ties | dare_linear | dare_ties | model_stock | slerp
 //                 | breadcrumbs | breadcrumbs_ties | nearswap | passthrough | della
 //                 | della_linear | sce | nuslerp | multislerp | karcher | ram | ramplus_tl
-//                 | arcee_fusion | lrp | cabs | encoder_decoder_weighted
+//                 | arcee_fusion | lrp | cabs | encoder_decoder_weighted | core_space
 //   parameters: {normalize: .., lambda: .., t: .., ...}
 //   dtype: bfloat16 | float16 | float32        out_dtype: (same; default dtype)
 //   tokenizer_source: base | union | MODEL     (or tokenizer: {source, tokens, pad_to_multiple_of})
@@ -55,6 +55,7 @@ enum class MergeMethod {
   Lrp,                     // mergekit's lrp: magnitude top-k per model, weights normalized to sum 1
   Cabs,                    // mergekit's cabs: n:m pruning per model in order, positions taken once
   EncoderDecoderWeighted,  // linear with per-model weights for encoder, decoder, cross-attention
+  CoreSpace,  // mergekit's core_space on dense tensors: the mean of the distinct inputs
 };
 std::string_view merge_method_name(MergeMethod m);
 
