@@ -287,6 +287,13 @@ TEST_CASE("job: every kind of error names file:line and the key", "[config]") {
   const std::string pool = "pool: {checkpoints: [a]}\n";
   const std::vector<Case> cases = {
       {"syntax", "pool: [a\n", "job.yaml:2:1: YAML syntax error: end of sequence flow not found"},
+      // yaml-cpp 0.7's LoadAll never returns on these (the fuzzer's find).
+      {"a leading comma", ", --tasks]\npool: {checkpoints: [a]}\n",
+       "job.yaml: YAML syntax error: more than 64 documents, or a ',' outside a flow collection "
+       "([...] or {...}) where a document starts"},
+      {"a comma after ---", pool + "---\n,\n",
+       "job.yaml: YAML syntax error: more than 64 documents, or a ',' outside a flow collection "
+       "([...] or {...}) where a document starts"},
       {"not a map", "- a\n- b\n",
        "job.yaml:1: a job file must be a map with keys pool, tasks, ..."},
       {"empty file", "", "job.yaml:1: a job file must be a map with keys pool, tasks, ..."},
