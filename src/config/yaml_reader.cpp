@@ -25,7 +25,7 @@ std::string child_path(const std::string& parent, std::string_view key) {
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
 }
 
-std::string join(std::initializer_list<std::string_view> words) {
+std::string join(std::span<const std::string_view> words) {
   std::string out;
   for (auto w : words) {
     if (!out.empty()) out += ", ";
@@ -143,6 +143,10 @@ std::string YamlField::plain_scalar(std::string_view what) const {
 }
 
 std::string YamlField::as_enum(std::initializer_list<std::string_view> allowed) const {
+  return as_enum(std::span(allowed.begin(), allowed.size()));
+}
+
+std::string YamlField::as_enum(std::span<const std::string_view> allowed) const {
   const std::string v = as_string();
   if (std::find(allowed.begin(), allowed.end(), v) == allowed.end())
     fail(fmt::format("\"{}\" is not one of: {}", v, join(allowed)));
@@ -249,7 +253,8 @@ YamlMap::YamlMap(const YamlField& self, std::initializer_list<std::string_view> 
       for (auto it = self_.node().begin(); it != self_.node().end(); ++it)
         if (it->first.IsScalar() && it->first.Scalar() == k)
           keyed = YamlField(self_.origin(), it->first, f.path(), f.line());
-      keyed.fail(fmt::format("unknown key (known keys: {})", join(known)));
+      keyed.fail(fmt::format("unknown key (known keys: {})",
+                             join(std::span(known.begin(), known.size()))));
     }
   }
 }

@@ -127,63 +127,78 @@ void refuse_unsupported_model_keys(const YamlField& entry) {
                             "model first"}});
 }
 
+// Each method's name in recipes, in the order merge_method's error lists
+// them: the one list the parser, merge_method_name and method_from read.
+constexpr std::string_view kMethodNames[] = {
+    "linear",
+    "task_arithmetic",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "model_stock",
+    "slerp",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "nearswap",
+    "passthrough",
+    "della",
+    "della_linear",
+    "sce",
+    "nuslerp",
+    "multislerp",
+    "karcher",
+    "ram",
+    "ramplus_tl",
+    "arcee_fusion",
+    "lrp",
+    "cabs",
+    "encoder_decoder_weighted",
+    "core_space",
+};
+constexpr MergeMethod kMethods[] = {
+    M::Linear,
+    M::TaskArithmetic,
+    M::Ties,
+    M::DareLinear,
+    M::DareTies,
+    M::ModelStock,
+    M::Slerp,
+    M::Breadcrumbs,
+    M::BreadcrumbsTies,
+    M::Nearswap,
+    M::Passthrough,
+    M::Della,
+    M::DellaLinear,
+    M::Sce,
+    M::Nuslerp,
+    M::Multislerp,
+    M::Karcher,
+    M::Ram,
+    M::RamplusTl,
+    M::ArceeFusion,
+    M::Lrp,
+    M::Cabs,
+    M::EncoderDecoderWeighted,
+    M::CoreSpace,
+};
+static_assert(std::size(kMethodNames) == std::size(kMethods));
+constexpr bool in_enum_order() {
+  for (size_t i = 0; i < std::size(kMethods); ++i)
+    if (kMethods[i] != static_cast<MergeMethod>(i)) return false;
+  return true;
+}
+static_assert(in_enum_order() && kMethods[std::size(kMethods) - 1] == M::CoreSpace,
+              "kMethods lists MergeMethod in order, the last one included");
+
 // The value of merge_method, one of kintsugi's methods.
 std::string method_name(const YamlField& f) {
-  return f.as_enum({"linear",
-                    "task_arithmetic",
-                    "ties",
-                    "dare_linear",
-                    "dare_ties",
-                    "model_stock",
-                    "slerp",
-                    "breadcrumbs",
-                    "breadcrumbs_ties",
-                    "nearswap",
-                    "passthrough",
-                    "della",
-                    "della_linear",
-                    "sce",
-                    "nuslerp",
-                    "multislerp",
-                    "karcher",
-                    "ram",
-                    "ramplus_tl",
-                    "arcee_fusion",
-                    "lrp",
-                    "cabs",
-                    "encoder_decoder_weighted",
-                    "core_space"});
+  return f.as_enum(kMethodNames);
 }
 
 std::optional<MergeMethod> method_from(const std::string& s) {
-  static const std::map<std::string, MergeMethod> m = {
-      {"linear", M::Linear},
-      {"task_arithmetic", M::TaskArithmetic},
-      {"ties", M::Ties},
-      {"dare_linear", M::DareLinear},
-      {"dare_ties", M::DareTies},
-      {"model_stock", M::ModelStock},
-      {"slerp", M::Slerp},
-      {"breadcrumbs", M::Breadcrumbs},
-      {"breadcrumbs_ties", M::BreadcrumbsTies},
-      {"nearswap", M::Nearswap},
-      {"passthrough", M::Passthrough},
-      {"della", M::Della},
-      {"della_linear", M::DellaLinear},
-      {"sce", M::Sce},
-      {"nuslerp", M::Nuslerp},
-      {"multislerp", M::Multislerp},
-      {"karcher", M::Karcher},
-      {"ram", M::Ram},
-      {"ramplus_tl", M::RamplusTl},
-      {"arcee_fusion", M::ArceeFusion},
-      {"lrp", M::Lrp},
-      {"cabs", M::Cabs},
-      {"encoder_decoder_weighted", M::EncoderDecoderWeighted},
-      {"core_space", M::CoreSpace}};
-  auto it = m.find(s);
-  if (it == m.end()) return std::nullopt;
-  return it->second;
+  for (size_t i = 0; i < std::size(kMethods); ++i)
+    if (kMethodNames[i] == s) return kMethods[i];
+  return std::nullopt;
 }
 
 // Weights, lambdas, densities and t are of order 1; a magnitude past this is a
@@ -427,56 +442,8 @@ RecipeVocab parse_vocab(const YamlMap& top, const Recipe& r) {
 }  // namespace
 
 std::string_view merge_method_name(MergeMethod m) {
-  switch (m) {
-    case M::Linear:
-      return "linear";
-    case M::TaskArithmetic:
-      return "task_arithmetic";
-    case M::Ties:
-      return "ties";
-    case M::DareLinear:
-      return "dare_linear";
-    case M::DareTies:
-      return "dare_ties";
-    case M::ModelStock:
-      return "model_stock";
-    case M::Slerp:
-      return "slerp";
-    case M::Breadcrumbs:
-      return "breadcrumbs";
-    case M::BreadcrumbsTies:
-      return "breadcrumbs_ties";
-    case M::Nearswap:
-      return "nearswap";
-    case M::Passthrough:
-      return "passthrough";
-    case M::Della:
-      return "della";
-    case M::DellaLinear:
-      return "della_linear";
-    case M::Sce:
-      return "sce";
-    case M::Nuslerp:
-      return "nuslerp";
-    case M::Multislerp:
-      return "multislerp";
-    case M::Karcher:
-      return "karcher";
-    case M::Ram:
-      return "ram";
-    case M::RamplusTl:
-      return "ramplus_tl";
-    case M::ArceeFusion:
-      return "arcee_fusion";
-    case M::Lrp:
-      return "lrp";
-    case M::Cabs:
-      return "cabs";
-    case M::EncoderDecoderWeighted:
-      return "encoder_decoder_weighted";
-    case M::CoreSpace:
-      return "core_space";
-  }
+  for (size_t i = 0; i < std::size(kMethods); ++i)
+    if (kMethods[i] == m) return kMethodNames[i];
   return "?";
 }
 

@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +42,7 @@ class YamlField {
 
   std::string as_string() const;  // any non-null scalar
   std::string as_enum(std::initializer_list<std::string_view> allowed) const;
+  std::string as_enum(std::span<const std::string_view> allowed) const;
   uint64_t as_uint(uint64_t min = 0, uint64_t max = std::numeric_limits<uint64_t>::max()) const;
   int64_t as_int() const;
   double as_double() const;                         // any double, .inf and .nan included

@@ -31,6 +31,7 @@
 
 namespace kintsugi {
 
+// Each one's recipe name is in kMethodNames (recipe.cpp), in this order.
 enum class MergeMethod {
   Linear,
   TaskArithmetic,
