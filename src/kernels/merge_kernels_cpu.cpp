@@ -995,19 +995,26 @@ void cabs_merge_impl(const CabsMergeArgs& a, uint64_t L) {
   }
 }
 
+uint64_t cabs_superblock(std::span<const uint32_t> block_m) {
+  uint64_t L = 1;
+  for (uint32_t m : block_m) {
+    L = std::lcm(L, uint64_t{m});
+    if (L > kMaxCabsBlock) return 0;  // before a later lcm could overflow
+  }
+  return L;
+}
+
 void fused_cabs_merge(const CabsMergeArgs& a) {
   check_dtypes(a.in_dtype, a.out_dtype);
   const size_t N = a.inputs.size();
   KS_CHECK(N >= 1 && N <= kMaxMergeInputs, "1..kMaxMergeInputs inputs");
   KS_CHECK(a.weights.size() == N && a.keep_n.size() == N && a.block_m.size() == N,
            "a weight, n and m per input");
-  uint64_t L = 1;
-  for (size_t i = 0; i < N; ++i) {
+  for (size_t i = 0; i < N; ++i)
     KS_CHECK(a.block_m[i] >= 1 && a.block_m[i] <= kMaxCabsBlock && a.keep_n[i] <= a.block_m[i],
              "cabs: 0 <= n <= m, 1 <= m <= kMaxCabsBlock");
-    L = std::lcm(L, uint64_t{a.block_m[i]});
-    KS_CHECK(L <= kMaxCabsBlock, "cabs: the blocks' least common multiple <= kMaxCabsBlock");
-  }
+  const uint64_t L = cabs_superblock(a.block_m);
+  KS_CHECK(L != 0, "cabs: the blocks' least common multiple <= kMaxCabsBlock");
   if (a.n == 0) return;
   dispatch(a.in_dtype, a.out_dtype, [&]<DType I, DType O>() { cabs_merge_impl<I, O>(a, L); });
 }

@@ -15,7 +15,6 @@
 #include <map>
 #include <memory>
 #include <new>
-#include <numeric>
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
@@ -164,7 +163,6 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
                        [&](size_t a, size_t b) { return models[a]->spec < models[b]->spec; });
     }
     KS_CHECK(order.size() == models.size(), "cabs: every model once in pruning_order");
-    uint64_t lcm = 1;
     for (size_t i : order) {
       auto n = find_param(r, slice, models[i], "n_val", pt.models[i].name, t);
       auto mv = find_param(r, slice, models[i], "m_val", pt.models[i].name, t);
@@ -179,15 +177,14 @@ TensorMethod resolve_method(const Recipe& r, const RecipeSlice* slice,
             "{}: cabs: n_val {} and m_val {} for tensor {}: need whole numbers 0 <= n <= m, "
             "1 <= m <= {}",
             models[i]->where, nn, mm, name, kMaxCabsBlock);
-      lcm = std::lcm(lcm, static_cast<uint64_t>(mm));
-      if (lcm > kMaxCabsBlock)
-        throw_input(
-            "{}: cabs: the block sizes m_val of tensor {} have a least common multiple above {}",
-            r.file.string(), name, kMaxCabsBlock);
       m.keep_n.push_back(static_cast<uint32_t>(nn));
       m.block_m.push_back(static_cast<uint32_t>(mm));
       m.weights.push_back(static_cast<float>(model_param(i, "weight", 1.0)));
     }
+    if (cabs_superblock(m.block_m) == 0)
+      throw_input(
+          "{}: cabs: the block sizes m_val of tensor {} have a least common multiple above {}",
+          r.file.string(), name, kMaxCabsBlock);
     m.order = order;
     return m;
   }
@@ -831,23 +828,17 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
       // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.
       if (r.dtype) src.dtype = *r.dtype;
       // arcee_fusion, della* and nuslerp read every row their range touches
-      // whole: fill those rows.
+      // whole, cabs every superblock: fill those.
+      uint64_t unit = 1;
+      if (r.method == MergeMethod::ArceeFusion || r.method == MergeMethod::Della ||
+          r.method == MergeMethod::DellaLinear || r.method == MergeMethod::Nuslerp)
+        unit = spec.shape.empty() || spec.shape.back() <= 0
+                   ? std::max<uint64_t>(numel, 1)
+                   : static_cast<uint64_t>(spec.shape.back());
+      if (r.method == MergeMethod::Cabs) unit = cabs_superblock(pt.method.block_m);
       ElementRange filled = range;
-      const bool whole_rows =
-          r.method == MergeMethod::ArceeFusion || r.method == MergeMethod::Della ||
-          r.method == MergeMethod::DellaLinear || r.method == MergeMethod::Nuslerp;
-      if (whole_rows && !range.empty()) {
-        const uint64_t row = spec.shape.empty() || spec.shape.back() <= 0
-                                 ? std::max<uint64_t>(numel, 1)
-                                 : static_cast<uint64_t>(spec.shape.back());
-        filled = {range.begin / row * row, std::min(numel, (range.end + row - 1) / row * row)};
-      }
-      // cabs reads the whole superblocks its range touches.
-      if (r.method == MergeMethod::Cabs && !range.empty()) {
-        uint64_t L = 1;
-        for (uint32_t b : pt.method.block_m) L = std::lcm(L, uint64_t{b});
-        filled = {range.begin / L * L, std::min(numel, (range.end + L - 1) / L * L)};
-      }
+      if (!range.empty())
+        filled = {range.begin / unit * unit, std::min(numel, (range.end + unit - 1) / unit * unit)};
       for (size_t m = 0; m < in.vocab_members.size(); ++m) {
         const void* p =
             reindexed.emplace_back(*in.vocab, in.vocab_members, m, name, src.dtype, numel, filled)

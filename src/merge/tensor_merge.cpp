@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <numeric>
 #include <optional>
 
 #include "kintsugi/common/error.hpp"
@@ -1175,8 +1174,7 @@ MergeTensorStats cabs_merge_tensor(const TensorSources& s, const TensorMethod& m
   KS_CHECK(
       m.order.size() == N && m.keep_n.size() == N && m.block_m.size() == N && m.weights.size() == N,
       "cabs: an order, n:m and weight per model");
-  uint64_t L = 1;
-  for (uint32_t b : m.block_m) L = std::lcm(L, uint64_t{b});
+  const uint64_t L = cabs_superblock(m.block_m);
   std::vector<const void*> in(N);
   const size_t isz = elem_size(s.dtype), osz = elem_size(out_dtype);
   std::vector<std::byte> out;

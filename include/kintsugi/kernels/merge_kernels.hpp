@@ -181,6 +181,9 @@ struct CabsMergeArgs {
 };
 constexpr uint32_t kMaxCabsBlock = 65536;
 void fused_cabs_merge(const CabsMergeArgs& args);
+// CABS's superblock: lcm(m_i), the span every model's blocks nest in (work on
+// a range widens it to multiples of this); 0 when it exceeds kMaxCabsBlock.
+uint64_t cabs_superblock(std::span<const uint32_t> block_m);
 
 // mergekit's nearswap over elements [0, n): per element, in fp32,
 //   d = |v0[j] - v1[j]|; w = t / d; w = 1 when w is NaN or +-Inf;
