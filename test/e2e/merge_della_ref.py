@@ -25,7 +25,7 @@ import math, os, random, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
                         from_bf16, rounder, ulps_bf16, write_pool, make_runs,
-                        read_values_folder as read_folder)
+                        pool_values, read_values_folder as read_folder)
 
 SEED = 7  # kintsugi merge --seed
 
@@ -255,17 +255,11 @@ def sce(base, xs, topk):
 def shapes():
     return dict(SHAPES)
 
-POOLS = {}
-
-def load(work, pool, m):
-    if (pool, m) not in POOLS: POOLS[(pool, m)] = read_folder(os.path.join(work, pool, m))[0]
-    return POOLS[(pool, m)]
-
 def check(work, case_at, out):
     case, pool = case_at.split('@')
     method, models, params, extra = CASES[case]
-    base = load(work, pool, 'base')
-    ins = [load(work, pool, m) for m, _ in models]
+    base = pool_values(work, pool, 'base')
+    ins = [pool_values(work, pool, m) for m, _ in models]
     got, got_dt = read_folder(out)
     assert sorted(got) == sorted(base), 'tensor names differ'
     worst = 0
@@ -297,7 +291,7 @@ def stats(work, out):
     (kept iff out != base), then checks the keep rate in four bands of
     normalized rank against the expected sum of probabilities (5 sigma), and
     that every survivor is base + delta * (L1 factor of that mask)."""
-    base, m1 = load(work, 'f32', 'base'), load(work, 'f32', 'm1')
+    base, m1 = pool_values(work, 'f32', 'base'), pool_values(work, 'f32', 'm1')
     got = read_folder(out)[0]
     bands = [[0.0, 0.0, 0] for _ in range(4)]  # expected, variance, observed
     checked = 0

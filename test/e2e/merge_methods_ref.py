@@ -28,7 +28,7 @@ import math, os, random, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import (write_safetensors, read_safetensors, f32, f32_bits, bf16_bits,  # noqa: E402
                         from_bf16, rounder, ulps_bf16, write_pool,
-                        read_values_folder as read_folder)
+                        pool_values, read_values_folder as read_folder)
 
 SHAPES = [('model.embed_tokens.weight', [40, 50]),
           ('model.layers.0.mlp.up_proj.weight', [300, 7]),
@@ -422,10 +422,7 @@ def sphere_recipe(case, pool):
 def check(work, case, out):
     pool = 'f32' if case.endswith('@f32') else 'bf16'
     case = case.split('@')[0]
-    cache = {}
-    def load(m):
-        if m not in cache: cache[m] = read_folder(os.path.join(work, pool, m))[0]
-        return cache[m]
+    load = lambda m: pool_values(work, pool, m)  # noqa: E731
     base = load('base')
     got, got_dt = read_folder(out)
     assert sorted(got) == sorted(base), 'tensor names differ'

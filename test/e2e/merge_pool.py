@@ -75,6 +75,14 @@ def write_typed(path, dtype, tensors, meta=None):
     write_safetensors(path, [(name, dtype, shape, raw(vals)) for name, shape, vals in tensors],
                       meta if meta is not None else {'format': 'pt'})
 
+_POOL_VALUES = {}
+
+def pool_values(work, pool, m):
+    """{name: fp32 values} of model m of work/pool, read once per process."""
+    key = (work, pool, m)
+    if key not in _POOL_VALUES: _POOL_VALUES[key] = read_values_folder(os.path.join(work, pool, m))[0]
+    return _POOL_VALUES[key]
+
 def write_pool(d, dtype, models):
     """models: {name: [(tensor name, shape, fp32 values)]}, each written to
     d/name as model.safetensors (in dtype) and a two-layer Llama config.json."""

@@ -24,7 +24,7 @@ import math, os, random, re, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from merge_pool import (f32, f32_bits, rounder, ulps_bf16, write_pool, make_runs,  # noqa: E402
-                        read_values_folder as read_folder)
+                        pool_values, read_values_folder as read_folder)
 
 
 # ---- pools and cases ----
@@ -252,23 +252,15 @@ def cabs_plan(case):
     return plan
 
 
-POOLS = {}
-
-
-def load(work, pool, m):
-    if (pool, m) not in POOLS: POOLS[(pool, m)] = read_folder(os.path.join(work, pool, m))[0]
-    return POOLS[(pool, m)]
-
-
 def check(work, case_at, out):
     case, pool = case_at.split('@')
     method, models, params, extra = CASES[case][:4]
     per_model = CASES[case][4] if len(CASES[case]) > 4 else {}
-    base = load(work, pool, 'base')
+    base = pool_values(work, pool, 'base')
     if method == 'cabs':
         plan = cabs_plan(case)
         models = [m for m, _, _ in plan]
-    ins = [load(work, pool, m) for m in models]
+    ins = [pool_values(work, pool, m) for m in models]
     got, got_dt = read_folder(out)
     assert sorted(got) == sorted(base), 'tensor names differ'
     worst = 0
