@@ -40,8 +40,10 @@ want = sys.argv[3]
 if want == "measured" and os.environ["AVX2"] == "yes":
     m = re.fullmatch(r"measured: avx2 ([0-9.]+) GB/s, generic ([0-9.]+) GB/s", d["cpu_kernel_choice"])
     assert m, line
-    faster = "avx2" if float(m.group(1)) >= float(m.group(2)) else "generic"
-    assert d["cpu_kernels"] == faster, f"runs {d['cpu_kernels']}, but {faster} was timed faster: {line}"
+    # The figures are printed to 0.1 GB/s: equal ones may hide either winner.
+    avx2, generic = float(m.group(1)), float(m.group(2))
+    faster = {"avx2"} if avx2 > generic else {"generic"} if generic > avx2 else {"avx2", "generic"}
+    assert d["cpu_kernels"] in faster, f"runs {d['cpu_kernels']}, but {faster} was timed faster: {line}"
 elif want == "measured":
     assert d["cpu_kernel_choice"] == "the only copy this CPU runs", line
 elif want:

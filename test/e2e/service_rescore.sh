@@ -8,7 +8,7 @@
 # search equals an uninterrupted one.
 source "$(dirname "$0")/service_lib.sh"
 cd "$work"
-make_job job.yaml budget=18 population=6 rescore_top=2 first_pass=10
+make_job job.yaml budget=36 population=6 rescore_top=2 first_pass=10
 # The first pass's tasks (limit 10 of the job's 30), for `kintsugi eval`.
 /usr/bin/python3 - job.yaml <<'PY'
 import json, sys
@@ -31,7 +31,7 @@ import math, sys, h5py
 e = h5py.File(sys.argv[1], "r")["evals"]
 gen, obj, fp = e["generation"][()], e["objective"][()], e["first_pass_objective"][()]
 ok = e["status"][()] == 0
-assert len(obj) == 18 and ok.all(), (len(obj), ok)
+assert len(obj) == 36 and ok.all(), (len(obj), ok)
 re = [i for i in range(len(obj)) if math.isfinite(fp[i])]
 for g in sorted(set(gen.tolist())):
     rows = [i for i in range(len(obj)) if gen[i] == g]
@@ -49,7 +49,7 @@ print(" ".join(map(str, re)))
 print(max(range(len(obj)), key=lambda i: obj[i]))
 PY
 read -r -a rescored < <(sed -n 1p rescored.txt)
-(( ${#rescored[@]} == 6 )) || fail "expected 6 re-scored evaluations, got ${rescored[*]}"
+(( ${#rescored[@]} == 12 )) || fail "expected 12 re-scored evaluations, got ${rescored[*]}"
 
 # Independent scores: export each evaluation (a file merge) and run eval on it.
 check_eval() {  # INDEX JOB
@@ -81,14 +81,15 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 re = [int(x) for x in sys.argv[2:]]
 rs = r["selection"]["rescoring"]
-assert rs["top"] == 2 and rs["evaluations"] == 6, rs
+assert rs["top"] == 2 and rs["evaluations"] == 12, rs
 assert r["best"]["evaluation"] in re, (r["best"]["evaluation"], re)
 fp = [ev["first_pass_objective"] for ev in r["evaluations"]]
 assert [i for i, v in enumerate(fp) if v is not None] == re, fp
 PY
 grep -q "^re-scoring: the 2 fittest of each generation" report.txt || { cat report.txt >&2; fail "report text"; }
 
-# Stopped by SIGUSR1 (after the first generation) and resumed: the same evaluations.
+# Stopped by SIGUSR1 (after the first of six generations: the signal must
+# arrive before the last one ends) and resumed: the same evaluations.
 setsid "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np 2 \
   "$KINTSUGI" optimize job.yaml --state usr1.h5 2>usr1.log &
 pid=$!
