@@ -21,7 +21,12 @@ namespace {
 
 __extension__ typedef __int128 i128;
 
-constexpr size_t kBuckets = 65536;
+// The radix select's digits: 16 bits (two passes of 65536 bins) for large
+// tensors; 8 bits (four passes of 256 bins) below kWideDigitMin elements,
+// where zeroing and summing N x 65536 counters across the ranks would cost
+// far more than reading the keys twice more (norms and biases: most of a
+// model's tensors, a few thousand elements each).
+constexpr uint64_t kWideDigitMin = uint64_t{1} << 20;
 
 // Element size of the kernels' dtypes (BF16, F16, F32; others never get here).
 size_t elem_size(DType d) {
@@ -131,23 +136,23 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
   }
 }
 
-// One pass of the radix select: for each active set, the histogram (kBuckets
+// One pass of the radix select: for each active set, the histogram (`buckets`
 // bins) of bucket_of(set, key) over the keys of this rank's range (a negative
 // bucket is not counted); `local` gets this rank's counts, `global` their sum
 // over all ranks. fill(chunk, i, keys) writes set i's keys of the chunk to
 // keys[0..chunk size); it is called for the chunks in order, and within a
 // chunk for the sets in order.
 template <typename KeyFill, typename BucketOf>
-void key_histogram(const std::vector<char>& active, ElementRange range, uint64_t chunk_elems,
-                   MPI_Comm comm, std::vector<uint64_t>& local, std::vector<uint64_t>& global,
-                   KeyFill& fill, BucketOf bucket_of) {
+void key_histogram(const std::vector<char>& active, size_t buckets, ElementRange range,
+                   uint64_t chunk_elems, MPI_Comm comm, std::vector<uint64_t>& local,
+                   std::vector<uint64_t>& global, KeyFill& fill, BucketOf bucket_of) {
   std::vector<uint32_t> keys(std::min<uint64_t>(chunk_elems, range.size()));
   std::fill(local.begin(), local.end(), 0);
   for (const auto& c : chunks_of(range, chunk_elems)) {
     for (size_t i = 0; i < active.size(); ++i) {
       if (!active[i]) continue;
       fill(c, i, keys.data());
-      uint64_t* h = local.data() + i * kBuckets;
+      uint64_t* h = local.data() + i * buckets;
       for (uint64_t j = 0; j < c.size(); ++j) {
         const int64_t bucket = bucket_of(i, keys[j]);
         if (bucket >= 0) ++h[bucket];
@@ -161,9 +166,10 @@ void key_histogram(const std::vector<char>& active, ElementRange range, uint64_t
 // The exact top-k selection over `sets` key sequences of numel keys each (the
 // keys of element range c come from `fill`): per set, the k[i] largest keys,
 // among equal keys the lowest global index first. k[i] >= numel keeps all, 0
-// none. Two histogram passes, then an exclusive scan of the per-rank counts of
-// keys equal to the threshold, and where a rank's quota of them ends inside
-// its range, one more pass to find where.
+// none. Two or four histogram passes (16- or 8-bit digits), then an exclusive
+// scan of the per-rank counts of keys equal to the threshold, and where a
+// rank's quota of them ends inside its range, one more pass to find where.
+// Every rank knows numel and k, so all take the same passes.
 template <typename KeyFill>
 TopKSelection topk_by_keys(size_t sets, uint64_t numel, std::span<const uint64_t> kk,
                            ElementRange range, uint64_t chunk_elems, MPI_Comm comm, KeyFill& fill) {
@@ -182,42 +188,41 @@ TopKSelection topk_by_keys(size_t sets, uint64_t numel, std::span<const uint64_t
       active[i] = 1;
     }
   }
-  // Pass 1: histogram of the high 16 bits of the key.
-  std::vector<uint64_t> local(N * kBuckets, 0), global(N * kBuckets, 0);
-  key_histogram(active, range, chunk_elems, comm, local, global, fill,
-                [](size_t, uint32_t key) { return static_cast<int64_t>(key >> 16); });
-  std::vector<uint32_t> hb(N, 0);
-  std::vector<uint64_t> above(N, 0);
-  for (size_t i = 0; i < N; ++i) {
-    if (!active[i]) continue;
-    const uint64_t* h = global.data() + i * kBuckets;
-    uint64_t cum = 0;
-    for (size_t bkt = kBuckets; bkt-- > 0;) {
-      if (cum + h[bkt] >= k[i]) {
-        hb[i] = static_cast<uint32_t>(bkt);
-        above[i] = cum;
-        break;
-      }
-      cum += h[bkt];
-    }
-  }
-  // Pass 2: histogram of the low 16 bits among keys in the selected bucket.
-  key_histogram(active, range, chunk_elems, comm, local, global, fill, [&](size_t i, uint32_t key) {
-    return (key >> 16) == hb[i] ? static_cast<int64_t>(key & 0xffffu) : int64_t{-1};
-  });
+  if (std::find(active.begin(), active.end(), 1) == active.end()) return sel;
+  // One histogram pass per digit, from the highest: each counts the next
+  // digit among the keys that match the digits chosen so far, and keeps the
+  // digit where the k[i]-th largest key falls. After the last pass the
+  // prefix is the threshold key itself.
+  const int width = numel >= kWideDigitMin ? 16 : 8;
+  const size_t buckets = size_t{1} << width;
+  std::vector<uint64_t> local(N * buckets, 0), global(N * buckets, 0);
+  std::vector<uint64_t> prefix(N, 0), above(N, 0);
   std::vector<uint64_t> ties_to_keep(N, 0), local_eq(N, 0), eq_before(N, 0);
-  for (size_t i = 0; i < N; ++i) {
-    if (!active[i]) continue;
-    const uint64_t* h = global.data() + i * kBuckets;
-    uint64_t cum = above[i];
-    for (size_t bkt = kBuckets; bkt-- > 0;) {
-      if (cum + h[bkt] >= k[i]) {
-        sel.thr_bits[i] = (hb[i] << 16) | static_cast<uint32_t>(bkt);
-        ties_to_keep[i] = k[i] - cum;
-        local_eq[i] = local[i * kBuckets + bkt];
-        break;
+  for (int shift = 32 - width; shift >= 0; shift -= width) {
+    const bool first = shift == 32 - width, last = shift == 0;
+    key_histogram(active, buckets, range, chunk_elems, comm, local, global, fill,
+                  [&](size_t i, uint32_t key) {
+                    const uint64_t k64 = key;
+                    if (!first && (k64 >> (shift + width)) != prefix[i]) return int64_t{-1};
+                    return static_cast<int64_t>((k64 >> shift) & (buckets - 1));
+                  });
+    for (size_t i = 0; i < N; ++i) {
+      if (!active[i]) continue;
+      const uint64_t* h = global.data() + i * buckets;
+      uint64_t cum = above[i];
+      for (size_t bkt = buckets; bkt-- > 0;) {
+        if (cum + h[bkt] >= k[i]) {
+          prefix[i] = (prefix[i] << width) | bkt;
+          above[i] = cum;
+          if (last) {
+            sel.thr_bits[i] = static_cast<uint32_t>(prefix[i]);
+            ties_to_keep[i] = k[i] - cum;
+            local_eq[i] = local[i * buckets + bkt];
+          }
+          break;
+        }
+        cum += h[bkt];
       }
-      cum += h[bkt];
     }
   }
   // Ties (key == threshold) are kept in global index order: ranks own

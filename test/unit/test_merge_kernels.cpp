@@ -249,10 +249,11 @@ TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
 }
 
 TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[merge][kernels]") {
-  const size_t n = 3001;
+  // Both digit widths of the radix select: 8 bits below 2^20 elements, 16 above.
+  const size_t n = GENERATE(size_t{3001}, (size_t{1} << 20) + 3);
   const TiedVectors v(5, n);
   const std::vector<double> density = {0.3, 0.77};
-  const auto sel = ties_select(v.sources, density, {0, n}, 500, MPI_COMM_SELF);
+  const auto sel = ties_select(v.sources, density, {0, n}, n / 6, MPI_COMM_SELF);
   for (size_t i = 0; i < 2; ++i) {
     const auto idx = v.descending(i);
     const auto k = static_cast<size_t>(density[i] * n);
@@ -265,6 +266,27 @@ TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[me
       kept += keep;
     }
     CHECK(kept == k);
+  }
+}
+
+TEST_CASE("top-k selection of distinct magnitudes equals a sort, both digit widths",
+          "[merge][kernels]") {
+  // Keys that differ in every digit (the tied vectors above differ in few).
+  const size_t n = GENERATE(size_t{4099}, (size_t{1} << 20) + 5);
+  TiedVectors v(11, n);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (size_t j = 0; j < n; ++j) {
+    v.x0[j] = v.base[j] + normal(rng);
+    v.x1[j] = v.base[j] + 1e-3f * normal(rng);
+  }
+  const std::vector<uint64_t> keep = {n / 3, n - 1};
+  const auto sel = topk_select(v.sources, keep, {0, n}, n / 5, MPI_COMM_SELF);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto idx = v.descending(i);
+    std::vector<char> want(n, 0);
+    for (size_t r = 0; r < keep[i]; ++r) want[idx[r]] = 1;
+    for (size_t j = 0; j < n; ++j) REQUIRE(v.selected(sel, i, j) == static_cast<bool>(want[j]));
   }
 }
 
