@@ -472,7 +472,10 @@ if __name__ == '__main__':
                     f.write(sphere_recipe(case, sub) if case in SPHERE_CASES
                             else recipe_text(case, sub))
         print(' '.join('%s@%s' % (c, s) for c in cases for s in ('bf16', 'f32')))
-    elif cmd == 'check':
-        check(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == 'check':  # check WORK CASE OUT [CASE OUT ...]
+        pairs = sys.argv[3:]
+        assert pairs and len(pairs) % 2 == 0, 'check WORK CASE OUT [CASE OUT ...]'
+        for case, out in zip(pairs[::2], pairs[1::2]):
+            check(sys.argv[2], case, out)
     else:
         sys.exit('unknown command ' + cmd)

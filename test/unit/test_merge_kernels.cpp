@@ -249,11 +249,10 @@ TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
 }
 
 TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[merge][kernels]") {
-  // Both digit widths of the radix select: 8 bits below 2^20 elements, 16 above.
-  const size_t n = GENERATE(size_t{3001}, (size_t{1} << 20) + 3);
+  const size_t n = 3001;
   const TiedVectors v(5, n);
   const std::vector<double> density = {0.3, 0.77};
-  const auto sel = ties_select(v.sources, density, {0, n}, n / 6, MPI_COMM_SELF);
+  const auto sel = ties_select(v.sources, density, {0, n}, 500, MPI_COMM_SELF);
   for (size_t i = 0; i < 2; ++i) {
     const auto idx = v.descending(i);
     const auto k = static_cast<size_t>(density[i] * n);
@@ -269,24 +268,46 @@ TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[me
   }
 }
 
-TEST_CASE("top-k selection of distinct magnitudes equals a sort, both digit widths",
+TEST_CASE("top-k selection equals a threshold-and-index reference, both digit widths",
           "[merge][kernels]") {
-  // Keys that differ in every digit (the tied vectors above differ in few).
+  // Keys that differ in every digit, a fifth of them tied on one value. The
+  // reference: the k-th largest key by nth_element, every key above it, and
+  // the keys equal to it in index order until k are taken.
   const size_t n = GENERATE(size_t{4099}, (size_t{1} << 20) + 5);
   TiedVectors v(11, n);
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (size_t j = 0; j < n; ++j) {
-    v.x0[j] = v.base[j] + normal(rng);
-    v.x1[j] = v.base[j] + 1e-3f * normal(rng);
+    v.x0[j] = v.base[j] + (j % 5 == 0 ? 0.5f : normal(rng));
+    v.x1[j] = v.base[j] + (j % 5 == 0 ? 0.0625f : 0.0625f * normal(rng));
   }
-  const std::vector<uint64_t> keep = {n / 3, n - 1};
+  // Both thresholds fall inside the tied fifth: 49% of set 0's keys lie above
+  // it (|N| > 0.5), 25% of set 1's (|N| > 1).
+  const std::vector<uint64_t> keep = {n * 11 / 20, n * 7 / 20};
   const auto sel = topk_select(v.sources, keep, {0, n}, n / 5, MPI_COMM_SELF);
   for (size_t i = 0; i < 2; ++i) {
-    const auto idx = v.descending(i);
-    std::vector<char> want(n, 0);
-    for (size_t r = 0; r < keep[i]; ++r) want[idx[r]] = 1;
-    for (size_t j = 0; j < n; ++j) REQUIRE(v.selected(sel, i, j) == static_cast<bool>(want[j]));
+    std::vector<uint32_t> key(n);
+    for (size_t j = 0; j < n; ++j) {
+      const float d = v.magnitude(i, j);
+      std::memcpy(&key[j], &d, 4);
+    }
+    auto sorted = key;
+    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(keep[i] - 1),
+                     sorted.end(), std::greater<>());
+    const uint32_t thr = sorted[keep[i] - 1];
+    CHECK(std::count(key.begin(), key.end(), thr) > 1);  // ties at the threshold
+    const auto above = static_cast<uint64_t>(
+        std::count_if(key.begin(), key.end(), [&](uint32_t x) { return x > thr; }));
+    uint64_t ties = keep[i] - above;
+    size_t kept = 0;
+    for (size_t j = 0; j < n; ++j) {
+      const bool want = key[j] > thr || (key[j] == thr && ties > 0 && ties-- > 0);
+      REQUIRE(v.selected(sel, i, j) == want);
+      kept += want;
+    }
+    CHECK(kept == keep[i]);
+    CHECK(ties == 0);
+    CHECK(sel.thr_bits[i] == thr);
   }
 }
 
