@@ -3,7 +3,10 @@
 //
 //   node check_report.js PAGE.html --screenshot OUT.png --out RESULT.json
 //        [--width 1280] [--strict] [--screenshot-height H]
-// (--screenshot-height: only the top H pixels, e.g. for the README)
+//        [PAGE2.html --screenshot OUT2.png --out RESULT2.json [...] ...]
+// (--screenshot-height: only the top H pixels, e.g. for the README). Several
+// pages, each with its own options after it, are checked in one browser (a
+// fresh tab each): Chromium's start is most of a check's time.
 //
 // Opens the page from a file:// URL in Chromium (puppeteer-core, Debian's
 // /usr/bin/chromium or $CHROMIUM) with the network cut off: every request
@@ -19,7 +22,8 @@
 // LAYER: evaluations, front, task_bars, weight_bars (report_page.js's named
 // vega-lite units; vega's <g> class is LAYER_marks); marks holds each count
 // under both names: the number of <path>/<rect> children of those groups.
-// Exit 1 (one line per problem on stderr) on console errors or page errors,
+// Exit 1 (one line per problem on stderr, prefixed by the page's name when
+// several are checked) on console errors or page errors,
 // blocked requests, a .plot without an SVG/canvas of at least 100x60, or
 // rendered != "ok"; with --strict also when a mark count disagrees with the
 // data (one symbol per evaluation, one bar per checkpoint and group, ...).
@@ -31,20 +35,27 @@ const puppeteer = require("puppeteer-core");
 const MARK_CLASSES = ["evaluations_marks", "front_marks", "task_bars_marks", "weight_bars_marks"];
 
 function parseArgs(argv) {
-  const a = {page: null, screenshot: null, out: null, width: 1280, strict: false, shotHeight: 0};
+  const usage = "usage: node check_report.js PAGE.html --screenshot OUT.png --out RESULT.json " +
+    "[--width 1280] [--strict] [--screenshot-height H] [PAGE2.html ...]";
+  const jobs = [];
+  let a = null;
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i];
+    if (!v.startsWith("--")) {
+      a = {page: v, screenshot: null, out: null, width: 1280, strict: false, shotHeight: 0};
+      jobs.push(a);
+      continue;
+    }
+    if (!a) throw new Error(usage);
     if (v === "--screenshot") a.screenshot = argv[++i];
     else if (v === "--out") a.out = argv[++i];
     else if (v === "--width") a.width = parseInt(argv[++i], 10);
     else if (v === "--screenshot-height") a.shotHeight = parseInt(argv[++i], 10);
     else if (v === "--strict") a.strict = true;
-    else if (!a.page && !v.startsWith("--")) a.page = v;
     else throw new Error("unknown argument: " + v);
   }
-  if (!a.page || !a.screenshot || !a.out || !(a.width > 0))
-    throw new Error("usage: node check_report.js PAGE.html --screenshot OUT.png --out RESULT.json [--width 1280] [--strict]");
-  return a;
+  if (!jobs.length || jobs.some((j) => !j.screenshot || !j.out || !(j.width > 0))) throw new Error(usage);
+  return jobs;
 }
 
 // What the marks should number, from the data (only for plots that rendered).
@@ -69,20 +80,13 @@ function expectedMarks(data, plots) {
   return checks;
 }
 
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
+// Checks one page in a new tab of `browser`; writes args.out; returns the problems.
+async function checkPage(browser, args) {
   const problems = [];
   const result = {rendered: null, errors: [], warnings: [], blocked_requests: [], plots: {}, notes: [],
     marks: {}, mark_groups: {}, mark_checks: [], data: null};
-  const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--disable-default-apps", "--disable-extensions", "--mute-audio"],
-  });
+  const page = await browser.newPage();
   try {
-    const page = await browser.newPage();
     await page.setViewport({width: args.width, height: 900, deviceScaleFactor: 1});
     await page.setRequestInterception(true);
     page.on("request", (req) => {
@@ -158,14 +162,36 @@ async function main() {
       ? {path: args.screenshot, clip: {x: 0, y: 0, width: args.width, height: args.shotHeight}}
       : {path: args.screenshot, fullPage: true});
   } finally {
-    await browser.close();
+    await page.close();
   }
   if (result.rendered !== "ok") problems.push("rendered = " + JSON.stringify(result.rendered) + ", not \"ok\"");
   for (const e of result.errors) problems.push(e);
   for (const u of result.blocked_requests) problems.push("blocked network request: " + u);
   fs.writeFileSync(args.out, JSON.stringify(result, null, 1));
-  for (const p of problems) process.stderr.write(p.replace(/\s+/g, " ") + "\n");
-  return problems.length ? 1 : 0;
+  return problems;
+}
+
+async function main() {
+  const jobs = parseArgs(process.argv.slice(2));
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--disable-default-apps", "--disable-extensions", "--mute-audio"],
+  });
+  let failed = 0;
+  try {
+    for (const job of jobs) {
+      const problems = await checkPage(browser, job);
+      const prefix = jobs.length > 1 ? path.basename(job.page) + ": " : "";
+      for (const p of problems) process.stderr.write(prefix + p.replace(/\s+/g, " ") + "\n");
+      if (problems.length) failed++;
+    }
+  } finally {
+    await browser.close();
+  }
+  return failed ? 1 : 0;
 }
 
 main().then((code) => process.exit(code), (err) => {
