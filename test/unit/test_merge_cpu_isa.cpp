@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kintsugi/kernels/merge_kernels.hpp"
+#include "test_support.hpp"
 
 using namespace kintsugi;
 
@@ -68,6 +69,14 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         return o;
       };
       CHECK(run_with("generic", weighted) == run_with("avx2", weighted));
+#if defined(KINTSUGI_TEST_ASAN)
+      // Under the sanitizers (-O0, 10x slower) the task merges run for three
+      // pairs that take each input and each output dtype once; the release
+      // run compares all nine bit for bit.
+      if (!((in == DType::BF16 && out == DType::F16) || (in == DType::F16 && out == DType::F32) ||
+            (in == DType::F32 && out == DType::BF16)))
+        continue;
+#endif
 
       // Variants 4 and 5: breadcrumbs (top set minus an outlier top set),
       // without and with sign consensus.
