@@ -19,16 +19,16 @@ web=$KINTSUGI_SOURCE_DIR/tools/report-web
 # check PAGE NAME: queues the page for the browser; render_all checks every
 # queued page in one Chromium (its start is most of a check's time): each
 # renders cleanly, and its result JSON is $work/NAME.json.
-queued=()
+queued=() queued_names=()
 check() {
   queued+=("$1" --screenshot "$work/$2.png" --out "$work/$2.json")
+  queued_names+=("$2")
 }
 render_all() {
   node "$web/check_report.js" "${queued[@]}" 2>"$work/render.log" ||
     { cat "$work/render.log" >&2; fail "a page did not render cleanly (above: page: problem)"; }
-  local i name
-  for ((i = 0; i < ${#queued[@]}; i += 5)); do
-    name=$(basename "${queued[i + 2]}" .png)
+  local name
+  for name in "${queued_names[@]}"; do
     [[ -s $work/$name.png ]] || fail "$name: no screenshot"
     # The 3-task page's screenshot stays in the build folder, for the docs.
     if [[ $name == three && -n ${KINTSUGI_BUILD_DIR:-} ]]; then

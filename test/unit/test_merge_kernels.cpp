@@ -99,6 +99,13 @@ struct TiedVectors {
     sources.models = {x0.data(), x1.data()};
   }
   float magnitude(size_t i, size_t j) const { return std::fabs((i == 0 ? x0 : x1)[j] - base[j]); }
+  // The selection key of element j of model i: |delta| as IEEE bits.
+  uint32_t key(size_t i, size_t j) const {
+    uint32_t k;
+    const float d = magnitude(i, j);
+    std::memcpy(&k, &d, 4);
+    return k;
+  }
   std::vector<size_t> descending(size_t i) const {
     std::vector<size_t> idx(base.size());
     std::iota(idx.begin(), idx.end(), 0);
@@ -108,10 +115,8 @@ struct TiedVectors {
   }
   // Whether element j of model i is in selection t.
   bool selected(const TopKSelection& t, size_t i, size_t j) const {
-    uint32_t key;
-    const float d = magnitude(i, j);
-    std::memcpy(&key, &d, 4);
-    return key > t.thr_bits[i] || (key == t.thr_bits[i] && j < t.tie_cutoff[i]);
+    const uint32_t k = key(i, j);
+    return k > t.thr_bits[i] || (k == t.thr_bits[i] && j < t.tie_cutoff[i]);
   }
 };
 
@@ -287,10 +292,7 @@ TEST_CASE("top-k selection equals a threshold-and-index reference, both digit wi
   const auto sel = topk_select(v.sources, keep, {0, n}, n / 5, MPI_COMM_SELF);
   for (size_t i = 0; i < 2; ++i) {
     std::vector<uint32_t> key(n);
-    for (size_t j = 0; j < n; ++j) {
-      const float d = v.magnitude(i, j);
-      std::memcpy(&key[j], &d, 4);
-    }
+    for (size_t j = 0; j < n; ++j) key[j] = v.key(i, j);
     auto sorted = key;
     std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(keep[i] - 1),
                      sorted.end(), std::greater<>());
@@ -301,7 +303,11 @@ TEST_CASE("top-k selection equals a threshold-and-index reference, both digit wi
     uint64_t ties = keep[i] - above;
     size_t kept = 0;
     for (size_t j = 0; j < n; ++j) {
-      const bool want = key[j] > thr || (key[j] == thr && ties > 0 && ties-- > 0);
+      bool want = key[j] > thr;
+      if (key[j] == thr && ties > 0) {  // the ties, in index order, until k
+        want = true;
+        --ties;
+      }
       REQUIRE(v.selected(sel, i, j) == want);
       kept += want;
     }
