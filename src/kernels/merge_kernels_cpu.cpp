@@ -11,6 +11,9 @@
 #endif
 
 #include <fmt/format.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -18,7 +21,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <numeric>
 #include <string>
 #include <string_view>
@@ -36,39 +41,52 @@ constexpr size_t kPrefetchAhead = 4;              // blocks
 constexpr size_t kTaskBlocks = 16;                // blocks per OpenMP task
 constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 
-// The kernels are compiled twice: for the build's baseline ISA and for AVX2,
-// picked at run time. Both do the same IEEE fp32 operation per element (AVX2
-// does not bring FMA, nothing is contracted), so they give the same bits; the
-// AVX2 copy only vectorizes twice as wide. Which copy is faster depends on the
-// host, not on the ISA alone: on an Intel Xeon the AVX2 copy ran at 0.25 of
-// the triad and the generic one at 0.37 (issue #17), on AMD EPYC the AVX2 copy
-// wins. So a CPU with AVX2 times both copies once, on the first call that is
-// large enough for it not to matter (kMeasureMin), and keeps the faster;
-// smaller calls before that run the AVX2 copy. KINTSUGI_CPU_KERNELS=generic
-// (or avx2) forces a copy; any other value is an error, not silently ignored.
-std::atomic<int> g_isa{-1};  // -1 not chosen yet, 0 generic, 1 avx2
+// The kernels are compiled three times: for the build's baseline ISA, for
+// AVX2 and for AVX-512 (F, BW, VL, DQ), picked at run time. All copies do the
+// same IEEE fp32 operation per element (nothing is contracted into an FMA),
+// so they give the same bits; the wider copies only vectorize wider. Which
+// copy is faster depends on the host, not on the ISA alone: on an Intel Xeon
+// the AVX2 copy ran at 0.25 of the triad and the generic one at 0.37 (issue
+// #17), on AMD EPYC the AVX2 copy wins. So a CPU with AVX2 times every copy
+// it runs once, on the first call that is large enough for it not to matter
+// (kMeasureMin), and keeps the fastest; smaller calls before that run the
+// AVX2 copy. KINTSUGI_CPU_KERNELS=generic|avx2|avx512 forces a copy; any other
+// value is an error, not silently ignored.
+enum Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+constexpr std::string_view kIsaNames[] = {"generic", "avx2", "avx512"};
+constexpr int kIsas = 3;
+
+std::atomic<int> g_isa{-1};  // -1 not chosen yet, else an Isa
 std::once_flag g_measure_once;
 std::mutex g_choice_mutex;
 std::string g_choice = "not chosen yet";  // how g_isa was chosen (cpu_kernel_choice)
 
 // Bytes read + written by one call from which the first such call measures
-// both copies (about 80 ms, under 10% of that call's own time at 10 GB/s).
+// the copies (0.07-0.2 s for three on AMD EPYC, mostly the first touch of
+// its 72 MiB: under 10% of that call's own time at 10 GB/s).
 constexpr size_t kMeasureMin = size_t{1} << 30;
 
-bool avx2_supported() {
+// Whether this build has copy `isa` and this CPU (and its OS, for the
+// AVX-512 registers: libgcc checks XCR0) runs it.
+bool isa_supported(int isa) {
+  if (isa == kGeneric) return true;
 #if KINTSUGI_AVX2_COPY
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
+  if (isa == kAvx2) return __builtin_cpu_supports("avx2");
+  if (isa == kAvx512)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
+  return false;
 }
 
 // g_isa's value for a copy's name; -1 for a name that is not a copy.
 int isa_of(std::string_view name) {
-  return name == "generic" ? 0 : name == "avx2" ? 1 : -1;
+  for (int i = 0; i < kIsas; ++i)
+    if (kIsaNames[i] == name) return i;
+  return -1;
 }
-const char* name_of(int isa) {
-  return isa == 1 ? "avx2" : "generic";
+std::string_view name_of(int isa) {
+  return kIsaNames[isa];
 }
 
 void set_choice(int isa, std::string how) {
@@ -84,15 +102,14 @@ int fixed_isa() {
   if (env != nullptr && *env != '\0') {
     const std::string_view v(env);
     const int isa = isa_of(v);
-    if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic or avx2", v);
-    if (isa == 1 && !avx2_supported())
-      throw_input("KINTSUGI_CPU_KERNELS=avx2: this CPU has no AVX2");
+    if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic, avx2 or avx512", v);
+    if (!isa_supported(isa)) throw_input("KINTSUGI_CPU_KERNELS={}: this CPU does not run it", v);
     set_choice(isa, fmt::format("KINTSUGI_CPU_KERNELS={}", name_of(isa)));
     return isa;
   }
-  if (!avx2_supported()) {
-    set_choice(0, "the only copy this CPU runs");
-    return 0;
+  if (!isa_supported(kAvx2)) {
+    set_choice(kGeneric, "the only copy this CPU runs");
+    return kGeneric;
   }
   return -1;
 }
@@ -107,7 +124,7 @@ int isa_for(size_t traffic) {
   // initializer that throws, for a bad value, runs again on the next call).
   static const int fixed = fixed_isa();
   if (fixed >= 0) return fixed;
-  if (traffic < kMeasureMin) return 1;
+  if (traffic < kMeasureMin) return kAvx2;
   std::call_once(g_measure_once, measure_and_choose);
   return g_isa.load(std::memory_order_relaxed);
 }
@@ -313,6 +330,86 @@ template <DType IN, DType OUT>
   }
 }
 
+// The AVX-512 copy's target. GCC, left to its default tuning, vectorizes the
+// generic loops with 256-bit registers even where AVX-512 is allowed; asked,
+// it uses the 512-bit ones. (Clang has no such option here: it picks 512.)
+#if defined(__clang__)
+#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq"
+#else
+#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512"
+#endif
+
+// Sixteen inputs widened to fp32, exactly: bf16 by a zero extension and a
+// shift, fp16 by vcvtph2ps (every fp16 is an fp32; MXCSR plays no part).
+template <DType IN>
+[[gnu::target(KS_AVX512)]] inline __m512 load16(const void* p, size_t j) {
+  if constexpr (IN == DType::F32) {
+    return _mm512_loadu_ps(static_cast<const float*>(p) + j);
+  } else {
+    const __m256i h =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + j));
+    if constexpr (IN == DType::BF16)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    else
+      return _mm512_cvtph_ps(h);
+  }
+}
+
+// Sixteen sums stored as store<OUT> does one at a time: NaNs canonical, then
+// round to nearest even. bf16 by the same integer rounding as the AVX2 copy,
+// not by AVX512-BF16's vcvtneps2bf16: that instruction flushes subnormal
+// inputs and outputs to zero (Intel SDM), which the other copies do not.
+// fp16 by vcvtps2ph with an explicit nearest-even rounding (subnormals and
+// overflow to infinity as IEEE says; the canonical NaN becomes 0x7e00).
+template <DType OUT>
+[[gnu::target(KS_AVX512)]] inline void store16(void* out, size_t j, __m512 a) {
+  const __m512 qnan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000));
+  a = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a, qnan);
+  if constexpr (OUT == DType::F32) {
+    _mm512_storeu_ps(static_cast<float*>(out) + j, a);
+  } else {
+    __m256i h;
+    if constexpr (OUT == DType::BF16) {
+      const __m512i u = _mm512_castps_si512(a);
+      const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+      h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(
+          _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16));
+    } else {
+      h = _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + j), h);
+  }
+}
+
+// The AVX-512 copy: the AVX2 copy's loop with thirty-two outputs' sums in two
+// 512-bit registers (one 64-byte line of every bf16 or fp16 input per step),
+// for all three input types. Same operations, same order, same bits.
+template <DType IN, DType OUT>
+[[gnu::target(KS_AVX512)]] void weighted_sum_avx512(const void* const* in, const float* w, size_t N,
+                                                    void* out, size_t n, size_t b0, size_t b1) {
+  for (size_t blk = b0; blk < b1; ++blk) {
+    const size_t j0 = blk * kBlock;
+    const size_t len = std::min(kBlock, n - j0);
+    prefetch_inputs<IN>(in, N, n, j0);
+    size_t k = 0;
+    for (; k + 32 <= len; k += 32) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+      for (size_t i = 0; i < N; ++i) {
+        const __m512 wi = _mm512_set1_ps(w[i]);
+        a0 = _mm512_add_ps(a0, _mm512_mul_ps(wi, load16<IN>(in[i], j0 + k)));
+        a1 = _mm512_add_ps(a1, _mm512_mul_ps(wi, load16<IN>(in[i], j0 + k + 16)));
+      }
+      store16<OUT>(out, j0 + k, a0);
+      store16<OUT>(out, j0 + k + 16, a1);
+    }
+    for (; k < len; ++k) {
+      float a = 0.0f;
+      for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j0 + k)));
+      store<OUT>(out, j0 + k, a);
+    }
+  }
+}
+
 #endif
 
 // Splits the blocks into tasks of kTaskBlocks and runs `range` on each, on
@@ -329,17 +426,51 @@ void for_block_ranges(size_t n, Range&& range) {
   }
 }
 
-// The weighted sum with copy `isa` (0 generic, 1 avx2).
+// The weighted sum with copy `isa`.
 template <DType IN, DType OUT>
 void weighted_sum_with(int isa, const void* const* in, const float* w, size_t N, void* out,
                        size_t n) {
+  auto range = &weighted_sum_generic<IN, OUT>;
 #if KINTSUGI_AVX2_COPY
-  const auto range = isa == 1 ? &weighted_sum_avx2<IN, OUT> : &weighted_sum_generic<IN, OUT>;
+  if (isa == kAvx2) range = &weighted_sum_avx2<IN, OUT>;
+  if (isa == kAvx512) range = &weighted_sum_avx512<IN, OUT>;
 #else
   (void)isa;
-  const auto range = &weighted_sum_generic<IN, OUT>;
 #endif
   for_block_ranges(n, [&](size_t b0, size_t b1) { range(in, w, N, out, n, b0, b1); });
+}
+
+// The other kernels are one block function each, written once and compiled
+// into every copy: `blocks` is an always-inline lambda around an always-inline
+// *_blocks function, so both are inlined into the copy_* function of the
+// chosen ISA and vectorized for it.
+#define KS_INLINE_LAMBDA __attribute__((always_inline))
+template <class Blocks>
+void copy_generic(const Blocks& blocks, size_t b0, size_t b1) {
+  blocks(b0, b1);
+}
+#if KINTSUGI_AVX2_COPY
+template <class Blocks>
+[[gnu::target("avx2")]] void copy_avx2(const Blocks& blocks, size_t b0, size_t b1) {
+  blocks(b0, b1);
+}
+template <class Blocks>
+[[gnu::target(KS_AVX512)]] void copy_avx512(const Blocks& blocks, size_t b0, size_t b1) {
+  blocks(b0, b1);
+}
+#endif
+
+// Runs blocks(b0, b1) over the n elements' blocks in copy `isa`.
+template <class Blocks>
+void run_blocks(int isa, size_t n, const Blocks& blocks) {
+  auto copy = &copy_generic<Blocks>;
+#if KINTSUGI_AVX2_COPY
+  if (isa == kAvx2) copy = &copy_avx2<Blocks>;
+  if (isa == kAvx512) copy = &copy_avx512<Blocks>;
+#else
+  (void)isa;
+#endif
+  for_block_ranges(n, [&](size_t b0, size_t b1) { copy(blocks, b0, b1); });
 }
 
 template <DType IN, DType OUT>
@@ -348,33 +479,54 @@ void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* ou
   weighted_sum_with<IN, OUT>(isa_for(traffic), in, w, N, out, n);
 }
 
-// Times both copies on the merge the kernels serve most (8 bf16 inputs into a
-// bf16 output, 4 Mi values each: 72 MiB per pass, past the last-level cache
-// of the hosts measured), alternating them, best of three after a warm-up
-// pass, and keeps the faster. The data's values do not matter to the speed.
+// Times every copy this CPU runs on the merge the kernels serve most (8 bf16
+// inputs into a bf16 output, 4 Mi values each: 72 MiB per pass, past the
+// last-level cache of the hosts measured), alternating them, best of three
+// after a warm-up pass, and keeps the fastest (the narrower on a tie). The
+// data's values do not matter to the speed.
 void measure_and_choose() {
   constexpr size_t kN = 8, kValues = size_t{4} << 20;
-  std::vector<std::vector<uint16_t>> in(kN, std::vector<uint16_t>(kValues));
-  for (size_t i = 0; i < kN; ++i)
+  // One uninitialized buffer, on huge pages where the kernel gives them (a
+  // 4 KiB page fault per 2 KiB of inputs was most of the time here), filled
+  // by a loop that vectorizes.
+  constexpr size_t kHuge = size_t{2} << 20;
+  const std::unique_ptr<uint16_t[], decltype(&std::free)> in(
+      static_cast<uint16_t*>(std::aligned_alloc(kHuge, kN * kValues * sizeof(uint16_t))),
+      &std::free);
+  if (!in) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  madvise(in.get(), kN * kValues * sizeof(uint16_t), MADV_HUGEPAGE);  // a hint; may fail
+#endif
+  for (size_t i = 0; i < kN; ++i) {
+    uint16_t* x = in.get() + i * kValues;
     for (size_t j = 0; j < kValues; ++j)
-      in[i][j] = static_cast<uint16_t>(0x3c00u + ((j * 7 + i) & 0xffu));  // finite bf16
-  std::vector<uint16_t> out(kValues);
+      x[j] = static_cast<uint16_t>(0x3c00u + ((j * 7 + i) & 0xffu));  // finite bf16
+  }
+  const std::unique_ptr<uint16_t[]> out(new uint16_t[kValues]);
   std::vector<const void*> ptrs;
-  for (const auto& v : in) ptrs.push_back(v.data());
+  for (size_t i = 0; i < kN; ++i) ptrs.push_back(in.get() + i * kValues);
   const std::vector<float> w(kN, 1.0f / static_cast<float>(kN));
-  double best[2] = {1e300, 1e300};
+  double best[kIsas] = {1e300, 1e300, 1e300};
   for (int pass = 0; pass < 4; ++pass)
-    for (int isa = 0; isa < 2; ++isa) {
+    for (int isa = 0; isa < kIsas; ++isa) {
+      if (!isa_supported(isa)) continue;
       const auto t0 = std::chrono::steady_clock::now();
-      weighted_sum_with<DType::BF16, DType::BF16>(isa, ptrs.data(), w.data(), kN, out.data(),
+      weighted_sum_with<DType::BF16, DType::BF16>(isa, ptrs.data(), w.data(), kN, out.get(),
                                                   kValues);
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
       if (pass > 0) best[isa] = std::min(best[isa], dt.count());
     }
   const double bytes = static_cast<double>((kN + 1) * kValues * sizeof(uint16_t));
-  const int winner = best[1] <= best[0] ? 1 : 0;
-  set_choice(winner, fmt::format("measured: avx2 {:.1f} GB/s, generic {:.1f} GB/s",
-                                 bytes / best[1] / 1e9, bytes / best[0] / 1e9));
+  // Fastest first in the description, the widest first among equal times.
+  std::vector<int> order;
+  for (int isa = kIsas - 1; isa >= 0; --isa)
+    if (isa_supported(isa)) order.push_back(isa);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return best[x] < best[y]; });
+  std::string how = "measured:";
+  for (size_t k = 0; k < order.size(); ++k)
+    how += fmt::format("{} {} {:.1f} GB/s", k == 0 ? "" : ",", name_of(order[k]),
+                       bytes / best[order[k]] / 1e9);
+  set_choice(order.front(), std::move(how));
 }
 
 // Blocks [b0, b1) of the task-vector merge.
@@ -472,32 +624,15 @@ template <DType IN, DType OUT>
 }
 
 template <DType IN, DType OUT>
-void task_merge_generic(const TaskMergeArgs& a, float plain_divisor, size_t b0, size_t b1) {
-  task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void task_merge_avx2(const TaskMergeArgs& a, float plain_divisor, size_t b0,
-                                             size_t b1) {
-  task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
 void task_merge_impl(const TaskMergeArgs& a) {
   float weight_sum = 0.0f;
   for (size_t i = 0; i < a.inputs.size(); ++i) weight_sum = ops::add(weight_sum, a.weights[i]);
   const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
   // The base and the N inputs in, one output out.
   const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
-#if KINTSUGI_AVX2_COPY
-  const auto range =
-      isa_for(traffic) == 1 ? &task_merge_avx2<IN, OUT> : &task_merge_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &task_merge_generic<IN, OUT>;
-#endif
-  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, plain_divisor, b0, b1); });
+  run_blocks(isa_for(traffic), a.n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
+  });
 }
 
 // Blocks [b0, b1) of SCE.
@@ -619,51 +754,19 @@ template <DType IN, DType OUT>
 }
 
 template <DType IN, DType OUT>
-void sce_merge_generic(const SceMergeArgs& a, size_t b0, size_t b1) {
-  sce_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void sce_merge_avx2(const SceMergeArgs& a, size_t b0, size_t b1) {
-  sce_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
-void vector_merge_generic(const VectorMergeArgs& a, size_t b0, size_t b1) {
-  vector_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void vector_merge_avx2(const VectorMergeArgs& a, size_t b0, size_t b1) {
-  vector_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
 void sce_merge_impl(const SceMergeArgs& a) {
   const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
-#if KINTSUGI_AVX2_COPY
-  const auto range = isa_for(traffic) == 1 ? &sce_merge_avx2<IN, OUT> : &sce_merge_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &sce_merge_generic<IN, OUT>;
-#endif
-  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+  run_blocks(isa_for(traffic), a.n,
+             [&](size_t b0, size_t b1) KS_INLINE_LAMBDA { sce_merge_blocks<IN, OUT>(a, b0, b1); });
 }
 
 template <DType IN, DType OUT>
 void vector_merge_impl(const VectorMergeArgs& a) {
   const size_t traffic =
       ((a.inputs.size() + (a.base != nullptr ? 1 : 0)) * dtype_size(IN) + dtype_size(OUT)) * a.n;
-#if KINTSUGI_AVX2_COPY
-  const auto range =
-      isa_for(traffic) == 1 ? &vector_merge_avx2<IN, OUT> : &vector_merge_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &vector_merge_generic<IN, OUT>;
-#endif
-  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+  run_blocks(isa_for(traffic), a.n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    vector_merge_blocks<IN, OUT>(a, b0, b1);
+  });
 }
 
 // Blocks [b0, b1) of ram / ramplus_tl (fused_ram_merge): the count of
@@ -737,47 +840,18 @@ template <DType IN, DType OUT>
 }
 
 template <DType IN, DType OUT>
-void ram_merge_generic(const RamMergeArgs& a, size_t b0, size_t b1) {
-  ram_merge_blocks<IN, OUT>(a, b0, b1);
-}
-template <DType IN, DType OUT>
-void fusion_merge_generic(const FusionMergeArgs& a, size_t b0, size_t b1) {
-  fusion_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void ram_merge_avx2(const RamMergeArgs& a, size_t b0, size_t b1) {
-  ram_merge_blocks<IN, OUT>(a, b0, b1);
-}
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void fusion_merge_avx2(const FusionMergeArgs& a, size_t b0, size_t b1) {
-  fusion_merge_blocks<IN, OUT>(a, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
 void ram_merge_impl(const RamMergeArgs& a) {
   const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
-#if KINTSUGI_AVX2_COPY
-  const auto range = isa_for(traffic) == 1 ? &ram_merge_avx2<IN, OUT> : &ram_merge_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &ram_merge_generic<IN, OUT>;
-#endif
-  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+  run_blocks(isa_for(traffic), a.n,
+             [&](size_t b0, size_t b1) KS_INLINE_LAMBDA { ram_merge_blocks<IN, OUT>(a, b0, b1); });
 }
 
 template <DType IN, DType OUT>
 void fusion_merge_impl(const FusionMergeArgs& a) {
   const size_t traffic = (2 * dtype_size(IN) + dtype_size(OUT)) * a.n;
-#if KINTSUGI_AVX2_COPY
-  const auto range =
-      isa_for(traffic) == 1 ? &fusion_merge_avx2<IN, OUT> : &fusion_merge_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &fusion_merge_generic<IN, OUT>;
-#endif
-  for_block_ranges(a.n, [&](size_t b0, size_t b1) { range(a, b0, b1); });
+  run_blocks(isa_for(traffic), a.n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    fusion_merge_blocks<IN, OUT>(a, b0, b1);
+  });
 }
 
 // Blocks [b0, b1) of nearswap.
@@ -795,28 +869,11 @@ template <DType IN, DType OUT>
 }
 
 template <DType IN, DType OUT>
-void nearswap_generic(const void* v0, const void* v1, float t, void* out, size_t n, size_t b0,
-                      size_t b1) {
-  nearswap_blocks<IN, OUT>(v0, v1, t, out, n, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void nearswap_avx2(const void* v0, const void* v1, float t, void* out,
-                                           size_t n, size_t b0, size_t b1) {
-  nearswap_blocks<IN, OUT>(v0, v1, t, out, n, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
 void nearswap_impl(const void* v0, const void* v1, float t, void* out, size_t n) {
   const size_t traffic = (2 * dtype_size(IN) + dtype_size(OUT)) * n;
-#if KINTSUGI_AVX2_COPY
-  const auto range = isa_for(traffic) == 1 ? &nearswap_avx2<IN, OUT> : &nearswap_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &nearswap_generic<IN, OUT>;
-#endif
-  for_block_ranges(n, [&](size_t b0, size_t b1) { range(v0, v1, t, out, n, b0, b1); });
+  run_blocks(isa_for(traffic), n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    nearswap_blocks<IN, OUT>(v0, v1, t, out, n, b0, b1);
+  });
 }
 
 // Blocks [b0, b1) of passthrough's scale.
@@ -833,27 +890,11 @@ template <DType IN, DType OUT>
 }
 
 template <DType IN, DType OUT>
-void scale_generic(const void* x, float s, void* out, size_t n, size_t b0, size_t b1) {
-  scale_blocks<IN, OUT>(x, s, out, n, b0, b1);
-}
-#if KINTSUGI_AVX2_COPY
-template <DType IN, DType OUT>
-[[gnu::target("avx2")]] void scale_avx2(const void* x, float s, void* out, size_t n, size_t b0,
-                                        size_t b1) {
-  scale_blocks<IN, OUT>(x, s, out, n, b0, b1);
-}
-#endif
-
-template <DType IN, DType OUT>
 void scale_impl(const void* x, float s, void* out, size_t n) {
   const size_t traffic = (dtype_size(IN) + dtype_size(OUT)) * n;
-#if KINTSUGI_AVX2_COPY
-  const auto range = isa_for(traffic) == 1 ? &scale_avx2<IN, OUT> : &scale_generic<IN, OUT>;
-#else
-  (void)traffic;
-  const auto range = &scale_generic<IN, OUT>;
-#endif
-  for_block_ranges(n, [&](size_t b0, size_t b1) { range(x, s, out, n, b0, b1); });
+  run_blocks(isa_for(traffic), n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    scale_blocks<IN, OUT>(x, s, out, n, b0, b1);
+  });
 }
 
 }  // namespace
@@ -1044,8 +1085,10 @@ void fused_scale(const void* x, DType in_dtype, float scale, void* out, DType ou
 }
 
 std::vector<std::string_view> cpu_kernel_isas() {
-  if (avx2_supported()) return {"generic", "avx2"};
-  return {"generic"};
+  std::vector<std::string_view> isas;
+  for (int i = 0; i < kIsas; ++i)
+    if (isa_supported(i)) isas.push_back(name_of(i));
+  return isas;
 }
 
 std::string_view cpu_kernel_isa() {
@@ -1060,7 +1103,7 @@ std::string cpu_kernel_choice() {
 
 bool set_cpu_kernel_isa(std::string_view isa) {
   const int i = isa_of(isa);
-  if (i < 0 || (i == 1 && !avx2_supported())) return false;
+  if (i < 0 || !isa_supported(i)) return false;
   set_choice(i, fmt::format("set to {}", name_of(i)));
   return true;
 }

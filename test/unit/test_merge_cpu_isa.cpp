@@ -1,6 +1,7 @@
-// The two copies of the CPU kernels (baseline ISA and AVX2) must give the same
-// bytes for every dtype pair and every task-merge variant, special values
-// included: the merge engine's determinism across machines rests on it.
+// Every copy of the CPU kernels this CPU runs (baseline ISA, AVX2, AVX-512)
+// must give the baseline's bytes for every dtype pair and every task-merge
+// variant, special values included: the merge engine's determinism across
+// machines rests on it.
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <random>
@@ -38,16 +39,27 @@ std::vector<std::byte> random_bits(DType d, size_t n, std::mt19937& rng) {
 }
 
 template <typename F>
-std::vector<std::byte> run_with(const char* isa, F&& f) {
+std::vector<std::byte> run_with(std::string_view isa, F&& f) {
   REQUIRE(set_cpu_kernel_isa(isa));
   return f();
 }
 
+// f() run by each copy other than the baseline equals f() run by the baseline.
+template <typename F>
+void check_every_copy(F&& f) {
+  const auto expected = run_with("generic", f);
+  for (const auto isa : cpu_kernel_isas()) {
+    if (isa == "generic") continue;
+    INFO("copy " << isa);
+    CHECK(run_with(isa, f) == expected);
+  }
+}
+
 }  // namespace
 
-TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[merge][kernels]") {
+TEST_CASE("CPU kernels: every copy equals the baseline copy bit for bit", "[merge][kernels]") {
   IsaGuard guard;
-  if (!set_cpu_kernel_isa("avx2")) {
+  if (cpu_kernel_isas().size() < 2) {
     WARN("this CPU has no AVX2: only one copy of the kernels can run here");
     return;
   }
@@ -68,7 +80,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
         fused_weighted_sum(ptrs, in, w, o.data(), out, n);
         return o;
       };
-      CHECK(run_with("generic", weighted) == run_with("avx2", weighted));
+      check_every_copy(weighted);
 #if defined(KINTSUGI_TEST_ASAN)
       // Under the sanitizers (-O0, 10x slower) the task merges run for three
       // pairs that take each input and each output dtype once; the release
@@ -116,7 +128,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_task_merge(a);
           return o;
         };
-        CHECK(run_with("generic", task) == run_with("avx2", task));
+        check_every_copy(task);
       }
       // della (Ranked): per-element ranks, a scale per input, with and without
       // sign consensus; one input at density 1 (low 2), one at 0 (low 0).
@@ -151,7 +163,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_task_merge(a);
           return o;
         };
-        CHECK(run_with("generic", della) == run_with("avx2", della));
+        check_every_copy(della);
       }
       // sce, selecting by variance or not.
       for (int select = 0; select < 2; ++select) {
@@ -173,7 +185,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_sce_merge(a);
           return o;
         };
-        CHECK(run_with("generic", sce) == run_with("avx2", sce));
+        check_every_copy(sce);
       }
       // ram and ramplus_tl: epsilons that make every entry count, some, or
       // (random bit patterns) special values decide it.
@@ -194,7 +206,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_ram_merge(a);
           return o;
         };
-        CHECK(run_with("generic", ram) == run_with("avx2", ram));
+        check_every_copy(ram);
       }
       // arcee_fusion: rows of 333 from a chunk starting at 12345, thresholds
       // that keep most, some, or no entries.
@@ -220,7 +232,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_fusion_merge(a);
           return o;
         };
-        CHECK(run_with("generic", fusion) == run_with("avx2", fusion));
+        check_every_copy(fusion);
       }
       // Per-row and per-column weights (nuslerp), with and without a base; rows
       // of 333 elements and columns of a [n / 7, 7] view, a chunk starting at 12345.
@@ -249,7 +261,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_vector_merge(a);
           return o;
         };
-        CHECK(run_with("generic", vec) == run_with("avx2", vec));
+        check_every_copy(vec);
       }
       // nearswap: random bit patterns include zeros, Inf and NaN (w = t / 0,
       // t / Inf, NaN differences), and t both small and large.
@@ -260,7 +272,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_nearswap(base.data(), ptrs[0], in, t, o.data(), out, n);
           return o;
         };
-        CHECK(run_with("generic", swap) == run_with("avx2", swap));
+        check_every_copy(swap);
       }
       // passthrough's scale (1: the dtype conversion alone).
       for (float s : {1.0f, 0.3f, -7.5f}) {
@@ -270,7 +282,7 @@ TEST_CASE("CPU kernels: the AVX2 copy equals the baseline copy bit for bit", "[m
           fused_scale(ptrs[0], in, s, o.data(), out, n);
           return o;
         };
-        CHECK(run_with("generic", scaled) == run_with("avx2", scaled));
+        check_every_copy(scaled);
       }
     }
   }
@@ -289,16 +301,19 @@ TEST_CASE("CPU kernels: the ISA can be chosen and reported", "[merge][kernels]")
   CHECK(isas.front() == "generic");
 #if defined(__x86_64__)
   const bool avx2 = __builtin_cpu_supports("avx2");
-  CHECK(isas.size() == (avx2 ? 2u : 1u));
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  CHECK(isas.size() == 1u + (avx2 ? 1u : 0u) + (avx512 ? 1u : 0u));
   CHECK(set_cpu_kernel_isa("avx2") == avx2);
+  CHECK(set_cpu_kernel_isa("avx512") == avx512);
 #endif
   for (const auto isa : isas) CHECK(set_cpu_kernel_isa(isa));
 }
 
 TEST_CASE("CPU kernels: a NaN result is stored as the canonical quiet NaN", "[merge][kernels]") {
   IsaGuard guard;
-  for (const char* isa : {"generic", "avx2"}) {
-    if (!set_cpu_kernel_isa(isa)) continue;
+  for (const auto isa : cpu_kernel_isas()) {
+    REQUIRE(set_cpu_kernel_isa(isa));
     INFO(isa);
     // A negative signalling-looking NaN with a payload, and a positive one.
     const uint32_t nan_a = 0xff812345u, nan_b = 0x7f800001u;
