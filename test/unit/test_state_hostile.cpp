@@ -85,8 +85,18 @@ TEST_CASE("state: damaged bytes are refused or read, never a crash", "[state][da
   // header) and every 23rd after, each set to 0xff, then to its value with the
   // low bit flipped; strides prime to the structures' sizes, so every field
   // kind is hit (the fuzzer, scripts/fuzz.sh, explores the rest).
-  for (size_t i = 0; i < good.size(); i += i < 4096 ? 3 : 23) {
+  // Under the sanitizers (-O0, about 10 ms a load) each byte gets one of the
+  // two values, alternately: every position is still damaged, at half the
+  // loads; the release run tries both.
+#if defined(KINTSUGI_TEST_ASAN)
+  constexpr bool kBothValues = false;
+#else
+  constexpr bool kBothValues = true;
+#endif
+  size_t position = 0;
+  for (size_t i = 0; i < good.size(); i += i < 4096 ? 3 : 23, ++position) {
     for (const int v : {0xff, static_cast<unsigned char>(good[i]) ^ 1}) {
+      if (!kBothValues && (v == 0xff) != (position % 2 == 0)) continue;
       std::string b = good;
       b[i] = static_cast<char>(v);
       if (b == good) continue;
@@ -103,7 +113,7 @@ TEST_CASE("state: damaged bytes are refused or read, never a crash", "[state][da
       }
     }
   }
-  CHECK(refused > 1000);
+  CHECK(refused > (kBothValues ? 1000u : 500u));
   INFO("read " << read << ", refused " << refused);
   // Truncated anywhere: refused.
   for (size_t n : {size_t{0}, size_t{8}, size_t{100}, good.size() / 2, good.size() - 1}) {
