@@ -47,7 +47,7 @@ constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 // so they give the same bits; the wider copies only vectorize wider. Which
 // copy is faster depends on the host, not on the ISA alone: on an Intel Xeon
 // the AVX2 copy ran at 0.25 of the triad and the generic one at 0.37 (issue
-// #17), on AMD EPYC the AVX2 copy wins. So a CPU with AVX2 times every copy
+// #17), on AMD EPYC the wider copies win. So a CPU with AVX2 times every copy
 // it runs once, on the first call that is large enough for it not to matter
 // (kMeasureMin), and keeps the fastest; smaller calls before that run the
 // AVX2 copy. KINTSUGI_CPU_KERNELS=generic|avx2|avx512 forces a copy; any other
@@ -252,6 +252,18 @@ void weighted_sum_generic(const void* const* in, const float* w, size_t N, void*
 }
 
 #if KINTSUGI_AVX2_COPY
+// Outputs [j, end) of the weighted sum one at a time: a block's tail past the
+// vector copies' last full step, same operations in the same order.
+template <DType IN, DType OUT>
+[[gnu::always_inline]] inline void weighted_sum_tail(const void* const* in, const float* w,
+                                                     size_t N, void* out, size_t j, size_t end) {
+  for (; j < end; ++j) {
+    float a = 0.0f;
+    for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j)));
+    store<OUT>(out, j, a);
+  }
+}
+
 // Eight inputs widened to fp32: bf16 is the top half of an fp32, so a zero
 // extension and a shift are the exact conversion.
 template <DType IN>
@@ -321,11 +333,7 @@ template <DType IN, DType OUT>
         }
         store16<OUT>(out, j0 + k, a0, a1);
       }
-      for (; k < len; ++k) {
-        float a = 0.0f;
-        for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j0 + k)));
-        store<OUT>(out, j0 + k, a);
-      }
+      weighted_sum_tail<IN, OUT>(in, w, N, out, j0 + k, j0 + len);
     }
   }
 }
@@ -402,11 +410,7 @@ template <DType IN, DType OUT>
       store16<OUT>(out, j0 + k, a0);
       store16<OUT>(out, j0 + k + 16, a1);
     }
-    for (; k < len; ++k) {
-      float a = 0.0f;
-      for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j0 + k)));
-      store<OUT>(out, j0 + k, a);
-    }
+    weighted_sum_tail<IN, OUT>(in, w, N, out, j0 + k, j0 + len);
   }
 }
 
