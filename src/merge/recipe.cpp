@@ -612,11 +612,6 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
         throw_input(
             "{}: parameter {} applies to the whole merge: put it under the top-level parameters",
             pv.where, k);
-  if (r.method == M::Ties || r.method == M::Breadcrumbs || r.method == M::BreadcrumbsTies)
-    if (const ParamValue* pv = set_true("rescale"))
-      throw_input(
-          "{}: {}: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported",
-          pv->where, mname);
   // Ranges a gradient cannot leave: checked on every value as written.
   auto check_values = [](const ParamValue& pv, const std::string& key, auto ok,
                          const char* expected) {

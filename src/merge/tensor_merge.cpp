@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <optional>
 
@@ -523,17 +524,108 @@ void fused_chunks(Args& a, std::span<const void* const> inputs, const void* base
   }
 }
 
+// The task-vector merges that keep each entry of a task vector or drop it,
+// and with `rescale` multiply its survivors by mergekit's L1 factor
+// (sparsify.rescaled_masked_tensor: sum |delta| / sum |kept delta| over the
+// whole task vector, none when either sum is below 1e-7): della* (a coin
+// flip against a probability set by the entry's magnitude rank in its row),
+// dare_* (a coin flip against the density) and ties / breadcrumbs* with
+// rescale (a magnitude mask). Every keep decision is the kernel's Ranked one,
+//   dare_uniform(seed key, i, index) < della_prob(rank, row_len, low[i], eps[i]),
+// so the L1 pass and the merge pass decide alike: della's ranks and
+// probabilities; rank 0, eps 0 and low = density for DARE; for a mask, ranks
+// 0 (dropped) and 1 (kept) with row_len 2, low -1 and eps 1 (probabilities -1
+// and 1). A model that is not pruned has low 2 (always kept) and no rescale.
+// The sums are exact (ExactSum) and the decisions counter-based per element,
+// so any split among ranks gives the same bytes.
+struct KeepRule {
+  uint64_t row_len = 1;    // della_prob's row length
+  uint64_t chunk_row = 1;  // chunks hold whole rows of this many elements
+  std::vector<float> low, eps;
+  std::vector<char> pruned;  // per model: sparsified (and rescaled with m.rescale)
+  // Fills the ranks of model i over chunk c (c.size() entries); empty: all 0.
+  std::function<void(ElementRange c, size_t i, uint32_t* out)> ranks;
+};
+
+MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, const KeepRule& k,
+                                ElementRange range, DType out_dtype, uint64_t chunk_elems,
+                                MPI_Comm comm, const ChunkSink& sink) {
+  MergeTensorStats stats;
+  const size_t N = s.models.size();
+  std::vector<float> scale(N, 1.0f);
+  const uint64_t seed_key = dare_seed_key(m.seed, s.name);
+  // The ranks of all N inputs for a chunk take 4 N bytes per element: chunks
+  // of chunk_elems / N elements (whole rows, at least one) keep that to one
+  // chunk of fp32.
+  const auto chunks = row_chunks(range, k.chunk_row, std::max<uint64_t>(1, chunk_elems / N));
+  uint64_t cap = 0;
+  for (const auto& c : chunks) cap = std::max(cap, c.size());
+  std::vector<uint32_t> ranks(N * cap, 0);
+  auto fill_ranks = [&](ElementRange c, size_t i) {
+    if (k.ranks && k.pruned[i]) k.ranks(c, i, ranks.data() + i * c.size());
+  };
+  // The L1 rescale: sum |delta| over the whole task vector, and over its survivors.
+  bool any_rescale = false;
+  for (size_t i = 0; i < N; ++i) any_rescale = any_rescale || (m.rescale && k.pruned[i]);
+  if (any_rescale) {
+    std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
+    std::vector<float> b(cap), d(cap);
+    for (const auto& c : chunks) {
+      decode(s.dtype, s.base, c.begin, c.size(), b.data());
+      for (size_t i = 0; i < N; ++i) {
+        if (!k.pruned[i]) continue;
+        fill_ranks(c, i);
+        decode_delta(s, i, c, b.data(), d.data());
+        const uint32_t* rk = ranks.data() + i * c.size();
+        for (uint64_t j = 0; j < c.size(); ++j) {
+          before[i].add(d[j]);
+          if (ops::dare_uniform(seed_key, static_cast<uint32_t>(i), c.begin + j) <
+              ops::della_prob(rk[j], k.row_len, k.low[i], k.eps[i]))
+            after[i].add(d[j]);
+        }
+      }
+    }
+    for (size_t i = 0; i < N; ++i) {
+      if (!k.pruned[i]) continue;
+      before[i].allreduce(comm);
+      after[i].allreduce(comm);
+      // mergekit: masked * (before / after) in fp32, unless either is below 1e-7.
+      const auto bs = static_cast<float>(before[i].value());
+      const auto as = static_cast<float>(after[i].value());
+      if (!(bs < 1e-7f || as < 1e-7f)) scale[i] = ops::div(bs, as);
+    }
+  }
+  stats.l1_scale = scale;
+  TaskMergeArgs a;
+  a.in_dtype = s.dtype;
+  a.weights = m.weights;
+  a.lambda = static_cast<float>(m.lambda);
+  a.normalize = m.normalize;
+  a.sign_consensus = m.method == MergeMethod::Della || m.method == MergeMethod::DareTies ||
+                     m.method == MergeMethod::Ties || m.method == MergeMethod::BreadcrumbsTies;
+  a.out_dtype = out_dtype;
+  a.sparsify = Sparsify::Ranked;
+  a.seed_key = seed_key;
+  a.row_len = k.row_len;
+  a.ranked_low = k.low;
+  a.ranked_eps = k.eps;
+  a.ranked_scale = scale;
+  fused_chunks(a, s.models, s.base, s.dtype, chunks, out_dtype, sink,
+               [&](TaskMergeArgs& args, ElementRange c) {
+                 for (size_t i = 0; i < N; ++i) fill_ranks(c, i);
+                 args.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
+                 fused_task_merge(args);
+               });
+  return stats;
+}
+
 // mergekit's della / della_linear (della_magprune): per task vector, each
 // entry kept with a probability from density - epsilon (smallest |delta| of
-// its row) to density + epsilon (largest), survivors rescaled so that the
-// task vector keeps its L1 norm (rescale), then combined as TIES (della) or
-// task arithmetic (della_linear). The keep decisions are counter-based per
-// element, the L1 norms exact sums, so any split among ranks gives the same
-// bytes.
+// its row) to density + epsilon (largest); survivors L1-rescaled (rescale),
+// then combined as TIES (della) or task arithmetic (della_linear).
 MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, ElementRange range,
                              DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
                              const ChunkSink& sink) {
-  MergeTensorStats stats;
   const size_t N = s.models.size();
   // Rows: the last dimension, as mergekit ranks a 2-D tensor (a 1-D or 0-D
   // tensor is one row).
@@ -544,84 +636,47 @@ MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, Elem
                 L);
   // Per model: fp32(density - epsilon), epsilon, and whether ranks matter.
   // density >= 1 keeps everything as it is, density <= 0 nothing.
-  std::vector<float> low(N), eps(N), scale(N, 1.0f);
-  std::vector<char> pruned(N, 0), ranked(N, 0);
+  KeepRule k;
+  k.row_len = k.chunk_row = L;
+  k.low.assign(N, 0.0f);
+  k.eps.assign(N, 0.0f);
+  k.pruned.assign(N, 0);
+  std::vector<char> ranked(N, 0);
   for (size_t i = 0; i < N; ++i) {
     const double d = m.density[i], e = m.epsilon[i];
     if (d >= 1.0) {
-      low[i] = 2.0f;  // above any uniform in [0, 1)
+      k.low[i] = 2.0f;  // above any uniform in [0, 1)
     } else if (d <= 0.0) {
-      low[i] = 0.0f;  // below every one
+      k.low[i] = 0.0f;  // below every one
     } else {
-      low[i] = static_cast<float>(d - e);
-      eps[i] = static_cast<float>(e);
-      pruned[i] = 1;
-      ranked[i] = eps[i] != 0.0f;
+      k.low[i] = static_cast<float>(d - e);
+      k.eps[i] = static_cast<float>(e);
+      k.pruned[i] = 1;
+      ranked[i] = k.eps[i] != 0.0f;
     }
   }
-  const uint64_t seed_key = dare_seed_key(m.seed, s.name);
-  // The ranks of all N inputs for a chunk take 4 N bytes per element: chunks
-  // of chunk_elems / N elements (whole rows, at least one) keep that to one
-  // chunk of fp32.
-  const auto chunks = row_chunks(range, L, std::max<uint64_t>(1, chunk_elems / N));
-  uint64_t cap = 0;
-  for (const auto& c : chunks) cap = std::max(cap, c.size());
-  std::vector<uint32_t> ranks(N * cap, 0);
-  auto fill_ranks = [&](ElementRange c, size_t i) {
-    if (ranked[i]) della_ranks(s, i, c, L, ranks.data() + i * c.size());
+  k.ranks = [&](ElementRange c, size_t i, uint32_t* out) {
+    if (ranked[i]) della_ranks(s, i, c, L, out);
   };
-  // The L1 rescale: sum |delta| over the whole task vector, and over its survivors.
-  bool any_rescale = false;
-  for (size_t i = 0; i < N; ++i) any_rescale = any_rescale || (m.rescale && pruned[i]);
-  if (any_rescale) {
-    std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
-    std::vector<float> b(cap), d(cap);
-    for (const auto& c : chunks) {
-      decode(s.dtype, s.base, c.begin, c.size(), b.data());
-      for (size_t i = 0; i < N; ++i) {
-        if (!pruned[i]) continue;
-        fill_ranks(c, i);
-        decode_delta(s, i, c, b.data(), d.data());
-        const uint32_t* rk = ranks.data() + i * c.size();
-        for (uint64_t j = 0; j < c.size(); ++j) {
-          before[i].add(d[j]);
-          if (ops::dare_uniform(seed_key, static_cast<uint32_t>(i), c.begin + j) <
-              ops::della_prob(rk[j], L, low[i], eps[i]))
-            after[i].add(d[j]);
-        }
-      }
-    }
-    for (size_t i = 0; i < N; ++i) {
-      if (!pruned[i]) continue;
-      before[i].allreduce(comm);
-      after[i].allreduce(comm);
-      // mergekit: masked * (before / after) in fp32, unless either is below 1e-7.
-      const auto bs = static_cast<float>(before[i].value());
-      const auto as = static_cast<float>(after[i].value());
-      if (!(bs < 1e-7f || as < 1e-7f)) scale[i] = ops::div(bs, as);
-    }
+  return rescaled_merge(s, m, k, range, out_dtype, chunk_elems, comm, sink);
+}
+
+// mergekit's dare_linear / dare_ties (sparsify.bernoulli): each entry kept
+// with probability density; survivors L1-rescaled (rescale, the default).
+MergeTensorStats dare_merge(const TensorSources& s, const TensorMethod& m, ElementRange range,
+                            DType out_dtype, uint64_t chunk_elems, MPI_Comm comm,
+                            const ChunkSink& sink) {
+  const size_t N = s.models.size();
+  KeepRule k;
+  k.low.assign(N, 0.0f);
+  k.eps.assign(N, 0.0f);
+  k.pruned.assign(N, 0);
+  for (size_t i = 0; i < N; ++i) {
+    const double d = m.density[i];
+    k.low[i] = d >= 1.0 ? 2.0f : d <= 0.0 ? 0.0f : static_cast<float>(d);
+    k.pruned[i] = d > 0.0 && d < 1.0;
   }
-  stats.della_scale = scale;
-  TaskMergeArgs a;
-  a.in_dtype = s.dtype;
-  a.weights = m.weights;
-  a.lambda = static_cast<float>(m.lambda);
-  a.normalize = m.normalize;
-  a.sign_consensus = m.method == MergeMethod::Della;
-  a.out_dtype = out_dtype;
-  a.sparsify = Sparsify::Ranked;
-  a.seed_key = seed_key;
-  a.row_len = L;
-  a.ranked_low = low;
-  a.ranked_eps = eps;
-  a.ranked_scale = scale;
-  fused_chunks(a, s.models, s.base, s.dtype, chunks, out_dtype, sink,
-               [&](TaskMergeArgs& args, ElementRange c) {
-                 for (size_t i = 0; i < N; ++i) fill_ranks(c, i);
-                 args.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
-                 fused_task_merge(args);
-               });
-  return stats;
+  return rescaled_merge(s, m, k, range, out_dtype, chunk_elems, comm, sink);
 }
 
 // mergekit's sce: optionally keep only the select_topk fraction of entries
@@ -1434,6 +1489,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
   }
   if (m.method == MergeMethod::Della || m.method == MergeMethod::DellaLinear)
     return della_merge(s, m, range, out_dtype, chunk_elems, comm, sink);
+  if (m.method == MergeMethod::DareLinear || m.method == MergeMethod::DareTies)
+    return dare_merge(s, m, range, out_dtype, chunk_elems, comm, sink);
   // The task-vector family.
   TaskMergeArgs a;
   a.base = s.base;
@@ -1442,12 +1499,12 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
   a.lambda = static_cast<float>(m.lambda);
   a.normalize = m.normalize;
   a.out_dtype = out_dtype;
-  a.rescale = m.rescale;
-  std::vector<float> dens_f;
   TopKSelection sel;
   TopKSelection outliers;
-  if (m.method == MergeMethod::Ties || m.method == MergeMethod::DareTies ||
-      m.method == MergeMethod::BreadcrumbsTies)
+  // Models whose task vector the magnitude selection prunes (mergekit returns
+  // it as it is at density >= 1: no rescale either).
+  std::vector<char> pruned(N, 0);
+  if (m.method == MergeMethod::Ties || m.method == MergeMethod::BreadcrumbsTies)
     a.sign_consensus = true;
   if (m.method == MergeMethod::Breadcrumbs || m.method == MergeMethod::BreadcrumbsTies) {
     // Keep ranks [n_bot, numel - n_top) of ascending |delta|: the top
@@ -1459,6 +1516,7 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       keep[i] = s.numel - c.n_bot;
       top[i] = c.n_top;
       any_top = any_top || c.n_top > 0;
+      pruned[i] = m.density[i] < 1.0;
     }
     sel = topk_select(s, keep, range, chunk_elems, comm);
     a.sparsify = Sparsify::Magnitude;
@@ -1477,12 +1535,39 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     a.thr_bits = sel.thr_bits;
     a.tie_cutoff = sel.tie_cutoff;
     stats.ties_threshold_bits = sel.thr_bits;
-  } else if (m.method == MergeMethod::DareLinear || m.method == MergeMethod::DareTies) {
-    a.sparsify = Sparsify::Random;
-    for (double d : m.density)
-      dens_f.push_back(static_cast<float>(std::min(1.0, std::max(0.0, d))));
-    a.density = dens_f;
-    a.seed_key = dare_seed_key(m.seed, s.name);
+    for (size_t i = 0; i < N; ++i) pruned[i] = m.density[i] < 1.0;
+  }
+  const bool rescale = m.rescale && m.method != MergeMethod::Lrp &&
+                       std::any_of(pruned.begin(), pruned.end(), [](char p) { return p != 0; });
+  if (a.sparsify == Sparsify::Magnitude && rescale) {
+    // ties / breadcrumbs* with rescale: the magnitude mask as ranks 0 / 1
+    // (rescaled_merge), from the same selections the fused pass uses.
+    KeepRule k;
+    k.row_len = 2;
+    k.pruned = pruned;
+    for (size_t i = 0; i < N; ++i) {
+      k.low.push_back(pruned[i] ? -1.0f : 2.0f);
+      k.eps.push_back(pruned[i] ? 1.0f : 0.0f);
+    }
+    std::vector<float> b, d;
+    k.ranks = [&](ElementRange c, size_t i, uint32_t* out) {
+      b.resize(c.size());
+      d.resize(c.size());
+      decode(s.dtype, s.base, c.begin, c.size(), b.data());
+      decode_delta(s, i, c, b.data(), d.data());
+      for (uint64_t j = 0; j < c.size(); ++j) {
+        const uint32_t key = key_of(d[j]);
+        const uint64_t g = c.begin + j;
+        bool keep = key > a.thr_bits[i] || (key == a.thr_bits[i] && g < a.tie_cutoff[i]);
+        if (!a.outlier_thr_bits.empty())
+          keep = keep && !(key > a.outlier_thr_bits[i] ||
+                           (key == a.outlier_thr_bits[i] && g < a.outlier_tie_cutoff[i]));
+        out[j] = keep ? 1u : 0u;
+      }
+    };
+    MergeTensorStats st = rescaled_merge(s, m, k, range, out_dtype, chunk_elems, comm, sink);
+    st.ties_threshold_bits = stats.ties_threshold_bits;
+    return st;
   }
   fused_chunks(a, s.models, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
                [](TaskMergeArgs& args, ElementRange) { fused_task_merge(args); });

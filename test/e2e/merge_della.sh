@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# della, della_linear and sce (mergekit parity) end to end, on bf16 and f32
-# pools, checked against the independent Python reference
+# della, della_linear, dare_linear, dare_ties and sce (mergekit parity) end
+# to end, on bf16 and f32 pools, checked against the independent Python reference
 # (test/e2e/merge_della_ref.py): fp32 outputs bit for bit, bf16 outputs within
 # 1 bf16 ulp (0 expected: the reference does the same fp32 operations and
 # draws DELLA's coin flips from its own Philox). Four recipes (two of each
@@ -14,4 +14,4 @@ set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
 source "$KINTSUGI_SOURCE_DIR/test/e2e/merge_cases.sh"
 run_reference_cases "$KINTSUGI_SOURCE_DIR/test/e2e/merge_della_ref.py" --seed 7
-echo "all della and sce checks passed"
+echo "all della, dare and sce checks passed"

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Independent references for kintsugi's della, della_linear and sce (stdlib only).
+"""Independent references for kintsugi's della, della_linear, dare_linear,
+dare_ties and sce (stdlib only).
 
 Written from mergekit's published definitions (sparsify.della_magprune,
+sparsify.bernoulli, sparsify.rescaled_masked_tensor,
 generalized_task_arithmetic, merge_methods/sce.py) and from kintsugi's
 documented choices where mergekit leaves things open (docs/merge.md): ties in
 |delta| ranked by element index, DELLA's and DARE's coin flips from
@@ -108,6 +110,18 @@ CASES = {
                 {'normalize': True}, ''),
     # One model, for the statistical check (also checked against the reference).
     'dl_stats': ('della_linear', [('m1', {'weight': 1.0, 'density': 0.5, 'epsilon': 0.4})], {}, ''),
+    # dare_*: mergekit's bernoulli masks, survivors L1-rescaled (rescale, on by
+    # default: sum |delta| / sum |kept delta|, not 1 / density); m3 at density 1
+    # is kept whole and not rescaled, density 0 drops a model.
+    'dare_lin': ('dare_linear', [('m1', {'weight': 0.8, 'density': 0.4}),
+                                 ('m2', {'weight': 0.5, 'density': 0.7}),
+                                 ('m3', {'weight': 0.3, 'density': 1.0})], {}, ''),
+    'dare_ties': ('dare_ties', [('m1', {'weight': 1.0, 'density': 0.5}),
+                                ('m2', {'weight': -0.4, 'density': 0.3}),
+                                ('m3', {'weight': 0.6, 'density': 0.0})],
+                  {'normalize': True, 'lambda': 0.9}, 'out_dtype: float32\n'),
+    'dare_plain': ('dare_linear', [('m1', {'weight': 1.0, 'density': 0.6}),
+                                   ('m2', {'weight': 0.5, 'density': 0.2})], {'rescale': False}, ''),
     'sce_all': ('sce', [('m1', {}), ('m2', {}), ('m3', {})], {}, ''),
     'sce_topk': ('sce', [('m1', {}), ('m2', {}), ('m3', {})], {'select_topk': 0.3},
                  'out_dtype: float32\n'),
@@ -126,7 +140,8 @@ RUNS = [('della_three@bf16', '1,2,3'), ('dl_two@f32', '1,2,3'),
         ('dl_two@bf16', '1'),
         ('dl_norm@bf16', '1'), ('dl_norm@f32', '1'), ('dl_stats@f32', '1'),
         ('sce_all@bf16', '1'), ('sce_all@f32', '1'), ('sce_topk@f32', '1'),
-        ('sce_one@f32', '1')]
+        ('sce_one@f32', '1'), ('dare_lin@bf16', '1'), ('dare_lin@f32', '1'),
+        ('dare_ties@bf16', '1'), ('dare_ties@f32', '1'), ('dare_plain@f32', '1')]
 
 def fmt(v):
     return ('true' if v else 'false') if isinstance(v, bool) else repr(v)
@@ -180,16 +195,32 @@ def della_sparsify(name, model_index, delta, L, density, epsilon, rescale):
     scale = l1_scale(delta, keep) if rescale else 1.0
     return [f32(v * scale) if k else 0.0 for v, k in zip(delta, keep)]
 
-def della(name, base, xs, L, params, gparams, consensus):
+def dare_sparsify(name, model_index, delta, density, rescale):
+    """sparsify.bernoulli: each entry kept with probability density (the coin
+    flips from the same generator as DELLA's), survivors L1-rescaled."""
+    if density >= 1: return list(delta)
+    u = uniforms(seed_key(SEED, name), model_index, len(delta))
+    keep = [uj < f32(density) for uj in u]
+    scale = l1_scale(delta, keep) if rescale else 1.0
+    return [f32(v * scale) if k else 0.0 for v, k in zip(delta, keep)]
+
+def della(name, base, xs, L, params, gparams, method):
+    """generalized_task_arithmetic with della_magprune (della*) or bernoulli
+    (dare_*) sparsification; TIES's consensus for della and dare_ties."""
     get = lambda p, k, dflt: p.get(k, gparams.get(k, dflt))
-    normalize = gparams.get('normalize', consensus)
+    consensus = method in ('della', 'dare_ties')
+    normalize = gparams.get('normalize', method == 'della')
     rescale = gparams.get('rescale', True)
     lam = gparams.get('lambda', 1.0)
     weights = [f32(p['weight']) for p in params]
     wd = []
     for i, (x, p) in enumerate(zip(xs, params)):
         delta = [f32(a - b) for a, b in zip(x, base)]
-        kept = della_sparsify(name, i, delta, L, get(p, 'density', 1.0), get(p, 'epsilon', 0.15), rescale)
+        if method.startswith('dare'):
+            kept = dare_sparsify(name, i, delta, get(p, 'density', 1.0), rescale)
+        else:
+            kept = della_sparsify(name, i, delta, L, get(p, 'density', 1.0),
+                                  get(p, 'epsilon', 0.15), rescale)
         wd.append([f32(weights[i] * v) for v in kept])
     wsum = 0.0
     for w in weights: wsum = f32(wsum + w)
@@ -270,7 +301,7 @@ def check(work, case_at, out):
         if method == 'sce':
             ref = sce(base[name], xs, params.get('select_topk', 1.0))
         else:
-            ref = della(name, base[name], xs, L, [p for _, p in models], params, method == 'della')
+            ref = della(name, base[name], xs, L, [p for _, p in models], params, method)
         rnd = rounder(got_dt[name])
         for j, (g, r) in enumerate(zip(got[name], ref)):
             r = rnd(r)

@@ -34,7 +34,7 @@ expect "slerp merges the base with exactly one other model" $'merge_method: sler
 # breadcrumbs, breadcrumbs_ties, nearswap (mergekit parity, issue #19).
 expect "bad.yaml:5: models[0].parameters.t: unknown parameter for merge_method breadcrumbs" $'merge_method: breadcrumbs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, t: 0.5}'
 expect "bad.yaml:5: gamma: 1.5 is outside [0, 1]" $'merge_method: breadcrumbs_ties\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, gamma: 1.5}'
-expect "bad.yaml:4: breadcrumbs: rescale: true (L1 rescaling of magnitude-pruned deltas) is not supported" $'merge_method: breadcrumbs\nbase_model: pool/base\nparameters:\n  rescale: true\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
+expect "bad.yaml:5: parameter rescale applies to the whole merge: put it under the top-level parameters" $'merge_method: breadcrumbs\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, rescale: true}'
 expect "bad.yaml:4: models: nearswap merges base_model with exactly one other model, got 2" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/base\n  - model: pool/m1\n  - model: pool/m2\nparameters: {t: 0.1}'
 expect "bad.yaml:1: merge_method: nearswap needs base_model" $'merge_method: nearswap\nmodels:\n  - model: pool/m1\n  - model: pool/m2\nparameters: {t: 0.1}'
 expect "bad.yaml:5: t: 0 is not > 0 (nearswap needs t > 0)" $'merge_method: nearswap\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {t: 0}'

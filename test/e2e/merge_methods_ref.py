@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Independent references for kintsugi's mergekit-parity methods (stdlib only).
 
-Written from the published definitions (mergekit's sparsify.magnitude_outliers,
+Written from the published definitions (mergekit's sparsify.magnitude,
+sparsify.magnitude_outliers, sparsify.rescaled_masked_tensor,
 generalized_task_arithmetic, nearswap, nuslerp, multislerp and karcher), not
 from kintsugi's code. fp32 arithmetic is emulated exactly: each operation is
 done in double and rounded to fp32 (double has more than 2 * 24 + 2 bits, so
@@ -69,6 +70,17 @@ CASES = {
     'bct_norm': ('breadcrumbs_ties', [('m1', 0.9, 0.95, 0.3), ('m2', -0.4, 0.2, 0.02),
                                       ('m3', 0.6, 1.0, None)],
                  {'normalize': True, 'lambda': 1.25}, None, 'out_dtype: float32\n'),
+    # rescale: true, mergekit's L1 rescale of each pruned task vector's survivors
+    # (sum |delta| / sum |kept delta|); m3 at density 1 is not pruned, not rescaled.
+    'bc_rescale': ('breadcrumbs', [('m1', 0.6, 0.9, 0.01), ('m2', 0.5, 0.7, 0.05),
+                                   ('m3', 0.4, 1.0, None)], {'rescale': True}, None, ''),
+    'bct_rescale': ('breadcrumbs_ties', [('m1', 1.0, 0.8, 0.1), ('m2', 0.7, 0.6, None)],
+                    {'rescale': True, 'normalize': True}, None, 'out_dtype: float32\n'),
+    # ties (magnitude top-k, normalize on by default) with and without rescale.
+    'ties_rescale': ('ties', [('m1', 1.0, 0.5, None), ('m2', 0.6, 0.3, None),
+                              ('m3', -0.4, 1.0, None)], {'rescale': True}, None, ''),
+    'ties_plain': ('ties', [('m1', 0.7, 0.4, None), ('m3', 0.5, 0.8, None)],
+                   {'lambda': 1.2}, None, 'out_dtype: float32\n'),
     'ns_small': ('nearswap', [], {}, 0.001, ''),
     'ns_mid': ('nearswap', [], {}, 0.02, ''),
     'ns_large': ('nearswap', [], {}, 0.5, 'out_dtype: float32\n'),
@@ -82,7 +94,8 @@ def recipe_text(case, pool):
         params = dict(params, t=t)
     else:
         for m, w, d, g in models:
-            p = ['weight: %r' % w, 'density: %r' % d] + ([] if g is None else ['gamma: %r' % g])
+            p = ['weight: %r' % w, 'density: %r' % d] + ([] if g is None or method == 'ties'
+                                                          else ['gamma: %r' % g])
             lines.append('  - model: %s/%s' % (pool, m))
             lines.append('    parameters: {%s}' % ', '.join(p))
     if params:
@@ -105,13 +118,32 @@ def magnitude_outliers(delta, density, gamma):
     keep = set(order[n_bot:n - n_top])
     return [delta[j] if j in keep else 0.0 for j in range(n)]
 
-def task_merge(base, xs, weights, densities, gammas, consensus, normalize, lam):
+def magnitude(delta, density):
+    """mergekit's sparsify.magnitude: the int(density * n) largest |delta|."""
+    if density >= 1: return list(delta)
+    k = int(density * len(delta))
+    keep = set(sorted(range(len(delta)), key=lambda j: -abs(delta[j]))[:k])
+    return [delta[j] if j in keep else 0.0 for j in range(len(delta))]
+
+def l1_rescaled(delta, kept):
+    """mergekit's rescaled_masked_tensor (L1): the survivors times sum |delta| /
+    sum |kept delta| (each sum exact, rounded once to double, then to fp32; the
+    quotient in fp32), unless either sum is below 1e-7."""
+    before = f32(math.fsum(abs(v) for v in delta))
+    after = f32(math.fsum(abs(v) for v in kept))
+    if before < f32(1e-7) or after < f32(1e-7): return kept
+    scale = f32(before / after)
+    return [f32(v * scale) for v in kept]
+
+def task_merge(base, xs, weights, densities, gammas, consensus, normalize, lam, method, rescale):
     """mergekit's generalized task arithmetic on one tensor, in fp32."""
     n = len(base)
     wd = []
     for x, w, d, g in zip(xs, weights, densities, gammas):
         delta = [f32(a - b) for a, b in zip(x, base)]
-        wd.append([f32(w * v) for v in magnitude_outliers(delta, d, g)])
+        kept = magnitude(delta, d) if method == 'ties' else magnitude_outliers(delta, d, g)
+        if rescale and d < 1: kept = l1_rescaled(delta, kept)
+        wd.append([f32(w * v) for v in kept])
     out = []
     wsum = 0.0
     for w in weights: wsum = f32(wsum + w)
@@ -441,8 +473,9 @@ def check(work, case, out):
             ref = task_merge(base[name], ins, [f32(w) for _, w, _, _ in models],
                              [d for _, _, d, _ in models],
                              [0.01 if g is None else g for _, _, _, g in models],
-                             method == 'breadcrumbs_ties', params.get('normalize', False),
-                             params.get('lambda', 1.0))
+                             method in ('ties', 'breadcrumbs_ties'),
+                             params.get('normalize', method == 'ties'), params.get('lambda', 1.0),
+                             method, params.get('rescale', False))
         rnd = rounder(got_dt[name])
         for j, (g, r) in enumerate(zip(got[name], ref)):
             r = rnd(r)

@@ -62,7 +62,7 @@ std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng, float scale = 1.0
 
 std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models,
                                const std::vector<uint16_t>& base, const TensorMethod& m,
-                               MPI_Comm comm = MPI_COMM_SELF) {
+                               MPI_Comm comm = MPI_COMM_SELF, MergeTensorStats* stats = nullptr) {
   TensorSources s;
   s.name = "model.layers.0.mlp.up_proj.weight";
   s.numel = base.size();
@@ -70,10 +70,11 @@ std::vector<uint16_t> run_task(const std::vector<std::vector<uint16_t>>& models,
   s.base = base.data();
   for (const auto& x : models) s.models.push_back(x.data());
   std::vector<uint16_t> out(base.size());
-  merge_tensor(s, m, {0, base.size()}, DType::BF16, 1000, comm,
-               [&](ElementRange c, std::span<const std::byte> b) {
-                 std::memcpy(out.data() + c.begin, b.data(), b.size());
-               });
+  const MergeTensorStats st = merge_tensor(s, m, {0, base.size()}, DType::BF16, 1000, comm,
+                                           [&](ElementRange c, std::span<const std::byte> b) {
+                                             std::memcpy(out.data() + c.begin, b.data(), b.size());
+                                           });
+  if (stats) *stats = st;
   return out;
 }
 
@@ -251,6 +252,27 @@ TEST_CASE("ties: hand-worked selection and sign election", "[merge][kernels]") {
   got.clear();
   for (auto h : out) got.push_back(ref_bf16_to_f32(h));
   CHECK(got == std::vector<float>{3, 2.5f, 0, -7.5f});
+  // rescale (mergekit's L1): each model's survivors times sum |delta| / sum
+  // |kept delta|: A 10 / 7, B 9 / 7, C 9 / 7. Weighted kept: A [40, 0, 0, -30] / 7,
+  // B [-18, 45, 0, 0] / 7, C [18, 0, 0, -108] / 7; normalized as above:
+  // e0 (40 + 18) / 7 / 3, e1 45 / 7, e2 0, e3 (-30 - 108) / 7 / 3.
+  m.normalize = true;
+  m.lambda = 1.0;
+  m.rescale = true;
+  MergeTensorStats st;
+  out = run_task(models, base, m, MPI_COMM_SELF, &st);
+  REQUIRE(st.l1_scale.size() == 3);
+  CHECK(st.l1_scale[0] == 10.0f / 7.0f);
+  CHECK(st.l1_scale[1] == 9.0f / 7.0f);
+  CHECK(st.l1_scale[2] == 9.0f / 7.0f);
+  const std::vector<double> want = {58.0 / 21.0, 45.0 / 7.0, 0.0, -138.0 / 21.0};
+  for (size_t j = 0; j < 4; ++j)
+    CHECK(std::fabs(ref_bf16_to_f32(out[j]) - want[j]) <= bf16_ulp(want[j]));
+  // density 1 is not pruned, so not rescaled either (mergekit returns it as it is).
+  m.density = {1.0, 1.0, 1.0};
+  out = run_task(models, base, m);
+  m.rescale = false;
+  CHECK(run_task(models, base, m) == out);
 }
 
 TEST_CASE("ties selection equals a stable sort-based top-k, ties included", "[merge][kernels]") {
@@ -418,23 +440,23 @@ TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
   m.weights = {1.0f};
   m.density = {0.3};
   m.seed = 42;
+  m.rescale = true;
   auto out = run_task({x}, base, m);
-  const uint16_t survivor = ref_f32_to_bf16(1.0f / 0.3f);
   size_t kept = 0;
-  for (auto h : out) {
-    REQUIRE((h == survivor || h == 0));
-    kept += h == survivor;
-  }
+  for (auto h : out) kept += h != 0;
   const double p = 0.3, sd = std::sqrt(n * p * (1 - p));
   CHECK(std::fabs(static_cast<double>(kept) - n * p) < 5 * sd);
-  // The mean is preserved by the rescale.
-  CHECK(std::fabs(kept * (1.0 / 0.3) / n - 1.0) < 5 * sd / (n * p));
+  // mergekit's rescale (rescaled_masked_tensor, L1): survivors times
+  // sum |delta| / sum |kept delta| = n / kept here, in fp32, so the task
+  // vector keeps its L1 norm exactly (not 1 / density, its expectation).
+  const uint16_t survivor = ref_f32_to_bf16(static_cast<float>(n) / static_cast<float>(kept));
+  for (auto h : out) REQUIRE((h == survivor || h == 0));
   // Same seed, same mask; another seed, another mask (about half differ).
   CHECK(run_task({x}, base, m) == out);
   m.seed = 43;
   auto other = run_task({x}, base, m);
   size_t differ = 0;
-  for (size_t j = 0; j < n; ++j) differ += other[j] != out[j];
+  for (size_t j = 0; j < n; ++j) differ += (other[j] != 0) != (out[j] != 0);
   CHECK(std::fabs(static_cast<double>(differ) - n * 2 * p * (1 - p)) <
         5 * std::sqrt(n * 0.42 * 0.58));
   // No rescale: survivors keep their value.
@@ -442,13 +464,11 @@ TEST_CASE("dare: keep rate and rescale", "[merge][kernels]") {
   for (auto h : run_task({x}, base, m)) REQUIRE((h == ref_f32_to_bf16(1.0f) || h == 0));
   // Independent masks per model: two identical models with density 0.5 agree
   // on about half the entries, not all.
-  TensorSources s;
   m.density = {0.5, 0.5};
   m.weights = {1.0f, 2.0f};
-  m.rescale = true;
   auto two = run_task({x, x}, base, m);
   size_t both = 0;
-  for (auto h : two) both += h == ref_f32_to_bf16(6.0f);  // 2 + 4
+  for (auto h : two) both += h == ref_f32_to_bf16(3.0f);  // 1 + 2
   CHECK(std::fabs(static_cast<double>(both) - n * 0.25) < 5 * std::sqrt(n * 0.25 * 0.75));
 }
 
@@ -659,8 +679,8 @@ TEST_CASE("della: keep rate per magnitude rank, L1 rescale", "[merge][kernels]")
     CHECK(std::fabs(kept[b] - expect[b]) < 5 * std::sqrt(var[b]));
   }
   // The factor restores the L1 norm; every survivor carries it exactly.
-  REQUIRE(st.della_scale.size() == 1);
-  const float scale = st.della_scale[0];
+  REQUIRE(st.l1_scale.size() == 1);
+  const float scale = st.l1_scale[0];
   CHECK(scale == Approx(l1_all / l1_kept).epsilon(1e-6));
   CHECK(scale > 1.0f);  // below 1 / density: the large entries are kept more often
   CHECK(scale < 1 / 0.4f);

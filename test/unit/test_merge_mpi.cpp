@@ -109,6 +109,7 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
   methods[3].weights = {1.0f, 0.5f, 0.7f};
   methods[3].density = {0.3, 0.5, 0.9};
   methods[3].seed = 1234;
+  methods[3].rescale = true;  // mergekit's default for dare_*: L1 sums across ranks
   methods[4].method = MergeMethod::ModelStock;
   methods[5].method = MergeMethod::Slerp;
   methods[5].t = 0.35;
@@ -138,16 +139,29 @@ TEST_CASE("every method is byte-identical for any number of ranks", "[mpi][merge
   methods[11].epsilon = {0.2, 0.1, 0.15};
   methods[11].normalize = true;
   methods[11].seed = 99;
+  methods[11].rescale = true;
   methods[12].method = MergeMethod::DellaLinear;
   methods[12].weights = {1.0f, -0.5f, 0.7f};
   methods[12].density = {0.6, 0.0, 0.45};
   methods[12].epsilon = {0.3, 0.15, 0.0};
   methods[12].lambda = 1.3;
   methods[12].seed = 5;
+  methods[12].rescale = true;
   // sce: variance top-k with ties inside ranks' ranges, exact mean squares.
   methods[13].method = MergeMethod::Sce;
   methods[13].select_topk = 0.3;
   methods[14].method = MergeMethod::Sce;
+  // rescale on the magnitude selections: the mask's L1 sums across ranks
+  // (breadcrumbs' outliers included; one model at density 1, not rescaled).
+  for (size_t k : {2, 6, 7}) {
+    TensorMethod t = methods[k];
+    t.rescale = true;
+    methods.push_back(t);
+  }
+  TensorMethod dare = methods[3];
+  dare.method = MergeMethod::DareLinear;
+  dare.density = {0.0, 0.25, 1.0};
+  methods.push_back(dare);
   for (const auto& m : methods) {
     INFO("method " << static_cast<int>(m.method) << " on " << size << " ranks");
     TensorSources src = s;

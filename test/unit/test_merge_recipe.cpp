@@ -80,9 +80,9 @@ TEST_CASE("recipe: errors name file and line", "[merge][recipe]") {
       err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [1]\n"),
       Catch::Contains(
           "r.yaml:5: models[0].parameters.weight: a gradient needs at least two values"));
-  CHECK_THAT(err("merge_method: ties\nbase_model: b\nparameters:\n  rescale: true\nmodels:\n  - "
-                 "model: a\n"),
-             Catch::Contains("r.yaml:4: ties: rescale: true"));
+  CHECK_THAT(err("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
+                 "{weight: 1, rescale: true}\n"),
+             Catch::Contains("r.yaml:5: parameter rescale applies to the whole merge"));
   CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\ndtype: float8\n"),
              Catch::Contains("r.yaml:4: dtype: unknown dtype \"float8\""));
   CHECK_THAT(err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight:\n    "
@@ -213,11 +213,10 @@ TEST_CASE("recipe: breadcrumbs and nearswap parameters and errors", "[merge][rec
              Catch::Contains("r.yaml:5: gamma: 1.5 is outside [0, 1]"));
   CHECK_THAT(err(bc + "    parameters:\n      gamma: [0.1, -0.2]\n"),
              Catch::Contains("r.yaml:6: gamma: -0.2 is outside [0, 1]"));
-  CHECK_THAT(err(bc + "parameters:\n  rescale: true\n"),
-             Catch::Contains("r.yaml:6: breadcrumbs: rescale: true"));
-  CHECK_THAT(err("merge_method: breadcrumbs_ties\nbase_model: b\nparameters:\n  rescale: "
-                 "true\nmodels:\n  - model: a\n"),
-             Catch::Contains("r.yaml:4: breadcrumbs_ties: rescale: true"));
+  // rescale (mergekit's L1 rescale of the survivors) is a whole-merge setting.
+  CHECK(parse_recipe(bc + "parameters:\n  rescale: true\n", "r.yaml")
+            .params.at("rescale")
+            .at("x", 0) == 1.0);
   CHECK_THAT(err("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
                  "{gamma: 0.1}\n"),
              Catch::Contains("r.yaml:5: models[0].parameters.gamma: unknown parameter"));
@@ -348,9 +347,8 @@ TEST_CASE("recipe: slice and passthrough errors name file and line", "[merge][re
   CHECK_THAT(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
                  "     layer_range: [0, 2]\n        parameters: {lambda: 0.5}\n"),
              Catch::Contains("r.yaml:7: parameter lambda applies to the whole merge"));
-  CHECK_THAT(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
-                 "     layer_range: [0, 2]\n    parameters: {rescale: true}\n"),
-             Catch::Contains("r.yaml:7: ties: rescale: true"));
+  CHECK(err("merge_method: ties\nbase_model: a\nslices:\n  - sources:\n      - model: a\n        "
+            "layer_range: [0, 2]\n    parameters: {rescale: true}\n") == "no error");
   CHECK_THAT(err("merge_method: slerp\nbase_model: a\nslices:\n  - sources:\n      - model: a\n   "
                  "     layer_range: [0, 2]\n"),
              Catch::Contains("r.yaml:4: slerp needs parameters: t (globally or in this slice)"));

@@ -42,7 +42,10 @@ struct TensorMethod {
   std::vector<double> epsilon;  // per model (della*)
   double lambda = 1.0;
   bool normalize = false;
-  bool rescale = true;
+  // ties, dare_*, breadcrumbs*, della*: survivors times mergekit's L1 factor
+  // (sum |delta| / sum |kept delta|); the engine sets mergekit's default per
+  // method (on for dare_* and della*).
+  bool rescale = false;
   double t = 0.5;            // slerp, nearswap, nuslerp (weight_1 / (weight_0 + weight_1))
   double select_topk = 1.0;  // sce
   uint64_t seed = 0;         // dare_*, della*
@@ -77,9 +80,11 @@ struct MergeTensorStats {
   double slerp_dot = 0;                       // slerp: cosine between base and model
   double model_stock_t = 0;                   // model_stock: interpolation ratio
   std::vector<uint32_t> ties_threshold_bits;  // ties: |delta| threshold per model
-  std::vector<float> della_scale;             // della*: the L1 rescale factor per model
-  std::vector<float> sce_weights;             // sce: the per-model weights
-  uint64_t sce_selected = 0;                  // sce: entries kept by select_topk (numel if all)
+  // della*, dare_*, and ties / breadcrumbs* with rescale: the L1 factor per
+  // model (1 where it is not rescaled)
+  std::vector<float> l1_scale;
+  std::vector<float> sce_weights;  // sce: the per-model weights
+  uint64_t sce_selected = 0;       // sce: entries kept by select_topk (numel if all)
   // multislerp, karcher, flattened nuslerp: the weight of each input of the
   // final sum (before rounding to fp32; karcher: the base first when given)
   std::vector<double> coefficients;
