@@ -81,8 +81,7 @@ std::vector<std::vector<int32_t>> make_prompts(const BenchEvalArgs& a, int64_t b
 }
 
 // log p(v | prompt) for every vocabulary entry v after each prompt.
-std::vector<double> all_log_probs(const Transformer& m, const std::vector<float>& logits,
-                                  size_t rows) {
+std::vector<double> all_log_probs(const Transformer& m, size_t rows) {
   const auto V = static_cast<size_t>(m.config().vocab_size);
   std::vector<int32_t> row_of(rows * V), targets(rows * V);
   for (size_t r = 0; r < rows; ++r)
@@ -91,7 +90,7 @@ std::vector<double> all_log_probs(const Transformer& m, const std::vector<float>
       targets[r * V + v] = static_cast<int32_t>(v);
     }
   std::vector<double> out(rows * V);
-  m.log_probs(logits.data(), rows, row_of, targets, out);
+  m.log_probs(row_of, targets, out);
   return out;
 }
 
@@ -103,7 +102,6 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
   std::vector<std::vector<int32_t>> greedy(a.batch);
   std::vector<double> first_logprobs;
   double prefill_s = 0, decode_s = 0, mm = 0, wall = 0;
-  std::vector<float> logits;
   std::vector<SeqCache> caches;
   std::vector<ForwardRequest> reqs;
   // Fresh caches and one request per prompt: its first `len` tokens, logits
@@ -120,26 +118,26 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     }
   };
   prefill_requests(2);  // warm-up, untimed (as the PyTorch peer does): first-call allocations
-  m.forward(reqs, logits);
+  m.forward(reqs);
   for (size_t r = 0; r < a.repeats; ++r) {
     prefill_requests(a.prompt);
     MPI_CHECK(MPI_Barrier(comm));
     reset_matmul_seconds();
     const double t0 = steady_seconds();
-    m.forward(reqs, logits);
+    m.forward(reqs);
     std::vector<int32_t> next(a.batch);
-    m.argmax(logits.data(), a.batch, next);
+    m.argmax(next);
     const double t1 = steady_seconds();
     if (r == 0) {  // outside the timed regions
-      first_logprobs = all_log_probs(m, logits, a.batch);
+      first_logprobs = all_log_probs(m, a.batch);
       for (size_t b = 0; b < a.batch; ++b) greedy[b].push_back(next[b]);
     }
     const double t1b = steady_seconds();
     for (size_t s = 0; s < a.decode; ++s) {
       for (size_t b = 0; b < a.batch; ++b)
         reqs[b] = {&caches[b], std::span<const int32_t>(&next[b], 1), {0}};
-      m.forward(reqs, logits);
-      m.argmax(logits.data(), a.batch, next);
+      m.forward(reqs);
+      m.argmax(next);
       if (r == 0)
         for (size_t b = 0; b < a.batch; ++b) greedy[b].push_back(next[b]);
     }

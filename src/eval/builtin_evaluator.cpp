@@ -71,7 +71,6 @@ nlohmann::json base_sample(const EvalTask& t, size_t i) {
 void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const auto& ex = t.examples;
   size_t acc = 0, acc_norm = 0, invalid = 0;
-  std::vector<float> logits;
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
     const size_t n = b - a;
@@ -93,7 +92,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       caches[e] = std::make_shared<SeqCache>(c.model.new_cache());
       reqs[e] = {caches[e].get(), ctx_tokens[e], {static_cast<int32_t>(ctx_tokens[e].size() - 1)}};
     }
-    c.model.forward(reqs, logits);
+    c.model.forward(reqs);
     std::vector<int32_t> rows, targets;
     std::vector<std::vector<double>> ll(n);
     for (size_t e = 0; e < n; ++e) {
@@ -104,7 +103,7 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       }
     }
     std::vector<double> lp(targets.size());
-    c.model.log_probs(logits.data(), n, rows, targets, lp);
+    c.model.log_probs(rows, targets, lp);
     for (size_t e = 0, k = 0; e < n; ++e)
       for (size_t ci = 0; ci < ll[e].size(); ++ci) ll[e][ci] = lp[k++];
     // 2. The remaining tokens of each choice, continuing the shared context cache.
@@ -132,9 +131,9 @@ void run_choice(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
         cr.push_back({&cc.back(), conts[k].in, std::move(at)});
         tg.insert(tg.end(), conts[k].out.begin(), conts[k].out.end());
       }
-      c.model.forward(cr, logits);
+      c.model.forward(cr);
       std::vector<double> clp(tg.size());
-      c.model.log_probs(logits.data(), tg.size(), {}, tg, clp);
+      c.model.log_probs({}, tg, clp);
       size_t off = 0;
       for (size_t k = ca; k < cb; ++k) {
         double s = 0;
@@ -177,7 +176,6 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const auto& ex = t.examples;
   double nll_total = 0;
   size_t bytes_total = 0, words_total = 0;
-  std::vector<float> logits;
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
     std::vector<std::vector<int32_t>> toks(b - a);
@@ -205,9 +203,9 @@ void run_perplexity(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
            std::vector<int32_t>(at.end() - static_cast<ptrdiff_t>(scored[e - a]), at.end())});
       targets.insert(targets.end(), tk.end() - static_cast<ptrdiff_t>(scored[e - a]), tk.end());
     }
-    c.model.forward(reqs, logits);
+    c.model.forward(reqs);
     std::vector<double> lp(targets.size());
-    c.model.log_probs(logits.data(), targets.size(), {}, targets, lp);
+    c.model.log_probs({}, targets, lp);
     size_t off = 0;
     for (size_t e = a; e < b; ++e) {
       const size_t nt = scored[e - a];
@@ -247,7 +245,6 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
   const auto& cfg = t.config;
   const auto re = compile_task_regex(cfg.regex, cfg.name);
   size_t correct = 0;
-  std::vector<float> logits;
   for (size_t a = 0; a < ex.size(); a += c.batch) {
     const size_t b = std::min(ex.size(), a + c.batch);
     const size_t n = b - a;
@@ -265,8 +262,8 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
     std::iota(active.begin(), active.end(), 0);
     std::vector<int32_t> next(n);
     std::vector<int32_t> step_tok(n);
-    c.model.forward(reqs, logits);
-    c.model.argmax(logits.data(), n, next);
+    c.model.forward(reqs);
+    c.model.argmax(next);
     while (true) {
       std::vector<size_t> still;
       for (size_t k = 0; k < active.size(); ++k) {
@@ -284,9 +281,9 @@ void run_generate(Ctx& c, const EvalTask& t, TaskResult& res, bool keep) {
       reqs.clear();
       for (size_t e : active)
         reqs.push_back({&caches[e], std::span<const int32_t>(&out[e].back(), 1), {0}});
-      c.model.forward(reqs, logits);
+      c.model.forward(reqs);
       next.resize(active.size());
-      c.model.argmax(logits.data(), active.size(), next);
+      c.model.argmax(next);
     }
     for (size_t e = 0; e < n; ++e) {
       const std::string output = cut_at_stop(c.tok.decode(out[e], true), cfg.stop);

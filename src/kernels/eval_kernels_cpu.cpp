@@ -107,6 +107,45 @@ KS_INLINE void exp_shifted(float* x, size_t n, float m) {
   }
 }
 
+// The largest of x[0, n) (-inf when n = 0; a NaN is passed over, as by
+// std::max from -inf), then the sum of exp(x[j] - m) in double, m the given
+// maximum: a row's log-sum-exp over the vocabulary. Each lane keeps its own
+// double sum, added up at the end, so the sum's order is fixed for a copy
+// (std::exp per entry of a 152k vocabulary was a fifth of a scoring pass).
+template <class V>
+KS_INLINE float max_of(const float* x, size_t n) {
+  constexpr size_t W = kLanes<V>;
+  V mv = V{} - INFINITY;
+  size_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V v = loadv<V>(x + i);
+    mv = mv < v ? v : mv;
+  }
+  float m = -INFINITY;
+  for (size_t l = 0; l < W; ++l) m = std::max(m, mv[l]);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+template <class V>
+KS_INLINE double sum_exp_shifted(const float* x, size_t n, float m) {
+  constexpr size_t W = kLanes<V>;
+  double lane[W] = {};
+  size_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V e = expv(loadv<V>(x + i) - m);
+    for (size_t l = 0; l < W; ++l) lane[l] += static_cast<double>(e[l]);
+  }
+  double s = 0.0;
+  for (size_t l = 0; l < W; ++l) s += lane[l];
+  if (i < n) {
+    float tmp[W] = {};
+    std::copy(x + i, x + n, tmp);
+    const V e = expv(loadv<V>(tmp) - m);
+    for (size_t l = 0; l < n - i; ++l) s += static_cast<double>(e[l]);
+  }
+  return s;
+}
+
 template <class V>
 KS_INLINE float dot(const float* a, const float* b, size_t n) {
   constexpr size_t W = kLanes<V>;
@@ -316,6 +355,8 @@ struct Ops {
   void (*rms_norm)(const float*, const float*, float*, size_t, size_t, float);
   void (*swiglu)(const float*, float*, size_t, size_t);
   void (*exp)(float*, size_t);
+  float (*max)(const float*, size_t);
+  double (*sum_exp)(const float*, size_t, float);
   const char* name;
 };
 
@@ -336,14 +377,21 @@ struct Ops {
   }                                                                                              \
   ATTR void exp_##SUFFIX(float* x, size_t n) {                                                   \
     exp_shifted<V>(x, n, 0.0f);                                                                  \
+  }                                                                                              \
+  ATTR float max_##SUFFIX(const float* x, size_t n) {                                            \
+    return max_of<V>(x, n);                                                                      \
+  }                                                                                              \
+  ATTR double sum_exp_##SUFFIX(const float* x, size_t n, float m) {                              \
+    return sum_exp_shifted<V>(x, n, m);                                                          \
   }
 
 KS_COPY(generic, , f4)
-constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic,
-                       swiglu_generic, exp_generic,    "generic"};
+constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic, swiglu_generic,
+                       exp_generic,    max_generic,    sum_exp_generic,  "generic"};
 #if defined(__x86_64__)
 KS_COPY(avx2, [[gnu::target("arch=x86-64-v3")]], f8)
-constexpr Ops kAvx2{matmul_avx2, attend_avx2, rms_norm_avx2, swiglu_avx2, exp_avx2, "avx2"};
+constexpr Ops kAvx2{matmul_avx2, attend_avx2, rms_norm_avx2, swiglu_avx2,
+                    exp_avx2,    max_avx2,    sum_exp_avx2,  "avx2"};
 #endif
 #undef KS_COPY
 #undef KS_INLINE
@@ -425,6 +473,14 @@ void swiglu_rows(const float* gu, float* out, size_t rows, size_t F) {
 
 void exp_inplace(float* x, size_t n) {
   copy_for_cpu().exp(x, n);
+}
+
+float max_of(const float* x, size_t n) {
+  return copy_for_cpu().max(x, n);
+}
+
+double sum_exp_shifted(const float* x, size_t n, float m) {
+  return copy_for_cpu().sum_exp(x, n, m);
 }
 
 const char* eval_kernels_isa() {

@@ -175,7 +175,7 @@ void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
 // Shapes below: N tokens of all requests together; D hidden; qL, kvL, fL this
 // rank's query, key/value and MLP widths (its heads and ffn slice); vL its
 // slice of the vocabulary.
-void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>& logits) {
+void Transformer::forward(std::span<ForwardRequest> requests) {
   const std::vector<size_t> offsets = token_offsets(requests);
   const size_t N = offsets.back();
   embed(requests, offsets);  // x: [N, D]
@@ -191,7 +191,7 @@ void Transformer::forward(std::span<ForwardRequest> requests, std::vector<float>
     mlp(L, N);                                                         // x += swiglu(xn): [N, D]
   }
   for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
-  lm_head(requests, offsets, logits);  // logits: [wanted rows, vL]
+  final_norm(requests, offsets);  // head_rows: [scored rows, D]
 }
 
 // Request r's tokens are rows [offsets[r], offsets[r + 1]) of every work buffer.
@@ -297,54 +297,94 @@ void Transformer::mlp(const Layer& L, size_t N) {
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
 }
 
-// The final norm of the wanted rows only, rows: [R, D], then the local
-// vocabulary slice of their logits = rows lm_head^T: [R, vL].
-void Transformer::lm_head(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets,
-                          std::vector<float>& logits) const {
+// The final norm of the wanted rows only: head_rows [scored rows, D].
+void Transformer::final_norm(std::span<ForwardRequest> requests,
+                             const std::vector<size_t>& offsets) {
   const size_t D = z(D_);
-  size_t out_rows = 0;
-  for (const auto& rq : requests) out_rows += rq.logits_at.size();
-  std::vector<float> rows(out_rows * D);
+  scored_ = 0;
+  for (const auto& rq : requests) scored_ += rq.logits_at.size();
+  head_rows_.resize(scored_ * D);
   size_t o = 0;
   for (size_t r = 0; r < requests.size(); ++r)
     for (int32_t i : requests[r].logits_at) {
       KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
-      rms_norm_rows(x_.data() + (offsets[r] + z(i)) * D, final_norm_, rows.data() + o * D, 1, D,
-                    eps_);
+      rms_norm_rows(x_.data() + (offsets[r] + z(i)) * D, final_norm_, head_rows_.data() + o * D, 1,
+                    D, eps_);
       ++o;
     }
-  const size_t vL = z(vocab_.size());
-  logits.resize(out_rows * vL);
-  matmul(out_rows, rows.data(), D, lm_head_, logits.data(), vL);
 }
 
-void Transformer::log_probs(const float* logits, size_t rows, std::span<const int32_t> row_of,
-                            std::span<const int32_t> targets, std::span<double> out) const {
-  const size_t nt = targets.size();
+// Rows of logits per block: as many as kLogitBlockBytes holds, at least one.
+size_t Transformer::logit_block_rows() const {
+  const size_t row_bytes = z(vocab_.size()) * sizeof(float);
+  return std::max<size_t>(1, kLogitBlockBytes / std::max<size_t>(1, row_bytes));
+}
+
+// The local vocabulary slice of rows [row0, row0 + n) = head_rows lm_head^T:
+// [n, vL]. A row's logits do not depend on the rows computed with it.
+void Transformer::logits(size_t row0, size_t n, float* out) const {
+  KS_CHECK(row0 + n <= scored_, "logit rows past the scored rows");
+  const size_t D = z(D_), vL = z(vocab_.size());
+  matmul(n, head_rows_.data() + row0 * D, D, lm_head_, out, vL);
+}
+
+// Per row r, from this rank's slice of its logits (a block at a time): m_r
+// its largest logit and s_r = sum exp(logit - m_r) in double; per target, its
+// logit where this rank holds it. Across the group, M_r = the largest m_r,
+// and log p = (target logit - M_r) - log(sum over ranks s_r exp(m_r - M_r)).
+// On one rank m_r = M_r: the plain two-pass log-sum-exp.
+void Transformer::log_probs(std::span<const int32_t> row_of, std::span<const int32_t> targets,
+                            std::span<double> out) const {
+  const size_t nt = targets.size(), rows = scored_;
   KS_CHECK(out.size() == nt && (row_of.empty() ? nt == rows : row_of.size() == nt),
            "one output and row per target");
   const size_t vL = z(vocab_.size());
-  std::vector<float> mx(rows, -INFINITY);
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t j = 0; j < vL; ++j) mx[r] = std::max(mx[r], logits[r * vL + j]);
-  if (shard_.tp_size() > 1)
-    MPI_CHECK(
-        MPI_Allreduce(MPI_IN_PLACE, mx.data(), static_cast<int>(rows), MPI_FLOAT, MPI_MAX, group_));
-  // [sum of exp(logit - max) per row, then (target logit - max) per target]
-  std::vector<double> acc(rows + nt, 0.0);
-  for (size_t r = 0; r < rows; ++r) {
-    double s = 0.0;
-    for (size_t j = 0; j < vL; ++j)
-      s += std::exp(static_cast<double>(logits[r * vL + j]) - static_cast<double>(mx[r]));
-    acc[r] = s;
-  }
+  // The targets of each row, in a counting sort by row.
+  std::vector<size_t> first(rows + 1, 0), order(nt);
   for (size_t i = 0; i < nt; ++i) {
     const size_t r = row_of.empty() ? i : z(row_of[i]);
     KS_CHECK(r < rows, "target row outside the logits");
+    ++first[r + 1];
+  }
+  for (size_t r = 0; r < rows; ++r) first[r + 1] += first[r];
+  {
+    std::vector<size_t> next(first.begin(), first.end() - 1);
+    for (size_t i = 0; i < nt; ++i) order[next[row_of.empty() ? i : z(row_of[i])]++] = i;
+  }
+  std::vector<float> mx(rows), target_logit(nt, -INFINITY);
+  // [s_r per row, then (target logit - M_r) per target (0 off this rank)]
+  std::vector<double> acc(rows + nt, 0.0);
+  const size_t block = logit_block_rows();
+  logit_block_.resize(std::min(block, rows) * vL);
+  for (size_t r0 = 0; r0 < rows; r0 += block) {
+    const size_t n = std::min(block, rows - r0);
+    logits(r0, n, logit_block_.data());
+    for (size_t r = r0; r < r0 + n; ++r) {
+      const float* row = logit_block_.data() + (r - r0) * vL;
+      mx[r] = max_of(row, vL);
+      acc[r] = sum_exp_shifted(row, vL, mx[r]);
+      for (size_t k = first[r]; k < first[r + 1]; ++k) {
+        const int32_t t = targets[order[k]];
+        if (t >= vocab_.begin && t < vocab_.end) target_logit[order[k]] = row[z(t - vocab_.begin)];
+      }
+    }
+  }
+  std::vector<float> global_mx = mx;
+  if (shard_.tp_size() > 1) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, global_mx.data(), static_cast<int>(rows), MPI_FLOAT,
+                            MPI_MAX, group_));
+    for (size_t r = 0; r < rows; ++r)
+      if (mx[r] != global_mx[r])  // a slice entirely below the maximum (or all -inf)
+        acc[r] =
+            mx[r] == -INFINITY
+                ? 0.0
+                : acc[r] * std::exp(static_cast<double>(mx[r]) - static_cast<double>(global_mx[r]));
+  }
+  for (size_t i = 0; i < nt; ++i) {
+    const size_t r = row_of.empty() ? i : z(row_of[i]);
     const int32_t t = targets[i];
     if (t >= vocab_.begin && t < vocab_.end)
-      acc[rows + i] =
-          static_cast<double>(logits[r * vL + z(t - vocab_.begin)]) - static_cast<double>(mx[r]);
+      acc[rows + i] = static_cast<double>(target_logit[i]) - static_cast<double>(global_mx[r]);
   }
   if (shard_.tp_size() > 1)
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, acc.data(), static_cast<int>(acc.size()), MPI_DOUBLE,
@@ -355,8 +395,9 @@ void Transformer::log_probs(const float* logits, size_t rows, std::span<const in
   }
 }
 
-void Transformer::argmax(const float* logits, size_t rows, std::span<int32_t> out) const {
-  KS_CHECK(out.size() == rows, "one output per logit row");
+void Transformer::argmax(std::span<int32_t> out) const {
+  const size_t rows = scored_;
+  KS_CHECK(out.size() == rows, "one output per scored row");
   struct FloatInt {
     float value;
     int index;
@@ -367,15 +408,21 @@ void Transformer::argmax(const float* logits, size_t rows, std::span<int32_t> ou
   // arbitrary token and pass garbage for a generation; it is an error, raised
   // on every rank of the group (the NaN may sit in one rank's vocabulary shard).
   int nan_seen = 0;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* row = logits + r * vL;
-    size_t bj = 0;
-    nan_seen |= std::isnan(row[0]) ? 1 : 0;
-    for (size_t j = 1; j < vL; ++j) {
-      nan_seen |= std::isnan(row[j]) ? 1 : 0;
-      if (row[j] > row[bj]) bj = j;
+  const size_t block = logit_block_rows();
+  logit_block_.resize(std::min(block, rows) * vL);
+  for (size_t r0 = 0; r0 < rows; r0 += block) {
+    const size_t n = std::min(block, rows - r0);
+    logits(r0, n, logit_block_.data());
+    for (size_t r = r0; r < r0 + n; ++r) {
+      const float* row = logit_block_.data() + (r - r0) * vL;
+      size_t bj = 0;
+      nan_seen |= std::isnan(row[0]) ? 1 : 0;
+      for (size_t j = 1; j < vL; ++j) {
+        nan_seen |= std::isnan(row[j]) ? 1 : 0;
+        if (row[j] > row[bj]) bj = j;
+      }
+      best[r] = {row[bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
     }
-    best[r] = {row[bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
   }
   if (shard_.tp_size() > 1) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, best.data(), static_cast<int>(rows), MPI_FLOAT_INT,

@@ -28,10 +28,9 @@ double continuation_logprob(Transformer& m, int32_t bos, const std::string& cont
     req[0].logits_at.push_back(static_cast<int32_t>(i - 1));
     targets.push_back(ids[i]);
   }
-  std::vector<float> logits;
-  m.forward(req, logits);
+  m.forward(req);
   std::vector<double> lp(targets.size());
-  m.log_probs(logits.data(), targets.size(), {}, targets, lp);
+  m.log_probs({}, targets, lp);
   double s = 0;
   for (double x : lp) s += x;
   return s;

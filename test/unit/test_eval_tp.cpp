@@ -60,19 +60,18 @@ TEST_CASE("tensor-parallel forward matches the naive reference for T = 1, 2, 4",
     Transformer m(shard, g.comm);
     // Prefill 6 tokens, then continue 5 more from a shared prefix.
     auto root = std::make_shared<SeqCache>(m.new_cache());
-    std::vector<float> logits;
     std::vector<ForwardRequest> req{
         {root.get(), std::span<const int32_t>(toks).first(6), {0, 1, 2, 3, 4, 5}}};
-    m.forward(req, logits);
+    m.forward(req);
     std::vector<int32_t> targets(toks.begin() + 1, toks.begin() + 7);
     std::vector<double> lp(6);
-    m.log_probs(logits.data(), 6, {}, targets, lp);
+    m.log_probs({}, targets, lp);
     SeqCache cont = m.continue_from(root, 6);
     req = {{&cont, std::span<const int32_t>(toks).subspan(6, 4), {0, 1, 2, 3}}};
-    m.forward(req, logits);
+    m.forward(req);
     std::vector<int32_t> t2(toks.begin() + 7, toks.end());
     std::vector<double> lp2(4);
-    m.log_probs(logits.data(), 4, {}, t2, lp2);
+    m.log_probs({}, t2, lp2);
     lp.insert(lp.end(), lp2.begin(), lp2.end());
     double worst = 0;
     for (size_t i = 0; i + 1 < toks.size(); ++i)
@@ -80,7 +79,7 @@ TEST_CASE("tensor-parallel forward matches the naive reference for T = 1, 2, 4",
     INFO("T = " << T);
     CHECK(worst < 1e-4);
     std::vector<int32_t> best(4);
-    m.argmax(logits.data(), 4, best);
+    m.argmax(best);
     for (size_t i = 0; i < 4; ++i) {
       const auto& r = ref[6 + i];
       CHECK(best[i] == static_cast<int32_t>(std::max_element(r.begin(), r.end()) - r.begin()));

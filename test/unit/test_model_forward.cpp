@@ -20,9 +20,8 @@ ModelShard full_shard(const ModelConfig& c, const test::Weights& w, int rank = 0
                          [&](const std::string& n) -> std::span<const float> { return w.at(n); });
 }
 
-// Every log-probability of the rows of `logits` (all vocabulary entries).
-std::vector<std::vector<double>> all_log_probs(const Transformer& m,
-                                               const std::vector<float>& logits, size_t rows) {
+// Every log-probability of the first `rows` scored rows (all vocabulary entries).
+std::vector<std::vector<double>> all_log_probs(const Transformer& m, size_t rows) {
   const int32_t V = static_cast<int32_t>(m.config().vocab_size);
   std::vector<int32_t> row_of, targets;
   for (size_t r = 0; r < rows; ++r)
@@ -31,7 +30,7 @@ std::vector<std::vector<double>> all_log_probs(const Transformer& m,
       targets.push_back(t);
     }
   std::vector<double> lp(targets.size());
-  m.log_probs(logits.data(), rows, row_of, targets, lp);
+  m.log_probs(row_of, targets, lp);
   std::vector<std::vector<double>> out(rows);
   for (size_t r = 0; r < rows; ++r)
     out[r].assign(lp.begin() + static_cast<std::ptrdiff_t>(r * static_cast<size_t>(V)),
@@ -65,22 +64,20 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     std::vector<ForwardRequest> req{{&cache, toks, {}}};
     req[0].logits_at.resize(toks.size());
     std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
-    std::vector<float> logits;
-    m.forward(req, logits);
-    const auto lp = all_log_probs(m, logits, toks.size());
+    m.forward(req);
+    const auto lp = all_log_probs(m, toks.size());
     for (size_t t = 0; t < toks.size(); ++t) require_close(lp[t], ref[t], 1e-4);
     CHECK(cache.length() == toks.size());
   }
   SECTION("prefill then one token at a time through the KV cache") {
     SeqCache cache = m.new_cache();
-    std::vector<float> logits;
     std::vector<ForwardRequest> req{{&cache, std::span<const int32_t>(toks).first(5), {4}}};
-    m.forward(req, logits);
-    require_close(all_log_probs(m, logits, 1)[0], ref[4], 1e-4);
+    m.forward(req);
+    require_close(all_log_probs(m, 1)[0], ref[4], 1e-4);
     for (size_t t = 5; t < toks.size(); ++t) {
       req = {{&cache, std::span<const int32_t>(toks).subspan(t, 1), {0}}};
-      m.forward(req, logits);
-      require_close(all_log_probs(m, logits, 1)[0], ref[t], 1e-4);
+      m.forward(req);
+      require_close(all_log_probs(m, 1)[0], ref[t], 1e-4);
     }
   }
   SECTION("ragged batch with a shared prefix") {
@@ -90,11 +87,10 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     const auto ref_b = naive_log_probs(c, w, other);
     auto root = std::make_shared<SeqCache>(m.new_cache());
     SeqCache b = m.new_cache();
-    std::vector<float> logits;
     std::vector<ForwardRequest> req{{root.get(), std::span<const int32_t>(toks).first(6), {5, 2}},
                                     {&b, other, {0, 6}}};
-    m.forward(req, logits);
-    const auto lp = all_log_probs(m, logits, 4);
+    m.forward(req);
+    const auto lp = all_log_probs(m, 4);
     require_close(lp[0], ref[5], 1e-4);
     require_close(lp[1], ref[2], 1e-4);
     require_close(lp[2], ref_b[0], 1e-4);
@@ -106,8 +102,8 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     const auto ref_alt = naive_log_probs(c, w, alt);
     SeqCache c1 = m.continue_from(root, 6), c2 = m.continue_from(root, 4);
     req = {{&c1, std::span<const int32_t>(toks).subspan(6), {0, 6}}, {&c2, tail, {0, 1, 2}}};
-    m.forward(req, logits);
-    const auto lp2 = all_log_probs(m, logits, 5);
+    m.forward(req);
+    const auto lp2 = all_log_probs(m, 5);
     require_close(lp2[0], ref[6], 1e-4);
     require_close(lp2[1], ref[12], 1e-4);
     require_close(lp2[2], ref_alt[4], 1e-4);
@@ -116,11 +112,10 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
   }
   SECTION("greedy argmax is the reference's most likely token") {
     SeqCache cache = m.new_cache();
-    std::vector<float> logits;
     std::vector<ForwardRequest> req{{&cache, toks, {3, 12}}};
-    m.forward(req, logits);
+    m.forward(req);
     std::vector<int32_t> best(2);
-    m.argmax(logits.data(), 2, best);
+    m.argmax(best);
     CHECK(best[0] ==
           static_cast<int32_t>(std::max_element(ref[3].begin(), ref[3].end()) - ref[3].begin()));
     CHECK(best[1] ==

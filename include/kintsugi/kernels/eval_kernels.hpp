@@ -87,6 +87,12 @@ void swiglu_rows(const float* gu, float* out, size_t rows, size_t F);
 // Cody-Waite reduction and a degree-6 polynomial, vectorized); NaN stays NaN.
 void exp_inplace(float* x, size_t n);
 
+// A row's log-sum-exp in two steps: m = the largest of x[0, n) (-inf when n is
+// 0; NaNs are passed over), then the sum of exp(x[j] - m) in double, each exp
+// as exp_inplace's (a row of logits: the softmax denominator).
+float max_of(const float* x, size_t n);
+double sum_exp_shifted(const float* x, size_t n, float m);
+
 // The copy in use: "avx2" (x86-64-v3: AVX2 and FMA) where the CPU has them,
 // else "generic" (the build's baseline); KINTSUGI_CPU_KERNELS=generic forces
 // the baseline copy, as for the merge kernels.

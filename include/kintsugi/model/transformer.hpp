@@ -48,16 +48,21 @@ class Transformer {
   SeqCache continue_from(std::shared_ptr<const SeqCache> prefix, size_t prefix_len) const;
 
   // Runs every request's tokens, appends their keys/values to the caches and
-  // fills `logits` with the local vocabulary slice [rows, vocab_range().size()]
-  // for the wanted positions, request by request.
-  void forward(std::span<ForwardRequest> requests, std::vector<float>& logits);
+  // keeps the final hidden rows of the wanted positions (the scored rows,
+  // request by request) for the calls below, until the next forward().
+  void forward(std::span<ForwardRequest> requests);
+  size_t scored_rows() const { return scored_; }
 
-  // out[i] = log p(targets[i] | logit row row_of[i]) from `rows` local logit
-  // rows (collective over the group). An empty row_of means row_of[i] = i.
-  void log_probs(const float* logits, size_t rows, std::span<const int32_t> row_of,
-                 std::span<const int32_t> targets, std::span<double> out) const;
-  // Greedy next token per row (lowest id on ties; collective over the group).
-  void argmax(const float* logits, size_t rows, std::span<int32_t> out) const;
+  // The logits of scored rows [row0, row0 + n): the local vocabulary slice,
+  // out[n, vocab_range().size()].
+  void logits(size_t row0, size_t n, float* out) const;
+  // out[i] = log p(targets[i] | scored row row_of[i]) (collective over the
+  // group). An empty row_of means row_of[i] = i.
+  void log_probs(std::span<const int32_t> row_of, std::span<const int32_t> targets,
+                 std::span<double> out) const;
+  // Greedy next token per scored row, out[scored_rows()] (lowest id on ties;
+  // collective over the group).
+  void argmax(std::span<int32_t> out) const;
 
  private:
   // A layer's weights, packed once (q, k and v stacked; gate and up stacked).
@@ -77,8 +82,12 @@ class Transformer {
   void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
   void attention_output(const Layer& L, size_t N);
   void mlp(const Layer& L, size_t N);
-  void lm_head(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets,
-               std::vector<float>& logits) const;
+  void final_norm(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  // The logits are made a block of scored rows at a time, in one buffer of at
+  // most kLogitBlockBytes (or one row): a batch of 16 x 64 positions over a
+  // 152k vocabulary was 622 MB of logits, paged in afresh for every task.
+  static constexpr size_t kLogitBlockBytes = size_t{16} << 20;
+  size_t logit_block_rows() const;
 
   const ModelShard& shard_;
   MPI_Comm group_;
@@ -91,6 +100,10 @@ class Transformer {
   std::vector<float> inv_freq_, rope_cos_, rope_sin_;
   // work buffers
   std::vector<float> x_, xn_, qkv_, attn_, proj_, gu_, act_, scores_;
+  // the scored rows after the final norm: [scored_, D]; one block of logits
+  std::vector<float> head_rows_;
+  size_t scored_ = 0;
+  mutable std::vector<float> logit_block_;
 };
 
 }  // namespace kintsugi
