@@ -198,6 +198,26 @@ TEST_CASE("eval kernels: exp, RMSNorm and SwiGLU equal their definitions", "[eva
     CHECK(special[1] < 1.3e-38f);  // clamped at exp(-87.3), FLT_MIN-sized
     CHECK(std::abs(special[2] - 2.718281828f) < 1e-6f);
 
+    // A row's maximum and sum of exp(x - max), lengths with and without a
+    // tail, against loops in double: the maximum exactly, the sum within 3 ulp.
+    for (size_t n : {size_t{1}, size_t{7}, size_t{64}, size_t{1003}}) {
+      const auto row = random_vec(n, rng, 9.0f);
+      float want_max = row[0];
+      for (float v : row) want_max = v > want_max ? v : want_max;
+      const float m = max_of(row.data(), n);
+      CHECK(m == want_max);
+      double want = 0.0;
+      for (float v : row) want += std::exp(static_cast<double>(v) - static_cast<double>(want_max));
+      const double got = sum_exp_shifted(row.data(), n, m);
+      if (!(std::abs(got - want) <= 3.6e-7 * want))
+        FAIL(isa << ": sum of exp over " << n << " = " << got << ", want " << want);
+    }
+    const std::vector<float> with_nan = {1.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f, -2.0f,
+                                         0.5f};
+    CHECK(max_of(with_nan.data(), with_nan.size()) == 3.0f);  // NaN passed over
+    CHECK(std::isnan(sum_exp_shifted(with_nan.data(), with_nan.size(), 3.0f)));
+    CHECK(max_of(with_nan.data(), 0) == -std::numeric_limits<float>::infinity());
+
     const size_t rows = 5, D = 77, F = 45;
     const auto xs = random_vec(rows * D, rng, 3.0f), w = random_vec(D, rng);
     std::vector<float> out(rows * D);
