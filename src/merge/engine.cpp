@@ -444,6 +444,7 @@ MergeInputs open_inputs(const Recipe& r) {
     for (const auto& sl : r.slices) {
       auto& ckpts = in.slice_ckpts.emplace_back();
       auto& base = in.slice_base.emplace_back();
+      const auto& base_model = slice_base(r, sl);  // the slice's own, else the recipe's
       for (size_t i = 0; i < sl.sources.size(); ++i) {
         const RecipeModel& src = sl.sources[i];
         ckpts.push_back(&in.open(src.path));
@@ -453,11 +454,11 @@ MergeInputs open_inputs(const Recipe& r) {
           throw_input("{}: layer_range [{}, {}) is outside the {} layers of {}", src.layers->where,
                       src.layers->begin, src.layers->end, n, src.spec);
         // At most once: a slice lists a model once (parse_recipe).
-        if (uses_base(r.method) && r.base_model && same_path(src.path, *r.base_model)) base = i;
+        if (uses_base(r.method) && base_model && same_path(src.path, *base_model)) base = i;
       }
-      if (uses_base(r.method) && r.base_model && !base)
+      if (uses_base(r.method) && base_model && !base)
         throw_input("{}: {} needs base_model ({}) among this slice's sources", sl.where,
-                    merge_method_name(r.method), r.base_model->string());
+                    merge_method_name(r.method), base_model->string());
       if (r.method != MergeMethod::Passthrough)
         check_model_count(r, sl.sources.size() - (base ? 1 : 0), base.has_value(), sl.where);
     }
@@ -511,8 +512,10 @@ std::vector<NamedPath> input_paths(const Recipe& r, const MergeOptions& opt) {
   if (!r.file.empty()) in.push_back({"recipe", r.file});
   if (r.base_model) in.push_back({"base model", *r.base_model});
   for (const auto& m : r.models) in.push_back({"checkpoint", m.path});
-  for (const auto& sl : r.slices)
+  for (const auto& sl : r.slices) {
+    if (sl.base_model) in.push_back({"base model", *sl.base_model});
     for (const auto& src : sl.sources) in.push_back({"checkpoint", src.path});
+  }
   for (const auto& p : opt.other_inputs) in.push_back(p);
   return in;
 }

@@ -335,9 +335,20 @@ bool same_model(const std::filesystem::path& a, const std::filesystem::path& b) 
 }
 
 RecipeSlice parse_slice(const YamlField& f, const std::filesystem::path& file, MergeMethod method) {
-  const YamlMap m = f.as_map({"sources", "parameters"});
+  const YamlMap m = f.as_map({"sources", "parameters", "base_model", "residual_weight"});
   RecipeSlice s;
   s.where = where(f);
+  if (auto b = m.get("base_model")) {
+    s.base_model = resolve(file, b->as_string());
+    s.base_where = where(*b);
+  }
+  // mergekit's OutputSliceDefinition has residual_weight, and nothing in its
+  // planner or methods reads it: a number, accepted with no effect.
+  if (auto rw = m.get("residual_weight")) {
+    (void)sane_number(*rw);
+    spdlog::warn("{}: residual_weight has no effect (mergekit reads it and never uses it)",
+                 where(*rw));
+  }
   const YamlField sources = m.require("sources");
   const auto items = sources.items();
   if (items.empty()) sources.fail("expected a non-empty list");
@@ -478,7 +489,11 @@ void check_cabs(const Recipe& r, const std::vector<const RecipeModel*>& inputs,
   }
   for (const RecipeModel* rm : inputs) paired(rm->params, "n_val", "m_val");
   auto is_base = [&](const std::string& spec) {
-    return r.base_model && same_model(resolve(r.file, spec), *r.base_model);
+    const auto p = resolve(r.file, spec);
+    if (r.base_model && same_model(p, *r.base_model)) return true;
+    return std::any_of(r.slices.begin(), r.slices.end(), [&](const RecipeSlice& sl) {
+      return sl.base_model && same_model(p, *sl.base_model);
+    });
   };
   if (!r.pruning_order.empty()) {
     std::set<std::string> listed;
@@ -584,7 +599,12 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
                           r.method != M::EncoderDecoderWeighted && r.method != M::Nuslerp &&
                           r.method != M::Multislerp && r.method != M::Karcher &&
                           r.method != M::CoreSpace;
-  if (needs_base && !r.base_model) method_field.fail(fmt::format("{} needs base_model", mname));
+  if (needs_base && !r.base_model) {
+    if (r.slices.empty()) method_field.fail(fmt::format("{} needs base_model", mname));
+    for (const auto& sl : r.slices)
+      if (!sl.base_model)
+        throw_input("{}: {} needs base_model (in this slice or at the top level)", sl.where, mname);
+  }
   // Every model entry and slice source, and the levels that hold whole-merge
   // settings: the global parameters and each slice's.
   std::vector<const RecipeModel*> inputs;
@@ -778,6 +798,10 @@ std::string emit_recipe(const RecipeToWrite& r) {
 
 Recipe parse_recipe_file(const std::filesystem::path& file) {
   return parse_recipe(read_input_file(file, "recipe", kMaxTextFileBytes), file);
+}
+
+const std::optional<std::filesystem::path>& slice_base(const Recipe& r, const RecipeSlice& s) {
+  return s.base_model ? s.base_model : r.base_model;
 }
 
 std::optional<double> find_param(const Recipe& r, const RecipeSlice* slice,

@@ -83,7 +83,8 @@ def make_pool(d, dtype):
             f.write('{"model": {"type": "BPE"}, "from": "%s"}' % model)
 
 # Each case: pool, method, base model (or None), global parameters, slices
-# [(slice parameters, [(model, first, end, source parameters)])], extra lines.
+# [(slice parameters, [(model, first, end, source parameters)][, slice keys])],
+# extra lines; slice keys: the slice's own base_model, residual_weight.
 # Parameter values as mergekit's YAML has them: a number, a gradient (list of
 # numbers) or a list of {filter, value}.
 CASES = {
@@ -127,7 +128,28 @@ BY_LAYER_CASES = {
         ({'weight': [1.0, 0.0]}, [
             ('m3', 2, 4, {}),
             ('base', 4, 6, {})])], ''),
+    # A slice's own base_model (mergekit's ConfigReader.base_model: the slice's,
+    # else the recipe's) for its layers and, as the first and last slice, the
+    # embeddings and the final tensors; residual_weight is accepted and does
+    # nothing (mergekit never reads it). Each layer is checked against a
+    # recipe whose top-level base_model is the slice's base.
+    'slice_base': ('bf16', 'task_arithmetic', 'base', {'weight': 0.6}, [
+        ({'lambda': 0.8}, [
+            ('m2', 0, 2, {}),
+            ('m1', 3, 5, {'weight': [1.0, 0.5]})], {'base_model': 'm2', 'residual_weight': 0.5}),
+        ({}, [
+            ('base', 2, 3, {}),
+            ('m3', 3, 4, {})]),
+        ({}, [
+            ('m3', 0, 1, {'weight': 0.9}),
+            ('m1', 5, 6, {})], {'base_model': 'm3'})], ''),
 }
+# Run on one rank only: the plan is the same on every rank (merge_slices.sh).
+ONE_RANK = ['slice_base']
+
+def parts(sl):
+    """A slice's parameters, sources and slice keys."""
+    return sl[0], sl[1], (sl[2] if len(sl) > 2 else {})
 
 def yaml_value(v):
     if isinstance(v, bool): return 'true' if v else 'false'
@@ -146,13 +168,16 @@ def recipe_text(case, pool_dir, spec):
     if base: lines.append('base_model: %s/%s' % (pool_dir, base))
     if params: lines.append('parameters: %s' % yaml_params(params))
     lines.append('slices:')
-    for sp, sources in slices:
+    for sl in slices:
+        sp, sources, keys = parts(sl)
         lines.append('  - sources:')
         for m, a, b, p in sources:
             lines.append('      - model: %s/%s' % (pool_dir, m))
             lines.append('        layer_range: [%d, %d]' % (a, b))
             if p: lines.append('        parameters: %s' % yaml_params(p))
         if sp: lines.append('    parameters: %s' % yaml_params(sp))
+        if 'base_model' in keys: lines.append('    base_model: %s/%s' % (pool_dir, keys['base_model']))
+        if 'residual_weight' in keys: lines.append('    residual_weight: %r' % keys['residual_weight'])
     return '\n'.join(lines) + '\n' + extra
 
 def evaluate_setting(tensor, setting, t):
@@ -191,7 +216,8 @@ def plan(spec):
     for n, _ in OTHER:
         if 'embed' in n: out.append((n, 0, 0.0, [(m, n, i) for i, (m, *_r) in enumerate(first)]))
     k_out = 0
-    for k, (sp, sources) in enumerate(slices):
+    for k, sl in enumerate(slices):
+        sp, sources, _ = parts(sl)
         n = sources[0][2] - sources[0][1]
         for off in range(n):
             t = off / (n - 1) if n > 1 else 1
@@ -298,11 +324,14 @@ def by_layer(work, case):
         if all(isinstance(e, (int, float)) for e in setting): return evaluate_setting('', setting, t)
         return [dict(c, value=scalar(c['value'], t)) for c in setting]
     files, k_out = [], 0
-    for sp, sources in slices:
+    for sl in slices:
+        sp, sources, keys = parts(sl)
         n = sources[0][2] - sources[0][1]
         for off in range(n):
             t = off / (n - 1) if n > 1 else 1
-            one = (pool, method, base, {k: scalar(v, t) for k, v in params.items()},
+            # The slice's own base as the one-layer recipe's top-level base_model.
+            one = (pool, method, keys.get('base_model', base),
+                   {k: scalar(v, t) for k, v in params.items()},
                    [({k: scalar(v, t) for k, v in sp.items()},
                      [(m, a + off, a + off + 1, {k: scalar(v, t) for k, v in p.items()})
                       for m, a, b, p in sources])], extra)
@@ -342,6 +371,8 @@ if __name__ == '__main__':
             with open(os.path.join(work, case + '.yaml'), 'w') as f:
                 f.write(recipe_text(case, spec[0], spec))
         print(' '.join(list(CASES) + list(BY_LAYER_CASES)))
+    elif cmd == 'one-rank':
+        print(' '.join(ONE_RANK))
     elif cmd == 'check':
         check(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == 'by-layer':

@@ -315,8 +315,15 @@ TEST_CASE("recipe: slice and passthrough errors name file and line", "[merge][re
   CHECK_THAT(err(head), Catch::Contains("r.yaml:4: slices[0].sources[0].layer_range: missing"));
   CHECK_THAT(err(head + "        layer_range: [0, 2]\n        layers: 2\n"),
              Catch::Contains("r.yaml:6: slices[0].sources[0].layers: unknown key"));
-  CHECK_THAT(err(head + "        layer_range: [0, 2]\n    base_model: a\n"),
-             Catch::Contains("r.yaml:6: slices[0].base_model: unknown key"));
+  // A slice's own base_model (mergekit's): it wins over the recipe's.
+  const Recipe sb = parse_recipe(head +
+                                     "        layer_range: [0, 2]\n    base_model: a\n"
+                                     "base_model: b\n",
+                                 "r.yaml");
+  REQUIRE(sb.slices[0].base_model);
+  CHECK(*slice_base(sb, sb.slices[0]) == std::filesystem::path("a"));
+  CHECK_THAT(err(head + "        layer_range: [0, 2]\n    base_model: [a]\n"),
+             Catch::Contains("r.yaml:6: slices[0].base_model: expected a string"));
   CHECK_THAT(err(head + "        layer_range: [0, 2]\n      - model: b\n        layer_range: [0, "
                         "3]\n"),
              Catch::Contains("r.yaml:6: slices[0].sources[1]: layer_range [0, 3) has a length "

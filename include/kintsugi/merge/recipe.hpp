@@ -97,6 +97,10 @@ struct RecipeSlice {
   std::vector<RecipeModel> sources;
   std::map<std::string, ParamValue> params;
   std::string where;
+  // The slice's own base_model (mergekit's OutputSliceDefinition.base_model):
+  // the base of every tensor this slice gives, instead of the recipe's.
+  std::optional<std::filesystem::path> base_model;
+  std::string base_where;
   int64_t num_layers() const { return sources.front().layers->size(); }
 };
 
@@ -119,6 +123,10 @@ struct RecipeVocab {
   int64_t pad_to_multiple_of = 0;
   std::string where;
 };
+
+struct Recipe;
+// The base of a slice's tensors: its own base_model, else the recipe's.
+const std::optional<std::filesystem::path>& slice_base(const Recipe& r, const RecipeSlice& s);
 
 struct Recipe {
   std::filesystem::path file;
