@@ -212,11 +212,13 @@ double sane_number(const YamlField& f) {
   return v;
 }
 
-// A number, or a gradient: a list of at least two numbers.
+// A number, or a gradient: a list of numbers, interpolated over the layers
+// (one value: that value everywhere, as mergekit's evaluate_setting reads it;
+// an empty list has no value, where mergekit fails with an IndexError).
 std::vector<double> number_or_gradient(const YamlField& f) {
   if (!f.node().IsSequence()) return {sane_number(f)};
   const auto items = f.items();
-  if (items.size() < 2) f.fail("a gradient needs at least two values");
+  if (items.empty()) f.fail("a gradient needs at least one value, got an empty list");
   std::vector<double> v;
   for (const auto& e : items) v.push_back(sane_number(e));
   return v;

@@ -62,6 +62,14 @@ expect "bad.yaml:4: layer_range [0, 3) is outside the 2 layers of pool/m1" $'mer
 expect "bad.yaml:4: slices[0].sources[0].layer_range: [1, 1) is an empty or inverted range" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [1, 1]}'
 expect "bad.yaml:4: slices[0].sources[0].layer_range: [2, 0) is an empty or inverted range" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [2, 0]}'
 expect "bad.yaml:5: slices[0].sources[1]: layer_range [1, 2) has a length of 1, the slice's first source's 2" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\n      - {model: pool/m2, layer_range: [1, 2]}'
+# Slices have no tiling rule (gaps and repeats are allowed, as in mergekit);
+# each slice's own ranges must hold (docs/merge.md, "Slices").
+expect "bad.yaml:4: slices[0].sources[0].layer_range: expected [first, end) (two layer indices), got 3 values" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 1, 2]}'
+expect "bad.yaml:4: slices[0].sources[0].layer_range: layer -1 is negative" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [-1, 1]}'
+expect "bad.yaml:5: slices[0].sources[1]: model pool/m1 is already a source of this slice (at bad.yaml:4)" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 1], parameters: {weight: 1}}\n      - {model: pool/m1, layer_range: [1, 2], parameters: {weight: 1}}'
+# A gradient of the wrong length: an empty list (one value is that value, as in mergekit).
+expect "bad.yaml:4: models[0].parameters.weight: a gradient needs at least one value, got an empty list" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: []}'
+expect "bad.yaml:6: slices[0].parameters.density[0].value: a gradient needs at least one value" $'merge_method: ties\nbase_model: pool/base\nslices:\n  - sources: [{model: pool/base, layer_range: [0, 2]}, {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}]\n    parameters:\n      density: [{filter: mlp, value: []}]'
 expect "bad.yaml:4: slices[0].sources: passthrough takes one source per slice, got 2" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 1]}\n      - {model: pool/m2, layer_range: [1, 2]}'
 expect 'bad.yaml:5: slices[0].residual_weight: expected a number, got "half"' $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}\n    residual_weight: half'
 # A slice's own base_model: among its sources, and some base for every slice.

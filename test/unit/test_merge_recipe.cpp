@@ -77,9 +77,15 @@ TEST_CASE("recipe: errors name file and line", "[merge][recipe]") {
   CHECK_THAT(err("merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n"),
              Catch::Contains("slerp needs parameters: t"));
   CHECK_THAT(
-      err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: [1]\n"),
-      Catch::Contains(
-          "r.yaml:5: models[0].parameters.weight: a gradient needs at least two values"));
+      err("merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: []\n"),
+      Catch::Contains("r.yaml:5: models[0].parameters.weight: a gradient needs at least one "
+                      "value, got an empty list"));
+  // One value: that value at every layer (mergekit's evaluate_setting).
+  const Recipe one = parse_recipe(
+      "merge_method: linear\nmodels:\n  - model: a\n    parameters:\n      weight: "
+      "[0.25]\n",
+      "r.yaml");
+  CHECK(recipe_param(one, &one.models[0], "weight", "model.layers.3.w", 0.7, std::nullopt) == 0.25);
   CHECK_THAT(err("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: "
                  "{weight: 1, rescale: true}\n"),
              Catch::Contains("r.yaml:5: parameter rescale applies to the whole merge"));
