@@ -192,6 +192,13 @@ static_assert(in_enum_order() && kMethods[std::size(kMethods) - 1] == M::CoreSpa
 
 // The value of merge_method, one of kintsugi's methods.
 std::string method_name(const YamlField& f) {
+  // mergekit's source tree has a merge_methods/pcb.py (PCB merging), but no
+  // release registers it: mergekit itself answers "pcb" with an unknown
+  // method. Refused by name rather than as a typo.
+  if (f.node().IsScalar() && f.node().Scalar() == "pcb")
+    f.fail(
+        "pcb (PCB merging) is not supported: mergekit's merge_methods/pcb.py is not registered "
+        "as a merge method in mergekit either, so no mergekit recipe can use it");
   return f.as_enum(kMethodNames);
 }
 

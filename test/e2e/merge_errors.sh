@@ -23,6 +23,7 @@ expect() {  # expected-substring, recipe text
 expect "bad.yaml:4: modelz: unknown key (known keys: models," $'merge_method: linear\nmodels:\n  - model: pool/m1\nmodelz: []'
 expect "bad.yaml:2: modelz: unknown key" $'merge_method: linear\nmodelz: 1\nmodels:\n  - model: pool/m1'
 expect 'bad.yaml:1: merge_method: "frankenmerge" is not one of: linear, task_arithmetic,' $'merge_method: frankenmerge\nmodels:\n  - model: pool/m1'
+expect "bad.yaml:1: merge_method: pcb (PCB merging) is not supported: mergekit's merge_methods/pcb.py is not registered" $'merge_method: pcb\nbase_model: pool/base\nmodels:\n  - model: pool/m1\nparameters: {density: 0.5}'
 expect 'bad.yaml:4: models[0].parameters.weight: expected a number, got "heavy"' $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: heavy}'
 expect "bad.yaml:5: models[0].parameters.density: unknown parameter for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters:\n      density: 0.5\n      weight: 1'
 expect 'bad.yaml:3: parameters.normalize: expected true or false, got "3"' $'merge_method: linear\nparameters:\n  normalize: 3\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1}'
