@@ -330,9 +330,10 @@ FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out
 }
 
 // 6. Each merge method (--methods) file to file over the same pool: ckpt0 is
-// the base of the methods that need one, the others its models (slerp,
-// nearswap, arcee_fusion: the first; nuslerp: ckpt0 and ckpt1 without a base;
-// passthrough: ckpt0 alone; linear, multislerp, karcher: all of them), with
+// the base of the methods that need one (and core_space's, an input of its
+// mean), the others its models (slerp, nearswap, arcee_fusion: the first;
+// nuslerp: ckpt0 and ckpt1 without a base; passthrough: ckpt0 alone; linear,
+// multislerp, karcher, encoder_decoder_weighted: all of them), with
 // parameters that make the sparsifying ones do their work (density 0.5,
 // select_topk 0.5, cabs 2:4). Timed as the linear merge (best of `repeat` after a
 // warm-up run); bytes are what the engine read and wrote.
@@ -344,17 +345,9 @@ struct MethodMerge {
 };
 
 std::vector<std::string> methods_to_measure(const std::string& list, size_t N) {
-  const std::vector<std::string> every = {"linear",      "task_arithmetic",
-                                          "ties",        "dare_linear",
-                                          "dare_ties",   "model_stock",
-                                          "slerp",       "nearswap",
-                                          "breadcrumbs", "breadcrumbs_ties",
-                                          "della",       "della_linear",
-                                          "sce",         "nuslerp",
-                                          "multislerp",  "karcher",
-                                          "passthrough", "ram",
-                                          "ramplus_tl",  "arcee_fusion",
-                                          "lrp",         "cabs"};
+  // Every merge method, in the order of the recipe's method table.
+  const auto names = merge_method_names();
+  const std::vector<std::string> every(names.begin(), names.end());
   std::vector<std::string> out;
   if (list.empty()) return out;
   if (list == "all") {
@@ -374,14 +367,15 @@ std::vector<std::string> methods_to_measure(const std::string& list, size_t N) {
   if (N < 3) std::erase(out, std::string("model_stock"));
   if (N < 2)
     std::erase_if(out, [](const std::string& m) {
-      return m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher";
+      return m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher" &&
+             m != "encoder_decoder_weighted";
     });
   return out;
 }
 
 std::string method_recipe(const std::string& m, size_t N) {
-  const bool base =
-      m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher" && m != "nuslerp";
+  const bool base = m != "linear" && m != "passthrough" && m != "multislerp" && m != "karcher" &&
+                    m != "nuslerp" && m != "encoder_decoder_weighted";
   size_t first = base ? 1 : 0, last = N;  // models ckpt[first, last)
   if (m == "slerp" || m == "nearswap" || m == "arcee_fusion") last = 2;
   if (m == "nuslerp") last = first + 2;
@@ -395,7 +389,7 @@ std::string method_recipe(const std::string& m, size_t N) {
   if (m == "cabs") y += "parameters: {default_n_val: 2, default_m_val: 4}\n";
   const bool weighted = m != "model_stock" && m != "slerp" && m != "nearswap" && m != "sce" &&
                         m != "karcher" && m != "passthrough" && m != "ram" && m != "ramplus_tl" &&
-                        m != "arcee_fusion";
+                        m != "arcee_fusion" && m != "core_space" && m != "encoder_decoder_weighted";
   const bool density = m == "ties" || m == "dare_linear" || m == "dare_ties" ||
                        m.rfind("breadcrumbs", 0) == 0 || m.rfind("della", 0) == 0;
   y += "models:\n";
@@ -404,6 +398,8 @@ std::string method_recipe(const std::string& m, size_t N) {
     if (weighted || density)
       y += fmt::format("    parameters: {{{}{}}}\n", weighted ? "weight: 1.0" : "",
                        density ? ", density: 0.5" : "");
+    if (m == "encoder_decoder_weighted")
+      y += "    parameters: {encoder_weight: 1.0, decoder_weight: 1.0}\n";
   }
   return y;
 }
@@ -544,7 +540,7 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     std::printf(
         "  file to file by method (GB/s read + written; ratio to the triad; runs agree):\n");
   for (const auto& m : methods)
-    std::printf("    %-17s %2zu inputs %8.2f GB/s  (%.2f of triad; %.3f s)\n", m.method.c_str(),
+    std::printf("    %-24s %2zu inputs %8.2f GB/s  (%.3f of triad; %.3f s)\n", m.method.c_str(),
                 m.inputs, method_gbps(m), method_gbps(m) / f.stream, m.seconds);
   if (a.json) {
     auto round3 = [](double v) { return std::round(v * 1000.0) / 1000.0; };

@@ -461,6 +461,10 @@ RecipeVocab parse_vocab(const YamlMap& top, const Recipe& r) {
 
 }  // namespace
 
+std::span<const std::string_view> merge_method_names() {
+  return kMethodNames;
+}
+
 std::string_view merge_method_name(MergeMethod m) {
   for (size_t i = 0; i < std::size(kMethods); ++i)
     if (kMethods[i] == m) return kMethodNames[i];

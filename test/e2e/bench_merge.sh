@@ -106,8 +106,9 @@ check_json "$work/out2.txt" 2
 python3 - "$work/out7.txt" "$work/out2.txt" <<'PY'
 import json, sys
 every = ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock", "slerp",
-         "nearswap", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "sce", "nuslerp",
-         "multislerp", "karcher", "passthrough", "ram", "ramplus_tl", "arcee_fusion", "lrp", "cabs"]
+         "breadcrumbs", "breadcrumbs_ties", "nearswap", "passthrough", "della", "della_linear",
+         "sce", "nuslerp", "multislerp", "karcher", "ram", "ramplus_tl", "arcee_fusion", "lrp",
+         "cabs", "encoder_decoder_weighted", "core_space"]
 for path, want in ((sys.argv[1], every), (sys.argv[2], ["linear", "ties", "della", "nuslerp", "passthrough"])):
     d = json.loads(open(path).read().splitlines()[-1])
     ms = d["methods"]
@@ -116,7 +117,9 @@ for path, want in ((sys.argv[1], every), (sys.argv[2], ["linear", "ties", "della
         assert m["gbps"] > 0 and abs(m["ratio"] - m["gbps"] / d["stream_gbps"]) < 2e-3 * max(1.0, m["gbps"] / d["stream_gbps"]), m
     inputs = {m["method"]: m["inputs"] for m in ms}
     assert inputs["passthrough"] == 1 and inputs["nuslerp"] == 2 and inputs["linear"] == 3, inputs
-    assert path != sys.argv[1] or (inputs["arcee_fusion"] == 2 and inputs["cabs"] == 3), inputs
+    assert path != sys.argv[1] or (inputs["arcee_fusion"] == 2 and inputs["cabs"] == 3 and
+                                   inputs["encoder_decoder_weighted"] == 3 and
+                                   inputs["core_space"] == 3), inputs
 print("ok: --methods", len(every), "methods")
 PY
 set +e

@@ -6,8 +6,11 @@
 #include <vector>
 
 #include "kintsugi/dist/mpi.hpp"
+#include "kintsugi/io/safetensors.hpp"
+#include "kintsugi/merge/engine.hpp"
 #include "kintsugi/merge/tensor_merge.hpp"
 #include "kintsugi/pool/flat_plan.hpp"
+#include "test_support.hpp"
 
 using namespace kintsugi;
 
@@ -287,6 +290,72 @@ TEST_CASE("cabs and lrp are byte-identical for any number of ranks", "[mpi][merg
   m.normalize = false;
   m.rescale = false;
   require_rank_invariant(s, m);
+}
+
+TEST_CASE("encoder_decoder_weighted and core_space recipes give one rank's bytes on every rank",
+          "[mpi][merge]") {
+  // Through the file merge engine (the plan: per-tensor weight sets, the base
+  // added as an input, shards): one rank alone (MPI_COMM_SELF) against all of
+  // this world's ranks, output folders compared file by file.
+  const int rank = world_rank();
+  std::unique_ptr<test::TempDir> tmp;
+  if (rank == 0) tmp = std::make_unique<test::TempDir>();
+  const std::filesystem::path dir =
+      broadcast_string(rank == 0 ? tmp->path().string() : std::string(), MPI_COMM_WORLD);
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
+      {"model.encoder.layers.0.fc1.weight", {37, 11}},
+      {"model.decoder.layers.0.self_attn.q_proj.weight", {64, 33}},
+      {"model.decoder.layers.0.encoder_attn.k_proj.weight", {50, 7}},
+      {"model.decoder.layer_norm.weight", {130}}};
+  if (rank == 0) {
+    const auto pool = make_pool(64 * 33 + 100);  // each model from its own offset
+    for (size_t m = 0; m < pool.size(); ++m) {
+      std::vector<TensorData> ts;
+      for (const auto& [name, shape] : shapes) {
+        TensorData t;
+        t.spec = {name, DType::BF16, shape};
+        const size_t n = static_cast<size_t>(shape[0]) * (shape.size() > 1 ? shape[1] : 1);
+        t.bytes.resize(2 * n);
+        std::memcpy(t.bytes.data(), pool[m].data() + (m * 7) % 100, 2 * n);
+        ts.push_back(std::move(t));
+      }
+      write_safetensors(dir / ("m" + std::to_string(m) + ".safetensors"), ts);
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::vector<std::pair<std::string, std::string>> recipes = {
+      {"edw",
+       "merge_method: encoder_decoder_weighted\nmodels:\n"
+       "  - model: m1.safetensors\n    parameters: {encoder_weight: 0.2, decoder_weight: 0.7}\n"
+       "  - model: m2.safetensors\n    parameters: {encoder_weight: 0.5, decoder_weight: 0.1, "
+       "cross_weight: 0.9}\n"
+       "  - model: m3.safetensors\n    parameters: {encoder_weight: 0.3, decoder_weight: 0.2}\n"},
+      {"core",
+       "merge_method: core_space\nbase_model: m0.safetensors\nmodels:\n"
+       "  - model: m1.safetensors\n  - model: m2.safetensors\n  - model: m1.safetensors\n"}};
+  for (const auto& [name, text] : recipes) {
+    INFO(name << " on " << world_size() << " ranks");
+    const Recipe r = parse_recipe(text, dir / (name + ".yaml"));
+    MergeOptions o;
+    o.progress = false;
+    o.chunk_elems = 300;
+    o.max_shard_bytes = 3000;
+    if (rank == 0) {
+      o.out_dir = dir / (name + "-1");
+      run_merge(r, o, MPI_COMM_SELF);
+    }
+    o.out_dir = dir / (name + "-p");
+    run_merge(r, o, MPI_COMM_WORLD);
+    if (rank == 0) {
+      size_t files = 0;
+      for (const auto& e : std::filesystem::directory_iterator(dir / (name + "-1"))) {
+        REQUIRE(test::slurp(e.path()) == test::slurp(dir / (name + "-p") / e.path().filename()));
+        ++files;
+      }
+      CHECK(files >= 4);  // shards, their index and the recipe
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST_CASE("flat_share covers a tensor in order on granule boundaries", "[merge]") {

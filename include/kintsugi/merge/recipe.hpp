@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -59,6 +60,8 @@ enum class MergeMethod {
   CoreSpace,  // mergekit's core_space on dense tensors: the mean of the distinct inputs
 };
 std::string_view merge_method_name(MergeMethod m);
+// Every method's recipe name, in MergeMethod's order.
+std::span<const std::string_view> merge_method_names();
 
 // One parameter's setting as written in the recipe.
 struct ParamValue {
