@@ -427,6 +427,12 @@ void ExactSum::add(float x) {
   bins_[e] += power_ == 1 ? m : m * m;
 }
 
+void ExactSum::merge(const ExactSum& other) {
+  for (size_t e = 0; e < 255; ++e) bins_[e] += other.bins_[e];
+  inf_ += other.inf_;
+  nan_ += other.nan_;
+}
+
 void ExactSum::allreduce(MPI_Comm comm) {
   std::vector<u128> mine(bins_, bins_ + 255);
   mine.push_back(inf_);
@@ -543,8 +549,11 @@ struct KeepRule {
   uint64_t chunk_row = 1;  // chunks hold whole rows of this many elements
   std::vector<float> low, eps;
   std::vector<char> pruned;  // per model: sparsified (and rescaled with m.rescale)
-  // Fills the ranks of model i over chunk c (c.size() entries); empty: all 0.
-  std::function<void(ElementRange c, size_t i, uint32_t* out)> ranks;
+  // Fills the ranks of model i over chunk c (c.size() entries), given its
+  // task vector there when needs_delta; empty: all 0. Called from several
+  // threads at once (for different models or chunks).
+  std::function<void(ElementRange c, size_t i, const float* delta, uint32_t* out)> ranks;
+  bool needs_delta = false;
 };
 
 MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, const KeepRule& k,
@@ -560,29 +569,43 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   const auto chunks = row_chunks(range, k.chunk_row, std::max<uint64_t>(1, chunk_elems / N));
   uint64_t cap = 0;
   for (const auto& c : chunks) cap = std::max(cap, c.size());
-  std::vector<uint32_t> ranks(N * cap, 0);
-  auto fill_ranks = [&](ElementRange c, size_t i) {
-    if (k.ranks && k.pruned[i]) k.ranks(c, i, ranks.data() + i * c.size());
-  };
-  // The L1 rescale: sum |delta| over the whole task vector, and over its survivors.
+  const auto ni = static_cast<int64_t>(N);
+  // The L1 rescale: sum |delta| over the whole task vector, and over its
+  // survivors; the chunks split among threads (exact sums: any order).
   bool any_rescale = false;
   for (size_t i = 0; i < N; ++i) any_rescale = any_rescale || (m.rescale && k.pruned[i]);
   if (any_rescale) {
     std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
-    std::vector<float> b(cap), d(cap);
-    for (const auto& c : chunks) {
-      decode(s.dtype, s.base, c.begin, c.size(), b.data());
-      for (size_t i = 0; i < N; ++i) {
-        if (!k.pruned[i]) continue;
-        fill_ranks(c, i);
-        decode_delta(s, i, c, b.data(), d.data());
-        const uint32_t* rk = ranks.data() + i * c.size();
-        for (uint64_t j = 0; j < c.size(); ++j) {
-          before[i].add(d[j]);
-          if (ops::dare_uniform(seed_key, static_cast<uint32_t>(i), c.begin + j) <
-              ops::della_prob(rk[j], k.row_len, k.low[i], k.eps[i]))
-            after[i].add(d[j]);
+    const auto nc = static_cast<int64_t>(chunks.size());
+#pragma omp parallel
+    {
+      std::vector<ExactSum> tb(N, ExactSum(1)), ta(N, ExactSum(1));
+      std::vector<float> b(cap), d(cap), u(cap);
+      std::vector<uint32_t> rk(cap, 0);
+#pragma omp for schedule(dynamic)
+      for (int64_t ci = 0; ci < nc; ++ci) {
+        const ElementRange c = chunks[static_cast<size_t>(ci)];
+        decode(s.dtype, s.base, c.begin, c.size(), b.data());
+        for (size_t i = 0; i < N; ++i) {
+          if (!k.pruned[i]) continue;
+          decode_delta(s, i, c, b.data(), d.data());
+          if (k.ranks) k.ranks(c, i, d.data(), rk.data());
+          // The kernel's dare_uniform of each element, one Philox block per 4.
+          for (uint64_t g = c.begin; g < c.end;) {
+            const Philox4x32 r = ops::dare_block(seed_key, static_cast<uint32_t>(i), g >> 2);
+            for (uint64_t w = g & 3u; w < 4 && g < c.end; ++w, ++g)
+              u[g - c.begin] = ops::dare_word_uniform(r.v[w]);
+          }
+          for (uint64_t j = 0; j < c.size(); ++j) {
+            tb[i].add(d[j]);
+            if (u[j] < ops::della_prob(rk[j], k.row_len, k.low[i], k.eps[i])) ta[i].add(d[j]);
+          }
         }
+      }
+#pragma omp critical
+      for (size_t i = 0; i < N; ++i) {
+        before[i].merge(tb[i]);
+        after[i].merge(ta[i]);
       }
     }
     for (size_t i = 0; i < N; ++i) {
@@ -610,9 +633,25 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   a.ranked_low = k.low;
   a.ranked_eps = k.eps;
   a.ranked_scale = scale;
+  std::vector<uint32_t> ranks(N * cap, 0);
+  std::vector<float> base(k.needs_delta ? cap : 0);
   fused_chunks(a, s.models, s.base, s.dtype, chunks, out_dtype, sink,
                [&](TaskMergeArgs& args, ElementRange c) {
-                 for (size_t i = 0; i < N; ++i) fill_ranks(c, i);
+                 // Each model's ranks, the models split among threads.
+                 if (k.ranks) {
+                   if (k.needs_delta) decode(s.dtype, s.base, c.begin, c.size(), base.data());
+#pragma omp parallel
+                   {
+                     std::vector<float> d(k.needs_delta ? c.size() : 0);
+#pragma omp for schedule(dynamic)
+                     for (int64_t ii = 0; ii < ni; ++ii) {
+                       const auto i = static_cast<size_t>(ii);
+                       if (!k.pruned[i]) continue;
+                       if (k.needs_delta) decode_delta(s, i, c, base.data(), d.data());
+                       k.ranks(c, i, d.data(), ranks.data() + i * c.size());
+                     }
+                   }
+                 }
                  args.ranks = std::span<const uint32_t>(ranks.data(), N * c.size());
                  fused_task_merge(args);
                });
@@ -655,7 +694,7 @@ MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, Elem
       ranked[i] = k.eps[i] != 0.0f;
     }
   }
-  k.ranks = [&](ElementRange c, size_t i, uint32_t* out) {
+  k.ranks = [&](ElementRange c, size_t i, const float*, uint32_t* out) {
     if (ranked[i]) della_ranks(s, i, c, L, out);
   };
   return rescaled_merge(s, m, k, range, out_dtype, chunk_elems, comm, sink);
@@ -1549,12 +1588,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
       k.low.push_back(pruned[i] ? -1.0f : 2.0f);
       k.eps.push_back(pruned[i] ? 1.0f : 0.0f);
     }
-    std::vector<float> b, d;
-    k.ranks = [&](ElementRange c, size_t i, uint32_t* out) {
-      b.resize(c.size());
-      d.resize(c.size());
-      decode(s.dtype, s.base, c.begin, c.size(), b.data());
-      decode_delta(s, i, c, b.data(), d.data());
+    k.needs_delta = true;
+    k.ranks = [&](ElementRange c, size_t i, const float* d, uint32_t* out) {
       for (uint64_t j = 0; j < c.size(); ++j) {
         const uint32_t key = key_of(d[j]);
         const uint64_t g = c.begin + j;

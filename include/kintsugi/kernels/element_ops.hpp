@@ -109,12 +109,17 @@ KS_HD uint16_t f32_to_f16(float f) {
 // DARE's keep decision for element `index` of input `input`: a uniform number
 // in [0, 1) with 24 bits, from Philox block index / 4 keyed by the merge's
 // seed key, so the mask depends on (seed, tensor, input, element) alone.
-KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
-  const uint64_t block = index >> 2;
-  const Philox4x32 r = philox4x32_10(
+KS_HD Philox4x32 dare_block(uint64_t key, uint32_t input, uint64_t block) {
+  return philox4x32_10(
       Philox4x32{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), input, 0u}},
       static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
-  return static_cast<float>(r.v[index & 3u] >> 8) * 5.9604644775390625e-8f;  // * 2^-24
+}
+// Word k of a block as the uniform of element 4 * block + k.
+KS_HD float dare_word_uniform(uint32_t w) {
+  return static_cast<float>(w >> 8) * 5.9604644775390625e-8f;  // * 2^-24
+}
+KS_HD float dare_uniform(uint64_t key, uint32_t input, uint64_t index) {
+  return dare_word_uniform(dare_block(key, input, index >> 2).v[index & 3u]);
 }
 
 // DELLA's keep probability (mergekit's della_magprune) of the element ranked

@@ -175,6 +175,8 @@ class ExactSum {
  public:
   explicit ExactSum(int power) : power_(power) {}
   void add(float x);
+  // Adds another partial sum of the same power in (another thread's).
+  void merge(const ExactSum& other);
   // Adds another rank's sums in: every rank of comm ends with the total.
   void allreduce(MPI_Comm comm);
   double value() const;
