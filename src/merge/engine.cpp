@@ -71,6 +71,9 @@ struct PlannedTensor {
   std::optional<TensorInput> base;
   std::vector<TensorInput> models;
   TensorMethod method;
+  // slices with tokenizer settings: a token-indexed tensor's own vocabulary
+  // plan (OutputPlan::tensor_vocabs; -1: the merge's, for models recipes).
+  int64_t vocab = -1;
   // Tensors the kernels do not merge (integers, ...) are copied from here.
   const TensorInput& first() const { return base ? *base : models.front(); }
 };
@@ -392,8 +395,10 @@ struct MergeInputs {
   // The checkpoint whose config.json and extra files the output takes (and,
   // for models, whose tensor names and shapes).
   const HfCheckpoint* donor = nullptr;
-  // With tokenizer_source (models only): the output vocabulary and each
-  // input's rows of it; its members are the base (when used), then ckpts.
+  // With tokenizer settings: the output vocabulary and each member's rows of
+  // it. models: the base (when used), then ckpts; slices: the tokenizer's base
+  // (base_model, else the first slice's first source), then every other
+  // source of the slices, each once.
   std::optional<VocabPlan> vocab;
   std::vector<const HfCheckpoint*> vocab_members;
   // core_space: the base as an input when no model entry names it.
@@ -462,6 +467,18 @@ MergeInputs open_inputs(const Recipe& r) {
       if (r.method != MergeMethod::Passthrough)
         check_model_count(r, sl.sources.size() - (base ? 1 : 0), base.has_value(), sl.where);
     }
+    if (r.vocab) {
+      // mergekit's BuildTokenizer: the recipe's base and every referenced model.
+      in.vocab_members.push_back(in.donor);
+      for (const auto& ckpts : in.slice_ckpts)
+        for (const auto* c : ckpts)
+          if (std::find(in.vocab_members.begin(), in.vocab_members.end(), c) ==
+              in.vocab_members.end())
+            in.vocab_members.push_back(c);
+      in.vocab = plan_vocab(in.vocab_members, vocab_spec(*r.vocab, in.vocab_members));
+      spdlog::info("vocabulary: {} tokens ({} added to the source's), {} rows", in.vocab->vocab,
+                   in.vocab->added, in.vocab->rows);
+    }
     return in;
   }
   if (r.base_model && uses_base(r.method)) in.base = &in.open(*r.base_model);
@@ -522,8 +539,15 @@ std::vector<NamedPath> input_paths(const Recipe& r, const MergeOptions& opt) {
 
 // What the output holds, tensor by tensor (floating tensors in the recipe's
 // dtype), laid out in shards, and its config.json.
+// A token-indexed tensor's vocabulary plan over its own inputs (slices).
+struct TensorVocab {
+  VocabPlan plan;
+  std::vector<const HfCheckpoint*> members;  // its inputs, the base first
+};
+
 struct OutputPlan {
   std::vector<PlannedTensor> tensors;  // sorted by output name
+  std::vector<TensorVocab> tensor_vocabs;
   ShardedPlan files;
   std::optional<DType> out_float;  // the recipe's dtype for floating tensors
   nlohmann::json config;           // config.json (null: none)
@@ -584,6 +608,7 @@ void plan_slices(const Recipe& r, const MergeInputs& in, const MergeOptions& opt
   auto add = [&](size_t k, const std::vector<std::string>& names, const std::string& out_name,
                  double t) {
     const RecipeSlice& sl = r.slices[k];
+    const bool vocab = in.vocab && is_vocab_tensor(out_name);
     PlannedTensor pt;
     std::vector<const RecipeModel*> models;
     for (size_t i = 0; i < sl.sources.size(); ++i) {
@@ -594,7 +619,10 @@ void plan_slices(const Recipe& r, const MergeInputs& in, const MergeOptions& opt
                     ckpts[k][0]->path().string());
       const TensorInfo& a = ckpts[k][0]->info(names[0]);
       const TensorInfo& b = c->info(names[i]);
-      if (a.dtype != b.dtype || a.shape != b.shape)
+      // Token-indexed tensors with tokenizer settings: rows re-indexed, so
+      // only the width must agree (2-D, as check_pool_compatible_vocab).
+      const bool rows_free = vocab && a.shape.size() == 2 && b.shape.size() == 2;
+      if (a.dtype != b.dtype || (rows_free ? a.shape[1] != b.shape[1] : a.shape != b.shape))
         throw_input("{}: incompatible slice: {}: tensor {}: {} {} here, {} {} in {} ({})",
                     sl.sources[i].where, c->path().string(), names[i], dtype_name(b.dtype),
                     shape_text(b.shape), dtype_name(a.dtype), shape_text(a.shape),
@@ -609,6 +637,27 @@ void plan_slices(const Recipe& r, const MergeInputs& in, const MergeOptions& opt
     }
     const TensorInfo& info = ckpts[k][0]->info(names[0]);
     pt.spec = {out_name, out_dtype_of(out, info.dtype), info.shape};
+    if (vocab) {
+      if (info.shape.size() != 2 || !mergeable(info.dtype))
+        throw_input(
+            "{}: {} is {} {}: token-indexed tensors must be 2-D bf16, f16 or f32 to be "
+            "re-indexed",
+            sl.where, out_name, dtype_name(info.dtype), shape_text(info.shape));
+      pt.spec.shape[0] = in.vocab->rows;
+      // Its inputs' rows and fills over them alone (mergekit's PermutedEmbeddings).
+      TensorVocab tv;
+      std::vector<size_t> idx;
+      auto add_member = [&](const TensorInput& ti) {
+        const auto it = std::find(in.vocab_members.begin(), in.vocab_members.end(), ti.ckpt);
+        idx.push_back(static_cast<size_t>(it - in.vocab_members.begin()));
+        tv.members.push_back(ti.ckpt);
+      };
+      if (pt.base) add_member(*pt.base);
+      for (const auto& ti : pt.models) add_member(ti);
+      tv.plan = vocab_for_inputs(*in.vocab, idx, in.vocab_members, out_name);
+      pt.vocab = static_cast<int64_t>(out.tensor_vocabs.size());
+      out.tensor_vocabs.push_back(std::move(tv));
+    }
     if (mergeable(info.dtype)) pt.method = resolve_method(r, &sl, models, pt, t, opt.seed);
     out.tensors.push_back(std::move(pt));
   };
@@ -828,6 +877,12 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     src.shape = spec.shape;                 // della's rows, nuslerp's rows and columns
     std::deque<ReindexedTensor> reindexed;  // in place: not movable
     if (in.vocab && is_vocab_tensor(name)) {
+      // The merge's plan (models), or the tensor's own over its inputs (slices).
+      const VocabPlan& vplan =
+          pt.vocab < 0 ? *in.vocab : plan.tensor_vocabs[static_cast<size_t>(pt.vocab)].plan;
+      const auto& vmembers = pt.vocab < 0
+                                 ? in.vocab_members
+                                 : plan.tensor_vocabs[static_cast<size_t>(pt.vocab)].members;
       // Re-indexed in the recipe's dtype when it has one: mergekit averages rows in it.
       if (r.dtype) src.dtype = *r.dtype;
       // arcee_fusion, della* and nuslerp read every row their range touches
@@ -842,10 +897,9 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
       ElementRange filled = range;
       if (!range.empty())
         filled = {range.begin / unit * unit, std::min(numel, (range.end + unit - 1) / unit * unit)};
-      for (size_t m = 0; m < in.vocab_members.size(); ++m) {
+      for (size_t m = 0; m < vmembers.size(); ++m) {
         const void* p =
-            reindexed.emplace_back(*in.vocab, in.vocab_members, m, name, src.dtype, numel, filled)
-                .data();
+            reindexed.emplace_back(vplan, vmembers, m, name, src.dtype, numel, filled).data();
         if (m == 0 && pt.base)
           src.base = p;
         else

@@ -383,14 +383,19 @@ RecipeSlice parse_slice(const YamlField& f, const std::filesystem::path& file, M
   return s;
 }
 
-// A model named in the tokenizer settings: one of the recipe's models or its base.
+// A model named in the tokenizer settings: one of the recipe's models (or
+// slice sources) or its base.
 std::filesystem::path recipe_member(const YamlField& f, const Recipe& r) {
   const std::string spec = f.as_string();
-  for (const auto& m : r.models)
-    if (m.spec == spec) return m.path;
+  std::vector<const RecipeModel*> all;
+  for (const auto& m : r.models) all.push_back(&m);
+  for (const auto& sl : r.slices)
+    for (const auto& src : sl.sources) all.push_back(&src);
+  for (const auto* m : all)
+    if (m->spec == spec) return m->path;
   if (r.base_model && same_model(resolve(r.file, spec), *r.base_model)) return *r.base_model;
-  for (const auto& m : r.models)
-    if (same_model(resolve(r.file, spec), m.path)) return m.path;
+  for (const auto* m : all)
+    if (same_model(resolve(r.file, spec), m->path)) return m->path;
   f.fail(fmt::format("\"{}\" is not one of the recipe's models", spec));
 }
 
@@ -598,12 +603,7 @@ Recipe parse_recipe(const std::string& text, const std::filesystem::path& file) 
   }
   if (auto d = top.get("dtype")) r.dtype = parse_dtype(*d);
   if (auto d = top.get("out_dtype")) r.out_dtype = parse_dtype(*d);
-  if (top.has("tokenizer_source") || top.has("tokenizer")) {
-    if (!r.slices.empty())
-      (top.has("tokenizer") ? top.require("tokenizer") : top.require("tokenizer_source"))
-          .fail("differing vocabularies are not supported with slices yet (use models:)");
-    r.vocab = parse_vocab(top, r);
-  }
+  if (top.has("tokenizer_source") || top.has("tokenizer")) r.vocab = parse_vocab(top, r);
 
   // Method-level rules that do not need the checkpoints.
   // nuslerp and multislerp take an optional base (task vectors when given);

@@ -270,77 +270,131 @@ VocabPlan plan_vocab(std::span<const HfCheckpoint* const> members, const VocabSp
       if (it != mv[m].ids.end()) plan.perm[m][static_cast<size_t>(id)] = it->second;
     }
 
-  // The fill rule of each token (mergekit's assign_embedding_sources).
+  // The `tokens:` rules, resolved to a member's row (mergekit's
+  // compute_default_embedding), then each token's fill (assign_embedding_sources).
   std::unordered_map<std::string, const TokenRowRule*> rules;
   for (const auto& [token, rule] : spec.tokens) rules[token] = &rule;
-  plan.fill.assign(static_cast<size_t>(plan.vocab), VocabPlan::Fill{});
+  plan.rules.assign(static_cast<size_t>(plan.vocab), VocabPlan::Rule{});
   for (const auto& [id, token] : by_id) {
-    auto& f = plan.fill[static_cast<size_t>(id)];
-    size_t present = 0, donor = 0;
-    for (size_t m = 0; m < M; ++m)
-      if (plan.perm[m][static_cast<size_t>(id)] >= 0) {
-        if (present == 0) donor = m;
-        ++present;
-      }
     auto r = rules.find(token);
-    if (r != rules.end()) {
-      const TokenRowRule& rule = *r->second;
-      f.force = rule.force;
-      switch (rule.kind) {
-        case TokenRowRule::Kind::Zero:
-          f.kind = VocabPlan::Fill::Kind::Zero;
-          break;
-        case TokenRowRule::Kind::Model: {
-          const int64_t row = plan.perm[rule.member][static_cast<size_t>(id)];
-          if (row < 0)
-            throw_input("{}: token {} is not in the vocabulary of {}", rule.where,
-                        json(token).dump(), members[rule.member]->path().string());
-          f.kind = VocabPlan::Fill::Kind::Row;
-          f.member = rule.member;
-          f.row = row;
-          break;
-        }
-        case TokenRowRule::Kind::ModelToken: {
-          int64_t row = 0;
-          if (rule.token_id) {
-            row = *rule.token_id;
-          } else {
-            auto it = mv[rule.member].all_ids.find(rule.token);
-            if (it == mv[rule.member].all_ids.end())
-              throw_input("{}: token {} is not in the vocabulary of {}", rule.where,
-                          json(rule.token).dump(), members[rule.member]->path().string());
-            row = it->second;
-          }
-          if (row < 0 || row >= vocab_rows(*members[rule.member]))
-            throw_input("{}: token id {} is outside the {} rows of {}", rule.where, row,
-                        vocab_rows(*members[rule.member]), members[rule.member]->path().string());
-          f.kind = VocabPlan::Fill::Kind::Row;
-          f.member = rule.member;
-          f.row = row;
-          break;
-        }
-        case TokenRowRule::Kind::Auto:
-          break;
+    if (r == rules.end()) continue;
+    const TokenRowRule& rule = *r->second;
+    VocabPlan::Rule& pr = plan.rules[static_cast<size_t>(id)];
+    pr.set = true;
+    pr.fill.force = rule.force;
+    pr.where = rule.where;
+    switch (rule.kind) {
+      case TokenRowRule::Kind::Zero:
+        pr.fixed = true;
+        pr.fill.kind = VocabPlan::Fill::Kind::Zero;
+        break;
+      case TokenRowRule::Kind::Model: {
+        const int64_t row = plan.perm[rule.member][static_cast<size_t>(id)];
+        if (row < 0)
+          throw_input("{}: token {} is not in the vocabulary of {}", rule.where, json(token).dump(),
+                      members[rule.member]->path().string());
+        pr.fixed = true;
+        pr.fill.kind = VocabPlan::Fill::Kind::Row;
+        pr.fill.member = rule.member;
+        pr.fill.row = row;
+        break;
       }
-      if (rule.kind != TokenRowRule::Kind::Auto) continue;
-    }
-    if (present == M) continue;  // Own
-    if (present == 1) {
-      f.kind = VocabPlan::Fill::Kind::Row;
-      f.member = donor;
-      f.row = plan.perm[donor][static_cast<size_t>(id)];
-    } else if (present == 0) {
-      f.kind = VocabPlan::Fill::Kind::Zero;
-      spdlog::warn("token {} is in no model: its rows are zeros", json(token).dump());
-    } else if (plan.perm[0][static_cast<size_t>(id)] >= 0) {
-      f.kind = VocabPlan::Fill::Kind::Row;
-      f.member = 0;
-      f.row = plan.perm[0][static_cast<size_t>(id)];
-    } else {
-      f.kind = VocabPlan::Fill::Kind::Average;
+      case TokenRowRule::Kind::ModelToken: {
+        int64_t row = 0;
+        if (rule.token_id) {
+          row = *rule.token_id;
+        } else {
+          auto it = mv[rule.member].all_ids.find(rule.token);
+          if (it == mv[rule.member].all_ids.end())
+            throw_input("{}: token {} is not in the vocabulary of {}", rule.where,
+                        json(rule.token).dump(), members[rule.member]->path().string());
+          row = it->second;
+        }
+        if (row < 0 || row >= vocab_rows(*members[rule.member]))
+          throw_input("{}: token id {} is outside the {} rows of {}", rule.where, row,
+                      vocab_rows(*members[rule.member]), members[rule.member]->path().string());
+        pr.fixed = true;
+        pr.fill.kind = VocabPlan::Fill::Kind::Row;
+        pr.fill.member = rule.member;
+        pr.fill.row = row;
+        break;
+      }
+      case TokenRowRule::Kind::Auto:
+        break;
     }
   }
+  for (const auto& [id, token] : by_id)
+    if (fill_tokens(plan, static_cast<size_t>(id)) && !plan.rules[static_cast<size_t>(id)].set)
+      spdlog::warn("token {} is in no model: its rows are zeros", json(token).dump());
   return plan;
+}
+
+bool fill_tokens(VocabPlan& plan, size_t id) {
+  const size_t M = plan.perm.size();
+  if (plan.fill.size() != static_cast<size_t>(plan.vocab))
+    plan.fill.assign(static_cast<size_t>(plan.vocab), VocabPlan::Fill{});
+  auto& f = plan.fill[id];
+  f = VocabPlan::Fill{};
+  size_t present = 0, donor = 0;
+  for (size_t m = 0; m < M; ++m)
+    if (plan.perm[m][id] >= 0) {
+      if (present == 0) donor = m;
+      ++present;
+    }
+  const VocabPlan::Rule& rule = plan.rules[id];
+  if (rule.set) {
+    f.force = rule.fill.force;
+    if (rule.fixed) {
+      f = rule.fill;
+      return false;
+    }
+  }
+  if (present == M) return false;  // Own
+  if (present == 1) {
+    f.kind = VocabPlan::Fill::Kind::Row;
+    f.member = donor;
+    f.row = plan.perm[donor][id];
+  } else if (present == 0) {
+    f.kind = VocabPlan::Fill::Kind::Zero;
+    return true;
+  } else if (plan.perm[0][id] >= 0) {
+    f.kind = VocabPlan::Fill::Kind::Row;
+    f.member = 0;
+    f.row = plan.perm[0][id];
+  } else {
+    f.kind = VocabPlan::Fill::Kind::Average;
+  }
+  return false;
+}
+
+VocabPlan vocab_for_inputs(const VocabPlan& plan, std::span<const size_t> inputs,
+                           std::span<const HfCheckpoint* const> members,
+                           const std::string& tensor) {
+  VocabPlan sub;
+  sub.vocab = plan.vocab;
+  sub.rows = plan.rows;
+  for (size_t m : inputs) sub.perm.push_back(plan.perm.at(m));
+  sub.rules = plan.rules;
+  for (auto& r : sub.rules) {
+    if (!r.fixed || r.fill.kind != VocabPlan::Fill::Kind::Row) continue;
+    auto it = std::find(inputs.begin(), inputs.end(), r.fill.member);
+    if (it == inputs.end())
+      throw_input(
+          "{}: the row of {} is not among the inputs of tensor {} (mergekit fills a token-indexed "
+          "tensor from its own inputs)",
+          r.where, members[r.fill.member]->path().string(), tensor);
+    r.fill.member = static_cast<size_t>(it - inputs.begin());
+  }
+  int64_t zeros = 0;
+  for (size_t id = 0; id < static_cast<size_t>(sub.vocab); ++id) {
+    const bool anywhere = std::any_of(plan.perm.begin(), plan.perm.end(),
+                                      [&](const std::vector<int64_t>& p) { return p[id] >= 0; });
+    zeros += fill_tokens(sub, id) && !sub.rules[id].set && anywhere;
+  }
+  if (zeros > 0)
+    spdlog::warn("tensor {}: tokens in none of its inputs: {} (their rows are zeros)", tensor,
+                 zeros);
+  return sub;
 }
 
 void check_pool_compatible_vocab(std::span<const HfCheckpoint* const> members) {

@@ -81,7 +81,7 @@ expect "bad.yaml:4: ties needs base_model" $'merge_method: ties\nbase_model: poo
 expect "bad.yaml:3: models: passthrough copies exactly one model, got 2" $'merge_method: passthrough\nmodels:\n  - model: pool/m1\n  - model: pool/m2'
 expect "bad.yaml:4: models[0].parameters.scale: unknown parameter for merge_method linear" $'merge_method: linear\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, scale: 2}'
 expect "incompatible slice: pool/odd: tensor model.layers.1.mlp.up_proj.weight: BF16 [32, 48] here" $'merge_method: linear\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2], parameters: {weight: 1}}\n      - {model: pool/odd, layer_range: [0, 2], parameters: {weight: 1}}'
-expect "bad.yaml:5: tokenizer_source: differing vocabularies are not supported with slices yet" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\ntokenizer_source: union'
+expect "bad.yaml:5: tokenizer_source: \"pool/m3\" is not one of the recipe's models" $'merge_method: passthrough\nslices:\n  - sources:\n      - {model: pool/m1, layer_range: [0, 2]}\ntokenizer_source: pool/m3'
 # della, della_linear, sce (mergekit parity, issue #19).
 expect "bad.yaml:5: models[0].parameters.gamma: unknown parameter for merge_method della" $'merge_method: della\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 0.5, gamma: 0.1}'
 expect "bad.yaml:5: epsilon: 0.6 is outside (-0.5, 0.5)" $'merge_method: della_linear\nbase_model: pool/base\nmodels:\n  - model: pool/m1\n    parameters: {weight: 1, density: 0.5, epsilon: 0.6}'

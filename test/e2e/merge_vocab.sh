@@ -6,10 +6,12 @@
 # against an independent Python reference of mergekit's rules
 # (merge_vocab_ref.py): the vocabulary and the tokenizer files, every row
 # within 1 bf16 ulp, rows of shared tokens and every other tensor bit for bit
-# the plain pool's merge. Then: np 1, 2 and 3 give the same bytes; Hugging
-# Face's tokenizers (Node binding) reads the union tokenizer.json and encodes
-# the added tokens as kintsugi tokenize does; kintsugi eval scores the union
-# merge as the plain one; without tokenizer settings the pool is refused.
+# the plain pool's merge; slices (a frankenmerge and task_arithmetic), each
+# token-indexed tensor filled from its own slice's inputs. Then: np 1, 2 and
+# 3 give the same bytes; Hugging Face's tokenizers (Node binding) reads the
+# union tokenizer.json and encodes the added tokens as kintsugi tokenize does;
+# kintsugi eval scores the union merge as the plain one; without tokenizer
+# settings the pool is refused, and so is a slices rule outside a tensor's inputs.
 set -euo pipefail
 : "${KINTSUGI:?}" "${KINTSUGI_SOURCE_DIR:?}"
 src=$KINTSUGI_SOURCE_DIR
@@ -74,4 +76,19 @@ set -e
 grep -q "incompatible pool: .*embed_tokens\|incompatible pool: .*lm_head" err.txt || fail "unexpected message: $(cat err.txt)"
 [[ $(wc -l <err.txt) -eq 1 ]] || fail "more than one line: $(cat err.txt)"
 [[ ! -e refused-out ]] || fail "a refused merge wrote its output"
+# slices: a tokens: rule whose row comes from a model that is not an input of
+# the tensor it fills (mergekit asserts "referenced but not part of merge").
+python3 -c '
+import json, sys; r = json.load(sys.stdin); t = r.pop("tokenizer_source")
+r["tokenizer"] = {"source": t, "tokens": {"<new>": {"source": {"kind": "model_token", "model": "a", "token": "<tool>"}}}}
+print(json.dumps(r))' <slices_ta.yaml >slices-rule.yaml
+set +e
+"$KINTSUGI" -q merge slices-rule.yaml --out rule-out 2>err.txt
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || fail "a tokens: rule outside a slice tensor's inputs: exit $rc, expected 2"
+grep -q "slices-rule.yaml:.*: the row of a is not among the inputs of tensor lm_head.weight" err.txt ||
+  fail "unexpected message: $(cat err.txt)"
+[[ $(grep -vc "\[warning\]" err.txt) -eq 1 ]] || fail "more than one line: $(cat err.txt)"
+[[ ! -e rule-out ]] || fail "a refused merge wrote its output"
 echo "all vocabulary checks passed"

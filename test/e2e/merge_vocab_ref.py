@@ -38,7 +38,37 @@ CASES = {
     'base_ta': dict(method='task_arithmetic', base='base', models=['a', 'b'], weights=[0.6, 0.5],
                     source='base'),
     'model_b': dict(method='linear', models=['a', 'b'], weights=[0.5, 0.5], source='b'),
+    # slices: the vocabulary over the tokenizer's base (base_model, else the
+    # first slice's first source) and every source; each token-indexed tensor
+    # filled from its own inputs (mergekit's PermutedEmbeddings): embed_tokens
+    # from the first slice's, lm_head from the last's. A frankenmerge: a's
+    # embeddings lack b's tokens and b's lm_head lacks <tool>: zero rows.
+    'slices_pt': dict(method='passthrough', source='union',
+                      slices=[[('a', 0, 2, None)], [('b', 2, 4, None)]]),
+    'slices_ta': dict(method='task_arithmetic', base='base', source='union',
+                      slices=[[('base', 0, 2, None), ('a', 0, 2, 0.6)],
+                              [('base', 2, 4, None), ('b', 2, 4, 0.5)]]),
 }
+
+
+def members_of(c):
+    """The vocabulary's members, the tokenizer's base first."""
+    if 'slices' not in c:
+        return ([c['base']] if 'base' in c else []) + c['models']
+    out = [c['base']] if 'base' in c else []
+    for sl in c['slices']:
+        for m, *_ in sl:
+            if m not in out: out.append(m)
+    return out
+
+
+def tensor_inputs(c, name):
+    """A token-indexed tensor's inputs (base first) and their weights."""
+    if 'slices' not in c:
+        return members_of(c), c['weights']
+    sl = c['slices'][0] if 'embed' in name else c['slices'][-1]
+    srcs = sorted(sl, key=lambda x: x[0] != c.get('base'))  # the base first
+    return [m for m, *_ in srcs], [w for _, _, _, w in srcs if w is not None]
 
 
 def read_tensors(folder):
@@ -100,9 +130,14 @@ def make(src_base, src_a, src_b, d):
 def recipe(c, plain):
     """The case's recipe (JSON is YAML); plain: on a0/b0, without tokenizer settings."""
     m = lambda x: (x + '0') if plain and x in ('a', 'b') else x
-    r = {'merge_method': c['method'], 'dtype': 'bfloat16',
-         'models': [{'model': m(x), 'parameters': {'weight': w}}
-                    for x, w in zip(c['models'], c['weights'])]}
+    r = {'merge_method': c['method'], 'dtype': 'bfloat16'}
+    if 'slices' in c:
+        r['slices'] = [{'sources': [dict({'model': m(x), 'layer_range': [a, b]},
+                                         **({'parameters': {'weight': w}} if w is not None else {}))
+                                    for x, a, b, w in sl]} for sl in c['slices']]
+    else:
+        r['models'] = [{'model': m(x), 'parameters': {'weight': w}}
+                       for x, w in zip(c['models'], c['weights'])]
     if c['method'] == 'linear': r['parameters'] = {'normalize': True}
     if 'base' in c: r['base_model'] = c['base']
     if not plain:
@@ -131,7 +166,7 @@ def vocab_of(folder):
 
 def expected_vocab(d, c):
     """mergekit's output vocabulary for the case: {token: id}, and the entries added."""
-    members = ([c['base']] if 'base' in c else []) + c['models']
+    members = members_of(c)
     vocabs = [vocab_of(os.path.join(d, x)) for x in members]
     if c['source'] not in ('base', 'union'):
         out, _ = vocab_of(os.path.join(d, c['source']))
@@ -157,8 +192,11 @@ def expected_vocab(d, c):
 
 
 def reindexed(d, c, name):
-    """Each member's rows of the output vocabulary (floats), by mergekit's rules."""
-    out, members, vocabs, _ = expected_vocab(d, c)
+    """Each input's rows of the output vocabulary (floats), by mergekit's rules
+    over the tensor's own inputs (its base first)."""
+    out = expected_vocab(d, c)[0]
+    members = tensor_inputs(c, name)[0]
+    vocabs = [vocab_of(os.path.join(d, x)) for x in members]
     tensors = [read_tensors(os.path.join(d, x))[name] for x in members]
     width = tensors[0][0][1]
     row = lambda k, r: [unbf16(h) for h in tensors[k][1][r * width:(r + 1) * width]]
@@ -260,9 +298,11 @@ def check(d, case, out, plain):
                     '%s row %d (%r) differs from the plain merge' % (name, i, t)
                 shared += 1
             for j in range(width):
-                xs = [res[k][i][j] for k in range(len(members))]
-                w = c['weights']
-                if c['method'] == 'linear':
+                xs = [res[k][i][j] for k in range(len(res))]
+                w = tensor_inputs(c, name)[1]
+                if c['method'] == 'passthrough':
+                    ref, mag = xs[0], abs(xs[0])
+                elif c['method'] == 'linear':
                     ref = sum(a * b for a, b in zip(w, xs)) / sum(w)
                     mag = sum(abs(a * b) for a, b in zip(w, xs)) / abs(sum(w))
                 else:  # task arithmetic: base + sum w (x - base), base first

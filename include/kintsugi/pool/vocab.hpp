@@ -65,6 +65,14 @@ struct VocabPlan {
     int64_t row = 0;    // Row: that member's row
   };
   std::vector<Fill> fill;  // per output id
+  // The `tokens:` rule of each output id (set: it has one): `fill` with its
+  // force flag and, when fixed, the row it names (Zero, or Row of a member).
+  struct Rule {
+    bool set = false, fixed = false;
+    Fill fill;
+    std::string where;
+  };
+  std::vector<Rule> rules;
   // The output's tokenizer files: tokenizer.json (and tokenizer_config.json,
   // null when the source has none), and the folder whose other tokenizer
   // files (special_tokens_map.json, chat templates, ...) are copied.
@@ -78,6 +86,19 @@ struct VocabPlan {
 // `members[0]` is the base (the recipe's base_model, or its first model).
 // InputError naming the folder when a member has no readable tokenizer.json.
 VocabPlan plan_vocab(std::span<const HfCheckpoint* const> members, const VocabSpec& spec);
+
+// plan.fill[id] from plan.perm (member 0 the base) and plan.rules, as
+// mergekit's assign_embedding_sources; true when no member has the token and
+// no rule fixes its row (zeros).
+bool fill_tokens(VocabPlan& plan, size_t id);
+
+// The plan of one token-indexed tensor whose inputs are `inputs` (indices
+// into plan's `members`, the tensor's base first): the same vocabulary, those
+// members' rows, and the fills over those inputs alone, as mergekit's
+// PermutedEmbeddings fills a tensor from its own inputs (a slice's sources).
+// InputError when a `tokens:` rule takes its row from a member not among them.
+VocabPlan vocab_for_inputs(const VocabPlan& plan, std::span<const size_t> inputs,
+                           std::span<const HfCheckpoint* const> members, const std::string& tensor);
 
 // The pool's compatibility rule with reconciled vocabularies: the members may
 // differ in the first axis of their token-indexed tensors only (each must be
