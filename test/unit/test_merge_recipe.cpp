@@ -219,7 +219,10 @@ TEST_CASE("recipe: breadcrumbs and nearswap parameters and errors", "[merge][rec
              Catch::Contains("r.yaml:5: gamma: 1.5 is outside [0, 1]"));
   CHECK_THAT(err(bc + "    parameters:\n      gamma: [0.1, -0.2]\n"),
              Catch::Contains("r.yaml:6: gamma: -0.2 is outside [0, 1]"));
-  // rescale (mergekit's L1 rescale of the survivors) is a whole-merge setting.
+  // rescale (mergekit's L1 rescale of the survivors) is a whole-merge setting,
+  // accepted by every generalized task arithmetic method, as in mergekit.
+  CHECK(err("merge_method: task_arithmetic\nbase_model: b\nmodels:\n  - model: a\n    "
+            "parameters: {weight: 1}\nparameters: {rescale: true}\n") == "no error");
   CHECK(parse_recipe(bc + "parameters:\n  rescale: true\n", "r.yaml")
             .params.at("rescale")
             .at("x", 0) == 1.0);
