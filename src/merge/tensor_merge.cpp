@@ -570,6 +570,9 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   uint64_t cap = 0;
   for (const auto& c : chunks) cap = std::max(cap, c.size());
   const auto ni = static_cast<int64_t>(N);
+  // Threads pay off from about this many element-models of work (smaller
+  // ranges: one thread, no parallel region per chunk).
+  constexpr uint64_t kThreadsMin = uint64_t{1} << 18;
   // The L1 rescale: sum |delta| over the whole task vector, and over its
   // survivors; the chunks split among threads (exact sums: any order).
   bool any_rescale = false;
@@ -577,7 +580,7 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   if (any_rescale) {
     std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
     const auto nc = static_cast<int64_t>(chunks.size());
-#pragma omp parallel
+#pragma omp parallel if (nc > 1 && range.size() * N >= kThreadsMin)
     {
       std::vector<ExactSum> tb(N, ExactSum(1)), ta(N, ExactSum(1));
       std::vector<float> b(cap), d(cap), u(cap);
@@ -640,7 +643,7 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
                  // Each model's ranks, the models split among threads.
                  if (k.ranks) {
                    if (k.needs_delta) decode(s.dtype, s.base, c.begin, c.size(), base.data());
-#pragma omp parallel
+#pragma omp parallel if (N > 1 && c.size() * N >= kThreadsMin)
                    {
                      std::vector<float> d(k.needs_delta ? c.size() : 0);
 #pragma omp for schedule(dynamic)
