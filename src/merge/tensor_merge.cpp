@@ -698,7 +698,10 @@ MergeTensorStats della_merge(const TensorSources& s, const TensorMethod& m, Elem
     }
   }
   k.ranks = [&](ElementRange c, size_t i, const float*, uint32_t* out) {
-    if (ranked[i]) della_ranks(s, i, c, L, out);
+    if (ranked[i])
+      della_ranks(s, i, c, L, out);
+    else
+      std::fill(out, out + c.size(), 0u);  // epsilon 0: p = density whatever the rank
   };
   return rescaled_merge(s, m, k, range, out_dtype, chunk_elems, comm, sink);
 }
