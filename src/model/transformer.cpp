@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 
 #include "kintsugi/common/error.hpp"
@@ -328,6 +329,18 @@ void Transformer::logits(size_t row0, size_t n, float* out) const {
   matmul(n, head_rows_.data() + row0 * D, D, lm_head_, out, vL);
 }
 
+// f(r, logits of scored row r: [vL]) for every scored row in order, the
+// logits made a block of rows at a time in the one block buffer.
+void Transformer::for_each_logit_row(const std::function<void(size_t, const float*)>& f) const {
+  const size_t rows = scored_, vL = z(vocab_.size()), block = logit_block_rows();
+  logit_block_.resize(std::min(block, rows) * vL);
+  for (size_t r0 = 0; r0 < rows; r0 += block) {
+    const size_t n = std::min(block, rows - r0);
+    logits(r0, n, logit_block_.data());
+    for (size_t r = r0; r < r0 + n; ++r) f(r, logit_block_.data() + (r - r0) * vL);
+  }
+}
+
 // Per row r, from this rank's slice of its logits (a block at a time): m_r
 // its largest logit and s_r = sum exp(logit - m_r) in double; per target, its
 // logit where this rank holds it. Across the group, M_r = the largest m_r,
@@ -354,21 +367,14 @@ void Transformer::log_probs(std::span<const int32_t> row_of, std::span<const int
   std::vector<float> mx(rows), target_logit(nt, -INFINITY);
   // [s_r per row, then (target logit - M_r) per target (0 off this rank)]
   std::vector<double> acc(rows + nt, 0.0);
-  const size_t block = logit_block_rows();
-  logit_block_.resize(std::min(block, rows) * vL);
-  for (size_t r0 = 0; r0 < rows; r0 += block) {
-    const size_t n = std::min(block, rows - r0);
-    logits(r0, n, logit_block_.data());
-    for (size_t r = r0; r < r0 + n; ++r) {
-      const float* row = logit_block_.data() + (r - r0) * vL;
-      mx[r] = max_of(row, vL);
-      acc[r] = sum_exp_shifted(row, vL, mx[r]);
-      for (size_t k = first[r]; k < first[r + 1]; ++k) {
-        const int32_t t = targets[order[k]];
-        if (t >= vocab_.begin && t < vocab_.end) target_logit[order[k]] = row[z(t - vocab_.begin)];
-      }
+  for_each_logit_row([&](size_t r, const float* row) {
+    mx[r] = max_of(row, vL);
+    acc[r] = sum_exp_shifted(row, vL, mx[r]);
+    for (size_t k = first[r]; k < first[r + 1]; ++k) {
+      const int32_t t = targets[order[k]];
+      if (t >= vocab_.begin && t < vocab_.end) target_logit[order[k]] = row[z(t - vocab_.begin)];
     }
-  }
+  });
   std::vector<float> global_mx = mx;
   if (shard_.tp_size() > 1) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, global_mx.data(), static_cast<int>(rows), MPI_FLOAT,
@@ -408,22 +414,15 @@ void Transformer::argmax(std::span<int32_t> out) const {
   // arbitrary token and pass garbage for a generation; it is an error, raised
   // on every rank of the group (the NaN may sit in one rank's vocabulary shard).
   int nan_seen = 0;
-  const size_t block = logit_block_rows();
-  logit_block_.resize(std::min(block, rows) * vL);
-  for (size_t r0 = 0; r0 < rows; r0 += block) {
-    const size_t n = std::min(block, rows - r0);
-    logits(r0, n, logit_block_.data());
-    for (size_t r = r0; r < r0 + n; ++r) {
-      const float* row = logit_block_.data() + (r - r0) * vL;
-      size_t bj = 0;
-      nan_seen |= std::isnan(row[0]) ? 1 : 0;
-      for (size_t j = 1; j < vL; ++j) {
-        nan_seen |= std::isnan(row[j]) ? 1 : 0;
-        if (row[j] > row[bj]) bj = j;
-      }
-      best[r] = {row[bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
+  for_each_logit_row([&](size_t r, const float* row) {
+    size_t bj = 0;
+    nan_seen |= std::isnan(row[0]) ? 1 : 0;
+    for (size_t j = 1; j < vL; ++j) {
+      nan_seen |= std::isnan(row[j]) ? 1 : 0;
+      if (row[j] > row[bj]) bj = j;
     }
-  }
+    best[r] = {row[bj], static_cast<int>(vocab_.begin + static_cast<int64_t>(bj))};
+  });
   if (shard_.tp_size() > 1) {
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, best.data(), static_cast<int>(rows), MPI_FLOAT_INT,
                             MPI_MAXLOC, group_));

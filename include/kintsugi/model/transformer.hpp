@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -88,6 +89,7 @@ class Transformer {
   // 152k vocabulary was 622 MB of logits, paged in afresh for every task.
   static constexpr size_t kLogitBlockBytes = size_t{16} << 20;
   size_t logit_block_rows() const;
+  void for_each_logit_row(const std::function<void(size_t, const float*)>& f) const;
 
   const ModelShard& shard_;
   MPI_Comm group_;
