@@ -570,9 +570,11 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   uint64_t cap = 0;
   for (const auto& c : chunks) cap = std::max(cap, c.size());
   const auto ni = static_cast<int64_t>(N);
-  // Threads pay off from about this many element-models of work (smaller
-  // ranges: one thread, no parallel region per chunk).
+  // Threads pay off from about this much work, in element-models: a rank's
+  // whole range for the L1 pass (one region), a chunk for the rank fills (a
+  // region per chunk); below it, one thread.
   constexpr uint64_t kThreadsMin = uint64_t{1} << 18;
+  constexpr uint64_t kL1ThreadsMin = uint64_t{1} << 20;
   // The L1 rescale: sum |delta| over the whole task vector, and over its
   // survivors; the chunks split among threads (exact sums: any order).
   bool any_rescale = false;
@@ -580,7 +582,7 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   if (any_rescale) {
     std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
     const auto nc = static_cast<int64_t>(chunks.size());
-#pragma omp parallel if (nc > 1 && range.size() * N >= kThreadsMin)
+#pragma omp parallel if (nc > 1 && range.size() * N >= kL1ThreadsMin)
     {
       std::vector<ExactSum> tb(N, ExactSum(1)), ta(N, ExactSum(1));
       std::vector<float> b(cap), d(cap), u(cap);
