@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # mergekit-parity methods end to end (breadcrumbs, breadcrumbs_ties, nearswap,
-# nuslerp, multislerp, karcher; ties and the breadcrumbs with rescale):
+# nuslerp, multislerp, karcher; ties and the breadcrumbs methods with rescale):
 # each recipe on a bf16 and an f32 pool on one rank, checked against an
 # independent Python reference (test/e2e/merge_methods_ref.py): fp32 outputs
 # bit for bit, bf16 outputs within 1 bf16 ulp (the reference does the same

@@ -76,11 +76,10 @@ CASES = {
                                    ('m3', 0.4, 1.0, None)], {'rescale': True}, None, ''),
     'bct_rescale': ('breadcrumbs_ties', [('m1', 1.0, 0.8, 0.1), ('m2', 0.7, 0.6, None)],
                     {'rescale': True, 'normalize': True}, None, 'out_dtype: float32\n'),
-    # ties (magnitude top-k, normalize on by default) with and without rescale.
+    # ties (magnitude top-k, normalize on by default) with rescale (without:
+    # mergekit's ties.yml against its reference in merge_mergekit_examples.sh).
     'ties_rescale': ('ties', [('m1', 1.0, 0.5, None), ('m2', 0.6, 0.3, None),
                               ('m3', -0.4, 1.0, None)], {'rescale': True}, None, ''),
-    'ties_plain': ('ties', [('m1', 0.7, 0.4, None), ('m3', 0.5, 0.8, None)],
-                   {'lambda': 1.2}, None, 'out_dtype: float32\n'),
     'ns_small': ('nearswap', [], {}, 0.001, ''),
     'ns_mid': ('nearswap', [], {}, 0.02, ''),
     'ns_large': ('nearswap', [], {}, 0.5, 'out_dtype: float32\n'),
