@@ -302,9 +302,9 @@ void Transformer::mlp(const Layer& L, size_t N) {
 void Transformer::final_norm(std::span<ForwardRequest> requests,
                              const std::vector<size_t>& offsets) {
   const size_t D = z(D_);
-  scored_ = 0;
-  for (const auto& rq : requests) scored_ += rq.logits_at.size();
-  head_rows_.resize(scored_ * D);
+  size_t scored = 0;
+  for (const auto& rq : requests) scored += rq.logits_at.size();
+  head_rows_.resize(scored * D);
   size_t o = 0;
   for (size_t r = 0; r < requests.size(); ++r)
     for (int32_t i : requests[r].logits_at) {
@@ -324,7 +324,7 @@ size_t Transformer::logit_block_rows() const {
 // The local vocabulary slice of rows [row0, row0 + n) = head_rows lm_head^T:
 // [n, vL]. A row's logits do not depend on the rows computed with it.
 void Transformer::logits(size_t row0, size_t n, float* out) const {
-  KS_CHECK(row0 + n <= scored_, "logit rows past the scored rows");
+  KS_CHECK(row0 + n <= scored_rows(), "logit rows past the scored rows");
   const size_t D = z(D_), vL = z(vocab_.size());
   matmul(n, head_rows_.data() + row0 * D, D, lm_head_, out, vL);
 }
@@ -332,7 +332,7 @@ void Transformer::logits(size_t row0, size_t n, float* out) const {
 // f(r, logits of scored row r: [vL]) for every scored row in order, the
 // logits made a block of rows at a time in the one block buffer.
 void Transformer::for_each_logit_row(const std::function<void(size_t, const float*)>& f) const {
-  const size_t rows = scored_, vL = z(vocab_.size()), block = logit_block_rows();
+  const size_t rows = scored_rows(), vL = z(vocab_.size()), block = logit_block_rows();
   logit_block_.resize(std::min(block, rows) * vL);
   for (size_t r0 = 0; r0 < rows; r0 += block) {
     const size_t n = std::min(block, rows - r0);
@@ -348,7 +348,7 @@ void Transformer::for_each_logit_row(const std::function<void(size_t, const floa
 // On one rank m_r = M_r: the plain two-pass log-sum-exp.
 void Transformer::log_probs(std::span<const int32_t> row_of, std::span<const int32_t> targets,
                             std::span<double> out) const {
-  const size_t nt = targets.size(), rows = scored_;
+  const size_t nt = targets.size(), rows = scored_rows();
   KS_CHECK(out.size() == nt && (row_of.empty() ? nt == rows : row_of.size() == nt),
            "one output and row per target");
   const size_t vL = z(vocab_.size());
@@ -402,7 +402,7 @@ void Transformer::log_probs(std::span<const int32_t> row_of, std::span<const int
 }
 
 void Transformer::argmax(std::span<int32_t> out) const {
-  const size_t rows = scored_;
+  const size_t rows = scored_rows();
   KS_CHECK(out.size() == rows, "one output per scored row");
   struct FloatInt {
     float value;

@@ -52,11 +52,8 @@ class Transformer {
   // keeps the final hidden rows of the wanted positions (the scored rows,
   // request by request) for the calls below, until the next forward().
   void forward(std::span<ForwardRequest> requests);
-  size_t scored_rows() const { return scored_; }
+  size_t scored_rows() const { return head_rows_.size() / static_cast<size_t>(D_); }
 
-  // The logits of scored rows [row0, row0 + n): the local vocabulary slice,
-  // out[n, vocab_range().size()].
-  void logits(size_t row0, size_t n, float* out) const;
   // out[i] = log p(targets[i] | scored row row_of[i]) (collective over the
   // group). An empty row_of means row_of[i] = i.
   void log_probs(std::span<const int32_t> row_of, std::span<const int32_t> targets,
@@ -89,6 +86,9 @@ class Transformer {
   // 152k vocabulary was 622 MB of logits, paged in afresh for every task.
   static constexpr size_t kLogitBlockBytes = size_t{16} << 20;
   size_t logit_block_rows() const;
+  // The logits of scored rows [row0, row0 + n): the local vocabulary slice,
+  // out[n, vocab_range().size()].
+  void logits(size_t row0, size_t n, float* out) const;
   void for_each_logit_row(const std::function<void(size_t, const float*)>& f) const;
 
   const ModelShard& shard_;
@@ -102,9 +102,8 @@ class Transformer {
   std::vector<float> inv_freq_, rope_cos_, rope_sin_;
   // work buffers
   std::vector<float> x_, xn_, qkv_, attn_, proj_, gu_, act_, scores_;
-  // the scored rows after the final norm: [scored_, D]; one block of logits
+  // the scored rows after the final norm: [scored_rows(), D]; one block of logits
   std::vector<float> head_rows_;
-  size_t scored_ = 0;
   mutable std::vector<float> logit_block_;
 };
 
