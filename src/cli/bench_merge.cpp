@@ -515,8 +515,11 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
               a.checkpoints, a.mib, a.dtype.c_str(), threads, world_size());
   std::printf("  CPU: %s; kernels: %s (%s)\n", cpu.c_str(), kc.runs.c_str(), kc.choice.c_str());
   std::printf("  stream triad          %8.2f GB/s\n", f.stream);
+  // The copies' names in one column ("[avx512+prefetch]" is the longest).
+  size_t width = 9;
+  for (const auto& m : kc.measured) width = std::max(width, m.size() + 3);
   for (size_t k = 0; k < kc.measured.size(); ++k)
-    std::printf("  fused kernel %-9s%8.2f GB/s  (%.2f of triad)%s\n",
+    std::printf("  fused kernel %-*s%8.2f GB/s  (%.2f of triad)%s\n", static_cast<int>(width),
                 ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.kernels[k] / f.stream,
                 kc.measured[k] == kc.runs ? "" : "  (not the copy that runs)");
   std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",

@@ -405,12 +405,12 @@ bool avx2_fma_supported() {
 #endif
 }
 
-// The copy for this CPU; KINTSUGI_CPU_KERNELS=generic forces the baseline
+// The copy for this CPU; KINTSUGI_CPU_KERNELS=generic (or generic+prefetch) forces the baseline
 // copy, as it does for the merge kernels.
 const Ops* choose_ops() {
 #if defined(__x86_64__)
   const char* forced = std::getenv("KINTSUGI_CPU_KERNELS");
-  if (forced && std::string_view(forced) == "generic") return &kGeneric;
+  if (forced && std::string_view(forced).starts_with("generic")) return &kGeneric;
   if (avx2_fma_supported()) return &kAvx2;
 #endif
   return &kGeneric;

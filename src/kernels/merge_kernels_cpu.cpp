@@ -40,35 +40,58 @@ constexpr size_t kBlock = 256;
 constexpr size_t kPrefetchAhead = 4;              // blocks
 constexpr size_t kTaskBlocks = 16;                // blocks per OpenMP task
 constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
+// Outputs of at least this many bytes are written with streaming stores by
+// the AVX2 and AVX-512 weighted sums: lines that no one reads before they
+// leave the cache (a chunk of a file merge, 2 MiB by default, is read back
+// at once and stays under it). A streaming store skips reading the line
+// before writing it: on AMD EPYC Zen 5 the kernel went from 0.87-0.97 of
+// the triad to 1.0-1.14 (bench/RESULTS.md).
+constexpr size_t kStreamMin = size_t{16} << 20;
 
 // The kernels are compiled three times: for the build's baseline ISA, for
 // AVX2 and for AVX-512 (F, BW, VL, DQ), picked at run time. All copies do the
 // same IEEE fp32 operation per element (nothing is contracted into an FMA),
-// so they give the same bits; the wider copies only vectorize wider. Which
-// copy is faster depends on the host, not on the ISA alone: on an Intel Xeon
-// the AVX2 copy ran at 0.25 of the triad and the generic one at 0.37 (issue
-// #17), on AMD EPYC the wider copies win. So a CPU with AVX2 times every copy
-// it runs once, on the first call that is large enough for it not to matter
-// (kMeasureMin), and keeps the fastest; smaller calls before that run the
-// AVX2 copy. KINTSUGI_CPU_KERNELS=generic|avx2|avx512 forces a copy; any other
-// value is an error, not silently ignored.
+// so they give the same bits; the wider copies only vectorize wider. The
+// weighted sum, the kernel that reads the most streams at once, comes in two
+// variants of each: with and without software prefetch of its inputs (on
+// AMD EPYC Zen 5 the prefetch cost 0.05-0.1 of the triad; on the first AMD
+// host it helped). Which copy is faster depends on the host, not on the ISA
+// alone: on an Intel Xeon the AVX2 copy (with prefetch) ran at 0.25 of the
+// triad and the generic one at 0.37 (issue #17), on AMD EPYC the wider copies
+// win. So a CPU with AVX2 times every copy it runs once, on the first call
+// that is large enough for it not to matter (kMeasureMin), and keeps the
+// fastest; smaller calls before that run the AVX2 copy.
+// KINTSUGI_CPU_KERNELS=<copy> forces one; any other value is an error, not
+// silently ignored. A copy's number is 2 * ISA + (1 with prefetch).
 enum Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
-constexpr std::string_view kIsaNames[] = {"generic", "avx2", "avx512"};
 constexpr int kIsas = 3;
+constexpr int kCopies = 2 * kIsas;
+constexpr std::string_view kCopyNames[kCopies] = {
+    "generic", "generic+prefetch", "avx2", "avx2+prefetch", "avx512", "avx512+prefetch"};
+constexpr int copy_of(Isa isa, bool prefetch) {
+  return 2 * isa + (prefetch ? 1 : 0);
+}
+constexpr Isa isa_of_copy(int copy) {
+  return static_cast<Isa>(copy / 2);
+}
+constexpr bool prefetches(int copy) {
+  return copy % 2 == 1;
+}
 
-std::atomic<int> g_isa{-1};  // -1 not chosen yet, else an Isa
+std::atomic<int> g_isa{-1};  // -1 not chosen yet, else a copy
 std::once_flag g_measure_once;
 std::mutex g_choice_mutex;
 std::string g_choice = "not chosen yet";  // how g_isa was chosen (cpu_kernel_choice)
 
 // Bytes read + written by one call from which the first such call measures
-// the copies (0.07-0.2 s for three on AMD EPYC, mostly the first touch of
+// the copies (0.07-0.1 s for six on AMD EPYC Zen 5, mostly the first touch of
 // its 72 MiB: under 10% of that call's own time at 10 GB/s).
 constexpr size_t kMeasureMin = size_t{1} << 30;
 
-// Whether this build has copy `isa` and this CPU (and its OS, for the
+// Whether this build has copy `copy` and this CPU (and its OS, for the
 // AVX-512 registers: libgcc checks XCR0) runs it.
-bool isa_supported(int isa) {
+bool isa_supported(int copy) {
+  const Isa isa = isa_of_copy(copy);
   if (isa == kGeneric) return true;
 #if KINTSUGI_AVX2_COPY
   if (isa == kAvx2) return __builtin_cpu_supports("avx2");
@@ -81,12 +104,12 @@ bool isa_supported(int isa) {
 
 // g_isa's value for a copy's name; -1 for a name that is not a copy.
 int isa_of(std::string_view name) {
-  for (int i = 0; i < kIsas; ++i)
-    if (kIsaNames[i] == name) return i;
+  for (int i = 0; i < kCopies; ++i)
+    if (kCopyNames[i] == name) return i;
   return -1;
 }
-std::string_view name_of(int isa) {
-  return kIsaNames[isa];
+std::string_view name_of(int copy) {
+  return kCopyNames[copy];
 }
 
 void set_choice(int isa, std::string how) {
@@ -95,21 +118,18 @@ void set_choice(int isa, std::string how) {
   g_isa.store(isa, std::memory_order_relaxed);
 }
 
-// The copy that KINTSUGI_CPU_KERNELS or the CPU decides (and records it as
-// the choice), or -1 when only timing can: no variable, and AVX2 present.
+// The copy that KINTSUGI_CPU_KERNELS forces (and records it as the choice),
+// or -1 when timing decides.
 int fixed_isa() {
   const char* env = std::getenv("KINTSUGI_CPU_KERNELS");
   if (env != nullptr && *env != '\0') {
     const std::string_view v(env);
     const int isa = isa_of(v);
-    if (isa < 0) throw_input("KINTSUGI_CPU_KERNELS={}: expected generic, avx2 or avx512", v);
+    if (isa < 0)
+      throw_input("KINTSUGI_CPU_KERNELS={}: expected one of {}", v, fmt::join(kCopyNames, ", "));
     if (!isa_supported(isa)) throw_input("KINTSUGI_CPU_KERNELS={}: this CPU does not run it", v);
     set_choice(isa, fmt::format("KINTSUGI_CPU_KERNELS={}", name_of(isa)));
     return isa;
-  }
-  if (!isa_supported(kAvx2)) {
-    set_choice(kGeneric, "the only copy this CPU runs");
-    return kGeneric;
   }
   return -1;
 }
@@ -124,7 +144,11 @@ int isa_for(size_t traffic) {
   // initializer that throws, for a bad value, runs again on the next call).
   static const int fixed = fixed_isa();
   if (fixed >= 0) return fixed;
-  if (traffic < kMeasureMin) return kAvx2;
+  if (traffic < kMeasureMin) {
+    static const int before_timing =
+        isa_supported(copy_of(kAvx2, false)) ? copy_of(kAvx2, false) : copy_of(kGeneric, false);
+    return before_timing;
+  }
   std::call_once(g_measure_once, measure_and_choose);
   return g_isa.load(std::memory_order_relaxed);
 }
@@ -198,11 +222,13 @@ void dispatch(DType in, DType out, F&& f) {
   }
 }
 
-// Nine or more sequential streams are more than the hardware prefetcher keeps
-// ahead of; ask for the inputs of the block kPrefetchAhead blocks later.
-template <DType IN>
+// Nine or more sequential streams can be more than a hardware prefetcher
+// keeps ahead of; the +prefetch copies ask for the inputs of the block
+// kPrefetchAhead blocks later. PF false: nothing.
+template <DType IN, bool PF>
 [[gnu::always_inline]] inline void prefetch_inputs(const void* const* in, size_t N, size_t n,
                                                    size_t j0) {
+  if constexpr (!PF) return;
   const size_t ahead = j0 + kPrefetchAhead * kBlock;
   if (ahead >= n) return;
   const size_t bytes = std::min(kBlock, n - ahead) * dtype_bytes<IN>();
@@ -213,14 +239,14 @@ template <DType IN>
 }
 
 // Blocks [b0, b1) of out = sum_i w_i in_i.
-template <DType IN, DType OUT>
+template <DType IN, DType OUT, bool PF>
 [[gnu::always_inline]] inline void weighted_sum_blocks(const void* const* in, const float* w,
                                                        size_t N, void* out, size_t n, size_t b0,
                                                        size_t b1) {
   for (size_t blk = b0; blk < b1; ++blk) {
     const size_t j0 = blk * kBlock;
     const size_t len = std::min(kBlock, n - j0);
-    prefetch_inputs<IN>(in, N, n, j0);
+    prefetch_inputs<IN, PF>(in, N, n, j0);
     alignas(64) float acc[kBlock];
     for (size_t k = 0; k < len; ++k) acc[k] = 0.0f;
     // Inputs in groups of up to four per sweep over the block: fewer trips
@@ -245,10 +271,10 @@ template <DType IN, DType OUT>
   }
 }
 
-template <DType IN, DType OUT>
+template <DType IN, DType OUT, bool PF>
 void weighted_sum_generic(const void* const* in, const float* w, size_t N, void* out, size_t n,
                           size_t b0, size_t b1) {
-  weighted_sum_blocks<IN, OUT>(in, w, N, out, n, b0, b1);
+  weighted_sum_blocks<IN, OUT, PF>(in, w, N, out, n, b0, b1);
 }
 
 #if KINTSUGI_AVX2_COPY
@@ -262,6 +288,15 @@ template <DType IN, DType OUT>
     for (size_t i = 0; i < N; ++i) a = ops::add(a, ops::mul(w[i], load<IN>(in[i], j)));
     store<OUT>(out, j, a);
   }
+}
+
+// Outputs from j on before the first at a 64-byte aligned address, where the
+// streaming stores of the vector copies can start (`out` must be aligned to
+// its element size: weighted_sum_with streams only then).
+template <DType OUT>
+size_t outputs_to_aligned(const void* out, size_t j) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(out) + j * dtype_bytes<OUT>();
+  return (64 - at % 64) % 64 / dtype_bytes<OUT>();
 }
 
 // Eight inputs widened to fp32: bf16 is the top half of an fp32, so a zero
@@ -287,20 +322,30 @@ template <DType IN>
                            16);
 }
 
+// 32 bytes at p, by a streaming store (p aligned) when NT.
+template <bool NT>
+[[gnu::target("avx2")]] inline void store32(void* p, __m256i v) {
+  if constexpr (NT)
+    _mm256_stream_si256(static_cast<__m256i*>(p), v);
+  else
+    _mm256_storeu_si256(static_cast<__m256i*>(p), v);
+}
+
 // Sixteen sums stored with round-to-nearest-even and canonical NaNs, as
-// store<OUT> does one at a time.
-template <DType OUT>
+// store<OUT> does one at a time; by streaming stores when NT (out + j then
+// 32-byte aligned), except fp16's, which go one at a time.
+template <DType OUT, bool NT>
 [[gnu::target("avx2")]] inline void store16(void* out, size_t j, __m256 a0, __m256 a1) {
   const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
   a0 = _mm256_blendv_ps(a0, qnan, _mm256_cmp_ps(a0, a0, _CMP_UNORD_Q));
   a1 = _mm256_blendv_ps(a1, qnan, _mm256_cmp_ps(a1, a1, _CMP_UNORD_Q));
   if constexpr (OUT == DType::F32) {
-    _mm256_storeu_ps(static_cast<float*>(out) + j, a0);
-    _mm256_storeu_ps(static_cast<float*>(out) + j + 8, a1);
+    store32<NT>(static_cast<float*>(out) + j, _mm256_castps_si256(a0));
+    store32<NT>(static_cast<float*>(out) + j + 8, _mm256_castps_si256(a1));
   } else if constexpr (OUT == DType::BF16) {
     const __m256i packed = _mm256_permute4x64_epi64(
         _mm256_packus_epi32(round_bf16_bits(a0), round_bf16_bits(a1)), 0xd8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + j), packed);
+    store32<NT>(static_cast<uint16_t*>(out) + j, packed);
   } else {
     alignas(32) float sum[16];
     _mm256_store_ps(sum, a0);
@@ -309,32 +354,51 @@ template <DType OUT>
   }
 }
 
+// a0, a1 += w x[j .. j + 16), each product rounded before the sum.
+template <DType IN>
+[[gnu::target("avx2")]] [[gnu::always_inline]] inline void add16(const void* x, float w, size_t j,
+                                                                 __m256& a0, __m256& a1) {
+  const __m256 wv = _mm256_set1_ps(w);
+  a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, load8<IN>(x, j)));
+  a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, load8<IN>(x, j + 8)));
+}
+
 // The AVX2 copy keeps sixteen outputs' sums in two registers across all N
 // inputs (the baseline copy goes through acc[] in L1 once per four inputs):
 // half the instructions per byte, which matters once the kernel must keep up
-// with memory on few cores. Same operations, same order, same bits.
-template <DType IN, DType OUT>
+// with memory on few cores; the inputs go four per trip of the loop (with N
+// unknown at compile time, the loop's own instructions held a Zen 5 core to
+// 0.85 of the triad, unrolled 1.09). Same operations, same order, same bits. With NT,
+// the outputs before the first 64-byte aligned one go one at a time and the
+// rest by streaming stores; the prefetch (PF) still goes a block at a time.
+template <DType IN, DType OUT, bool PF, bool NT>
 [[gnu::target("avx2")]] void weighted_sum_avx2(const void* const* in, const float* w, size_t N,
                                                void* out, size_t n, size_t b0, size_t b1) {
   if constexpr (IN == DType::F16) {
-    weighted_sum_blocks<IN, OUT>(in, w, N, out, n, b0, b1);
+    weighted_sum_blocks<IN, OUT, PF>(in, w, N, out, n, b0, b1);
   } else {
-    for (size_t blk = b0; blk < b1; ++blk) {
-      const size_t j0 = blk * kBlock;
-      const size_t len = std::min(kBlock, n - j0);
-      prefetch_inputs<IN>(in, N, n, j0);
-      size_t k = 0;
-      for (; k + 16 <= len; k += 16) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (size_t i = 0; i < N; ++i) {
-          const __m256 wi = _mm256_set1_ps(w[i]);
-          a0 = _mm256_add_ps(a0, _mm256_mul_ps(wi, load8<IN>(in[i], j0 + k)));
-          a1 = _mm256_add_ps(a1, _mm256_mul_ps(wi, load8<IN>(in[i], j0 + k + 8)));
-        }
-        store16<OUT>(out, j0 + k, a0, a1);
-      }
-      weighted_sum_tail<IN, OUT>(in, w, N, out, j0 + k, j0 + len);
+    size_t j = b0 * kBlock;
+    const size_t end = std::min(n, b1 * kBlock);
+    if constexpr (NT) {
+      const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
+      weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
+      j += head;
     }
+    for (; j + 16 <= end; j += 16) {
+      if (j % kBlock < 16) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      size_t i = 0;
+      for (; i + 4 <= N; i += 4) {
+        add16<IN>(in[i], w[i], j, a0, a1);
+        add16<IN>(in[i + 1], w[i + 1], j, a0, a1);
+        add16<IN>(in[i + 2], w[i + 2], j, a0, a1);
+        add16<IN>(in[i + 3], w[i + 3], j, a0, a1);
+      }
+      for (; i < N; ++i) add16<IN>(in[i], w[i], j, a0, a1);
+      store16<OUT, NT>(out, j, a0, a1);
+    }
+    weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
+    if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
   }
 }
 
@@ -369,12 +433,16 @@ template <DType IN>
 // inputs and outputs to zero (Intel SDM), which the other copies do not.
 // fp16 by vcvtps2ph with an explicit nearest-even rounding (subnormals and
 // overflow to infinity as IEEE says; the canonical NaN becomes 0x7e00).
-template <DType OUT>
+// Streaming stores when NT (out + j then aligned to the store's size).
+template <DType OUT, bool NT>
 [[gnu::target(KS_AVX512)]] inline void store16(void* out, size_t j, __m512 a) {
   const __m512 qnan = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000));
   a = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a, qnan);
   if constexpr (OUT == DType::F32) {
-    _mm512_storeu_ps(static_cast<float*>(out) + j, a);
+    if constexpr (NT)
+      _mm512_stream_ps(static_cast<float*>(out) + j, a);
+    else
+      _mm512_storeu_ps(static_cast<float*>(out) + j, a);
   } else {
     __m256i h;
     if constexpr (OUT == DType::BF16) {
@@ -385,33 +453,50 @@ template <DType OUT>
     } else {
       h = _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(out) + j), h);
+    store32<NT>(static_cast<uint16_t*>(out) + j, h);
   }
+}
+
+// a0, a1 += w x[j .. j + 32), each product rounded before the sum.
+template <DType IN>
+[[gnu::target(KS_AVX512)]] [[gnu::always_inline]] inline void add32(const void* x, float w,
+                                                                    size_t j, __m512& a0,
+                                                                    __m512& a1) {
+  const __m512 wv = _mm512_set1_ps(w);
+  a0 = _mm512_add_ps(a0, _mm512_mul_ps(wv, load16<IN>(x, j)));
+  a1 = _mm512_add_ps(a1, _mm512_mul_ps(wv, load16<IN>(x, j + 16)));
 }
 
 // The AVX-512 copy: the AVX2 copy's loop with thirty-two outputs' sums in two
 // 512-bit registers (one 64-byte line of every bf16 or fp16 input per step),
-// for all three input types. Same operations, same order, same bits.
-template <DType IN, DType OUT>
+// for all three input types. Same operations, same order, same bits; NT and
+// PF as in the AVX2 copy.
+template <DType IN, DType OUT, bool PF, bool NT>
 [[gnu::target(KS_AVX512)]] void weighted_sum_avx512(const void* const* in, const float* w, size_t N,
                                                     void* out, size_t n, size_t b0, size_t b1) {
-  for (size_t blk = b0; blk < b1; ++blk) {
-    const size_t j0 = blk * kBlock;
-    const size_t len = std::min(kBlock, n - j0);
-    prefetch_inputs<IN>(in, N, n, j0);
-    size_t k = 0;
-    for (; k + 32 <= len; k += 32) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      for (size_t i = 0; i < N; ++i) {
-        const __m512 wi = _mm512_set1_ps(w[i]);
-        a0 = _mm512_add_ps(a0, _mm512_mul_ps(wi, load16<IN>(in[i], j0 + k)));
-        a1 = _mm512_add_ps(a1, _mm512_mul_ps(wi, load16<IN>(in[i], j0 + k + 16)));
-      }
-      store16<OUT>(out, j0 + k, a0);
-      store16<OUT>(out, j0 + k + 16, a1);
-    }
-    weighted_sum_tail<IN, OUT>(in, w, N, out, j0 + k, j0 + len);
+  size_t j = b0 * kBlock;
+  const size_t end = std::min(n, b1 * kBlock);
+  if constexpr (NT) {
+    const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
+    weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
+    j += head;
   }
+  for (; j + 32 <= end; j += 32) {
+    if (j % kBlock < 32) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 4 <= N; i += 4) {
+      add32<IN>(in[i], w[i], j, a0, a1);
+      add32<IN>(in[i + 1], w[i + 1], j, a0, a1);
+      add32<IN>(in[i + 2], w[i + 2], j, a0, a1);
+      add32<IN>(in[i + 3], w[i + 3], j, a0, a1);
+    }
+    for (; i < N; ++i) add32<IN>(in[i], w[i], j, a0, a1);
+    store16<OUT, NT>(out, j, a0);
+    store16<OUT, NT>(out, j + 16, a1);
+  }
+  weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
+  if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
 }
 
 #endif
@@ -430,17 +515,26 @@ void for_block_ranges(size_t n, Range&& range) {
   }
 }
 
-// The weighted sum with copy `isa`.
+// The weighted sum with copy `copy`, by streaming stores when `stream` (and
+// every output's address is a multiple of its size, so that a 64-byte
+// aligned one comes within 32 outputs).
 template <DType IN, DType OUT>
-void weighted_sum_with(int isa, const void* const* in, const float* w, size_t N, void* out,
-                       size_t n) {
-  auto range = &weighted_sum_generic<IN, OUT>;
+void weighted_sum_with(int copy, bool stream, const void* const* in, const float* w, size_t N,
+                       void* out, size_t n) {
+  using Range = void (*)(const void* const*, const float*, size_t, void*, size_t, size_t, size_t);
+  stream = stream && reinterpret_cast<uintptr_t>(out) % dtype_bytes<OUT>() == 0;
+  auto pick = [&]<bool PF, bool NT>() -> Range {
 #if KINTSUGI_AVX2_COPY
-  if (isa == kAvx2) range = &weighted_sum_avx2<IN, OUT>;
-  if (isa == kAvx512) range = &weighted_sum_avx512<IN, OUT>;
-#else
-  (void)isa;
+    if (isa_of_copy(copy) == kAvx2) return &weighted_sum_avx2<IN, OUT, PF, NT>;
+    if (isa_of_copy(copy) == kAvx512) return &weighted_sum_avx512<IN, OUT, PF, NT>;
 #endif
+    return &weighted_sum_generic<IN, OUT, PF>;
+  };
+  const bool pf = prefetches(copy);
+  const Range range = pf ? (stream ? pick.template operator()<true, true>()
+                                   : pick.template operator()<true, false>())
+                         : (stream ? pick.template operator()<false, true>()
+                                   : pick.template operator()<false, false>());
   for_block_ranges(n, [&](size_t b0, size_t b1) { range(in, w, N, out, n, b0, b1); });
 }
 
@@ -464,15 +558,16 @@ template <class Blocks>
 }
 #endif
 
-// Runs blocks(b0, b1) over the n elements' blocks in copy `isa`.
+// Runs blocks(b0, b1) over the n elements' blocks in the ISA of copy `c`
+// (these kernels do not prefetch: both variants of an ISA run the same).
 template <class Blocks>
-void run_blocks(int isa, size_t n, const Blocks& blocks) {
+void run_blocks(int c, size_t n, const Blocks& blocks) {
   auto copy = &copy_generic<Blocks>;
 #if KINTSUGI_AVX2_COPY
-  if (isa == kAvx2) copy = &copy_avx2<Blocks>;
-  if (isa == kAvx512) copy = &copy_avx512<Blocks>;
+  if (isa_of_copy(c) == kAvx2) copy = &copy_avx2<Blocks>;
+  if (isa_of_copy(c) == kAvx512) copy = &copy_avx512<Blocks>;
 #else
-  (void)isa;
+  (void)c;
 #endif
   for_block_ranges(n, [&](size_t b0, size_t b1) { copy(blocks, b0, b1); });
 }
@@ -480,14 +575,16 @@ void run_blocks(int isa, size_t n, const Blocks& blocks) {
 template <DType IN, DType OUT>
 void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* out, size_t n) {
   const size_t traffic = (N * dtype_size(IN) + dtype_size(OUT)) * n;
-  weighted_sum_with<IN, OUT>(isa_for(traffic), in, w, N, out, n);
+  weighted_sum_with<IN, OUT>(isa_for(traffic), n * dtype_size(OUT) >= kStreamMin, in, w, N, out, n);
 }
 
 // Times every copy this CPU runs on the merge the kernels serve most (8 bf16
 // inputs into a bf16 output, 4 Mi values each: 72 MiB per pass, past the
 // last-level cache of the hosts measured), alternating them, best of three
-// after a warm-up pass, and keeps the fastest (the narrower on a tie). The
-// data's values do not matter to the speed.
+// after a warm-up pass, and keeps the fastest (the wider on a tie). The
+// output is streamed as a large call's is: what the choice is for is the
+// calls that run at memory speed. The data's values do not matter to the
+// speed.
 void measure_and_choose() {
   constexpr size_t kN = 8, kValues = size_t{4} << 20;
   // One uninitialized buffer, on huge pages where the kernel gives them (a
@@ -510,21 +607,22 @@ void measure_and_choose() {
   std::vector<const void*> ptrs;
   for (size_t i = 0; i < kN; ++i) ptrs.push_back(in.get() + i * kValues);
   const std::vector<float> w(kN, 1.0f / static_cast<float>(kN));
-  double best[kIsas] = {1e300, 1e300, 1e300};
+  double best[kCopies];
+  std::fill(std::begin(best), std::end(best), 1e300);
   for (int pass = 0; pass < 4; ++pass)
-    for (int isa = 0; isa < kIsas; ++isa) {
-      if (!isa_supported(isa)) continue;
+    for (int copy = 0; copy < kCopies; ++copy) {
+      if (!isa_supported(copy)) continue;
       const auto t0 = std::chrono::steady_clock::now();
-      weighted_sum_with<DType::BF16, DType::BF16>(isa, ptrs.data(), w.data(), kN, out.get(),
+      weighted_sum_with<DType::BF16, DType::BF16>(copy, true, ptrs.data(), w.data(), kN, out.get(),
                                                   kValues);
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-      if (pass > 0) best[isa] = std::min(best[isa], dt.count());
+      if (pass > 0) best[copy] = std::min(best[copy], dt.count());
     }
   const double bytes = static_cast<double>((kN + 1) * kValues * sizeof(uint16_t));
   // Fastest first in the description, the widest first among equal times.
   std::vector<int> order;
-  for (int isa = kIsas - 1; isa >= 0; --isa)
-    if (isa_supported(isa)) order.push_back(isa);
+  for (int copy = kCopies - 1; copy >= 0; --copy)
+    if (isa_supported(copy)) order.push_back(copy);
   std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return best[x] < best[y]; });
   std::string how = "measured:";
   for (size_t k = 0; k < order.size(); ++k)
@@ -1090,7 +1188,7 @@ void fused_scale(const void* x, DType in_dtype, float scale, void* out, DType ou
 
 std::vector<std::string_view> cpu_kernel_isas() {
   std::vector<std::string_view> isas;
-  for (int i = 0; i < kIsas; ++i)
+  for (int i = 0; i < kCopies; ++i)
     if (isa_supported(i)) isas.push_back(name_of(i));
   return isas;
 }

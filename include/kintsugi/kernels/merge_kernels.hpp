@@ -231,15 +231,16 @@ uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);
 bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density);
 
 // The copies of the CPU kernels this build has and this CPU runs, baseline
-// first: "generic", then "avx2" and "avx512" (F, BW, VL, DQ) where the CPU has
-// them. All give the same bits.
+// first: "generic", "generic+prefetch", then "avx2", "avx2+prefetch",
+// "avx512", "avx512+prefetch" (F, BW, VL, DQ) where the CPU has them (the
+// +prefetch copies differ in the weighted sum only). All give the same bits.
 std::vector<std::string_view> cpu_kernel_isas();
-// Which copy runs: KINTSUGI_CPU_KERNELS=generic|avx2|avx512 forces one (any
+// Which copy runs: KINTSUGI_CPU_KERNELS=<one of those names> forces one (any
 // other value, or a copy this CPU does not run, throws InputError on first
-// use); otherwise "generic" on a CPU without AVX2, and on one with it the
-// fastest of the copies it runs as timed once in this process (0.07-0.2 s
-// for three copies on AMD EPYC, on the first call moving 1 GiB or more, or
-// here; smaller calls before that run "avx2").
+// use); otherwise the fastest of the copies the CPU runs as timed once in
+// this process (0.07-0.1 s for six copies on AMD EPYC, on the first call
+// moving 1 GiB or more, or here; smaller calls before that run "avx2", or
+// "generic" on a CPU without AVX2).
 std::string_view cpu_kernel_isa();
 // How cpu_kernel_isa() was chosen, fastest first, e.g. "measured: avx512
 // 14.2 GB/s, avx2 12.1 GB/s, generic 9.8 GB/s" or "KINTSUGI_CPU_KERNELS=generic".
