@@ -181,18 +181,53 @@ void Transformer::forward(std::span<ForwardRequest> requests) {
   const size_t N = offsets.back();
   embed(requests, offsets);  // x: [N, D]
   resize_work_buffers(N);
+  size_t rows = N;  // the rows carried through the layer's second half
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
     rms_norm_rows(x_.data(), L.attn_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
     qkv_projection(L, N);                  // q: [N, qL], k, v: [N, kvL]
     rope_and_cache(l, requests, offsets);  // k, v appended to the caches
     attention(l, requests, offsets);       // attn: [N, qL]
-    attention_output(L, N);                // x += attn wo^T + bo: [N, D]
-    rms_norm_rows(x_.data(), L.mlp_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
-    mlp(L, N);                                                         // x += swiglu(xn): [N, D]
+    if (l + 1 == layers_.size()) rows = keep_scored_rows(requests, offsets);  // attn, x: [rows, ·]
+    attention_output(L, rows);  // x += attn wo^T + bo: [rows, D]
+    rms_norm_rows(x_.data(), L.mlp_norm, xn_.data(), rows, z(D_), eps_);  // xn: [rows, D]
+    mlp(L, rows);  // x += swiglu(xn): [rows, D]
   }
   for (auto& rq : requests) rq.cache->own_len += rq.tokens.size();
-  final_norm(requests, offsets);  // head_rows: [scored rows, D]
+  final_norm(rows);  // head_rows: [scored rows, D]
+}
+
+// The last layer's keys and values are cached for every token, but past its
+// attention only the scored rows reach the logits: their rows of attn and x
+// move to the front, in scored order, and the output projection and MLP run
+// on those alone (llama.cpp does the same). A row's result does not depend on
+// the rows computed with it, so the scores keep their bits; with one scored
+// position per prompt this is a quarter of a 4-layer model's MLP work.
+size_t Transformer::keep_scored_rows(std::span<ForwardRequest> requests,
+                                     const std::vector<size_t>& offsets) {
+  const size_t D = z(D_), qL = z(qL_);
+  std::vector<size_t> rows;
+  for (size_t r = 0; r < requests.size(); ++r)
+    for (int32_t i : requests[r].logits_at) {
+      KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
+      rows.push_back(offsets[r] + z(i));
+    }
+  const size_t N = offsets.back();
+  bool every_row = rows.size() == N;  // e.g. a decode step: nothing to move
+  for (size_t o = 0; every_row && o < N; ++o) every_row = rows[o] == o;
+  if (every_row) return N;
+  // Through a copy: positions may repeat or come in any order.
+  if (rows.size() > N) resize_work_buffers(rows.size());
+  auto gather = [&](std::vector<float>& buf, size_t width) {
+    std::vector<float> kept(rows.size() * width);
+    for (size_t o = 0; o < rows.size(); ++o)
+      std::copy_n(buf.data() + rows[o] * width, width, kept.data() + o * width);
+    buf.resize(std::max(buf.size(), kept.size()));
+    std::copy(kept.begin(), kept.end(), buf.begin());
+  };
+  gather(attn_, qL);
+  gather(x_, D);
+  return rows.size();
 }
 
 // Request r's tokens are rows [offsets[r], offsets[r + 1]) of every work buffer.
@@ -298,21 +333,11 @@ void Transformer::mlp(const Layer& L, size_t N) {
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
 }
 
-// The final norm of the wanted rows only: head_rows [scored rows, D].
-void Transformer::final_norm(std::span<ForwardRequest> requests,
-                             const std::vector<size_t>& offsets) {
+// The final norm of the scored rows, the first `rows` of x: head_rows [rows, D].
+void Transformer::final_norm(size_t rows) {
   const size_t D = z(D_);
-  size_t scored = 0;
-  for (const auto& rq : requests) scored += rq.logits_at.size();
-  head_rows_.resize(scored * D);
-  size_t o = 0;
-  for (size_t r = 0; r < requests.size(); ++r)
-    for (int32_t i : requests[r].logits_at) {
-      KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
-      rms_norm_rows(x_.data() + (offsets[r] + z(i)) * D, final_norm_, head_rows_.data() + o * D, 1,
-                    D, eps_);
-      ++o;
-    }
+  head_rows_.resize(rows * D);
+  rms_norm_rows(x_.data(), final_norm_, head_rows_.data(), rows, D, eps_);
 }
 
 // Rows of logits per block: as many as kLogitBlockBytes holds, at least one.

@@ -110,6 +110,25 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     require_close(lp2[3], ref_alt[5], 1e-4);
     require_close(lp2[4], ref_alt[6], 1e-4);
   }
+  SECTION("a subset of rows, repeated and out of order, has the bits of scoring every row") {
+    // The last layer runs its second half on the scored rows alone: the same
+    // bits as when every row is scored, also with more scored rows than tokens.
+    SeqCache all = m.new_cache();
+    std::vector<ForwardRequest> req{{&all, toks, {}}};
+    req[0].logits_at.resize(toks.size());
+    std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
+    m.forward(req);
+    const auto every = all_log_probs(m, toks.size());
+    std::vector<int32_t> some{12, 3, 3, 0, 7};
+    while (some.size() <= toks.size()) some.push_back(static_cast<int32_t>(some.size() % 5));
+    SeqCache part = m.new_cache();
+    req = {{&part, toks, some}};
+    m.forward(req);
+    const auto lp = all_log_probs(m, some.size());
+    for (size_t o = 0; o < some.size(); ++o) CHECK(lp[o] == every[static_cast<size_t>(some[o])]);
+    CHECK(part.k == all.k);
+    CHECK(part.v == all.v);
+  }
   SECTION("greedy argmax is the reference's most likely token") {
     SeqCache cache = m.new_cache();
     std::vector<ForwardRequest> req{{&cache, toks, {3, 12}}};

@@ -79,8 +79,9 @@ class Transformer {
                       const std::vector<size_t>& offsets);
   void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
   void attention_output(const Layer& L, size_t N);
+  size_t keep_scored_rows(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
   void mlp(const Layer& L, size_t N);
-  void final_norm(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  void final_norm(size_t rows);
   // The logits are made a block of scored rows at a time, in one buffer of at
   // most kLogitBlockBytes (or one row): a batch of 16 x 64 positions over a
   // 152k vocabulary was 622 MB of logits, paged in afresh for every task.
