@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/kernels/eval_kernels.hpp"
@@ -18,14 +20,17 @@ namespace kintsugi {
 namespace cpu_ops_impl {
 namespace {
 
-// Vectors of 4 and 8 floats: GCC's vector extension. The baseline copy works
-// on 4 lanes (SSE2 or NEON registers), the x86-64-v3 copy on 8 (AVX; a * b +
-// c becomes an FMA there). Loaded and stored with memcpy: the data need not be
-// aligned.
+// Vectors of 4, 8 and 16 floats: GCC's vector extension. The baseline copy
+// works on 4 lanes (SSE2 or NEON registers), the x86-64-v3 copy on 8 (AVX; a *
+// b + c becomes an FMA there), the x86-64-v4 copy on 16 (AVX-512) in its
+// matrix products and element-wise kernels. Loaded and stored with memcpy: the
+// data need not be aligned.
 typedef float f4 __attribute__((vector_size(16)));
 typedef float f8 __attribute__((vector_size(32)));
+typedef float f16 __attribute__((vector_size(64)));
 typedef int32_t i4 __attribute__((vector_size(16)));
 typedef int32_t i8 __attribute__((vector_size(32)));
+typedef int32_t i16 __attribute__((vector_size(64)));
 template <class V>
 struct IntOf;
 template <>
@@ -36,8 +41,17 @@ template <>
 struct IntOf<f8> {
   using type = i8;
 };
+template <>
+struct IntOf<f16> {
+  using type = i16;
+};
 template <class V>
 constexpr size_t kLanes = sizeof(V) / sizeof(float);
+// The vector a copy's sums over one row are kept in (dot products, Σ exp):
+// the 16-lane copy sums in 8 lanes, so that each sum runs in the AVX2 copy's
+// order and the two copies give the same bits everywhere.
+template <class V>
+using SumV = std::conditional_t<kLanes<V> == 16, f8, V>;
 
 #define KS_INLINE [[gnu::always_inline]] inline
 
@@ -146,6 +160,18 @@ KS_INLINE double sum_exp_shifted(const float* x, size_t n, float m) {
   return s;
 }
 
+// a * b + c for a scalar tail after vector FMAs: fused in the copies with FMA
+// (written out: GCC contracts a * b + c in one copy and not in another, as
+// its vectorizer sees fit, and the AVX2 and AVX-512 copies must agree), as
+// the baseline x86-64 copy computes it otherwise.
+template <class V>
+KS_INLINE float mul_add(float a, float b, float c) {
+  if constexpr (kLanes<V> >= 8)
+    return std::fma(a, b, c);
+  else
+    return a * b + c;
+}
+
 template <class V>
 KS_INLINE float dot(const float* a, const float* b, size_t n) {
   constexpr size_t W = kLanes<V>;
@@ -153,60 +179,81 @@ KS_INLINE float dot(const float* a, const float* b, size_t n) {
   size_t d = 0;
   for (; d + W <= n; d += W) acc += loadv<V>(a + d) * loadv<V>(b + d);
   float s = hsum(acc);
-  for (; d < n; ++d) s += a[d] * b[d];
+  for (; d < n; ++d) s = mul_add<V>(a[d], b[d], s);
   return s;
 }
 
-// C[R, nj] (+)= A[R, K] P for one panel P[K][16] (row stride ldp): R x 16/W
-// vector accumulators (12 of the 16 registers of either ISA).
-template <class V, int R>
-KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_t ldp, float* C,
-                     size_t ldc, size_t nj, bool acc) {
-  constexpr size_t W = kLanes<V>, NV = 16 / W;
-  V c[R][NV];
+// C[R, nj] (+)= A[R, K] P for NP adjacent panels P[K][16] (row stride ldp,
+// panel p at P + p * pstride; nj <= 16 NP columns): R x 16 NP / W vector
+// accumulators, 12 of the 16 registers of the 4- and 8-lane copies (NP = 1),
+// 24 of the 32 of the 16-lane one (NP = 2: two panels share each load of A).
+// Every output is the same chain of FMAs over k whatever R, NP or W, so all
+// copies with FMA give the same bits.
+template <class V, int R, int NP = 1>
+KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_t ldp,
+                     size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
+  constexpr size_t W = kLanes<V>, NV = 16 / W, NC = NP * NV;
+  V c[R][NC];
   for (int r = 0; r < R; ++r)
-    for (size_t v = 0; v < NV; ++v) c[r][v] = V{};
+    for (size_t v = 0; v < NC; ++v) c[r][v] = V{};
   for (size_t k = 0; k < K; ++k) {
-    V b[NV];
-    for (size_t v = 0; v < NV; ++v) b[v] = loadv<V>(P + ldp * k + W * v);
+    V b[NC];
+    for (size_t p = 0; p < NP; ++p)
+      for (size_t v = 0; v < NV; ++v) b[p * NV + v] = loadv<V>(P + p * pstride + ldp * k + W * v);
     for (int r = 0; r < R; ++r) {
       const float a = A[static_cast<size_t>(r) * lda + k];
-      for (size_t v = 0; v < NV; ++v) c[r][v] += a * b[v];
+      for (size_t v = 0; v < NC; ++v) c[r][v] += a * b[v];
     }
   }
   for (int r = 0; r < R; ++r) {
     float* out = C + static_cast<size_t>(r) * ldc;
-    if (nj == 16) {
-      for (size_t v = 0; v < NV; ++v)
+    if (nj == 16 * NP) {
+      for (size_t v = 0; v < NC; ++v)
         storev(out + W * v, acc ? loadv<V>(out + W * v) + c[r][v] : c[r][v]);
     } else {
-      float t[16];
-      for (size_t v = 0; v < NV; ++v) storev(t + W * v, c[r][v]);
+      float t[16 * NP];
+      for (size_t v = 0; v < NC; ++v) storev(t + W * v, c[r][v]);
       for (size_t j = 0; j < nj; ++j) out[j] = acc ? out[j] + t[j] : t[j];
     }
   }
 }
 
-// The last M < R rows of a panel's product: micro<V, M> for the M left.
-template <class V, int R>
+// The last M < R rows of the panels' product: micro<V, M, NP> for the M left.
+template <class V, int R, int NP>
 KS_INLINE void tail_rows(size_t M, size_t K, const float* A, size_t lda, const float* P, size_t ldp,
-                         float* C, size_t ldc, size_t nj, bool acc) {
+                         size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
   if constexpr (R > 0) {
     if (M == R)
-      micro<V, R>(K, A, lda, P, ldp, C, ldc, nj, acc);
+      micro<V, R, NP>(K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
     else
-      tail_rows<V, R - 1>(M, K, A, lda, P, ldp, C, ldc, nj, acc);
+      tail_rows<V, R - 1, NP>(M, K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
   }
 }
 
-// C[M, nj] (+)= A[M, K] P for one panel, R rows at a time.
-template <class V>
-KS_INLINE void rows_times_panel(size_t M, size_t K, const float* A, size_t lda, const float* P,
-                                size_t ldp, float* C, size_t ldc, size_t nj, bool acc) {
-  constexpr int R = kLanes<V> == 8 ? 6 : 3;
+// C[M, nj] (+)= A[M, K] [P_0 .. P_NP-1] for NP adjacent panels, R rows at a time.
+template <class V, int NP>
+KS_INLINE void rows_times(size_t M, size_t K, const float* A, size_t lda, const float* P,
+                          size_t ldp, size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
+  constexpr int R = kLanes<V> == 16 ? 12 : kLanes<V> == 8 ? 6 : 3;
   size_t i = 0;
-  for (; i + R <= M; i += R) micro<V, R>(K, A + i * lda, lda, P, ldp, C + i * ldc, ldc, nj, acc);
-  tail_rows<V, R - 1>(M - i, K, A + i * lda, lda, P, ldp, C + i * ldc, ldc, nj, acc);
+  for (; i + R <= M; i += R)
+    micro<V, R, NP>(K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj, acc);
+  tail_rows<V, R - 1, NP>(M - i, K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj, acc);
+}
+
+// C[M, n] (+)= A[M, K] times the ceil(n / 16) panels at P, P + pstride, ...
+// (n output columns): two panels at a time in the 16-lane copy.
+template <class V>
+KS_INLINE void rows_times_panels(size_t M, size_t K, const float* A, size_t lda, const float* P,
+                                 size_t ldp, size_t pstride, float* C, size_t ldc, size_t n,
+                                 bool acc) {
+  constexpr size_t NP = kLanes<V> == 16 ? 2 : 1;
+  size_t j0 = 0;
+  for (; j0 + 16 * NP <= n || (NP == 2 && j0 + 16 < n); j0 += 16 * NP)
+    rows_times<V, NP>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc,
+                      std::min<size_t>(16 * NP, n - j0), acc);
+  if (j0 < n)
+    rows_times<V, 1>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc, n - j0, acc);
 }
 
 template <class V>
@@ -218,11 +265,8 @@ KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const Pack
   constexpr size_t kChunk = 48;
   for (size_t i0 = 0; i0 < m_rows; i0 += kChunk) {
     const size_t m = std::min(kChunk, m_rows - i0);
-    for (size_t p = 0; p < (N + 15) / 16; ++p) {
-      const size_t j0 = p * 16;
-      rows_times_panel<V>(m, K, A + i0 * lda, lda, W.panel(p), 16, C + i0 * ldc + j0, ldc,
-                          std::min<size_t>(16, N - j0), acc);
-    }
+    rows_times_panels<V>(m, K, A + i0 * lda, lda, W.panel(0), 16, K * 16, C + i0 * ldc, ldc, N,
+                         acc);
   }
 }
 
@@ -243,7 +287,7 @@ template <class V>
 KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
                            size_t hi, float* s, float* out) {
   constexpr size_t W = kLanes<V>;
-  for (size_t j = lo; j <= hi; ++j) s[j] = dot<V>(q, kv.key(j), hd) * scale;
+  for (size_t j = lo; j <= hi; ++j) s[j] = dot<SumV<V>>(q, kv.key(j), hd) * scale;
   softmax_range<V>(s, lo, hi);
   std::fill(out, out + hd, 0.0f);
   for (size_t j = lo; j <= hi; ++j) {
@@ -251,7 +295,7 @@ KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows&
     const float* vj = kv.value(j);
     size_t d = 0;
     for (; d + W <= hd; d += W) storev(out + d, loadv<V>(out + d) + pj * loadv<V>(vj + d));
-    for (; d < hd; ++d) out[d] += pj * vj[d];
+    for (; d < hd; ++d) out[d] = mul_add<V>(pj, vj[d], out[d]);
   }
 }
 
@@ -293,9 +337,8 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
     // S[i, :] = q_i K^T for the panels up to the block's last position.
     for (size_t i0 = 0; i0 < a.n; i0 += B) {
       const size_t m = std::min(B, a.n - i0), last = a.past + i0 + m - 1;
-      for (size_t p = 0; p <= last / 16; ++p)
-        rows_times_panel<V>(m, hd, a.q + i0 * a.ldq + h * hd, a.ldq, kp + p * hd * 16, 16,
-                            S + i0 * lds + p * 16, lds, 16, false);
+      rows_times_panels<V>(m, hd, a.q + i0 * a.ldq + h * hd, a.ldq, kp, 16, hd * 16, S + i0 * lds,
+                           lds, (last / 16 + 1) * 16, false);
     }
     // Softmax over each query's visible keys [lo, p]; zero elsewhere.
     for (size_t i = 0; i < a.n; ++i) {
@@ -306,20 +349,17 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
       std::fill(row, row + lo, 0.0f);
       std::fill(row + p + 1, row + lds, 0.0f);
     }
-    // out[i, head h] = P[i, 0..last] V, 16 dimensions at a time; V's rows are
-    // the panel (prefix positions, then the request's own).
+    // out[i, head h] = P[i, 0..last] V, 16 dimensions a panel; V's rows are
+    // the panels (prefix positions, then the request's own).
     for (size_t i0 = 0; i0 < a.n; i0 += B) {
       const size_t m = std::min(B, a.n - i0), count = a.past + i0 + m;
       const size_t first = std::min(count, kv.split), second = count - first;
-      for (size_t d0 = 0; d0 < hd; d0 += 16) {
-        float* o = a.out + i0 * a.ldo + h * hd + d0;
-        if (first > 0)
-          rows_times_panel<V>(m, first, S + i0 * lds, lds, kv.v + d0, kv.stride, o, a.ldo, 16,
-                              false);
-        if (second > 0)
-          rows_times_panel<V>(m, second, S + i0 * lds + first, lds, kv.v2 + d0, kv.stride, o, a.ldo,
-                              16, first > 0);
-      }
+      float* o = a.out + i0 * a.ldo + h * hd;
+      if (first > 0)
+        rows_times_panels<V>(m, first, S + i0 * lds, lds, kv.v, kv.stride, 16, o, a.ldo, hd, false);
+      if (second > 0)
+        rows_times_panels<V>(m, second, S + i0 * lds + first, lds, kv.v2, kv.stride, 16, o, a.ldo,
+                             hd, first > 0);
     }
   }
 }
@@ -329,7 +369,7 @@ KS_INLINE void rms_norm_body(const float* x, const float* w, float* out, size_t 
                              float eps) {
   for (size_t r = 0; r < rows; ++r) {
     const float* xr = x + r * D;
-    const float ss = dot<V>(xr, xr, D);
+    const float ss = dot<SumV<V>>(xr, xr, D);
     const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
     float* o = out + r * D;
     for (size_t i = 0; i < D; ++i) o[i] = w[i] * (xr[i] * inv);
@@ -348,7 +388,8 @@ KS_INLINE void swiglu_body(const float* gu, float* out, size_t rows, size_t F) {
   }
 }
 
-// The two copies: the same bodies compiled for the baseline and for x86-64-v3.
+// The copies: the same bodies compiled for the baseline, for x86-64-v3 and
+// for x86-64-v4.
 struct Ops {
   void (*matmul)(size_t, const float*, size_t, const PackedWeight&, float*, size_t, bool);
   void (*attend)(const AttendArgs&, std::vector<float>&);
@@ -382,7 +423,7 @@ struct Ops {
     return max_of<V>(x, n);                                                                      \
   }                                                                                              \
   ATTR double sum_exp_##SUFFIX(const float* x, size_t n, float m) {                              \
-    return sum_exp_shifted<V>(x, n, m);                                                          \
+    return sum_exp_shifted<SumV<V>>(x, n, m);                                                    \
   }
 
 KS_COPY(generic, , f4)
@@ -392,6 +433,9 @@ constexpr Ops kGeneric{matmul_generic, attend_generic, rms_norm_generic, swiglu_
 KS_COPY(avx2, [[gnu::target("arch=x86-64-v3")]], f8)
 constexpr Ops kAvx2{matmul_avx2, attend_avx2, rms_norm_avx2, swiglu_avx2,
                     exp_avx2,    max_avx2,    sum_exp_avx2,  "avx2"};
+KS_COPY(avx512, [[gnu::target("arch=x86-64-v4")]], f16)
+constexpr Ops kAvx512{matmul_avx512, attend_avx512, rms_norm_avx512, swiglu_avx512,
+                      exp_avx512,    max_avx512,    sum_exp_avx512,  "avx512"};
 #endif
 #undef KS_COPY
 #undef KS_INLINE
@@ -405,12 +449,57 @@ bool avx2_fma_supported() {
 #endif
 }
 
-// The copy for this CPU; KINTSUGI_CPU_KERNELS=generic (or generic+prefetch) forces the baseline
-// copy, as it does for the merge kernels.
+// x86-64-v4: AVX-512 F, BW, CD, DQ and VL (and the v3 features below them).
+bool avx512_supported() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return avx2_fma_supported() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512cd") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+#if defined(__x86_64__)
+// The faster of the AVX2 and AVX-512 copies on this CPU, by the time of a
+// product the size of a small model's projection (96 tokens, K = 128, 256
+// columns: about 60 us), alternated, best of five: the two give the same bits,
+// so only speed decides, and 512-bit FMAs are twice the 256-bit ones on some
+// CPUs (Intel Xeon with two FMA units) and the same on others (AMD Zen 4).
+// The AVX-512 copy wins ties.
+const Ops* faster_of_avx2_avx512() {
+  constexpr size_t M = 96, K = 128, N = 256;
+  std::vector<float> w(N * K), a(M * K), c(M * N);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 13) * 0.01f;
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.1f;
+  const PackedWeight P(w.data(), N, K, K);
+  const Ops* copies[2] = {&kAvx512, &kAvx2};
+  double best[2] = {1e300, 1e300};
+  for (int rep = 0; rep < 5; ++rep)
+    for (int k = 0; k < 2; ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      copies[k]->matmul(M, a.data(), K, P, c.data(), N, false);
+      best[k] = std::min(
+          best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  return best[0] <= best[1] ? copies[0] : copies[1];
+}
+#endif
+
+// The copy for this CPU: the faster of AVX-512 and AVX2 where both run, else
+// AVX2, else the baseline. KINTSUGI_CPU_KERNELS, the merge kernels' setting,
+// picks this copy too by its prefix: "generic..." the baseline, "avx2..." or
+// "avx512..." that copy where the CPU runs it.
 const Ops* choose_ops() {
 #if defined(__x86_64__)
-  const char* forced = std::getenv("KINTSUGI_CPU_KERNELS");
-  if (forced && std::string_view(forced).starts_with("generic")) return &kGeneric;
+  if (const char* forced = std::getenv("KINTSUGI_CPU_KERNELS")) {
+    const std::string_view f(forced);
+    if (f.starts_with("generic")) return &kGeneric;
+    if (f.starts_with("avx512") && avx512_supported()) return &kAvx512;
+    if (f.starts_with("avx2") && avx2_fma_supported()) return &kAvx2;
+  }
+  if (avx512_supported()) return faster_of_avx2_avx512();
   if (avx2_fma_supported()) return &kAvx2;
 #endif
   return &kGeneric;
@@ -430,6 +519,7 @@ std::atomic<int64_t> g_matmul_ns{0};
 }  // namespace
 }  // namespace cpu_ops_impl
 using cpu_ops_impl::avx2_fma_supported;
+using cpu_ops_impl::avx512_supported;
 using cpu_ops_impl::copy_for_cpu;
 using cpu_ops_impl::g_matmul_ns;
 
@@ -488,6 +578,7 @@ const char* eval_kernels_isa() {
 }
 
 std::vector<std::string_view> eval_kernels_isas() {
+  if (avx512_supported()) return {"generic", "avx2", "avx512"};
   if (avx2_fma_supported()) return {"generic", "avx2"};
   return {"generic"};
 }
@@ -500,6 +591,10 @@ bool set_eval_kernels_isa(std::string_view isa) {
 #if defined(__x86_64__)
   if (isa == "avx2" && avx2_fma_supported()) {
     cpu_ops_impl::g_ops.store(&cpu_ops_impl::kAvx2);
+    return true;
+  }
+  if (isa == "avx512" && avx512_supported()) {
+    cpu_ops_impl::g_ops.store(&cpu_ops_impl::kAvx512);
     return true;
   }
 #endif

@@ -1,12 +1,15 @@
 // The evaluator's CPU kernels (src/kernels/eval_kernels_cpu.cpp), every copy
-// this CPU runs (generic, and avx2 where it has AVX2 and FMA), against naive
+// this CPU runs (generic, avx2 where it has AVX2 and FMA, avx512 where it has
+// x86-64-v4's AVX-512), against naive
 // double-precision loops written from the definitions: matrix products with
 // packed and stacked weights, causal GQA attention over a shared prefix and a
 // sliding window (both the per-query path of decode steps and the blocked path
 // of prefill), RMSNorm, SwiGLU and exp. The forward pass as a whole is held
 // to Hugging Face's log-probabilities in test_eval_reference.cpp.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -55,7 +58,7 @@ TEST_CASE("eval kernels: matmul with packed and stacked weights equals the naive
     // of 16 with tails, K odd and even, row strides wider than the data.
     for (size_t M : {1, 5, 6, 7, 13, 50})
       for (size_t K : {1, 7, 32, 70})
-        for (size_t n1 : {3, 16, 21}) {
+        for (size_t n1 : {3, 16, 21, 29}) {
           const size_t n2 = 11, N = n1 + n2, lda = K + 3, ldw = K + 1, ldc = N + 5;
           const auto A = random_vec(M * lda, rng), W1 = random_vec(n1 * ldw, rng),
                      W2 = random_vec(n2 * ldw, rng);
@@ -243,4 +246,87 @@ TEST_CASE("eval kernels: exp, RMSNorm and SwiGLU equal their definitions", "[eva
       }
   }
   CHECK_FALSE(set_eval_kernels_isa("avx512-please"));
+}
+
+TEST_CASE("eval kernels: the AVX-512 copy gives the AVX2 copy's bits", "[eval][kernels]") {
+  // Every output is the same chain of FMAs, and every sum over a row runs in
+  // the same order, in both copies: so a score does not depend on which one
+  // the CPU's timing picked.
+  CopyGuard guard;
+  const auto isas = eval_kernels_isas();
+  if (std::find(isas.begin(), isas.end(), "avx512") == isas.end()) {
+    WARN("no AVX-512 (x86-64-v4) on this CPU: the AVX-512 copy is not compared here");
+    return;
+  }
+  std::mt19937 rng(11);
+  // Runs f once per copy and requires the same floats, bit for bit.
+  auto same_bits = [&](const char* what, auto&& f) {
+    std::vector<float> got[2];
+    for (int k = 0; k < 2; ++k) {
+      REQUIRE(set_eval_kernels_isa(k == 0 ? "avx2" : "avx512"));
+      got[k] = f();
+    }
+    REQUIRE(got[0].size() == got[1].size());
+    for (size_t i = 0; i < got[0].size(); ++i)
+      if (std::memcmp(&got[0][i], &got[1][i], sizeof(float)) != 0)
+        FAIL(what << ": element " << i << ": avx2 " << got[0][i] << ", avx512 " << got[1][i]);
+  };
+  // Products across the pairs of panels of the 16-lane copy and their tails.
+  for (size_t N : {1, 15, 16, 17, 31, 32, 40, 48, 69})
+    for (size_t M : {1, 11, 12, 13, 50})
+      for (size_t K : {1, 33, 128}) {
+        const auto W = random_vec(N * K, rng), A = random_vec(M * K, rng),
+                   C0 = random_vec(M * (N + 3), rng);
+        const PackedWeight P(W.data(), N, K, K);
+        for (bool acc : {false, true})
+          same_bits("matmul", [&] {
+            auto C = C0;
+            matmul(M, A.data(), K, P, C.data(), N + 3, acc);
+            return C;
+          });
+      }
+  // Attention: the per-query path (n < 4 or a head size not a multiple of
+  // 16) and the blocked path, with a shared prefix and a window.
+  struct Case {
+    size_t g, n, past, split, hd, window;
+  };
+  const Case cases[] = {{1, 1, 40, 20, 32, 0},  {2, 3, 5, 0, 24, 0},   {2, 9, 0, 0, 32, 0},
+                        {4, 40, 17, 30, 64, 0}, {2, 20, 20, 8, 48, 7}, {2, 33, 31, 0, 16, 0},
+                        {1, 6, 3, 2, 40, 0}};
+  for (const Case& c : cases) {
+    const size_t total = c.past + c.n, ld = c.hd + 1, ldq = c.g * c.hd;
+    const auto q = random_vec(c.n * ldq, rng), kp = random_vec(c.split * ld, rng),
+               vp = random_vec(c.split * ld, rng), ko = random_vec((total - c.split) * ld, rng),
+               vo = random_vec((total - c.split) * ld, rng);
+    const KvRows kv{kp.data(), vp.data(), ko.data(), vo.data(), c.split, ld};
+    same_bits("attention", [&] {
+      std::vector<float> out(c.n * ldq), scratch;
+      attend_tokens({q.data(), ldq, c.g, c.n, c.past, c.hd, 0.125f, kv, c.window, out.data(), ldq},
+                    scratch);
+      return out;
+    });
+  }
+  for (size_t D : {7, 16, 77, 896}) {
+    const auto x = random_vec(3 * 2 * D, rng, 3.0f), w = random_vec(D, rng);
+    same_bits("rms_norm", [&] {
+      std::vector<float> out(3 * D);
+      rms_norm_rows(x.data(), w.data(), out.data(), 3, D, 1e-6f);
+      return out;
+    });
+    same_bits("swiglu", [&] {
+      std::vector<float> out(3 * D);
+      swiglu_rows(x.data(), out.data(), 3, D);
+      return out;
+    });
+    same_bits("exp, max and sum of exp", [&] {
+      std::vector<float> e(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(2 * D));
+      exp_inplace(e.data(), e.size());
+      const float m = max_of(x.data(), 2 * D);
+      const double se = sum_exp_shifted(x.data(), 2 * D, m);
+      e.push_back(m);
+      e.push_back(static_cast<float>(se));
+      e.push_back(static_cast<float>(se - static_cast<double>(static_cast<float>(se))));
+      return e;
+    });
+  }
 }

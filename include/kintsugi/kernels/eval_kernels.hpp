@@ -6,11 +6,12 @@
 // few hundred, M = the tokens of one batch): OpenBLAS spent more time packing
 // the activations and the weight on every call than multiplying (bench eval,
 // bench/RESULTS.md), and attention through a BLAS computes the masked half of
-// every score matrix. Every kernel exists in two copies, one for the build's
-// baseline ISA and one for x86-64-v3 (AVX2 + FMA), chosen by the CPU at load
-// time; each element's sum runs in a fixed order over k, so a row's result
-// does not depend on which other rows share the call (a sequence scores the
-// same alone or in a batch) or on the rank count.
+// every score matrix. Every kernel exists in three copies, for the build's
+// baseline ISA, for x86-64-v3 (AVX2 + FMA) and for x86-64-v4 (AVX-512, the
+// same bits as the AVX2 copy), chosen by the CPU at first use; each
+// element's sum runs in a fixed order over k, so a row's result does not
+// depend on which other rows share the call (a sequence scores the same alone
+// or in a batch) or on the rank count.
 #include <cstddef>
 #include <span>
 #include <string_view>
@@ -93,9 +94,11 @@ void exp_inplace(float* x, size_t n);
 float max_of(const float* x, size_t n);
 double sum_exp_shifted(const float* x, size_t n, float m);
 
-// The copy in use: "avx2" (x86-64-v3: AVX2 and FMA) where the CPU has them,
-// else "generic" (the build's baseline); KINTSUGI_CPU_KERNELS=generic forces
-// the baseline copy, as for the merge kernels.
+// The copy in use: the faster of "avx512" (x86-64-v4) and "avx2" (x86-64-v3:
+// AVX2 and FMA), timed once, where the CPU runs both; else "avx2" where it
+// has AVX2 and FMA; else "generic" (the build's baseline).
+// KINTSUGI_CPU_KERNELS, the merge kernels' setting, forces a copy by its
+// prefix: "generic...", or "avx2..." / "avx512..." where the CPU runs it.
 const char* eval_kernels_isa();
 // The copies this CPU can run, and a way to switch (tests hold every copy to
 // the same references); false for a copy the CPU cannot run.
