@@ -1,12 +1,16 @@
-// `kintsugi bench merge`: memory bandwidth (STREAM triad), the in-memory fused
-// kernel, the end-to-end file-to-file merge, and the naive alternative (one
-// checkpoint at a time into an fp32 accumulator), in GB/s of bytes read +
-// written, each as a ratio to the triad.
+// `kintsugi bench merge`: memory bandwidth (STREAM triad, and the same triad
+// with streaming stores), the in-memory fused kernel, the end-to-end
+// file-to-file merge, and the naive alternative (one checkpoint at a time into
+// an fp32 accumulator), in GB/s of bytes read + written, each as a ratio to
+// the triad.
 #include <fcntl.h>
 #include <omp.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -57,6 +61,11 @@ double seconds_of(F&& f) {
 }
 
 // STREAM triad a = b + s c over arrays of `bytes` each; counts 3 x bytes.
+// run() writes a through the cache, as STREAM built by GCC does: each line of
+// a is read before it is written (a fourth transfer the figure does not
+// count). run_streaming() writes a with streaming stores, which skip that
+// read, as the fused kernel's large outputs do: its figure is the bandwidth
+// of a kernel whose counted bytes are all the bytes it moves (x86-64 only).
 class Triad {
  public:
   explicit Triad(size_t bytes)
@@ -80,6 +89,34 @@ class Triad {
 #pragma omp parallel for simd schedule(static)
     for (long long j = 0; j < nn; ++j) a[j] = b[j] + s * c[j];
     KS_CHECK(a_[n_ / 2] == 7.0f, "triad result");
+  }
+  static constexpr bool kStreaming =
+#if defined(__x86_64__)
+      true;
+#else
+      false;
+#endif
+  // Four floats per SSE streaming store (x86-64's baseline; the write
+  // combining buffers merge them into whole lines; new[] aligns to 16 bytes),
+  // with s = 2, so that its result (5) tells its run from run()'s (7).
+  void run_streaming() {
+#if defined(__x86_64__)
+    const auto nv = static_cast<long long>(n_ / 4);
+    const __m128 s = _mm_set1_ps(2.0f);
+    float* a = a_.get();
+    const float* b = b_.get();
+    const float* c = c_.get();
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (long long v = 0; v < nv; ++v)
+        _mm_stream_ps(a + 4 * v,
+                      _mm_add_ps(_mm_load_ps(b + 4 * v), _mm_mul_ps(s, _mm_load_ps(c + 4 * v))));
+      _mm_sfence();  // this thread's streamed lines visible before the threads join
+    }
+    for (size_t j = static_cast<size_t>(nv) * 4; j < n_; ++j) a[j] = b[j] + 2.0f * c[j];
+    KS_CHECK(a_[n_ / 2] == 5.0f && a_[n_ - 1] == 5.0f, "streaming triad result");
+#endif
   }
   double bytes() const {
     return 3.0 * static_cast<double>(n_ * sizeof(float));
@@ -197,7 +234,7 @@ std::vector<std::string> isas_to_measure(const std::string& isa) {
 
 // Best seconds of each in-memory measurement; kernel[k] for the k-th copy measured.
 struct MemorySeconds {
-  double triad = 1e300, naive = 1e300;
+  double triad = 1e300, triad_nt = 1e300, naive = 1e300;
   std::vector<double> kernel;
 };
 
@@ -231,6 +268,8 @@ MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::by
   t.kernel.assign(isas.size(), 1e300);
   for (int r = 0; r < repeat; ++r) {
     t.triad = std::min(t.triad, seconds_of([&] { triad.run(); }));
+    if (Triad::kStreaming)
+      t.triad_nt = std::min(t.triad_nt, seconds_of([&] { triad.run_streaming(); }));
     for (size_t k = 0; k < isas.size(); ++k) {
       KS_CHECK(set_cpu_kernel_isa(isas[k]), "a copy of the kernels this CPU runs");
       t.kernel[k] = std::min(
@@ -473,7 +512,7 @@ PageCacheSeconds time_page_cache(const fs::path& dir, const std::vector<std::byt
 // The figures, in GB/s of bytes read + written; kernel is the copy that runs
 // by default (or the first measured), kernels[k] each copy measured.
 struct MergeFigures {
-  double stream, kernel, naive, file, write, map, ceiling;
+  double stream, stream_nt, kernel, naive, file, write, map, ceiling;  // stream_nt 0: not measured
   std::vector<double> kernels;
 };
 
@@ -484,6 +523,7 @@ MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, size_t def
   const double ranks = world_size();
   MergeFigures f;
   f.stream = ranks * triad.bytes() / mem.triad / 1e9;
+  f.stream_nt = Triad::kStreaming ? ranks * triad.bytes() / mem.triad_nt / 1e9 : 0.0;
   for (const double k : mem.kernel) f.kernels.push_back(ranks * useful / k / 1e9);
   f.kernel = f.kernels[default_k];
   f.naive = ranks * useful / mem.naive / 1e9;
@@ -515,13 +555,20 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
               a.checkpoints, a.mib, a.dtype.c_str(), threads, world_size());
   std::printf("  CPU: %s; kernels: %s (%s)\n", cpu.c_str(), kc.runs.c_str(), kc.choice.c_str());
   std::printf("  stream triad          %8.2f GB/s\n", f.stream);
+  if (f.stream_nt > 0)
+    std::printf(
+        "  triad, streamed a     %8.2f GB/s  (no read of a's lines before writing them, as the "
+        "kernel's outputs of 16 MiB or more)\n",
+        f.stream_nt);
   // The copies' names in one column ("[avx512+prefetch]" is the longest).
   size_t width = 9;
   for (const auto& m : kc.measured) width = std::max(width, m.size() + 3);
-  for (size_t k = 0; k < kc.measured.size(); ++k)
-    std::printf("  fused kernel %-*s%8.2f GB/s  (%.2f of triad)%s\n", static_cast<int>(width),
-                ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.kernels[k] / f.stream,
-                kc.measured[k] == kc.runs ? "" : "  (not the copy that runs)");
+  for (size_t k = 0; k < kc.measured.size(); ++k) {
+    std::printf("  fused kernel %-*s%8.2f GB/s  (%.2f of triad", static_cast<int>(width),
+                ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.kernels[k] / f.stream);
+    if (f.stream_nt > 0) std::printf(", %.2f of streamed", f.kernels[k] / f.stream_nt);
+    std::printf(")%s\n", kc.measured[k] == kc.runs ? "" : "  (not the copy that runs)");
+  }
   std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",
               f.naive, f.naive / f.stream, f.kernel / f.naive);
   std::printf(
@@ -551,6 +598,9 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     j["stream_gbps"] = round3(f.stream);
     j["kernel_gbps"] = round3(f.kernel);
     j["kernel_ratio"] = round3(f.kernel / f.stream);
+    const bool nt = f.stream_nt > 0;
+    j["stream_nt_gbps"] = nt ? nlohmann::ordered_json(round3(f.stream_nt)) : nullptr;
+    j["kernel_ratio_nt"] = nt ? nlohmann::ordered_json(round3(f.kernel / f.stream_nt)) : nullptr;
     j["file_gbps"] = round3(f.file);
     j["file_ratio"] = round3(f.file / f.stream);
     j["naive_gbps"] = round3(f.naive);
@@ -567,7 +617,9 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     for (size_t k = 0; k < kc.measured.size(); ++k)
       ks.push_back({{"isa", kc.measured[k]},
                     {"gbps", round3(f.kernels[k])},
-                    {"ratio", round3(f.kernels[k] / f.stream)}});
+                    {"ratio", round3(f.kernels[k] / f.stream)},
+                    {"ratio_nt",
+                     nt ? nlohmann::ordered_json(round3(f.kernels[k] / f.stream_nt)) : nullptr}});
     j["kernels"] = ks;
     j["pagecache_write_gbps"] = round3(f.write);
     j["map_first_touch_gbps"] = round3(f.map);

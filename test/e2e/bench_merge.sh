@@ -38,6 +38,16 @@ assert d["ranks"] == int(sys.argv[2]), line
 def close(ratio, gbps, stream):
     return abs(ratio - gbps / stream) < 2e-3 * max(1.0, gbps / stream)
 assert close(d["kernel_ratio"], d["kernel_gbps"], d["stream_gbps"]), line
+# The triad with streaming stores: measured on x86-64 (null elsewhere), with
+# each copy's ratio to it.
+import platform
+nt = d["stream_nt_gbps"]
+if platform.machine() == "x86_64":
+    assert nt is not None and nt > 0, f"no streaming triad on x86-64: {line}"
+    assert close(d["kernel_ratio_nt"], d["kernel_gbps"], nt), line
+    assert all(close(k["ratio_nt"], k["gbps"], nt) for k in d["kernels"]), line
+else:
+    assert nt is None and d["kernel_ratio_nt"] is None, line
 copies = [c + v for c in ("generic", "avx2", "avx512") for v in ("", "+prefetch")]
 assert d["cpu_kernels"] in copies, line
 assert d["cpu_model"] == os.environ["MODEL"], f"cpu_model is not lscpu's {os.environ['MODEL']!r}: {line}"
