@@ -274,8 +274,7 @@ KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const Pack
 // each divided by the sum (as a product with its reciprocal).
 template <class V>
 KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
-  float mx = -INFINITY;
-  for (size_t j = lo; j <= hi; ++j) mx = std::max(mx, s[j]);
+  const float mx = max_of<V>(s + lo, hi + 1 - lo);
   exp_shifted<V>(s + lo, hi + 1 - lo, mx);
   float sum = 0.0f;
   for (size_t j = lo; j <= hi; ++j) sum += s[j];
@@ -283,19 +282,64 @@ KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
   for (size_t j = lo; j <= hi; ++j) s[j] *= inv;
 }
 
+// s[j] = scale * q . k_j for j in [lo, hi], four keys at a time: four
+// independent chains instead of one (a decode step's dot products were
+// bound by the FMA latency), each key's sum in dot()'s order, so its bits.
+template <class V>
+KS_INLINE void scores_of(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
+                         size_t hi, float* s) {
+  constexpr size_t W = kLanes<V>;
+  size_t j = lo;
+  for (; j + 3 <= hi; j += 4) {
+    const float* k[4] = {kv.key(j), kv.key(j + 1), kv.key(j + 2), kv.key(j + 3)};
+    V acc[4] = {};
+    size_t d = 0;
+    for (; d + W <= hd; d += W) {
+      const V qv = loadv<V>(q + d);
+      for (int r = 0; r < 4; ++r) acc[r] += qv * loadv<V>(k[r] + d);
+    }
+    for (int r = 0; r < 4; ++r) {
+      float sum = hsum(acc[r]);
+      for (size_t t = d; t < hd; ++t) sum = mul_add<V>(q[t], k[r][t], sum);
+      s[j + static_cast<size_t>(r)] = sum * scale;
+    }
+  }
+  for (; j <= hi; ++j) s[j] = dot<V>(q, kv.key(j), hd) * scale;
+}
+
+// out[d0, d0 + U W) = sum over j in [lo, hi] of p[j] v_j, U vectors of the
+// output in registers across all j (the output in memory made each step wait
+// for the last one's store), for d0 = d, d + U W, ... while they fit in hd;
+// returns the first column left. Each output is p[lo] v_lo, then one FMA per
+// j in order, as before.
+template <class V, size_t U>
+KS_INLINE size_t weighted_values(const float* p, const KvRows& kv, size_t lo, size_t hi, size_t d,
+                                 size_t hd, float* out) {
+  constexpr size_t W = kLanes<V>;
+  for (; d + U * W <= hd; d += U * W) {
+    V acc[U] = {};
+    for (size_t j = lo; j <= hi; ++j) {
+      const float pj = p[j];
+      const float* vj = kv.value(j) + d;
+      for (size_t u = 0; u < U; ++u) acc[u] += pj * loadv<V>(vj + u * W);
+    }
+    for (size_t u = 0; u < U; ++u) storev(out + d + u * W, acc[u]);
+  }
+  return d;
+}
+
 template <class V>
 KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
                            size_t hi, float* s, float* out) {
-  constexpr size_t W = kLanes<V>;
-  for (size_t j = lo; j <= hi; ++j) s[j] = dot<SumV<V>>(q, kv.key(j), hd) * scale;
+  scores_of<SumV<V>>(q, hd, scale, kv, lo, hi, s);
   softmax_range<V>(s, lo, hi);
-  std::fill(out, out + hd, 0.0f);
-  for (size_t j = lo; j <= hi; ++j) {
-    const float pj = s[j];
-    const float* vj = kv.value(j);
-    size_t d = 0;
-    for (; d + W <= hd; d += W) storev(out + d, loadv<V>(out + d) + pj * loadv<V>(vj + d));
-    for (; d < hd; ++d) out[d] = mul_add<V>(pj, vj[d], out[d]);
+  size_t d = weighted_values<V, 4>(s, kv, lo, hi, 0, hd, out);
+  d = weighted_values<V, 2>(s, kv, lo, hi, d, hd, out);
+  d = weighted_values<V, 1>(s, kv, lo, hi, d, hd, out);
+  for (; d < hd; ++d) {
+    float acc = 0.0f;
+    for (size_t j = lo; j <= hi; ++j) acc = mul_add<V>(s[j], kv.value(j)[d], acc);
+    out[d] = acc;
   }
 }
 
