@@ -298,16 +298,17 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
     const size_t start = sc.length();  // own_len grows after the last layer
     auto& kc = sc.k[l];
     auto& vc = sc.v[l];
-    const size_t old = kc.size();
-    kc.resize(old + n * kvL);
-    vc.resize(old + n * kvL);
+    // Appended, not resized then overwritten: zeroing the new rows first was
+    // 2 % of a prefill.
+    kc.reserve(kc.size() + n * kvL);
+    vc.reserve(vc.size() + n * kvL);
     for (size_t i = 0; i < n; ++i) {
       const int64_t pos = static_cast<int64_t>(start + i);
       float* row = qkv_.data() + (offsets[r] + i) * W;
       rope(row, z(heads_.size()), pos);
       rope(row + qL, z(kv_heads_.size()), pos);
-      std::copy_n(row + qL, kvL, kc.data() + old + i * kvL);
-      std::copy_n(row + qL + kvL, kvL, vc.data() + old + i * kvL);
+      kc.insert(kc.end(), row + qL, row + qL + kvL);
+      vc.insert(vc.end(), row + qL + kvL, row + qL + 2 * kvL);
     }
   }
 }
