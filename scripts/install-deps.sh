@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config ninja-build git
+  # pgrep/pkill: the tests stop a launcher's whole session (its ranks included)
+  procps
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev

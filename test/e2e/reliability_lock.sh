@@ -13,7 +13,8 @@ demo_job "$work/src" job.yaml budget=100000 population=6 method=random  # runs u
 host=$(hostname)
 holder=
 # Never leave a holder running behind a failed check.
-trap '[[ -n $holder ]] && kill -KILL -- "-$holder" 2>/dev/null; rm -rf "$work"' EXIT
+# (The whole session: mpirun puts each rank in a process group of its own.)
+trap '[[ -n $holder ]] && pkill -KILL -s "$holder" 2>/dev/null; rm -rf "$work"' EXIT
 
 # start_holder LOG: an optimize on s.h5 in the background, until it has
 # recorded itself in the lock and saved a first generation.
@@ -79,7 +80,7 @@ echo "ok: after SIGUSR1 the next run takes the lock"
 start_holder --resume --budget 100000
 kill -KILL "$pid"
 wait "$holder" || true
-kill -KILL -- "-$holder" 2>/dev/null || true
+pkill -KILL -s "$holder" 2>/dev/null || true
 holder=
 [[ -s s.h5.lock ]] || fail "expected the killed holder's stale line in s.h5.lock"
 n=$(evals_count s.h5)

@@ -136,18 +136,20 @@ scratch_empty() {
   [[ -z "$(ls -A "$scratch")" ]] || { ls -lR "$scratch" >&2; fail "$1: scratch not empty"; }
 }
 
-# kill_group PID: SIGKILL the process group PID leads (a setsid launcher and
-# its ranks) and return once no member is left. Waiting for the launcher is
-# not enough: its ranks are reparented when it dies and may still be exiting,
-# holding the state's lock, when the next run starts.
+# kill_group PID: SIGKILL the session PID leads (a setsid launcher and its
+# ranks) and return once no member is left. Not the process group: Open MPI's
+# mpirun starts each rank in a process group of its own (same session), so a
+# signal to the launcher's group left the ranks running, holding the state's
+# lock when the next run started (service_resume failed so, 2 times in 15).
 kill_group() {
-  kill -KILL -- "-$1" 2>/dev/null || true
+  pkill -KILL -s "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
   for _ in $(seq 200); do
-    kill -0 -- "-$1" 2>/dev/null || return 0
+    pgrep -s "$1" >/dev/null || return 0
+    pkill -KILL -s "$1" 2>/dev/null || true
     sleep 0.05
   done
-  fail "process group $1 still has members 10 s after SIGKILL"
+  fail "session $1 still has processes 10 s after SIGKILL"
 }
 
 # stop_and_check PID LOG WHAT: SIGUSR1 to PID, which must exit 3 (state saved).
