@@ -38,6 +38,17 @@ std::vector<std::vector<double>> all_log_probs(const Transformer& m, size_t rows
   return out;
 }
 
+// One prefill of `toks` into `cache` with every position scored, and the
+// log-probabilities of every row.
+std::vector<std::vector<double>> every_row_log_probs(Transformer& m, SeqCache& cache,
+                                                     std::span<const int32_t> toks) {
+  std::vector<ForwardRequest> req{{&cache, toks, {}}};
+  req[0].logits_at.resize(toks.size());
+  std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
+  m.forward(req);
+  return all_log_probs(m, toks.size());
+}
+
 void require_close(const std::vector<double>& a, const std::vector<double>& b, double tol) {
   REQUIRE(a.size() == b.size());
   double worst = 0;
@@ -61,11 +72,7 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
 
   SECTION("one prefill of the whole sequence") {
     SeqCache cache = m.new_cache();
-    std::vector<ForwardRequest> req{{&cache, toks, {}}};
-    req[0].logits_at.resize(toks.size());
-    std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
-    m.forward(req);
-    const auto lp = all_log_probs(m, toks.size());
+    const auto lp = every_row_log_probs(m, cache, toks);
     for (size_t t = 0; t < toks.size(); ++t) require_close(lp[t], ref[t], 1e-4);
     CHECK(cache.length() == toks.size());
   }
@@ -114,15 +121,11 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     // The last layer runs its second half on the scored rows alone: the same
     // bits as when every row is scored, also with more scored rows than tokens.
     SeqCache all = m.new_cache();
-    std::vector<ForwardRequest> req{{&all, toks, {}}};
-    req[0].logits_at.resize(toks.size());
-    std::iota(req[0].logits_at.begin(), req[0].logits_at.end(), 0);
-    m.forward(req);
-    const auto every = all_log_probs(m, toks.size());
+    const auto every = every_row_log_probs(m, all, toks);
     std::vector<int32_t> some{12, 3, 3, 0, 7};
     while (some.size() <= toks.size()) some.push_back(static_cast<int32_t>(some.size() % 5));
     SeqCache part = m.new_cache();
-    req = {{&part, toks, some}};
+    std::vector<ForwardRequest> req{{&part, toks, some}};
     m.forward(req);
     const auto lp = all_log_probs(m, some.size());
     for (size_t o = 0; o < some.size(); ++o) CHECK(lp[o] == every[static_cast<size_t>(some[o])]);
