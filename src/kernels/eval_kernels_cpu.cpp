@@ -533,24 +533,30 @@ bool avx512_supported() {
 }
 
 #if defined(__x86_64__)
-// The faster of the AVX2 and AVX-512 copies on this CPU, by the time of a
-// product the size of a small model's projection (96 tokens, K = 128, 256
-// columns: about 60 us), alternated, best of five: the two give the same bits,
-// so only speed decides, and 512-bit FMAs are twice the 256-bit ones on some
-// CPUs (Intel Xeon with two FMA units) and the same on others (AMD Zen 4).
-// The AVX-512 copy wins ties.
+// The faster of the AVX2 and AVX-512 copies on this CPU, by the time of what
+// a small model's prefill does, in about its proportions: a product the size
+// of a projection (96 tokens, K = 128, 256 columns) and the attention of 64
+// tokens for two query heads of size 32 (about 60 and 15 us), alternated,
+// best of five. The two give the same bits, so only speed decides: 512-bit
+// FMAs are twice the 256-bit ones on some CPUs (Intel Xeon with two FMA
+// units) and the same on others (AMD Zen 4, where the AVX-512 copy's
+// attention is the slower). The AVX-512 copy wins ties.
 const Ops* faster_of_avx2_avx512() {
-  constexpr size_t M = 96, K = 128, N = 256;
-  std::vector<float> w(N * K), a(M * K), c(M * N);
+  constexpr size_t M = 96, K = 128, N = 256, T = 64, G = 2, HD = 32, LD = 2 * G * HD;
+  std::vector<float> w(N * K), a(M * K), c(M * N), kv(2 * T * LD), out(T * G * HD), scratch;
   for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 13) * 0.01f;
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.1f;
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = static_cast<float>(i % 11) * 0.05f;
   const PackedWeight P(w.data(), N, K, K);
+  const KvRows rows{nullptr, nullptr, kv.data(), kv.data() + T * LD, 0, LD};
+  const AttendArgs att{a.data(), G * HD, G, T, 0, HD, 0.17f, rows, 0, out.data(), G * HD};
   const Ops* copies[2] = {&kAvx512, &kAvx2};
   double best[2] = {1e300, 1e300};
   for (int rep = 0; rep < 5; ++rep)
     for (int k = 0; k < 2; ++k) {
       const auto t0 = std::chrono::steady_clock::now();
       copies[k]->matmul(M, a.data(), K, P, c.data(), N, false);
+      copies[k]->attend(att, scratch);
       best[k] = std::min(
           best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
