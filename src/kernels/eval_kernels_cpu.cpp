@@ -172,15 +172,30 @@ KS_INLINE float mul_add(float a, float b, float c) {
     return a * b + c;
 }
 
+// out[r] = a . b[r] for R vectors b[r] at once (R independent chains of
+// FMAs), each in one order: W lanes over d, their tree sum, then the tail one
+// FMA at a time.
+template <class V, size_t R>
+KS_INLINE void dots(const float* a, const float* const (&b)[R], size_t n, float (&out)[R]) {
+  constexpr size_t W = kLanes<V>;
+  V acc[R] = {};
+  size_t d = 0;
+  for (; d + W <= n; d += W) {
+    const V av = loadv<V>(a + d);
+    for (size_t r = 0; r < R; ++r) acc[r] += av * loadv<V>(b[r] + d);
+  }
+  for (size_t r = 0; r < R; ++r) {
+    out[r] = hsum(acc[r]);
+    for (size_t t = d; t < n; ++t) out[r] = mul_add<V>(a[t], b[r][t], out[r]);
+  }
+}
+
 template <class V>
 KS_INLINE float dot(const float* a, const float* b, size_t n) {
-  constexpr size_t W = kLanes<V>;
-  V acc{};
-  size_t d = 0;
-  for (; d + W <= n; d += W) acc += loadv<V>(a + d) * loadv<V>(b + d);
-  float s = hsum(acc);
-  for (; d < n; ++d) s = mul_add<V>(a[d], b[d], s);
-  return s;
+  const float* const one[1] = {b};
+  float s[1];
+  dots<V, 1>(a, one, n, s);
+  return s[0];
 }
 
 // C[R, nj] (+)= A[R, K] P for NP adjacent panels P[K][16] (row stride ldp,
@@ -282,26 +297,17 @@ KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
   for (size_t j = lo; j <= hi; ++j) s[j] *= inv;
 }
 
-// s[j] = scale * q . k_j for j in [lo, hi], four keys at a time (four
-// independent chains of FMAs), each key's sum in dot()'s order, so its bits.
+// s[j] = scale * q . k_j for j in [lo, hi], four keys at a time (dots<V, 4>:
+// four independent chains), each key's sum in dot()'s order, so its bits.
 template <class V>
 KS_INLINE void scores_of(const float* q, size_t hd, float scale, const KvRows& kv, size_t lo,
                          size_t hi, float* s) {
-  constexpr size_t W = kLanes<V>;
   size_t j = lo;
   for (; j + 3 <= hi; j += 4) {
-    const float* k[4] = {kv.key(j), kv.key(j + 1), kv.key(j + 2), kv.key(j + 3)};
-    V acc[4] = {};
-    size_t d = 0;
-    for (; d + W <= hd; d += W) {
-      const V qv = loadv<V>(q + d);
-      for (int r = 0; r < 4; ++r) acc[r] += qv * loadv<V>(k[r] + d);
-    }
-    for (int r = 0; r < 4; ++r) {
-      float sum = hsum(acc[r]);
-      for (size_t t = d; t < hd; ++t) sum = mul_add<V>(q[t], k[r][t], sum);
-      s[j + static_cast<size_t>(r)] = sum * scale;
-    }
+    const float* const k[4] = {kv.key(j), kv.key(j + 1), kv.key(j + 2), kv.key(j + 3)};
+    float d[4];
+    dots<V, 4>(q, k, hd, d);
+    for (size_t r = 0; r < 4; ++r) s[j + r] = d[r] * scale;
   }
   for (; j <= hi; ++j) s[j] = dot<V>(q, kv.key(j), hd) * scale;
 }
