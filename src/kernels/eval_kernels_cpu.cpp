@@ -12,6 +12,7 @@
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/kernels/eval_kernels.hpp"
+#include "kintsugi/kernels/merge_kernels.hpp"
 
 namespace kintsugi {
 
@@ -571,16 +572,16 @@ const Ops* faster_of_avx2_avx512() {
 
 // The copy for this CPU: the faster of AVX-512 and AVX2 where both run, else
 // AVX2, else the baseline. KINTSUGI_CPU_KERNELS, the merge kernels' setting,
-// picks this copy too by its prefix: "generic..." the baseline, "avx2..." or
-// "avx512..." that copy where the CPU runs it.
+// read and checked there (a name this CPU does not run is an InputError),
+// picks this copy by its ISA: generic[+prefetch] the baseline, avx2[...] or
+// avx512[...] that copy (where the CPU also has what this copy needs beyond
+// the merge kernels': FMA, AVX-512 CD).
 const Ops* choose_ops() {
+  const std::string_view forced = forced_cpu_kernels();
+  if (forced.starts_with("generic")) return &kGeneric;
 #if defined(__x86_64__)
-  if (const char* forced = std::getenv("KINTSUGI_CPU_KERNELS")) {
-    const std::string_view f(forced);
-    if (f.starts_with("generic")) return &kGeneric;
-    if (f.starts_with("avx512") && avx512_supported()) return &kAvx512;
-    if (f.starts_with("avx2") && avx2_fma_supported()) return &kAvx2;
-  }
+  if (forced.starts_with("avx512") && avx512_supported()) return &kAvx512;
+  if (forced.starts_with("avx2") && avx2_fma_supported()) return &kAvx2;
   if (avx512_supported()) return faster_of_avx2_avx512();
   if (avx2_fma_supported()) return &kAvx2;
 #endif

@@ -1197,6 +1197,11 @@ std::string_view cpu_kernel_isa() {
   return name_of(isa_for(kMeasureMin));
 }
 
+std::string_view forced_cpu_kernels() {
+  const int isa = fixed_isa();
+  return isa < 0 ? std::string_view() : name_of(isa);
+}
+
 std::string cpu_kernel_choice() {
   (void)isa_for(kMeasureMin);
   const std::lock_guard lock(g_choice_mutex);

@@ -50,4 +50,14 @@ rc=$?
 set -e
 [[ $rc -eq 2 ]] || fail "missing --torch script: exit $rc, expected 2"
 grep -q "no-such-peer.py" "$work/err4.txt" || { cat "$work/err4.txt" >&2; fail "missing --torch: message does not name the file"; }
+# KINTSUGI_CPU_KERNELS is checked for the evaluator's kernels as for the
+# merge kernels: a name of no copy is one line and exit 2, not ignored.
+set +e
+KINTSUGI_CPU_KERNELS=avx3 "$KINTSUGI" eval "$work/job.yaml" --checkpoint "$base" >/dev/null 2>"$work/err5.txt"
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || { cat "$work/err5.txt" >&2; fail "KINTSUGI_CPU_KERNELS=avx3: exit $rc, expected 2"; }
+grep -q "^kintsugi: error: KINTSUGI_CPU_KERNELS=avx3: expected one of generic" "$work/err5.txt" ||
+  { cat "$work/err5.txt" >&2; fail "KINTSUGI_CPU_KERNELS=avx3: no clear line"; }
+[[ $(wc -l <"$work/err5.txt") -eq 1 ]] || { cat "$work/err5.txt" >&2; fail "KINTSUGI_CPU_KERNELS=avx3: more than one line"; }
 echo "bench_eval: ok"

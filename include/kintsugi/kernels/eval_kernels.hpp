@@ -98,7 +98,9 @@ double sum_exp_shifted(const float* x, size_t n, float m);
 // AVX2 and FMA), timed once, where the CPU runs both; else "avx2" where it
 // has AVX2 and FMA; else "generic" (the build's baseline).
 // KINTSUGI_CPU_KERNELS, the merge kernels' setting, forces a copy by its
-// prefix: "generic...", or "avx2..." / "avx512..." where the CPU runs it.
+// ISA: "generic...", or "avx2..." / "avx512..." where the CPU runs it; a
+// value that names no copy, or one this CPU does not run, throws InputError
+// on first use, as for the merge kernels.
 const char* eval_kernels_isa();
 // The copies this CPU can run, and a way to switch (tests hold every copy to
 // the same references); false for a copy the CPU cannot run.

@@ -247,6 +247,9 @@ std::string_view cpu_kernel_isa();
 std::string cpu_kernel_choice();
 // Selects a copy (a name of cpu_kernel_isas()); false when this CPU cannot run it.
 bool set_cpu_kernel_isa(std::string_view isa);
+// The copy KINTSUGI_CPU_KERNELS forces, "" when it is unset or empty; checked
+// as above (InputError). The evaluator's kernels follow its ISA.
+std::string_view forced_cpu_kernels();
 
 // Largest supported N for the kernels (per-element state lives on the stack).
 inline constexpr size_t kMaxMergeInputs = 256;
