@@ -11,6 +11,7 @@
 #endif
 
 #include <fmt/format.h>
+#include <omp.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -508,7 +509,7 @@ void for_block_ranges(size_t n, Range&& range) {
   const size_t nblocks = (n + kBlock - 1) / kBlock;
   const size_t ntasks = (nblocks + kTaskBlocks - 1) / kTaskBlocks;
   const auto nt = static_cast<long long>(ntasks);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin && !omp_in_parallel())
   for (long long t = 0; t < nt; ++t) {
     const size_t b0 = static_cast<size_t>(t) * kTaskBlocks;
     range(b0, std::min(nblocks, b0 + kTaskBlocks));
@@ -1082,7 +1083,7 @@ void cabs_merge_impl(const CabsMergeArgs& a, uint64_t L) {
   const size_t N = a.inputs.size();
   const size_t nsb = (a.n + L - 1) / L;
   const auto nt = static_cast<long long>(nsb);
-#pragma omp parallel if (a.n >= kParallelMin)
+#pragma omp parallel if (a.n >= kParallelMin && !omp_in_parallel())
   {
     std::vector<float> b(L), acc(L), c(L);
     std::vector<uint32_t> key(L), order;

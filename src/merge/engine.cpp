@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 
@@ -847,6 +848,7 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
   MergeProgress progress(std::string(merge_method_name(r.method)), my_elems,
                          opt.progress && rank == 0);
   Traffic traffic;
+  std::mutex sink_mutex;
   for (const PlannedTensor& pt : plan.tensors) {
     const TensorSpec& spec = pt.spec;
     const std::string& name = spec.name;
@@ -855,8 +857,11 @@ Traffic merge_shares(const Recipe& r, const MergeInputs& in, const OutputPlan& p
     const size_t file = plan.files.shard_of.at(name);
     const uint64_t numel = numel_of(spec);
     const ElementRange range = flat_share(numel, rank, size);
+    // Called from several threads at once (ChunkSink): the positional
+    // writes need no lock, the counters do.
     auto write = [&](ElementRange c, std::span<const std::byte> bytes) {
       out.pwrite(file, name, c.begin * dtype_size(spec.dtype), bytes);
+      const std::lock_guard lock(sink_mutex);
       traffic.written += bytes.size();
       progress.advance(c.size());
     };

@@ -4,10 +4,13 @@
 // do not depend on how the tensor is split among ranks.
 #include "kintsugi/merge/tensor_merge.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -122,19 +125,69 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
   return gram;
 }
 
+// The chunks go to the threads whole: each thread runs the kernel on its
+// chunk alone (the kernels' own threads are not nested) and hands its bytes
+// to the sink itself, so one thread's write into the page cache overlaps the
+// other's arithmetic. When the sink ran on one thread after a kernel on all
+// of them, the other threads waited through every write: in a file merge of
+// 8 x 64 MiB bf16 on 2 cores, a quarter of the samples were that wait
+// (bench/RESULTS.md). A range too small to give each thread a chunk of
+// kMinThreadChunk elements runs as one chunk at a time on all threads.
 void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
                          const std::vector<float>& w, ElementRange range, DType out_dtype,
                          uint64_t chunk_elems, const ChunkSink& sink) {
-  const size_t osz = elem_size(out_dtype);
-  std::vector<std::byte> out(std::min<uint64_t>(chunk_elems, range.size()) * osz);
-  std::vector<const void*> ptrs(inputs.size());
-  const size_t isz = elem_size(dtype);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
+  constexpr uint64_t kMinThreadChunk = uint64_t{1} << 16;
+  constexpr uint64_t kChunksPerThread = 4;
+  constexpr uint64_t kAlign = 4096;  // elements: chunks start on whole pages of output
+  const size_t osz = elem_size(out_dtype), isz = elem_size(dtype);
+  const auto threads = static_cast<uint64_t>(std::max(1, omp_get_max_threads()));
+  // At least kChunksPerThread chunks per thread where the range allows it:
+  // with fewer, the threads wait for each other at the end of every tensor.
+  const uint64_t pieces = threads * kChunksPerThread;
+  uint64_t chunk = std::min(chunk_elems, (range.size() + pieces - 1) / pieces);
+  if (chunk >= kAlign) chunk = std::min(chunk_elems, (chunk + kAlign - 1) / kAlign * kAlign);
+  chunk = std::max<uint64_t>(chunk, 1);
+  const std::vector<ElementRange> chunks = chunks_of(range, chunk);
+  const auto nc = static_cast<int64_t>(chunks.size());
+  const bool split = threads > 1 && nc > 1 && chunk >= kMinThreadChunk;
+  auto one = [&](ElementRange c, std::vector<std::byte>& out, std::vector<const void*>& ptrs) {
     for (size_t i = 0; i < inputs.size(); ++i)
       ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
     fused_weighted_sum(ptrs, dtype, w, out.data(), out_dtype, c.size());
     sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+  };
+  if (!split) {
+    const uint64_t whole = std::min<uint64_t>(chunk_elems, std::max<uint64_t>(range.size(), 1));
+    std::vector<std::byte> out(std::min<uint64_t>(whole, range.size()) * osz);
+    std::vector<const void*> ptrs(inputs.size());
+    for (const auto& c : chunks_of(range, whole)) one(c, out, ptrs);
+    return;
   }
+  // An exception must not leave the parallel region: the first is kept and
+  // rethrown, and the chunks not yet started are skipped.
+  std::exception_ptr failure;
+  bool failed = false;
+#pragma omp parallel
+  {
+    std::vector<std::byte> out(chunk * osz);
+    std::vector<const void*> ptrs(inputs.size());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t ci = 0; ci < nc; ++ci) {
+      bool stop = false;
+#pragma omp atomic read
+      stop = failed;
+      if (stop) continue;
+      try {
+        one(chunks[static_cast<size_t>(ci)], out, ptrs);
+      } catch (...) {
+#pragma omp critical(weighted_sum_failure)
+        if (!failure) failure = std::current_exception();
+#pragma omp atomic write
+        failed = true;
+      }
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 // One pass of the radix select: for each active set, the histogram (`buckets`

@@ -5,10 +5,13 @@
 // References here compute in double from float data on purpose.
 #pragma GCC diagnostic ignored "-Wdouble-promotion"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -149,6 +152,65 @@ TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double referen
             bf16_ulp(ref) + 2 * N * std::ldexp(mag, -24));
   }
   CHECK(exact == n);
+}
+
+TEST_CASE("linear merge_tensor: chunks split among threads, each written once, a naive loop's bits",
+          "[merge][kernels]") {
+  // Three threads whatever the host has: the chunks go to the threads whole,
+  // and the sink is called from them (ChunkSink).
+  const int threads_before = omp_get_max_threads();
+  omp_set_num_threads(3);
+  std::mt19937 rng(29);
+  const size_t n = 1000003, N = 3;
+  std::vector<std::vector<uint16_t>> in;
+  for (size_t i = 0; i < N; ++i) in.push_back(random_bf16(n, rng));
+  TensorSources s;
+  s.name = "model.layers.0.mlp.up_proj.weight";
+  s.numel = n;
+  s.dtype = DType::BF16;
+  for (auto& v : in) s.models.push_back(v.data());
+  TensorMethod m;
+  m.method = MergeMethod::Linear;
+  m.weights = {0.375f, -0.5f, 0.8f};
+  const ElementRange range{12345, n - 999};  // a rank's share: neither end at the tensor's
+  std::vector<uint16_t> out(n, 0xdead);
+  std::mutex mu;
+  std::vector<ElementRange> seen;
+  size_t outside_parallel = 0;
+  merge_tensor(s, m, range, DType::BF16, uint64_t{1} << 20, MPI_COMM_SELF,
+               [&](ElementRange c, std::span<const std::byte> b) {
+                 REQUIRE(b.size() == c.size() * 2);
+                 std::memcpy(out.data() + c.begin, b.data(), b.size());
+                 const std::lock_guard lock(mu);
+                 seen.push_back(c);
+                 outside_parallel += omp_in_parallel() ? 0 : 1;
+               });
+  std::sort(seen.begin(), seen.end(),
+            [](ElementRange a, ElementRange b) { return a.begin < b.begin; });
+  REQUIRE(seen.size() >= 2);
+  CHECK(outside_parallel == 0);
+  CHECK(seen.front().begin == range.begin);
+  CHECK(seen.back().end == range.end);
+  for (size_t k = 1; k < seen.size(); ++k) REQUIRE(seen[k].begin == seen[k - 1].end);
+  for (size_t j = 0; j < n; ++j) {
+    if (j < range.begin || j >= range.end) {
+      REQUIRE(out[j] == 0xdead);
+      continue;
+    }
+    float acc = 0.0f;
+    for (size_t i = 0; i < N; ++i) acc += m.weights[i] * ref_bf16_to_f32(in[i][j]);
+    REQUIRE(out[j] == ref_f32_to_bf16(acc));
+  }
+
+  // A sink that fails: its error comes out of merge_tensor, once.
+  size_t calls = 0;
+  REQUIRE_THROWS_WITH(merge_tensor(s, m, range, DType::BF16, uint64_t{1} << 20, MPI_COMM_SELF,
+                                   [&](ElementRange, std::span<const std::byte>) {
+                                     const std::lock_guard lock(mu);
+                                     if (++calls == 2) throw std::runtime_error("disk full");
+                                   }),
+                      "disk full");
+  omp_set_num_threads(threads_before);
 }
 
 TEST_CASE("fused_weighted_sum f16 and f32 inputs and outputs", "[merge][kernels]") {

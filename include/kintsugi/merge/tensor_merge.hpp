@@ -73,7 +73,9 @@ struct TensorMethod {
 };
 
 // Called for each finished chunk with the output bytes of elements
-// [chunk.begin, chunk.end) (in out_dtype).
+// [chunk.begin, chunk.end) (in out_dtype): in any order, and from several
+// threads at once (for different chunks), so that writing one chunk overlaps
+// computing the next.
 using ChunkSink = std::function<void(ElementRange chunk, std::span<const std::byte> bytes)>;
 
 struct MergeTensorStats {
