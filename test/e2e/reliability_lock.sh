@@ -14,7 +14,7 @@ host=$(hostname)
 holder=
 # Never leave a holder running behind a failed check.
 # (The whole session: mpirun puts each rank in a process group of its own.)
-trap '[[ -n $holder ]] && pkill -KILL -s "$holder" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[[ -n $holder ]] && pkill -KILL -s "$holder" 2>/dev/null; rm -rf "$work" "$shm"' EXIT
 
 # start_holder LOG: an optimize on s.h5 in the background, until it has
 # recorded itself in the lock and saved a first generation.

@@ -5,7 +5,11 @@ set -euo pipefail
 MPIEXEC=${MPIEXEC:-mpirun}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 work=$(mktemp -d /tmp/kintsugi-e2e.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# Open MPI's shared-memory segments of this test's jobs: ranks killed on
+# purpose never remove theirs, which would pile up in /dev/shm (4 MiB each).
+shm=$(mktemp -d /dev/shm/kintsugi-e2e.XXXXXX)
+export OMPI_MCA_btl_vader_backing_directory=$shm
+trap 'rm -rf "$work" "$shm"' EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 mpi() { local np=$1; shift; "$MPIEXEC" --allow-run-as-root --oversubscribe --bind-to none -np "$np" "$@"; }
