@@ -272,17 +272,19 @@ KS_INLINE void rows_times_panels(size_t M, size_t K, const float* A, size_t lda,
     rows_times<V, 1>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc, n - j0, acc);
 }
 
+// Columns [col0, col0 + n) of A W^T (col0 a multiple of 16). A column's bits
+// do not depend on the others computed with it: each is its own FMA chain.
 template <class V>
 KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,
-                           float* C, size_t ldc, bool acc) {
+                           size_t col0, size_t n, float* C, size_t ldc, bool acc) {
   // Rows in chunks whose slice of A stays in L1/L2 while every panel of W
   // (the whole weight, L2-sized for the evaluator's models) passes by.
-  const size_t N = W.rows(), K = W.cols();
+  const size_t K = W.cols();
   constexpr size_t kChunk = 48;
   for (size_t i0 = 0; i0 < m_rows; i0 += kChunk) {
     const size_t m = std::min(kChunk, m_rows - i0);
-    rows_times_panels<V>(m, K, A + i0 * lda, lda, W.panel(0), 16, K * 16, C + i0 * ldc, ldc, N,
-                         acc);
+    rows_times_panels<V>(m, K, A + i0 * lda, lda, W.panel(col0 / 16), 16, K * 16, C + i0 * ldc, ldc,
+                         n, acc);
   }
 }
 
@@ -349,34 +351,37 @@ KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows&
   }
 }
 
-// Rows i < n of S (stride lds): row i is the query at position past + i,
+// Rows k < nq of S (stride lds): row k is the query at position pos(k),
 // whose visible keys are [lo_of(p), p]. Each row is scaled, exponentiated
 // after its maximum, zeroed outside [lo, p] and divided by its sum, as
 // softmax_range does, with the same bits. The sums go eight rows at a time,
 // each still in order over j from lo: eight independent chains of adds
 // instead of one (the sum's latency was half of a prefill's attention), the
-// zeros outside [lo, p] adding nothing to a sum that starts at +0.
-template <class V, class LoOf>
-KS_INLINE void softmax_rows(float* S, size_t lds, size_t n, size_t past, float scale,
+// zeros outside [lo, p] adding nothing to a sum that starts at +0. No row's
+// bits depend on the others'.
+template <class V, class Pos, class LoOf>
+KS_INLINE void softmax_rows(float* S, size_t lds, size_t nq, const Pos& pos, float scale,
                             const LoOf& lo_of) {
-  for (size_t i = 0; i < n; ++i) {
-    const size_t p = past + i, lo = lo_of(p);
-    float* row = S + i * lds;
+  for (size_t k = 0; k < nq; ++k) {
+    const size_t p = pos(k), lo = lo_of(p);
+    float* row = S + k * lds;
     for (size_t j = lo; j <= p; ++j) row[j] *= scale;
     exp_shifted<V>(row + lo, p + 1 - lo, max_of<V>(row + lo, p + 1 - lo));
     std::fill(row, row + lo, 0.0f);
     std::fill(row + p + 1, row + lds, 0.0f);
   }
   constexpr size_t G = 8;
-  for (size_t i0 = 0; i0 < n; i0 += G) {
-    const size_t g = std::min(G, n - i0), end = past + i0 + g;  // past the group's last key
+  for (size_t k0 = 0; k0 < nq; k0 += G) {
+    const size_t g = std::min(G, nq - k0);
+    size_t end = 0;  // past the group's last key
+    for (size_t r = 0; r < g; ++r) end = std::max(end, pos(k0 + r) + 1);
     float sum[G] = {};
     for (size_t j = 0; j < end; ++j)
       for (size_t r = 0; r < G; ++r)
-        if (r < g) sum[r] += S[(i0 + r) * lds + j];
+        if (r < g) sum[r] += S[(k0 + r) * lds + j];
     for (size_t r = 0; r < g; ++r) {
-      const size_t p = past + i0 + r, lo = lo_of(p);
-      float* row = S + (i0 + r) * lds;
+      const size_t p = pos(k0 + r), lo = lo_of(p);
+      float* row = S + (k0 + r) * lds;
       const float inv = 1.0f / sum[r];
       for (size_t j = lo; j <= p; ++j) row[j] *= inv;
     }
@@ -395,48 +400,68 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
   const KvRows& kv = a.kv;
   const size_t total = a.past + a.n, hd = a.hd;
   auto lo_of = [&](size_t p) { return a.window > 0 && p + 1 > a.window ? p + 1 - a.window : 0; };
+  // The query rows computed: all n tokens, or the selected ones (AttendArgs).
+  const size_t nq = a.rows ? a.nrows : a.n;
+  auto tok = [&](size_t k) -> size_t { return a.rows ? a.rows[k] : k; };
   if (a.n < kGemmTokens || hd % 16 != 0) {
     scratch.resize(total);
-    for (size_t i = 0; i < a.n; ++i)
+    for (size_t k = 0; k < nq; ++k)
       for (size_t h = 0; h < a.g; ++h) {
-        const size_t p = a.past + i;
-        attend_body<V>(a.q + i * a.ldq + h * hd, hd, a.scale, kv, lo_of(p), p, scratch.data(),
-                       a.out + i * a.ldo + h * hd);
+        const size_t p = a.past + tok(k);
+        attend_body<V>(a.q + k * a.ldq + h * hd, hd, a.scale, kv, lo_of(p), p, scratch.data(),
+                       a.out + k * a.ldo + h * hd);
       }
     return;
   }
   // K^T in panels of 16 positions: kp[total/16][hd][16], zero past `total`.
   const size_t np = (total + 15) / 16, lds = np * 16;
-  scratch.resize(np * hd * 16 + a.n * lds);  // every entry read is written below
+  scratch.resize(np * hd * 16 + nq * lds);  // every entry read is written below
   float* kp = scratch.data();
-  float* S = kp + np * hd * 16;  // scores, then probabilities: [n, lds]
+  float* S = kp + np * hd * 16;  // scores, then probabilities: [nq, lds]
   std::fill(kp + (np - 1) * hd * 16, kp + np * hd * 16, 0.0f);  // the last panel's tail
   for (size_t j = 0; j < total; ++j) {
     const float* kj = kv.key(j);
     float* dst = kp + (j / 16) * hd * 16 + j % 16;
     for (size_t d = 0; d < hd; ++d) dst[d * 16] = kj[d];
   }
-  constexpr size_t B = 16;  // query tokens per causal block
+  // The causal blocks: B consecutive tokens of the n. The rows go block by
+  // block, in runs of rows of one block (all of it when every row is
+  // computed), and each run takes its block's columns and keys: the same
+  // products, so the same bits, as among all n.
+  constexpr size_t B = 16;
+  auto run_end = [&](size_t k0) {
+    size_t k1 = k0 + 1;
+    while (k1 < nq && k1 - k0 < B && tok(k1) / B == tok(k0) / B) ++k1;
+    return k1;
+  };
+  auto block_last = [&](size_t k) {  // the position of the last token of row k's block
+    const size_t i0 = tok(k) / B * B;
+    return a.past + std::min(i0 + B, a.n) - 1;
+  };
   for (size_t h = 0; h < a.g; ++h) {
-    // S[i, :] = q_i K^T for the panels up to the block's last position.
-    for (size_t i0 = 0; i0 < a.n; i0 += B) {
-      const size_t m = std::min(B, a.n - i0), last = a.past + i0 + m - 1;
-      rows_times_panels<V>(m, hd, a.q + i0 * a.ldq + h * hd, a.ldq, kp, 16, hd * 16, S + i0 * lds,
-                           lds, (last / 16 + 1) * 16, false);
+    // S[k, :] = q_k K^T for the panels up to the block's last position.
+    for (size_t k0 = 0; k0 < nq;) {
+      const size_t k1 = run_end(k0), last = block_last(k0);
+      rows_times_panels<V>(k1 - k0, hd, a.q + k0 * a.ldq + h * hd, a.ldq, kp, 16, hd * 16,
+                           S + k0 * lds, lds, (last / 16 + 1) * 16, false);
+      k0 = k1;
     }
     // Softmax over each query's visible keys [lo, p]; zero elsewhere.
-    softmax_rows<V>(S, lds, a.n, a.past, a.scale, lo_of);
-    // out[i, head h] = P[i, 0..last] V, 16 dimensions a panel; V's rows are
+    softmax_rows<V>(
+        S, lds, nq, [&](size_t k) { return a.past + tok(k); }, a.scale, lo_of);
+    // out[k, head h] = P[k, 0..last] V, 16 dimensions a panel; V's rows are
     // the panels (prefix positions, then the request's own).
-    for (size_t i0 = 0; i0 < a.n; i0 += B) {
-      const size_t m = std::min(B, a.n - i0), count = a.past + i0 + m;
+    for (size_t k0 = 0; k0 < nq;) {
+      const size_t k1 = run_end(k0), count = block_last(k0) + 1;
       const size_t first = std::min(count, kv.split), second = count - first;
-      float* o = a.out + i0 * a.ldo + h * hd;
+      float* o = a.out + k0 * a.ldo + h * hd;
       if (first > 0)
-        rows_times_panels<V>(m, first, S + i0 * lds, lds, kv.v, kv.stride, 16, o, a.ldo, hd, false);
+        rows_times_panels<V>(k1 - k0, first, S + k0 * lds, lds, kv.v, kv.stride, 16, o, a.ldo, hd,
+                             false);
       if (second > 0)
-        rows_times_panels<V>(m, second, S + i0 * lds + first, lds, kv.v2, kv.stride, 16, o, a.ldo,
-                             hd, first > 0);
+        rows_times_panels<V>(k1 - k0, second, S + k0 * lds + first, lds, kv.v2, kv.stride, 16, o,
+                             a.ldo, hd, first > 0);
+      k0 = k1;
     }
   }
 }
@@ -468,7 +493,8 @@ KS_INLINE void swiglu_body(const float* gu, float* out, size_t rows, size_t F) {
 // The copies: the same bodies compiled for the baseline, for x86-64-v3 and
 // for x86-64-v4.
 struct Ops {
-  void (*matmul)(size_t, const float*, size_t, const PackedWeight&, float*, size_t, bool);
+  void (*matmul)(size_t, const float*, size_t, const PackedWeight&, size_t, size_t, float*, size_t,
+                 bool);
   void (*attend)(const AttendArgs&, std::vector<float>&);
   void (*rms_norm)(const float*, const float*, float*, size_t, size_t, float);
   void (*swiglu)(const float*, float*, size_t, size_t);
@@ -480,8 +506,8 @@ struct Ops {
 
 #define KS_COPY(SUFFIX, ATTR, V)                                                                 \
   ATTR void matmul_##SUFFIX(size_t m_rows, const float* A, size_t lda, const PackedWeight& W,    \
-                            float* C, size_t ldc, bool acc) {                                    \
-    matmul_body<V>(m_rows, A, lda, W, C, ldc, acc);                                              \
+                            size_t col0, size_t n, float* C, size_t ldc, bool acc) {             \
+    matmul_body<V>(m_rows, A, lda, W, col0, n, C, ldc, acc);                                     \
   }                                                                                              \
   ATTR void attend_##SUFFIX(const AttendArgs& a, std::vector<float>& scratch) {                  \
     attend_tokens_body<V>(a, scratch);                                                           \
@@ -561,7 +587,7 @@ const Ops* faster_of_avx2_avx512() {
   for (int rep = 0; rep < 5; ++rep)
     for (int k = 0; k < 2; ++k) {
       const auto t0 = std::chrono::steady_clock::now();
-      copies[k]->matmul(M, a.data(), K, P, c.data(), N, false);
+      copies[k]->matmul(M, a.data(), K, P, 0, N, c.data(), N, false);
       copies[k]->attend(att, scratch);
       best[k] = std::min(
           best[k], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -622,14 +648,28 @@ PackedWeight::PackedWeight(size_t K, std::span<const Block> blocks) : K_(K) {
 PackedWeight::PackedWeight(const float* w, size_t n, size_t K, size_t ld)
     : PackedWeight(K, std::span<const Block>(std::initializer_list<Block>{{w, n, ld}})) {}
 
-void matmul(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, float* C, size_t ldc,
-            bool accumulate) {
-  if (m_rows == 0 || W.rows() == 0) return;
+namespace {
+void timed_matmul(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, size_t col0,
+                  size_t n, float* C, size_t ldc, bool accumulate) {
+  if (m_rows == 0 || n == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
-  copy_for_cpu().matmul(m_rows, A, lda, W, C, ldc, accumulate);
+  copy_for_cpu().matmul(m_rows, A, lda, W, col0, n, C, ldc, accumulate);
   g_matmul_ns +=
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count();
+}
+}  // namespace
+
+void matmul(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, float* C, size_t ldc,
+            bool accumulate) {
+  timed_matmul(m_rows, A, lda, W, 0, W.rows(), C, ldc, accumulate);
+}
+
+void matmul_columns(size_t m_rows, const float* A, size_t lda, const PackedWeight& W, size_t col0,
+                    size_t n, float* C, size_t ldc) {
+  KS_CHECK(col0 % PackedWeight::kPanel == 0 && col0 + n <= W.rows(),
+           "matmul_columns: columns outside the weight or not on a panel");
+  timed_matmul(m_rows, A, lda, W, col0, n, C, ldc, false);
 }
 
 void attend_tokens(const AttendArgs& args, std::vector<float>& scratch) {

@@ -184,11 +184,19 @@ void Transformer::forward(std::span<ForwardRequest> requests) {
   size_t rows = N;  // the rows carried through the layer's second half
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
+    const bool last = l + 1 == layers_.size();
     rms_norm_rows(x_.data(), L.attn_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
-    qkv_projection(L, N);                  // q: [N, qL], k, v: [N, kvL]
-    rope_and_cache(l, requests, offsets);  // k, v appended to the caches
-    attention(l, requests, offsets);       // attn: [N, qL]
-    if (l + 1 == layers_.size()) rows = keep_scored_rows(requests, offsets);  // attn, x: [rows, ·]
+    const std::vector<size_t> scored =
+        last ? scored_rows(requests, offsets) : std::vector<size_t>{};
+    if (last && scored_subset(scored, N) && qL_ % PackedWeight::kPanel == 0) {
+      scored_attention(L, l, requests, offsets, scored);  // attn, x: [rows, ·]
+      rows = scored.size();
+    } else {
+      qkv_projection(L, N);                        // q: [N, qL], k, v: [N, kvL]
+      rope_and_cache(l, requests, offsets, true);  // k, v appended to the caches
+      attention(l, requests, offsets);             // attn: [N, qL]
+      if (last && scored_subset(scored, N)) rows = keep_rows(scored);  // attn, x: [rows, ·]
+    }
     attention_output(L, rows);  // x += attn wo^T + bo: [rows, D]
     rms_norm_rows(x_.data(), L.mlp_norm, xn_.data(), rows, z(D_), eps_);  // xn: [rows, D]
     mlp(L, rows);  // x += swiglu(xn): [rows, D]
@@ -197,27 +205,38 @@ void Transformer::forward(std::span<ForwardRequest> requests) {
   final_norm(rows);  // head_rows: [scored rows, D]
 }
 
-// The last layer's keys and values are cached for every token, but past its
-// attention only the scored rows reach the logits: their rows of attn and x
-// move to the front, in scored order, and the output projection and MLP run
-// on those alone (llama.cpp does the same). A row's result does not depend on
-// the rows computed with it, so the scores keep their bits; with one scored
-// position per prompt this is a quarter of a 4-layer model's MLP work.
-size_t Transformer::keep_scored_rows(std::span<ForwardRequest> requests,
-                                     const std::vector<size_t>& offsets) {
-  const size_t D = z(D_), qL = z(qL_);
+// The last layer's keys and values are cached for every token, but past
+// them only the scored rows reach the logits (llama.cpp does the same): their
+// queries and attention (scored_attention), then the output projection and
+// the MLP run on those rows alone, moved to the front of attn and x in scored
+// order. A row's result does not depend on the rows computed with it, so the
+// scores keep their bits; with one scored position per prompt of 64 this is
+// most of the last layer's work.
+std::vector<size_t> Transformer::scored_rows(std::span<ForwardRequest> requests,
+                                             const std::vector<size_t>& offsets) const {
   std::vector<size_t> rows;
   for (size_t r = 0; r < requests.size(); ++r)
     for (int32_t i : requests[r].logits_at) {
       KS_CHECK(i >= 0 && z(i) < requests[r].tokens.size(), "logits_at outside the request");
       rows.push_back(offsets[r] + z(i));
     }
-  const size_t N = offsets.back();
-  bool every_row = rows.size() == N;  // e.g. a decode step: nothing to move
-  for (size_t o = 0; every_row && o < N; ++o) every_row = rows[o] == o;
-  if (every_row) return N;
-  // Through a copy: positions may repeat or come in any order.
-  if (rows.size() > N) resize_work_buffers(rows.size());
+  return rows;
+}
+
+// False when the scored rows are rows 0 .. N-1 in order (e.g. a decode step):
+// nothing to skip or move.
+bool Transformer::scored_subset(const std::vector<size_t>& rows, size_t N) {
+  if (rows.size() != N) return true;
+  for (size_t o = 0; o < N; ++o)
+    if (rows[o] != o) return true;
+  return false;
+}
+
+// Rows `rows` of x (and of attn, when it holds every row's attention) move to
+// the front, through a copy: positions may repeat or come in any order.
+size_t Transformer::keep_rows(const std::vector<size_t>& rows, bool with_attn) {
+  const size_t D = z(D_), qL = z(qL_);
+  if (rows.size() > x_.size() / D) resize_work_buffers(rows.size());  // repeats: more rows
   auto gather = [&](std::vector<float>& buf, size_t width) {
     std::vector<float> kept(rows.size() * width);
     for (size_t o = 0; o < rows.size(); ++o)
@@ -225,9 +244,75 @@ size_t Transformer::keep_scored_rows(std::span<ForwardRequest> requests,
     buf.resize(std::max(buf.size(), kept.size()));
     std::copy(kept.begin(), kept.end(), buf.begin());
   };
-  gather(attn_, qL);
+  if (with_attn) gather(attn_, qL);
   gather(x_, D);
   return rows.size();
+}
+
+// The last layer's first half when only `rows` (scored order) reach the
+// logits: k and v of every token (the cache needs them), q and attention of
+// those rows only: attn [rows, qL] in scored order, and x's rows moved to
+// match. The products are column slices of the same packed weight, and
+// attend_tokens computes the selected rows as among all of a request's
+// tokens, so every value has the bits of the full layer.
+void Transformer::scored_attention(const Layer& L, size_t l, std::span<ForwardRequest> requests,
+                                   const std::vector<size_t>& offsets,
+                                   const std::vector<size_t>& rows) {
+  const size_t N = offsets.back(), D = z(D_), hd = z(hd_), qL = z(qL_), kvL = z(kvL_);
+  const size_t W = qL + 2 * kvL, S = rows.size();
+  if (S > N) resize_work_buffers(S);
+  // k, v of every token: columns [qL, W) of the product, in their place in qkv.
+  matmul_columns(N, xn_.data(), D, L.qkv, qL, 2 * kvL, qkv_.data() + qL, W);
+  // q of the scored rows: their normalized rows, columns [0, qL), into qsel.
+  std::vector<float> xs(S * D);
+  for (size_t o = 0; o < S; ++o) std::copy_n(xn_.data() + rows[o] * D, D, xs.data() + o * D);
+  qsel_.resize(S * qL);
+  matmul_columns(S, xs.data(), D, L.qkv, 0, qL, qsel_.data(), qL);
+  if (L.bq) {
+    for (size_t i = 0; i < N; ++i) {
+      float* row = qkv_.data() + i * W + qL;
+      for (size_t j = 0; j < kvL; ++j) row[j] += L.bk[j];
+      for (size_t j = 0; j < kvL; ++j) row[kvL + j] += L.bv[j];
+    }
+    for (size_t o = 0; o < S; ++o)
+      for (size_t j = 0; j < qL; ++j) qsel_[o * qL + j] += L.bq[j];
+  }
+  rope_and_cache(l, requests, offsets, false);
+  // Each scored row's request (its rows are consecutive in scored order) and
+  // its token there; q rotated by the token's position.
+  const ModelConfig& c = shard_.config();
+  const int64_t group = c.num_heads / c.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t window = c.sliding_window > 0 ? z(c.sliding_window) : 0;
+  std::vector<uint32_t> tok(S);
+  size_t o = 0;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    SeqCache& sc = *requests[r].cache;
+    const size_t n = requests[r].tokens.size(), first = o;
+    const size_t pre = sc.prefix_len, own = sc.k[l].size() / kvL;  // the new keys included
+    for (; o < first + requests[r].logits_at.size(); ++o) {
+      tok[o] = static_cast<uint32_t>(rows[o] - offsets[r]);
+      rope(qsel_.data() + o * qL, z(heads_.size()), static_cast<int64_t>(pre + own - n + tok[o]));
+    }
+    if (o == first) continue;
+    for (int64_t kvh = kv_heads_.begin; kvh < kv_heads_.end; ++kvh) {
+      const int64_t h0 = std::max(kvh * group, heads_.begin) - heads_.begin;
+      const int64_t h1 = std::min((kvh + 1) * group, heads_.end) - heads_.begin;
+      if (h1 <= h0) continue;
+      const size_t kvo = z(kvh - kv_heads_.begin) * hd;
+      const KvRows kv{pre ? sc.prefix->k[l].data() + kvo : nullptr,
+                      pre ? sc.prefix->v[l].data() + kvo : nullptr,
+                      sc.k[l].data() + kvo,
+                      sc.v[l].data() + kvo,
+                      pre,
+                      kvL};
+      attend_tokens(
+          {qsel_.data() + first * qL + z(h0) * hd, qL, z(h1 - h0), n, pre + own - n, hd, scale, kv,
+           window, attn_.data() + first * qL + z(h0) * hd, qL, tok.data() + first, o - first},
+          scores_);
+    }
+  }
+  keep_rows(rows, false);
 }
 
 // Request r's tokens are rows [offsets[r], offsets[r + 1]) of every work buffer.
@@ -290,7 +375,7 @@ void Transformer::qkv_projection(const Layer& L, size_t N) {
 // Rotates q and k by each token's position in its sequence (after what its
 // cache holds), then appends this layer's k, v rows to each request's cache.
 void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
-                                 const std::vector<size_t>& offsets) {
+                                 const std::vector<size_t>& offsets, bool rope_q) {
   const size_t qL = z(qL_), kvL = z(kvL_), W = qL + 2 * kvL;
   for (size_t r = 0; r < requests.size(); ++r) {
     SeqCache& sc = *requests[r].cache;
@@ -305,7 +390,7 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
     for (size_t i = 0; i < n; ++i) {
       const int64_t pos = static_cast<int64_t>(start + i);
       float* row = qkv_.data() + (offsets[r] + i) * W;
-      rope(row, z(heads_.size()), pos);
+      if (rope_q) rope(row, z(heads_.size()), pos);
       rope(row + qL, z(kv_heads_.size()), pos);
       kc.insert(kc.end(), row + qL, row + qL + kvL);
       vc.insert(vc.end(), row + qL + kvL, row + qL + 2 * kvL);
@@ -318,7 +403,7 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
 void Transformer::attention_output(const Layer& L, size_t N) {
   const size_t D = z(D_), qL = z(qL_);
   matmul(N, attn_.data(), qL, L.wo, proj_.data(), D);
-  allreduce_sum(proj_.data(), proj_.size());
+  allreduce_sum(proj_.data(), N * D);  // the buffer may hold more rows (keep_scored_rows)
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
 }
 
@@ -330,7 +415,7 @@ void Transformer::mlp(const Layer& L, size_t N) {
   matmul(N, xn_.data(), D, L.gate_up, gu_.data(), 2 * fL);
   swiglu_rows(gu_.data(), act_.data(), N, fL);
   matmul(N, act_.data(), fL, L.down, proj_.data(), D);
-  allreduce_sum(proj_.data(), proj_.size());
+  allreduce_sum(proj_.data(), N * D);
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i];
 }
 

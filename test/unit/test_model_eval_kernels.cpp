@@ -111,6 +111,79 @@ TEST_CASE("eval kernels: a row's product does not depend on the rows beside it",
   }
 }
 
+TEST_CASE("eval kernels: a slice of the columns has the bits of the whole product",
+          "[eval][kernels]") {
+  // The last layer computes k, v for every token and q for the scored rows
+  // only, as column slices of the stacked weight.
+  CopyGuard guard;
+  std::mt19937 rng(12);
+  const size_t K = 80, N = 85, M = 13;  // a partial last panel
+  const auto W = random_vec(N * K, rng), A = random_vec(M * K, rng);
+  const PackedWeight P(W.data(), N, K, K);
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    std::vector<float> all(M * N);
+    matmul(M, A.data(), K, P, all.data(), N);
+    const size_t slices[][2] = {{0, 85}, {0, 16}, {16, 69}, {32, 53}, {48, 5}, {80, 5}, {64, 21}};
+    for (const auto& sl : slices) {
+      const size_t c0 = sl[0], n = sl[1], ldc = n + 3;
+      std::vector<float> part(M * ldc, -1.0f);
+      matmul_columns(M, A.data(), K, P, c0, n, part.data(), ldc);
+      for (size_t i = 0; i < M; ++i)
+        for (size_t j = 0; j < n; ++j)
+          REQUIRE(std::memcmp(&part[i * ldc + j], &all[i * N + c0 + j], 4) == 0);
+      for (size_t i = 0; i < M; ++i) REQUIRE(part[i * ldc + n] == -1.0f);  // past the slice
+    }
+    std::vector<float> bad(16);
+    CHECK_THROWS(matmul_columns(1, A.data(), K, P, 8, 1, bad.data(), 1));   // not on a panel
+    CHECK_THROWS(matmul_columns(1, A.data(), K, P, 80, 6, bad.data(), 6));  // past the weight
+  }
+}
+
+TEST_CASE("eval kernels: selected query rows get the bits they get among all tokens",
+          "[eval][kernels]") {
+  CopyGuard guard;
+  std::mt19937 rng(13);
+  struct Case {
+    size_t g, n, past, split, hd, window;
+  };
+  // Both paths (n < 4, a head size not a multiple of 16: per query; else
+  // blocked), a shared prefix, a sliding window, blocks of 16 tokens.
+  const Case cases[] = {{2, 3, 5, 0, 16, 0},    {1, 4, 0, 0, 32, 0},   {2, 23, 10, 10, 64, 0},
+                        {4, 40, 17, 30, 32, 0}, {2, 20, 20, 8, 32, 7}, {1, 6, 3, 2, 24, 0},
+                        {2, 64, 0, 0, 32, 0}};
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    for (const Case& c : cases) {
+      const size_t total = c.past + c.n, kv_stride = c.hd * 2 + 3;
+      const size_t ldq = c.g * c.hd + 5, ldo = c.g * c.hd + 2;
+      const auto q = random_vec(c.n * ldq, rng);
+      const auto kpre = random_vec(c.split * kv_stride, rng),
+                 vpre = random_vec(c.split * kv_stride, rng);
+      const auto kown = random_vec((total - c.split) * kv_stride, rng),
+                 vown = random_vec((total - c.split) * kv_stride, rng);
+      const KvRows kv{kpre.data(), vpre.data(), kown.data(), vown.data(), c.split, kv_stride};
+      std::vector<float> all(c.n * ldo), scratch;
+      attend_tokens({q.data(), ldq, c.g, c.n, c.past, c.hd, 0.2f, kv, c.window, all.data(), ldo},
+                    scratch);
+      // The last token, the first, one in the middle twice, out of order.
+      const std::vector<uint32_t> rows = {static_cast<uint32_t>(c.n - 1), 0,
+                                          static_cast<uint32_t>(c.n / 2),
+                                          static_cast<uint32_t>(c.n / 2)};
+      std::vector<float> qs(rows.size() * ldq), some(rows.size() * ldo, -3.0f);
+      for (size_t k = 0; k < rows.size(); ++k)
+        std::copy_n(q.data() + rows[k] * ldq, ldq, qs.data() + k * ldq);
+      AttendArgs a{qs.data(), ldq, c.g, c.n, c.past, c.hd, 0.2f, kv, c.window, some.data(), ldo};
+      a.rows = rows.data();
+      a.nrows = rows.size();
+      attend_tokens(a, scratch);
+      for (size_t k = 0; k < rows.size(); ++k)
+        REQUIRE(std::memcmp(some.data() + k * ldo, all.data() + rows[k] * ldo,
+                            c.g * c.hd * sizeof(float)) == 0);
+    }
+  }
+}
+
 TEST_CASE("eval kernels: causal GQA attention equals the naive softmax", "[eval][kernels]") {
   CopyGuard guard;
   std::mt19937 rng(9);

@@ -132,6 +132,32 @@ void check_against_naive(const ModelConfig& c, uint32_t seed) {
     CHECK(part.k == all.k);
     CHECK(part.v == all.v);
   }
+  SECTION("a batch of subsets, one after a shared prefix, has the bits of scoring every row") {
+    // Three requests in one batch (one scoring nothing, one continuing a
+    // cached prefix), against each scored on every row in its own batch.
+    const auto other = some_tokens(9, static_cast<int32_t>(c.vocab_size), seed + 4);
+    auto root = std::make_shared<SeqCache>(m.new_cache());
+    std::vector<ForwardRequest> pre{{root.get(), std::span<const int32_t>(toks).first(5), {}}};
+    m.forward(pre);
+    SeqCache a_all = m.new_cache(), b_all = m.new_cache(), c_all = m.continue_from(root, 5);
+    const auto a_every = every_row_log_probs(m, a_all, other);
+    every_row_log_probs(m, b_all, toks);
+    const auto c_every = every_row_log_probs(m, c_all, std::span<const int32_t>(toks).subspan(5));
+    SeqCache a = m.new_cache(), b = m.new_cache(), cc = m.continue_from(root, 5);
+    std::vector<ForwardRequest> req{{&a, other, {8, 0, 8}},
+                                    {&b, toks, {}},
+                                    {&cc, std::span<const int32_t>(toks).subspan(5), {7, 2}}};
+    m.forward(req);
+    const auto lp = all_log_probs(m, 5);
+    CHECK(lp[0] == a_every[8]);
+    CHECK(lp[1] == a_every[0]);
+    CHECK(lp[2] == a_every[8]);
+    CHECK(lp[3] == c_every[7]);
+    CHECK(lp[4] == c_every[2]);
+    CHECK(a.k == a_all.k);
+    CHECK(b.v == b_all.v);
+    CHECK(cc.k == c_all.k);
+  }
   SECTION("greedy argmax is the reference's most likely token") {
     SeqCache cache = m.new_cache();
     std::vector<ForwardRequest> req{{&cache, toks, {3, 12}}};

@@ -13,6 +13,7 @@
 // depend on which other rows share the call (a sequence scores the same alone
 // or in a batch) or on the rank count.
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,10 @@ class PackedWeight {
 // with strides lda, ldc.
 void matmul(size_t M, const float* A, size_t lda, const PackedWeight& W, float* C, size_t ldc,
             bool accumulate = false);
+// Output columns [col0, col0 + n) of the same product into C[M, n] (col0 a
+// multiple of PackedWeight::kPanel): each with the bits it has in the whole.
+void matmul_columns(size_t M, const float* A, size_t lda, const PackedWeight& W, size_t col0,
+                    size_t n, float* C, size_t ldc);
 
 // Keys and values of one KV head for positions [0, len): position j is row
 // j of `k`/`v` (stride `stride`) for j < split, row j - split of `k2`/`v2` after
@@ -67,6 +72,11 @@ struct KvRows {
 // hd, +hd). The token at position p sees keys [lo, p], lo = p + 1 - window when
 // window > 0 and p >= window, else 0: out = sum_j softmax_j(scale q.k_j) v_j.
 // The keys and values of positions [0, past + n) are in kv.
+// With `rows`, only the query tokens rows[0..nrows) (indices in [0, n), in
+// any order, repeats allowed) are computed: the k-th one's query is at
+// q[k * ldq + h * hd], its output goes to out[k * ldo + h * hd]. Each gets
+// the bits it gets among all n: the method and the blocks are those of the n
+// tokens (the last layer of a prefill needs only the scored rows).
 struct AttendArgs {
   const float* q;
   size_t ldq, g, n, past, hd;
@@ -75,6 +85,8 @@ struct AttendArgs {
   size_t window;
   float* out;
   size_t ldo;
+  const uint32_t* rows = nullptr;
+  size_t nrows = 0;
 };
 void attend_tokens(const AttendArgs& args, std::vector<float>& scratch);
 

@@ -76,10 +76,16 @@ class Transformer {
   void resize_work_buffers(size_t N);
   void qkv_projection(const Layer& L, size_t N);
   void rope_and_cache(size_t l, std::span<ForwardRequest> requests,
-                      const std::vector<size_t>& offsets);
+                      const std::vector<size_t>& offsets, bool rope_q);
   void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  // The last layer, where only the scored rows reach the logits.
+  std::vector<size_t> scored_rows(std::span<ForwardRequest> requests,
+                                  const std::vector<size_t>& offsets) const;
+  static bool scored_subset(const std::vector<size_t>& rows, size_t N);
+  void scored_attention(const Layer& L, size_t l, std::span<ForwardRequest> requests,
+                        const std::vector<size_t>& offsets, const std::vector<size_t>& rows);
+  size_t keep_rows(const std::vector<size_t>& rows, bool with_attn = true);
   void attention_output(const Layer& L, size_t N);
-  size_t keep_scored_rows(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
   void mlp(const Layer& L, size_t N);
   void final_norm(size_t rows);
   // The logits are made a block of scored rows at a time, in one buffer of at
@@ -103,6 +109,7 @@ class Transformer {
   std::vector<float> inv_freq_, rope_cos_, rope_sin_;
   // work buffers
   std::vector<float> x_, xn_, qkv_, attn_, proj_, gu_, act_, scores_;
+  std::vector<float> qsel_;  // the last layer's queries of the scored rows
   // the scored rows after the final norm: [scored_rows(), D]; one block of logits
   std::vector<float> head_rows_;
   mutable std::vector<float> logit_block_;
