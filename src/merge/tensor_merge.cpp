@@ -125,52 +125,48 @@ std::vector<double> exact_gram(size_t nv, ElementRange range, uint64_t chunk_ele
   return gram;
 }
 
-// The chunks go to the threads whole: each thread runs the kernel on its
-// chunk alone (the kernels' own threads are not nested) and hands its bytes
-// to the sink itself, so one thread's write into the page cache overlaps the
-// other's arithmetic. When the sink ran on one thread after a kernel on all
-// of them, the other threads waited through every write: in a file merge of
-// 8 x 64 MiB bf16 on 2 cores, a quarter of the samples were that wait
-// (bench/RESULTS.md). A range too small to give each thread a chunk of
-// kMinThreadChunk elements runs as one chunk at a time on all threads.
-void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
-                         const std::vector<float>& w, ElementRange range, DType out_dtype,
-                         uint64_t chunk_elems, const ChunkSink& sink) {
+// The chunks of `range` go to the threads whole: run(c, out) writes chunk
+// c's output bytes to `out` on the calling thread alone (the kernels' own
+// threads are not nested: omp_in_parallel), and the same thread hands them to
+// the sink, so one thread's write into the page cache overlaps another's
+// arithmetic. When the sink ran on one thread after a kernel on all of them,
+// the other threads waited through every write: in a file merge of 8 x 64
+// MiB bf16 on 2 cores, a quarter of the samples were that wait
+// (bench/RESULTS.md). Chunks hold at most chunk_elems elements, and at least
+// kChunksPerThread per thread where the range allows (with fewer, the
+// threads wait for each other at the end of every tensor); a range too small
+// to give each thread a chunk of kMinThreadChunk elements runs one chunk at a
+// time on all threads. `run` must be safe to call from several threads at
+// once for different chunks. An exception does not leave the parallel
+// region: the first is kept and rethrown, and chunks not yet started are
+// skipped.
+template <class Run>
+void parallel_chunks(ElementRange range, uint64_t chunk_elems, size_t osz, const ChunkSink& sink,
+                     const Run& run) {
   constexpr uint64_t kMinThreadChunk = uint64_t{1} << 16;
   constexpr uint64_t kChunksPerThread = 4;
   constexpr uint64_t kAlign = 4096;  // elements: chunks start on whole pages of output
-  const size_t osz = elem_size(out_dtype), isz = elem_size(dtype);
   const auto threads = static_cast<uint64_t>(std::max(1, omp_get_max_threads()));
-  // At least kChunksPerThread chunks per thread where the range allows it:
-  // with fewer, the threads wait for each other at the end of every tensor.
   const uint64_t pieces = threads * kChunksPerThread;
   uint64_t chunk = std::min(chunk_elems, (range.size() + pieces - 1) / pieces);
   if (chunk >= kAlign) chunk = std::min(chunk_elems, (chunk + kAlign - 1) / kAlign * kAlign);
   chunk = std::max<uint64_t>(chunk, 1);
   const std::vector<ElementRange> chunks = chunks_of(range, chunk);
   const auto nc = static_cast<int64_t>(chunks.size());
-  const bool split = threads > 1 && nc > 1 && chunk >= kMinThreadChunk;
-  auto one = [&](ElementRange c, std::vector<std::byte>& out, std::vector<const void*>& ptrs) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
-    fused_weighted_sum(ptrs, dtype, w, out.data(), out_dtype, c.size());
-    sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
-  };
-  if (!split) {
+  if (!(threads > 1 && nc > 1 && chunk >= kMinThreadChunk)) {
     const uint64_t whole = std::min<uint64_t>(chunk_elems, std::max<uint64_t>(range.size(), 1));
     std::vector<std::byte> out(std::min<uint64_t>(whole, range.size()) * osz);
-    std::vector<const void*> ptrs(inputs.size());
-    for (const auto& c : chunks_of(range, whole)) one(c, out, ptrs);
+    for (const auto& c : chunks_of(range, whole)) {
+      run(c, out.data());
+      sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
+    }
     return;
   }
-  // An exception must not leave the parallel region: the first is kept and
-  // rethrown, and the chunks not yet started are skipped.
   std::exception_ptr failure;
   bool failed = false;
 #pragma omp parallel
   {
     std::vector<std::byte> out(chunk * osz);
-    std::vector<const void*> ptrs(inputs.size());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t ci = 0; ci < nc; ++ci) {
       bool stop = false;
@@ -178,9 +174,11 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
       stop = failed;
       if (stop) continue;
       try {
-        one(chunks[static_cast<size_t>(ci)], out, ptrs);
+        const ElementRange c = chunks[static_cast<size_t>(ci)];
+        run(c, out.data());
+        sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
       } catch (...) {
-#pragma omp critical(weighted_sum_failure)
+#pragma omp critical(parallel_chunks_failure)
         if (!failure) failure = std::current_exception();
 #pragma omp atomic write
         failed = true;
@@ -188,6 +186,24 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
     }
   }
   if (failure) std::rethrow_exception(failure);
+}
+
+// The pointers to element c.begin of each input.
+std::vector<const void*> advanced(std::span<const void* const> inputs, DType dtype,
+                                  ElementRange c) {
+  std::vector<const void*> p(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i)
+    p[i] = static_cast<const char*>(inputs[i]) + c.begin * elem_size(dtype);
+  return p;
+}
+
+void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
+                         const std::vector<float>& w, ElementRange range, DType out_dtype,
+                         uint64_t chunk_elems, const ChunkSink& sink) {
+  parallel_chunks(
+      range, chunk_elems, elem_size(out_dtype), sink, [&](ElementRange c, std::byte* out) {
+        fused_weighted_sum(advanced(inputs, dtype, c), dtype, w, out, out_dtype, c.size());
+      });
 }
 
 // One pass of the radix select: for each active set, the histogram (`buckets`
@@ -583,6 +599,27 @@ void fused_chunks(Args& a, std::span<const void* const> inputs, const void* base
   }
 }
 
+// fused_chunks for a kernel that needs nothing but its arguments, per chunk:
+// the chunks go to the threads whole (parallel_chunks), each with its own
+// copy of `proto` advanced to the chunk.
+template <typename Args, typename Kernel>
+void fused_chunks_parallel(const Args& proto, std::span<const void* const> inputs, const void* base,
+                           DType in_dtype, ElementRange range, uint64_t chunk_elems,
+                           DType out_dtype, const ChunkSink& sink, Kernel kernel) {
+  const size_t isz = elem_size(in_dtype);
+  parallel_chunks(
+      range, chunk_elems, elem_size(out_dtype), sink, [&](ElementRange c, std::byte* out) {
+        Args a = proto;
+        const std::vector<const void*> ptrs = advanced(inputs, in_dtype, c);
+        a.inputs = ptrs;
+        a.base = base == nullptr ? nullptr : static_cast<const char*>(base) + c.begin * isz;
+        a.first_index = c.begin;
+        a.out = out;
+        a.n = c.size();
+        kernel(a);
+      });
+}
+
 // The task-vector merges that keep each entry of a task vector or drop it,
 // and with `rescale` multiply its survivors by mergekit's L1 factor
 // (sparsify.rescaled_masked_tensor: sum |delta| / sum |kept delta| over the
@@ -846,8 +883,8 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
                                                        : ops::div(w[i], wsum);
   stats.sce_weights = w;
   a.weights = w;
-  fused_chunks(a, s.models, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
-               [](SceMergeArgs& args, ElementRange) { fused_sce_merge(args); });
+  fused_chunks_parallel(a, s.models, s.base, s.dtype, range, chunk_elems, out_dtype, sink,
+                        [](SceMergeArgs& args) { fused_sce_merge(args); });
   return stats;
 }
 
@@ -997,8 +1034,8 @@ void combine_chunks(const TensorSources& s, std::span<const void* const> inputs,
   a.in_dtype = s.dtype;
   a.out_dtype = out_dtype;
   a.weights = w;  // no sparsification, no normalization, lambda 1
-  fused_chunks(a, inputs, base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
-               [](TaskMergeArgs& args, ElementRange) { fused_task_merge(args); });
+  fused_chunks_parallel(a, inputs, base, s.dtype, range, chunk_elems, out_dtype, sink,
+                        [](TaskMergeArgs& args) { fused_task_merge(args); });
 }
 
 // The two vectors of nuslerp over elements [c.begin, c.end): the models, or
@@ -1665,8 +1702,8 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     st.ties_threshold_bits = stats.ties_threshold_bits;
     return st;
   }
-  fused_chunks(a, s.models, s.base, s.dtype, chunks_of(range, chunk_elems), out_dtype, sink,
-               [](TaskMergeArgs& args, ElementRange) { fused_task_merge(args); });
+  fused_chunks_parallel(a, s.models, s.base, s.dtype, range, chunk_elems, out_dtype, sink,
+                        [](TaskMergeArgs& args) { fused_task_merge(args); });
   return stats;
 }
 

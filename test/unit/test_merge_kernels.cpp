@@ -154,7 +154,7 @@ TEST_CASE("fused_weighted_sum bf16 equals a naive fp32 loop and a double referen
   CHECK(exact == n);
 }
 
-TEST_CASE("linear merge_tensor: chunks split among threads, each written once, a naive loop's bits",
+TEST_CASE("merge_tensor's chunks split among threads: each written once, the same bits",
           "[merge][kernels]") {
   // Three threads whatever the host has: the chunks go to the threads whole,
   // and the sink is called from them (ChunkSink).
@@ -201,6 +201,45 @@ TEST_CASE("linear merge_tensor: chunks split among threads, each written once, a
     for (size_t i = 0; i < N; ++i) acc += m.weights[i] * ref_bf16_to_f32(in[i][j]);
     REQUIRE(out[j] == ref_f32_to_bf16(acc));
   }
+
+  // The task-vector methods whose chunks also go to the threads (task
+  // arithmetic, TIES and breadcrumbs without rescale, SCE): the same bytes on
+  // 3 threads as on 1, where a chunk runs whole, and the sink inside the
+  // parallel region.
+  s.base = in[0].data();
+  s.models = {in[1].data(), in[2].data()};
+  const auto run_on = [&](const TensorMethod& tm, int threads, size_t* outside) {
+    omp_set_num_threads(threads);
+    std::vector<uint16_t> o(n, 0xdead);
+    merge_tensor(s, tm, range, DType::BF16, uint64_t{1} << 20, MPI_COMM_SELF,
+                 [&](ElementRange c, std::span<const std::byte> b) {
+                   std::memcpy(o.data() + c.begin, b.data(), b.size());
+                   const std::lock_guard lock(mu);
+                   *outside += omp_in_parallel() ? 0 : 1;
+                 });
+    return o;
+  };
+  for (MergeMethod mm : {MergeMethod::TaskArithmetic, MergeMethod::Ties, MergeMethod::Breadcrumbs,
+                         MergeMethod::Sce}) {
+    TensorMethod tm;
+    tm.method = mm;
+    tm.weights = {0.6f, 0.9f};
+    tm.density = {0.5, 0.7};
+    tm.gamma = {0.01, 0.02};
+    tm.select_topk = 0.6;
+    tm.rescale = false;
+    INFO("method " << static_cast<int>(mm));
+    size_t outside_one = 0, outside_three = 0;
+    const auto one = run_on(tm, 1, &outside_one);
+    const auto three = run_on(tm, 3, &outside_three);
+    CHECK(outside_three == 0);
+    CHECK(outside_one > 0);
+    REQUIRE(one == three);
+  }
+  omp_set_num_threads(3);
+  s.base = nullptr;
+  s.models.clear();
+  for (auto& v : in) s.models.push_back(v.data());
 
   // A sink that fails: its error comes out of merge_tensor, once.
   size_t calls = 0;
