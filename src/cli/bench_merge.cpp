@@ -24,6 +24,7 @@
 
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/huge_pages.hpp"
 #include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/dtype.hpp"
@@ -68,8 +69,7 @@ double seconds_of(F&& f) {
 // of a kernel whose counted bytes are all the bytes it moves (x86-64 only).
 class Triad {
  public:
-  explicit Triad(size_t bytes)
-      : n_(bytes / sizeof(float)), a_(new float[n_]), b_(new float[n_]), c_(new float[n_]) {
+  explicit Triad(size_t bytes) : n_(bytes / sizeof(float)), a_(n_), b_(n_), c_(n_) {
     const auto nn = static_cast<long long>(n_);
 #pragma omp parallel for schedule(static)
     for (long long j = 0; j < nn; ++j) {
@@ -81,9 +81,9 @@ class Triad {
   void run() {
     const auto nn = static_cast<long long>(n_);
     const float s = 3.0f;
-    float* a = a_.get();
-    const float* b = b_.get();
-    const float* c = c_.get();
+    float* a = a_.data();
+    const float* b = b_.data();
+    const float* c = c_.data();
     // simd: vectorized whatever the CLI's optimization level (-O2, whose
     // cost model leaves loops with a remainder scalar), as STREAM at -O3 is.
 #pragma omp parallel for simd schedule(static)
@@ -103,9 +103,9 @@ class Triad {
 #if defined(__x86_64__)
     const auto nv = static_cast<long long>(n_ / 4);
     const __m128 s = _mm_set1_ps(2.0f);
-    float* a = a_.get();
-    const float* b = b_.get();
-    const float* c = c_.get();
+    float* a = a_.data();
+    const float* b = b_.data();
+    const float* c = c_.data();
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
@@ -124,7 +124,8 @@ class Triad {
 
  private:
   size_t n_;
-  std::unique_ptr<float[]> a_, b_, c_;
+  // On huge pages, as the kernel's inputs and output (huge_pages.hpp).
+  HugeVector<float> a_, b_, c_;
 };
 
 constexpr size_t kFileParts = 8;    // tensors per bench checkpoint
@@ -198,8 +199,9 @@ void check_args(const BenchArgs& a) {
 }
 
 // N inputs of n values each: normal(0, 0.02) in the checkpoint dtype, seeded by input.
-std::vector<std::vector<std::byte>> random_inputs(size_t N, size_t n, DType dt) {
-  std::vector<std::vector<std::byte>> in(N, std::vector<std::byte>(n * dtype_size(dt)));
+// On huge pages, as the pool's shards the service merges (huge_pages.hpp).
+std::vector<HugeVector<std::byte>> random_inputs(size_t N, size_t n, DType dt) {
+  std::vector<HugeVector<std::byte>> in(N, HugeVector<std::byte>(n * dtype_size(dt)));
   std::vector<float> f(n);
   for (size_t i = 0; i < N; ++i) {
     std::mt19937 rng(static_cast<unsigned>(i + 1));
@@ -244,13 +246,13 @@ struct MemorySeconds {
 // of percent from one second to the next); the best of each is kept. Every
 // copy's output is checked. The copy that runs by default is selected again
 // at the end (the file merge uses it).
-MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::byte>>& in, DType dt,
-                             const std::vector<float>& w, std::vector<std::byte>& out, int repeat,
+MemorySeconds time_in_memory(Triad& triad, const std::vector<HugeVector<std::byte>>& in, DType dt,
+                             const std::vector<float>& w, HugeVector<std::byte>& out, int repeat,
                              const std::vector<std::string>& isas) {
   const size_t N = in.size(), es = dtype_size(dt), n = out.size() / es;
   std::vector<const void*> ptrs;
   for (const auto& v : in) ptrs.push_back(v.data());
-  std::vector<std::byte> out_naive(n * es);
+  HugeVector<std::byte> out_naive(n * es);
   std::vector<float> acc(n), tmp(n);
   const auto nn = static_cast<long long>(n);
   auto naive_merge = [&] {
@@ -293,7 +295,7 @@ MemorySeconds time_in_memory(Triad& triad, const std::vector<std::vector<std::by
 
 // Rank 0 writes the inputs as N single-file checkpoints of kFileParts
 // tensors each (dir/ckpt<i>) and a linear recipe of them (dir/recipe.yaml).
-void write_bench_pool(const fs::path& dir, const std::vector<std::vector<std::byte>>& in, DType dt,
+void write_bench_pool(const fs::path& dir, const std::vector<HugeVector<std::byte>>& in, DType dt,
                       size_t n) {
   const size_t N = in.size(), es = dtype_size(dt);
   fs::create_directories(dir);
@@ -345,7 +347,7 @@ struct FileMerge {
 // 4. File to file: `kintsugi merge` of dir/recipe.yaml into dir/out on every
 // rank, best of `repeat` runs after one that warms the page cache; rank 0
 // checks the merged tensors against the fused kernel's `out`.
-FileMerge time_file_merge(const fs::path& dir, const std::vector<std::byte>& out, size_t es,
+FileMerge time_file_merge(const fs::path& dir, std::span<const std::byte> out, size_t es,
                           int repeat) {
   const int rank = world_rank();
   const Recipe recipe = parse_recipe_file(dir / "recipe.yaml");
@@ -448,7 +450,7 @@ std::string method_recipe(const std::string& m, size_t N) {
 // passthrough the first input. The methods' values themselves are held to
 // independent references by the tests (test/e2e/merge_*_ref.py).
 MethodMerge time_method_merge(const fs::path& dir, const std::string& method, size_t N,
-                              const std::vector<std::byte>& out, size_t es, int repeat) {
+                              std::span<const std::byte> out, size_t es, int repeat) {
   const int rank = world_rank();
   const fs::path file = dir / fmt::format("recipe-{}.yaml", method);
   if (rank == 0) {
@@ -497,7 +499,7 @@ struct PageCacheSeconds {
 // 5. What the page cache itself costs on this file system, measured the same
 // way (rank 0): writing a new file of one output's size (positional writes in
 // the engine's chunks, fsync), and first touch of a cached input's mapping.
-PageCacheSeconds time_page_cache(const fs::path& dir, const std::vector<std::byte>& out, size_t es,
+PageCacheSeconds time_page_cache(const fs::path& dir, std::span<const std::byte> out, size_t es,
                                  int repeat) {
   PageCacheSeconds t;
   if (world_rank() == 0)
@@ -650,7 +652,7 @@ int run_bench(const BenchArgs& a) {
   // The weights `kintsugi merge` derives from the bench's recipe (1 each,
   // normalized in double), so the file merge must reproduce `out` exactly.
   const std::vector<float> w(N, static_cast<float>(1.0 / static_cast<double>(N)));
-  std::vector<std::byte> out(n * es);
+  HugeVector<std::byte> out(n * es);
   KernelCopies kc;
   kc.measured = isas_to_measure(a.isa);
   kc.runs = cpu_kernel_isa();  // chooses the copy (timing both, on an AVX2 CPU) before any timing

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/huge_pages.hpp"
 #include "kintsugi/kernels/element_ops.hpp"
 #include "kintsugi/kernels/merge_kernels.hpp"
 
@@ -588,23 +589,19 @@ void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* ou
 // speed.
 void measure_and_choose() {
   constexpr size_t kN = 8, kValues = size_t{4} << 20;
-  // One uninitialized buffer, on huge pages where the kernel gives them (a
+  // One uninitialized buffer on huge pages, as the pool's shards are (a
   // 4 KiB page fault per 2 KiB of inputs was most of the time here), filled
   // by a loop that vectorizes.
-  constexpr size_t kHuge = size_t{2} << 20;
-  const std::unique_ptr<uint16_t[], decltype(&std::free)> in(
-      static_cast<uint16_t*>(std::aligned_alloc(kHuge, kN * kValues * sizeof(uint16_t))),
-      &std::free);
-  if (!in) throw std::bad_alloc();
-#if defined(MADV_HUGEPAGE)
-  madvise(in.get(), kN * kValues * sizeof(uint16_t), MADV_HUGEPAGE);  // a hint; may fail
-#endif
+  HugePageAllocator<uint16_t> huge;
+  const auto release = [&](uint16_t* p) { huge.deallocate(p, kN * kValues); };
+  const std::unique_ptr<uint16_t[], decltype(release)> in(huge.allocate(kN * kValues), release);
   for (size_t i = 0; i < kN; ++i) {
     uint16_t* x = in.get() + i * kValues;
     for (size_t j = 0; j < kValues; ++j)
       x[j] = static_cast<uint16_t>(0x3c00u + ((j * 7 + i) & 0xffu));  // finite bf16
   }
-  const std::unique_ptr<uint16_t[]> out(new uint16_t[kValues]);
+  HugeVector<uint16_t> out_buffer(kValues);
+  uint16_t* const out = out_buffer.data();
   std::vector<const void*> ptrs;
   for (size_t i = 0; i < kN; ++i) ptrs.push_back(in.get() + i * kValues);
   const std::vector<float> w(kN, 1.0f / static_cast<float>(kN));
@@ -614,7 +611,7 @@ void measure_and_choose() {
     for (int copy = 0; copy < kCopies; ++copy) {
       if (!isa_supported(copy)) continue;
       const auto t0 = std::chrono::steady_clock::now();
-      weighted_sum_with<DType::BF16, DType::BF16>(copy, true, ptrs.data(), w.data(), kN, out.get(),
+      weighted_sum_with<DType::BF16, DType::BF16>(copy, true, ptrs.data(), w.data(), kN, out,
                                                   kValues);
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
       if (pass > 0) best[copy] = std::min(best[copy], dt.count());

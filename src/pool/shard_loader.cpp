@@ -32,13 +32,13 @@ void check_tensors(const HfCheckpoint& ck, const TpPlan& plan) {
 }
 
 // Call only after check_tensors.
-std::vector<std::byte> read_slice(const HfCheckpoint& ck, const TpTensor& t, const TpSlice& s) {
+HugeVector<std::byte> read_slice(const HfCheckpoint& ck, const TpTensor& t, const TpSlice& s) {
   const TensorInfo& info = ck.info(t.name);
   const SafetensorsFile& f = ck.file_of(t.name);
   const uint64_t es = dtype_size(info.dtype);
   const uint64_t rows = static_cast<uint64_t>(t.shape[0]);
   const uint64_t cols = t.shape.size() > 1 ? static_cast<uint64_t>(t.shape[1]) : 1;
-  std::vector<std::byte> out;
+  HugeVector<std::byte> out;
   if (s.split == TpSplit::Cols) {
     const uint64_t w = static_cast<uint64_t>(s.end - s.begin);
     out.resize(rows * w * es);
@@ -99,7 +99,7 @@ PoolShards PoolShards::load(const std::vector<const HfCheckpoint*>& checkpoints,
     // Each checkpoint holds the tensors its own config implies (its own vocabulary).
     check_tensors(*ck, vocab ? TpPlan(c, tp_size) : plan);
     p.names_.push_back(ck->name());
-    std::vector<std::vector<std::byte>> tensors;
+    std::vector<HugeVector<std::byte>> tensors;
     for (size_t t = 0; t < ts.size(); ++t) {
       const bool reindexed = vocab && is_vocab_tensor(ts[t].name);
       // Re-indexed rows are kept in fp32: the rows a checkpoint lacks may be

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/common/huge_pages.hpp"
 #include "kintsugi/pool/model_config.hpp"
 #include "kintsugi/pool/tp_plan.hpp"
 
@@ -40,7 +41,7 @@ class ModelShard {
   ModelConfig config_;
   int tp_rank_, tp_size_;
   TpPlan plan_;
-  std::vector<std::vector<float>> data_;
+  std::vector<HugeVector<float>> data_;  // on huge pages: merge_into writes them
   std::map<std::string, size_t> index_;
 };
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/common/huge_pages.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/pool/model_shard.hpp"
 #include "kintsugi/pool/vocab.hpp"
@@ -47,7 +48,7 @@ class PoolShards {
   size_t num_checkpoints() const { return names_.size(); }
   const std::vector<std::string>& names() const { return names_; }
   // Tensor t (ModelShard order) of checkpoint i.
-  const std::vector<std::byte>& bytes(size_t i, size_t t) const { return data_[i][t]; }
+  std::span<const std::byte> bytes(size_t i, size_t t) const { return data_[i][t]; }
   DType dtype(size_t t) const { return dtypes_[t]; }
   uint64_t total_bytes() const;
 
@@ -56,7 +57,8 @@ class PoolShards {
   int tp_rank_ = 0, tp_size_ = 1;
   std::vector<std::string> names_;
   std::vector<DType> dtypes_;
-  std::vector<std::vector<std::vector<std::byte>>> data_;  // [checkpoint][tensor]
+  // [checkpoint][tensor], on huge pages: the merge kernels read them N at once
+  std::vector<std::vector<HugeVector<std::byte>>> data_;
 };
 
 // Merge weights: a G x N matrix (row g = the weights of the N checkpoints for
