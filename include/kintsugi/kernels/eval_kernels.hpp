@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "kintsugi/common/huge_pages.hpp"
+
 namespace kintsugi {
 
 // A weight W[N, K] (y = x W^T) packed for matmul(): panels of kPanel output
@@ -41,7 +43,7 @@ class PackedWeight {
 
  private:
   size_t N_ = 0, K_ = 0;
-  std::vector<float> data_;
+  HugeVector<float> data_;  // on huge pages: a decode step streams every panel
 };
 
 // C[M, N] = A[M, K] W^T, or C += A W^T when `accumulate`. A and C row-major
