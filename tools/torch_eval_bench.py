@@ -8,7 +8,8 @@ then greedy decode steps of one token per sequence reading that cache.
 
 FILE is a JSON list of token-id lists (all the same length), written by
 `kintsugi bench eval`, which starts this script and reads its JSON answer from
-stdout: tokens/s of prefill and decode, and the greedy tokens and the last
+stdout: tokens/s of prefill and decode (of the median repetition, as the bench
+reports its own), and the greedy tokens and the last
 prefill position's log-probabilities, which the bench compares with its own so
 both sides are known to compute the same model.
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -129,7 +131,7 @@ def main():
         prompts = torch.tensor(json.load(f), dtype=torch.int64)
     model = Llama(a.checkpoint)
     B, n = prompts.shape
-    prefill_s = decode_s = 0.0
+    prefill_s, decode_s = [], []  # per repetition; the median one is reported, as the bench's
     with torch.no_grad():
         model.forward(prompts[:, :2], [])  # warm-up: first-call allocations
         for _ in range(a.repeats):
@@ -145,11 +147,11 @@ def main():
                 nxt = model.forward(nxt[:, None], cache).argmax(-1)
                 tokens.append(nxt.tolist())
             t2 = time.perf_counter()
-            prefill_s += t1 - t0
-            decode_s += t2 - t1b
+            prefill_s.append(t1 - t0)
+            decode_s.append(t2 - t1b)
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(),
-               "prefill_tokens_per_s": B * n * a.repeats / prefill_s,
-               "decode_tokens_per_s": B * a.decode * a.repeats / decode_s,
+               "prefill_tokens_per_s": B * n / statistics.median(prefill_s),
+               "decode_tokens_per_s": B * a.decode / statistics.median(decode_s),
                "greedy_tokens": [list(r) for r in zip(*tokens)],
                "prefill_logprobs": first.tolist()}, sys.stdout)
     print()

@@ -25,6 +25,7 @@
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/median.hpp"
 #include "kintsugi/common/system.hpp"
 #include "kintsugi/config/job.hpp"
 #include "kintsugi/dist/mpi.hpp"
@@ -101,7 +102,12 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
   Transformer m(shard, comm);
   std::vector<std::vector<int32_t>> greedy(a.batch);
   std::vector<double> first_logprobs;
-  double prefill_s = 0, decode_s = 0, mm = 0, wall = 0;
+  // Each phase's time per repetition; the rates are of the median one (the
+  // PyTorch peer reports the same): a shared host's other work slows some
+  // repetitions, and PyTorch's own times spread by +-20 % (27-40 ms for one
+  // prefill here), so means made the ratio swing by a third within minutes.
+  std::vector<double> prefill_each, decode_each;
+  double mm = 0, wall = 0;
   std::vector<SeqCache> caches;
   std::vector<ForwardRequest> reqs;
   // Fresh caches and one request per prompt: its first `len` tokens, logits
@@ -142,14 +148,14 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
         for (size_t b = 0; b < a.batch; ++b) greedy[b].push_back(next[b]);
     }
     const double t2 = steady_seconds();
-    prefill_s += t1 - t0;
-    decode_s += t2 - t1b;
+    prefill_each.push_back(t1 - t0);
+    decode_each.push_back(t2 - t1b);
     mm += matmul_seconds();
     wall += (t1 - t0) + (t2 - t1b);
   }
   Row row{T,
-          static_cast<double>(a.batch * a.prompt * a.repeats) / prefill_s,
-          static_cast<double>(a.batch * a.decode * a.repeats) / decode_s,
+          static_cast<double>(a.batch * a.prompt) / median_of(prefill_each),
+          static_cast<double>(a.batch * a.decode) / median_of(decode_each),
           mm / wall,
           -1,
           -1,
@@ -334,7 +340,7 @@ BenchRegistration eval_bench{
        sub.add_option("--decode", a->decode, "Decode steps")
            ->capture_default_str()
            ->check(CLI::Range(1, 1 << 20));
-       sub.add_option("--repeats", a->repeats, "Repetitions")
+       sub.add_option("--repeats", a->repeats, "Repetitions (the median one is reported)")
            ->capture_default_str()
            ->check(CLI::Range(1, 1000));
        sub.add_option("--tp", a->tp, "Group sizes to measure")->capture_default_str();

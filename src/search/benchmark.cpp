@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/median.hpp"
 
 namespace kintsugi::search {
 
@@ -70,13 +71,7 @@ BenchSummary run_bench(const BenchFunction& fn, size_t dim, size_t runs, uint64_
     }
     summary.runs.push_back(run);
   }
-  if (evals.empty()) {
-    summary.median_evals = std::numeric_limits<double>::quiet_NaN();
-  } else {
-    std::sort(evals.begin(), evals.end());
-    const size_t m = evals.size();
-    summary.median_evals = m % 2 == 1 ? evals[m / 2] : 0.5 * (evals[m / 2 - 1] + evals[m / 2]);
-  }
+  summary.median_evals = median_of(evals);  // NaN when no run succeeded
   return summary;
 }
 

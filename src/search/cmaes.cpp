@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/median.hpp"
 #include "kintsugi/search/philox.hpp"
 
 namespace kintsugi::search {
@@ -18,12 +19,6 @@ namespace kintsugi::search {
 namespace {
 
 constexpr size_t kMaxHistory = 20000;
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size();
-  return m % 2 == 1 ? v[m / 2] : 0.5 * (v[m / 2 - 1] + v[m / 2]);
-}
 
 void push_capped(std::vector<double>& h, double v) {
   if (h.size() == kMaxHistory) h.erase(h.begin());
