@@ -139,11 +139,14 @@ void Transformer::rope(float* x, size_t heads, int64_t pos) {
 // Per request and KV head: the query heads it serves (GQA: num_heads /
 // num_kv_heads of them, adjacent in q) attend causally, within the sliding
 // window, over the prefix's cached keys and the request's own, the new ones
-// included; out: those heads' columns of attn: [N, qL].
+// included; out: those heads' columns of attn: [N, qL]. With `scored`
+// (scored_attention), only the scored rows' queries, from qsel in scored
+// order, into attn's first rows in that order.
 void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
-                            const std::vector<size_t>& offsets) {
+                            const std::vector<size_t>& offsets, const ScoredQueries* scored) {
   const ModelConfig& c = shard_.config();
   const size_t hd = z(hd_), qL = z(qL_), kvL = z(kvL_);
+  const size_t W = qL + 2 * kvL;  // a token's row of qkv: [q | k | v]
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const size_t window = c.sliding_window > 0 ? z(c.sliding_window) : 0;
@@ -152,6 +155,20 @@ void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
     const size_t n = requests[r].tokens.size();
     const size_t pre = sc.prefix_len;
     const size_t own = sc.k[l].size() / kvL;  // this layer's keys, the new ones included
+    // This request's queries (row stride ldq) and outputs, all its tokens or
+    // the selected ones.
+    const float* q = qkv_.data() + offsets[r] * W;
+    size_t ldq = W, out_row = offsets[r];
+    const uint32_t* rows = nullptr;
+    size_t nrows = 0;
+    if (scored) {
+      out_row = scored->first[r];
+      nrows = scored->first[r + 1] - out_row;
+      if (nrows == 0) continue;
+      q = qsel_.data() + out_row * qL;
+      ldq = qL;
+      rows = scored->token.data() + out_row;
+    }
     for (int64_t kvh = kv_heads_.begin; kvh < kv_heads_.end; ++kvh) {
       // This rank's query heads served by KV head kvh.
       const int64_t h0 = std::max(kvh * group, heads_.begin) - heads_.begin;
@@ -164,10 +181,8 @@ void Transformer::attention(size_t l, std::span<ForwardRequest> requests,
                       sc.v[l].data() + kvo,
                       pre,
                       kvL};
-      const size_t first = offsets[r] * qL + z(h0) * hd;
-      const size_t W = qL + 2 * kvL;  // a token's row of qkv: [q | k | v]
-      attend_tokens({qkv_.data() + offsets[r] * W + z(h0) * hd, W, z(h1 - h0), n, pre + own - n, hd,
-                     scale, kv, window, attn_.data() + first, qL},
+      attend_tokens({q + z(h0) * hd, ldq, z(h1 - h0), n, pre + own - n, hd, scale, kv, window,
+                     attn_.data() + out_row * qL + z(h0) * hd, qL, rows, nrows},
                     scores_);
     }
   }
@@ -258,7 +273,7 @@ size_t Transformer::keep_rows(const std::vector<size_t>& rows, bool with_attn) {
 void Transformer::scored_attention(const Layer& L, size_t l, std::span<ForwardRequest> requests,
                                    const std::vector<size_t>& offsets,
                                    const std::vector<size_t>& rows) {
-  const size_t N = offsets.back(), D = z(D_), hd = z(hd_), qL = z(qL_), kvL = z(kvL_);
+  const size_t N = offsets.back(), D = z(D_), qL = z(qL_), kvL = z(kvL_);
   const size_t W = qL + 2 * kvL, S = rows.size();
   if (S > N) resize_work_buffers(S);
   // k, v of every token: columns [qL, W) of the product, in their place in qkv.
@@ -278,40 +293,22 @@ void Transformer::scored_attention(const Layer& L, size_t l, std::span<ForwardRe
       for (size_t j = 0; j < qL; ++j) qsel_[o * qL + j] += L.bq[j];
   }
   rope_and_cache(l, requests, offsets, false);
-  // Each scored row's request (its rows are consecutive in scored order) and
-  // its token there; q rotated by the token's position.
-  const ModelConfig& c = shard_.config();
-  const int64_t group = c.num_heads / c.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t window = c.sliding_window > 0 ? z(c.sliding_window) : 0;
-  std::vector<uint32_t> tok(S);
-  size_t o = 0;
-  for (size_t r = 0; r < requests.size(); ++r) {
-    SeqCache& sc = *requests[r].cache;
-    const size_t n = requests[r].tokens.size(), first = o;
-    const size_t pre = sc.prefix_len, own = sc.k[l].size() / kvL;  // the new keys included
-    for (; o < first + requests[r].logits_at.size(); ++o) {
-      tok[o] = static_cast<uint32_t>(rows[o] - offsets[r]);
-      rope(qsel_.data() + o * qL, z(heads_.size()), static_cast<int64_t>(pre + own - n + tok[o]));
+  // Each request's scored rows are consecutive in scored order: where they
+  // start, each one's token, and its q rotated by the token's position.
+  ScoredQueries sel;
+  sel.first.assign(requests.size() + 1, 0);
+  sel.token.resize(S);
+  for (size_t r = 0, o = 0; r < requests.size(); ++r) {
+    const SeqCache& sc = *requests[r].cache;
+    const size_t start = sc.prefix_len + sc.k[l].size() / kvL - requests[r].tokens.size();
+    sel.first[r] = o;
+    for (size_t k = 0; k < requests[r].logits_at.size(); ++k, ++o) {
+      sel.token[o] = static_cast<uint32_t>(rows[o] - offsets[r]);
+      rope(qsel_.data() + o * qL, z(heads_.size()), static_cast<int64_t>(start + sel.token[o]));
     }
-    if (o == first) continue;
-    for (int64_t kvh = kv_heads_.begin; kvh < kv_heads_.end; ++kvh) {
-      const int64_t h0 = std::max(kvh * group, heads_.begin) - heads_.begin;
-      const int64_t h1 = std::min((kvh + 1) * group, heads_.end) - heads_.begin;
-      if (h1 <= h0) continue;
-      const size_t kvo = z(kvh - kv_heads_.begin) * hd;
-      const KvRows kv{pre ? sc.prefix->k[l].data() + kvo : nullptr,
-                      pre ? sc.prefix->v[l].data() + kvo : nullptr,
-                      sc.k[l].data() + kvo,
-                      sc.v[l].data() + kvo,
-                      pre,
-                      kvL};
-      attend_tokens(
-          {qsel_.data() + first * qL + z(h0) * hd, qL, z(h1 - h0), n, pre + own - n, hd, scale, kv,
-           window, attn_.data() + first * qL + z(h0) * hd, qL, tok.data() + first, o - first},
-          scores_);
-    }
+    sel.first[r + 1] = o;
   }
+  attention(l, requests, offsets, &sel);
   keep_rows(rows, false);
 }
 

@@ -3,7 +3,6 @@
 // shows for MADV_HUGEPAGE), small ones are plain; contents behave as a
 // std::vector's.
 #include <catch2/catch.hpp>
-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>

@@ -140,51 +140,8 @@ TEST_CASE("eval kernels: a slice of the columns has the bits of the whole produc
   }
 }
 
-TEST_CASE("eval kernels: selected query rows get the bits they get among all tokens",
+TEST_CASE("eval kernels: causal GQA attention equals the naive softmax; selected rows its bits",
           "[eval][kernels]") {
-  CopyGuard guard;
-  std::mt19937 rng(13);
-  struct Case {
-    size_t g, n, past, split, hd, window;
-  };
-  // Both paths (n < 4, a head size not a multiple of 16: per query; else
-  // blocked), a shared prefix, a sliding window, blocks of 16 tokens.
-  const Case cases[] = {{2, 3, 5, 0, 16, 0},    {1, 4, 0, 0, 32, 0},   {2, 23, 10, 10, 64, 0},
-                        {4, 40, 17, 30, 32, 0}, {2, 20, 20, 8, 32, 7}, {1, 6, 3, 2, 24, 0},
-                        {2, 64, 0, 0, 32, 0}};
-  for (auto isa : eval_kernels_isas()) {
-    REQUIRE(set_eval_kernels_isa(isa));
-    for (const Case& c : cases) {
-      const size_t total = c.past + c.n, kv_stride = c.hd * 2 + 3;
-      const size_t ldq = c.g * c.hd + 5, ldo = c.g * c.hd + 2;
-      const auto q = random_vec(c.n * ldq, rng);
-      const auto kpre = random_vec(c.split * kv_stride, rng),
-                 vpre = random_vec(c.split * kv_stride, rng);
-      const auto kown = random_vec((total - c.split) * kv_stride, rng),
-                 vown = random_vec((total - c.split) * kv_stride, rng);
-      const KvRows kv{kpre.data(), vpre.data(), kown.data(), vown.data(), c.split, kv_stride};
-      std::vector<float> all(c.n * ldo), scratch;
-      attend_tokens({q.data(), ldq, c.g, c.n, c.past, c.hd, 0.2f, kv, c.window, all.data(), ldo},
-                    scratch);
-      // The last token, the first, one in the middle twice, out of order.
-      const std::vector<uint32_t> rows = {static_cast<uint32_t>(c.n - 1), 0,
-                                          static_cast<uint32_t>(c.n / 2),
-                                          static_cast<uint32_t>(c.n / 2)};
-      std::vector<float> qs(rows.size() * ldq), some(rows.size() * ldo, -3.0f);
-      for (size_t k = 0; k < rows.size(); ++k)
-        std::copy_n(q.data() + rows[k] * ldq, ldq, qs.data() + k * ldq);
-      AttendArgs a{qs.data(), ldq, c.g, c.n, c.past, c.hd, 0.2f, kv, c.window, some.data(), ldo};
-      a.rows = rows.data();
-      a.nrows = rows.size();
-      attend_tokens(a, scratch);
-      for (size_t k = 0; k < rows.size(); ++k)
-        REQUIRE(std::memcmp(some.data() + k * ldo, all.data() + rows[k] * ldo,
-                            c.g * c.hd * sizeof(float)) == 0);
-    }
-  }
-}
-
-TEST_CASE("eval kernels: causal GQA attention equals the naive softmax", "[eval][kernels]") {
   CopyGuard guard;
   std::mt19937 rng(9);
   struct Case {
@@ -246,6 +203,22 @@ TEST_CASE("eval kernels: causal GQA attention equals the naive softmax", "[eval]
           for (size_t d = c.g * c.hd; d < ldo; ++d)
             if (out[i * ldo + d] != -7.0f) FAIL_CHECK("output column " << d << " written");
         }
+      // Selected query rows (the last layer's scored rows): the last token,
+      // the first, one in the middle twice, out of order, their queries
+      // gathered; each gets the bits it got among all n (AttendArgs::rows).
+      const std::vector<uint32_t> rows = {static_cast<uint32_t>(c.n - 1), 0,
+                                          static_cast<uint32_t>(c.n / 2),
+                                          static_cast<uint32_t>(c.n / 2)};
+      std::vector<float> qs(rows.size() * ldq), some(rows.size() * ldo, -3.0f);
+      for (size_t k = 0; k < rows.size(); ++k)
+        std::copy_n(q.data() + rows[k] * ldq, ldq, qs.data() + k * ldq);
+      AttendArgs sel{qs.data(), ldq, c.g, c.n, c.past, c.hd, scale, kv, c.window, some.data(), ldo};
+      sel.rows = rows.data();
+      sel.nrows = rows.size();
+      attend_tokens(sel, scratch);
+      for (size_t k = 0; k < rows.size(); ++k)
+        REQUIRE(std::memcmp(some.data() + k * ldo, out.data() + rows[k] * ldo,
+                            c.g * c.hd * sizeof(float)) == 0);
     }
   }
 }

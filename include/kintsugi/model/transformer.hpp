@@ -77,7 +77,14 @@ class Transformer {
   void qkv_projection(const Layer& L, size_t N);
   void rope_and_cache(size_t l, std::span<ForwardRequest> requests,
                       const std::vector<size_t>& offsets, bool rope_q);
-  void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
+  // The last layer's scored rows: request r's are [first[r], first[r + 1])
+  // in scored order, token[o] row o's token in its request.
+  struct ScoredQueries {
+    std::vector<size_t> first;
+    std::vector<uint32_t> token;
+  };
+  void attention(size_t l, std::span<ForwardRequest> requests, const std::vector<size_t>& offsets,
+                 const ScoredQueries* scored = nullptr);
   // The last layer, where only the scored rows reach the logits.
   std::vector<size_t> scored_rows(std::span<ForwardRequest> requests,
                                   const std::vector<size_t>& offsets) const;
