@@ -635,7 +635,16 @@ template <DType IN, DType OUT>
                                                      size_t b0, size_t b1) {
   const size_t N = a.inputs.size();
   const size_t n = a.n;
-  std::vector<float> wd(N * kBlock);
+  // Locals, not a's members, in the loops: the output is written through a
+  // void*, which may alias `a` as far as the compiler knows, so it reloaded
+  // them every element and left the last loop scalar (9 GB/s for
+  // task_arithmetic against 33 for the weighted sum over the same bytes).
+  const float lambda = a.lambda;
+  const bool normalize = a.normalize;
+  void* const out = a.out;
+  // Each input's terms of a block, where they are kept (sparsified or for the
+  // sign election); a plain task_arithmetic sums them at once.
+  std::vector<float> wd(a.sign_consensus || a.sparsify != Sparsify::None ? N * kBlock : 0);
   for (size_t blk = b0; blk < b1; ++blk) {
     const size_t j0 = blk * kBlock;
     const size_t len = std::min(kBlock, n - j0);
@@ -649,7 +658,23 @@ template <DType IN, DType OUT>
     const bool keep_rows = a.sign_consensus;
     if (!keep_rows)
       for (size_t k = 0; k < len; ++k) mixed[k] = 0.0f;
-    for (size_t i = 0; i < N; ++i) {
+    size_t first = 0;  // the inputs before it are summed four per sweep
+    if (a.sparsify == Sparsify::None && !keep_rows)
+      // Four inputs per sweep, as the weighted sum: fewer trips through
+      // mixed[], the same order of additions for every element.
+      for (; first + 4 <= N; first += 4) {
+        const void *x0 = a.inputs[first], *x1 = a.inputs[first + 1], *x2 = a.inputs[first + 2],
+                   *x3 = a.inputs[first + 3];
+        const float w0 = a.weights[first], w1 = a.weights[first + 1], w2 = a.weights[first + 2],
+                    w3 = a.weights[first + 3];
+        for (size_t k = 0; k < len; ++k) {
+          float t = ops::add(mixed[k], ops::mul(w0, ops::sub(load<IN>(x0, j0 + k), b[k])));
+          t = ops::add(t, ops::mul(w1, ops::sub(load<IN>(x1, j0 + k), b[k])));
+          t = ops::add(t, ops::mul(w2, ops::sub(load<IN>(x2, j0 + k), b[k])));
+          mixed[k] = ops::add(t, ops::mul(w3, ops::sub(load<IN>(x3, j0 + k), b[k])));
+        }
+      }
+    for (size_t i = first; i < N; ++i) {
       float* row = wd.data() + i * kBlock;
       const void* x = a.inputs[i];
       const float wi = a.weights[i];
@@ -729,9 +754,9 @@ template <DType IN, DType OUT>
     }
     for (size_t k = 0; k < len; ++k) {
       float m = mixed[k];
-      if (a.normalize) m = ops::div(m, divisor[k]);
-      if (a.lambda != 1.0f) m = ops::mul(m, a.lambda);
-      store<OUT>(a.out, j0 + k, ops::add(b[k], m));
+      if (normalize) m = ops::div(m, divisor[k]);
+      if (lambda != 1.0f) m = ops::mul(m, lambda);
+      store<OUT>(out, j0 + k, ops::add(b[k], m));
     }
   }
 }
@@ -751,6 +776,7 @@ void task_merge_impl(const TaskMergeArgs& a) {
 // Blocks [b0, b1) of SCE.
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void sce_merge_blocks(const SceMergeArgs& a, size_t b0, size_t b1) {
+  void* const out = a.out;  // a local: see task_merge_blocks
   const size_t N = a.inputs.size();
   const size_t n = a.n;
   const auto fN = static_cast<float>(N);
@@ -809,7 +835,7 @@ template <DType IN, DType OUT>
     }
     for (size_t k = 0; k < len; ++k) {
       const float dv = div[k] < 1e-6f ? 1e-6f : div[k];
-      store<OUT>(a.out, j0 + k, ops::add(b[k], ops::div(m[k], dv)));
+      store<OUT>(out, j0 + k, ops::add(b[k], ops::div(m[k], dv)));
     }
   }
 }
@@ -818,6 +844,7 @@ template <DType IN, DType OUT>
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void vector_merge_blocks(const VectorMergeArgs& a, size_t b0,
                                                        size_t b1) {
+  void* const out = a.out;  // a local: see task_merge_blocks
   const size_t N = a.inputs.size();
   const size_t n = a.n;
   const uint64_t seg = a.segment;
@@ -860,9 +887,9 @@ template <DType IN, DType OUT>
       }
     }
     if (a.base != nullptr)
-      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, ops::add(b[k], acc[k]));
+      for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, ops::add(b[k], acc[k]));
     else
-      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, acc[k]);
+      for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, acc[k]);
   }
 }
 
@@ -887,6 +914,7 @@ void vector_merge_impl(const VectorMergeArgs& a) {
 // twice rather than kept, so the block's state does not grow with N.
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void ram_merge_blocks(const RamMergeArgs& a, size_t b0, size_t b1) {
+  void* const out = a.out;  // a local: see task_merge_blocks
   const size_t N = a.inputs.size();
   const size_t n = a.n;
   const float eps = a.epsilon;
@@ -917,7 +945,7 @@ template <DType IN, DType OUT>
         acc[k] = ops::add(acc[k], ops::ram_counts(d, eps) ? t : 0.0f);
       }
     }
-    for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, ops::add(b[k], acc[k]));
+    for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, ops::add(b[k], acc[k]));
   }
 }
 
@@ -925,6 +953,7 @@ template <DType IN, DType OUT>
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void fusion_merge_blocks(const FusionMergeArgs& a, size_t b0,
                                                        size_t b1) {
+  void* const out = a.out;  // a local: see task_merge_blocks
   const size_t n = a.n;
   const uint64_t L = a.row_len;
   for (size_t blk = b0; blk < b1; ++blk) {
@@ -948,7 +977,7 @@ template <DType IN, DType OUT>
       const bool keep = ops::fusion_importance(d, kl[k]) >= a.threshold;
       r[k] = ops::add(b, ops::mul(d, keep ? 1.0f : 0.0f));
     }
-    for (size_t k = 0; k < len; ++k) store<OUT>(a.out, j0 + k, r[k]);
+    for (size_t k = 0; k < len; ++k) store<OUT>(out, j0 + k, r[k]);
   }
 }
 
@@ -1090,6 +1119,7 @@ void fused_ram_merge(const RamMergeArgs& a) {
 // nth_element on (key descending, index ascending), a total order, above.
 template <DType IN, DType OUT>
 void cabs_merge_impl(const CabsMergeArgs& a, uint64_t L) {
+  void* const out = a.out;  // a local: see task_merge_blocks
   const size_t N = a.inputs.size();
   const size_t nsb = (a.n + L - 1) / L;
   const auto nt = static_cast<long long>(nsb);
@@ -1144,7 +1174,7 @@ void cabs_merge_impl(const CabsMergeArgs& a, uint64_t L) {
           taken[k] = taken[k] | sel[k];
         }
       }
-      for (size_t k = 0; k < len; ++k) store<OUT>(a.out, s0 + k, acc[k]);
+      for (size_t k = 0; k < len; ++k) store<OUT>(out, s0 + k, acc[k]);
     }
   }
 }
