@@ -555,7 +555,9 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
   const std::string cpu = cpu_model();
   std::printf("bench merge: %zu checkpoints x %zu MiB %s, %d thread(s), %d rank(s)\n",
               a.checkpoints, a.mib, a.dtype.c_str(), threads, world_size());
+  const std::string thp = transparent_huge_pages();
   std::printf("  CPU: %s; kernels: %s (%s)\n", cpu.c_str(), kc.runs.c_str(), kc.choice.c_str());
+  std::printf("  transparent huge pages: %s (the in-memory buffers ask for them)\n", thp.c_str());
   std::printf("  stream triad          %8.2f GB/s\n", f.stream);
   if (f.stream_nt > 0)
     std::printf(
@@ -613,6 +615,7 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     j["threads"] = threads;
     j["ranks"] = world_size();
     j["cpu_model"] = cpu;
+    j["transparent_huge_pages"] = thp;
     j["cpu_kernels"] = kc.runs;
     j["cpu_kernel_choice"] = kc.choice;
     nlohmann::ordered_json ks = nlohmann::ordered_json::array();

@@ -51,6 +51,12 @@ else:
 copies = [c + v for c in ("generic", "avx2", "avx512") for v in ("", "+prefetch")]
 assert d["cpu_kernels"] in copies, line
 assert d["cpu_model"] == os.environ["MODEL"], f"cpu_model is not lscpu's {os.environ['MODEL']!r}: {line}"
+# The host's transparent huge pages mode, as the kernel states it.
+try:
+    thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read().split("[")[1].split("]")[0]
+except (OSError, IndexError):
+    thp = "unavailable"
+assert d["transparent_huge_pages"] == thp, f"transparent_huge_pages is not {thp!r}: {line}"
 ks = d["kernels"]
 assert ks and all(k["gbps"] > 0 and close(k["ratio"], k["gbps"], d["stream_gbps"]) for k in ks), line
 runs = [k for k in ks if k["isa"] == d["cpu_kernels"]]

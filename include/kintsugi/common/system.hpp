@@ -15,4 +15,10 @@ std::string now_utc();
 // (x86) or "Processor" (some ARM kernels); "unknown CPU" when neither is there.
 std::string cpu_model();
 
+// The kernel's transparent huge pages mode, the bracketed word of
+// /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise", "never"),
+// or "unavailable" (no such file: another OS, or a kernel without THP).
+// HugeVector's buffers get huge pages under "always" and "madvise".
+std::string transparent_huge_pages();
+
 }  // namespace kintsugi
