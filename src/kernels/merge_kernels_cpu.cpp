@@ -675,7 +675,6 @@ template <DType IN, DType OUT>
         }
       }
     for (size_t i = first; i < N; ++i) {
-      float* row = wd.data() + i * kBlock;
       const void* x = a.inputs[i];
       const float wi = a.weights[i];
       if (a.sparsify == Sparsify::None && !keep_rows) {
@@ -683,6 +682,7 @@ template <DType IN, DType OUT>
           mixed[k] = ops::add(mixed[k], ops::mul(wi, ops::sub(load<IN>(x, j0 + k), b[k])));
         continue;
       }
+      float* row = wd.data() + i * kBlock;  // wd is sized for this case
       if (a.sparsify == Sparsify::None) {
         for (size_t k = 0; k < len; ++k) row[k] = ops::mul(wi, ops::sub(load<IN>(x, j0 + k), b[k]));
       } else if (a.sparsify == Sparsify::Magnitude) {
