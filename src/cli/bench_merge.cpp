@@ -494,19 +494,67 @@ MethodMerge time_method_merge(const fs::path& dir, const std::string& method, si
 
 struct PageCacheSeconds {
   double write = 1e300, first_touch = 1e300;
+  double cat_cp = 1e300;  // `cat` of the inputs, `cp` of the output, `sync`
+  uint64_t cat_cp_bytes = 0;
 };
+
+// Reads file p whole through a buffer, as `cat p > /dev/null` does; with
+// `to`, writes what it reads there (a new file, fsynced), as `cp p to &&
+// sync to` does. Returns the bytes read.
+uint64_t cat_file(const fs::path& p, const fs::path* to, std::vector<char>& buf) {
+  const int in = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw_runtime("bench merge: cannot open {}: {}", p.string(), std::strerror(errno));
+  int out = -1;
+  if (to) {
+    out = ::open(to->c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+      ::close(in);
+      throw_runtime("bench merge: cannot create {}: {}", to->string(), std::strerror(errno));
+    }
+  }
+  uint64_t total = 0;
+  bool ok = true;
+  for (ssize_t got; ok && (got = ::read(in, buf.data(), buf.size())) != 0;) {
+    ok = got > 0 && (out < 0 || ::write(out, buf.data(), static_cast<size_t>(got)) == got);
+    if (ok) total += static_cast<uint64_t>(got);
+  }
+  ok = ok && (out < 0 || ::fsync(out) == 0);
+  const int err = errno;
+  ::close(in);
+  if (out >= 0) ::close(out);
+  if (!ok) throw_runtime("bench merge: cannot copy {}: {}", p.string(), std::strerror(err));
+  return total;
+}
+
+// The page-cache reference of issue #17, as `cat in_0 ... in_N-1 >
+// /dev/null; cp out copy && sync copy` would take: the file merge reads as
+// many bytes and writes as many. Bytes: the inputs and the output, once each.
+double cat_cp_seconds(const fs::path& dir, size_t N, uint64_t& bytes) {
+  std::vector<char> buf(size_t{1} << 20);  // a 1 MiB buffer per read(), close to cat's and cp's
+  const fs::path copy = dir / "catcp.bin";
+  const double t0 = steady_seconds();
+  bytes = 0;
+  for (size_t i = 0; i < N; ++i)
+    bytes += cat_file(dir / fmt::format("ckpt{}", i) / "model.safetensors", nullptr, buf);
+  for (const auto& e : fs::directory_iterator(dir / "out"))
+    if (e.path().extension() == ".safetensors") bytes += cat_file(e.path(), &copy, buf);
+  const double t = steady_seconds() - t0;
+  fs::remove(copy);
+  return t;
+}
 
 // 5. What the page cache itself costs on this file system, measured the same
 // way (rank 0): writing a new file of one output's size (positional writes in
 // the engine's chunks, fsync), and first touch of a cached input's mapping.
 PageCacheSeconds time_page_cache(const fs::path& dir, std::span<const std::byte> out, size_t es,
-                                 int repeat) {
+                                 size_t N, int repeat) {
   PageCacheSeconds t;
   if (world_rank() == 0)
     for (int r = 0; r < repeat; ++r) {
       t.write = std::min(t.write, page_cache_write_seconds(dir / "pagecache.bin", out, es));
       t.first_touch =
           std::min(t.first_touch, first_touch_seconds(dir / "ckpt0" / "model.safetensors"));
+      t.cat_cp = std::min(t.cat_cp, cat_cp_seconds(dir, N, t.cat_cp_bytes));
     }
   return t;
 }
@@ -515,6 +563,7 @@ PageCacheSeconds time_page_cache(const fs::path& dir, std::span<const std::byte>
 // by default (or the first measured), kernels[k] each copy measured.
 struct MergeFigures {
   double stream, stream_nt, kernel, naive, file, write, map, ceiling;  // stream_nt 0: not measured
+  double cat_cp;  // 0: not measured (ranks other than 0)
   std::vector<double> kernels;
 };
 
@@ -532,6 +581,7 @@ MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, size_t def
   f.file = static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / fm.seconds / 1e9;
   f.write = static_cast<double>(out_bytes) / pc.write / 1e9;
   f.map = static_cast<double>(out_bytes) / pc.first_touch / 1e9;
+  f.cat_cp = pc.cat_cp_bytes > 0 ? static_cast<double>(pc.cat_cp_bytes) / pc.cat_cp / 1e9 : 0.0;
   // With no overlap between them: the kernel, N inputs' first touch, one
   // output's write.
   // (A single-rank model: with P ranks the page-cache work is spread over
@@ -582,6 +632,10 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
       static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / 1e6);
   std::printf("  page cache: write %.2f GB/s, first touch of a mapping %.2f GB/s (%s)\n", f.write,
               f.map, dir.c_str());
+  std::printf(
+      "  cat + cp reference    %8.2f GB/s  (cat of the %zu inputs, cp of the output and sync; file "
+      "merge at %.2fx)\n",
+      f.cat_cp, a.checkpoints, f.file / f.cat_cp);
   if (world_size() == 1)
     std::printf(
         "  file ceiling          %8.2f GB/s  (kernel + page cache, no overlap; file merge at "
@@ -628,6 +682,8 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     j["kernels"] = ks;
     j["pagecache_write_gbps"] = round3(f.write);
     j["map_first_touch_gbps"] = round3(f.map);
+    j["catcp_gbps"] = round3(f.cat_cp);
+    j["file_vs_catcp"] = round3(f.file / f.cat_cp);
     j["file_ceiling_gbps"] =
         world_size() == 1 ? nlohmann::ordered_json(round3(f.ceiling)) : nullptr;
     nlohmann::ordered_json ms = nlohmann::ordered_json::array();
@@ -673,7 +729,7 @@ int run_bench(const BenchArgs& a) {
   in.clear();  // the file merge reads them from the files
   in.shrink_to_fit();
   const FileMerge fm = time_file_merge(dir, out, es, a.repeat);
-  const PageCacheSeconds pc = time_page_cache(dir, out, es, a.repeat);
+  const PageCacheSeconds pc = time_page_cache(dir, out, es, N, a.repeat);
   std::vector<MethodMerge> methods;
   for (const auto& m : methods_to_measure(a.methods, N))
     methods.push_back(time_method_merge(dir, m, N, out, es, a.repeat));

@@ -51,6 +51,9 @@ else:
 copies = [c + v for c in ("generic", "avx2", "avx512") for v in ("", "+prefetch")]
 assert d["cpu_kernels"] in copies, line
 assert d["cpu_model"] == os.environ["MODEL"], f"cpu_model is not lscpu's {os.environ['MODEL']!r}: {line}"
+# The cat + cp reference of the same run, and the file merge's ratio to it.
+assert d["catcp_gbps"] > 0, line
+assert close(d["file_vs_catcp"], d["file_gbps"], d["catcp_gbps"]), line
 # The host's transparent huge pages mode, as the kernel states it.
 try:
     thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read().split("[")[1].split("]")[0]
