@@ -97,7 +97,8 @@ class Triad {
       false;
 #endif
   // Four floats per SSE streaming store (x86-64's baseline; the write
-  // combining buffers merge them into whole lines; new[] aligns to 16 bytes),
+  // combining buffers merge them into whole lines; the arrays are 16-byte
+  // aligned at least: operator new, or 2 MiB for huge pages),
   // with s = 2, so that its result (5) tells its run from run()'s (7).
   void run_streaming() {
 #if defined(__x86_64__)
@@ -515,7 +516,12 @@ uint64_t cat_file(const fs::path& p, const fs::path* to, std::vector<char>& buf)
   uint64_t total = 0;
   bool ok = true;
   for (ssize_t got; ok && (got = ::read(in, buf.data(), buf.size())) != 0;) {
-    ok = got > 0 && (out < 0 || ::write(out, buf.data(), static_cast<size_t>(got)) == got);
+    ok = got > 0;
+    for (ssize_t put = 0; ok && out >= 0 && put < got;) {  // write() may take part of it
+      const ssize_t w = ::write(out, buf.data() + put, static_cast<size_t>(got - put));
+      ok = w > 0;
+      put += w;
+    }
     if (ok) total += static_cast<uint64_t>(got);
   }
   ok = ok && (out < 0 || ::fsync(out) == 0);

@@ -642,9 +642,11 @@ template <DType IN, DType OUT>
   const float lambda = a.lambda;
   const bool normalize = a.normalize;
   void* const out = a.out;
-  // Each input's terms of a block, where they are kept (sparsified or for the
-  // sign election); a plain task_arithmetic sums them at once.
-  std::vector<float> wd(a.sign_consensus || a.sparsify != Sparsify::None ? N * kBlock : 0);
+  // Plain task vectors (no sparsification, no sign election) are summed as
+  // they are read; otherwise each input's terms of a block are kept in wd.
+  const bool keep_rows = a.sign_consensus;
+  const bool sum_at_once = a.sparsify == Sparsify::None && !keep_rows;
+  std::vector<float> wd(sum_at_once ? 0 : N * kBlock);
   for (size_t blk = b0; blk < b1; ++blk) {
     const size_t j0 = blk * kBlock;
     const size_t len = std::min(kBlock, n - j0);
@@ -655,11 +657,10 @@ template <DType IN, DType OUT>
     // task_arithmetic half the speed of linear). Without the sign election
     // they are summed at once, in input order from +0 as below; with it they
     // are kept in wd until the election has seen them all.
-    const bool keep_rows = a.sign_consensus;
     if (!keep_rows)
       for (size_t k = 0; k < len; ++k) mixed[k] = 0.0f;
     size_t first = 0;  // the inputs before it are summed four per sweep
-    if (a.sparsify == Sparsify::None && !keep_rows)
+    if (sum_at_once)
       // Four inputs per sweep, as the weighted sum: fewer trips through
       // mixed[], the same order of additions for every element.
       for (; first + 4 <= N; first += 4) {
@@ -677,7 +678,7 @@ template <DType IN, DType OUT>
     for (size_t i = first; i < N; ++i) {
       const void* x = a.inputs[i];
       const float wi = a.weights[i];
-      if (a.sparsify == Sparsify::None && !keep_rows) {
+      if (sum_at_once) {
         for (size_t k = 0; k < len; ++k)
           mixed[k] = ops::add(mixed[k], ops::mul(wi, ops::sub(load<IN>(x, j0 + k), b[k])));
         continue;

@@ -573,6 +573,20 @@ double ExactSum::value() const {
 
 namespace {
 
+// Points a fused kernel's arguments at chunk c: its inputs (`ptrs`, already
+// advanced to c.begin), the base advanced likewise, c's first index and
+// length, and the output buffer.
+template <typename Args>
+void aim_at_chunk(Args& a, std::span<const void* const> ptrs, const void* base, DType in_dtype,
+                  ElementRange c, std::byte* out) {
+  a.inputs = ptrs;
+  a.base =
+      base == nullptr ? nullptr : static_cast<const char*>(base) + c.begin * elem_size(in_dtype);
+  a.first_index = c.begin;
+  a.out = out;
+  a.n = c.size();
+}
+
 // The fused kernel's pass over `chunks` of this rank's range: per chunk c,
 // `a` gets the inputs (and the base, when there is one) advanced to c.begin,
 // first_index, out and n; `run(a, c)` sets anything else the chunk needs
@@ -581,19 +595,13 @@ template <typename Args, typename Run>
 void fused_chunks(Args& a, std::span<const void* const> inputs, const void* base, DType in_dtype,
                   std::span<const ElementRange> chunks, DType out_dtype, const ChunkSink& sink,
                   Run&& run) {
-  const size_t isz = elem_size(in_dtype), osz = elem_size(out_dtype);
+  const size_t osz = elem_size(out_dtype);
   uint64_t cap = 0;
   for (const auto& c : chunks) cap = std::max(cap, c.size());
   std::vector<std::byte> out(cap * osz);
-  std::vector<const void*> ptrs(inputs.size());
   for (const auto& c : chunks) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      ptrs[i] = static_cast<const char*>(inputs[i]) + c.begin * isz;
-    a.inputs = ptrs;
-    a.base = base == nullptr ? nullptr : static_cast<const char*>(base) + c.begin * isz;
-    a.first_index = c.begin;
-    a.out = out.data();
-    a.n = c.size();
+    const std::vector<const void*> ptrs = advanced(inputs, in_dtype, c);
+    aim_at_chunk(a, ptrs, base, in_dtype, c, out.data());
     run(a, c);
     sink(c, std::span<const std::byte>(out.data(), c.size() * osz));
   }
@@ -606,18 +614,13 @@ template <typename Args, typename Kernel>
 void fused_chunks_parallel(const Args& proto, std::span<const void* const> inputs, const void* base,
                            DType in_dtype, ElementRange range, uint64_t chunk_elems,
                            DType out_dtype, const ChunkSink& sink, Kernel kernel) {
-  const size_t isz = elem_size(in_dtype);
-  parallel_chunks(
-      range, chunk_elems, elem_size(out_dtype), sink, [&](ElementRange c, std::byte* out) {
-        Args a = proto;
-        const std::vector<const void*> ptrs = advanced(inputs, in_dtype, c);
-        a.inputs = ptrs;
-        a.base = base == nullptr ? nullptr : static_cast<const char*>(base) + c.begin * isz;
-        a.first_index = c.begin;
-        a.out = out;
-        a.n = c.size();
-        kernel(a);
-      });
+  parallel_chunks(range, chunk_elems, elem_size(out_dtype), sink,
+                  [&](ElementRange c, std::byte* out) {
+                    Args a = proto;
+                    const std::vector<const void*> ptrs = advanced(inputs, in_dtype, c);
+                    aim_at_chunk(a, ptrs, base, in_dtype, c, out);
+                    kernel(a);
+                  });
 }
 
 // The task-vector merges that keep each entry of a task vector or drop it,

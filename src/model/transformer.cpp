@@ -203,14 +203,15 @@ void Transformer::forward(std::span<ForwardRequest> requests) {
     rms_norm_rows(x_.data(), L.attn_norm, xn_.data(), N, z(D_), eps_);  // xn: [N, D]
     const std::vector<size_t> scored =
         last ? scored_rows(requests, offsets) : std::vector<size_t>{};
-    if (last && scored_subset(scored, N) && qL_ % PackedWeight::kPanel == 0) {
+    const bool subset = last && scored_subset(scored, N);
+    if (subset && qL_ % PackedWeight::kPanel == 0) {
       scored_attention(L, l, requests, offsets, scored);  // attn, x: [rows, ·]
       rows = scored.size();
     } else {
       qkv_projection(L, N);                        // q: [N, qL], k, v: [N, kvL]
       rope_and_cache(l, requests, offsets, true);  // k, v appended to the caches
       attention(l, requests, offsets);             // attn: [N, qL]
-      if (last && scored_subset(scored, N)) rows = keep_rows(scored);  // attn, x: [rows, ·]
+      if (subset) rows = keep_rows(scored);        // attn, x: [rows, ·]
     }
     attention_output(L, rows);  // x += attn wo^T + bo: [rows, D]
     rms_norm_rows(x_.data(), L.mlp_norm, xn_.data(), rows, z(D_), eps_);  // xn: [rows, D]
@@ -273,25 +274,9 @@ size_t Transformer::keep_rows(const std::vector<size_t>& rows, bool with_attn) {
 void Transformer::scored_attention(const Layer& L, size_t l, std::span<ForwardRequest> requests,
                                    const std::vector<size_t>& offsets,
                                    const std::vector<size_t>& rows) {
-  const size_t N = offsets.back(), D = z(D_), qL = z(qL_), kvL = z(kvL_);
-  const size_t W = qL + 2 * kvL, S = rows.size();
+  const size_t N = offsets.back(), qL = z(qL_), S = rows.size();
   if (S > N) resize_work_buffers(S);
-  // k, v of every token: columns [qL, W) of the product, in their place in qkv.
-  matmul_columns(N, xn_.data(), D, L.qkv, qL, 2 * kvL, qkv_.data() + qL, W);
-  // q of the scored rows: their normalized rows, columns [0, qL), into qsel.
-  std::vector<float> xs(S * D);
-  for (size_t o = 0; o < S; ++o) std::copy_n(xn_.data() + rows[o] * D, D, xs.data() + o * D);
-  qsel_.resize(S * qL);
-  matmul_columns(S, xs.data(), D, L.qkv, 0, qL, qsel_.data(), qL);
-  if (L.bq) {
-    for (size_t i = 0; i < N; ++i) {
-      float* row = qkv_.data() + i * W + qL;
-      for (size_t j = 0; j < kvL; ++j) row[j] += L.bk[j];
-      for (size_t j = 0; j < kvL; ++j) row[kvL + j] += L.bv[j];
-    }
-    for (size_t o = 0; o < S; ++o)
-      for (size_t j = 0; j < qL; ++j) qsel_[o * qL + j] += L.bq[j];
-  }
+  qkv_projection(L, N, &rows);  // k, v: [N, kvL] in qkv; q: [S, qL] in qsel
   rope_and_cache(l, requests, offsets, false);
   // Each request's scored rows are consecutive in scored order: where they
   // start, each one's token, and its q rotated by the token's position.
@@ -299,8 +284,7 @@ void Transformer::scored_attention(const Layer& L, size_t l, std::span<ForwardRe
   sel.first.assign(requests.size() + 1, 0);
   sel.token.resize(S);
   for (size_t r = 0, o = 0; r < requests.size(); ++r) {
-    const SeqCache& sc = *requests[r].cache;
-    const size_t start = sc.prefix_len + sc.k[l].size() / kvL - requests[r].tokens.size();
+    const size_t start = requests[r].cache->length();  // own_len grows after the last layer
     sel.first[r] = o;
     for (size_t k = 0; k < requests[r].logits_at.size(); ++k, ++o) {
       sel.token[o] = static_cast<uint32_t>(rows[o] - offsets[r]);
@@ -356,17 +340,34 @@ void Transformer::resize_work_buffers(size_t N) {
 
 // qkv = xn [wq wk wv]^T + [bq bk bv]: [N, qL + 2 kvL] in one product, a
 // token's q, k and v side by side (column-parallel: this rank's heads; biases
-// in Qwen2 only).
-void Transformer::qkv_projection(const Layer& L, size_t N) {
+// in Qwen2 only). With `scored` (the last layer's scored rows, scored_attention):
+// k and v for every token, in their place in qkv, and q only for those rows,
+// into qsel [rows, qL], as column slices of the same product (the same bits).
+void Transformer::qkv_projection(const Layer& L, size_t N, const std::vector<size_t>* scored) {
   const size_t D = z(D_), qL = z(qL_), kvL = z(kvL_), W = qL + 2 * kvL;
-  matmul(N, xn_.data(), D, L.qkv, qkv_.data(), W);
-  if (L.bq)
-    for (size_t i = 0; i < N; ++i) {
-      float* row = qkv_.data() + i * W;
-      for (size_t j = 0; j < qL; ++j) row[j] += L.bq[j];
-      for (size_t j = 0; j < kvL; ++j) row[qL + j] += L.bk[j];
-      for (size_t j = 0; j < kvL; ++j) row[qL + kvL + j] += L.bv[j];
-    }
+  float* q = qkv_.data();  // the q rows, and their count and stride
+  size_t q_rows = N, ldq = W;
+  if (!scored) {
+    matmul(N, xn_.data(), D, L.qkv, qkv_.data(), W);
+  } else {
+    matmul_columns(N, xn_.data(), D, L.qkv, qL, 2 * kvL, qkv_.data() + qL, W);
+    q_rows = scored->size();
+    ldq = qL;
+    std::vector<float> xs(q_rows * D);  // the scored rows of xn
+    for (size_t o = 0; o < q_rows; ++o)
+      std::copy_n(xn_.data() + (*scored)[o] * D, D, xs.data() + o * D);
+    qsel_.resize(q_rows * qL);
+    q = qsel_.data();
+    matmul_columns(q_rows, xs.data(), D, L.qkv, 0, qL, q, qL);
+  }
+  if (!L.bq) return;
+  auto add_bias = [](float* m, size_t rows, size_t ld, const float* bias, size_t width) {
+    for (size_t i = 0; i < rows; ++i)
+      for (size_t j = 0; j < width; ++j) m[i * ld + j] += bias[j];
+  };
+  add_bias(q, q_rows, ldq, L.bq, qL);
+  add_bias(qkv_.data() + qL, N, W, L.bk, kvL);
+  add_bias(qkv_.data() + qL + kvL, N, W, L.bv, kvL);
 }
 
 // Rotates q and k by each token's position in its sequence (after what its
@@ -400,7 +401,7 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
 void Transformer::attention_output(const Layer& L, size_t N) {
   const size_t D = z(D_), qL = z(qL_);
   matmul(N, attn_.data(), qL, L.wo, proj_.data(), D);
-  allreduce_sum(proj_.data(), N * D);  // the buffer may hold more rows (keep_scored_rows)
+  allreduce_sum(proj_.data(), N * D);  // the buffer may hold more rows (keep_rows)
   for (size_t i = 0; i < N * D; ++i) x_[i] += proj_[i] + (L.bo ? L.bo[i % D] : 0.0f);
 }
 

@@ -74,7 +74,7 @@ class Transformer {
   std::vector<size_t> token_offsets(std::span<ForwardRequest> requests) const;
   void embed(std::span<ForwardRequest> requests, const std::vector<size_t>& offsets);
   void resize_work_buffers(size_t N);
-  void qkv_projection(const Layer& L, size_t N);
+  void qkv_projection(const Layer& L, size_t N, const std::vector<size_t>* scored = nullptr);
   void rope_and_cache(size_t l, std::span<ForwardRequest> requests,
                       const std::vector<size_t>& offsets, bool rope_q);
   // The last layer's scored rows: request r's are [first[r], first[r + 1])
