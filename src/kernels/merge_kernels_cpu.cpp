@@ -56,8 +56,8 @@ constexpr size_t kStreamMin = size_t{16} << 20;
 // so they give the same bits; the wider copies only vectorize wider. The
 // weighted sum, the kernel that reads the most streams at once, comes in two
 // variants of each: with and without software prefetch of its inputs (on
-// AMD EPYC Zen 5 the prefetch cost 0.05-0.1 of the triad; on the first AMD
-// host it helped). Which copy is faster depends on the host, not on the ISA
+// AMD EPYC Zen 5 the prefetch, then into L1, cost 0.05-0.1 of the triad; on
+// the first AMD host it helped; into L2 on Zen 4 it gains 0.05-0.1). Which copy is faster depends on the host, not on the ISA
 // alone: on an Intel Xeon the AVX2 copy (with prefetch) ran at 0.25 of the
 // triad and the generic one at 0.37 (issue #17), on AMD EPYC the wider copies
 // win. So a CPU with AVX2 times every copy it runs once, on the first call
@@ -226,7 +226,13 @@ void dispatch(DType in, DType out, F&& f) {
 
 // Nine or more sequential streams can be more than a hardware prefetcher
 // keeps ahead of; the +prefetch copies ask for the inputs of the block
-// kPrefetchAhead blocks later. PF false: nothing.
+// kPrefetchAhead blocks later. PF false: nothing. Into L2 (the T2 hint), not
+// L1: a block's prefetches for eight inputs are 64 lines at once, and a
+// prefetch into L1 (T0, or NTA, which also fills L1) holds one of its few
+// miss buffers until the line arrives, so the loads behind it wait. On AMD
+// EPYC Zen 4 the copies with NTA ran at 0.5-0.6 of the copies without
+// prefetch, with T2 at 1.1-1.2 of them (a probe of both over 21 paired
+// repetitions, bench/RESULTS.md).
 template <DType IN, bool PF>
 [[gnu::always_inline]] inline void prefetch_inputs(const void* const* in, size_t N, size_t n,
                                                    size_t j0) {
@@ -236,7 +242,7 @@ template <DType IN, bool PF>
   const size_t bytes = std::min(kBlock, n - ahead) * dtype_bytes<IN>();
   for (size_t i = 0; i < N; ++i) {
     const char* p = static_cast<const char*>(in[i]) + ahead * dtype_bytes<IN>();
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 1);
   }
 }
 
