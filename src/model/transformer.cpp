@@ -382,9 +382,11 @@ void Transformer::rope_and_cache(size_t l, std::span<ForwardRequest> requests,
     auto& kc = sc.k[l];
     auto& vc = sc.v[l];
     // Appended, not resized then overwritten: zeroing the new rows first was
-    // 2 % of a prefill.
-    kc.reserve(kc.size() + n * kvL);
-    vc.reserve(vc.size() + n * kvL);
+    // 2 % of a prefill. Grown geometrically: reserving just the new rows
+    // moved the whole cache to a new buffer at every decode step.
+    for (auto* c : {&kc, &vc})
+      if (c->size() + n * kvL > c->capacity())
+        c->reserve(std::max(c->size() + n * kvL, 2 * c->capacity()));
     for (size_t i = 0; i < n; ++i) {
       const int64_t pos = static_cast<int64_t>(start + i);
       float* row = qkv_.data() + (offsets[r] + i) * W;
