@@ -57,12 +57,11 @@ constexpr size_t kStreamMin = size_t{16} << 20;
 // weighted sum, the kernel that reads the most streams at once, comes in two
 // variants of each: with and without software prefetch of its inputs (on
 // AMD EPYC Zen 5 the prefetch, then into L1, cost 0.05-0.1 of the triad; on
-// the first AMD host it helped; into L2 on Zen 4 it gains 0.05-0.1). Which copy is faster depends on the host, not on the ISA
-// alone: on an Intel Xeon the AVX2 copy (with prefetch) ran at 0.25 of the
-// triad and the generic one at 0.37 (issue #17), on AMD EPYC the wider copies
-// win. So a CPU with AVX2 times every copy it runs once, on the first call
-// that is large enough for it not to matter (kMeasureMin), and keeps the
-// fastest; smaller calls before that run the AVX2 copy.
+// the first AMD host it helped; into L2 on Zen 4 it gains 0.05-0.1). Which copy is faster depends
+// on the host, not on the ISA alone: on an Intel Xeon the AVX2 copy (with prefetch) ran at 0.25 of
+// the triad and the generic one at 0.37 (issue #17), on AMD EPYC the wider copies win. So a CPU
+// with AVX2 times every copy it runs once, on the first call that is large enough for it not to
+// matter (kMeasureMin), and keeps the fastest; smaller calls before that run the AVX2 copy.
 // KINTSUGI_CPU_KERNELS=<copy> forces one; any other value is an error, not
 // silently ignored. A copy's number is 2 * ISA + (1 with prefetch).
 enum Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
@@ -635,10 +634,166 @@ void measure_and_choose() {
   set_choice(order.front(), std::move(how));
 }
 
+// DARE's uniforms for n <= kBlock consecutive elements of one input:
+// u[k] = ops::dare_uniform(key, input, first + k), the same bits. One Philox
+// block gives four elements' words; the per-element ops::dare_uniform
+// computed a whole block for each element, and one at a time (12 ns an
+// element on AMD EPYC Zen 4: DARE merged at 0.2 GB/s, linear at 35). The
+// vector copies run one block per lane, two vectors at once (a round is a
+// chain of dependent multiplies; two chains keep the multipliers busy).
+using UniformsFn = void (*)(uint64_t key, uint32_t input, uint64_t first, size_t n, float* u);
+// Philox blocks one call computes at most: kBlock / 4 + 1 (a start that is
+// not a multiple of four), rounded up to whole steps of the widest copy.
+constexpr size_t kUniformBlocks = 96;
+static_assert(kUniformBlocks % 32 == 0 && kUniformBlocks >= kBlock / 4 + 1);
+
+// u[k] from the blocks' words, w[4 g + word] for block first / 4 + g.
+[[gnu::always_inline]] inline void uniforms_from_words(const uint32_t* w, uint64_t first, size_t n,
+                                                       float* u) {
+  const uint32_t* s = w + (first & 3u);
+  for (size_t k = 0; k < n; ++k) u[k] = ops::dare_word_uniform(s[k]);
+}
+
+void dare_uniforms_generic(uint64_t key, uint32_t input, uint64_t first, size_t n, float* u) {
+  alignas(64) uint32_t w[4 * kUniformBlocks];
+  const uint64_t g0 = first >> 2, blocks = ((first + n + 3) >> 2) - g0;
+  for (uint64_t g = 0; g < blocks; ++g) {
+    const Philox4x32 r = ops::dare_block(key, input, g0 + g);
+    std::memcpy(w + 4 * g, r.v, sizeof r.v);
+  }
+  uniforms_from_words(w, first, n, u);
+}
+
+#if KINTSUGI_AVX2_COPY
+// Philox4x32-10 (common/philox.hpp) on one block per 32-bit lane, for L
+// lanes of a vector type V; the lanes' 32 x 32 -> 64-bit products come from
+// two even-lane multiplies (vpmuludq), the odd lanes shifted down first.
+struct Avx2Lanes {
+  using V = __m256i;
+  static constexpr size_t L = 8;
+  [[gnu::target("avx2"), gnu::always_inline]] static V set1(uint32_t x) {
+    return _mm256_set1_epi32(static_cast<int>(x));
+  }
+  [[gnu::target("avx2"), gnu::always_inline]] static V bxor(V a, V b) {
+    return _mm256_xor_si256(a, b);
+  }
+  [[gnu::target("avx2"), gnu::always_inline]] static void mulhilo(V a, V m, V& hi, V& lo) {
+    const V even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xaa);
+    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xaa);
+  }
+  // Lane l's counter b + l: its low word, and its high word with the carry.
+  [[gnu::target("avx2"), gnu::always_inline]] static void counters(uint64_t b, V& lo, V& hi) {
+    const V base = set1(static_cast<uint32_t>(b)), sign = set1(0x80000000u);
+    lo = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const V carry = _mm256_cmpgt_epi32(bxor(base, sign), bxor(lo, sign));  // -1 where it wrapped
+    hi = _mm256_sub_epi32(set1(static_cast<uint32_t>(b >> 32)), carry);
+  }
+  // Lane l's four words to p[4 l .. 4 l + 4).
+  [[gnu::target("avx2"), gnu::always_inline]] static void store_blocks(V c0, V c1, V c2, V c3,
+                                                                       uint32_t* p) {
+    const V t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+    const V t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+    // q0: lanes 0 and 4, q1: 1 and 5, q2: 2 and 6, q3: 3 and 7 (by 128-bit half).
+    const V q0 = _mm256_unpacklo_epi64(t0, t2), q1 = _mm256_unpackhi_epi64(t0, t2);
+    const V q2 = _mm256_unpacklo_epi64(t1, t3), q3 = _mm256_unpackhi_epi64(t1, t3);
+    auto* out = reinterpret_cast<__m256i*>(p);
+    _mm256_storeu_si256(out, _mm256_permute2x128_si256(q0, q1, 0x20));
+    _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(q2, q3, 0x20));
+    _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(q0, q1, 0x31));
+    _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(q2, q3, 0x31));
+  }
+};
+
+struct Avx512Lanes {
+  using V = __m512i;
+  static constexpr size_t L = 16;
+  [[gnu::target(KS_AVX512), gnu::always_inline]] static V set1(uint32_t x) {
+    return _mm512_set1_epi32(static_cast<int>(x));
+  }
+  [[gnu::target(KS_AVX512), gnu::always_inline]] static V bxor(V a, V b) {
+    return _mm512_xor_si512(a, b);
+  }
+  [[gnu::target(KS_AVX512), gnu::always_inline]] static void mulhilo(V a, V m, V& hi, V& lo) {
+    const V even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    lo = _mm512_mask_blend_epi32(0xaaaa, even, _mm512_slli_epi64(odd, 32));
+    hi = _mm512_mask_blend_epi32(0xaaaa, _mm512_srli_epi64(even, 32), odd);
+  }
+  [[gnu::target(KS_AVX512), gnu::always_inline]] static void counters(uint64_t b, V& lo, V& hi) {
+    const V base = set1(static_cast<uint32_t>(b));
+    lo = _mm512_add_epi32(base,
+                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __mmask16 wrapped = _mm512_cmplt_epu32_mask(lo, base);
+    const V high = set1(static_cast<uint32_t>(b >> 32));
+    hi = _mm512_mask_add_epi32(high, wrapped, high, set1(1));
+  }
+  // As Avx2Lanes::store_blocks, a 256-bit half at a time.
+  [[gnu::target(KS_AVX512), gnu::always_inline]] static void store_blocks(V c0, V c1, V c2, V c3,
+                                                                          uint32_t* p) {
+    Avx2Lanes::store_blocks(_mm512_castsi512_si256(c0), _mm512_castsi512_si256(c1),
+                            _mm512_castsi512_si256(c2), _mm512_castsi512_si256(c3), p);
+    Avx2Lanes::store_blocks(_mm512_extracti64x4_epi64(c0, 1), _mm512_extracti64x4_epi64(c1, 1),
+                            _mm512_extracti64x4_epi64(c2, 1), _mm512_extracti64x4_epi64(c3, 1),
+                            p + 32);
+  }
+};
+
+// A macro, not a template: the body must be compiled for the copy's target
+// (the lane functions return vectors, which a function without it may not).
+#define KS_DARE_UNIFORMS(name, isa, Lanes)                                               \
+  [[gnu::target(isa)]] void name(uint64_t key, uint32_t input, uint64_t first, size_t n, \
+                                 float* u) {                                             \
+    using V = Lanes::V;                                                                  \
+    constexpr size_t L = Lanes::L;                                                       \
+    alignas(64) uint32_t w[4 * kUniformBlocks];                                          \
+    const uint64_t g0 = first >> 2, blocks = ((first + n + 3) >> 2) - g0;                \
+    const V m0 = Lanes::set1(0xD2511F53u), m1 = Lanes::set1(0xCD9E8D57u);                \
+    for (uint64_t g = 0; g < blocks; g += 2 * L) {                                       \
+      V c0[2], c1[2], c2[2], c3[2];                                                      \
+      for (int s = 0; s < 2; ++s) {                                                      \
+        Lanes::counters(g0 + g + s * L, c0[s], c1[s]);                                   \
+        c2[s] = Lanes::set1(input);                                                      \
+        c3[s] = Lanes::set1(0);                                                          \
+      }                                                                                  \
+      uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);   \
+      for (int round = 0; round < 10; ++round) {                                         \
+        const V kv0 = Lanes::set1(k0), kv1 = Lanes::set1(k1);                            \
+        for (int s = 0; s < 2; ++s) {                                                    \
+          V hi0, lo0, hi1, lo1;                                                          \
+          Lanes::mulhilo(c0[s], m0, hi0, lo0);                                           \
+          Lanes::mulhilo(c2[s], m1, hi1, lo1);                                           \
+          c0[s] = Lanes::bxor(Lanes::bxor(hi1, c1[s]), kv0);                             \
+          c2[s] = Lanes::bxor(Lanes::bxor(hi0, c3[s]), kv1);                             \
+          c1[s] = lo1;                                                                   \
+          c3[s] = lo0;                                                                   \
+        }                                                                                \
+        k0 += 0x9E3779B9u;                                                               \
+        k1 += 0xBB67AE85u;                                                               \
+      }                                                                                  \
+      for (int s = 0; s < 2; ++s)                                                        \
+        Lanes::store_blocks(c0[s], c1[s], c2[s], c3[s], w + 4 * (g + s * L));            \
+    }                                                                                    \
+    uniforms_from_words(w, first, n, u);                                                 \
+  }
+KS_DARE_UNIFORMS(dare_uniforms_avx2, "avx2", Avx2Lanes)
+KS_DARE_UNIFORMS(dare_uniforms_avx512, KS_AVX512, Avx512Lanes)
+#endif
+
+// The uniforms' copy in the ISA of kernel copy `copy`.
+UniformsFn uniforms_for(int copy) {
+#if KINTSUGI_AVX2_COPY
+  if (isa_of_copy(copy) == kAvx2) return &dare_uniforms_avx2;
+  if (isa_of_copy(copy) == kAvx512) return &dare_uniforms_avx512;
+#else
+  (void)copy;
+#endif
+  return &dare_uniforms_generic;
+}
+
 // Blocks [b0, b1) of the task-vector merge.
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void task_merge_blocks(const TaskMergeArgs& a, float plain_divisor,
-                                                     size_t b0, size_t b1) {
+                                                     UniformsFn uniforms, size_t b0, size_t b1) {
   const size_t N = a.inputs.size();
   const size_t n = a.n;
   // Locals, not a's members, in the loops: the output is written through a
@@ -646,7 +801,8 @@ template <DType IN, DType OUT>
   // them every element and left the last loop scalar (9 GB/s for
   // task_arithmetic against 33 for the weighted sum over the same bytes).
   const float lambda = a.lambda;
-  const bool normalize = a.normalize;
+  const bool normalize = a.normalize, rescale = a.rescale;
+  const uint64_t first_index = a.first_index, row_len = a.row_len;
   void* const out = a.out;
   // Plain task vectors (no sparsification, no sign election) are summed as
   // they are read; otherwise each input's terms of a block are kept in wd.
@@ -656,7 +812,7 @@ template <DType IN, DType OUT>
   for (size_t blk = b0; blk < b1; ++blk) {
     const size_t j0 = blk * kBlock;
     const size_t len = std::min(kBlock, n - j0);
-    alignas(64) float b[kBlock], mixed[kBlock], divisor[kBlock];
+    alignas(64) float b[kBlock], mixed[kBlock], divisor[kBlock], u[kBlock];
     for (size_t k = 0; k < len; ++k) b[k] = load<IN>(a.base, j0 + k);
     // Weighted, sparsified task vectors, w_i * keep(x_i - b), in one pass per
     // input (a pass each for the difference, the mask and the weight cost
@@ -696,10 +852,12 @@ template <DType IN, DType OUT>
         const uint32_t thr = a.thr_bits[i];
         const uint64_t cut = a.tie_cutoff[i];
         if (a.outlier_thr_bits.empty()) {
+          // Bitwise & and |, not && and ||: no branch, so the loop vectorizes
+          // (with the branches TIES merged at 1.7 GB/s in memory).
           for (size_t k = 0; k < len; ++k) {
             const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
-            const bool keep = key > thr || (key == thr && a.first_index + j0 + k < cut);
+            const bool keep = (key > thr) | ((key == thr) & (first_index + j0 + k < cut));
             row[k] = ops::mul(wi, keep ? d : 0.0f);
           }
         } else {
@@ -709,29 +867,27 @@ template <DType IN, DType OUT>
           for (size_t k = 0; k < len; ++k) {
             const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
-            const uint64_t idx = a.first_index + j0 + k;
-            const bool top = key > thr || (key == thr && idx < cut);
-            const bool outlier = key > othr || (key == othr && idx < ocut);
-            row[k] = ops::mul(wi, top && !outlier ? d : 0.0f);
+            const uint64_t idx = first_index + j0 + k;
+            const bool top = (key > thr) | ((key == thr) & (idx < cut));
+            const bool outlier = (key > othr) | ((key == othr) & (idx < ocut));
+            row[k] = ops::mul(wi, top & !outlier ? d : 0.0f);
           }
         }
       } else if (a.sparsify == Sparsify::Random) {
         const float dens = a.density[i];
+        uniforms(a.seed_key, static_cast<uint32_t>(i), first_index + j0, len, u);
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
-          const bool keep = ops::dare_uniform(a.seed_key, static_cast<uint32_t>(i),
-                                              a.first_index + j0 + k) < dens;
-          const float v = a.rescale ? ops::div(d, dens) : d;
-          row[k] = ops::mul(wi, keep ? v : 0.0f);
+          const float v = rescale ? ops::div(d, dens) : d;
+          row[k] = ops::mul(wi, u[k] < dens ? v : 0.0f);
         }
       } else if (a.sparsify == Sparsify::Ranked) {
         const float low = a.ranked_low[i], eps = a.ranked_eps[i], scale = a.ranked_scale[i];
         const uint32_t* rk = a.ranks.data() + i * n + j0;
+        uniforms(a.seed_key, static_cast<uint32_t>(i), first_index + j0, len, u);
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
-          const bool keep =
-              ops::dare_uniform(a.seed_key, static_cast<uint32_t>(i), a.first_index + j0 + k) <
-              ops::della_prob(rk[k], a.row_len, low, eps);
+          const bool keep = u[k] < ops::della_prob(rk[k], row_len, low, eps);
           row[k] = ops::mul(wi, keep ? ops::mul(d, scale) : 0.0f);
         }
       }
@@ -746,13 +902,22 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) s[k] = ops::add(s[k], row[k]);
       }
       for (size_t k = 0; k < len; ++k) mixed[k] = divisor[k] = 0.0f;
+      // agree = s >= 0 ? row > 0 : row < 0 (so a NaN never agrees), and the
+      // survivors row or +0, wi or +0, all on the bits: GCC does not
+      // if-convert a select on a float comparison (one that may raise
+      // FE_INVALID), and with them this loop ran scalar (TIES merged at 1.7
+      // GB/s in memory).
       for (size_t i = 0; i < N; ++i) {
         const float* row = wd.data() + i * kBlock;
-        const float wi = a.weights[i];
+        const uint32_t wb = ops::f32_bits(a.weights[i]);
         for (size_t k = 0; k < len; ++k) {
-          const bool agree = s[k] >= 0.0f ? row[k] > 0.0f : row[k] < 0.0f;
-          mixed[k] = ops::add(mixed[k], agree ? row[k] : 0.0f);
-          divisor[k] = ops::add(divisor[k], agree ? wi : 0.0f);
+          const uint32_t sb = ops::f32_bits(s[k]), rb = ops::f32_bits(row[k]);
+          const uint32_t sa = sb & 0x7fffffffu, ra = rb & 0x7fffffffu;
+          const uint32_t up = (sa <= 0x7f800000u) & ((sb >> 31 == 0) | (sa == 0));  // s >= 0
+          const uint32_t agree = (ra != 0) & (ra <= 0x7f800000u) & (up == (rb >> 31 == 0));
+          const uint32_t keep = 0u - agree;  // all ones or zero
+          mixed[k] = ops::add(mixed[k], ops::bits_f32(rb & keep));
+          divisor[k] = ops::add(divisor[k], ops::bits_f32(wb & keep));
         }
       }
       for (size_t k = 0; k < len; ++k) divisor[k] = divisor[k] == 0.0f ? 1.0f : divisor[k];
@@ -775,8 +940,10 @@ void task_merge_impl(const TaskMergeArgs& a) {
   const float plain_divisor = (weight_sum < 1e-8f && weight_sum > -1e-8f) ? 1.0f : weight_sum;
   // The base and the N inputs in, one output out.
   const size_t traffic = ((a.inputs.size() + 1) * dtype_size(IN) + dtype_size(OUT)) * a.n;
-  run_blocks(isa_for(traffic), a.n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
-    task_merge_blocks<IN, OUT>(a, plain_divisor, b0, b1);
+  const int copy = isa_for(traffic);
+  const UniformsFn uniforms = uniforms_for(copy);
+  run_blocks(copy, a.n, [&](size_t b0, size_t b1) KS_INLINE_LAMBDA {
+    task_merge_blocks<IN, OUT>(a, plain_divisor, uniforms, b0, b1);
   });
 }
 
@@ -1280,6 +1447,12 @@ uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name) {
 
 bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density) {
   return ops::dare_uniform(seed_key, input, index) < density;
+}
+
+void dare_uniforms(uint64_t seed_key, uint32_t input, uint64_t first_index, size_t n, float* u) {
+  const UniformsFn f = uniforms_for(isa_for(n * sizeof(float)));
+  for (size_t k = 0; k < n; k += kBlock)
+    f(seed_key, input, first_index + k, std::min(kBlock, n - k), u + k);
 }
 
 }  // namespace kintsugi

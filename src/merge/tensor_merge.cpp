@@ -688,12 +688,8 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
           if (!k.pruned[i]) continue;
           decode_delta(s, i, c, b.data(), d.data());
           if (k.ranks) k.ranks(c, i, d.data(), rk.data());
-          // The kernel's dare_uniform of each element, one Philox block per 4.
-          for (uint64_t g = c.begin; g < c.end;) {
-            const Philox4x32 r = ops::dare_block(seed_key, static_cast<uint32_t>(i), g >> 2);
-            for (uint64_t w = g & 3u; w < 4 && g < c.end; ++w, ++g)
-              u[g - c.begin] = ops::dare_word_uniform(r.v[w]);
-          }
+          // The kernel's dare_uniform of each element.
+          dare_uniforms(seed_key, static_cast<uint32_t>(i), c.begin, c.size(), u.data());
           for (uint64_t j = 0; j < c.size(); ++j) {
             tb[i].add(d[j]);
             if (u[j] < ops::della_prob(rk[j], k.row_len, k.low[i], k.eps[i])) ta[i].add(d[j]);

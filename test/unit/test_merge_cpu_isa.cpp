@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kintsugi/kernels/element_ops.hpp"
 #include "kintsugi/kernels/merge_kernels.hpp"
 #include "test_support.hpp"
 
@@ -366,6 +367,36 @@ TEST_CASE("CPU kernels: large outputs, streamed, equal the baseline bit for bit"
           CHECK(std::memcmp(got.data(), expected.data(), got.size()) == 0);
       }
     }
+  }
+}
+
+// DARE's uniforms come a Philox block per four elements, eight or sixteen
+// blocks per vector; each must be the per-element definition (Philox itself
+// is held to Random123's known answers in test_common_philox.cpp), for starts
+// at every offset within a block, lengths across the kernels' 256-element
+// blocks, and counters whose low word wraps within a vector.
+TEST_CASE("CPU kernels: DARE's uniforms in every copy equal them one at a time",
+          "[merge][kernels]") {
+  IsaGuard guard;
+  const uint64_t wrap = (uint64_t{1} << 34) - 4 * 5;  // block 2^32 - 5: wraps in the 6th lane
+  const uint64_t starts[] = {0, 1, 2, 3, 254, 1021, wrap, wrap + 3, (uint64_t{1} << 40) + 7};
+  const size_t lengths[] = {1, 3, 4, 31, 255, 256, 257, 1000};
+  for (const auto isa : cpu_kernel_isas()) {
+    if (isa.ends_with("+prefetch")) continue;
+    REQUIRE(set_cpu_kernel_isa(isa));
+    INFO("copy " << isa);
+    size_t mismatches = 0, checked = 0;
+    for (const uint64_t key : {uint64_t{0}, uint64_t{0x0123456789abcdefull}})
+      for (const uint32_t input : {0u, 6u, 0xffffffffu})
+        for (const uint64_t first : starts)
+          for (const size_t n : lengths) {
+            std::vector<float> u(n, -1.0f);
+            dare_uniforms(key, input, first, n, u.data());
+            for (size_t k = 0; k < n; ++k, ++checked)
+              mismatches += u[k] != ops::dare_uniform(key, input, first + k);
+          }
+    CHECK(checked > 0);
+    CHECK(mismatches == 0);
   }
 }
 

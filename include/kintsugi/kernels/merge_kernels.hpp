@@ -229,6 +229,9 @@ uint64_t dare_seed_key(uint64_t seed, std::string_view tensor_name);
 // Philox4x32-10 on counter (index / 4, input, key), word index % 4, as a
 // uniform u = (bits >> 8) * 2^-24 in [0, 1); the entry is kept iff u < density.
 bool dare_keep(uint64_t seed_key, uint32_t input, uint64_t index, float density);
+// u[k] = that uniform for elements first_index + k, k < n: the same bits as
+// one at a time, computed a Philox block per four elements in vectors.
+void dare_uniforms(uint64_t seed_key, uint32_t input, uint64_t first_index, size_t n, float* u);
 
 // The copies of the CPU kernels this build has and this CPU runs, baseline
 // first: "generic", "generic+prefetch", then "avx2", "avx2+prefetch",
