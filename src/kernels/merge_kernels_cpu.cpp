@@ -790,6 +790,14 @@ UniformsFn uniforms_for(int copy) {
   return &dare_uniforms_generic;
 }
 
+// x where keep, else +0: the bits masked, as `keep ? x : 0.0f` gives. GCC
+// does not if-convert that select when keep comes from a float comparison
+// (one that may raise FE_INVALID), which left DARE's and DELLA's loops and
+// the sign election scalar.
+[[gnu::always_inline]] inline float or_zero(float x, bool keep) {
+  return ops::bits_f32(ops::f32_bits(x) & (0u - static_cast<uint32_t>(keep)));
+}
+
 // Blocks [b0, b1) of the task-vector merge.
 template <DType IN, DType OUT>
 [[gnu::always_inline]] inline void task_merge_blocks(const TaskMergeArgs& a, float plain_divisor,
@@ -879,7 +887,7 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
           const float v = rescale ? ops::div(d, dens) : d;
-          row[k] = ops::mul(wi, u[k] < dens ? v : 0.0f);
+          row[k] = ops::mul(wi, or_zero(v, u[k] < dens));
         }
       } else if (a.sparsify == Sparsify::Ranked) {
         const float low = a.ranked_low[i], eps = a.ranked_eps[i], scale = a.ranked_scale[i];
@@ -888,7 +896,7 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
           const bool keep = u[k] < ops::della_prob(rk[k], row_len, low, eps);
-          row[k] = ops::mul(wi, keep ? ops::mul(d, scale) : 0.0f);
+          row[k] = ops::mul(wi, or_zero(ops::mul(d, scale), keep));
         }
       }
       if (!keep_rows)
@@ -902,22 +910,19 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) s[k] = ops::add(s[k], row[k]);
       }
       for (size_t k = 0; k < len; ++k) mixed[k] = divisor[k] = 0.0f;
-      // agree = s >= 0 ? row > 0 : row < 0 (so a NaN never agrees), and the
-      // survivors row or +0, wi or +0, all on the bits: GCC does not
-      // if-convert a select on a float comparison (one that may raise
-      // FE_INVALID), and with them this loop ran scalar (TIES merged at 1.7
-      // GB/s in memory).
+      // agree = s >= 0 ? row > 0 : row < 0 (so a NaN never agrees), tested on
+      // the bits, and the survivors by or_zero: with float comparisons and
+      // selects this loop ran scalar (TIES merged at 1.7 GB/s in memory).
       for (size_t i = 0; i < N; ++i) {
         const float* row = wd.data() + i * kBlock;
-        const uint32_t wb = ops::f32_bits(a.weights[i]);
+        const float wi = a.weights[i];
         for (size_t k = 0; k < len; ++k) {
           const uint32_t sb = ops::f32_bits(s[k]), rb = ops::f32_bits(row[k]);
           const uint32_t sa = sb & 0x7fffffffu, ra = rb & 0x7fffffffu;
           const uint32_t up = (sa <= 0x7f800000u) & ((sb >> 31 == 0) | (sa == 0));  // s >= 0
           const uint32_t agree = (ra != 0) & (ra <= 0x7f800000u) & (up == (rb >> 31 == 0));
-          const uint32_t keep = 0u - agree;  // all ones or zero
-          mixed[k] = ops::add(mixed[k], ops::bits_f32(rb & keep));
-          divisor[k] = ops::add(divisor[k], ops::bits_f32(wb & keep));
+          mixed[k] = ops::add(mixed[k], or_zero(row[k], agree));
+          divisor[k] = ops::add(divisor[k], or_zero(wi, agree));
         }
       }
       for (size_t k = 0; k < len; ++k) divisor[k] = divisor[k] == 0.0f ? 1.0f : divisor[k];

@@ -496,6 +496,95 @@ void ExactSum::add(float x) {
   bins_[e] += power_ == 1 ? m : m * m;
 }
 
+namespace {
+
+// Values one window sum takes: each term is below 2^55, so 256 stay below 2^63.
+constexpr size_t kWindowValues = 256;
+
+// The exact sum of |x| over n <= kWindowValues values whose nonzero ones lie
+// within 32 binades: with E = max(exponent, 1), x = m 2^(E - 150), and over
+// the block, with lo the least E - 1 of a nonzero value, the sum is
+// sum m << (E - 1 - lo), a 64-bit integer in units of bin lo + 1. False
+// (nothing summed) for an Inf, a NaN or a wider range. Both loops vectorize,
+// unlike one bin per value; the AVX2 clone has the per-lane 64-bit shifts
+// SSE2 lacks. Model deltas (DARE's L1 norms) fit almost always.
+#if defined(__x86_64__)
+[[gnu::target_clones("avx2", "default")]]
+#endif
+bool abs_sum_in_window(const float* x, size_t n, uint32_t& bin, uint64_t& sum) {
+  uint32_t lo = 255, hi = 0, special = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t u = ops::f32_bits(x[j]) & 0x7fffffffu;
+    const uint32_t e = u >> 23;
+    const uint32_t e1 = e - static_cast<uint32_t>(e != 0);     // max(e, 1) - 1
+    const uint32_t zero = 0u - static_cast<uint32_t>(u == 0);  // all ones for a zero
+    // Masks, not selects: with selects GCC left this loop scalar.
+    lo = std::min(lo, e1 | (zero & 255u));
+    hi = std::max(hi, e1 & ~zero);
+    special |= static_cast<uint32_t>(e == 255);
+  }
+  sum = 0;
+  bin = 0;
+  if (lo == 255) return special == 0;  // zeros only (or Inf and NaN only)
+  if (special != 0 || hi - lo >= 32) return false;
+  uint64_t s = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t u = ops::f32_bits(x[j]) & 0x7fffffffu;
+    const uint32_t e = u >> 23;
+    const uint32_t e1 = e - static_cast<uint32_t>(e != 0);
+    const uint64_t m = (u & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
+    s += m << ((e1 - lo) & 31u);  // a zero's shift is any: 0 << k = 0
+  }
+  sum = s;
+  bin = lo + 1;
+  return true;
+}
+
+}  // namespace
+
+void ExactSum::add(std::span<const float> xs) {
+  if (power_ == 1) {
+    // Blocks of kWindowValues by window sums, a block with an Inf, a NaN or
+    // a wide range one value at a time. add(float) per value was most of a
+    // DARE merge's L1 pass.
+    for (size_t at = 0; at < xs.size(); at += kWindowValues) {
+      const size_t n = std::min(kWindowValues, xs.size() - at);
+      uint32_t bin = 0;
+      uint64_t sum = 0;
+      if (abs_sum_in_window(xs.data() + at, n, bin, sum))
+        bins_[bin] += sum;
+      else
+        for (size_t j = at; j < at + n; ++j) add(xs[j]);
+    }
+    return;
+  }
+  // Squares: partial sums per exponent in 64 bits, eight copies, value j in
+  // copy j % 8, so that neighbouring values, which mostly share an exponent,
+  // do not wait on one another's read-modify-write of one bin. Each copy
+  // takes kFlush / 8 values between flushes into the 128-bit bins: 2^14
+  // squares below 2^48 stay below 2^64. An Inf or NaN lands in bin 255,
+  // which is never flushed, and is counted apart.
+  constexpr size_t kCopies = 8, kFlush = size_t{1} << 17;
+  uint64_t part[kCopies][256];
+  for (size_t at = 0; at < xs.size(); at += kFlush) {
+    std::memset(part, 0, sizeof part);
+    const size_t end = std::min(xs.size(), at + kFlush);
+    uint64_t nan = 0, inf = 0;
+    for (size_t j = at; j < end; ++j) {
+      const uint32_t u = ops::f32_bits(xs[j]) & 0x7fffffffu;
+      const uint32_t e = u >> 23, frac = u & 0x7fffffu;
+      const uint64_t m = frac | (e != 0 ? 0x800000u : 0u);
+      part[j % kCopies][e] += m * m;
+      nan += (e == 255) & (frac != 0);
+      inf += (e == 255) & (frac == 0);
+    }
+    nan_ += nan;
+    inf_ += inf;
+    for (size_t c = 0; c < kCopies; ++c)
+      for (size_t e = 0; e < 255; ++e) bins_[e] += part[c][e];
+  }
+}
+
 void ExactSum::merge(const ExactSum& other) {
   for (size_t e = 0; e < 255; ++e) bins_[e] += other.bins_[e];
   inf_ += other.inf_;
@@ -688,12 +777,17 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
           if (!k.pruned[i]) continue;
           decode_delta(s, i, c, b.data(), d.data());
           if (k.ranks) k.ranks(c, i, d.data(), rk.data());
-          // The kernel's dare_uniform of each element.
+          // The kernel's dare_uniform of each element, then in its place the
+          // survivor or +0 (which adds nothing), by a mask: no branch.
           dare_uniforms(seed_key, static_cast<uint32_t>(i), c.begin, c.size(), u.data());
+          const uint64_t row_len = k.row_len;
+          const float low = k.low[i], eps = k.eps[i];
           for (uint64_t j = 0; j < c.size(); ++j) {
-            tb[i].add(d[j]);
-            if (u[j] < ops::della_prob(rk[j], k.row_len, k.low[i], k.eps[i])) ta[i].add(d[j]);
+            const uint32_t keep = u[j] < ops::della_prob(rk[j], row_len, low, eps);
+            u[j] = ops::bits_f32(ops::f32_bits(d[j]) & (0u - keep));
           }
+          tb[i].add(std::span<const float>(d.data(), c.size()));
+          ta[i].add(std::span<const float>(u.data(), c.size()));
         }
       }
 #pragma omp critical
@@ -862,11 +956,14 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
       decode(s.dtype, s.base, c.begin, c.size(), variance.b.data());
     for (size_t i = 0; i < N; ++i) {
       decode_delta(s, i, c, variance.b.data(), variance.d.data());
-      for (uint64_t j = 0; j < c.size(); ++j) {
-        const uint32_t key = vkeys[j];
-        if (!a.select || key > a.thr_bits || (key == a.thr_bits && c.begin + j < a.tie_cutoff))
-          sq[i].add(variance.d[j]);
-      }
+      if (a.select)  // the values not selected become +0, which adds nothing
+        for (uint64_t j = 0; j < c.size(); ++j) {
+          const uint32_t key = vkeys[j];
+          const uint32_t keep =
+              (key > a.thr_bits) | ((key == a.thr_bits) & (c.begin + j < a.tie_cutoff));
+          variance.d[j] = ops::bits_f32(ops::f32_bits(variance.d[j]) & (0u - keep));
+        }
+      sq[i].add(std::span<const float>(variance.d.data(), c.size()));
     }
   }
   std::vector<float> w(N);

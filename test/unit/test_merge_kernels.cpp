@@ -710,6 +710,62 @@ TEST_CASE("exact sums: order-free, rounded once", "[merge][kernels]") {
   CHECK(whole.value() > part2.value());
 }
 
+TEST_CASE("exact sums: many values at once, as one at a time", "[merge][kernels]") {
+  // Integers below 2^20: the exact total of 200,000 of them is a double. The
+  // span crosses the 64-bit partial bins' flushes several times.
+  std::mt19937 rng(11);
+  std::vector<float> v(200000);
+  uint64_t total = 0;
+  for (auto& x : v) {
+    const uint32_t k = rng() & 0xfffffu;
+    x = static_cast<float>(k) * ((rng() & 1u) != 0 ? -1.0f : 1.0f);
+    total += k;
+  }
+  ExactSum many(1), one(1);
+  many.add(std::span<const float>(v));
+  for (float x : v) one.add(x);
+  CHECK(many.value() == static_cast<double>(total));
+  CHECK(one.value() == static_cast<double>(total));
+  // Squares of the largest significand, about 2^48 each: 300,000 of them pass
+  // 2^66, which four 64-bit partial bins would not hold without flushes.
+  const float big = 16777215.0f;  // 2^24 - 1
+  const std::vector<float> bigs(300000, big);
+  ExactSum sq_many(2), sq_one(2);
+  sq_many.add(std::span<const float>(bigs));
+  for (float x : bigs) sq_one.add(x);
+  __extension__ const unsigned __int128 want =
+      static_cast<unsigned __int128>(300000) * (uint64_t{16777215} * uint64_t{16777215});
+  CHECK(sq_many.value() == static_cast<double>(want));
+  CHECK(sq_one.value() == sq_many.value());
+  // Subnormals, Inf and NaN as one at a time: counted, not summed.
+  std::vector<float> odd(1000, std::ldexp(1.0f, -149));
+  ExactSum sub(1);
+  sub.add(std::span<const float>(odd));
+  CHECK(sub.value() == 1000 * std::ldexp(1.0, -149));
+  odd[500] = -INFINITY;
+  ExactSum inf(1);
+  inf.add(std::span<const float>(odd));
+  CHECK(std::isinf(inf.value()));
+  odd[700] = NAN;
+  ExactSum nan(2);
+  nan.add(std::span<const float>(odd));
+  CHECK(std::isnan(nan.value()));
+  // Magnitudes over 60 binades, in blocks that mix both ways of summing.
+  std::lognormal_distribution<float> ln(0.0f, 8.0f);
+  std::vector<float> wide(3000);
+  for (size_t j = 0; j < wide.size(); ++j) wide[j] = j % 512 < 256 ? ln(rng) : 1.0f + (j % 7);
+  ExactSum wide_many(1), wide_one(1);
+  wide_many.add(std::span<const float>(wide));
+  for (float x : wide) wide_one.add(x);
+  CHECK(wide_many.value() == wide_one.value());
+  long double wide_ref = 0;
+  for (float x : wide) wide_ref += x;
+  CHECK(wide_many.value() == Approx(static_cast<double>(wide_ref)).epsilon(1e-15));
+  ExactSum empty(1);
+  empty.add(std::span<const float>());
+  CHECK(empty.value() == 0.0);
+}
+
 TEST_CASE("della ranks: ascending |delta| within rows, ties by index", "[merge][kernels]") {
   const size_t rows = 7, L = 301, n = rows * L;
   const TiedVectors v(21, n);  // many equal magnitudes

@@ -177,6 +177,8 @@ class ExactSum {
  public:
   explicit ExactSum(int power) : power_(power) {}
   void add(float x);
+  // add(x) for every x, faster for many.
+  void add(std::span<const float> xs);
   // Adds another partial sum of the same power in (another thread's).
   void merge(const ExactSum& other);
   // Adds another rank's sums in: every rank of comm ends with the total.
