@@ -211,24 +211,78 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
 // bucket is not counted); `local` gets this rank's counts, `global` their sum
 // over all ranks. fill(chunk, i, keys) writes set i's keys of the chunk to
 // keys[0..chunk size); it is called for the chunks in order, and within a
-// chunk for the sets in order.
+// chunk for the sets in order. A KeyFill that can be made anew for a chunk
+// size, KeyFill(sources, chunk elements), works on its own state only: then
+// the chunks go to the threads, each with a KeyFill and histograms of its own
+// (counts: any order gives the same totals). TIES' selection over 7 x 32 Mi
+// keys took 1.9 s on one thread.
 template <typename KeyFill, typename BucketOf>
 void key_histogram(const std::vector<char>& active, size_t buckets, ElementRange range,
                    uint64_t chunk_elems, MPI_Comm comm, std::vector<uint64_t>& local,
                    std::vector<uint64_t>& global, KeyFill& fill, BucketOf bucket_of) {
-  std::vector<uint32_t> keys(std::min<uint64_t>(chunk_elems, range.size()));
+  const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
   std::fill(local.begin(), local.end(), 0);
-  for (const auto& c : chunks_of(range, chunk_elems)) {
+  const auto count = [&](KeyFill& f, ElementRange c, std::vector<uint32_t>& keys,
+                         std::vector<uint64_t>& hist) {
     for (size_t i = 0; i < active.size(); ++i) {
       if (!active[i]) continue;
-      fill(c, i, keys.data());
-      uint64_t* h = local.data() + i * buckets;
+      f(c, i, keys.data());
+      uint64_t* h = hist.data() + i * buckets;
       for (uint64_t j = 0; j < c.size(); ++j) {
         const int64_t bucket = bucket_of(i, keys[j]);
         if (bucket >= 0) ++h[bucket];
       }
     }
+  };
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if constexpr (requires { KeyFill(fill.s, cap); }) {
+    // Each thread a chunk of cap / threads at a time, with a KeyFill of its
+    // own that size: about the memory of one thread with the whole chunk.
+    const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
+    const std::vector<ElementRange> chunks = chunks_of(range, sub);
+    const auto nc = static_cast<int64_t>(chunks.size());
+    if (threads > 1 && nc > 1) {
+      std::exception_ptr failure;
+#pragma omp parallel
+      {
+        bool ok = true;
+        std::optional<KeyFill> f;
+        std::vector<uint32_t> keys;
+        std::vector<uint64_t> hist;
+        const auto record = [&] {
+#pragma omp critical(key_histogram_failure)
+          if (!failure) failure = std::current_exception();
+          ok = false;
+        };
+        try {
+          f.emplace(fill.s, sub);
+          keys.resize(sub);
+          hist.assign(local.size(), 0);
+        } catch (...) {
+          record();
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t ci = 0; ci < nc; ++ci) {
+          if (!ok) continue;
+          try {
+            count(*f, chunks[static_cast<size_t>(ci)], keys, hist);
+          } catch (...) {
+            record();
+          }
+        }
+        if (ok) {
+#pragma omp critical(key_histogram_sum)
+          for (size_t b = 0; b < local.size(); ++b) local[b] += hist[b];
+        }
+      }
+      if (failure) std::rethrow_exception(failure);
+      std::copy(local.begin(), local.end(), global.begin());
+      allreduce_in_place(std::span(global), MPI_SUM, comm);
+      return;
+    }
   }
+  std::vector<uint32_t> keys(cap);
+  for (const auto& c : chunks_of(range, chunk_elems)) count(fill, c, keys, local);
   std::copy(local.begin(), local.end(), global.begin());
   allreduce_in_place(std::span(global), MPI_SUM, comm);
 }
