@@ -858,27 +858,32 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) row[k] = ops::mul(wi, ops::sub(load<IN>(x, j0 + k), b[k]));
       } else if (a.sparsify == Sparsify::Magnitude) {
         const uint32_t thr = a.thr_bits[i];
-        const uint64_t cut = a.tie_cutoff[i];
+        // first_index + j0 + k < cutoff as k < a count of this block's
+        // elements: a 32-bit comparison, not a 64-bit one per element.
+        const auto before = [&](uint64_t cutoff) {
+          const uint64_t at = first_index + j0;
+          return static_cast<uint32_t>(cutoff <= at ? 0 : std::min<uint64_t>(cutoff - at, len));
+        };
+        const uint32_t cut = before(a.tie_cutoff[i]);
         if (a.outlier_thr_bits.empty()) {
           // Bitwise & and |, not && and ||: no branch, so the loop vectorizes
           // (with the branches TIES merged at 1.7 GB/s in memory).
-          for (size_t k = 0; k < len; ++k) {
+          for (uint32_t k = 0; k < len; ++k) {
             const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
-            const bool keep = (key > thr) | ((key == thr) & (first_index + j0 + k < cut));
-            row[k] = ops::mul(wi, keep ? d : 0.0f);
+            const bool keep = (key > thr) | ((key == thr) & (k < cut));
+            row[k] = ops::mul(wi, or_zero(d, keep));
           }
         } else {
           // breadcrumbs: in the top set, and not in the top outlier set.
           const uint32_t othr = a.outlier_thr_bits[i];
-          const uint64_t ocut = a.outlier_tie_cutoff[i];
-          for (size_t k = 0; k < len; ++k) {
+          const uint32_t ocut = before(a.outlier_tie_cutoff[i]);
+          for (uint32_t k = 0; k < len; ++k) {
             const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
-            const uint64_t idx = first_index + j0 + k;
-            const bool top = (key > thr) | ((key == thr) & (idx < cut));
-            const bool outlier = (key > othr) | ((key == othr) & (idx < ocut));
-            row[k] = ops::mul(wi, top & !outlier ? d : 0.0f);
+            const bool top = (key > thr) | ((key == thr) & (k < cut));
+            const bool outlier = (key > othr) | ((key == othr) & (k < ocut));
+            row[k] = ops::mul(wi, or_zero(d, top & !outlier));
           }
         }
       } else if (a.sparsify == Sparsify::Random) {
