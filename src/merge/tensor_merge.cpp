@@ -31,6 +31,8 @@ __extension__ typedef __int128 i128;
 // far more than reading the keys twice more (norms and biases: most of a
 // model's tensors, a few thousand elements each).
 constexpr uint64_t kWideDigitMin = uint64_t{1} << 20;
+// Keys (elements x sets) from which key_histogram counts on all threads.
+constexpr uint64_t kParallelKeysMin = uint64_t{1} << 20;
 
 // Element size of the kernels' dtypes (BF16, F16, F32; others never get here).
 size_t elem_size(DType d) {
@@ -241,7 +243,10 @@ void key_histogram(const std::vector<char>& active, size_t buckets, ElementRange
     const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
     const std::vector<ElementRange> chunks = chunks_of(range, sub);
     const auto nc = static_cast<int64_t>(chunks.size());
-    if (threads > 1 && nc > 1) {
+    // Threads pay from about a million keys: each zeroes and sums histograms
+    // of up to 65536 bins per set.
+    const auto sets = static_cast<uint64_t>(std::count(active.begin(), active.end(), 1));
+    if (threads > 1 && nc > 1 && range.size() * sets >= kParallelKeysMin) {
       std::exception_ptr failure;
 #pragma omp parallel
       {
