@@ -6,6 +6,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define KINTSUGI_AVX2_COPY 1  // the AVX2 copy exists only on x86
+// The AVX2 copy's target: AVX2 with F16C, whose vcvtph2ps and vcvtps2ph
+// convert eight fp16 values at once (every CPU with AVX2 has had F16C).
+#define KS_AVX2 "avx2,f16c"
 #else
 #define KINTSUGI_AVX2_COPY 0
 #endif
@@ -51,7 +54,7 @@ constexpr size_t kParallelMin = size_t{1} << 16;  // below this, one thread
 constexpr size_t kStreamMin = size_t{16} << 20;
 
 // The kernels are compiled three times: for the build's baseline ISA, for
-// AVX2 and for AVX-512 (F, BW, VL, DQ), picked at run time. All copies do the
+// AVX2 (with F16C) and for AVX-512 (F, BW, VL, DQ, and F16C), picked at run time. All copies do the
 // same IEEE fp32 operation per element (nothing is contracted into an FMA),
 // so they give the same bits; the wider copies only vectorize wider. The
 // weighted sum, the kernel that reads the most streams at once, comes in two
@@ -95,9 +98,10 @@ bool isa_supported(int copy) {
   const Isa isa = isa_of_copy(copy);
   if (isa == kGeneric) return true;
 #if KINTSUGI_AVX2_COPY
-  if (isa == kAvx2) return __builtin_cpu_supports("avx2");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  if (isa == kAvx2) return avx2;
   if (isa == kAvx512)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
   return false;
@@ -307,13 +311,17 @@ size_t outputs_to_aligned(const void* out, size_t j) {
 }
 
 // Eight inputs widened to fp32: bf16 is the top half of an fp32, so a zero
-// extension and a shift are the exact conversion.
+// extension and a shift are the exact conversion; fp16 by vcvtph2ps (every
+// fp16 is an fp32; MXCSR plays no part).
 template <DType IN>
-[[gnu::target("avx2")]] inline __m256 load8(const void* p, size_t j) {
-  if constexpr (IN == DType::BF16) {
+[[gnu::target(KS_AVX2)]] inline __m256 load8(const void* p, size_t j) {
+  if constexpr (IN != DType::F32) {
     const __m128i h =
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + j));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    if constexpr (IN == DType::BF16)
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    else
+      return _mm256_cvtph_ps(h);
   } else {
     return _mm256_loadu_ps(static_cast<const float*>(p) + j);
   }
@@ -322,7 +330,7 @@ template <DType IN>
 // Round to nearest even into the low 16 bits of each lane: u + 0x7fff +
 // ((u >> 16) & 1), then the top half. A canonical quiet NaN's top half is
 // already 0x7fc0, and adding less than 0x8000 keeps it.
-[[gnu::target("avx2")]] inline __m256i round_bf16_bits(__m256 a) {
+[[gnu::target(KS_AVX2)]] inline __m256i round_bf16_bits(__m256 a) {
   const __m256i u = _mm256_castps_si256(a);
   const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
   return _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd),
@@ -331,7 +339,7 @@ template <DType IN>
 
 // 32 bytes at p, by a streaming store (p aligned) when NT.
 template <bool NT>
-[[gnu::target("avx2")]] inline void store32(void* p, __m256i v) {
+[[gnu::target(KS_AVX2)]] inline void store32(void* p, __m256i v) {
   if constexpr (NT)
     _mm256_stream_si256(static_cast<__m256i*>(p), v);
   else
@@ -340,9 +348,10 @@ template <bool NT>
 
 // Sixteen sums stored with round-to-nearest-even and canonical NaNs, as
 // store<OUT> does one at a time; by streaming stores when NT (out + j then
-// 32-byte aligned), except fp16's, which go one at a time.
+// 32-byte aligned). fp16 by vcvtps2ph with an explicit nearest-even rounding,
+// as the AVX-512 copy.
 template <DType OUT, bool NT>
-[[gnu::target("avx2")]] inline void store16(void* out, size_t j, __m256 a0, __m256 a1) {
+[[gnu::target(KS_AVX2)]] inline void store16(void* out, size_t j, __m256 a0, __m256 a1) {
   const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
   a0 = _mm256_blendv_ps(a0, qnan, _mm256_cmp_ps(a0, a0, _CMP_UNORD_Q));
   a1 = _mm256_blendv_ps(a1, qnan, _mm256_cmp_ps(a1, a1, _CMP_UNORD_Q));
@@ -354,17 +363,17 @@ template <DType OUT, bool NT>
         _mm256_packus_epi32(round_bf16_bits(a0), round_bf16_bits(a1)), 0xd8);
     store32<NT>(static_cast<uint16_t*>(out) + j, packed);
   } else {
-    alignas(32) float sum[16];
-    _mm256_store_ps(sum, a0);
-    _mm256_store_ps(sum + 8, a1);
-    for (size_t l = 0; l < 16; ++l) store<OUT>(out, j + l, sum[l]);
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256i packed = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm256_cvtps_ph(a0, kRound)), _mm256_cvtps_ph(a1, kRound), 1);
+    store32<NT>(static_cast<uint16_t*>(out) + j, packed);
   }
 }
 
 // a0, a1 += w x[j .. j + 16), each product rounded before the sum.
 template <DType IN>
-[[gnu::target("avx2")]] [[gnu::always_inline]] inline void add16(const void* x, float w, size_t j,
-                                                                 __m256& a0, __m256& a1) {
+[[gnu::target(KS_AVX2)]] [[gnu::always_inline]] inline void add16(const void* x, float w, size_t j,
+                                                                  __m256& a0, __m256& a1) {
   const __m256 wv = _mm256_set1_ps(w);
   a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, load8<IN>(x, j)));
   a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, load8<IN>(x, j + 8)));
@@ -379,43 +388,39 @@ template <DType IN>
 // the outputs before the first 64-byte aligned one go one at a time and the
 // rest by streaming stores; the prefetch (PF) still goes a block at a time.
 template <DType IN, DType OUT, bool PF, bool NT>
-[[gnu::target("avx2")]] void weighted_sum_avx2(const void* const* in, const float* w, size_t N,
-                                               void* out, size_t n, size_t b0, size_t b1) {
-  if constexpr (IN == DType::F16) {
-    weighted_sum_blocks<IN, OUT, PF>(in, w, N, out, n, b0, b1);
-  } else {
-    size_t j = b0 * kBlock;
-    const size_t end = std::min(n, b1 * kBlock);
-    if constexpr (NT) {
-      const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
-      weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
-      j += head;
-    }
-    for (; j + 16 <= end; j += 16) {
-      if (j % kBlock < 16) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      size_t i = 0;
-      for (; i + 4 <= N; i += 4) {
-        add16<IN>(in[i], w[i], j, a0, a1);
-        add16<IN>(in[i + 1], w[i + 1], j, a0, a1);
-        add16<IN>(in[i + 2], w[i + 2], j, a0, a1);
-        add16<IN>(in[i + 3], w[i + 3], j, a0, a1);
-      }
-      for (; i < N; ++i) add16<IN>(in[i], w[i], j, a0, a1);
-      store16<OUT, NT>(out, j, a0, a1);
-    }
-    weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
-    if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
+[[gnu::target(KS_AVX2)]] void weighted_sum_avx2(const void* const* in, const float* w, size_t N,
+                                                void* out, size_t n, size_t b0, size_t b1) {
+  size_t j = b0 * kBlock;
+  const size_t end = std::min(n, b1 * kBlock);
+  if constexpr (NT) {
+    const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
+    weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
+    j += head;
   }
+  for (; j + 16 <= end; j += 16) {
+    if (j % kBlock < 16) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 4 <= N; i += 4) {
+      add16<IN>(in[i], w[i], j, a0, a1);
+      add16<IN>(in[i + 1], w[i + 1], j, a0, a1);
+      add16<IN>(in[i + 2], w[i + 2], j, a0, a1);
+      add16<IN>(in[i + 3], w[i + 3], j, a0, a1);
+    }
+    for (; i < N; ++i) add16<IN>(in[i], w[i], j, a0, a1);
+    store16<OUT, NT>(out, j, a0, a1);
+  }
+  weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
+  if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
 }
 
 // The AVX-512 copy's target. GCC, left to its default tuning, vectorizes the
 // generic loops with 256-bit registers even where AVX-512 is allowed; asked,
 // it uses the 512-bit ones. (Clang has no such option here: it picks 512.)
 #if defined(__clang__)
-#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq"
+#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,f16c"
 #else
-#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512"
+#define KS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,f16c,prefer-vector-width=512"
 #endif
 
 // Sixteen inputs widened to fp32, exactly: bf16 by a zero extension and a
@@ -556,7 +561,7 @@ void copy_generic(const Blocks& blocks, size_t b0, size_t b1) {
 }
 #if KINTSUGI_AVX2_COPY
 template <class Blocks>
-[[gnu::target("avx2")]] void copy_avx2(const Blocks& blocks, size_t b0, size_t b1) {
+[[gnu::target(KS_AVX2)]] void copy_avx2(const Blocks& blocks, size_t b0, size_t b1) {
   blocks(b0, b1);
 }
 template <class Blocks>
@@ -671,27 +676,27 @@ void dare_uniforms_generic(uint64_t key, uint32_t input, uint64_t first, size_t 
 struct Avx2Lanes {
   using V = __m256i;
   static constexpr size_t L = 8;
-  [[gnu::target("avx2"), gnu::always_inline]] static V set1(uint32_t x) {
+  [[gnu::target(KS_AVX2), gnu::always_inline]] static V set1(uint32_t x) {
     return _mm256_set1_epi32(static_cast<int>(x));
   }
-  [[gnu::target("avx2"), gnu::always_inline]] static V bxor(V a, V b) {
+  [[gnu::target(KS_AVX2), gnu::always_inline]] static V bxor(V a, V b) {
     return _mm256_xor_si256(a, b);
   }
-  [[gnu::target("avx2"), gnu::always_inline]] static void mulhilo(V a, V m, V& hi, V& lo) {
+  [[gnu::target(KS_AVX2), gnu::always_inline]] static void mulhilo(V a, V m, V& hi, V& lo) {
     const V even = _mm256_mul_epu32(a, m), odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
     lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xaa);
     hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xaa);
   }
   // Lane l's counter b + l: its low word, and its high word with the carry.
-  [[gnu::target("avx2"), gnu::always_inline]] static void counters(uint64_t b, V& lo, V& hi) {
+  [[gnu::target(KS_AVX2), gnu::always_inline]] static void counters(uint64_t b, V& lo, V& hi) {
     const V base = set1(static_cast<uint32_t>(b)), sign = set1(0x80000000u);
     lo = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const V carry = _mm256_cmpgt_epi32(bxor(base, sign), bxor(lo, sign));  // -1 where it wrapped
     hi = _mm256_sub_epi32(set1(static_cast<uint32_t>(b >> 32)), carry);
   }
   // Lane l's four words to p[4 l .. 4 l + 4).
-  [[gnu::target("avx2"), gnu::always_inline]] static void store_blocks(V c0, V c1, V c2, V c3,
-                                                                       uint32_t* p) {
+  [[gnu::target(KS_AVX2), gnu::always_inline]] static void store_blocks(V c0, V c1, V c2, V c3,
+                                                                        uint32_t* p) {
     const V t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
     const V t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
     // q0: lanes 0 and 4, q1: 1 and 5, q2: 2 and 6, q3: 3 and 7 (by 128-bit half).
@@ -775,7 +780,7 @@ struct Avx512Lanes {
     }                                                                                    \
     uniforms_from_words(w, first, n, u);                                                 \
   }
-KS_DARE_UNIFORMS(dare_uniforms_avx2, "avx2", Avx2Lanes)
+KS_DARE_UNIFORMS(dare_uniforms_avx2, KS_AVX2, Avx2Lanes)
 KS_DARE_UNIFORMS(dare_uniforms_avx512, KS_AVX512, Avx512Lanes)
 #endif
 

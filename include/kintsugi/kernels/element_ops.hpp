@@ -63,9 +63,6 @@ KS_HD float div(float a, float b) {
 // A NaN's sign and payload depend on operand order, which vector widths and
 // devices choose differently; kernels store every NaN as this one quiet NaN so
 // that all backends write the same bits.
-KS_HD float canonical_nan(float f) {
-  return f != f ? bits_f32(0x7fc00000u) : f;
-}
 
 KS_HD float bf16_to_f32(uint16_t h) {
   return bits_f32(static_cast<uint32_t>(h) << 16);
@@ -78,32 +75,52 @@ KS_HD uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// The fp16 conversions compute every case and pick one by integer masks,
+// not by branches or selects (which the compiler may turn back into
+// branches), so that loops over fp16 values vectorize: with branches the
+// baseline and AVX2 copies of the weighted sum ran at 3 GB/s on fp16 inputs,
+// 0.08 of the memory bandwidth. mask(c): all ones when c, else zero.
+KS_HD uint32_t mask(bool c) {
+  return 0u - static_cast<uint32_t>(c);
+}
+
+// A NaN as the canonical quiet NaN, anything else as it is; on the bits, as
+// the conversions above (a select on f != f left the fp16 stores scalar).
+KS_HD float canonical_nan(float f) {
+  const uint32_t u = f32_bits(f);
+  const uint32_t is_nan = mask((u & 0x7fffffffu) > 0x7f800000u);
+  return bits_f32((u & ~is_nan) | (0x7fc00000u & is_nan));
+}
+
 KS_HD float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t em = h & 0x7fffu;
-  if (em >= 0x7c00u) return bits_f32(sign | 0x7f800000u | ((em & 0x3ffu) << 13));  // Inf/NaN
-  if (em >= 0x0400u) return bits_f32(sign | ((em << 13) + (112u << 23)));          // normal
+  const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);  // Inf/NaN
+  const uint32_t normal = (em << 13) + (112u << 23);
   // zero or subnormal: em * 2^-24 is exact in fp32
-  return bits_f32(sign | f32_bits(mul(static_cast<float>(em), 5.9604644775390625e-8f)));
+  const uint32_t small = f32_bits(mul(static_cast<float>(em), 5.9604644775390625e-8f));
+  const uint32_t is_special = mask(em >= 0x7c00u), is_small = mask(em < 0x0400u);
+  return bits_f32(sign | (special & is_special) | (small & is_small) |
+                  (normal & ~(is_special | is_small)));
 }
 
 KS_HD uint16_t f32_to_f16(float f) {
-  uint32_t a = f32_bits(f);
-  const uint32_t sign = (a >> 16) & 0x8000u;
-  a &= 0x7fffffffu;
-  if (a >= 0x7f800000u)  // Inf or NaN (quiet, payload kept where it fits)
-    return static_cast<uint16_t>(sign | 0x7c00u |
-                                 (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
-  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to Inf
-  if (a < 0x38800000u) {
-    // subnormal or zero: adding 0.5 puts the f16 subnormal ulp (2^-24) at the
-    // fp32 ulp of 0.5, so the hardware's round-to-nearest-even does the work.
-    const float g = add(bits_f32(a), 0.5f);
-    return static_cast<uint16_t>(sign | (f32_bits(g) - 0x3f000000u));
-  }
-  const uint32_t odd = (a >> 13) & 1u;
-  a += 0xc8000fffu + odd;  // rebias exponent (15 - 127) << 23, round to nearest even
-  return static_cast<uint16_t>(sign | (a >> 13));
+  const uint32_t u = f32_bits(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  // Inf or NaN (quiet, payload kept where it fits)
+  const uint32_t special = 0x7c00u | ((0x200u | ((a >> 13) & 0x3ffu)) & mask(a > 0x7f800000u));
+  // subnormal or zero: adding 0.5 puts the f16 subnormal ulp (2^-24) at the
+  // fp32 ulp of 0.5, so the hardware's round-to-nearest-even does the work.
+  const uint32_t small = f32_bits(add(bits_f32(a & 0x3fffffffu), 0.5f)) - 0x3f000000u;
+  // rebias exponent (15 - 127) << 23, round to nearest even
+  const uint32_t normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  const uint32_t is_special = mask(a >= 0x7f800000u);
+  const uint32_t is_inf = mask(a >= 0x477ff000u) & ~is_special;  // rounds to Inf
+  const uint32_t is_small = mask(a < 0x38800000u);
+  const uint32_t h = (special & is_special) | (0x7c00u & is_inf) | (small & is_small) |
+                     (normal & ~(is_special | is_inf | is_small));
+  return static_cast<uint16_t>(sign | h);
 }
 
 // DARE's keep decision for element `index` of input `input`: a uniform number

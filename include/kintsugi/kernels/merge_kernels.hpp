@@ -235,7 +235,7 @@ void dare_uniforms(uint64_t seed_key, uint32_t input, uint64_t first_index, size
 
 // The copies of the CPU kernels this build has and this CPU runs, baseline
 // first: "generic", "generic+prefetch", then "avx2", "avx2+prefetch",
-// "avx512", "avx512+prefetch" (F, BW, VL, DQ) where the CPU has them (the
+// "avx512", "avx512+prefetch" (F, BW, VL, DQ; both with F16C) where the CPU has them (the
 // +prefetch copies differ in the weighted sum only). All give the same bits.
 std::vector<std::string_view> cpu_kernel_isas();
 // Which copy runs: KINTSUGI_CPU_KERNELS=<one of those names> forces one (any
