@@ -4,6 +4,7 @@
 // operations whatever the block, thread or chunk, which is what makes merges
 // byte-identical for any number of ranks.
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define KINTSUGI_AVX2_COPY 1  // the AVX2 copy exists only on x86
 // The AVX2 copy's target: AVX2 with F16C, whose vcvtph2ps and vcvtps2ph
@@ -94,11 +95,20 @@ constexpr size_t kMeasureMin = size_t{1} << 30;
 
 // Whether this build has copy `copy` and this CPU (and its OS, for the
 // AVX-512 registers: libgcc checks XCR0) runs it.
+#if KINTSUGI_AVX2_COPY
+// F16C (CPUID leaf 1, ECX bit 29), asked of the CPU directly: Clang's
+// __builtin_cpu_supports does not know the name.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+#endif
+
 bool isa_supported(int copy) {
   const Isa isa = isa_of_copy(copy);
   if (isa == kGeneric) return true;
 #if KINTSUGI_AVX2_COPY
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && has_f16c();
   if (isa == kAvx2) return avx2;
   if (isa == kAvx512)
     return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
