@@ -584,7 +584,7 @@ bool abs_sum_in_window(const float* x, size_t n, uint32_t& bin, uint64_t& sum) {
   }
   sum = 0;
   bin = 0;
-  if (lo == 255) return special == 0;  // zeros only (or Inf and NaN only)
+  if (lo == 255) return true;  // zeros only: nothing to add
   if (special != 0 || hi - lo >= 32) return false;
   uint64_t s = 0;
   for (size_t j = 0; j < n; ++j) {

@@ -60,10 +60,6 @@ KS_HD float div(float a, float b) {
 #endif
 }
 
-// A NaN's sign and payload depend on operand order, which vector widths and
-// devices choose differently; kernels store every NaN as this one quiet NaN so
-// that all backends write the same bits.
-
 KS_HD float bf16_to_f32(uint16_t h) {
   return bits_f32(static_cast<uint32_t>(h) << 16);
 }
@@ -84,8 +80,10 @@ KS_HD uint32_t mask(bool c) {
   return 0u - static_cast<uint32_t>(c);
 }
 
-// A NaN as the canonical quiet NaN, anything else as it is; on the bits, as
-// the conversions above (a select on f != f left the fp16 stores scalar).
+// A NaN's sign and payload depend on operand order, which vector widths and
+// devices choose differently; kernels store every NaN as this one quiet NaN so
+// that all backends write the same bits. On the bits, as the conversions
+// here: a select on f != f left the fp16 stores scalar.
 KS_HD float canonical_nan(float f) {
   const uint32_t u = f32_bits(f);
   const uint32_t is_nan = mask((u & 0x7fffffffu) > 0x7f800000u);
