@@ -361,7 +361,7 @@ template <bool NT>
 // 32-byte aligned). fp16 by vcvtps2ph with an explicit nearest-even rounding,
 // as the AVX-512 copy.
 template <DType OUT, bool NT>
-[[gnu::target(KS_AVX2)]] inline void store16(void* out, size_t j, __m256 a0, __m256 a1) {
+[[gnu::target(KS_AVX2)]] inline void store_step(void* out, size_t j, __m256 a0, __m256 a1) {
   const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
   a0 = _mm256_blendv_ps(a0, qnan, _mm256_cmp_ps(a0, a0, _CMP_UNORD_Q));
   a1 = _mm256_blendv_ps(a1, qnan, _mm256_cmp_ps(a1, a1, _CMP_UNORD_Q));
@@ -382,47 +382,55 @@ template <DType OUT, bool NT>
 
 // a0, a1 += w x[j .. j + 16), each product rounded before the sum.
 template <DType IN>
-[[gnu::target(KS_AVX2)]] [[gnu::always_inline]] inline void add16(const void* x, float w, size_t j,
-                                                                  __m256& a0, __m256& a1) {
+[[gnu::target(KS_AVX2)]] [[gnu::always_inline]] inline void add_step(const void* x, float w,
+                                                                     size_t j, __m256& a0,
+                                                                     __m256& a1) {
   const __m256 wv = _mm256_set1_ps(w);
   a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, load8<IN>(x, j)));
   a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, load8<IN>(x, j + 8)));
 }
+
+// The weighted sum's vector copies, one body: STEP outputs a trip, their sums
+// in two registers V across all N inputs (add_step and store_step of the
+// copy's ISA). A macro, not a template: the body must be compiled for the
+// copy's target. With NT, the outputs before the first 64-byte aligned one go
+// one at a time and the rest by streaming stores; the prefetch (PF) goes a
+// block at a time.
+#define KS_WEIGHTED_SUM_COPY(name, isa, V, STEP)                                             \
+  template <DType IN, DType OUT, bool PF, bool NT>                                           \
+  [[gnu::target(isa)]] void name(const void* const* in, const float* w, size_t N, void* out, \
+                                 size_t n, size_t b0, size_t b1) {                           \
+    size_t j = b0 * kBlock;                                                                  \
+    const size_t end = std::min(n, b1 * kBlock);                                             \
+    if constexpr (NT) {                                                                      \
+      const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));                \
+      weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);                                \
+      j += head;                                                                             \
+    }                                                                                        \
+    for (; j + STEP <= end; j += STEP) {                                                     \
+      if (j % kBlock < STEP) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);              \
+      V a0{}, a1{};                                                                          \
+      size_t i = 0;                                                                          \
+      for (; i + 4 <= N; i += 4) {                                                           \
+        add_step<IN>(in[i], w[i], j, a0, a1);                                                \
+        add_step<IN>(in[i + 1], w[i + 1], j, a0, a1);                                        \
+        add_step<IN>(in[i + 2], w[i + 2], j, a0, a1);                                        \
+        add_step<IN>(in[i + 3], w[i + 3], j, a0, a1);                                        \
+      }                                                                                      \
+      for (; i < N; ++i) add_step<IN>(in[i], w[i], j, a0, a1);                               \
+      store_step<OUT, NT>(out, j, a0, a1);                                                   \
+    }                                                                                        \
+    weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);                                       \
+    if constexpr (NT) _mm_sfence(); /* streamed lines visible before the threads join */     \
+  }
 
 // The AVX2 copy keeps sixteen outputs' sums in two registers across all N
 // inputs (the baseline copy goes through acc[] in L1 once per four inputs):
 // half the instructions per byte, which matters once the kernel must keep up
 // with memory on few cores; the inputs go four per trip of the loop (with N
 // unknown at compile time, the loop's own instructions held a Zen 5 core to
-// 0.85 of the triad, unrolled 1.09). Same operations, same order, same bits. With NT,
-// the outputs before the first 64-byte aligned one go one at a time and the
-// rest by streaming stores; the prefetch (PF) still goes a block at a time.
-template <DType IN, DType OUT, bool PF, bool NT>
-[[gnu::target(KS_AVX2)]] void weighted_sum_avx2(const void* const* in, const float* w, size_t N,
-                                                void* out, size_t n, size_t b0, size_t b1) {
-  size_t j = b0 * kBlock;
-  const size_t end = std::min(n, b1 * kBlock);
-  if constexpr (NT) {
-    const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
-    weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
-    j += head;
-  }
-  for (; j + 16 <= end; j += 16) {
-    if (j % kBlock < 16) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 4 <= N; i += 4) {
-      add16<IN>(in[i], w[i], j, a0, a1);
-      add16<IN>(in[i + 1], w[i + 1], j, a0, a1);
-      add16<IN>(in[i + 2], w[i + 2], j, a0, a1);
-      add16<IN>(in[i + 3], w[i + 3], j, a0, a1);
-    }
-    for (; i < N; ++i) add16<IN>(in[i], w[i], j, a0, a1);
-    store16<OUT, NT>(out, j, a0, a1);
-  }
-  weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
-  if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
-}
+// 0.85 of the triad, unrolled 1.09). Same operations, same order, same bits.
+KS_WEIGHTED_SUM_COPY(weighted_sum_avx2, KS_AVX2, __m256, 16)
 
 // The AVX-512 copy's target. GCC, left to its default tuning, vectorizes the
 // generic loops with 256-bit registers even where AVX-512 is allowed; asked,
@@ -481,45 +489,25 @@ template <DType OUT, bool NT>
 
 // a0, a1 += w x[j .. j + 32), each product rounded before the sum.
 template <DType IN>
-[[gnu::target(KS_AVX512)]] [[gnu::always_inline]] inline void add32(const void* x, float w,
-                                                                    size_t j, __m512& a0,
-                                                                    __m512& a1) {
+[[gnu::target(KS_AVX512)]] [[gnu::always_inline]] inline void add_step(const void* x, float w,
+                                                                       size_t j, __m512& a0,
+                                                                       __m512& a1) {
   const __m512 wv = _mm512_set1_ps(w);
   a0 = _mm512_add_ps(a0, _mm512_mul_ps(wv, load16<IN>(x, j)));
   a1 = _mm512_add_ps(a1, _mm512_mul_ps(wv, load16<IN>(x, j + 16)));
 }
 
+// Thirty-two sums as two of sixteen.
+template <DType OUT, bool NT>
+[[gnu::target(KS_AVX512)]] inline void store_step(void* out, size_t j, __m512 a0, __m512 a1) {
+  store16<OUT, NT>(out, j, a0);
+  store16<OUT, NT>(out, j + 16, a1);
+}
+
 // The AVX-512 copy: the AVX2 copy's loop with thirty-two outputs' sums in two
 // 512-bit registers (one 64-byte line of every bf16 or fp16 input per step),
-// for all three input types. Same operations, same order, same bits; NT and
-// PF as in the AVX2 copy.
-template <DType IN, DType OUT, bool PF, bool NT>
-[[gnu::target(KS_AVX512)]] void weighted_sum_avx512(const void* const* in, const float* w, size_t N,
-                                                    void* out, size_t n, size_t b0, size_t b1) {
-  size_t j = b0 * kBlock;
-  const size_t end = std::min(n, b1 * kBlock);
-  if constexpr (NT) {
-    const size_t head = std::min(end - j, outputs_to_aligned<OUT>(out, j));
-    weighted_sum_tail<IN, OUT>(in, w, N, out, j, j + head);
-    j += head;
-  }
-  for (; j + 32 <= end; j += 32) {
-    if (j % kBlock < 32) prefetch_inputs<IN, PF>(in, N, n, j - j % kBlock);
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 4 <= N; i += 4) {
-      add32<IN>(in[i], w[i], j, a0, a1);
-      add32<IN>(in[i + 1], w[i + 1], j, a0, a1);
-      add32<IN>(in[i + 2], w[i + 2], j, a0, a1);
-      add32<IN>(in[i + 3], w[i + 3], j, a0, a1);
-    }
-    for (; i < N; ++i) add32<IN>(in[i], w[i], j, a0, a1);
-    store16<OUT, NT>(out, j, a0);
-    store16<OUT, NT>(out, j + 16, a1);
-  }
-  weighted_sum_tail<IN, OUT>(in, w, N, out, j, end);
-  if constexpr (NT) _mm_sfence();  // streamed lines visible before the threads join
-}
+// for all three input types. Same operations, same order, same bits.
+KS_WEIGHTED_SUM_COPY(weighted_sum_avx512, KS_AVX512, __m512, 32)
 
 #endif
 
