@@ -17,7 +17,7 @@ for tool in slurmctld slurmd munged sbatch; do
   command -v "$tool" >/dev/null || fail "$tool not installed (scripts/install-deps.sh installs slurm-wlm and munge)"
 done
 cluster="$work/slurm"
-trap 'bash "$KINTSUGI_SOURCE_DIR/scripts/slurm-local.sh" stop "$cluster"; rm -rf "$work"' EXIT
+trap 'bash "$KINTSUGI_SOURCE_DIR/scripts/slurm-local.sh" stop "$cluster"; rm -rf "$work" "$shm"' EXIT
 eval "$(bash "$KINTSUGI_SOURCE_DIR/scripts/slurm-local.sh" start "$cluster")"
 
 make_job "$work/job.yaml" budget=60
