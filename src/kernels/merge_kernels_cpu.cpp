@@ -750,7 +750,7 @@ struct Avx512Lanes {
     constexpr size_t L = Lanes::L;                                                       \
     alignas(64) uint32_t w[4 * kUniformBlocks];                                          \
     const uint64_t g0 = first >> 2, blocks = ((first + n + 3) >> 2) - g0;                \
-    const V m0 = Lanes::set1(0xD2511F53u), m1 = Lanes::set1(0xCD9E8D57u);                \
+    const V m0 = Lanes::set1(kPhiloxM0), m1 = Lanes::set1(kPhiloxM1);                    \
     for (uint64_t g = 0; g < blocks; g += 2 * L) {                                       \
       V c0[2], c1[2], c2[2], c3[2];                                                      \
       for (int s = 0; s < 2; ++s) {                                                      \
@@ -759,7 +759,7 @@ struct Avx512Lanes {
         c3[s] = Lanes::set1(0);                                                          \
       }                                                                                  \
       uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);   \
-      for (int round = 0; round < 10; ++round) {                                         \
+      for (int round = 0; round < kPhiloxRounds; ++round) {                              \
         const V kv0 = Lanes::set1(k0), kv1 = Lanes::set1(k1);                            \
         for (int s = 0; s < 2; ++s) {                                                    \
           V hi0, lo0, hi1, lo1;                                                          \
@@ -770,8 +770,8 @@ struct Avx512Lanes {
           c1[s] = lo1;                                                                   \
           c3[s] = lo0;                                                                   \
         }                                                                                \
-        k0 += 0x9E3779B9u;                                                               \
-        k1 += 0xBB67AE85u;                                                               \
+        k0 += kPhiloxW0;                                                                 \
+        k1 += kPhiloxW1;                                                                 \
       }                                                                                  \
       for (int s = 0; s < 2; ++s)                                                        \
         Lanes::store_blocks(c0[s], c1[s], c2[s], c3[s], w + 4 * (g + s * L));            \
@@ -791,14 +791,6 @@ UniformsFn uniforms_for(int copy) {
   (void)copy;
 #endif
   return &dare_uniforms_generic;
-}
-
-// x where keep, else +0: the bits masked, as `keep ? x : 0.0f` gives. GCC
-// does not if-convert that select when keep comes from a float comparison
-// (one that may raise FE_INVALID), which left DARE's and DELLA's loops and
-// the sign election scalar.
-[[gnu::always_inline]] inline float or_zero(float x, bool keep) {
-  return ops::bits_f32(ops::f32_bits(x) & (0u - static_cast<uint32_t>(keep)));
 }
 
 // Blocks [b0, b1) of the task-vector merge.
@@ -875,7 +867,7 @@ template <DType IN, DType OUT>
             const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
             const bool keep = (key > thr) | ((key == thr) & (k < cut));
-            row[k] = ops::mul(wi, or_zero(d, keep));
+            row[k] = ops::mul(wi, ops::or_zero(d, keep));
           }
         } else {
           // breadcrumbs: in the top set, and not in the top outlier set.
@@ -886,7 +878,7 @@ template <DType IN, DType OUT>
             const uint32_t key = ops::f32_bits(d) & 0x7fffffffu;
             const bool top = (key > thr) | ((key == thr) & (k < cut));
             const bool outlier = (key > othr) | ((key == othr) & (k < ocut));
-            row[k] = ops::mul(wi, or_zero(d, top & !outlier));
+            row[k] = ops::mul(wi, ops::or_zero(d, top & !outlier));
           }
         }
       } else if (a.sparsify == Sparsify::Random) {
@@ -895,7 +887,7 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
           const float v = rescale ? ops::div(d, dens) : d;
-          row[k] = ops::mul(wi, or_zero(v, u[k] < dens));
+          row[k] = ops::mul(wi, ops::or_zero(v, u[k] < dens));
         }
       } else if (a.sparsify == Sparsify::Ranked) {
         const float low = a.ranked_low[i], eps = a.ranked_eps[i], scale = a.ranked_scale[i];
@@ -904,7 +896,7 @@ template <DType IN, DType OUT>
         for (size_t k = 0; k < len; ++k) {
           const float d = ops::sub(load<IN>(x, j0 + k), b[k]);
           const bool keep = u[k] < ops::della_prob(rk[k], row_len, low, eps);
-          row[k] = ops::mul(wi, or_zero(ops::mul(d, scale), keep));
+          row[k] = ops::mul(wi, ops::or_zero(ops::mul(d, scale), keep));
         }
       }
       if (!keep_rows)
@@ -929,8 +921,8 @@ template <DType IN, DType OUT>
           const uint32_t sa = sb & 0x7fffffffu, ra = rb & 0x7fffffffu;
           const uint32_t up = (sa <= 0x7f800000u) & ((sb >> 31 == 0) | (sa == 0));  // s >= 0
           const uint32_t agree = (ra != 0) & (ra <= 0x7f800000u) & (up == (rb >> 31 == 0));
-          mixed[k] = ops::add(mixed[k], or_zero(row[k], agree));
-          divisor[k] = ops::add(divisor[k], or_zero(wi, agree));
+          mixed[k] = ops::add(mixed[k], ops::or_zero(row[k], agree));
+          divisor[k] = ops::add(divisor[k], ops::or_zero(wi, agree));
         }
       }
       for (size_t k = 0; k < len; ++k) divisor[k] = divisor[k] == 0.0f ? 1.0f : divisor[k];

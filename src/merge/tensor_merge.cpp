@@ -543,6 +543,14 @@ double fusion_row_divergence(const float* x, const float* base, uint64_t n) {
   return kl;
 }
 
+namespace {
+// |x| = m 2^(max(e, 1) - 150) with m < 2^24, from its bits u = e << 23 | frac
+// (sign cleared): m, the implicit bit set for normals.
+inline uint64_t significand(uint32_t u) {
+  return (u & 0x7fffffu) | ((u >> 23) != 0 ? 0x800000u : 0u);
+}
+}  // namespace
+
 void ExactSum::add(float x) {
   const uint32_t u = ops::f32_bits(x) & 0x7fffffffu;
   const uint32_t e = u >> 23;
@@ -550,8 +558,7 @@ void ExactSum::add(float x) {
     ++((u & 0x7fffffu) != 0 ? nan_ : inf_);
     return;
   }
-  // |x| = m 2^(max(e, 1) - 150) with m < 2^24 (the implicit bit for normals).
-  const uint64_t m = (u & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
+  const uint64_t m = significand(u);
   bins_[e] += power_ == 1 ? m : m * m;
 }
 
@@ -575,8 +582,8 @@ bool abs_sum_in_window(const float* x, size_t n, uint32_t& bin, uint64_t& sum) {
   for (size_t j = 0; j < n; ++j) {
     const uint32_t u = ops::f32_bits(x[j]) & 0x7fffffffu;
     const uint32_t e = u >> 23;
-    const uint32_t e1 = e - static_cast<uint32_t>(e != 0);     // max(e, 1) - 1
-    const uint32_t zero = 0u - static_cast<uint32_t>(u == 0);  // all ones for a zero
+    const uint32_t e1 = e - static_cast<uint32_t>(e != 0);  // max(e, 1) - 1
+    const uint32_t zero = ops::mask(u == 0);
     // Masks, not selects: with selects GCC left this loop scalar.
     lo = std::min(lo, e1 | (zero & 255u));
     hi = std::max(hi, e1 & ~zero);
@@ -591,8 +598,7 @@ bool abs_sum_in_window(const float* x, size_t n, uint32_t& bin, uint64_t& sum) {
     const uint32_t u = ops::f32_bits(x[j]) & 0x7fffffffu;
     const uint32_t e = u >> 23;
     const uint32_t e1 = e - static_cast<uint32_t>(e != 0);
-    const uint64_t m = (u & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
-    s += m << ((e1 - lo) & 31u);  // a zero's shift is any: 0 << k = 0
+    s += significand(u) << ((e1 - lo) & 31u);  // a zero's shift is any: 0 << k = 0
   }
   sum = s;
   bin = lo + 1;
@@ -632,7 +638,7 @@ void ExactSum::add(std::span<const float> xs) {
     for (size_t j = at; j < end; ++j) {
       const uint32_t u = ops::f32_bits(xs[j]) & 0x7fffffffu;
       const uint32_t e = u >> 23, frac = u & 0x7fffffu;
-      const uint64_t m = frac | (e != 0 ? 0x800000u : 0u);
+      const uint64_t m = significand(u);
       part[j % kCopies][e] += m * m;
       nan += (e == 255) & (frac != 0);
       inf += (e == 255) & (frac == 0);
@@ -842,8 +848,7 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
           const uint64_t row_len = k.row_len;
           const float low = k.low[i], eps = k.eps[i];
           for (uint64_t j = 0; j < c.size(); ++j) {
-            const uint32_t keep = u[j] < ops::della_prob(rk[j], row_len, low, eps);
-            u[j] = ops::bits_f32(ops::f32_bits(d[j]) & (0u - keep));
+            u[j] = ops::or_zero(d[j], u[j] < ops::della_prob(rk[j], row_len, low, eps));
           }
           tb[i].add(std::span<const float>(d.data(), c.size()));
           ta[i].add(std::span<const float>(u.data(), c.size()));
@@ -1018,9 +1023,9 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
       if (a.select)  // the values not selected become +0, which adds nothing
         for (uint64_t j = 0; j < c.size(); ++j) {
           const uint32_t key = vkeys[j];
-          const uint32_t keep =
+          const bool keep =
               (key > a.thr_bits) | ((key == a.thr_bits) & (c.begin + j < a.tie_cutoff));
-          variance.d[j] = ops::bits_f32(ops::f32_bits(variance.d[j]) & (0u - keep));
+          variance.d[j] = ops::or_zero(variance.d[j], keep);
         }
       sq[i].add(std::span<const float>(variance.d.data(), c.size()));
     }

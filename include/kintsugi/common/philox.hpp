@@ -23,6 +23,12 @@ struct Philox4x32 {
   }
 };
 
+// The round multipliers and the Weyl increments of the key (golden ratio,
+// sqrt(3) - 1), shared with the CPU kernels' vector copy of the rounds.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+constexpr int kPhiloxRounds = 10;
+
 namespace philox_detail {
 KS_HD void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   const uint64_t p = static_cast<uint64_t>(a) * b;
@@ -33,13 +39,13 @@ KS_HD void mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
 
 // One Philox4x32 block with 10 rounds: four 32-bit outputs for (counter, key).
 KS_HD Philox4x32 philox4x32_10(Philox4x32 c, uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
+  for (int round = 0; round < kPhiloxRounds; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
-    philox_detail::mulhilo(0xD2511F53u, c.v[0], hi0, lo0);
-    philox_detail::mulhilo(0xCD9E8D57u, c.v[2], hi1, lo1);
+    philox_detail::mulhilo(kPhiloxM0, c.v[0], hi0, lo0);
+    philox_detail::mulhilo(kPhiloxM1, c.v[2], hi1, lo1);
     c = Philox4x32{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
-    k0 += 0x9E3779B9u;  // golden ratio
-    k1 += 0xBB67AE85u;  // sqrt(3) - 1
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
   }
   return c;
 }

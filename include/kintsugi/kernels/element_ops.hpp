@@ -80,6 +80,14 @@ KS_HD uint32_t mask(bool c) {
   return 0u - static_cast<uint32_t>(c);
 }
 
+// x where keep, else +0: the bits masked, as `keep ? x : 0.0f` gives. GCC
+// does not if-convert that select when keep comes from a float comparison
+// (one that may raise FE_INVALID), which left DARE's and DELLA's loops, the
+// sign election and the L1 sums scalar.
+KS_HD float or_zero(float x, bool keep) {
+  return bits_f32(f32_bits(x) & mask(keep));
+}
+
 // A NaN's sign and payload depend on operand order, which vector widths and
 // devices choose differently; kernels store every NaN as this one quiet NaN so
 // that all backends write the same bits. On the bits, as the conversions
