@@ -89,8 +89,8 @@ std::mutex g_choice_mutex;
 std::string g_choice = "not chosen yet";  // how g_isa was chosen (cpu_kernel_choice)
 
 // Bytes read + written by one call from which the first such call measures
-// the copies (0.07-0.1 s for six on AMD EPYC Zen 5, mostly the first touch of
-// its 72 MiB: under 10% of that call's own time at 10 GB/s).
+// the copies (0.13 s for six on AMD EPYC Zen 4, with the first touch of its
+// 72 MiB: about 10% of that call's own time at 10 GB/s).
 constexpr size_t kMeasureMin = size_t{1} << 30;
 
 // Whether this build has copy `copy` and this CPU (and its OS, for the
@@ -590,8 +590,8 @@ void weighted_sum_impl(const void* const* in, const float* w, size_t N, void* ou
 
 // Times every copy this CPU runs on the merge the kernels serve most (8 bf16
 // inputs into a bf16 output, 4 Mi values each: 72 MiB per pass, past the
-// last-level cache of the hosts measured), alternating them, best of three
-// after a warm-up pass, and keeps the fastest (the wider on a tie). The
+// last-level cache of the hosts measured), alternating them over nine passes
+// after a warm-up one, and keeps the fastest (the wider on a tie). The
 // output is streamed as a large call's is: what the choice is for is the
 // calls that run at memory speed. The data's values do not matter to the
 // speed.
@@ -613,27 +613,74 @@ void measure_and_choose() {
   std::vector<const void*> ptrs;
   for (size_t i = 0; i < kN; ++i) ptrs.push_back(in.get() + i * kValues);
   const std::vector<float> w(kN, 1.0f / static_cast<float>(kN));
-  double best[kCopies];
-  std::fill(std::begin(best), std::end(best), 1e300);
-  for (int pass = 0; pass < 4; ++pass)
+  // Each pass times the copies back to back; a copy's score is the median,
+  // over the passes, of its time over the fastest time of the same pass. The
+  // host's memory bandwidth drifts between levels from one second to the next
+  // (a triad of 31 to 56 GB/s on AMD EPYC Zen 4), so each copy's own best
+  // time compared one copy's lucky moment with another's unlucky one: best of
+  // three passes picked avx512 over avx512+prefetch in 5 of 30 processes,
+  // twice at a tie in the high-bandwidth state where prefetch gains 0.1. The
+  // median of nine paired ratios picked it in 3 of 30, all three in the low
+  // state, where it was the faster by 2-6% in most passes. Copies 1.2x slower than the
+  // fastest in each of the first three passes are left out of the rest (the
+  // generic copies, at half the speed, were half the time).
+  constexpr int kPasses = 9, kFirst = 3;
+  constexpr double kOut = 1.2;
+  double seconds[kPasses][kCopies] = {};
+  bool timed[kCopies];
+  for (int copy = 0; copy < kCopies; ++copy) timed[copy] = isa_supported(copy);
+  const auto fastest = [&](int pass) {
+    double t = 1e300;
+    for (int c = 0; c < kCopies; ++c)
+      if (timed[c]) t = std::min(t, seconds[pass][c]);
+    return t;
+  };
+  for (int pass = -1; pass < kPasses; ++pass) {  // pass -1 warms up: the output's first touch
     for (int copy = 0; copy < kCopies; ++copy) {
-      if (!isa_supported(copy)) continue;
+      if (!timed[copy]) continue;
       const auto t0 = std::chrono::steady_clock::now();
       weighted_sum_with<DType::BF16, DType::BF16>(copy, true, ptrs.data(), w.data(), kN, out,
                                                   kValues);
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-      if (pass > 0) best[copy] = std::min(best[copy], dt.count());
+      if (pass >= 0) seconds[pass][copy] = dt.count();
     }
+    if (pass == kFirst - 1) {
+      bool out_of_race[kCopies];
+      for (int copy = 0; copy < kCopies; ++copy) {
+        out_of_race[copy] = timed[copy];
+        for (int p = 0; p < kFirst; ++p)
+          out_of_race[copy] = out_of_race[copy] && seconds[p][copy] > kOut * fastest(p);
+      }
+      for (int copy = 0; copy < kCopies; ++copy) timed[copy] = timed[copy] && !out_of_race[copy];
+    }
+  }
+  // Scores: the median ratio over the passes a copy ran (kFirst for those
+  // left out, against the fastest of all copies in those passes).
+  double score[kCopies];
+  std::vector<double> reference;  // the fastest time of each pass
+  for (int pass = 0; pass < kPasses; ++pass) reference.push_back(fastest(pass));
+  for (int copy = 0; copy < kCopies; ++copy) {
+    if (!isa_supported(copy)) continue;
+    const int passes = timed[copy] ? kPasses : kFirst;
+    std::vector<double> ratio;
+    for (int pass = 0; pass < passes; ++pass)
+      ratio.push_back(seconds[pass][copy] / std::min(reference[pass], seconds[pass][copy]));
+    std::nth_element(ratio.begin(), ratio.begin() + passes / 2, ratio.end());
+    score[copy] = ratio[passes / 2];
+  }
+  std::nth_element(reference.begin(), reference.begin() + kPasses / 2, reference.end());
+  const double median_fastest = reference[kPasses / 2];
   const double bytes = static_cast<double>((kN + 1) * kValues * sizeof(uint16_t));
-  // Fastest first in the description, the widest first among equal times.
+  // Best score first in the description, the widest first among equal
+  // scores; a copy's GB/s is that of the median fastest time over its score.
   std::vector<int> order;
   for (int copy = kCopies - 1; copy >= 0; --copy)
     if (isa_supported(copy)) order.push_back(copy);
-  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return best[x] < best[y]; });
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return score[x] < score[y]; });
   std::string how = "measured:";
   for (size_t k = 0; k < order.size(); ++k)
     how += fmt::format("{} {} {:.1f} GB/s", k == 0 ? "" : ",", name_of(order[k]),
-                       bytes / best[order[k]] / 1e9);
+                       bytes / (score[order[k]] * median_fastest) / 1e9);
   set_choice(order.front(), std::move(how));
 }
 
