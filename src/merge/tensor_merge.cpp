@@ -488,36 +488,52 @@ void della_ranks(const TensorSources& s, size_t i, ElementRange c, uint64_t L, u
   if (c.empty()) return;
   KS_CHECK(L >= 1 && L <= 0xffffffffull, "della: rows of 1 to 2^32 - 1 elements");
   std::vector<float> b(L), x(L);
-  // Ascending key, then descending index (the lower index ranks higher): an
-  // LSD radix sort, 8 bits a pass, of the row listed from its last element
-  // to its first; each pass is stable, so equal keys keep that order. Linear
-  // in the row (a comparison sort was most of della's time).
-  std::vector<uint32_t> key(L), idx(L), key2(L), idx2(L);
+  // Ascending key, then descending index (the lower index ranks higher): the
+  // row listed from its last element to its first as key << 32 | position,
+  // sorted by an LSD radix sort on the key's 31 bits. Each pass is stable, so
+  // equal keys keep the positions' order. Three passes of 11, 10 and 10 bits,
+  // whose histograms one read fills, moving one 64-bit word per element; a
+  // pass whose digit is the same across the row is skipped. Linear in the row
+  // (a comparison sort was most of della's time; then four 8-bit passes
+  // over separate key and index arrays, each counting its own histogram,
+  // were 60% of a della merge).
+  constexpr int kShift[3] = {0, 11, 21};
+  constexpr uint32_t kMask[3] = {0x7ffu, 0x3ffu, 0x3ffu};
+  std::vector<uint64_t> v(L), v2(L);
+  std::vector<uint32_t> h0(2048), h1(1024), h2(1024);
+  uint32_t* const hist[3] = {h0.data(), h1.data(), h2.data()};
   for (uint64_t row = c.begin / L; row * L < c.end; ++row) {
     const uint64_t r0 = row * L;
     decode(s.dtype, s.base, r0, L, b.data());
     decode(s.dtype, s.models[i], r0, L, x.data());
+    std::fill(h0.begin(), h0.end(), 0u);
+    std::fill(h1.begin(), h1.end(), 0u);
+    std::fill(h2.begin(), h2.end(), 0u);
     for (uint64_t p = 0; p < L; ++p) {
       const uint64_t j = L - 1 - p;
-      key[p] = key_of(ops::sub(x[j], b[j]));
-      idx[p] = static_cast<uint32_t>(j);
+      const uint32_t key = key_of(ops::sub(x[j], b[j]));
+      v[p] = uint64_t{key} << 32 | p;
+      ++h0[key & kMask[0]];
+      ++h1[(key >> kShift[1]) & kMask[1]];
+      ++h2[key >> kShift[2]];  // key < 2^31
     }
-    for (int shift = 0; shift < 32; shift += 8) {
-      std::array<uint64_t, 257> start{};
-      for (uint64_t p = 0; p < L; ++p) ++start[((key[p] >> shift) & 0xffu) + 1];
-      if (start[((key[0] >> shift) & 0xffu) + 1] == L) continue;  // one bucket: order kept
-      for (size_t d = 1; d < start.size(); ++d) start[d] += start[d - 1];
-      for (uint64_t p = 0; p < L; ++p) {
-        const uint64_t q = start[(key[p] >> shift) & 0xffu]++;
-        key2[q] = key[p];
-        idx2[q] = idx[p];
+    for (int pass = 0; pass < 3; ++pass) {
+      const int shift = 32 + kShift[pass];
+      const uint32_t mask = kMask[pass];
+      uint32_t* const h = hist[pass];
+      if (h[(v[0] >> shift) & mask] == L) continue;  // one bucket: order kept
+      uint32_t sum = 0;  // the histogram becomes each bucket's first slot
+      for (uint32_t d = 0; d <= mask; ++d) {
+        const uint32_t n = h[d];
+        h[d] = sum;
+        sum += n;
       }
-      key.swap(key2);
-      idx.swap(idx2);
+      for (uint64_t p = 0; p < L; ++p) v2[h[(v[p] >> shift) & mask]++] = v[p];
+      v.swap(v2);
     }
-    for (uint64_t p = 0; p < L; ++p) {
-      const uint64_t e = r0 + idx[p];
-      if (e >= c.begin && e < c.end) out[e - c.begin] = static_cast<uint32_t>(p);
+    for (uint64_t q = 0; q < L; ++q) {
+      const uint64_t e = r0 + (L - 1 - (v[q] & 0xffffffffu));
+      if (e >= c.begin && e < c.end) out[e - c.begin] = static_cast<uint32_t>(q);
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -786,6 +787,72 @@ TEST_CASE("della ranks: ascending |delta| within rows, ties by index", "[merge][
       std::vector<uint32_t> got(c.size());
       della_ranks(v.sources, i, c, L, got.data());
       for (uint64_t j = c.begin; j < c.end; ++j) REQUIRE(got[j - c.begin] == want[j]);
+    }
+  }
+}
+
+TEST_CASE("della ranks: every digit of the magnitude, special values, row lengths",
+          "[merge][kernels]") {
+  // Deltas whose magnitudes spread over all exponents (each radix digit
+  // varies), with +-0, subnormals, Inf and one NaN; rows of 1, 2, 3 and more
+  // elements, and a row where every magnitude is equal. Reference: a stable
+  // sort by descending magnitude, NaN above Inf, then the lower index first.
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<uint32_t> bits(0, 0x7f7fffffu);  // finite magnitudes
+  for (const size_t L : {size_t{1}, size_t{2}, size_t{3}, size_t{64}, size_t{2049}}) {
+    const size_t rows = 5, n = rows * L;
+    std::vector<float> base(n, 0.0f), x(n);
+    for (size_t j = 0; j < n; ++j) {
+      float d = std::bit_cast<float>(bits(rng) >> (rng() % 24));  // small ones and subnormals too
+      if (rng() % 2 == 0) d = -d;
+      switch (rng() % 16) {
+        case 0:
+          d = 0.0f;
+          break;
+        case 1:
+          d = -0.0f;
+          break;
+        case 2:
+          d = std::numeric_limits<float>::infinity();
+          break;
+        case 3:
+          d = -std::numeric_limits<float>::infinity();
+          break;
+        case 4:
+          d = std::numeric_limits<float>::quiet_NaN();
+          break;
+        case 5:
+          d = 1.5f;
+          break;
+        default:
+          break;
+      }
+      if (j / L == 3) d = (j % 2 == 0) ? 0.75f : -0.75f;  // one row of equal magnitudes
+      x[j] = d;                                           // base 0: the delta is x itself
+    }
+    TensorSources s;
+    s.name = "t";
+    s.numel = n;
+    s.dtype = DType::F32;
+    s.base = base.data();
+    s.models = {x.data()};
+    const auto above = [&](size_t a, size_t b) {  // a ranks above b by magnitude
+      const float ma = std::fabs(x[a]), mb = std::fabs(x[b]);
+      if (std::isnan(ma) || std::isnan(mb)) return std::isnan(ma) && !std::isnan(mb);
+      return ma > mb;
+    };
+    std::vector<uint32_t> want(n);
+    for (size_t r = 0; r < rows; ++r) {
+      std::vector<size_t> idx(L);
+      std::iota(idx.begin(), idx.end(), r * L);
+      std::stable_sort(idx.begin(), idx.end(), above);
+      for (size_t q = 0; q < L; ++q) want[idx[q]] = static_cast<uint32_t>(L - 1 - q);
+    }
+    std::vector<uint32_t> got(n);
+    della_ranks(s, 0, {0, n}, L, got.data());
+    for (size_t j = 0; j < n; ++j) {
+      INFO("L = " << L << ", element " << j << ", delta " << x[j]);
+      REQUIRE(got[j] == want[j]);
     }
   }
 }
