@@ -288,16 +288,26 @@ KS_INLINE void matmul_body(size_t m_rows, const float* A, size_t lda, const Pack
   }
 }
 
-// s[lo..hi] = softmax(s[lo..hi]) in place: the maximum subtracted, exp, then
-// each divided by the sum (as a product with its reciprocal).
+// The two halves of a softmax of s[lo..hi] in place, shared by one row
+// (softmax_range) and by rows in groups (softmax_rows), which differ only in
+// how the sum between them is taken: exp after the maximum is subtracted,
+// then a division by the sum, as a product with its reciprocal.
 template <class V>
-KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
-  const float mx = max_of<V>(s + lo, hi + 1 - lo);
-  exp_shifted<V>(s + lo, hi + 1 - lo, mx);
-  float sum = 0.0f;
-  for (size_t j = lo; j <= hi; ++j) sum += s[j];
+KS_INLINE void exp_after_max(float* s, size_t lo, size_t hi) {
+  exp_shifted<V>(s + lo, hi + 1 - lo, max_of<V>(s + lo, hi + 1 - lo));
+}
+KS_INLINE void divide_by_sum(float* s, size_t lo, size_t hi, float sum) {
   const float inv = 1.0f / sum;
   for (size_t j = lo; j <= hi; ++j) s[j] *= inv;
+}
+
+// s[lo..hi] = softmax(s[lo..hi]) in place, the sum in order over j.
+template <class V>
+KS_INLINE void softmax_range(float* s, size_t lo, size_t hi) {
+  exp_after_max<V>(s, lo, hi);
+  float sum = 0.0f;
+  for (size_t j = lo; j <= hi; ++j) sum += s[j];
+  divide_by_sum(s, lo, hi, sum);
 }
 
 // s[j] = scale * q . k_j for j in [lo, hi], four keys at a time (dots<V, 4>:
@@ -366,7 +376,7 @@ KS_INLINE void softmax_rows(float* S, size_t lds, size_t nq, const Pos& pos, flo
     const size_t p = pos(k), lo = lo_of(p);
     float* row = S + k * lds;
     for (size_t j = lo; j <= p; ++j) row[j] *= scale;
-    exp_shifted<V>(row + lo, p + 1 - lo, max_of<V>(row + lo, p + 1 - lo));
+    exp_after_max<V>(row, lo, p);
     std::fill(row, row + lo, 0.0f);
     std::fill(row + p + 1, row + lds, 0.0f);
   }
@@ -380,10 +390,8 @@ KS_INLINE void softmax_rows(float* S, size_t lds, size_t nq, const Pos& pos, flo
       for (size_t r = 0; r < G; ++r)
         if (r < g) sum[r] += S[(k0 + r) * lds + j];
     for (size_t r = 0; r < g; ++r) {
-      const size_t p = pos(k0 + r), lo = lo_of(p);
-      float* row = S + (k0 + r) * lds;
-      const float inv = 1.0f / sum[r];
-      for (size_t j = lo; j <= p; ++j) row[j] *= inv;
+      const size_t p = pos(k0 + r);
+      divide_by_sum(S + (k0 + r) * lds, lo_of(p), p, sum[r]);
     }
   }
 }
