@@ -208,6 +208,57 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
       });
 }
 
+// Runs work(state, chunk) over `range` in chunks of cap / threads elements,
+// the chunks split among the threads, each thread with a state of its own,
+// make(chunk elements); then combine(state) for each thread's, one thread at
+// a time. For passes whose results do not depend on the order (counts, exact
+// sums). An exception in any thread is carried out of the region and
+// rethrown. Returns false, having done nothing, where threads do not pay
+// (!worth, one thread, inside a parallel region, or a single chunk): the
+// caller then takes its one-thread path.
+template <class Make, class Work, class Combine>
+bool threaded_chunks(ElementRange range, uint64_t cap, bool worth, Make make, Work work,
+                     Combine combine) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  // Each thread a chunk of cap / threads at a time: about the memory of one
+  // thread with the whole chunk.
+  const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
+  const std::vector<ElementRange> chunks = chunks_of(range, sub);
+  const auto nc = static_cast<int64_t>(chunks.size());
+  if (!worth || threads < 2 || nc < 2) return false;
+  std::exception_ptr failure;
+#pragma omp parallel
+  {
+    bool ok = true;
+    const auto record = [&] {
+#pragma omp critical(threaded_chunks_failure)
+      if (!failure) failure = std::current_exception();
+      ok = false;
+    };
+    std::optional<decltype(make(sub))> state;
+    try {
+      state.emplace(make(sub));
+    } catch (...) {
+      record();
+    }
+#pragma omp for schedule(dynamic)
+    for (int64_t ci = 0; ci < nc; ++ci) {
+      if (!ok) continue;
+      try {
+        work(*state, chunks[static_cast<size_t>(ci)]);
+      } catch (...) {
+        record();
+      }
+    }
+    if (ok) {
+#pragma omp critical(threaded_chunks_combine)
+      combine(*state);
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+  return true;
+}
+
 // One pass of the radix select: for each active set i, the histogram of the
 // digit d.shift.. d.shift + d.width - 1 of the keys of this rank's range whose
 // bits above the digit equal d.prefix[i] (all keys when d.all); `local` gets
@@ -262,51 +313,25 @@ void key_histogram(const std::vector<char>& active, const Digit& d, ElementRange
         if (k[j] >> high == p) ++h[(k[j] >> d.shift) & mask];
     }
   };
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if constexpr (requires { KeyFill(fill.s, cap); }) {
-    // Each thread a chunk of cap / threads at a time, with a KeyFill of its
-    // own that size: about the memory of one thread with the whole chunk.
-    const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
-    const std::vector<ElementRange> chunks = chunks_of(range, sub);
-    const auto nc = static_cast<int64_t>(chunks.size());
     // Threads pay from about a million keys: each zeroes and sums histograms
     // of up to 65536 bins per set.
+    struct State {
+      KeyFill f;
+      std::vector<uint32_t> keys;
+      std::vector<uint64_t> hist;
+    };
     const auto sets = static_cast<uint64_t>(std::count(active.begin(), active.end(), 1));
-    if (threads > 1 && nc > 1 && range.size() * sets >= kParallelKeysMin) {
-      std::exception_ptr failure;
-#pragma omp parallel
-      {
-        bool ok = true;
-        std::optional<KeyFill> f;
-        std::vector<uint32_t> keys;
-        std::vector<uint64_t> hist;
-        const auto record = [&] {
-#pragma omp critical(key_histogram_failure)
-          if (!failure) failure = std::current_exception();
-          ok = false;
-        };
-        try {
-          f.emplace(fill.s, sub);
-          keys.resize(sub);
-          hist.assign(local.size(), 0);
-        } catch (...) {
-          record();
-        }
-#pragma omp for schedule(dynamic)
-        for (int64_t ci = 0; ci < nc; ++ci) {
-          if (!ok) continue;
-          try {
-            count(*f, chunks[static_cast<size_t>(ci)], keys, hist);
-          } catch (...) {
-            record();
-          }
-        }
-        if (ok) {
-#pragma omp critical(key_histogram_sum)
-          for (size_t b = 0; b < local.size(); ++b) local[b] += hist[b];
-        }
-      }
-      if (failure) std::rethrow_exception(failure);
+    if (threaded_chunks(
+            range, cap, range.size() * sets >= kParallelKeysMin,
+            [&](uint64_t sub) {
+              return State{KeyFill(fill.s, sub), std::vector<uint32_t>(sub),
+                           std::vector<uint64_t>(local.size(), 0)};
+            },
+            [&](State& t, ElementRange c) { count(t.f, c, t.keys, t.hist); },
+            [&](State& t) {
+              for (size_t b = 0; b < local.size(); ++b) local[b] += t.hist[b];
+            })) {
       std::copy(local.begin(), local.end(), global.begin());
       allreduce_in_place(std::span(global), MPI_SUM, comm);
       return;
@@ -1034,6 +1059,9 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
   const uint64_t cap = std::min<uint64_t>(chunk_elems, range.size());
   SceVariance variance(s, cap);
   std::vector<uint32_t> vkeys(cap);
+  // The passes of counts and exact sums split their chunks among threads from
+  // about a million element-models (any order gives the same totals).
+  const bool threads_pay = range.size() * N >= kParallelKeysMin;
   SceMergeArgs a;
   a.in_dtype = s.dtype;
   a.out_dtype = out_dtype;
@@ -1046,10 +1074,25 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
     if (m.select_topk > 0.0) {
       // k = int(count_nonzero(var) * select_topk), a float32 product in mergekit.
       uint64_t nonzero = 0;
-      for (const auto& c : chunks_of(range, chunk_elems)) {
-        variance(c, 0, vkeys.data());
-        for (uint64_t j = 0; j < c.size(); ++j) nonzero += vkeys[j] != 0;
-      }
+      const auto count = [](SceVariance& v, std::vector<uint32_t>& keys, ElementRange c) {
+        v(c, 0, keys.data());
+        uint64_t n = 0;
+        for (uint64_t j = 0; j < c.size(); ++j) n += keys[j] != 0 ? 1 : 0;
+        return n;
+      };
+      struct Count {
+        SceVariance v;
+        std::vector<uint32_t> keys;
+        uint64_t n = 0;
+      };
+      if (!threaded_chunks(
+              range, cap, threads_pay,
+              [&](uint64_t sub) {
+                return Count{SceVariance(s, sub), std::vector<uint32_t>(sub)};
+              },
+              [&](Count& t, ElementRange c) { t.n += count(t.v, t.keys, c); },
+              [&](Count& t) { nonzero += t.n; }))
+        for (const auto& c : chunks_of(range, chunk_elems)) nonzero += count(variance, vkeys, c);
       allreduce_in_place(std::span<uint64_t>(&nonzero, 1), MPI_SUM, comm);
       k = static_cast<uint64_t>(
           ops::mul(static_cast<float>(nonzero), static_cast<float>(m.select_topk)));
@@ -1062,23 +1105,40 @@ MergeTensorStats sce_merge(const TensorSources& s, const TensorMethod& m, Elemen
   }
   // Weights: the mean square of each (selected) task vector, normalized.
   std::vector<ExactSum> sq(N, ExactSum(2));
-  for (const auto& c : chunks_of(range, chunk_elems)) {
+  const auto squares = [&](SceVariance& v, std::vector<uint32_t>& keys, std::vector<ExactSum>& sum,
+                           ElementRange c) {
     if (a.select)
-      variance(c, 0, vkeys.data());  // leaves the base in variance.b
+      v(c, 0, keys.data());  // leaves the base in v.b
     else
-      decode(s.dtype, s.base, c.begin, c.size(), variance.b.data());
+      decode(s.dtype, s.base, c.begin, c.size(), v.b.data());
     for (size_t i = 0; i < N; ++i) {
-      decode_delta(s, i, c, variance.b.data(), variance.d.data());
+      decode_delta(s, i, c, v.b.data(), v.d.data());
       if (a.select)  // the values not selected become +0, which adds nothing
         for (uint64_t j = 0; j < c.size(); ++j) {
-          const uint32_t key = vkeys[j];
+          const uint32_t key = keys[j];
           const bool keep =
               (key > a.thr_bits) | ((key == a.thr_bits) & (c.begin + j < a.tie_cutoff));
-          variance.d[j] = ops::or_zero(variance.d[j], keep);
+          v.d[j] = ops::or_zero(v.d[j], keep);
         }
-      sq[i].add(std::span<const float>(variance.d.data(), c.size()));
+      sum[i].add(std::span<const float>(v.d.data(), c.size()));
     }
-  }
+  };
+  struct Squares {
+    SceVariance v;
+    std::vector<uint32_t> keys;
+    std::vector<ExactSum> sum;
+  };
+  if (!threaded_chunks(
+          range, cap, threads_pay,
+          [&](uint64_t sub) {
+            return Squares{SceVariance(s, sub), std::vector<uint32_t>(sub),
+                           std::vector<ExactSum>(N, ExactSum(2))};
+          },
+          [&](Squares& t, ElementRange c) { squares(t.v, t.keys, t.sum, c); },
+          [&](Squares& t) {
+            for (size_t i = 0; i < N; ++i) sq[i].merge(t.sum[i]);
+          }))
+    for (const auto& c : chunks_of(range, chunk_elems)) squares(variance, vkeys, sq, c);
   std::vector<float> w(N);
   float wsum = 0.0f;
   for (size_t i = 0; i < N; ++i) {
