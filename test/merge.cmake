@@ -20,6 +20,7 @@ kintsugi_cli_test(NAME merge_della SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_
 kintsugi_cli_test(NAME merge_ram SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_ram.sh LABELS merge)
 kintsugi_cli_test(NAME merge_errors SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_errors.sh LABELS merge)
 kintsugi_cli_test(NAME bench_merge SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_merge.sh LABELS merge)
+kintsugi_cli_test(NAME bench_host SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/bench_host.sh LABELS merge)
 # Streaming: each rank under a data limit smaller than one tensor of a 640 MiB pool.
 kintsugi_cli_test(NAME merge_bounded_memory SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/e2e/merge_bounded_memory.sh LABELS merge)
 # Differing vocabularies (tokenizer_source / tokenizer:) against a Python reference of mergekit's rules.
