@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "kintsugi/config/job.hpp"
 #include "kintsugi/io/hf_checkpoint.hpp"
 #include "kintsugi/state/run_state.hpp"
 
