@@ -1835,9 +1835,11 @@ MergeTensorStats merge_tensor(const TensorSources& s, const TensorMethod& m, Ele
     }
     case MergeMethod::Karcher: {
       // Every input is a point to average, the base (when given) first.
-      std::vector<const void*> inputs;
-      if (s.base != nullptr) inputs.push_back(s.base);
-      inputs.insert(inputs.end(), s.models.begin(), s.models.end());
+      // (Built in one pass: GCC 12 at -O3 for aarch64 reports a false
+      // -Warray-bounds on an insert after a push_back into an empty vector.)
+      std::vector<const void*> inputs(s.models.size() + (s.base != nullptr ? 1 : 0));
+      if (s.base != nullptr) inputs[0] = s.base;
+      std::copy(s.models.begin(), s.models.end(), inputs.end() - std::ssize(s.models));
       const size_t n = inputs.size();
       if (n == 1) {
         stats.coefficients = {1.0};
