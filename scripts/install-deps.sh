@@ -12,8 +12,9 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev catch2 libfmt-dev libspdlog-dev libcli11-dev
   libeigen3-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format libclang-rt-14-dev libomp-14-dev
-  # the aarch64 build's test compiles the x86-specific sources for aarch64
-  g++-aarch64-linux-gnu
+  # the aarch64 build's test: the x86-specific sources compiled for aarch64,
+  # the merge kernels run there under qemu
+  g++-aarch64-linux-gnu qemu-user
   python3 python3-numpy python3-h5py python3-yaml python3-torch
   # the HTML report's test opens the page in a headless browser
   chromium

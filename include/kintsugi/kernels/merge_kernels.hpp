@@ -241,7 +241,7 @@ std::vector<std::string_view> cpu_kernel_isas();
 // Which copy runs: KINTSUGI_CPU_KERNELS=<one of those names> forces one (any
 // other value, or a copy this CPU does not run, throws InputError on first
 // use); otherwise the fastest of the copies the CPU runs as timed once in
-// this process (0.07-0.1 s for six copies on AMD EPYC, on the first call
+// this process (about 0.13 s for six copies on AMD EPYC, on the first call
 // moving 1 GiB or more, or here; smaller calls before that run "avx2", or
 // "generic" on a CPU without AVX2).
 std::string_view cpu_kernel_isa();
