@@ -208,36 +208,28 @@ void weighted_sum_chunks(const std::vector<const void*>& inputs, DType dtype,
       });
 }
 
-// Runs work(state, chunk) over `range` in chunks of cap / threads elements,
-// the chunks split among the threads, each thread with a state of its own,
-// make(chunk elements); then combine(state) for each thread's, one thread at
-// a time. For passes whose results do not depend on the order (counts, exact
-// sums). An exception in any thread is carried out of the region and
-// rethrown. Returns false, having done nothing, where threads do not pay
-// (!worth, one thread, inside a parallel region, or a single chunk): the
-// caller then takes its one-thread path.
+// Runs work(state, chunk) for each of `chunks`, split among the threads when
+// `parallel` (else all on this one), each thread with a state of its own,
+// make(); then combine(state) for each thread's, one thread at a time. For
+// passes whose results do not depend on the order (counts, exact sums). An
+// exception in any thread (a failed allocation under a memory limit, bad
+// input) is carried out of the region and rethrown.
 template <class Make, class Work, class Combine>
-bool threaded_chunks(ElementRange range, uint64_t cap, bool worth, Make make, Work work,
-                     Combine combine) {
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  // Each thread a chunk of cap / threads at a time: about the memory of one
-  // thread with the whole chunk.
-  const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
-  const std::vector<ElementRange> chunks = chunks_of(range, sub);
+void chunks_per_thread(const std::vector<ElementRange>& chunks, bool parallel, Make make, Work work,
+                       Combine combine) {
   const auto nc = static_cast<int64_t>(chunks.size());
-  if (!worth || threads < 2 || nc < 2) return false;
   std::exception_ptr failure;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     bool ok = true;
     const auto record = [&] {
-#pragma omp critical(threaded_chunks_failure)
+#pragma omp critical(chunks_per_thread_failure)
       if (!failure) failure = std::current_exception();
       ok = false;
     };
-    std::optional<decltype(make(sub))> state;
+    std::optional<decltype(make())> state;
     try {
-      state.emplace(make(sub));
+      state.emplace(make());
     } catch (...) {
       record();
     }
@@ -251,11 +243,27 @@ bool threaded_chunks(ElementRange range, uint64_t cap, bool worth, Make make, Wo
       }
     }
     if (ok) {
-#pragma omp critical(threaded_chunks_combine)
+#pragma omp critical(chunks_per_thread_combine)
       combine(*state);
     }
   }
   if (failure) std::rethrow_exception(failure);
+}
+
+// chunks_per_thread over `range` in chunks of cap / threads elements, each
+// state make(chunk elements): about the memory of one thread with the whole
+// chunk. Returns false, having done nothing, where threads do not pay
+// (!worth, one thread, inside a parallel region, or a single chunk): the
+// caller then takes its one-thread path.
+template <class Make, class Work, class Combine>
+bool threaded_chunks(ElementRange range, uint64_t cap, bool worth, Make make, Work work,
+                     Combine combine) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const uint64_t sub = std::max<uint64_t>(1, cap / static_cast<uint64_t>(std::max(threads, 1)));
+  const std::vector<ElementRange> chunks = chunks_of(range, sub);
+  if (!worth || threads < 2 || chunks.size() < 2) return false;
+  chunks_per_thread(
+      chunks, true, [&] { return make(sub); }, work, combine);
   return true;
 }
 
@@ -902,38 +910,48 @@ MergeTensorStats rescaled_merge(const TensorSources& s, const TensorMethod& m, c
   for (size_t i = 0; i < N; ++i) any_rescale = any_rescale || (m.rescale && k.pruned[i]);
   if (any_rescale) {
     std::vector<ExactSum> before(N, ExactSum(1)), after(N, ExactSum(1));
-    const auto nc = static_cast<int64_t>(chunks.size());
-#pragma omp parallel if (nc > 1 && range.size() * N >= kL1ThreadsMin)
-    {
-      std::vector<ExactSum> tb(N, ExactSum(1)), ta(N, ExactSum(1));
-      std::vector<float> b(cap), d(cap), u(cap);
-      std::vector<uint32_t> rk(cap, 0);
-#pragma omp for schedule(dynamic)
-      for (int64_t ci = 0; ci < nc; ++ci) {
-        const ElementRange c = chunks[static_cast<size_t>(ci)];
-        decode(s.dtype, s.base, c.begin, c.size(), b.data());
-        for (size_t i = 0; i < N; ++i) {
-          if (!k.pruned[i]) continue;
-          decode_delta(s, i, c, b.data(), d.data());
-          if (k.ranks) k.ranks(c, i, d.data(), rk.data());
-          // The kernel's dare_uniform of each element, then in its place the
-          // survivor or +0 (which adds nothing), by a mask: no branch.
-          dare_uniforms(seed_key, static_cast<uint32_t>(i), c.begin, c.size(), u.data());
-          const uint64_t row_len = k.row_len;
-          const float low = k.low[i], eps = k.eps[i];
-          for (uint64_t j = 0; j < c.size(); ++j) {
-            u[j] = ops::or_zero(d[j], u[j] < ops::della_prob(rk[j], row_len, low, eps));
+    struct L1Sums {
+      std::vector<ExactSum> before, after;
+      std::vector<float> b, d, u;
+      std::vector<uint32_t> rk;
+    };
+    chunks_per_thread(
+        chunks, chunks.size() > 1 && range.size() * N >= kL1ThreadsMin,
+        [&] {
+          return L1Sums{std::vector<ExactSum>(N, ExactSum(1)),
+                        std::vector<ExactSum>(N, ExactSum(1)),
+                        std::vector<float>(cap),
+                        std::vector<float>(cap),
+                        std::vector<float>(cap),
+                        std::vector<uint32_t>(cap, 0)};
+        },
+        [&](L1Sums& t, ElementRange c) {
+          decode(s.dtype, s.base, c.begin, c.size(), t.b.data());
+          for (size_t i = 0; i < N; ++i) {
+            if (!k.pruned[i]) continue;
+            decode_delta(s, i, c, t.b.data(), t.d.data());
+            if (k.ranks) k.ranks(c, i, t.d.data(), t.rk.data());
+            // The kernel's dare_uniform of each element, then in its place the
+            // survivor or +0 (which adds nothing), by a mask: no branch.
+            dare_uniforms(seed_key, static_cast<uint32_t>(i), c.begin, c.size(), t.u.data());
+            const uint64_t row_len = k.row_len;
+            const float low = k.low[i], eps = k.eps[i];
+            const float* const d = t.d.data();
+            const uint32_t* const rk = t.rk.data();
+            float* const u = t.u.data();
+            for (uint64_t j = 0; j < c.size(); ++j) {
+              u[j] = ops::or_zero(d[j], u[j] < ops::della_prob(rk[j], row_len, low, eps));
+            }
+            t.before[i].add(std::span<const float>(d, c.size()));
+            t.after[i].add(std::span<const float>(u, c.size()));
           }
-          tb[i].add(std::span<const float>(d.data(), c.size()));
-          ta[i].add(std::span<const float>(u.data(), c.size()));
-        }
-      }
-#pragma omp critical
-      for (size_t i = 0; i < N; ++i) {
-        before[i].merge(tb[i]);
-        after[i].merge(ta[i]);
-      }
-    }
+        },
+        [&](L1Sums& t) {
+          for (size_t i = 0; i < N; ++i) {
+            before[i].merge(t.before[i]);
+            after[i].merge(t.after[i]);
+          }
+        });
     for (size_t i = 0; i < N; ++i) {
       if (!k.pruned[i]) continue;
       before[i].allreduce(comm);
