@@ -5,13 +5,21 @@ the same way: one batched prefill of every prompt (a KV cache per sequence),
 then greedy decode steps of one token per sequence reading that cache.
 
   torch_eval_bench.py --checkpoint DIR --prompts FILE --decode N --repeats R
+  torch_eval_bench.py --checkpoint DIR --prompts FILE --decode N --serve
 
 FILE is a JSON list of token-id lists (all the same length), written by
 `kintsugi bench eval`, which starts this script and reads its JSON answer from
 stdout: tokens/s of prefill and decode (of the median repetition, as the bench
 reports its own), and the greedy tokens and the last
-prefill position's log-probabilities, which the bench compares with its own so
-both sides are known to compute the same model.
+prefill position's log-probabilities of the first repetition, which the bench
+compares with its own so both sides are known to compute the same model.
+
+With --serve (how the bench runs it) the script loads the model, warms up,
+prints {"ready": true} and then runs one repetition for each line `repeat` on
+its stdin, answering each at once with {"prefill_s": ..., "decode_s": ...}:
+the bench alternates these with its own repetitions, so that both sides see
+the same moments of a shared host. At the end of its input it prints the JSON
+answer above, over the repetitions it ran.
 
 The model is written here from Hugging Face's LlamaForCausalLM definition
 (RMSNorm, rotate-half RoPE, grouped-query attention with a causal mask, SwiGLU
@@ -125,6 +133,9 @@ def main():
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--decode", type=int, required=True)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--serve", action="store_true",
+                    help="print a ready line, then run one repetition per 'repeat' line read "
+                         "from stdin, answering each with its times; the summary at end of input")
     a = ap.parse_args()
     torch.set_num_threads(1)
     with open(a.prompts) as f:
@@ -132,28 +143,47 @@ def main():
     model = Llama(a.checkpoint)
     B, n = prompts.shape
     prefill_s, decode_s = [], []  # per repetition; the median one is reported, as the bench's
+    first_run = {}  # the first repetition's greedy tokens and log-probabilities
+
+    def repeat():
+        record = not first_run
+        cache = []
+        t0 = time.perf_counter()
+        logits = model.forward(prompts, cache)
+        nxt = logits.argmax(-1)
+        t1 = time.perf_counter()
+        if record:  # outside the timed regions
+            first_run["logprobs"] = torch.log_softmax(logits.to(torch.float64), -1).tolist()
+            first_run["tokens"] = [nxt.tolist()]
+        t1b = time.perf_counter()
+        for _ in range(a.decode):
+            nxt = model.forward(nxt[:, None], cache).argmax(-1)
+            if record:
+                first_run["tokens"].append(nxt.tolist())
+        t2 = time.perf_counter()
+        prefill_s.append(t1 - t0)
+        decode_s.append(t2 - t1b)
+
     with torch.no_grad():
         model.forward(prompts[:, :2], [])  # warm-up: first-call allocations
-        for _ in range(a.repeats):
-            cache = []
-            t0 = time.perf_counter()
-            logits = model.forward(prompts, cache)
-            nxt = logits.argmax(-1)
-            t1 = time.perf_counter()
-            first = torch.log_softmax(logits.to(torch.float64), -1)
-            tokens = [nxt.tolist()]
-            t1b = time.perf_counter()
-            for _ in range(a.decode):
-                nxt = model.forward(nxt[:, None], cache).argmax(-1)
-                tokens.append(nxt.tolist())
-            t2 = time.perf_counter()
-            prefill_s.append(t1 - t0)
-            decode_s.append(t2 - t1b)
+        if a.serve:
+            print(json.dumps({"ready": True}), flush=True)
+            for line in iter(sys.stdin.readline, ""):
+                if line.strip() != "repeat":
+                    fail(f"--serve: expected a 'repeat' line, read {line.strip()!r}")
+                repeat()
+                print(json.dumps({"prefill_s": prefill_s[-1], "decode_s": decode_s[-1]}),
+                      flush=True)
+            if not prefill_s:
+                fail("--serve: input ended before any 'repeat' line")
+        else:
+            for _ in range(a.repeats):
+                repeat()
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(),
                "prefill_tokens_per_s": B * n / statistics.median(prefill_s),
                "decode_tokens_per_s": B * a.decode / statistics.median(decode_s),
-               "greedy_tokens": [list(r) for r in zip(*tokens)],
-               "prefill_logprobs": first.tolist()}, sys.stdout)
+               "greedy_tokens": [list(r) for r in zip(*first_run["tokens"])],
+               "prefill_logprobs": first_run["logprobs"]}, sys.stdout)
     print()
 
 

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -63,6 +64,8 @@ double cpu_s() {
 struct Row {
   int T;
   double prefill_tps, decode_tps, matmul_share, score_s, score_cpu_s;
+  // Seconds of each repetition's prefill and decode, in order.
+  std::vector<double> prefill_each, decode_each;
   std::vector<TaskResult> scores;
   // From the first repeat: greedy tokens [batch][decode + 1] and the
   // log-probabilities after the prompt [batch * vocabulary].
@@ -95,9 +98,11 @@ std::vector<double> all_log_probs(const Transformer& m, size_t rows) {
   return out;
 }
 
+// `after_repeat`, when set, runs after each repetition, outside its timed
+// regions (the PyTorch peer's repetition of the pair).
 Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int T, int rank,
-              const std::vector<EvalTask>& tasks,
-              const std::vector<std::vector<int32_t>>& prompts) {
+              const std::vector<EvalTask>& tasks, const std::vector<std::vector<int32_t>>& prompts,
+              const std::function<void()>& after_repeat) {
   const ModelShard shard = load_model_shard(ck, rank, T);
   Transformer m(shard, comm);
   std::vector<std::vector<int32_t>> greedy(a.batch);
@@ -152,6 +157,7 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
     decode_each.push_back(t2 - t1b);
     mm += matmul_seconds();
     wall += (t1 - t0) + (t2 - t1b);
+    if (after_repeat) after_repeat();
   }
   Row row{T,
           static_cast<double>(a.batch * a.prompt) / median_of(prefill_each),
@@ -159,6 +165,8 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
           mm / wall,
           -1,
           -1,
+          prefill_each,
+          decode_each,
           {},
           std::move(greedy),
           std::move(first_logprobs)};
@@ -176,66 +184,121 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
 struct TorchRun {
   std::string version;
   double prefill_tps = 0, decode_tps = 0;
+  // Medians over the alternated pairs of kintsugi's rate over PyTorch's.
+  double prefill_ratio = 0, decode_ratio = 0;
+  size_t pairs = 0;
   double max_logprob_diff = 0;
   size_t greedy_same = 0, greedy_total = 0;
 };
 
-// The PyTorch peer on the same checkpoint and prompts (rank 0 alone, after
-// kintsugi's runs), checked against kintsugi's T = 1 row: the log-probabilities
-// after the prompts must agree within 1e-3 (both compute in fp32; only the
-// order of the sums differs), else exit 1. Greedy tokens are counted, not
-// required equal: a near tie may flip one and the continuation with it.
-TorchRun run_torch(const BenchEvalArgs& a, const std::vector<std::vector<int32_t>>& prompts,
-                   const Row& ours) {
-  if (!std::filesystem::is_regular_file(a.torch))
-    throw_input("--torch {}: no such file (tools/torch_eval_bench.py in the repository)", a.torch);
-  char tmpl[] = "/tmp/kintsugi-bench-prompts-XXXXXX";
-  const int fd = mkstemp(tmpl);
-  if (fd < 0) throw_runtime("bench eval: cannot create a temporary file in /tmp");
-  close(fd);
-  const std::string prompts_file = tmpl;
-  struct Remove {
-    std::string path;
-    ~Remove() { std::filesystem::remove(path); }
-  } remove{prompts_file};
-  {
-    std::ofstream f(prompts_file);
-    f << nlohmann::json(prompts).dump();
-    if (!f.flush()) throw_runtime("bench eval: cannot write {}", prompts_file);
+// The PyTorch peer on the same checkpoint and prompts (rank 0 alone), run as
+// a session (tools/torch_eval_bench.py --serve): it loads and warms up before
+// kintsugi's T = 1 repetitions start, then runs one repetition after each of
+// kintsugi's, so each pair sees the same moment of the host.
+class TorchPeer {
+ public:
+  TorchPeer(const BenchEvalArgs& a, const std::vector<std::vector<int32_t>>& prompts)
+      : script_(a.torch), prompts_file_(write_prompts(prompts)), session_(command(a), a.torch) {
+    const std::string hello = session_.read_line();
+    if (!answers(hello, "ready"))
+      throw_runtime("bench eval: {} --serve began with \"{}\", not its ready line", script_,
+                    hello.substr(0, 200));
   }
-  const std::string cmd = "OMP_NUM_THREADS=1 " + shell_quote(a.python) + " " +
-                          shell_quote(a.torch) + " --checkpoint " + shell_quote(a.checkpoint) +
-                          " --prompts " + shell_quote(prompts_file) + " --decode " +
-                          std::to_string(a.decode) + " --repeats " + std::to_string(a.repeats);
-  const auto j = nlohmann::json::parse(peer_output(cmd, a.torch));
-  TorchRun t;
-  t.version = j.at("torch").get<std::string>();
-  t.prefill_tps = j.at("prefill_tokens_per_s").get<double>();
-  t.decode_tps = j.at("decode_tokens_per_s").get<double>();
-  const auto lp = j.at("prefill_logprobs").get<std::vector<std::vector<double>>>();
-  const auto greedy = j.at("greedy_tokens").get<std::vector<std::vector<int32_t>>>();
-  const size_t V = ours.first_logprobs.size() / a.batch;
-  if (lp.size() != a.batch || greedy.size() != a.batch)
-    throw_runtime("bench eval: {} answered for {} sequences, not {}", a.torch, lp.size(), a.batch);
-  for (size_t b = 0; b < a.batch; ++b) {
-    if (lp[b].size() != V)
-      throw_runtime("bench eval: {}: {} log-probabilities per sequence, the model has {}", a.torch,
-                    lp[b].size(), V);
-    for (size_t v = 0; v < V; ++v) {
-      const double d = std::abs(lp[b][v] - ours.first_logprobs[b * V + v]);
-      if (!(d <= 1e-3))
-        throw_runtime(
-            "bench eval: sequence {}, token {}: log p = {:.6f} from kintsugi, {:.6f} from {}: "
-            "the two forward passes disagree",
-            b, v, ours.first_logprobs[b * V + v], lp[b][v], a.torch);
-      t.max_logprob_diff = std::max(t.max_logprob_diff, d);
+
+  // One repetition of the peer's, after one of kintsugi's.
+  void repeat() {
+    const std::string line = session_.ask("repeat");
+    if (!answers(line, "prefill_s") || !answers(line, "decode_s"))
+      throw_runtime("bench eval: {} answered \"{}\" to a repetition", script_, line.substr(0, 200));
+    const auto j = nlohmann::json::parse(line);
+    const double p = j.at("prefill_s").get<double>(), d = j.at("decode_s").get<double>();
+    if (!(p > 0) || !(d > 0))
+      throw_runtime("bench eval: {} timed a repetition at {} s and {} s", script_, p, d);
+    prefill_s_.push_back(p);
+    decode_s_.push_back(d);
+  }
+
+  // Ends the session; checks the peer's model against kintsugi's T = 1 row:
+  // the log-probabilities after the prompts must agree within 1e-3 (both
+  // compute in fp32; only the order of the sums differs), else exit 1. Greedy
+  // tokens are counted, not required equal: a near tie may flip one and the
+  // continuation with it.
+  TorchRun finish(const BenchEvalArgs& a, const Row& ours) {
+    const auto j = nlohmann::json::parse(session_.finish());
+    TorchRun t;
+    t.version = j.at("torch").get<std::string>();
+    t.prefill_tps = j.at("prefill_tokens_per_s").get<double>();
+    t.decode_tps = j.at("decode_tokens_per_s").get<double>();
+    t.pairs = std::min(prefill_s_.size(), ours.prefill_each.size());
+    if (t.pairs == 0 || ours.decode_each.size() < t.pairs)
+      throw_runtime("bench eval: {} ran {} repetitions beside kintsugi's {}", script_,
+                    prefill_s_.size(), ours.prefill_each.size());
+    std::vector<double> prefill, decode;
+    for (size_t r = 0; r < t.pairs; ++r) {
+      prefill.push_back(prefill_s_[r] / ours.prefill_each[r]);
+      decode.push_back(decode_s_[r] / ours.decode_each[r]);
     }
-    for (size_t s = 0; s < ours.greedy[b].size() && s < greedy[b].size(); ++s)
-      t.greedy_same += ours.greedy[b][s] == greedy[b][s] ? 1 : 0;
-    t.greedy_total += ours.greedy[b].size();
+    t.prefill_ratio = median_of(prefill);
+    t.decode_ratio = median_of(decode);
+    const auto lp = j.at("prefill_logprobs").get<std::vector<std::vector<double>>>();
+    const auto greedy = j.at("greedy_tokens").get<std::vector<std::vector<int32_t>>>();
+    const size_t V = ours.first_logprobs.size() / a.batch;
+    if (lp.size() != a.batch || greedy.size() != a.batch)
+      throw_runtime("bench eval: {} answered for {} sequences, not {}", script_, lp.size(),
+                    a.batch);
+    for (size_t b = 0; b < a.batch; ++b) {
+      if (lp[b].size() != V)
+        throw_runtime("bench eval: {}: {} log-probabilities per sequence, the model has {}",
+                      script_, lp[b].size(), V);
+      for (size_t v = 0; v < V; ++v) {
+        const double d = std::abs(lp[b][v] - ours.first_logprobs[b * V + v]);
+        if (!(d <= 1e-3))
+          throw_runtime(
+              "bench eval: sequence {}, token {}: log p = {:.6f} from kintsugi, {:.6f} from {}: "
+              "the two forward passes disagree",
+              b, v, ours.first_logprobs[b * V + v], lp[b][v], script_);
+        t.max_logprob_diff = std::max(t.max_logprob_diff, d);
+      }
+      for (size_t s = 0; s < ours.greedy[b].size() && s < greedy[b].size(); ++s)
+        t.greedy_same += ours.greedy[b][s] == greedy[b][s] ? 1 : 0;
+      t.greedy_total += ours.greedy[b].size();
+    }
+    return t;
   }
-  return t;
-}
+
+ private:
+  // Whether `line` is a JSON object with `key`.
+  static bool answers(const std::string& line, const char* key) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    return j.is_object() && j.contains(key);
+  }
+  static std::string write_prompts(const std::vector<std::vector<int32_t>>& prompts) {
+    char tmpl[] = "/tmp/kintsugi-bench-prompts-XXXXXX";
+    const int fd = mkstemp(tmpl);
+    if (fd < 0) throw_runtime("bench eval: cannot create a temporary file in /tmp");
+    close(fd);
+    std::ofstream f(tmpl);
+    f << nlohmann::json(prompts).dump();
+    if (!f.flush()) {
+      std::filesystem::remove(tmpl);
+      throw_runtime("bench eval: cannot write {}", tmpl);
+    }
+    return tmpl;
+  }
+  std::string command(const BenchEvalArgs& a) const {
+    return "OMP_NUM_THREADS=1 exec " + shell_quote(a.python) + " " + shell_quote(a.torch) +
+           " --checkpoint " + shell_quote(a.checkpoint) + " --prompts " +
+           shell_quote(prompts_file_.path) + " --decode " + std::to_string(a.decode) + " --serve";
+  }
+  struct Removed {  // the prompts file, removed after the session ends
+    std::string path;
+    ~Removed() { std::filesystem::remove(path); }
+  };
+  std::string script_;
+  Removed prompts_file_;
+  PeerSession session_;
+  std::vector<double> prefill_s_, decode_s_;
+};
 
 int run_bench_eval(const BenchEvalArgs& a) {
   if (!a.torch.empty() && !std::filesystem::is_regular_file(a.torch))
@@ -248,6 +311,11 @@ int run_bench_eval(const BenchEvalArgs& a) {
   if (std::none_of(a.tp.begin(), a.tp.end(), [](int T) { return T >= 1 && T <= world_size(); }))
     throw_input("--tp: no group size fits in {} rank(s)", world_size());
   const auto prompts = make_prompts(a, model_config_of(ck).bos_token_id);
+  if (!a.torch.empty() && std::find(a.tp.begin(), a.tp.end(), 1) == a.tp.end())
+    throw_input("--torch needs T = 1 among --tp");
+  // Rank 0 runs the PyTorch peer beside its T = 1 repetitions.
+  std::unique_ptr<TorchPeer> peer;
+  if (!a.torch.empty() && world_rank() == 0) peer = std::make_unique<TorchPeer>(a, prompts);
   std::vector<Row> rows;
   for (int T : a.tp) {
     if (T < 1) throw_input("--tp: {} is not a group size", T);
@@ -259,7 +327,9 @@ int run_bench_eval(const BenchEvalArgs& a) {
     const bool in = world_rank() < T;
     MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, in ? 0 : MPI_UNDEFINED, world_rank(), &comm));
     if (in) {
-      rows.push_back(bench_one(a, ck, comm, T, world_rank(), tasks, prompts));
+      std::function<void()> pair;
+      if (peer && T == 1) pair = [&peer] { peer->repeat(); };
+      rows.push_back(bench_one(a, ck, comm, T, world_rank(), tasks, prompts, pair));
       MPI_Comm_free(&comm);
     }
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
@@ -299,13 +369,15 @@ int run_bench_eval(const BenchEvalArgs& a) {
                      {"results", j},
                      {"scores", scores}};
   const auto one = std::find_if(rows.begin(), rows.end(), [](const Row& r) { return r.T == 1; });
-  if (!a.torch.empty()) {
-    if (one == rows.end()) throw_input("--torch needs T = 1 among --tp");
-    const TorchRun t = run_torch(a, prompts, *one);
+  if (peer) {
+    const TorchRun t = peer->finish(a, *one);
+    peer.reset();
     print_out("PyTorch {} ({}, 1 thread): prefill {:.0f} tok/s, decode {:.0f} tok/s\n", t.version,
               a.torch, t.prefill_tps, t.decode_tps);
-    print_out("kintsugi T = 1 / PyTorch: prefill {:.2f}x, decode {:.2f}x\n",
-              one->prefill_tps / t.prefill_tps, one->decode_tps / t.decode_tps);
+    print_out(
+        "kintsugi T = 1 / PyTorch: prefill {:.2f}x, decode {:.2f}x (medians of {} alternated "
+        "pairs)\n",
+        t.prefill_ratio, t.decode_ratio, t.pairs);
     print_out(
         "same model: log-probabilities after the prompts within {:.1e}; greedy tokens {} of {} "
         "identical\n",
@@ -314,8 +386,9 @@ int run_bench_eval(const BenchEvalArgs& a) {
                     {"version", t.version},
                     {"prefill_tokens_per_s", t.prefill_tps},
                     {"decode_tokens_per_s", t.decode_tps},
-                    {"prefill_ratio", one->prefill_tps / t.prefill_tps},
-                    {"decode_ratio", one->decode_tps / t.decode_tps},
+                    {"prefill_ratio", t.prefill_ratio},
+                    {"decode_ratio", t.decode_ratio},
+                    {"pairs", t.pairs},
                     {"max_logprob_difference", t.max_logprob_diff},
                     {"greedy_identical", t.greedy_same},
                     {"greedy_total", t.greedy_total}};

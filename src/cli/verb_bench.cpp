@@ -1,6 +1,14 @@
 // `kintsugi bench merge|eval|optimizer …`: throughput and search-efficiency
 // harnesses. Each one lives in src/cli/bench_<name>.cpp.
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <memory>
 
 #include "kintsugi/cli/bench.hpp"
@@ -22,6 +30,110 @@ std::string peer_output(const std::string& cmd, const std::string& what) {
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, p.get())) > 0;) out.append(buf, n);
   const int status = pclose(p.release());
   if (status != 0 || out.empty()) throw_runtime("bench: {} failed (status {})", what, status);
+  return out;
+}
+
+PeerSession::PeerSession(const std::string& cmd, std::string what) : what_(std::move(what)) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    throw_runtime("bench: cannot start {}: socketpair: {}", what_, std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, sv[1], 0);  // dup2 clears close-on-exec
+  posix_spawn_file_actions_adddup2(&actions, sv[1], 1);
+  posix_spawnattr_init(&attr);
+  // Every signal at its default and none blocked: MPI's masks stay here.
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  std::string sh = "/bin/sh", dash_c = "-c", command = cmd;
+  char* argv[] = {sh.data(), dash_c.data(), command.data(), nullptr};
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(sv[1]);
+  if (rc != 0) {
+    ::close(sv[0]);
+    throw_runtime("bench: cannot start {}: {}", what_, std::strerror(rc));
+  }
+  fd_ = sv[0];
+  pid_ = pid;
+}
+
+PeerSession::~PeerSession() {
+  if (fd_ >= 0) ::close(fd_);
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void PeerSession::failed(const std::string& how) {
+  ::close(fd_);
+  fd_ = -1;
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  const std::string end = WIFEXITED(status)     ? fmt::format("exit status {}", WEXITSTATUS(status))
+                          : WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                                                : "an unknown status";
+  throw_runtime("bench: {} {} ({})", what_, how, end);
+}
+
+std::string PeerSession::read_line() {
+  for (;;) {
+    const size_t nl = pending_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = pending_.substr(0, nl);
+      pending_.erase(0, nl + 1);
+      return line;
+    }
+    char buf[1 << 16];
+    const ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) failed(pending_.empty() ? "ended without answering" : "ended in mid-answer");
+    pending_.append(buf, static_cast<size_t>(n));
+  }
+}
+
+std::string PeerSession::ask(const std::string& line) {
+  const std::string msg = line + "\n";
+  for (size_t done = 0; done < msg.size();) {
+    // MSG_NOSIGNAL: a peer that died is an error here, not a SIGPIPE.
+    const ssize_t n = ::send(fd_, msg.data() + done, msg.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) failed("ended without answering");  // it closed its end: it exited
+    done += static_cast<size_t>(n);
+  }
+  return read_line();
+}
+
+std::string PeerSession::finish() {
+  ::shutdown(fd_, SHUT_WR);
+  std::string out = std::move(pending_);
+  pending_.clear();
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd_);
+  fd_ = -1;
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out.empty())
+    throw_runtime("bench: {} failed (status {})", what_, status);
   return out;
 }
 

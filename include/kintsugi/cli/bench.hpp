@@ -41,4 +41,33 @@ inline std::string shell_quote(const std::string& s) {
 // nothing. Its stderr goes to ours.
 std::string peer_output(const std::string& cmd, const std::string& what);
 
+// A peer that answers while the benchmark runs, a line for a line, so that
+// the two sides' repetitions can alternate: a shared host's speed drifts from
+// one second to the next, and two blocks timed one after the other can land
+// in different states (bench eval's PyTorch ratio swung from 1.4x to 2.6x
+// between runs that way). `cmd` runs through the shell with its stdin and
+// stdout on a socket to us; its stderr goes to ours. Every failure (it exits,
+// it answers nothing) is an exit 1 naming `what`.
+class PeerSession {
+ public:
+  PeerSession(const std::string& cmd, std::string what);
+  ~PeerSession();  // a peer still running is killed
+  PeerSession(const PeerSession&) = delete;
+  PeerSession& operator=(const PeerSession&) = delete;
+  // The peer's next line (without its newline).
+  std::string read_line();
+  // Sends `line` and returns the peer's one-line answer.
+  std::string ask(const std::string& line);
+  // Ends its input and returns what it prints until it exits, which must be
+  // with status 0.
+  std::string finish();
+
+ private:
+  [[noreturn]] void failed(const std::string& how);
+  std::string what_;
+  int fd_ = -1;
+  int pid_ = -1;
+  std::string pending_;  // read past the last line returned
+};
+
 }  // namespace kintsugi::cli
