@@ -27,8 +27,8 @@ targets = {
     "kernel_ratio": rf"\| kernel_ratio ≥ 0\.9 \(bf16\) \| {num} \(kernel {num} GB/s, triad {num} GB/s\) \|",
     "file merge": rf"\| file merge ≥ `cat` \+ `cp` \| {num}× ",
     "version": rf"\| `kintsugi --version` < 0\.05 s \| {num} ms \(mean of 5\) \|",
-    "cli merge": rf"\| CLI merge ≥ 20× PyTorch \| {num}× on the medians .*outputs identical\) \|",
-    "evaluator": rf"\| evaluator ≥ 2× PyTorch \| prefill {num}×, decode {num}× \|",
+    "cli merge": rf"\| CLI merge ≥ 20× PyTorch \| {num}× \(median of [0-9]+ alternated pairs; .*outputs identical\) \|",
+    "evaluator": rf"\| evaluator ≥ 2× PyTorch \| prefill {num}×, decode {num}× \(medians of [0-9]+ alternated pairs\) \|",
 }
 for name, pattern in targets.items():
     row = [l for l in lines if re.match(pattern, l)]
