@@ -2,20 +2,21 @@
 // zero-copy views. Every byte offset is validated by parse_safetensors_header
 // before any view exists, so no access can leave the mapping.
 #include <fcntl.h>
+#include <omp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/input_file.hpp"
 #include "kintsugi/io/safetensors.hpp"
 
 namespace kintsugi {
-
-namespace {}  // namespace
 
 std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
   const std::string p = path.string();
@@ -51,6 +52,20 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::filesyst
   for (size_t i = 0; i < file->tensors_.size(); ++i)
     file->index_.emplace(file->tensors_[i].name, i);
   return file;
+}
+
+void SafetensorsFile::drop_pages(std::span<const SafetensorsFile* const> files) {
+  constexpr size_t kPiece = size_t{8} << 20;  // page-aligned, as every mapping is
+  std::vector<std::pair<std::byte*, size_t>> pieces;
+  for (const SafetensorsFile* f : files)
+    for (size_t o = 0; f->map_ && o < f->map_size_; o += kPiece)
+      pieces.emplace_back(const_cast<std::byte*>(f->map_) + o, std::min(kPiece, f->map_size_ - o));
+  const auto n = static_cast<long long>(pieces.size());
+  // Only a cost is at stake: a piece that fails stays mapped until munmap.
+#pragma omp parallel for schedule(dynamic) if (n > 1 && !omp_in_parallel())
+  for (long long i = 0; i < n; ++i)
+    (void)::madvise(pieces[static_cast<size_t>(i)].first, pieces[static_cast<size_t>(i)].second,
+                    MADV_DONTNEED);
 }
 
 SafetensorsFile::~SafetensorsFile() {

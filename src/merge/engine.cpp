@@ -412,6 +412,15 @@ struct MergeInputs {
   }
 };
 
+// Every input file's pages unmapped on all threads (SafetensorsFile::drop_pages),
+// not one file after another by the destructors when `in` goes.
+void release_inputs(const MergeInputs& in) {
+  std::vector<const SafetensorsFile*> files;
+  for (const HfCheckpoint& c : in.opened)
+    for (const auto& f : c.files()) files.push_back(f.get());
+  SafetensorsFile::drop_pages(files);
+}
+
 // The recipe's tokenizer settings with models as indices of `members`.
 VocabSpec vocab_spec(const RecipeVocab& v, std::span<const HfCheckpoint* const> members) {
   auto index_of = [&](const fs::path& p, const std::string& where) {
@@ -1010,6 +1019,7 @@ MergeReport run_merge(const Recipe& r, const MergeOptions& opt, MPI_Comm comm) {
     for (auto& w : out.range_writers) w->close();
   });
   run_on_root(comm, [&] { commit_output(r, in, plan, out); });
+  release_inputs(in);  // timed: the caller waits for it either way
 
   MergeReport rep;
   uint64_t global[2] = {traffic.read, traffic.written};

@@ -1,6 +1,9 @@
 // Write -> read round trips, single and sharded, checked byte by byte against
 // the data given to the writer; the file layout checked against the format.
+#include <fmt/format.h>
+
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -242,4 +245,57 @@ TEST_CASE("byte sizes", "[io]") {
   CHECK_THROWS_AS(parse_byte_size("."), InputError);
   CHECK_THROWS_AS(parse_byte_size(".MB"), InputError);
   CHECK_THROWS_AS(parse_byte_size("1.2.3MB"), InputError);
+}
+
+namespace {
+// Resident kB of the mapping that holds `p`, from /proc/self/smaps; -1 when
+// no mapping holds it.
+long resident_kb(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find('-') < 17) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stol(line.substr(4));
+    }
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("drop_pages unmaps the pages and keeps every view valid", "[io][roundtrip]") {
+  test::TempDir tmp;
+  // One file over the 8 MiB pieces the drop goes by, one under.
+  std::mt19937 rng(7);
+  std::vector<std::vector<TensorData>> contents;
+  std::vector<std::shared_ptr<const SafetensorsFile>> files;
+  for (const int64_t rows : {int64_t{2600}, int64_t{3}}) {
+    TensorData t{{"w", DType::F32, {rows, 1024}}, {}};
+    t.bytes.resize(static_cast<size_t>(rows) * 1024 * 4);
+    for (auto& b : t.bytes) b = static_cast<std::byte>(rng() & 0xff);
+    const fs::path p = tmp / fmt::format("m{}.safetensors", rows);
+    contents.push_back({t});
+    write_safetensors(p, contents.back(), {});
+    files.push_back(SafetensorsFile::open(p));
+  }
+  auto check_bytes = [&] {
+    for (size_t i = 0; i < files.size(); ++i) {
+      const auto got = files[i]->bytes(*files[i]->find("w"));
+      const auto& want = contents[i].front().bytes;
+      REQUIRE(got.size() == want.size());
+      CHECK(std::memcmp(got.data(), want.data(), got.size()) == 0);
+    }
+  };
+  check_bytes();  // every page read: resident
+  const void* big = files[0]->bytes(*files[0]->find("w")).data();
+  REQUIRE(resident_kb(big) >= 2600 * 4);
+  const std::vector<const SafetensorsFile*> both = {files[0].get(), files[1].get()};
+  SafetensorsFile::drop_pages(both);
+  CHECK(resident_kb(big) == 0);
+  CHECK(resident_kb(files[1]->bytes(*files[1]->find("w")).data()) == 0);
+  check_bytes();  // faulted in again from the page cache, the same bytes
+  SafetensorsFile::drop_pages({});
 }
