@@ -198,7 +198,7 @@ struct TorchRun {
 class TorchPeer {
  public:
   TorchPeer(const BenchEvalArgs& a, const std::vector<std::vector<int32_t>>& prompts)
-      : script_(a.torch), prompts_file_(write_prompts(prompts)), session_(command(a), a.torch) {
+      : script_(a.torch), prompts_file_{write_prompts(prompts)}, session_(command(a), a.torch) {
     const std::string hello = session_.read_line();
     if (!answers(hello, "ready"))
       throw_runtime("bench eval: {} --serve began with \"{}\", not its ready line", script_,
