@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "kintsugi/cli/bench.hpp"
@@ -165,8 +166,8 @@ Row bench_one(const BenchEvalArgs& a, const HfCheckpoint& ck, MPI_Comm comm, int
           mm / wall,
           -1,
           -1,
-          prefill_each,
-          decode_each,
+          std::move(prefill_each),  // after the medians above: braces evaluate in order
+          std::move(decode_each),
           {},
           std::move(greedy),
           std::move(first_logprobs)};
@@ -200,7 +201,7 @@ class TorchPeer {
   TorchPeer(const BenchEvalArgs& a, const std::vector<std::vector<int32_t>>& prompts)
       : script_(a.torch), prompts_file_{write_prompts(prompts)}, session_(command(a), a.torch) {
     const std::string hello = session_.read_line();
-    if (!answers(hello, "ready"))
+    if (!answer_with(hello, {"ready"}))
       throw_runtime("bench eval: {} --serve began with \"{}\", not its ready line", script_,
                     hello.substr(0, 200));
   }
@@ -208,10 +209,10 @@ class TorchPeer {
   // One repetition of the peer's, after one of kintsugi's.
   void repeat() {
     const std::string line = session_.ask("repeat");
-    if (!answers(line, "prefill_s") || !answers(line, "decode_s"))
+    const auto j = answer_with(line, {"prefill_s", "decode_s"});
+    if (!j || !(*j)["prefill_s"].is_number() || !(*j)["decode_s"].is_number())
       throw_runtime("bench eval: {} answered \"{}\" to a repetition", script_, line.substr(0, 200));
-    const auto j = nlohmann::json::parse(line);
-    const double p = j.at("prefill_s").get<double>(), d = j.at("decode_s").get<double>();
+    const double p = (*j)["prefill_s"].get<double>(), d = (*j)["decode_s"].get<double>();
     if (!(p > 0) || !(d > 0))
       throw_runtime("bench eval: {} timed a repetition at {} s and {} s", script_, p, d);
     prefill_s_.push_back(p);
@@ -267,10 +268,14 @@ class TorchPeer {
   }
 
  private:
-  // Whether `line` is a JSON object with `key`.
-  static bool answers(const std::string& line, const char* key) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    return j.is_object() && j.contains(key);
+  // `line` as a JSON object when it is one with every key of `keys`.
+  static std::optional<nlohmann::json> answer_with(const std::string& line,
+                                                   std::initializer_list<const char*> keys) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object()) return std::nullopt;
+    for (const char* k : keys)
+      if (!j.contains(k)) return std::nullopt;
+    return j;
   }
   static std::string write_prompts(const std::vector<std::vector<int32_t>>& prompts) {
     char tmpl[] = "/tmp/kintsugi-bench-prompts-XXXXXX";

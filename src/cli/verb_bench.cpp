@@ -1,6 +1,5 @@
 // `kintsugi bench merge|eval|optimizer …`: throughput and search-efficiency
 // harnesses. Each one lives in src/cli/bench_<name>.cpp.
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/cli/verb.hpp"
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/process.hpp"
 
 namespace kintsugi::cli {
 
@@ -38,24 +38,14 @@ PeerSession::PeerSession(const std::string& cmd, std::string what) : what_(std::
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw_runtime("bench: cannot start {}: socketpair: {}", what_, std::strerror(errno));
   posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, sv[1], 0);  // dup2 clears close-on-exec
   posix_spawn_file_actions_adddup2(&actions, sv[1], 1);
-  posix_spawnattr_init(&attr);
-  // Every signal at its default and none blocked: MPI's masks stay here.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
   std::string sh = "/bin/sh", dash_c = "-c", command = cmd;
   char* argv[] = {sh.data(), dash_c.data(), command.data(), nullptr};
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ);
+  const int rc = spawn_clean(&pid, "/bin/sh", &actions, argv, environ, false);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   ::close(sv[1]);
   if (rc != 0) {
     ::close(sv[0]);
@@ -69,22 +59,24 @@ PeerSession::~PeerSession() {
   if (fd_ >= 0) ::close(fd_);
   if (pid_ > 0) {
     kill(pid_, SIGKILL);
-    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    wait_for(pid_);
   }
 }
 
-void PeerSession::failed(const std::string& how) {
+std::string PeerSession::reap() {
   ::close(fd_);
   fd_ = -1;
-  int status = 0;
-  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
+  const int status = wait_for(pid_);
   pid_ = -1;
-  const std::string end = WIFEXITED(status)     ? fmt::format("exit status {}", WEXITSTATUS(status))
-                          : WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
-                                                : "an unknown status";
-  throw_runtime("bench: {} {} ({})", what_, how, end);
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status) == 0 ? "" : fmt::format("exit status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("signal {}", WTERMSIG(status));
+  return "an unknown status";
+}
+
+void PeerSession::failed(const std::string& how) {
+  const std::string end = reap();
+  throw_runtime("bench: {} {} ({})", what_, how, end.empty() ? "exit status 0" : end);
 }
 
 std::string PeerSession::read_line() {
@@ -126,14 +118,9 @@ std::string PeerSession::finish() {
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd_);
-  fd_ = -1;
-  int status = 0;
-  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
-  pid_ = -1;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out.empty())
-    throw_runtime("bench: {} failed (status {})", what_, status);
+  const std::string end = reap();
+  if (!end.empty() || out.empty())
+    throw_runtime("bench: {} failed ({})", what_, end.empty() ? "it printed nothing" : end);
   return out;
 }
 

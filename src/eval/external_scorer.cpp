@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "kintsugi/common/error.hpp"
+#include "kintsugi/common/process.hpp"
 
 extern char** environ;
 
@@ -226,29 +227,17 @@ ScorerExit run_scorer(const ScorerRun& r) {
     throw;
   }
   posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out, 1);
   posix_spawn_file_actions_adddup2(&actions, err, 2);
-  posix_spawnattr_init(&attr);
-  // Its own process group (id = its pid), every signal at its default and
-  // none blocked: kintsugi's handlers and MPI's masks stay here.
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
   auto argv = c_strings(args);
   auto envp = c_strings(r.env);
   pid_t pid = 0;
   const auto t0 = Clock::now();
-  const int rc = posix_spawn(&pid, r.guard.c_str(), &actions, &attr, argv.data(), envp.data());
+  // In its own process group (id = its pid), so that its children go with it.
+  const int rc = spawn_clean(&pid, r.guard.c_str(), &actions, argv.data(), envp.data(), true);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   ::close(out);
   ::close(err);
   if (rc != 0) throw_runtime("cannot start {}: {}", r.guard.string(), strerror(rc));
@@ -269,9 +258,7 @@ ScorerExit run_scorer(const ScorerRun& r) {
   }
   // Whatever the scorer left running in its group goes with it.
   kill(-pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  const int status = wait_for(pid);
   result.seconds = since(t0);
   if (result.how == ScorerExit::How::Exited) {
     if (WIFEXITED(status)) {

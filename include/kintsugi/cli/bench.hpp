@@ -63,6 +63,8 @@ class PeerSession {
   std::string finish();
 
  private:
+  // Closes our end and waits for the peer: how it ended, "" for exit status 0.
+  std::string reap();
   [[noreturn]] void failed(const std::string& how);
   std::string what_;
   int fd_ = -1;
