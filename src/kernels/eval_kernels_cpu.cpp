@@ -204,8 +204,10 @@ KS_INLINE float dot(const float* a, const float* b, size_t n) {
 // accumulators, 12 of the 16 registers of the 4- and 8-lane copies (NP = 1),
 // 24 of the 32 of the 16-lane one (NP = 2: two panels share each load of A).
 // Every output is the same chain of FMAs over k whatever R, NP or W, so all
-// copies with FMA give the same bits.
-template <class V, int R, int NP = 1>
+// copies with FMA give the same bits. A's element (r, k) is A[r lda + k KA]:
+// KA = 1 for row-major A, 16 for the attention's probabilities, which lie
+// transposed in panels of 16 queries.
+template <class V, int R, int NP = 1, size_t KA = 1>
 KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_t ldp,
                      size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
   constexpr size_t W = kLanes<V>, NV = 16 / W, NC = NP * NV;
@@ -217,7 +219,7 @@ KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_
     for (size_t p = 0; p < NP; ++p)
       for (size_t v = 0; v < NV; ++v) b[p * NV + v] = loadv<V>(P + p * pstride + ldp * k + W * v);
     for (int r = 0; r < R; ++r) {
-      const float a = A[static_cast<size_t>(r) * lda + k];
+      const float a = A[static_cast<size_t>(r) * lda + k * KA];
       for (size_t v = 0; v < NC; ++v) c[r][v] += a * b[v];
     }
   }
@@ -234,42 +236,44 @@ KS_INLINE void micro(size_t K, const float* A, size_t lda, const float* P, size_
   }
 }
 
-// The last M < R rows of the panels' product: micro<V, M, NP> for the M left.
-template <class V, int R, int NP>
+// The last M < R rows of the panels' product: micro<V, M, NP, KA> for the M left.
+template <class V, int R, int NP, size_t KA>
 KS_INLINE void tail_rows(size_t M, size_t K, const float* A, size_t lda, const float* P, size_t ldp,
                          size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
   if constexpr (R > 0) {
     if (M == R)
-      micro<V, R, NP>(K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
+      micro<V, R, NP, KA>(K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
     else
-      tail_rows<V, R - 1, NP>(M, K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
+      tail_rows<V, R - 1, NP, KA>(M, K, A, lda, P, ldp, pstride, C, ldc, nj, acc);
   }
 }
 
 // C[M, nj] (+)= A[M, K] [P_0 .. P_NP-1] for NP adjacent panels, R rows at a time.
-template <class V, int NP>
+template <class V, int NP, size_t KA>
 KS_INLINE void rows_times(size_t M, size_t K, const float* A, size_t lda, const float* P,
                           size_t ldp, size_t pstride, float* C, size_t ldc, size_t nj, bool acc) {
   constexpr int R = kLanes<V> == 16 ? 12 : kLanes<V> == 8 ? 6 : 3;
   size_t i = 0;
   for (; i + R <= M; i += R)
-    micro<V, R, NP>(K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj, acc);
-  tail_rows<V, R - 1, NP>(M - i, K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj, acc);
+    micro<V, R, NP, KA>(K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj, acc);
+  tail_rows<V, R - 1, NP, KA>(M - i, K, A + i * lda, lda, P, ldp, pstride, C + i * ldc, ldc, nj,
+                              acc);
 }
 
 // C[M, n] (+)= A[M, K] times the ceil(n / 16) panels at P, P + pstride, ...
 // (n output columns): two panels at a time in the 16-lane copy.
-template <class V>
+template <class V, size_t KA = 1>
 KS_INLINE void rows_times_panels(size_t M, size_t K, const float* A, size_t lda, const float* P,
                                  size_t ldp, size_t pstride, float* C, size_t ldc, size_t n,
                                  bool acc) {
   constexpr size_t NP = kLanes<V> == 16 ? 2 : 1;
   size_t j0 = 0;
   for (; j0 + 16 * NP <= n || (NP == 2 && j0 + 16 < n); j0 += 16 * NP)
-    rows_times<V, NP>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc,
-                      std::min<size_t>(16 * NP, n - j0), acc);
+    rows_times<V, NP, KA>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc,
+                          std::min<size_t>(16 * NP, n - j0), acc);
   if (j0 < n)
-    rows_times<V, 1>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc, n - j0, acc);
+    rows_times<V, 1, KA>(M, K, A, lda, P + (j0 / 16) * pstride, ldp, pstride, C + j0, ldc, n - j0,
+                         acc);
 }
 
 // Columns [col0, col0 + n) of A W^T (col0 a multiple of 16). A column's bits
@@ -361,46 +365,79 @@ KS_INLINE void attend_body(const float* q, size_t hd, float scale, const KvRows&
   }
 }
 
-// Rows k < nq of S (stride lds): row k is the query at position pos(k),
-// whose visible keys are [lo_of(p), p]. Each row is scaled, exponentiated
-// after its maximum, zeroed outside [lo, p] and divided by its sum, as
-// softmax_range does, with the same bits. The sums go eight rows at a time,
-// each still in order over j from lo: eight independent chains of adds
-// instead of one (the sum's latency was half of a prefill's attention), the
-// zeros outside [lo, p] adding nothing to a sum that starts at +0. No row's
-// bits depend on the others'.
-template <class V, class Pos, class LoOf>
-KS_INLINE void softmax_rows(float* S, size_t lds, size_t nq, const Pos& pos, float scale,
-                            const LoOf& lo_of) {
-  for (size_t k = 0; k < nq; ++k) {
-    const size_t p = pos(k), lo = lo_of(p);
-    float* row = S + k * lds;
-    for (size_t j = lo; j <= p; ++j) row[j] *= scale;
-    exp_after_max<V>(row, lo, p);
-    std::fill(row, row + lo, 0.0f);
-    std::fill(row + p + 1, row + lds, 0.0f);
+// All ones in the lanes whose visible keys [lo, p] hold key j, else zero: the
+// sign bits of j - lo and p - j, with integer arithmetic. (A comparison that
+// is not a select's condition, written in these helpers, which are compiled
+// for the baseline ISA until inlined, makes GCC split the vector into scalars.)
+template <class I>
+KS_INLINE I visible_at(size_t j, I lo, I p) {
+  const I jv = I{} + static_cast<int32_t>(j);
+  return ~((jv - lo) | (p - jv)) >> 31;
+}
+// x in the lanes of `mask`, `other` elsewhere, bit for bit.
+template <class V, class I>
+KS_INLINE V select_bits(I mask, V x, V other) {
+  I xb, ob;
+  std::memcpy(&xb, &x, sizeof xb);
+  std::memcpy(&ob, &other, sizeof ob);
+  const I r = (xb & mask) | (ob & ~mask);
+  V out;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
+
+// The probabilities of up to 16 queries side by side, one per lane, over the
+// keys j < count: S[j * 16 + r] is lane r's score with key j, unscaled. Lane r
+// is the query at position p[r], whose visible keys are [lo[r], p[r]] (none
+// when lo > p: a lane no query fills). Each lane gets softmax_range's bits:
+// its scores scaled, the largest visible one (NaNs passed over: the largest
+// does not depend on the order it is found in), exp after it, zero outside
+// [lo, p], then each times the reciprocal of the lane's sum, taken in order
+// over j from +0 (the zeros before lo add nothing). Every step is lane-wise,
+// so no lane's bits depend on another's, and a row's sum is a vector add per
+// key instead of a chain of scalar adds. The scaled scores are stored before
+// the exp pass reads them, and the masking's bit operations stand between
+// exp's last product and the sum: a product feeding an add directly could be
+// fused into an FMA by the compiler, and the bits would move.
+template <class V>
+KS_INLINE void softmax_lanes(float* S, size_t count, const int32_t (&lo)[16],
+                             const int32_t (&p)[16], float scale) {
+  constexpr size_t W = kLanes<V>, NV = 16 / W;
+  using I = typename IntOf<V>::type;
+  I lov[NV], pv[NV];
+  V m[NV];
+  for (size_t v = 0; v < NV; ++v) {
+    std::memcpy(&lov[v], lo + W * v, sizeof lov[v]);
+    std::memcpy(&pv[v], p + W * v, sizeof pv[v]);
+    m[v] = V{} - INFINITY;
   }
-  constexpr size_t G = 8;
-  for (size_t k0 = 0; k0 < nq; k0 += G) {
-    const size_t g = std::min(G, nq - k0);
-    size_t end = 0;  // past the group's last key
-    for (size_t r = 0; r < g; ++r) end = std::max(end, pos(k0 + r) + 1);
-    float sum[G] = {};
-    for (size_t j = 0; j < end; ++j)
-      for (size_t r = 0; r < G; ++r)
-        if (r < g) sum[r] += S[(k0 + r) * lds + j];
-    for (size_t r = 0; r < g; ++r) {
-      const size_t p = pos(k0 + r);
-      divide_by_sum(S + (k0 + r) * lds, lo_of(p), p, sum[r]);
+  for (size_t j = 0; j < count; ++j)
+    for (size_t v = 0; v < NV; ++v) {
+      const V x = loadv<V>(S + 16 * j + W * v) * scale;
+      storev(S + 16 * j + W * v, x);
+      const V xv = select_bits(visible_at(j, lov[v], pv[v]), x, V{} - INFINITY);
+      m[v] = m[v] < xv ? xv : m[v];
     }
-  }
+  V inv[NV] = {};  // the sums, then their reciprocals
+  for (size_t j = 0; j < count; ++j)
+    for (size_t v = 0; v < NV; ++v) {
+      const V e =
+          select_bits(visible_at(j, lov[v], pv[v]), expv(loadv<V>(S + 16 * j + W * v) - m[v]), V{});
+      storev(S + 16 * j + W * v, e);
+      inv[v] += e;
+    }
+  for (size_t v = 0; v < NV; ++v) inv[v] = (V{} + 1.0f) / inv[v];
+  for (size_t j = 0; j < count; ++j)
+    for (size_t v = 0; v < NV; ++v)
+      storev(S + 16 * j + W * v,
+             select_bits(visible_at(j, lov[v], pv[v]), loadv<V>(S + 16 * j + W * v) * inv[v], V{}));
 }
 
 // Below this many query tokens per call (decode steps), each query's scores
-// are dot products against the cached keys; from it on (prefill), the keys are
-// packed into panels once and every query head's scores and outputs are
-// matrix products by the same micro-kernel as the weights', causal block by
-// block. The choice depends only on the call's token count, never on the batch.
+// are dot products against the cached keys; from it on (prefill), a block's
+// queries go side by side through matrix products by the same micro-kernel
+// as the weights'. The choice depends only on the call's token count, never
+// on the batch.
 constexpr size_t kGemmTokens = 4;
 
 template <class V>
@@ -421,21 +458,10 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
       }
     return;
   }
-  // K^T in panels of 16 positions: kp[total/16][hd][16], zero past `total`.
-  const size_t np = (total + 15) / 16, lds = np * 16;
-  scratch.resize(np * hd * 16 + nq * lds);  // every entry read is written below
-  float* kp = scratch.data();
-  float* S = kp + np * hd * 16;  // scores, then probabilities: [nq, lds]
-  std::fill(kp + (np - 1) * hd * 16, kp + np * hd * 16, 0.0f);  // the last panel's tail
-  for (size_t j = 0; j < total; ++j) {
-    const float* kj = kv.key(j);
-    float* dst = kp + (j / 16) * hd * 16 + j % 16;
-    for (size_t d = 0; d < hd; ++d) dst[d * 16] = kj[d];
-  }
   // The causal blocks: B consecutive tokens of the n. The rows go block by
   // block, in runs of rows of one block (all of it when every row is
-  // computed), and each run takes its block's columns and keys: the same
-  // products, so the same bits, as among all n.
+  // computed), and each run takes its block's keys, up to its last token's:
+  // the same products, so the same bits, as among all n.
   constexpr size_t B = 16;
   auto run_end = [&](size_t k0) {
     size_t k1 = k0 + 1;
@@ -446,31 +472,43 @@ KS_INLINE void attend_tokens_body(const AttendArgs& a, std::vector<float>& scrat
     const size_t i0 = tok(k) / B * B;
     return a.past + std::min(i0 + B, a.n) - 1;
   };
-  for (size_t h = 0; h < a.g; ++h) {
-    // S[k, :] = q_k K^T for the panels up to the block's last position.
-    for (size_t k0 = 0; k0 < nq;) {
-      const size_t k1 = run_end(k0), last = block_last(k0);
-      rows_times_panels<V>(k1 - k0, hd, a.q + k0 * a.ldq + h * hd, a.ldq, kp, 16, hd * 16,
-                           S + k0 * lds, lds, (last / 16 + 1) * 16, false);
-      k0 = k1;
+  scratch.resize(16 * hd + 16 * total);
+  float* qt = scratch.data();  // a run's queries of one head, transposed: [hd][16]
+  float* S = qt + 16 * hd;     // their scores, then probabilities: [count][16]
+  for (size_t k0 = 0; k0 < nq;) {
+    const size_t k1 = run_end(k0), m = k1 - k0, count = block_last(k0) + 1;
+    const size_t first = std::min(count, kv.split), second = count - first;
+    int32_t lo[16], pos[16];
+    for (size_t r = 0; r < 16; ++r) {
+      const size_t p = r < m ? a.past + tok(k0 + r) : 0;
+      pos[r] = r < m ? static_cast<int32_t>(p) : -1;
+      lo[r] = static_cast<int32_t>(lo_of(p));
     }
-    // Softmax over each query's visible keys [lo, p]; zero elsewhere.
-    softmax_rows<V>(
-        S, lds, nq, [&](size_t k) { return a.past + tok(k); }, a.scale, lo_of);
-    // out[k, head h] = P[k, 0..last] V, 16 dimensions a panel; V's rows are
-    // the panels (prefix positions, then the request's own).
-    for (size_t k0 = 0; k0 < nq;) {
-      const size_t k1 = run_end(k0), count = block_last(k0) + 1;
-      const size_t first = std::min(count, kv.split), second = count - first;
+    for (size_t h = 0; h < a.g; ++h) {
+      for (size_t r = 0; r < m; ++r) {
+        const float* qr = a.q + (k0 + r) * a.ldq + h * hd;
+        for (size_t d = 0; d < hd; ++d) qt[d * 16 + r] = qr[d];
+      }
+      for (size_t r = m; r < 16; ++r)
+        for (size_t d = 0; d < hd; ++d) qt[d * 16 + r] = 0.0f;
+      // S^T = K q^T, key by key (prefix positions, then the request's own):
+      // each score the chain of FMAs over d that q . k_j is.
+      if (first > 0)
+        rows_times_panels<V>(first, hd, kv.k, kv.stride, qt, 16, 16 * hd, S, 16, 16, false);
+      if (second > 0)
+        rows_times_panels<V>(second, hd, kv.k2, kv.stride, qt, 16, 16 * hd, S + 16 * first, 16, 16,
+                             false);
+      softmax_lanes<V>(S, count, lo, pos, a.scale);
+      // out[k, head h] = P[k, 0..count) V, 16 dimensions a panel; V's rows
+      // are the panels, P is read from S^T (KA = 16).
       float* o = a.out + k0 * a.ldo + h * hd;
       if (first > 0)
-        rows_times_panels<V>(k1 - k0, first, S + k0 * lds, lds, kv.v, kv.stride, 16, o, a.ldo, hd,
-                             false);
+        rows_times_panels<V, 16>(m, first, S, 1, kv.v, kv.stride, 16, o, a.ldo, hd, false);
       if (second > 0)
-        rows_times_panels<V>(k1 - k0, second, S + k0 * lds + first, lds, kv.v2, kv.stride, 16, o,
-                             a.ldo, hd, first > 0);
-      k0 = k1;
+        rows_times_panels<V, 16>(m, second, S + 16 * first, 1, kv.v2, kv.stride, 16, o, a.ldo, hd,
+                                 first > 0);
     }
+    k0 = k1;
   }
 }
 
@@ -576,11 +614,11 @@ bool avx512_supported() {
 // The faster of the AVX2 and AVX-512 copies on this CPU, by the time of what
 // a small model's prefill does, in about its proportions: a product the size
 // of a projection (96 tokens, K = 128, 256 columns) and the attention of 64
-// tokens for two query heads of size 32 (about 60 and 15 us), alternated,
+// tokens for two query heads of size 32 (about 60 and 12 us), alternated,
 // best of five. The two give the same bits, so only speed decides: 512-bit
 // FMAs are twice the 256-bit ones on some CPUs (Intel Xeon with two FMA
-// units) and the same on others (AMD Zen 4, where the AVX-512 copy's
-// attention is the slower). The AVX-512 copy wins ties.
+// units) and the same on others (AMD Zen 4, where the two copies are within
+// 10 % of each other). The AVX-512 copy wins ties.
 const Ops* faster_of_avx2_avx512() {
   constexpr size_t M = 96, K = 128, N = 256, T = 64, G = 2, HD = 32, LD = 2 * G * HD;
   std::vector<float> w(N * K), a(M * K), c(M * N), kv(2 * T * LD), out(T * G * HD), scratch;

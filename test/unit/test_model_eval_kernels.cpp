@@ -223,6 +223,59 @@ TEST_CASE("eval kernels: causal GQA attention equals the naive softmax; selected
   }
 }
 
+TEST_CASE("eval kernels: a query's attention does not depend on the keys after it",
+          "[eval][kernels]") {
+  // Causality, bit for bit: the blocked path computes a block's scores
+  // against the keys up to its last token and masks the rest, so a key after
+  // a query, even NaN or infinite, and a finite value after it, must leave
+  // that query's output unchanged (the masked probabilities are exact zeros).
+  CopyGuard guard;
+  std::mt19937 rng(21);
+  struct Case {
+    size_t g, n, past, split, hd, window;
+  };
+  const Case cases[] = {
+      {2, 40, 0, 0, 32, 0}, {1, 35, 9, 5, 16, 0}, {2, 24, 4, 4, 32, 6}, {3, 17, 0, 0, 48, 0}};
+  const float poison[] = {std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity(), 3e38f};
+  for (auto isa : eval_kernels_isas()) {
+    REQUIRE(set_eval_kernels_isa(isa));
+    for (const Case& c : cases) {
+      const size_t total = c.past + c.n, ld = c.hd + 2, ldq = c.g * c.hd;
+      const auto q = random_vec(c.n * ldq, rng), kpre = random_vec(c.split * ld, rng),
+                 vpre = random_vec(c.split * ld, rng);
+      const auto kown = random_vec((total - c.split) * ld, rng),
+                 vown = random_vec((total - c.split) * ld, rng);
+      auto run = [&](const std::vector<float>& k2, const std::vector<float>& v2) {
+        const KvRows kv{kpre.data(), vpre.data(), k2.data(), v2.data(), c.split, ld};
+        std::vector<float> out(c.n * ldq), scratch;
+        attend_tokens({q.data(), ldq, c.g, c.n, c.past, c.hd, 0.2f, kv, c.window, out.data(), ldq},
+                      scratch);
+        return out;
+      };
+      const auto base = run(kown, vown);
+      // Every query before position `cut` keeps its bits when the keys from
+      // `cut` on are poisoned and the values from `cut` on change.
+      for (size_t cut : {c.past + 1, c.past + c.n / 2, total - 1}) {
+        const float bad = poison[cut % 4];
+        auto k2 = kown, v2 = vown;
+        for (size_t j = std::max(cut, c.split); j < total; ++j)
+          for (size_t d = 0; d < c.hd; ++d) {
+            k2[(j - c.split) * ld + d] = d % 3 == 0 ? bad : -k2[(j - c.split) * ld + d];
+            v2[(j - c.split) * ld + d] *= -2.5f;
+          }
+        const auto got = run(k2, v2);
+        const size_t before = cut - c.past;  // queries at positions < cut
+        for (size_t i = 0; i < before * ldq; ++i)
+          if (std::memcmp(&got[i], &base[i], sizeof(float)) != 0)
+            FAIL(isa << " n=" << c.n << " past=" << c.past << " cut=" << cut << ": query "
+                     << i / ldq << " changed: " << base[i] << " -> " << got[i]);
+      }
+    }
+  }
+}
+
 TEST_CASE("eval kernels: exp, RMSNorm and SwiGLU equal their definitions", "[eval][kernels]") {
   CopyGuard guard;
   std::mt19937 rng(10);
