@@ -186,11 +186,22 @@ echo "--- 9. the state tells a saved stop from a failure, whatever the exit code
 [[ $("$KINTSUGI" report s.h5 --status) == finished ]] || fail "a finished search: $("$KINTSUGI" report s.h5 --status)"
 # stopped_run SIGNAL LAUNCHER...: a search stopped by SIGNAL sent to the
 # launcher's process once the first generation is saved; prints the exit code.
+# The search is random (stop.yaml): CMA-ES on these two checkpoints can end
+# by itself (flat fitness: 86 evaluations, 2.7 s on 2 ranks), before the
+# signal comes if the polling below is slow, and the
+# faster the evaluator, the likelier; a random search runs its whole budget
+# (4000 evaluations: about a minute on 2 ranks, killed long before).
+/usr/bin/python3 - j.yaml stop.yaml <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["search"]["method"] = "random"
+json.dump(j, open(sys.argv[2], "w"), indent=1)
+PY
 stopped_run() {
   local sig=$1 rc=0
   shift
   rm -f st.h5
-  "$@" "$KINTSUGI" optimize j.yaml --state st.h5 --budget 400 2>st.log &
+  "$@" "$KINTSUGI" optimize stop.yaml --state st.h5 --budget 4000 2>st.log &
   local pid=$!
   for _ in $(seq 600); do (( $(evals_count st.h5) >= 2 )) && break; sleep 0.05; done
   kill -"$sig" "$pid"
