@@ -141,8 +141,9 @@ print(f"ISA flags: {isa.strip() or 'none of avx2/avx512'}. Copy that runs: `{bf1
 print()
 print("| target | figure | |")
 print("|---|---|---|")
-print(f"| kernel_ratio ≥ 0.9 (bf16) | {bf16['kernel_ratio']:.2f} (kernel {bf16['kernel_gbps']:.1f} GB/s, "
-      f"triad {bf16['stream_gbps']:.1f} GB/s) | {verdict(bf16['kernel_ratio'] >= 0.9)} |")
+print(f"| kernel_ratio ≥ 0.9 (bf16) | {bf16['kernel_ratio']:.2f} (median of {bf16['ratio_pairs']} "
+      f"paired repetitions; best kernel {bf16['kernel_gbps']:.1f} GB/s, best triad "
+      f"{bf16['stream_gbps']:.1f} GB/s) | {verdict(bf16['kernel_ratio'] >= 0.9)} |")
 print(f"| file merge ≥ `cat` + `cp` | {bf16['file_vs_catcp']:.2f}× ({bf16['file_gbps']:.2f} against "
       f"{bf16['catcp_gbps']:.2f} GB/s) | {verdict(bf16['file_vs_catcp'] >= 1.0)} |")
 print(f"| `kintsugi --version` < 0.05 s | {version['mean_s'] * 1e3:.1f} ms (mean of {version['runs']}) "

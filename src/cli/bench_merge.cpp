@@ -25,6 +25,7 @@
 #include "kintsugi/cli/bench.hpp"
 #include "kintsugi/common/error.hpp"
 #include "kintsugi/common/huge_pages.hpp"
+#include "kintsugi/common/median.hpp"
 #include "kintsugi/common/system.hpp"
 #include "kintsugi/dist/mpi.hpp"
 #include "kintsugi/io/dtype.hpp"
@@ -235,18 +236,27 @@ std::vector<std::string> isas_to_measure(const std::string& isa) {
   return out;
 }
 
-// Best seconds of each in-memory measurement; kernel[k] for the k-th copy measured.
+// Best seconds of each in-memory measurement; kernel[k] for the k-th copy
+// measured. ratio[k] and ratio_nt[k]: the k-th copy's rate over the triad's
+// (and the streamed triad's), the median over the repetitions of the ratio
+// within each (ratio_nt empty when the streamed triad is not measured).
 struct MemorySeconds {
   double triad = 1e300, triad_nt = 1e300, naive = 1e300;
-  std::vector<double> kernel;
+  std::vector<double> kernel, ratio, ratio_nt;
 };
 
 // 1-3. Memory bandwidth, the fused kernel into `out` (each copy in `isas`)
 // and the naive alternative (N passes over an fp32 accumulator), interleaved
-// so that all see the same machine (a shared VM's bandwidth drifts by tens
-// of percent from one second to the next); the best of each is kept. Every
-// copy's output is checked. The copy that runs by default is selected again
-// at the end (the file merge uses it).
+// so that all see the same machine; the best of each is kept. A shared VM's
+// bandwidth drifts by tens of percent within a second, so the best triad and
+// the best kernel may come from different moments: over 40 repetitions on
+// AMD EPYC Zen 4 the best of each gave the kernel 0.90 of the triad, while
+// the median of the ratios of a kernel run to the triad run just before it
+// gave 1.01 (quartiles 0.95 and 1.09), and best-of figures read 0.82 to 1.28
+// in eight runs within a minute. So each copy's run follows a triad run of
+// its own, and its ratio is the median over the repetitions of the pair's.
+// Every copy's output is checked. The copy that runs by default is selected
+// again at the end (the file merge uses it).
 MemorySeconds time_in_memory(Triad& triad, const std::vector<HugeVector<std::byte>>& in, DType dt,
                              const std::vector<float>& w, HugeVector<std::byte>& out, int repeat,
                              const std::vector<std::string>& isas) {
@@ -267,18 +277,32 @@ MemorySeconds time_in_memory(Triad& triad, const std::vector<HugeVector<std::byt
     convert_from_f32(dt, acc.data(), out_naive.data(), n);
   };
   const std::string runs(cpu_kernel_isa());
+  // Bytes the triad counts per byte the kernel moves: a time ratio becomes a
+  // rate ratio.
+  const double scale = triad.bytes() / static_cast<double>((N + 1) * n * es);
   MemorySeconds t;
   t.kernel.assign(isas.size(), 1e300);
+  std::vector<std::vector<double>> pairs(isas.size()), pairs_nt(isas.size());
   for (int r = 0; r < repeat; ++r) {
-    t.triad = std::min(t.triad, seconds_of([&] { triad.run(); }));
-    if (Triad::kStreaming)
-      t.triad_nt = std::min(t.triad_nt, seconds_of([&] { triad.run_streaming(); }));
     for (size_t k = 0; k < isas.size(); ++k) {
+      const double tt = seconds_of([&] { triad.run(); });
+      t.triad = std::min(t.triad, tt);
+      double tn = 0.0;
+      if (Triad::kStreaming) {
+        tn = seconds_of([&] { triad.run_streaming(); });
+        t.triad_nt = std::min(t.triad_nt, tn);
+      }
       KS_CHECK(set_cpu_kernel_isa(isas[k]), "a copy of the kernels this CPU runs");
-      t.kernel[k] = std::min(
-          t.kernel[k], seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); }));
+      const double tk = seconds_of([&] { fused_weighted_sum(ptrs, dt, w, out.data(), dt, n); });
+      t.kernel[k] = std::min(t.kernel[k], tk);
+      pairs[k].push_back(tt / tk / scale);
+      if (Triad::kStreaming) pairs_nt[k].push_back(tn / tk / scale);
     }
     t.naive = std::min(t.naive, seconds_of(naive_merge));
+  }
+  for (size_t k = 0; k < isas.size(); ++k) {
+    t.ratio.push_back(median_of(pairs[k]));
+    if (Triad::kStreaming) t.ratio_nt.push_back(median_of(pairs_nt[k]));
   }
   // Every result is checked: the naive loop does the same fp32 operations in
   // the same order, so each copy must agree with it bit for bit (and `out`
@@ -571,6 +595,10 @@ struct MergeFigures {
   double stream, stream_nt, kernel, naive, file, write, map, ceiling;  // stream_nt 0: not measured
   double cat_cp;  // 0: not measured (ranks other than 0)
   std::vector<double> kernels;
+  // Each copy's rate over the triad's, and over the streamed triad's (empty
+  // when not measured): medians of paired repetitions (MemorySeconds).
+  std::vector<double> ratios, ratios_nt;
+  double ratio, ratio_nt;  // the copy that runs: its entries (ratio_nt 0: not measured)
 };
 
 MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, size_t default_k,
@@ -583,6 +611,10 @@ MergeFigures figures_of(const Triad& triad, const MemorySeconds& mem, size_t def
   f.stream_nt = Triad::kStreaming ? ranks * triad.bytes() / mem.triad_nt / 1e9 : 0.0;
   for (const double k : mem.kernel) f.kernels.push_back(ranks * useful / k / 1e9);
   f.kernel = f.kernels[default_k];
+  f.ratios = mem.ratio;
+  f.ratios_nt = mem.ratio_nt;
+  f.ratio = f.ratios[default_k];
+  f.ratio_nt = f.ratios_nt.empty() ? 0.0 : f.ratios_nt[default_k];
   f.naive = ranks * useful / mem.naive / 1e9;
   f.file = static_cast<double>(fm.report.bytes_read + fm.report.bytes_written) / fm.seconds / 1e9;
   f.write = static_cast<double>(out_bytes) / pc.write / 1e9;
@@ -614,7 +646,10 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
   const std::string thp = transparent_huge_pages();
   std::printf("  CPU: %s; kernels: %s (%s)\n", cpu.c_str(), kc.runs.c_str(), kc.choice.c_str());
   std::printf("  transparent huge pages: %s (the in-memory buffers ask for them)\n", thp.c_str());
-  std::printf("  stream triad          %8.2f GB/s\n", f.stream);
+  std::printf(
+      "  stream triad          %8.2f GB/s  (best of %d; a kernel's \"of triad\" is the median "
+      "over the repetitions of its rate over the triad's just before it)\n",
+      f.stream, a.repeat);
   if (f.stream_nt > 0)
     std::printf(
         "  triad, streamed a     %8.2f GB/s  (no read of a's lines before writing them, as the "
@@ -625,8 +660,8 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
   for (const auto& m : kc.measured) width = std::max(width, m.size() + 3);
   for (size_t k = 0; k < kc.measured.size(); ++k) {
     std::printf("  fused kernel %-*s%8.2f GB/s  (%.2f of triad", static_cast<int>(width),
-                ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.kernels[k] / f.stream);
-    if (f.stream_nt > 0) std::printf(", %.2f of streamed", f.kernels[k] / f.stream_nt);
+                ("[" + kc.measured[k] + "]").c_str(), f.kernels[k], f.ratios[k]);
+    if (!f.ratios_nt.empty()) std::printf(", %.2f of streamed", f.ratios_nt[k]);
     std::printf(")%s\n", kc.measured[k] == kc.runs ? "" : "  (not the copy that runs)");
   }
   std::printf("  naive, N passes fp32  %8.2f GB/s  (%.2f of triad; %.2fx slower than fused)\n",
@@ -661,10 +696,12 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     nlohmann::ordered_json j;
     j["stream_gbps"] = round3(f.stream);
     j["kernel_gbps"] = round3(f.kernel);
-    j["kernel_ratio"] = round3(f.kernel / f.stream);
-    const bool nt = f.stream_nt > 0;
+    j["kernel_ratio"] = round3(f.ratio);
+    j["kernel_ratio_of_bests"] = round3(f.kernel / f.stream);
+    j["ratio_pairs"] = a.repeat;
+    const bool nt = !f.ratios_nt.empty();
     j["stream_nt_gbps"] = nt ? nlohmann::ordered_json(round3(f.stream_nt)) : nullptr;
-    j["kernel_ratio_nt"] = nt ? nlohmann::ordered_json(round3(f.kernel / f.stream_nt)) : nullptr;
+    j["kernel_ratio_nt"] = nt ? nlohmann::ordered_json(round3(f.ratio_nt)) : nullptr;
     j["file_gbps"] = round3(f.file);
     j["file_ratio"] = round3(f.file / f.stream);
     j["naive_gbps"] = round3(f.naive);
@@ -682,9 +719,8 @@ void print_figures(const BenchArgs& a, const MergeFigures& f, const FileMerge& f
     for (size_t k = 0; k < kc.measured.size(); ++k)
       ks.push_back({{"isa", kc.measured[k]},
                     {"gbps", round3(f.kernels[k])},
-                    {"ratio", round3(f.kernels[k] / f.stream)},
-                    {"ratio_nt",
-                     nt ? nlohmann::ordered_json(round3(f.kernels[k] / f.stream_nt)) : nullptr}});
+                    {"ratio", round3(f.ratios[k])},
+                    {"ratio_nt", nt ? nlohmann::ordered_json(round3(f.ratios_nt[k])) : nullptr}});
     j["kernels"] = ks;
     j["pagecache_write_gbps"] = round3(f.write);
     j["map_first_touch_gbps"] = round3(f.map);
@@ -754,7 +790,9 @@ BenchRegistration merge_bench{
        sub.add_option("--checkpoints", a->checkpoints, "Number of inputs N")->default_val(4);
        sub.add_option("--mib", a->mib, "Size of each input in MiB")->default_val(256);
        sub.add_option("--dtype", a->dtype, "bf16, fp16 or fp32")->default_val("bf16");
-       sub.add_option("--repeat", a->repeat, "Timed repetitions (best is kept)")
+       sub.add_option("--repeat", a->repeat,
+                      "Timed repetitions (GB/s: the best; a kernel's ratio to the triad: the "
+                      "median of the repetitions' pairs)")
            ->default_val(5)
            ->check(CLI::Range(1, 1000));
        sub.add_option("--dir", a->dir, "Folder for the file benchmark (default: a temp folder)");

@@ -24,7 +24,7 @@ assert lines[0].startswith(f"### {model} (family "), lines[0]
 assert "QUICK RUN" in lines[0], lines[0]
 num = r"[0-9]+(\.[0-9]+)?"
 targets = {
-    "kernel_ratio": rf"\| kernel_ratio ≥ 0\.9 \(bf16\) \| {num} \(kernel {num} GB/s, triad {num} GB/s\) \|",
+    "kernel_ratio": rf"\| kernel_ratio ≥ 0\.9 \(bf16\) \| {num} \(median of [0-9]+ paired repetitions; best kernel {num} GB/s, best triad {num} GB/s\) \|",
     "file merge": rf"\| file merge ≥ `cat` \+ `cp` \| {num}× ",
     "version": rf"\| `kintsugi --version` < 0\.05 s \| {num} ms \(mean of 5\) \|",
     "cli merge": rf"\| CLI merge ≥ 20× PyTorch \| {num}× \(median of [0-9]+ alternated pairs; .*outputs identical\) \|",

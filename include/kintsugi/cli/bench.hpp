@@ -1,13 +1,14 @@
 #pragma once
 // `kintsugi bench <what>`: each benchmark registers itself here from its own
 // file (src/cli/bench_<what>.cpp); verb_bench.cpp adds them as subcommands.
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "kintsugi/cli/cli11.hpp"
 
 namespace kintsugi::cli {
 

@@ -4,12 +4,13 @@
 // verb never touches main.cpp.
 #include <fmt/format.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "kintsugi/cli/cli11.hpp"
 
 namespace kintsugi::cli {
 
